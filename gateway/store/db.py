@@ -1,0 +1,60 @@
+"""Async engine and sessions: SQLite (WAL) by default, PostgreSQL by URL.
+
+The database is reached only through the async session, so no query blocks the event loop
+(architecture.md §4).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from gateway.errors import ConfigError
+
+
+def async_url(url: str) -> str:
+    """Map a plain database URL to its asyncio driver (aiosqlite, asyncpg)."""
+    try:
+        u = make_url(url)
+    except Exception as exc:
+        raise ConfigError("database.url", f"not a database URL: {exc}") from None
+    backend = u.get_backend_name()
+    if backend == "sqlite":
+        return str(u.set(drivername="sqlite+aiosqlite"))
+    if backend in ("postgresql", "postgres"):
+        return u.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    raise ConfigError("database.url", f"expected sqlite:/// or postgresql://, got {backend!r}")
+
+
+def sqlite_path(url: str) -> Path | None:
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+        return Path(u.database)
+    return None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def make_engine(url: str) -> AsyncEngine:
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(async_url(url), pool_pre_ping=path is None)
+    if path is not None or make_url(url).get_backend_name() == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,158 @@
+"""Hash-chained audit log (pure): each record carries the SHA-256 of its predecessor.
+
+hash = SHA-256 over the canonical JSON (sorted keys, no spaces, UTF-8) of every field but `hash`:
+seq, ts (UTC ISO 8601 with microseconds), actor, action, target, before, after, reason, prev_hash.
+The first record has seq 1 and prev_hash = 64 zeros. `before`/`after` are JSON objects from
+Entry.public_dict() — never credentials.
+
+verify() names the first problem in list order and the seq it concerns:
+- "edited":    a record's content no longer matches its hash, or it was rewritten with a fresh hash
+               (its successor's prev_hash no longer points at it) → that record's seq;
+- "removed":   a seq is missing and appears nowhere → the first missing seq;
+- "reordered": a seq is missing here but appears later → the seq that is out of place;
+- "inserted":  a record that the chain skips over, or a second record with an existing seq →
+               the intruder's seq.
+A chain cannot prove its own tail: rewriting or dropping the last records is only detectable
+against a remembered (seq, hash) — `verify(records, anchor=...)` — kept somewhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from whitelist.errors import AuditChainError
+
+GENESIS_HASH = "0" * 64
+
+Problem = Literal["edited", "removed", "reordered", "inserted"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    seq: int
+    ts: datetime
+    actor: str
+    action: str
+    target: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    reason: str
+    prev_hash: str
+    hash: str
+
+    def canonical(self) -> bytes:
+        return canonical_bytes(self.seq, self.ts, self.actor, self.action, self.target, self.before,
+                               self.after, self.reason, self.prev_hash)
+
+    def computed_hash(self) -> str:
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "ts": ts_text(self.ts), "actor": self.actor, "action": self.action,
+                "target": self.target, "before": self.before, "after": self.after,
+                "reason": self.reason, "prev_hash": self.prev_hash, "hash": self.hash}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    ok: bool
+    first_bad_seq: int | None = None
+    problem: Problem | None = None
+    checked: int = 0
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"audit chain ok ({self.checked} records)"
+        return f"audit chain broken: record {self.first_bad_seq} {self.problem}"
+
+
+def ts_text(ts: datetime) -> str:
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _json_object(value: Mapping[str, Any] | None, name: str) -> dict[str, Any] | None:
+    """Round-trip through JSON so what we hash is exactly what the store gives back."""
+    if value is None:
+        return None
+    try:
+        result = json.loads(json.dumps(dict(value), sort_keys=True, ensure_ascii=False, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise AuditChainError(f"{name} is not JSON-serialisable: {exc}") from None
+    assert isinstance(result, dict)
+    return result
+
+
+def canonical_bytes(seq: int, ts: datetime, actor: str, action: str, target: str,
+                    before: Mapping[str, Any] | None, after: Mapping[str, Any] | None,
+                    reason: str, prev_hash: str) -> bytes:
+    doc = {"seq": seq, "ts": ts_text(ts), "actor": actor, "action": action, "target": target,
+           "before": before, "after": after, "reason": reason, "prev_hash": prev_hash}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode("utf-8")
+
+
+class AuditChain:
+    """Builds the next record from the last one. Holds no I/O: the store persists what it returns."""
+
+    __slots__ = ("last",)
+
+    def __init__(self, last: AuditRecord | None = None) -> None:
+        self.last = last
+
+    def append(self, actor: str, action: str, target: str, before: Mapping[str, Any] | None,
+               after: Mapping[str, Any] | None, reason: str, now: datetime) -> AuditRecord:
+        seq = 1 if self.last is None else self.last.seq + 1
+        prev = GENESIS_HASH if self.last is None else self.last.hash
+        ts = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
+        b, a = _json_object(before, "before"), _json_object(after, "after")
+        body = canonical_bytes(seq, ts, actor, action, target, b, a, reason, prev)
+        digest = hashlib.sha256(body).hexdigest()
+        record = AuditRecord(seq, ts, actor, action, target, b, a, reason, prev, digest)
+        self.last = record
+        return record
+
+
+def verify(records: Iterable[AuditRecord], *, anchor: tuple[int, str] | None = None) -> VerifyResult:
+    """Check a chain in stored order; `anchor` = (seq, hash) remembered elsewhere guards the tail."""
+    recs = list(records)
+    present = {r.seq for r in recs}
+    seen: set[int] = set()
+    prev: AuditRecord | None = None
+    for i, r in enumerate(recs):
+        exp_seq = 1 if prev is None else prev.seq + 1
+        exp_prev = GENESIS_HASH if prev is None else prev.hash
+        hash_ok = r.computed_hash() == r.hash
+        if hash_ok and r.seq == exp_seq and r.prev_hash == exp_prev:
+            seen.add(r.seq)
+            prev = r
+            continue
+        nxt = recs[i + 1] if i + 1 < len(recs) else None
+        if (nxt is not None and nxt.seq == exp_seq and nxt.prev_hash == exp_prev
+                and nxt.computed_hash() == nxt.hash):
+            return VerifyResult(False, r.seq, "inserted", i)       # the chain skips r
+        if r.seq in seen:
+            return VerifyResult(False, r.seq, "inserted", i)       # second record with this seq
+        if not hash_ok:
+            return VerifyResult(False, r.seq, "edited", i)
+        if r.seq == exp_seq:                                       # r intact, its predecessor rewritten
+            return VerifyResult(False, prev.seq if prev is not None else r.seq, "edited", i)
+        if r.seq > exp_seq:
+            if exp_seq in present:
+                return VerifyResult(False, exp_seq, "reordered", i)
+            return VerifyResult(False, exp_seq, "removed", i)
+        return VerifyResult(False, r.seq, "reordered", i)
+    if anchor is not None:
+        a_seq, a_hash = anchor
+        at = next((r for r in recs if r.seq == a_seq), None)
+        if at is None:
+            return VerifyResult(False, a_seq, "removed", len(recs))
+        if at.hash != a_hash:
+            return VerifyResult(False, a_seq, "edited", len(recs))
+    return VerifyResult(True, None, None, len(recs))

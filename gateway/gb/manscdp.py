@@ -1,0 +1,549 @@
+"""MANSCDP XML codec (our notes §4): parse untrusted bodies, decode typed messages, build bodies.
+
+Parsing is hardened: any DTD, entity declaration or external entity raises HostileXml
+before anything is expanded (defusedxml with `forbid_dtd`). Hikvision quirks from
+§4.2 are repaired: bare `&` is escaped, and a stray `<` inside `<Address>` is escaped
+(falling back to dropping the Address lines, as WVP does).
+
+Encoders write `<?xml version="1.0" encoding="GB2312"?>` by default and encode with
+gb18030; "UTF-8" is supported. Every decoder reads back what the matching encoder wrote.
+"""
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from xml.etree.ElementTree import Element, ParseError
+
+import defusedxml.ElementTree as SafeET
+from defusedxml import DefusedXmlException
+
+from gateway.gb.charset import decode_body, decode_with, encoding_for_output
+from gateway.gb.errors import HostileXml, ManscdpError
+from gateway.gb.items import CatalogItem, item_from_element, item_lines, normalise_status
+from gateway.gb.xmltext import (
+    ExtraValue,
+    check_name,
+    child_text,
+    children,
+    element_xml,
+    escape,
+    find_child,
+    local_name,
+    text_of,
+)
+
+__all__ = [
+    "AlarmStatus",
+    "CatalogItem",
+    "CatalogPage",
+    "DeviceInfo",
+    "DeviceStatus",
+    "Keepalive",
+    "Manscdp",
+    "Root",
+    "build_catalog_notify",
+    "build_catalog_response",
+    "build_device_info_response",
+    "build_device_status_response",
+    "build_keepalive",
+    "build_message",
+    "build_query",
+    "build_response_result",
+    "catalog_notify",
+    "catalog_response",
+    "decode_body",
+    "device_info",
+    "device_status",
+    "keepalive",
+    "parse",
+]
+
+MAX_BODY = 65536
+
+_BARE_AMP = re.compile(r"&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)")
+_HOSTILE = re.compile(r"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+_DECL_TEXT = re.compile(r"\A\s*<\?xml[^>]*\?>")
+_ADDRESS = re.compile(r"(<Address\b[^>]*>)(.*?)(</Address\s*>)", re.IGNORECASE | re.DOTALL)
+
+
+class Root(StrEnum):
+    """MANSCDP root elements (§4.1); anything else is answered 415/400."""
+
+    QUERY = "Query"
+    CONTROL = "Control"
+    NOTIFY = "Notify"
+    RESPONSE = "Response"
+
+
+_ROOTS = {r.value.lower(): r for r in Root}
+
+
+@dataclass(slots=True)
+class Manscdp:
+    """A parsed MANSCDP body: envelope fields plus direct-child text.
+
+    `fields` maps each direct child's tag (as written, first occurrence) to its stripped
+    text; `get()` looks names up case-insensitively. `element` is the root for typed
+    decoders; `charset` is the codec the body was decoded with.
+    """
+
+    root: Root
+    cmd_type: str
+    sn: int
+    device_id: str
+    fields: dict[str, str]
+    element: Element
+    charset: str
+    _lower: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        lower: dict[str, str] = {}
+        for key, value in self.fields.items():
+            lower.setdefault(key.lower(), value)
+        self._lower = lower
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """Direct child text by case-insensitive name; `default` if absent."""
+        return self._lower.get(name.lower(), default)
+
+    def find(self, name: str) -> Element | None:
+        """First direct child element by case-insensitive name."""
+        return find_child(self.element, name)
+
+
+def _repair_address(match: re.Match[str]) -> str:
+    inner = match.group(2).replace("<", "&lt;").replace(">", "&gt;")
+    return match.group(1) + inner + match.group(3)
+
+
+def _parse_text(text: str) -> Element:
+    try:
+        return SafeET.fromstring(text, forbid_dtd=True)  # type: ignore[no-any-return]
+    except DefusedXmlException as exc:
+        raise HostileXml(type(exc).__name__) from None
+
+
+def _parse_tree(text: str) -> Element:
+    """Parse, retrying the Hikvision `<Address>` repairs of §4.2 on failure."""
+    try:
+        return _parse_text(text)
+    except ParseError as first:
+        error = first
+    repaired = _ADDRESS.sub(_repair_address, text)
+    if repaired != text:
+        try:
+            return _parse_text(repaired)
+        except ParseError:
+            pass
+    dropped = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().lower().startswith("<address"))
+    if dropped != text:
+        try:
+            return _parse_text(dropped)
+        except ParseError:
+            pass
+    raise ManscdpError("Malformed XML", str(error)) from None
+
+
+def parse(raw: bytes, *, charset_hint: str | None = None, max_size: int = MAX_BODY) -> Manscdp:
+    """Parse one MANSCDP body.
+
+    `charset_hint` is the per-device charset override (tried before the declaration).
+    Raises HostileXml for DTDs/entities, ManscdpError for anything else unacceptable.
+    """
+    if len(raw) > max_size:
+        raise ManscdpError("Body too large", f"{len(raw)} > {max_size} bytes")
+    if not raw.strip():
+        raise ManscdpError("Empty body")
+    if charset_hint:
+        text, used = decode_with(raw, charset_hint, override=True)
+    else:
+        text, used = decode_with(raw)
+    if _HOSTILE.search(text):
+        raise HostileXml("DTD or entity declaration")
+    text = _DECL_TEXT.sub("", text, count=1)
+    text = _BARE_AMP.sub("&amp;", text)
+    elem = _parse_tree(text)
+    tag = local_name(elem.tag)
+    root = _ROOTS.get(tag.lower())
+    if root is None:
+        raise ManscdpError(f"Unsupported root <{tag[:40]}>")
+    fields: dict[str, str] = {}
+    for child in elem:
+        fields.setdefault(local_name(child.tag), text_of(child))
+    cmd_type = child_text(elem, "CmdType")
+    if not cmd_type:
+        raise ManscdpError("Missing CmdType")
+    sn_text = child_text(elem, "SN")
+    if sn_text is None:
+        raise ManscdpError("Missing SN")
+    if not (sn_text.isascii() and sn_text.isdigit()) or len(sn_text) > 19:
+        raise ManscdpError("Invalid SN", sn_text[:40])
+    device_id = child_text(elem, "DeviceID")
+    if not device_id:
+        raise ManscdpError("Missing DeviceID")
+    return Manscdp(
+        root=root,
+        cmd_type=cmd_type,
+        sn=int(sn_text),
+        device_id=device_id,
+        fields=fields,
+        element=elem,
+        charset=used,
+    )
+
+
+# --------------------------------------------------------------------------- typed decoders
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive:
+    """Notify/Keepalive (§4.3); `info_device_ids` lists faulty sub-devices from `<Info>`."""
+
+    device_id: str
+    sn: int
+    status: str | None
+    info_device_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogPage:
+    """One Response/Catalog (or Notify/Catalog) packet; `skipped` counts items without DeviceID."""
+
+    device_id: str
+    sn: int
+    sum_num: int
+    items: list[CatalogItem]
+    skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """Response/DeviceInfo (§4.5); everything but the envelope is optional."""
+
+    device_id: str
+    sn: int
+    result: str | None
+    name: str | None
+    device_type: str | None
+    manufacturer: str | None
+    model: str | None
+    firmware: str | None
+    channel_count: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmStatus:
+    """One `Alarmstatus/Item` of a DeviceStatus response: ONDUTY / OFFDUTY / ALARM."""
+
+    device_id: str
+    duty_status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """Response/DeviceStatus (§4.6). `online` is True for ONLINE, False for OFFLINE."""
+
+    device_id: str
+    sn: int
+    result: str | None
+    online: bool | None
+    status: str | None
+    encode: str | None
+    record: str | None
+    device_time: str | None
+    alarms: tuple[AlarmStatus, ...] = ()
+    reason: str | None = None
+
+
+def _expect(msg: Manscdp, cmd_type: str) -> None:
+    if msg.cmd_type.lower() != cmd_type.lower():
+        raise ManscdpError("Unexpected CmdType", f"{msg.cmd_type!r}, expected {cmd_type}")
+
+
+def _upper(value: str | None) -> str | None:
+    return value.upper() if value else None
+
+
+def _opt_int(msg: Manscdp, name: str) -> int | None:
+    value = msg.get(name)
+    if value and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+def keepalive(msg: Manscdp) -> Keepalive:
+    """Decode Notify/Keepalive."""
+    _expect(msg, "Keepalive")
+    ids: list[str] = []
+    for info in children(msg.element, "Info"):
+        ids.extend(v for v in (text_of(e) for e in info.iter() if local_name(e.tag) == "DeviceID") if v)
+    return Keepalive(msg.device_id, msg.sn, _upper(msg.get("Status")), tuple(ids))
+
+
+def _items(msg: Manscdp) -> tuple[list[CatalogItem], int]:
+    items: list[CatalogItem] = []
+    skipped = 0
+    for dev_list in children(msg.element, "DeviceList"):
+        for node in children(dev_list, "Item"):
+            item = item_from_element(node)
+            if item is None:
+                skipped += 1
+            else:
+                items.append(item)
+    return items, skipped
+
+
+def catalog_response(msg: Manscdp) -> CatalogPage:
+    """Decode one Catalog page (Response, or a pushed Notify). Missing SumNum → items in this page."""
+    _expect(msg, "Catalog")
+    items, skipped = _items(msg)
+    raw_sum = msg.get("SumNum")
+    if raw_sum is None or raw_sum == "":
+        sum_num = len(items) + skipped
+    elif raw_sum.isascii() and raw_sum.isdigit():
+        sum_num = int(raw_sum)
+    else:
+        raise ManscdpError("Invalid SumNum", raw_sum[:40])
+    return CatalogPage(msg.device_id, msg.sn, sum_num, items, skipped)
+
+
+def catalog_notify(msg: Manscdp) -> list[CatalogItem]:
+    """Items of a Notify/Catalog change notification (§4.15), each with its `event`."""
+    _expect(msg, "Catalog")
+    return _items(msg)[0]
+
+
+def device_info(msg: Manscdp) -> DeviceInfo:
+    """Decode Response/DeviceInfo."""
+    _expect(msg, "DeviceInfo")
+    channels = _opt_int(msg, "Channel")
+    if channels is None:
+        channels = _opt_int(msg, "MaxCamera")
+    return DeviceInfo(
+        device_id=msg.device_id,
+        sn=msg.sn,
+        result=_upper(msg.get("Result")),
+        name=msg.get("DeviceName") or msg.get("Name") or None,
+        device_type=msg.get("DeviceType") or None,
+        manufacturer=msg.get("Manufacturer") or None,
+        model=msg.get("Model") or None,
+        firmware=msg.get("Firmware") or None,
+        channel_count=channels,
+    )
+
+
+def device_status(msg: Manscdp) -> DeviceStatus:
+    """Decode Response/DeviceStatus (note the lower-case `s` of `Alarmstatus`, matched either way)."""
+    _expect(msg, "DeviceStatus")
+    online_raw = _upper(msg.get("Online"))
+    online = None if online_raw is None else normalise_status(online_raw) == "ON"
+    if online_raw is not None and normalise_status(online_raw) is None:
+        online = None
+    alarms: list[AlarmStatus] = []
+    for block in children(msg.element, "Alarmstatus"):
+        for node in children(block, "Item"):
+            dev = child_text(node, "DeviceID")
+            if dev:
+                alarms.append(AlarmStatus(dev, _upper(child_text(node, "DutyStatus"))))
+    return DeviceStatus(
+        device_id=msg.device_id,
+        sn=msg.sn,
+        result=_upper(msg.get("Result")),
+        online=online,
+        status=_upper(msg.get("Status")),
+        encode=_upper(msg.get("Encode")),
+        record=_upper(msg.get("Record")),
+        device_time=msg.get("DeviceTime") or None,
+        alarms=tuple(alarms),
+        reason=msg.get("Reason") or None,
+    )
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+def build_message(
+    root: Root | str,
+    cmd_type: str,
+    sn: int,
+    device_id: str,
+    *,
+    charset: str = "GB2312",
+    fields: Mapping[str, ExtraValue] | None = None,
+    body_lines: Sequence[str] = (),
+) -> bytes:
+    """Any MANSCDP document: envelope, then `fields` in order, then pre-built `body_lines`."""
+    root_name = check_name(Root(root).value if isinstance(root, Root) else str(root))
+    declared, codec = encoding_for_output(charset)
+    lines = [
+        f'<?xml version="1.0" encoding="{declared}"?>',
+        f"<{root_name}>",
+        f"<CmdType>{escape(cmd_type)}</CmdType>",
+        f"<SN>{int(sn)}</SN>",
+        f"<DeviceID>{escape(device_id)}</DeviceID>",
+    ]
+    for name, value in (fields or {}).items():
+        element_xml(name, value, lines)
+    lines.extend(body_lines)
+    lines.append(f"</{root_name}>")
+    lines.append("")
+    return "\r\n".join(lines).encode(codec, errors="replace")
+
+
+def build_query(
+    cmd_type: str,
+    sn: int,
+    device_id: str,
+    *,
+    charset: str = "GB2312",
+    extra: Mapping[str, ExtraValue] | None = None,
+) -> bytes:
+    """Query/<cmd_type> (§4.1), e.g. Catalog, DeviceInfo, RecordInfo with `extra` filters."""
+    return build_message(Root.QUERY, cmd_type, sn, device_id, charset=charset, fields=extra)
+
+
+def build_control(
+    cmd_type: str,
+    sn: int,
+    device_id: str,
+    *,
+    charset: str = "GB2312",
+    extra: Mapping[str, ExtraValue] | None = None,
+) -> bytes:
+    """Control/<cmd_type> (§4.8), e.g. DeviceControl with `{"PTZCmd": "A50F…"}`."""
+    return build_message(Root.CONTROL, cmd_type, sn, device_id, charset=charset, fields=extra)
+
+
+def build_keepalive(
+    device_id: str,
+    sn: int,
+    status: str = "OK",
+    charset: str = "GB2312",
+    info_device_ids: Iterable[str] = (),
+) -> bytes:
+    """Notify/Keepalive (§4.3); `info_device_ids` become `<Info><DeviceID>…` entries."""
+    body: list[str] = []
+    ids = list(info_device_ids)
+    if ids:
+        body.append("<Info>")
+        body.extend(f"<DeviceID>{escape(i)}</DeviceID>" for i in ids)
+        body.append("</Info>")
+    return build_message(
+        Root.NOTIFY, "Keepalive", sn, device_id, charset=charset, fields={"Status": status}, body_lines=body
+    )
+
+
+def _device_list(items: Sequence[CatalogItem]) -> list[str]:
+    body = [f'<DeviceList Num="{len(items)}">']
+    for item in items:
+        item_lines(item, body)
+    body.append("</DeviceList>")
+    return body
+
+
+def build_catalog_response(
+    device_id: str, sn: int, sum_num: int, items: Sequence[CatalogItem], charset: str = "GB2312"
+) -> bytes:
+    """One Response/Catalog page: `SumNum` is the total, `DeviceList Num` this page (§4.4)."""
+    return build_message(
+        Root.RESPONSE,
+        "Catalog",
+        sn,
+        device_id,
+        charset=charset,
+        fields={"SumNum": int(sum_num)},
+        body_lines=_device_list(items),
+    )
+
+
+def build_catalog_notify(
+    device_id: str, sn: int, items: Sequence[CatalogItem], charset: str = "GB2312"
+) -> bytes:
+    """Notify/Catalog change notification (§4.15); set each item's `event`."""
+    return build_message(
+        Root.NOTIFY,
+        "Catalog",
+        sn,
+        device_id,
+        charset=charset,
+        fields={"SumNum": len(items)},
+        body_lines=_device_list(items),
+    )
+
+
+def _present(pairs: Iterable[tuple[str, object]]) -> dict[str, ExtraValue]:
+    return {k: str(v) for k, v in pairs if v is not None}
+
+
+def build_device_info_response(
+    device_id: str,
+    sn: int,
+    *,
+    name: str | None = None,
+    manufacturer: str | None = None,
+    model: str | None = None,
+    firmware: str | None = None,
+    channel_count: int | None = None,
+    device_type: str | None = None,
+    result: str = "OK",
+    charset: str = "GB2312",
+) -> bytes:
+    """Response/DeviceInfo (§4.5)."""
+    fields = _present(
+        [
+            ("DeviceName", name),
+            ("Result", result),
+            ("DeviceType", device_type),
+            ("Manufacturer", manufacturer),
+            ("Model", model),
+            ("Firmware", firmware),
+            ("Channel", channel_count),
+        ]
+    )
+    return build_message(Root.RESPONSE, "DeviceInfo", sn, device_id, charset=charset, fields=fields)
+
+
+def build_device_status_response(
+    device_id: str,
+    sn: int,
+    *,
+    online: bool = True,
+    status: str = "OK",
+    encode: str | None = "ON",
+    record: str | None = "OFF",
+    device_time: str | None = None,
+    alarms: Sequence[AlarmStatus] = (),
+    reason: str | None = None,
+    result: str = "OK",
+    charset: str = "GB2312",
+) -> bytes:
+    """Response/DeviceStatus (§4.6)."""
+    fields = _present(
+        [
+            ("Result", result),
+            ("Online", "ONLINE" if online else "OFFLINE"),
+            ("Status", status),
+            ("Reason", reason),
+            ("DeviceTime", device_time),
+            ("Encode", encode),
+            ("Record", record),
+        ]
+    )
+    body = [f'<Alarmstatus Num="{len(alarms)}">']
+    for alarm in alarms:
+        item: dict[str, ExtraValue] = {"DeviceID": alarm.device_id}
+        if alarm.duty_status:
+            item["DutyStatus"] = alarm.duty_status
+        element_xml("Item", item, body)
+    body.append("</Alarmstatus>")
+    return build_message(
+        Root.RESPONSE, "DeviceStatus", sn, device_id, charset=charset, fields=fields, body_lines=body
+    )
+
+
+def build_response_result(
+    cmd_type: str, sn: int, device_id: str, result: str = "OK", charset: str = "GB2312"
+) -> bytes:
+    """Response/<cmd_type> carrying only `<Result>` (DeviceControl, Alarm, DeviceConfig…)."""
+    return build_message(Root.RESPONSE, cmd_type, sn, device_id, charset=charset, fields={"Result": result})

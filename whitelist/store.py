@@ -1,0 +1,488 @@
+"""Persistence of entries, rules and the audit chain (SQLModel tables on SQLModel.metadata).
+
+Every change is ONE transaction that writes the row AND its audit record, committed before the
+call returns — so the audit is durable before anyone acts on the change — and only then applied to
+the attached in-memory Policy (see `policy`). Appends are serialised in-process by a lock; across
+processes/nodes the audit `seq` primary key makes a concurrent append fail, and the whole
+transaction is retried on top of the new head.
+
+Lists and dicts are JSON text columns (portable between SQLite and PostgreSQL, and byte-stable so
+audit hashes re-verify). Credentials are stored as HA1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import DateTime, Text, func
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import Field, SQLModel, col, select
+
+from whitelist.audit import AuditChain, AuditRecord, VerifyResult, verify
+from whitelist.decide import Policy
+from whitelist.errors import AuditChainError, NotFoundError, ValidationError, ValidationErrors
+from whitelist.model import (
+    Credential,
+    Entry,
+    EntryStatus,
+    PendingEvidence,
+    Rule,
+    RuleAction,
+    iso,
+    parse_networks,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_RETRIES = 5
+
+
+class WhitelistEntryRow(SQLModel, table=True):
+    __tablename__ = "whitelist_entry"
+    device_id: str = Field(primary_key=True, max_length=20)
+    status: str = Field(max_length=16, index=True)
+    cred_username: str | None = Field(default=None, max_length=64)
+    cred_realm: str | None = Field(default=None, max_length=128)
+    ha1_md5: str | None = Field(default=None, max_length=32)
+    ha1_sha256: str | None = Field(default=None, max_length=64)
+    allowed_sources: str = Field(default="[]", sa_type=Text)
+    cert_fingerprint: str | None = Field(default=None, max_length=64)
+    expected_manufacturer: str | None = Field(default=None, max_length=256)
+    expected_model: str | None = Field(default=None, max_length=256)
+    expected_firmware_prefix: str | None = Field(default=None, max_length=256)
+    site: str = Field(default="", max_length=256)
+    link: str = Field(default="", max_length=256)
+    not_before: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    not_after: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    max_channels: int | None = None
+    owner: str = Field(default="", max_length=256)
+    contract_ref: str = Field(default="", max_length=256)
+    name: str = Field(default="", max_length=256)
+    evidence: str = Field(default="{}", sa_type=Text)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(sa_type=DateTime(timezone=True))
+    version: int = 0
+
+
+class WhitelistRuleRow(SQLModel, table=True):
+    __tablename__ = "whitelist_rule"
+    id: str = Field(primary_key=True, max_length=64)
+    id_prefix: str = Field(default="", max_length=20)
+    type_code: str | None = Field(default=None, max_length=3)
+    allowed_sources: str = Field(default="[]", sa_type=Text)
+    action: str = Field(max_length=8)
+    status: str = Field(max_length=16)
+    priority: int = 100
+    cred_username: str | None = Field(default=None, max_length=64)
+    cred_realm: str | None = Field(default=None, max_length=128)
+    ha1_md5: str | None = Field(default=None, max_length=32)
+    ha1_sha256: str | None = Field(default=None, max_length=64)
+    name: str = Field(default="", max_length=256)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(sa_type=DateTime(timezone=True))
+    version: int = 0
+
+
+class WhitelistAuditRow(SQLModel, table=True):
+    __tablename__ = "whitelist_audit"
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    ts: str = Field(max_length=40, index=True)        # canonical ISO text: exactly what was hashed
+    actor: str = Field(max_length=128)
+    action: str = Field(max_length=64)
+    target: str = Field(max_length=128, index=True)
+    before: str | None = Field(default=None, sa_type=Text)
+    after: str | None = Field(default=None, sa_type=Text)
+    reason: str = Field(default="", sa_type=Text)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64, unique=True)
+
+
+# -- conversions ---------------------------------------------------------------------------------
+
+def _utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _cred(username: str | None, realm: str | None, md5: str | None, sha: str | None) -> Credential | None:
+    if not username or md5 is None or sha is None:
+        return None
+    return Credential(username=username, realm=realm or "", ha1_md5=md5, ha1_sha256=sha)
+
+
+def _entry_from_row(row: WhitelistEntryRow) -> Entry:
+    return Entry(
+        device_id=row.device_id, status=EntryStatus(row.status),
+        credential=_cred(row.cred_username, row.cred_realm, row.ha1_md5, row.ha1_sha256),
+        allowed_sources=parse_networks(json.loads(row.allowed_sources)),
+        cert_fingerprint=row.cert_fingerprint, expected_manufacturer=row.expected_manufacturer,
+        expected_model=row.expected_model, expected_firmware_prefix=row.expected_firmware_prefix,
+        site=row.site, link=row.link, not_before=_utc(row.not_before), not_after=_utc(row.not_after),
+        max_channels=row.max_channels, owner=row.owner, contract_ref=row.contract_ref, name=row.name,
+        evidence=json.loads(row.evidence), created_at=_utc(row.created_at) or row.created_at,
+        updated_at=_utc(row.updated_at) or row.updated_at, version=row.version)
+
+
+def _fill_entry_row(row: WhitelistEntryRow, e: Entry) -> None:
+    c = e.credential
+    row.status = e.status.value
+    row.cred_username, row.cred_realm = (c.username, c.realm) if c else (None, None)
+    row.ha1_md5, row.ha1_sha256 = (c.ha1_md5, c.ha1_sha256) if c else (None, None)
+    row.allowed_sources = json.dumps([str(n) for n in e.allowed_sources])
+    row.cert_fingerprint = e.cert_fingerprint
+    row.expected_manufacturer, row.expected_model = e.expected_manufacturer, e.expected_model
+    row.expected_firmware_prefix = e.expected_firmware_prefix
+    row.site, row.link, row.owner = e.site, e.link, e.owner
+    row.contract_ref, row.name = e.contract_ref, e.name
+    row.not_before, row.not_after, row.max_channels = e.not_before, e.not_after, e.max_channels
+    row.evidence = json.dumps(e.evidence, sort_keys=True, ensure_ascii=False)
+    row.created_at, row.updated_at, row.version = e.created_at, e.updated_at, e.version
+
+
+def _rule_from_row(row: WhitelistRuleRow) -> Rule:
+    return Rule(id=row.id, id_prefix=row.id_prefix, type_code=row.type_code,
+                allowed_sources=parse_networks(json.loads(row.allowed_sources)),
+                action=RuleAction(row.action), status=EntryStatus(row.status), priority=row.priority,
+                credential=_cred(row.cred_username, row.cred_realm, row.ha1_md5, row.ha1_sha256),
+                name=row.name, created_at=_utc(row.created_at) or row.created_at,
+                updated_at=_utc(row.updated_at) or row.updated_at, version=row.version)
+
+
+def _fill_rule_row(row: WhitelistRuleRow, r: Rule) -> None:
+    c = r.credential
+    row.id_prefix, row.type_code = r.id_prefix, r.type_code
+    row.allowed_sources = json.dumps([str(n) for n in r.allowed_sources])
+    row.action, row.status, row.priority, row.name = r.action.value, r.status.value, r.priority, r.name
+    row.cred_username, row.cred_realm = (c.username, c.realm) if c else (None, None)
+    row.ha1_md5, row.ha1_sha256 = (c.ha1_md5, c.ha1_sha256) if c else (None, None)
+    row.created_at, row.updated_at, row.version = r.created_at, r.updated_at, r.version
+
+
+def _audit_from_row(row: WhitelistAuditRow) -> AuditRecord:
+    return AuditRecord(seq=row.seq, ts=datetime.fromisoformat(row.ts), actor=row.actor, action=row.action,
+                       target=row.target, before=None if row.before is None else json.loads(row.before),
+                       after=None if row.after is None else json.loads(row.after), reason=row.reason,
+                       prev_hash=row.prev_hash, hash=row.hash)
+
+
+def _audit_row(rec: AuditRecord) -> WhitelistAuditRow:
+    def dump(d: dict[str, Any] | None) -> str | None:
+        return None if d is None else json.dumps(d, sort_keys=True, ensure_ascii=False)
+    return WhitelistAuditRow(seq=rec.seq, ts=iso(rec.ts) or "", actor=rec.actor, action=rec.action,
+                             target=rec.target, before=dump(rec.before), after=dump(rec.after),
+                             reason=rec.reason, prev_hash=rec.prev_hash, hash=rec.hash)
+
+
+_STATUS_ACTION = {EntryStatus.APPROVED: "approve", EntryStatus.SUSPENDED: "suspend",
+                  EntryStatus.REVOKED: "revoke", EntryStatus.PENDING: "set_pending"}
+
+
+@dataclass(slots=True)
+class _Seen:
+    last_write: datetime
+    unflushed: int = 0
+
+
+class _Tx:
+    """One open transaction: the session plus the audit chain positioned at the current head."""
+
+    __slots__ = ("chain", "now", "session")
+
+    def __init__(self, session: AsyncSession, chain: AuditChain, now: datetime) -> None:
+        self.session, self.chain, self.now = session, chain, now
+
+    def audit(self, actor: str, action: str, target: str, before: dict[str, Any] | None,
+              after: dict[str, Any] | None, reason: str) -> AuditRecord:
+        rec = self.chain.append(actor, action, target, before, after, reason, self.now)
+        self.session.add(_audit_row(rec))
+        return rec
+
+
+class WhitelistStore:
+    """Async persistence; `policy` (set by load_policy() or passed in) follows every committed change."""
+
+    def __init__(self, session_factory: async_sessionmaker[AsyncSession], *, policy: Policy | None = None,
+                 pending_interval: float = 60.0, max_pending: int = 10_000,
+                 new_pending_per_minute: int = 120) -> None:
+        self._sessions = session_factory
+        self.policy = policy
+        self._lock = asyncio.Lock()
+        self.pending_interval = pending_interval
+        self.max_pending = max_pending
+        self.new_pending_per_minute = new_pending_per_minute
+        self._seen: dict[str, _Seen] = {}
+        self._new_budget = float(new_pending_per_minute)
+        self._new_stamp: datetime | None = None
+        self.pending_dropped = 0          # unknown devices not recorded (flood of new IDs / table full)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def load_policy(self) -> Policy:
+        async with self._sessions() as s:
+            entries = [_entry_from_row(r) for r in (await s.execute(select(WhitelistEntryRow))).scalars()]
+            rules = [_rule_from_row(r) for r in (await s.execute(select(WhitelistRuleRow))).scalars()]
+        self.policy = Policy(entries, rules)
+        return self.policy
+
+    async def get(self, device_id: str) -> Entry | None:
+        async with self._sessions() as s:
+            row = await s.get(WhitelistEntryRow, device_id)
+            return None if row is None else _entry_from_row(row)
+
+    async def list_entries(self, status: EntryStatus | None = None) -> list[Entry]:
+        stmt = select(WhitelistEntryRow).order_by(col(WhitelistEntryRow.device_id))
+        if status is not None:
+            stmt = stmt.where(WhitelistEntryRow.status == status.value)
+        async with self._sessions() as s:
+            return [_entry_from_row(r) for r in (await s.execute(stmt)).scalars()]
+
+    async def list_rules(self) -> list[Rule]:
+        async with self._sessions() as s:
+            return [_rule_from_row(r) for r in (await s.execute(select(WhitelistRuleRow))).scalars()]
+
+    async def audit_records(self, *, after_seq: int = 0, limit: int | None = None) -> list[AuditRecord]:
+        stmt = select(WhitelistAuditRow).where(WhitelistAuditRow.seq > after_seq)
+        stmt = stmt.order_by(col(WhitelistAuditRow.seq))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        async with self._sessions() as s:
+            return [_audit_from_row(r) for r in (await s.execute(stmt)).scalars()]
+
+    async def verify_audit(self, *, anchor: tuple[int, str] | None = None) -> VerifyResult:
+        return verify(await self.audit_records(), anchor=anchor)
+
+    # -- the transaction helper ----------------------------------------------------------------
+
+    async def _transact(self, now: datetime | None, work: Callable[[_Tx], Awaitable[T]]) -> T:
+        now = _utc(now) or datetime.now(UTC)
+        async with self._lock:
+            for attempt in range(_RETRIES):
+                try:
+                    async with self._sessions() as session, session.begin():
+                        head = (await session.execute(select(WhitelistAuditRow)
+                                                      .order_by(col(WhitelistAuditRow.seq).desc())
+                                                      .limit(1))).scalars().first()
+                        last = None if head is None else _audit_from_row(head)
+                        if last is not None and last.computed_hash() != last.hash:
+                            raise AuditChainError(f"audit head (seq {last.seq}) does not match its hash")
+                        return await work(_Tx(session, AuditChain(last), now))
+                except (IntegrityError, OperationalError) as exc:   # another node appended first
+                    if attempt == _RETRIES - 1:
+                        raise AuditChainError(f"audit append kept conflicting: {exc}") from exc
+                    log.debug("whitelist write conflict, retrying: %s", exc)
+                    await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    # -- entries ------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _put_entry(tx: _Tx, entry: Entry, *, actor: str, action: str, reason: str,
+                         audit: bool = True) -> Entry:
+        row = await tx.session.get(WhitelistEntryRow, entry.device_id)
+        before = None if row is None else _entry_from_row(row)
+        saved = replace(entry, version=(before.version if before else 0) + 1,
+                        created_at=before.created_at if before else tx.now, updated_at=tx.now)
+        if row is None:
+            row = WhitelistEntryRow(device_id=saved.device_id, status=saved.status.value,
+                                    created_at=tx.now, updated_at=tx.now)
+        _fill_entry_row(row, saved)
+        tx.session.add(row)
+        if audit:
+            tx.audit(actor, action, saved.device_id, before.public_dict() if before else None,
+                     saved.public_dict(), reason)
+        return saved
+
+    async def save_entry(self, entry: Entry, *, actor: str, action: str = "save", reason: str = "",
+                         now: datetime | None = None) -> Entry:
+        """Insert or replace an entry (version +1, created_at kept) and audit it, in one transaction."""
+        saved = await self._transact(now, lambda tx: self._put_entry(tx, entry, actor=actor, action=action,
+                                                                     reason=reason))
+        if self.policy is not None:
+            self.policy.upsert(saved)
+        return saved
+
+    async def set_status(self, device_id: str, status: EntryStatus, *, actor: str, reason: str = "",
+                         now: datetime | None = None) -> Entry:
+        async def work(tx: _Tx) -> Entry:
+            row = await tx.session.get(WhitelistEntryRow, device_id)
+            if row is None:
+                raise NotFoundError("device_id", device_id)
+            current = _entry_from_row(row)
+            return await self._put_entry(tx, replace(current, status=EntryStatus(status)), actor=actor,
+                                         action=_STATUS_ACTION[EntryStatus(status)], reason=reason)
+        saved = await self._transact(now, work)
+        self._seen.pop(device_id, None)
+        if self.policy is not None:
+            self.policy.upsert(saved)
+        return saved
+
+    async def delete(self, device_id: str, *, actor: str, reason: str = "",
+                     now: datetime | None = None) -> Entry:
+        async def work(tx: _Tx) -> Entry:
+            row = await tx.session.get(WhitelistEntryRow, device_id)
+            if row is None:
+                raise NotFoundError("device_id", device_id)
+            before = _entry_from_row(row)
+            await tx.session.delete(row)
+            tx.audit(actor, "delete", device_id, before.public_dict(), None, reason)
+            return before
+        removed = await self._transact(now, work)
+        self._seen.pop(device_id, None)
+        if self.policy is not None:
+            self.policy.remove(device_id)
+        return removed
+
+    async def import_entries(self, entries: Iterable[Entry], actor: str, *, rules: Iterable[Rule] = (),
+                             reason: str = "import", now: datetime | None = None) -> list[Entry]:
+        """All or nothing: every entry and rule plus one audit record each, in one transaction."""
+        entries, rules = list(entries), list(rules)
+        errors: list[ValidationError] = []
+        seen: set[str] = set()
+        for i, e in enumerate(entries, 1):
+            if e.device_id in seen:
+                errors.append(ValidationError("device_id", f"duplicate {e.device_id}", line=i))
+            seen.add(e.device_id)
+        if len({r.id for r in rules}) != len(rules):
+            errors.append(ValidationError("rules.id", "duplicate rule id"))
+        if errors:
+            raise ValidationErrors(errors)
+
+        async def work(tx: _Tx) -> tuple[list[Entry], list[Rule]]:
+            saved = [await self._put_entry(tx, e, actor=actor, action="import", reason=reason)
+                     for e in entries]
+            saved_rules = [await self._put_rule(tx, r, actor=actor, action="import", reason=reason)
+                           for r in rules]
+            return saved, saved_rules
+        saved, saved_rules = await self._transact(now, work)
+        if self.policy is not None:
+            for e in saved:
+                self.policy.upsert(e)
+            for r in saved_rules:
+                self.policy.upsert_rule(r)
+        return saved
+
+    # -- rules --------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _put_rule(tx: _Tx, rule: Rule, *, actor: str, action: str, reason: str) -> Rule:
+        row = await tx.session.get(WhitelistRuleRow, rule.id)
+        before = None if row is None else _rule_from_row(row)
+        saved = replace(rule, version=(before.version if before else 0) + 1,
+                        created_at=before.created_at if before else tx.now, updated_at=tx.now)
+        if row is None:
+            row = WhitelistRuleRow(id=saved.id, action=saved.action.value, status=saved.status.value,
+                                   created_at=tx.now, updated_at=tx.now)
+        _fill_rule_row(row, saved)
+        tx.session.add(row)
+        tx.audit(actor, f"rule_{action}", f"rule:{saved.id}", before.public_dict() if before else None,
+                 saved.public_dict(), reason)
+        return saved
+
+    async def save_rule(self, rule: Rule, *, actor: str, action: str = "save", reason: str = "",
+                        now: datetime | None = None) -> Rule:
+        saved = await self._transact(now, lambda tx: self._put_rule(tx, rule, actor=actor, action=action,
+                                                                    reason=reason))
+        if self.policy is not None:
+            self.policy.upsert_rule(saved)
+        return saved
+
+    async def delete_rule(self, rule_id: str, *, actor: str, reason: str = "",
+                          now: datetime | None = None) -> Rule:
+        async def work(tx: _Tx) -> Rule:
+            row = await tx.session.get(WhitelistRuleRow, rule_id)
+            if row is None:
+                raise NotFoundError("rule_id", rule_id)
+            before = _rule_from_row(row)
+            await tx.session.delete(row)
+            tx.audit(actor, "rule_delete", f"rule:{rule_id}", before.public_dict(), None, reason)
+            return before
+        removed = await self._transact(now, work)
+        if self.policy is not None:
+            self.policy.remove_rule(rule_id)
+        return removed
+
+    # -- unknown devices ----------------------------------------------------------------------
+
+    def _take_new_budget(self, now: datetime) -> bool:
+        if self._new_stamp is not None:
+            elapsed = max(0.0, (now - self._new_stamp).total_seconds())
+            self._new_budget = min(float(self.new_pending_per_minute),
+                                   self._new_budget + elapsed * self.new_pending_per_minute / 60.0)
+        self._new_stamp = now
+        if self._new_budget < 1.0:
+            return False
+        self._new_budget -= 1.0
+        return True
+
+    async def record_pending(self, evidence: PendingEvidence, now: datetime) -> Entry | None:
+        """Create or refresh the pending entry of an unknown device; None when nothing was written.
+
+        Writes at most once per `pending_interval` per ID (attempts in between are counted in
+        memory and flushed with the next write), creates at most `new_pending_per_minute` new IDs
+        and never more than `max_pending` pending rows, so a flood of REGISTERs costs no I/O.
+        Entries that are not pending (e.g. revoked) are left alone. Creation is audited;
+        evidence refreshes are not (they change no decision).
+        """
+        now = _utc(now) or datetime.now(UTC)
+        device_id = evidence.device_id
+        if not (len(device_id) == 20 and device_id.isascii() and device_id.isdigit()):
+            self.pending_dropped += 1
+            return None
+        seen = self._seen.get(device_id)
+        if seen is not None and (now - seen.last_write).total_seconds() < self.pending_interval:
+            seen.unflushed += 1
+            return None
+        known = self.policy.get(device_id) if self.policy is not None else None
+        if known is not None and known.status is not EntryStatus.PENDING:
+            return None
+        if seen is None and known is None and not self._take_new_budget(now):
+            self.pending_dropped += 1
+            return None
+        extra = seen.unflushed if seen is not None else 0
+
+        async def work(tx: _Tx) -> Entry | None:
+            row = await tx.session.get(WhitelistEntryRow, device_id)
+            if row is not None:
+                current = _entry_from_row(row)
+                if current.status is not EntryStatus.PENDING:
+                    return None
+                ev = dict(current.evidence)
+                ev.update(source=evidence.source, transport=evidence.transport,
+                          user_agent=evidence.user_agent, last_seen=iso(now),
+                          attempts=int(ev.get("attempts", 0)) + 1 + extra)
+                ev.setdefault("first_seen", iso(now))
+                return await self._put_entry(tx, replace(current, evidence=ev), actor="gateway",
+                                             action="evidence", reason="", audit=False)
+            count = (await tx.session.execute(
+                select(func.count()).select_from(WhitelistEntryRow)
+                .where(WhitelistEntryRow.status == EntryStatus.PENDING.value))).scalar_one()
+            if count >= self.max_pending:
+                return None
+            ev = {"source": evidence.source, "transport": evidence.transport,
+                  "user_agent": evidence.user_agent, "first_seen": iso(now), "last_seen": iso(now),
+                  "attempts": 1 + extra}
+            return await self._put_entry(tx, Entry(device_id=device_id, status=EntryStatus.PENDING,
+                                                   evidence=ev),
+                                         actor="gateway", action="pending",
+                                         reason="unknown device asked to register")
+
+        saved = await self._transact(now, work)
+        if saved is None:
+            self.pending_dropped += 1
+            self._seen.pop(device_id, None)
+            return None
+        self._seen.pop(device_id, None)
+        self._seen[device_id] = _Seen(now)
+        while len(self._seen) > self.max_pending:
+            del self._seen[next(iter(self._seen))]
+        if self.policy is not None:
+            self.policy.upsert(saved)
+        return saved

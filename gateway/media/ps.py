@@ -1,0 +1,378 @@
+"""MPEG-2 Program Stream demuxer, tolerant of what GB/T 28181 devices send (sans-IO).
+
+ISO/IEC 13818-1 §2.5 structures as profiled in gb28181.md §6.5; every quirk of §6.6 is handled:
+
+* pack stuffing is skipped by `pack_stuffing_length`, never by scanning (it may hold 00 00 01);
+* private stream 1 (0xBD), padding (0xBE), private 2 (0xBF), the system header (0xBB) and any
+  other non-A/V id are skipped by their length field (Hikvision 0xBD may hold 00 00 01 BA);
+* a truncated pack header (a start code inside its 14 bytes) is ignored;
+* PES_packet_length 0 (video) runs to the next PS-level start code `00 00 01 B9..FF`, which
+  Annex-B payload cannot contain (a NAL header octet is < 0x80);
+* a PES whose length overruns a PS start code is cut there (corrupted length);
+* no/late PSM: codecs are guessed from the stream id and NAL/ADTS sniffing; the PSM CRC is not
+  checked and its loops are bounded by program_stream_map_length;
+* garbage between packets is skipped and counted; `feed` never raises.
+
+Start codes are found with one compiled pattern (C speed); payloads are sliced, never walked.
+Video PES payloads are joined into whole access units: an AU ends when a video PES with a new
+PTS starts, at `flush()`, or at the end of a `feed(..., frame_end=True)` — the receiver passes
+`frame_end` for each RTP frame so a frame leaves without waiting for the next one.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections import Counter
+
+from gateway.media.frames import Codec, MediaFrame
+from gateway.media.nal import is_keyframe, sniff_video_codec
+
+__all__ = ["Codec", "MediaFrame", "PsDemuxer", "read_timestamp"]
+
+START = b"\x00\x00\x01"
+_PS_CODE = re.compile(b"\x00\x00\x01[\xb9-\xff]")
+_U16 = struct.Struct(">H")
+
+VIDEO_STREAM_TYPES = {0x1B: Codec.H264, 0x24: Codec.H265, 0x10: Codec.UNKNOWN, 0x80: Codec.UNKNOWN}
+AUDIO_STREAM_TYPES = {0x90: Codec.G711A, 0x91: Codec.G711U, 0x0F: Codec.AAC}
+
+
+def read_timestamp(b: bytes | bytearray, off: int) -> int:
+    """33-bit PTS/DTS from its 5-byte field (ISO/IEC 13818-1 §2.4.3.7)."""
+    return (((b[off] >> 1) & 0x07) << 30) | (b[off + 1] << 22) | ((b[off + 2] >> 1) << 15) \
+        | (b[off + 3] << 7) | (b[off + 4] >> 1)
+
+
+def _is_adts(payload: bytes | bytearray) -> bool:
+    return len(payload) > 1 and payload[0] == 0xFF and payload[1] & 0xF6 == 0xF0
+
+
+class PsDemuxer:
+    """Streaming PS → MediaFrame. Counters: `errors` (by reason), `bytes_skipped`, `bytes_in`."""
+
+    def __init__(self, *, max_frame: int = 8 << 20) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._psm: dict[int, int] = {}
+        self._guess: dict[int, Codec] = {}
+        self._unbounded: int | None = None  # stream id whose length-0 PES we are inside
+        self._un_pts: int | None = None
+        self._un_video = False
+        self._un_parts: list[bytes] = []  # audio payload of an unbounded audio PES
+        self._au: list[bytes] = []
+        self._au_size = 0
+        self._au_sid = 0
+        self._au_open = False
+        self._au_pts: int | None = None
+        self._au_dts: int | None = None
+        self.errors: Counter[str] = Counter()
+        self.bytes_skipped = 0
+        self.bytes_in = 0
+        self.video_frames = 0
+        self.audio_frames = 0
+        self.packs = 0
+        self.system_headers = 0
+        self.psms = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    @property
+    def stream_types(self) -> dict[int, int]:
+        """stream_id → stream_type from the last program stream map(s)."""
+        return dict(self._psm)
+
+    def feed(self, data: bytes | bytearray | memoryview, *, frame_end: bool = False) -> list[MediaFrame]:
+        """Add PS bytes (any boundaries). `frame_end`: the caller knows a frame ended here."""
+        self._buf += data
+        self.bytes_in += len(data)
+        out: list[MediaFrame] = []
+        try:
+            self._parse(out, frame_end)
+        except Exception:  # a bug must not kill the receive loop (house rule 8); count it
+            self.errors["internal"] += 1
+            self.bytes_skipped += len(self._buf)
+            self._buf.clear()
+            self._unbounded = None
+            self._drop_au()
+        return out
+
+    def flush(self) -> list[MediaFrame]:
+        """End of stream: emit what is complete, count an unfinished packet as skipped."""
+        out = self.feed(b"", frame_end=True)
+        if self._buf:
+            self.errors["truncated"] += 1
+            self.bytes_skipped += len(self._buf)
+            self._buf.clear()
+        self._emit_au(out)
+        return out
+
+    # -- parsing ---------------------------------------------------------------------------
+
+    def _skip(self, n: int, reason: str) -> None:
+        if n > 0:
+            self.bytes_skipped += n
+            self.errors[reason] += 1
+
+    def _parse(self, out: list[MediaFrame], final: bool) -> None:
+        buf = self._buf
+        n = len(buf)
+        p = 0
+        wait_video = False
+        while True:
+            if self._unbounded is not None:
+                m = _PS_CODE.search(buf, p)
+                end = m.start() if m else (n if final else max(p, n - 3))
+                self._unbounded_data(bytes(buf[p:end]))
+                p = end
+                if m or final:
+                    self._close_unbounded(out)
+                if not m:
+                    break
+                continue
+            m = _PS_CODE.search(buf, p)
+            if m is None:
+                keep = max(p, n - 3)  # a start code may straddle the next chunk
+                self._skip(keep - p, "garbage")
+                p = keep
+                break
+            i = m.start()
+            self._skip(i - p, "garbage")
+            p = i
+            sid = buf[i + 3]
+            if sid == 0xBA:
+                if n - i < 14:
+                    break
+                inner = buf.find(START, i + 4, i + 14)
+                if inner >= 0:  # truncated pack header (Hikvision H.265, §6.6)
+                    self._skip(inner - i, "truncated_pack")
+                    p = inner
+                    continue
+                b4 = buf[i + 4]
+                if b4 >> 6 == 1:  # MPEG-2: 14 bytes + stuffing, skipped by its length
+                    size = 14 + (buf[i + 13] & 0x07)
+                elif b4 >> 4 == 2:  # MPEG-1 pack header
+                    size = 12
+                else:
+                    self._skip(1, "bad_pack")
+                    p = i + 1
+                    continue
+                if n - i < size:
+                    break
+                self.packs += 1
+                p = i + size
+                continue
+            if sid == 0xB9:  # program end code
+                p = i + 4
+                continue
+            if n - i < 6:
+                wait_video = 0xE0 <= sid <= 0xEF
+                break
+            length = _U16.unpack_from(buf, i + 4)[0]
+            if 0xC0 <= sid <= 0xEF or (sid == 0xBD and sid in self._psm):
+                r = self._pes(out, i, sid, length, final)
+                if r < 0:
+                    wait_video = 0xE0 <= sid <= 0xEF
+                    break
+                p = r
+                continue
+            end = self._packet_end(i, i + 6, length, final, check=sid != 0xBD)
+            if end is None:
+                break
+            if sid == 0xBC:
+                self._parse_psm(bytes(buf[i + 6:end]))
+            elif sid == 0xBB:
+                self.system_headers += 1
+            p = end
+        if p:
+            del buf[:p]
+        if final and not wait_video and self._unbounded is None:
+            self._emit_au(out)
+
+    def _packet_end(self, i: int, body: int, length: int, final: bool, *, check: bool) -> int | None:
+        """End of the packet at i by its length, or None to wait for more bytes.
+
+        A correct packet is followed by a start code (or the end of a frame). If it is not and
+        `check` is set, a PS-level start code inside the claimed body means the length was
+        corrupted: cut the packet there.
+        """
+        buf = self._buf
+        n = len(buf)
+        end = i + 6 + length
+        if end + 3 <= n:
+            if buf.startswith(START, end):
+                return end
+        elif end <= n:
+            tail = bytes(buf[end:n])
+            if START.startswith(tail):
+                if final:
+                    return end
+                return None
+        elif not final:
+            return None
+        if check:
+            m = _PS_CODE.search(buf, body, min(end, n))
+            if m:
+                self.errors["length_overrun"] += 1
+                return m.start()
+        return end if end <= n else None
+
+    def _pes(self, out: list[MediaFrame], i: int, sid: int, length: int, final: bool) -> int:
+        """Handle one A/V PES at i; return the next position, or -1 to wait for bytes."""
+        buf = self._buf
+        n = len(buf)
+        pts = dts = None
+        if n - i < 9:
+            return -1
+        if buf[i + 6] & 0xC0 == 0x80:  # MPEG-2 PES header (§2.4.3.6)
+            flags, hl = buf[i + 7], buf[i + 8]
+            hdr_end = i + 9 + hl
+            if n < hdr_end:
+                return -1
+            if flags & 0x80 and hl >= 5:
+                pts = read_timestamp(buf, i + 9)
+                dts = read_timestamp(buf, i + 14) if flags & 0x40 and hl >= 10 else pts
+        else:  # MPEG-1 PES header: stuffing, STD buffer, then PTS/DTS (ISO/IEC 11172-1)
+            q = i + 6
+            while q < n and buf[q] == 0xFF and q < i + 6 + 16:
+                q += 1
+            if q + 1 > n:
+                return -1
+            if buf[q] & 0xC0 == 0x40:
+                q += 2
+            if q + 1 > n:
+                return -1
+            kind = buf[q] >> 4
+            need = 5 if kind == 2 else 10 if kind == 3 else 1
+            if q + need > n:
+                return -1
+            if kind in (2, 3):
+                pts = read_timestamp(buf, q)
+                dts = read_timestamp(buf, q + 5) if kind == 3 else pts
+            elif buf[q] != 0x0F:
+                self._skip(1, "bad_pes_header")
+                return i + 1
+            hdr_end = q + need
+        if length and hdr_end > i + 6 + length:
+            self._skip(1, "bad_pes_header")
+            return i + 1
+        video = 0xE0 <= sid <= 0xEF or (sid == 0xBD and self._psm.get(sid) in VIDEO_STREAM_TYPES)
+        if length == 0:
+            # Unbounded PES (allowed for video, §6.6): runs to the next PS start code.
+            if not video:
+                self.errors["audio_length_0"] += 1
+            self._unbounded = sid
+            self._un_video = video
+            self._un_pts = pts
+            if video:
+                self._video_start(out, sid, pts, dts)
+            return hdr_end
+        end = self._packet_end(i, hdr_end, length, final, check=True)
+        if end is None:
+            return -1
+        payload = bytes(buf[hdr_end:end]) if end > hdr_end else b""
+        if video:
+            self._video_start(out, sid, pts, dts)
+            self._video_data(payload)
+        elif payload:
+            self._audio(out, sid, payload, pts)
+        return end
+
+    def _unbounded_data(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._un_video:
+            self._video_data(data)
+        else:
+            self._un_parts.append(data)
+
+    def _close_unbounded(self, out: list[MediaFrame]) -> None:
+        sid = self._unbounded
+        self._unbounded = None
+        if self._un_parts and sid is not None:
+            self._audio(out, sid, b"".join(self._un_parts), self._un_pts)
+        self._un_parts = []
+
+    # -- PSM ---------------------------------------------------------------------------------
+
+    def _parse_psm(self, body: bytes) -> None:
+        """Program stream map (§2.5.4): CRC not checked, loops bounded by its length."""
+        self.psms += 1
+        limit = len(body) - 4  # CRC_32 at the end
+        if limit < 4:
+            self.errors["bad_psm"] += 1
+            return
+        pos = 4 + _U16.unpack_from(body, 2)[0]  # skip program_stream_info
+        if pos + 2 > limit:
+            self.errors["bad_psm"] += 1
+            return
+        pos += 2  # elementary_stream_map_length: inconsistent in the wild, trust our length
+        while pos + 4 <= limit:
+            stype, esid = body[pos], body[pos + 1]
+            self._psm[esid] = stype
+            self._guess.pop(esid, None)
+            pos += 4 + _U16.unpack_from(body, pos + 2)[0]
+
+    # -- frames --------------------------------------------------------------------------------
+
+    def _video_start(self, out: list[MediaFrame], sid: int, pts: int | None, dts: int | None) -> None:
+        if self._au_open and (sid != self._au_sid or (pts is not None and pts != self._au_pts)):
+            self._emit_au(out)
+        if not self._au_open:
+            self._au_open = True
+            self._au_sid, self._au_pts, self._au_dts = sid, pts, dts
+
+    def _video_data(self, data: bytes) -> None:
+        if not self._au_open:  # continuation without a start (after an error): keep it anyway
+            self._au_open = True
+            self._au_sid, self._au_pts, self._au_dts = self._unbounded or 0xE0, None, None
+        self._au_size += len(data)
+        if self._au_size > self.max_frame:
+            self.errors["frame_too_large"] += 1
+            self.bytes_skipped += self._au_size - len(data)
+            self._au.clear()
+            self._au_size = len(data)
+        self._au.append(data)
+
+    def _drop_au(self) -> None:
+        self._au = []
+        self._au_size = 0
+        self._au_open = False
+
+    def _video_codec(self, sid: int, au: bytes) -> Codec:
+        stype = self._psm.get(sid)
+        if stype is not None and stype in VIDEO_STREAM_TYPES:
+            return VIDEO_STREAM_TYPES[stype]
+        codec = self._guess.get(sid)
+        if codec is None:
+            codec, strong = sniff_video_codec(au)
+            if strong:
+                self._guess[sid] = codec
+        return codec
+
+    def _emit_au(self, out: list[MediaFrame]) -> None:
+        if not self._au_open:
+            return
+        data = b"".join(self._au)
+        sid, pts, dts = self._au_sid, self._au_pts, self._au_dts
+        self._drop_au()
+        if not data:
+            return
+        codec = self._video_codec(sid, data)
+        out.append(MediaFrame("video", codec, data, pts, dts, is_keyframe(codec, data), sid))
+        self.video_frames += 1
+
+    def _audio(self, out: list[MediaFrame], sid: int, payload: bytes, pts: int | None) -> None:
+        stype = self._psm.get(sid)
+        if _is_adts(payload):  # Dahua declares G.711 but sends ADTS AAC (§6.6)
+            codec = Codec.AAC
+        elif stype is not None:
+            codec = AUDIO_STREAM_TYPES.get(stype, Codec.UNKNOWN)
+            if codec == Codec.AAC:
+                codec = Codec.UNKNOWN if not payload else Codec.AAC
+        else:
+            codec = Codec.G711A  # GB's usual audio; libmpeg would guess AAC (§6.5 step 5)
+        out.append(MediaFrame("audio", codec, payload, pts, pts, True, sid))
+        self.audio_frames += 1

@@ -1,0 +1,20 @@
+"""HTTP API: JSON under /api/v1 with bearer tokens and roles."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.api import devices, system
+from gateway.api.errors import error_middleware
+from gateway.api.security import auth_middleware
+from gateway.services import SERVICES, Services
+
+ROUTE_TABLES: list[web.RouteTableDef] = [system.routes, devices.routes]
+
+
+def build_web_app(services: Services, extra_routes: list[web.RouteTableDef] | None = None) -> web.Application:
+    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=16 * 1024 * 1024)
+    app[SERVICES] = services
+    for table in ROUTE_TABLES + list(extra_routes or []):
+        app.add_routes(table)
+    return app

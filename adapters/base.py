@@ -1,0 +1,50 @@
+"""What adapters need from the rest of the gateway, as protocols (architecture.md rule 9).
+
+Adapters import cores (sip, gb, media) and the whitelist; everything with I/O beyond the
+network (store, health ledger) reaches them through these protocols, wired in gateway/app.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Iterable, Mapping
+from typing import Any, Protocol
+
+
+class Inventory(Protocol):
+    """Device and channel records (batched writes; never per keepalive)."""
+
+    def update_device(self, device_id: str, **values: Any) -> None: ...
+
+    def add_event(self, device_id: str, kind: str, ts: float, **detail: Any) -> None: ...
+
+    def known_channels(self, device_id: str) -> Awaitable[Mapping[str, Any]]: ...
+
+    def apply_catalog(
+        self, device_id: str, added: Iterable[Any], updated: Iterable[Any], removed: Iterable[str], exposed: set[str]
+    ) -> Awaitable[None]: ...
+
+
+class HealthSink(Protocol):
+    """The durable health ledger: one event per state change of a subject."""
+
+    def set_state(
+        self, subject: str, state: str, cause: str, ts: float, evidence: Mapping[str, Any] | None = None
+    ) -> Awaitable[None] | None:
+        """Record a state; returns an awaitable that resolves once durable, or None if unchanged."""
+        ...
+
+
+class MediaSessions(Protocol):
+    """Hook for media sessions the device adapter must tear down or route BYEs to."""
+
+    def on_device_gone(self, device_id: str) -> None: ...
+
+    def on_remote_bye(self, call_id: str) -> bool: ...
+
+
+class Source(Protocol):
+    """A kind of outside system that provides channels (GB device, GB platform, RTSP)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...

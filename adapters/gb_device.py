@@ -1,0 +1,624 @@
+"""GB/T 28181 devices (IPC, NVR, lower platforms): registration, keepalive, queries, catalog.
+
+The SIP endpoint hands every request here. Admission is decided by the whitelist at every
+request (REGISTER, MESSAGE, NOTIFY): unknown devices get 403 and become `pending`; a request
+whose source does not match the current registration binding gets 403; wrong credentials get
+401 and count toward a lockout. Keepalives are answered inline and touch memory only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from gateway.sip.transaction import Peer
+
+from adapters.base import HealthSink, Inventory, MediaSessions
+from adapters.outbound import LocalIdentity, RequestFactory
+from gateway.gb import manscdp
+from gateway.gb.catalog import CatalogAssembler, CatalogResult, diff_catalog
+from gateway.gb.errors import GbError, ManscdpError
+from gateway.gb.ids import is_playable_channel, is_valid_id
+from gateway.gb.presence import OfflineCause, Presence, PresenceState, Transition
+from gateway.sip import digest
+from gateway.sip.errors import SipError, SipParseError, SipTimeout
+from gateway.sip.message import Request, Response, make_response, new_tag
+from whitelist.decide import Decision, Policy, Reason, RequestKind, check_device_info
+from whitelist.decide import Request as WlRequest
+from whitelist.lockout import FloodGuard, Lockout
+
+log = logging.getLogger(__name__)
+BEIJING = timezone(timedelta(hours=8))
+ALLOWED_METHODS = "REGISTER, MESSAGE, NOTIFY, INVITE, ACK, BYE, CANCEL, OPTIONS, INFO"
+
+
+class QueryFailed(GbError):
+    """A MANSCDP query got no (good) answer."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceSettings:
+    realm: str
+    register_expires_max: int = 3600
+    register_expires_min: int = 60
+    digest_algorithm: str = "MD5"
+    query_timeout: float = 5.0
+    catalog_idle_timeout: float = 5.0
+    catalog_first_timeout: float = 120.0
+
+
+def gb_date(ts: float) -> str:
+    """GB time-sync `Date` value: local (Beijing) time with milliseconds (gb28181.md §3.5)."""
+    dt = datetime.fromtimestamp(ts, BEIJING)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}"
+
+
+class GbDeviceAdapter:
+    """The SIP application for devices; also the client that queries them."""
+
+    def __init__(
+        self,
+        *,
+        settings: DeviceSettings,
+        identity: LocalIdentity,
+        policy: Policy,
+        lockout: Lockout,
+        flood: FloodGuard,
+        presence: Presence,
+        nonces: digest.NonceIssuer,
+        inventory: Inventory,
+        health: HealthSink,
+        whitelist_actions: Any,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.requests = RequestFactory(identity)
+        self.policy = policy
+        self.lockout = lockout
+        self.flood = flood
+        self.presence = presence
+        self.nonces = nonces
+        self.inventory = inventory
+        self.health = health
+        self.whitelist_actions = whitelist_actions
+        self.clock = clock
+        self.endpoint: Any = None
+        self.media: MediaSessions | None = None
+        self.stats: Counter[str] = Counter()
+        self.catalogs = CatalogAssembler(
+            idle_timeout=settings.catalog_idle_timeout, first_timeout=settings.catalog_first_timeout
+        )
+        self._waiters: dict[tuple[str, str, int], asyncio.Future[Any]] = {}
+        self._sn = int(clock()) % 100000
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timer_task: asyncio.Task[None] | None = None
+        self._channel_limits: dict[str, int | None] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    def attach(self, endpoint: Any) -> None:
+        self.endpoint = endpoint
+
+    async def start(self) -> None:
+        self._timer_task = asyncio.create_task(self._tick(), name="gb-device-timers")
+
+    async def stop(self) -> None:
+        if self._timer_task:
+            self._timer_task.cancel()
+            await asyncio.gather(self._timer_task, return_exceptions=True)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        now = self.clock()
+        for rec in list(self.presence.records()):
+            if rec.online:
+                self.inventory.update_device(rec.device_id, online=False, last_keepalive=_dt(rec.last_keepalive))
+
+    def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.stats["task_errors"] += 1
+            log.warning("device task %s failed: %r", task.get_name(), task.exception())
+
+    async def _tick(self) -> None:
+        """One timer for all deadlines: presence expiry and catalog assembly timeouts."""
+        while True:
+            await asyncio.sleep(0.5)
+            now = self.clock()
+            try:
+                for t in self.presence.expire(now):
+                    self._apply_transition(t)
+                for result in self.catalogs.handle_timer(now):
+                    self._catalog_done(result)
+            except Exception:
+                log.exception("device timer failed")
+
+    # ------------------------------------------------------------------ SIP application
+    def on_request(self, request: Request, peer: Peer, key: Hashable) -> None:
+        method = request.method
+        self.stats[f"requests:{method}"] += 1
+        try:
+            if method == "REGISTER":
+                self._on_register(request, peer, key)
+            elif method == "MESSAGE":
+                self._on_message(request, peer, key)
+            elif method == "NOTIFY":
+                self._on_message(request, peer, key, notify=True)
+            elif method == "OPTIONS":
+                self._respond(key, request, 200, peer, headers=[("Allow", ALLOWED_METHODS)])
+            elif method in ("BYE", "CANCEL", "INFO"):
+                handled = self.media is not None and method == "BYE" and self.media.on_remote_bye(request.call_id)
+                self._respond(key, request, 200 if handled else 481, peer)
+            elif method == "INVITE":
+                self._respond(key, request, 488, peer, reason="Not Acceptable Here")
+            elif method in ("SUBSCRIBE", "PUBLISH", "UPDATE", "PRACK", "REFER"):
+                self._respond(key, request, 405, peer, headers=[("Allow", ALLOWED_METHODS)])
+            else:
+                self._respond(key, request, 501, peer, reason="Not Implemented")
+        except SipParseError as exc:
+            self.stats[f"refused:bad_request:{exc.reason}"] += 1
+            self._respond(key, request, 400, peer, reason=exc.reason)
+        except Exception:
+            log.exception("error handling %s", method)
+            self.stats["internal_errors"] += 1
+            self._respond(key, request, 500, peer)
+
+    def on_ack(self, request: Request, peer: Peer) -> None:
+        self.stats["acks"] += 1
+
+    def on_stray_response(self, response: Response, peer: Peer) -> None:
+        self.stats["stray_responses"] += 1
+
+    def on_connection_closed(self, peer: Peer) -> None:
+        if peer.conn_id is None:
+            return
+        for t in self.presence.drop_connection(peer.conn_id, self.clock()):
+            self._apply_transition(t)
+
+    def _respond(
+        self,
+        key: Hashable,
+        request: Request,
+        status: int,
+        peer: Peer,
+        *,
+        reason: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        response = make_response(
+            request, status, reason, to_tag=new_tag(), headers=headers or [], received=(peer.host, peer.port)
+        )
+        self.stats[f"responses:{status}"] += 1
+        self.endpoint.respond(key, response)
+
+    def _refuse(self, key: Hashable, request: Request, peer: Peer, reason: str, status: int = 403) -> None:
+        self.stats[f"refused:{reason}"] += 1
+        self._respond(key, request, status, peer, reason="Forbidden" if status == 403 else None)
+
+    # ------------------------------------------------------------------ REGISTER
+    def _challenge(self, key: Hashable, request: Request, peer: Peer, *, stale: bool = False) -> None:
+        now = self.clock()
+        alg = digest.Algorithm(self.settings.digest_algorithm)
+        value = digest.challenge(self.settings.realm, self.nonces.issue(now), alg, qop=True, stale=stale)
+        self._respond(key, request, 401, peer, headers=[("WWW-Authenticate", value)])
+
+    def _on_register(self, request: Request, peer: Peer, key: Hashable) -> None:
+        now = self.clock()
+        if not self.flood.allow(peer.host, now):
+            self.stats["refused:flood"] += 1
+            return  # ignored source: no answer at all
+        device_id = request.from_.uri.user or ""
+        if not is_valid_id(device_id):
+            self._refuse(key, request, peer, "invalid_id")
+            return
+        expires = _expires(request)
+        if expires is None:
+            self.stats["refused:bad_request:Missing Expires"] += 1
+            self._respond(key, request, 400, peer, reason="Missing Expires")
+            return
+        locked = self.lockout.is_locked(device_id, peer.host, now)
+        if locked is not None:
+            self._refuse(key, request, peer, str(locked))
+            return
+        auth = request.headers.get("Authorization")
+        if auth is None:
+            # Unknown and known IDs look the same until credentials are verified.
+            self._challenge(key, request, peer)
+            return
+        creds = digest.parse_credentials(auth)
+        state = self.nonces.check(creds.nonce, now)
+        if state is not digest.NonceState.VALID:
+            self.stats[f"auth:nonce_{state.value.lower()}"] += 1
+            self._challenge(key, request, peer, stale=state is digest.NonceState.STALE)
+            return
+        decision = self.policy.decide(
+            WlRequest(
+                device_id=device_id, source_ip=peer.host, transport=peer.transport, kind=RequestKind.REGISTER
+            ),
+            now,
+        )
+        if not decision.allowed:
+            if decision.reason is Reason.UNKNOWN_DEVICE:
+                self._record_pending(device_id, request, peer, now)
+            self._refuse(key, request, peer, decision.reason.value)
+            return
+        if not self._verify(creds, decision):
+            self.lockout.record_failure(device_id, peer.host, now)
+            self.stats["auth:failed"] += 1
+            if self.lockout.is_locked(device_id, peer.host, now) is not None:
+                self.spawn(self._audit("lockout", device_id, peer, "too many failed authentications"))
+                self._refuse(key, request, peer, "locked_now")
+            else:
+                self._challenge(key, request, peer)
+            return
+        self.lockout.record_success(device_id, peer.host, now)
+        self.stats["auth:ok"] += 1
+        if expires == 0:
+            self._unregister(device_id, now, OfflineCause.UNREGISTERED)
+            self._respond(key, request, 200, peer, headers=[("Expires", "0")])
+            return
+        expires = max(self.settings.register_expires_min, min(expires, self.settings.register_expires_max))
+        contact = request.headers.get("Contact") or ""
+        rec, transition, new_login = self.presence.register(
+            device_id,
+            transport=peer.transport,
+            host=peer.host,
+            port=peer.port,
+            conn_id=peer.conn_id,
+            call_id=request.call_id,
+            contact=contact,
+            expires=expires,
+            now=now,
+            user_agent=request.headers.get("User-Agent") or "",
+        )
+        entry = decision.entry
+        self._channel_limits[device_id] = entry.max_channels if entry is not None else None
+        ok_headers = [("Contact", contact or f"<sip:{device_id}@{peer.host}:{peer.port}>"), ("Expires", str(expires))]
+        ok_headers.append(("Date", gb_date(now)))
+        if transition is None and not new_login:
+            self._respond(key, request, 200, peer, headers=ok_headers)  # plain refresh
+            return
+        self.inventory.update_device(
+            device_id,
+            online=True,
+            transport=peer.transport,
+            remote_host=peer.host,
+            remote_port=peer.port,
+            contact=contact[:400],
+            expires=expires,
+            user_agent=rec.user_agent[:200],
+            registered_at=_dt(now),
+            name=(entry.name if entry is not None and entry.name else ""),
+            site_id=(entry.site if entry is not None else None) or None,
+            link_id=(entry.link if entry is not None else None) or None,
+        )
+        self.inventory.add_event(device_id, "registered", now, host=peer.host, transport=peer.transport)
+        self.spawn(self._finish_login(key, request, peer, transition, ok_headers), name=f"login-{device_id}")
+
+    async def _finish_login(
+        self, key: Hashable, request: Request, peer: Peer, transition: Transition | None, headers: list[tuple[str, str]]
+    ) -> None:
+        """Persist the online event durably, answer 200, then query DeviceInfo and Catalog."""
+        device_id = request.from_.uri.user or ""
+        if transition is not None:
+            pending = self._health_device(transition)
+            if pending is not None:
+                await pending
+        self._respond(key, request, 200, peer, headers=headers)
+        await asyncio.sleep(0)  # let the 200 leave before our queries
+        try:
+            await self.refresh_device_info(device_id)
+        except (QueryFailed, SipError) as exc:
+            log.info("DeviceInfo from %s failed: %s", device_id, exc)
+        try:
+            await self.sync_catalog(device_id)
+        except (QueryFailed, SipError) as exc:
+            log.info("Catalog from %s failed: %s", device_id, exc)
+
+    def _verify(self, creds: digest.Credentials, decision: Decision) -> bool:
+        cred = decision.credential
+        if cred is None or creds.username != cred.username or creds.realm != self.settings.realm:
+            # still compute a digest so timing does not tell a missing credential apart
+            digest.verify(creds, "REGISTER", "0" * 32)
+            return False
+        alg = (creds.algorithm or "MD5").upper()
+        ha1 = cred.ha1_sha256 if alg in ("SHA-256", "SHA256") else cred.ha1_md5
+        return digest.verify(creds, "REGISTER", ha1)
+
+    def _record_pending(self, device_id: str, request: Request, peer: Peer, now: float) -> None:
+        evidence = {
+            "device_id": device_id,
+            "source": peer.host,
+            "port": peer.port,
+            "transport": peer.transport,
+            "user_agent": request.headers.get("User-Agent") or "",
+        }
+        self.spawn(self.whitelist_actions.record_pending(evidence, now), name=f"pending-{device_id}")
+
+    async def _audit(self, action: str, device_id: str, peer: Peer, reason: str) -> None:
+        await self.whitelist_actions.audit_event(action, device_id, {"source": peer.host}, reason)
+
+    def _unregister(self, device_id: str, now: float, cause: OfflineCause) -> None:
+        t = self.presence.unregister(device_id, now, cause)
+        if t is not None:
+            self._apply_transition(t)
+        elif cause in (OfflineCause.REVOKED, OfflineCause.UNREGISTERED):
+            self.inventory.update_device(device_id, online=False)
+
+    def drop_device(self, device_id: str, cause: OfflineCause = OfflineCause.REVOKED) -> bool:
+        """Forget a device at once (revoked/suspended): it must register again and will be refused."""
+        was = device_id in self.presence
+        self._unregister(device_id, self.clock(), cause)
+        return was
+
+    def _apply_transition(self, t: Transition) -> None:
+        online = t.state is PresenceState.ONLINE
+        rec = self.presence.get(t.device_id)
+        values: dict[str, Any] = {"online": online}
+        if rec is not None and rec.last_keepalive is not None:
+            values["last_keepalive"] = _dt(rec.last_keepalive)
+        self.inventory.update_device(t.device_id, **values)
+        self.inventory.add_event(t.device_id, "online" if online else "offline", t.ts, cause=t.cause)
+        pending = self._health_device(t)
+        if pending is not None:
+            self.spawn(_await(pending))
+        if not online and self.media is not None:
+            self.media.on_device_gone(t.device_id)
+
+    def _health_device(self, t: Transition) -> Any:
+        state = "online" if t.state is PresenceState.ONLINE else "offline"
+        return self.health.set_state(f"device:{t.device_id}", state, t.cause, t.ts, {"device_id": t.device_id})
+
+    # ------------------------------------------------------------------ MESSAGE / NOTIFY
+    def _on_message(self, request: Request, peer: Peer, key: Hashable, *, notify: bool = False) -> None:
+        now = self.clock()
+        if not self.flood.allow(peer.host, now):
+            self.stats["refused:flood"] += 1
+            return
+        device_id = request.from_.uri.user or ""
+        rec = self.presence.get(device_id)
+        if rec is None:
+            self.stats["refused:not_registered"] += 1
+            self._respond(key, request, 404, peer, reason="Device Not Registered")
+            return
+        if rec.host != peer.host or rec.transport != peer.transport:
+            self.stats["refused:binding_mismatch"] += 1
+            self.spawn(self._audit("binding_mismatch", device_id, peer, f"registered from {rec.host}/{rec.transport}"))
+            self._respond(key, request, 403, peer, reason="Forbidden")
+            return
+        decision = self.policy.decide(
+            WlRequest(device_id=device_id, source_ip=peer.host, transport=peer.transport, kind=RequestKind.MESSAGE),
+            now,
+        )
+        if not decision.allowed:
+            self._refuse(key, request, peer, decision.reason.value)
+            self._unregister(device_id, now, OfflineCause.REVOKED)
+            return
+        ctype = request.content_type or ""
+        if request.body and "manscdp" not in ctype:
+            self._respond(key, request, 415, peer)
+            return
+        try:
+            msg = manscdp.parse(request.body)
+        except ManscdpError as exc:
+            self.stats[f"refused:bad_manscdp:{exc.reason}"] += 1
+            self._respond(key, request, 400, peer, reason=exc.reason)
+            return
+        if peer.port != rec.port:
+            rec.port = peer.port  # NAT rebinding (§4.3)
+        # Answer first, then process (§2.3): retransmissions are absorbed by the transaction layer.
+        self._respond(key, request, 200, peer)
+        transition = self.presence.activity(device_id, now, keepalive=msg.cmd_type == "Keepalive")
+        if transition is not None:
+            self._apply_transition(transition)
+        self._dispatch(device_id, msg, now)
+
+    def _dispatch(self, device_id: str, msg: manscdp.Manscdp, now: float) -> None:
+        cmd = msg.cmd_type
+        self.stats[f"manscdp:{msg.root.value}:{cmd}"] += 1
+        if cmd == "Keepalive":
+            return
+        try:
+            if cmd == "Catalog" and msg.root is manscdp.Root.RESPONSE:
+                page = manscdp.catalog_response(msg)
+                result = self.catalogs.feed(page, now)
+                if result is not None:
+                    self._catalog_done(result)
+                return
+            if cmd == "Catalog" and msg.root is manscdp.Root.NOTIFY:
+                self.spawn(self._apply_catalog_notify(device_id, manscdp.catalog_notify(msg)))
+                return
+            waiter = self._waiters.pop((device_id, cmd, msg.sn), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(msg)
+        except ManscdpError as exc:
+            self.stats[f"bad_manscdp:{exc.reason}"] += 1
+
+    # ------------------------------------------------------------------ queries
+    def _next_sn(self) -> int:
+        self._sn = (self._sn + 1) % 1_000_000 or 1
+        return self._sn
+
+    def _peer_of(self, device_id: str) -> tuple[Any, Peer]:
+        rec = self.presence.get(device_id)
+        if rec is None:
+            raise QueryFailed(f"device {device_id} is not registered")
+        return rec, Peer(rec.transport, rec.host, rec.port, rec.conn_id)
+
+    async def _send_query(self, device_id: str, cmd_type: str, sn: int) -> None:
+        rec, peer = self._peer_of(device_id)
+        body = manscdp.build_query(cmd_type, sn, device_id)
+        req = self.requests.manscdp(device_id, rec.host, rec.port, body, transport=rec.transport)
+        try:
+            response = await self.endpoint.request(req, peer, timeout=self.settings.query_timeout)
+        except SipTimeout:
+            raise QueryFailed(f"{cmd_type} to {device_id}: no answer") from None
+        if response.status != 200:
+            raise QueryFailed(f"{cmd_type} to {device_id}: {response.status} {response.reason}")
+
+    async def query(self, device_id: str, cmd_type: str) -> manscdp.Manscdp:
+        """Send a Query and wait for the matching Response MESSAGE (same SN, §4.1)."""
+        sn = self._next_sn()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[(device_id, cmd_type, sn)] = fut
+        try:
+            await self._send_query(device_id, cmd_type, sn)
+            return await asyncio.wait_for(fut, self.settings.query_timeout)
+        except TimeoutError:
+            raise QueryFailed(f"{cmd_type} from {device_id}: no response in {self.settings.query_timeout}s") from None
+        finally:
+            self._waiters.pop((device_id, cmd_type, sn), None)
+
+    async def refresh_device_info(self, device_id: str) -> manscdp.DeviceInfo:
+        info = manscdp.device_info(await self.query(device_id, "DeviceInfo"))
+        values = {
+            "manufacturer": (info.manufacturer or "")[:200],
+            "model": (info.model or "")[:200],
+            "firmware": (info.firmware or "")[:200],
+        }
+        if info.name:
+            values["name"] = info.name[:200]
+        self.inventory.update_device(device_id, **values)
+        entry = self.policy.get(device_id)
+        if entry is not None:
+            verdict = check_device_info(entry, info.manufacturer, info.model, info.firmware)
+            if not verdict.allowed:
+                self.stats["refused:model_mismatch"] += 1
+                evidence = {"manufacturer": info.manufacturer, "model": info.model, "firmware": info.firmware}
+                await self.whitelist_actions.suspend_for_mismatch(device_id, evidence)
+                self.inventory.add_event(device_id, "alarm_model_mismatch", self.clock(), **evidence)
+                self.drop_device(device_id, OfflineCause.REVOKED)
+        return info
+
+    async def device_status(self, device_id: str) -> manscdp.DeviceStatus:
+        return manscdp.device_status(await self.query(device_id, "DeviceStatus"))
+
+    async def sync_catalog(self, device_id: str) -> CatalogResult:
+        """Query the catalog and wait until it is assembled (or timed out) and applied."""
+        sn = self._next_sn()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters[(device_id, "Catalog", sn)] = fut
+        self.catalogs.start(device_id, sn, self.clock())
+        try:
+            await self._send_query(device_id, "Catalog", sn)
+            limit = self.settings.catalog_first_timeout + self.settings.catalog_idle_timeout + 5
+            result: CatalogResult = await asyncio.wait_for(fut, limit)
+            return result
+        except TimeoutError:
+            raise QueryFailed(f"Catalog from {device_id}: no response") from None
+        finally:
+            self._waiters.pop((device_id, "Catalog", sn), None)
+
+    def _catalog_done(self, result: CatalogResult) -> None:
+        self.stats["catalog:complete" if result.complete else "catalog:incomplete"] += 1
+        waiter = self._waiters.get((result.device_id, "Catalog", result.sn))
+        task = self.spawn(self._apply_catalog(result), name=f"catalog-{result.device_id}")
+        if waiter is not None:
+            task.add_done_callback(lambda t: waiter.done() or waiter.set_result(result))
+
+    def _exposed(self, device_id: str, channel_ids: list[str]) -> set[str]:
+        """Channels beyond the whitelist entry's max_channels are not exposed (issue 3)."""
+        limit = self._channel_limits.get(device_id)
+        ordered = sorted(channel_ids)
+        if limit is not None:
+            ordered = ordered[: max(0, limit)]
+        return set(ordered)
+
+    async def _apply_catalog(self, result: CatalogResult) -> None:
+        device_id = result.device_id
+        old = await self.inventory.known_channels(device_id)
+        channels = [i for i in result.items if is_playable_channel(i.device_id)]
+        if not result.complete and len(channels) < len(old):
+            # an incomplete catalog must not delete channels that simply did not arrive
+            merged = {**old, **{i.device_id: i for i in channels}}
+            channels = list(merged.values())
+        d = diff_catalog(old, channels)
+        exposed = self._exposed(device_id, [c.device_id for c in channels])
+        await self.inventory.apply_catalog(device_id, d.added, d.updated, d.removed, exposed)
+        self.inventory.update_device(device_id, channel_count=len(exposed))
+        if d.added or d.removed or d.updated:
+            self.inventory.add_event(
+                device_id,
+                "catalog_changed",
+                self.clock(),
+                added=len(d.added),
+                updated=len(d.updated),
+                removed=len(d.removed),
+                complete=result.complete,
+            )
+        now = self.clock()
+        rec = self.presence.get(device_id)
+        device_online = rec is not None and rec.online
+        for item in channels:
+            if item.device_id not in exposed:
+                continue
+            on = device_online and (item.status or "ON").upper() in ("ON", "ONLINE", "OK")
+            self.health.set_state(
+                f"channel:{item.device_id}",
+                "online" if on else "offline",
+                "catalog" if device_online else "device_offline",
+                now,
+                {"device_id": device_id, "status": item.status},
+            )
+
+    async def _apply_catalog_notify(self, device_id: str, items: list[Any]) -> None:
+        now = self.clock()
+        for item in items:
+            event = (item.event or "").upper()
+            if event in ("ON", "OFF", "VLOST", "DEFECT"):
+                state = {"ON": "online", "OFF": "offline", "VLOST": "no_video", "DEFECT": "offline"}[event]
+                self.health.set_state(f"channel:{item.device_id}", state, f"notify_{event.lower()}", now, {})
+        if any((i.event or "").upper() in ("ADD", "DEL", "UPDATE") for i in items):
+            await self.sync_catalog(device_id)
+
+    # ------------------------------------------------------------------ views for the API
+    def live_view(self, device_id: str) -> dict[str, Any] | None:
+        rec = self.presence.get(device_id)
+        if rec is None:
+            return None
+        return {
+            "online": rec.online,
+            "transport": rec.transport,
+            "remote": f"{rec.host}:{rec.port}",
+            "registered_at": rec.registered_at,
+            "last_keepalive": rec.last_keepalive,
+            "expires_at": rec.expires_at,
+        }
+
+
+def _expires(request: Request) -> int | None:
+    value = request.headers.get("Expires")
+    if value is None:
+        contact = request.headers.get("Contact") or ""
+        idx = contact.lower().find("expires=")
+        if idx < 0:
+            return None
+        value = contact[idx + 8 :].split(";")[0].split(",")[0]
+    try:
+        n = int(value.strip())
+    except ValueError:
+        raise SipParseError("Bad Expires") from None
+    if n < 0:
+        raise SipParseError("Bad Expires")
+    return n
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+async def _await(aw: Any) -> None:
+    await aw
+

@@ -1,0 +1,137 @@
+"""Admission service: the whitelist store, the in-memory policy, and what follows a change.
+
+The audit log doubles as the change feed: every whitelist change (from this process, the CLI
+in another process, or another node) appends an audit record in the same transaction, so
+polling the audit tail (every 0.5 s, one indexed query) finds every change. Changed entries
+are reloaded into the policy and devices that lost admission are dropped at once, with their
+streams (issue 3: changes take effect within a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from whitelist.decide import Policy
+from whitelist.model import Entry, EntryStatus, PendingEvidence
+from whitelist.store import WhitelistStore
+
+log = logging.getLogger(__name__)
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class Admission:
+    def __init__(
+        self,
+        store: WhitelistStore,
+        policy: Policy,
+        *,
+        realm: str,
+        poll_interval: float = 0.5,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.realm = realm
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.on_drop: list[Callable[[str], Any]] = []
+        self._seq = 0
+        self._task: asyncio.Task[None] | None = None
+        self.reloads = 0
+
+    async def start(self) -> None:
+        records = await self.store.audit_records()
+        self._seq = records[-1].seq if records else 0
+        self._task = asyncio.create_task(self._poll(), name="whitelist-sync")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self.sync()
+            except Exception:
+                log.exception("whitelist sync failed; retrying")
+
+    async def sync(self) -> int:
+        """Apply every change recorded since the last sync; returns how many targets changed."""
+        records = await self.store.audit_records(after_seq=self._seq, limit=5000)
+        if not records:
+            return 0
+        self._seq = records[-1].seq
+        targets = {r.target for r in records}
+        reload_rules = False
+        for target in targets:
+            if len(target) == 20 and target.isdigit():
+                entry = await self.store.get(target)
+                self._apply(target, entry)
+            else:
+                reload_rules = True
+        if reload_rules:
+            for rule in await self.store.list_rules():
+                self.policy.upsert_rule(rule)
+            known = {r.id for r in await self.store.list_rules()}
+            for rule in list(self.policy.rules()):
+                if rule.id not in known:
+                    self.policy.remove_rule(rule.id)
+        self.reloads += 1
+        return len(targets)
+
+    def _apply(self, device_id: str, entry: Entry | None) -> None:
+        if entry is None:
+            self.policy.remove(device_id)
+        else:
+            self.policy.upsert(entry)
+        if entry is None or entry.status in (EntryStatus.SUSPENDED, EntryStatus.REVOKED):
+            self.drop(device_id)
+
+    def drop(self, device_id: str) -> None:
+        for callback in self.on_drop:
+            try:
+                callback(device_id)
+            except Exception:
+                log.exception("dropping %s failed", device_id)
+
+    # -- called by the device adapter -----------------------------------------------------
+    async def record_pending(self, evidence: Mapping[str, Any], now: float) -> None:
+        await self.store.record_pending(
+            PendingEvidence(
+                device_id=str(evidence["device_id"]),
+                source=str(evidence.get("source", "")),
+                transport=str(evidence.get("transport", "")),
+                user_agent=str(evidence.get("user_agent") or "") or None,
+            ),
+            _dt(now),
+        )
+
+    async def audit_event(self, action: str, device_id: str, details: Mapping[str, Any], reason: str) -> None:
+        await self.store.append_audit(
+            actor="gateway", action=action, target=device_id, before=None, after=dict(details), reason=reason
+        )
+
+    async def suspend_for_mismatch(self, device_id: str, evidence: Mapping[str, Any]) -> None:
+        """Cloned or replaced camera: suspend (audited) and drop it."""
+        await self.store.set_status(
+            device_id,
+            EntryStatus.SUSPENDED,
+            actor="gateway",
+            reason=f"DeviceInfo contradicts the expected make/model: {dict(evidence)}",
+        )
+        self.drop(device_id)
+
+    async def set_status(self, device_id: str, status: EntryStatus, *, actor: str, reason: str = "") -> Entry:
+        entry = await self.store.set_status(device_id, status, actor=actor, reason=reason)
+        self._apply(device_id, entry)
+        return entry

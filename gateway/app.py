@@ -1,0 +1,193 @@
+"""The composition root: build every component, start them in order, stop them in reverse.
+
+Only this module (and the CLI) imports `adapters`; everything else receives what it needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from adapters.gb_device import DeviceSettings, GbDeviceAdapter
+from adapters.outbound import LocalIdentity
+from gateway.admission import Admission
+from gateway.api import build_web_app
+from gateway.api.auth import TokenStore
+from gateway.config import Settings
+from gateway.gb.presence import Presence
+from gateway.health.journal import Journal
+from gateway.health.recorder import HealthRecorder
+from gateway.inventory import StoreInventory
+from gateway.metrics import CounterSource, Metrics
+from gateway.services import Services
+from gateway.sip import digest
+from gateway.sip.transport import SipEndpoint
+from gateway.store import migrate
+from gateway.store.db import make_engine, make_sessionmaker
+from gateway.store.devices import DeviceRepository
+from gateway.store.health_events import SqlHealthEvents
+from whitelist.lockout import FloodGuard, Lockout
+from whitelist.store import WhitelistStore
+
+log = logging.getLogger(__name__)
+
+SIP_FAMILIES = {
+    "requests": ("gbgate_sip_requests_total", "SIP requests received, by method", ("method",)),
+    "responses": ("gbgate_sip_responses_total", "SIP responses sent, by status", ("status",)),
+    "refused": ("gbgate_refusals_total", "Requests refused, by reason", ("reason",)),
+    "auth": ("gbgate_sip_auth_total", "Digest authentication outcomes", ("outcome",)),
+    "manscdp": ("gbgate_manscdp_messages_total", "MANSCDP messages, by root and CmdType", ("root", "cmd")),
+    "catalog": ("gbgate_catalog_syncs_total", "Catalog assemblies, by outcome", ("outcome",)),
+}
+ENDPOINT_FAMILIES = {
+    "parse_error": ("gbgate_sip_parse_errors_total", "Malformed SIP input, by reason", ("reason",)),
+    "requests": ("gbgate_sip_transport_requests_total", "SIP requests parsed, by method", ("method",)),
+    "responses": ("gbgate_sip_transport_responses_total", "SIP responses parsed, by status", ("status",)),
+}
+
+
+@dataclass(slots=True)
+class Gateway:
+    """All running components of one gbgate node."""
+
+    settings: Settings
+    clock: Any = time.time
+    services: Services | None = None
+    adapter: GbDeviceAdapter | None = None
+    endpoint: SipEndpoint | None = None
+    runner: web.AppRunner | None = None
+    http_port: int = 0
+    _closers: list[Any] = field(default_factory=list)
+
+    @property
+    def sip_port(self) -> int:
+        assert self.endpoint is not None
+        return int(self.endpoint.udp_port)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.settings.http.host}:{self.http_port}"
+
+    async def start(self) -> None:
+        s = self.settings
+        data_dir = Path(s.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(migrate.upgrade, s.database.url)
+        engine = make_engine(s.database.url)
+        self._closers.append(engine.dispose)
+        sessions = make_sessionmaker(engine)
+
+        repo = DeviceRepository(sessions)
+        repo.start()
+        self._closers.append(repo.stop)
+        await repo.mark_all_offline()
+        tokens = TokenStore(sessions)
+        wl_store = WhitelistStore(sessions)
+        policy = await wl_store.load_policy()
+
+        journal = Journal(s.health.journal_path, fsync_interval=min(s.health.fsync_interval, 1.0))
+        health = HealthRecorder(
+            journal, SqlHealthEvents(sessions), heartbeat_path=Path(s.health.journal_path).with_name("heartbeat")
+        )
+        await health.start()
+        self._closers.append(health.stop)
+
+        presence = Presence(
+            keepalive_interval=s.sip.keepalive_interval, keepalive_count=s.sip.keepalive_timeout_count
+        )
+        identity = LocalIdentity(
+            sip_id=s.sip.id, domain=s.sip.domain, host=s.sip.host, port=s.sip.port, user_agent=s.sip.user_agent
+        )
+        admission = Admission(wl_store, policy, realm=s.sip.domain, clock=self.clock)
+        adapter = GbDeviceAdapter(
+            settings=DeviceSettings(
+                realm=s.sip.domain,
+                register_expires_max=s.sip.register_expires_max,
+                register_expires_min=s.sip.register_expires_min,
+                digest_algorithm=s.sip.digest_algorithm,
+                query_timeout=s.sip.query_timeout,
+                catalog_idle_timeout=s.sip.catalog_idle_timeout,
+                catalog_first_timeout=s.sip.catalog_first_timeout,
+            ),
+            identity=identity,
+            policy=policy,
+            lockout=Lockout(
+                max_failures=s.whitelist.max_failures, window=s.whitelist.failure_window, lock_for=s.whitelist.lock_for
+            ),
+            flood=FloodGuard(max_per_second=s.whitelist.flood_max_per_second, ban_for=s.whitelist.flood_ban_for),
+            presence=presence,
+            nonces=digest.NonceIssuer(_secret(data_dir), ttl=s.sip.nonce_ttl),
+            inventory=StoreInventory(repo),
+            health=health,
+            whitelist_actions=admission,
+            clock=self.clock,
+        )
+        admission.on_drop.append(adapter.drop_device)
+        endpoint = await SipEndpoint.start(
+            s.sip.host, s.sip.port, adapter, rcvbuf=s.sip.rcvbuf, max_message=s.sip.max_message
+        )
+        self._closers.append(endpoint.stop)
+        identity.port = endpoint.udp_port
+        adapter.attach(endpoint)
+        await adapter.start()
+        self._closers.append(adapter.stop)
+        await admission.start()
+        self._closers.append(admission.stop)
+
+        metrics = Metrics()
+        metrics.add_counters(CounterSource(lambda: adapter.stats, SIP_FAMILIES))
+        metrics.add_counters(CounterSource(lambda: endpoint.stats, ENDPOINT_FAMILIES))
+        metrics.add_gauge("gbgate_devices_registered", "Devices with a live registration", lambda: len(presence))
+        metrics.add_gauge("gbgate_devices_online", "Devices online now", lambda: presence.online_count())
+        metrics.add_gauge("gbgate_health_events_total", "Health state changes recorded", lambda: health.recorded)
+
+        self.services = Services(
+            settings=s,
+            repo=repo,
+            tokens=tokens,
+            live=adapter,
+            admission=admission,
+            metrics=metrics,
+            health=health,
+            components={"database": "ok", "sip": "ok", "health_journal": "ok"},
+        )
+        self.adapter, self.endpoint = adapter, endpoint
+        app = build_web_app(self.services)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, s.http.host, s.http.port)
+        await site.start()
+        self._closers.append(self.runner.cleanup)
+        sockets = getattr(site._server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else s.http.port
+        log.info("gbgate up: SIP %s:%s, HTTP %s", s.sip.host, endpoint.udp_port, self.http_url)
+
+    async def stop(self) -> None:
+        while self._closers:
+            closer = self._closers.pop()
+            try:
+                result = closer()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                log.exception("error while stopping %r", closer)
+
+
+def _secret(data_dir: Path) -> bytes:
+    """The node's nonce secret: random, kept in the data directory (0600) across restarts."""
+    path = data_dir / "nonce.secret"
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        value = secrets.token_bytes(32)
+        path.write_text(value.hex())
+        os.chmod(path, 0o600)
+        return value

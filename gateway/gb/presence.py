@@ -1,0 +1,213 @@
+"""Device presence: who is registered and who is online, as a pure state machine.
+
+Online = registered and keepalives arriving (gb28181.md §3.1). After each REGISTER or keepalive
+the deadline is ``min(registration expiry, last activity + interval × count)`` (WVP's rule).
+A keepalive after a missed deadline brings a still-registered device back online (§4.3).
+Time is a parameter; the asyncio shell arms one timer at `next_deadline()`.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class PresenceState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class OfflineCause(StrEnum):
+    UNREGISTERED = "unregistered"
+    EXPIRED = "registration_expired"
+    KEEPALIVE_LOST = "keepalive_lost"
+    CONNECTION_CLOSED = "connection_closed"
+    REVOKED = "revoked"
+    SHUTDOWN = "gateway_stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    device_id: str
+    state: PresenceState
+    ts: float
+    cause: str
+
+
+@dataclass(slots=True)
+class DeviceRecord:
+    """What we know live about one device; never written to the database per keepalive."""
+
+    device_id: str
+    transport: str
+    host: str
+    port: int
+    conn_id: int | None
+    call_id: str
+    contact: str
+    expires_at: float
+    registered_at: float
+    last_seen: float
+    keepalive_interval: float
+    keepalive_count: int
+    online: bool = True
+    user_agent: str = ""
+    last_keepalive: float | None = None
+    deadline: float = 0.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def compute_deadline(self) -> float:
+        return min(self.expires_at, self.last_seen + self.keepalive_interval * self.keepalive_count)
+
+
+class Presence:
+    """Registry of live devices and their deadlines (sans-IO)."""
+
+    def __init__(self, *, keepalive_interval: float = 60.0, keepalive_count: int = 3) -> None:
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_count = keepalive_count
+        self._devices: dict[str, DeviceRecord] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._devices
+
+    def get(self, device_id: str) -> DeviceRecord | None:
+        return self._devices.get(device_id)
+
+    def records(self) -> Iterator[DeviceRecord]:
+        return iter(self._devices.values())
+
+    def online_count(self) -> int:
+        return sum(1 for r in self._devices.values() if r.online)
+
+    def _arm(self, rec: DeviceRecord) -> None:
+        rec.deadline = rec.compute_deadline()
+        heapq.heappush(self._heap, (rec.deadline, rec.device_id))
+
+    def register(
+        self,
+        device_id: str,
+        *,
+        transport: str,
+        host: str,
+        port: int,
+        conn_id: int | None,
+        call_id: str,
+        contact: str,
+        expires: float,
+        now: float,
+        user_agent: str = "",
+    ) -> tuple[DeviceRecord, Transition | None, bool]:
+        """Record a successful REGISTER. Returns (record, transition if it came online, is_new_login).
+
+        A new Call-ID, or a device that was offline, is a new login (re-sync the catalog, §3.4).
+        """
+        rec = self._devices.get(device_id)
+        was_online = rec is not None and rec.online
+        new_login = rec is None or not rec.online or rec.call_id != call_id
+        if rec is None:
+            rec = DeviceRecord(
+                device_id=device_id,
+                transport=transport,
+                host=host,
+                port=port,
+                conn_id=conn_id,
+                call_id=call_id,
+                contact=contact,
+                expires_at=now + expires,
+                registered_at=now,
+                last_seen=now,
+                keepalive_interval=self.keepalive_interval,
+                keepalive_count=self.keepalive_count,
+                user_agent=user_agent,
+            )
+            self._devices[device_id] = rec
+        else:
+            rec.transport, rec.host, rec.port, rec.conn_id = transport, host, port, conn_id
+            rec.call_id, rec.contact, rec.user_agent = call_id, contact, user_agent
+            rec.expires_at = now + expires
+            rec.last_seen = now
+            if new_login:
+                rec.registered_at = now
+            rec.online = True
+        self._arm(rec)
+        transition = None if was_online else Transition(device_id, PresenceState.ONLINE, now, "registered")
+        return rec, transition, new_login
+
+    def activity(self, device_id: str, now: float, *, keepalive: bool = False) -> Transition | None:
+        """A keepalive (or any request) from a registered device: push its deadline."""
+        rec = self._devices.get(device_id)
+        if rec is None:
+            return None
+        rec.last_seen = now
+        if keepalive:
+            rec.last_keepalive = now
+        old = rec.deadline
+        rec.deadline = rec.compute_deadline()
+        # Re-push only when the deadline moved far enough to matter; the stale heap entry is skipped.
+        if rec.deadline > old:
+            heapq.heappush(self._heap, (rec.deadline, device_id))
+        if not rec.online and now < rec.expires_at:
+            rec.online = True
+            return Transition(device_id, PresenceState.ONLINE, now, "keepalive_resumed")
+        return None
+
+    def unregister(self, device_id: str, now: float, cause: OfflineCause) -> Transition | None:
+        rec = self._devices.pop(device_id, None)
+        if rec is None or not rec.online:
+            return None
+        return Transition(device_id, PresenceState.OFFLINE, now, cause.value)
+
+    def set_keepalive_interval(self, device_id: str, interval: float, count: int | None = None) -> None:
+        rec = self._devices.get(device_id)
+        if rec is not None:
+            rec.keepalive_interval = interval
+            if count is not None:
+                rec.keepalive_count = count
+            self._arm(rec)
+
+    def next_deadline(self) -> float | None:
+        while self._heap:
+            deadline, device_id = self._heap[0]
+            rec = self._devices.get(device_id)
+            if rec is None or rec.deadline != deadline:
+                heapq.heappop(self._heap)
+                continue
+            return deadline
+        return None
+
+    def expire(self, now: float) -> list[Transition]:
+        """Apply every deadline that passed: keepalive lost (still registered) or registration expired."""
+        out: list[Transition] = []
+        while self._heap and self._heap[0][0] <= now:
+            deadline, device_id = heapq.heappop(self._heap)
+            rec = self._devices.get(device_id)
+            if rec is None or rec.deadline != deadline:
+                continue
+            if now >= rec.expires_at:
+                del self._devices[device_id]
+                if rec.online:
+                    out.append(Transition(device_id, PresenceState.OFFLINE, now, OfflineCause.EXPIRED.value))
+            elif rec.online:
+                rec.online = False
+                out.append(Transition(device_id, PresenceState.OFFLINE, now, OfflineCause.KEEPALIVE_LOST.value))
+                # keep watching for the registration to expire
+                rec.deadline = rec.expires_at
+                heapq.heappush(self._heap, (rec.deadline, device_id))
+        return out
+
+    def drop_connection(self, conn_id: int, now: float) -> list[Transition]:
+        """A TCP connection closed: devices registered over it go offline (§3.4, 2022 NAT rule)."""
+        gone = [r.device_id for r in self._devices.values() if r.conn_id == conn_id]
+        out = []
+        for device_id in gone:
+            t = self.unregister(device_id, now, OfflineCause.CONNECTION_CLOSED)
+            if t is not None:
+                out.append(t)
+        return out

@@ -1,0 +1,152 @@
+"""The health ledger's writer: one durable event per state change, then copied to the database.
+
+`set_state` is called from hot-ish paths (registration, catalog, stream up/down): it compares
+with the subject's last state in memory, appends to the journal buffer (no I/O on the loop) and
+returns an awaitable that resolves after the covering fsync — callers that acknowledge
+something to a peer await it first. A background task copies durable events into the database
+and lets the journal compact. On start, a crash gap (last evidence → now) becomes `unknown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from gateway.health.journal import Journal, recover
+from gateway.health.timeline import Event, State
+
+log = logging.getLogger(__name__)
+
+
+class HealthEventStore(Protocol):
+    async def latest(self) -> dict[str, Event]: ...
+
+    async def insert(self, events: Iterable[Event]) -> None: ...
+
+    async def last_ts(self) -> float | None: ...
+
+
+class HealthRecorder:
+    """Implements adapters.base.HealthSink."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        store: HealthEventStore,
+        *,
+        heartbeat_path: str | os.PathLike[str],
+        copy_interval: float = 2.0,
+        heartbeat_interval: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.journal = journal
+        self.store = store
+        self.heartbeat_path = Path(heartbeat_path)
+        self.copy_interval = copy_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.clock = clock
+        self._last: dict[str, State] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.recorded = 0
+
+    async def start(self) -> list[Event]:
+        """Open the journal, restore last states, record the crash gap. Returns the gap events."""
+        replayed = await self.journal.open()
+        latest = await self.store.latest()
+        for ev in replayed:
+            prev = latest.get(ev.subject)
+            if prev is None or ev.ts >= prev.ts:
+                latest[ev.subject] = ev
+        last_evidence = max(
+            [self._heartbeat_mtime() or 0.0, *(e.ts for e in latest.values())], default=0.0
+        )
+        now = self.clock()
+        gap: list[Event] = []
+        if latest and last_evidence:
+            gap = recover(latest.values(), now=now, last_evidence_ts=min(last_evidence, now))
+        for ev in gap:
+            self.journal.append(ev)
+            latest[ev.subject] = ev
+        self._last = {s: e.state for s, e in latest.items()}
+        if "gateway" not in self._last or self._last["gateway"] is not State.online:
+            ev = Event(str(uuid.uuid4()), "gateway", now, State.online, "gateway_started", {})
+            self.journal.append(ev)
+            self._last["gateway"] = State.online
+        await self.journal.flush()
+        self._beat()
+        self._tasks = [
+            asyncio.create_task(self.journal.run(), name="journal"),
+            asyncio.create_task(self._copy_loop(), name="journal-copy"),
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+        ]
+        return gap
+
+    async def stop(self) -> None:
+        """Orderly stop: every subject becomes `unknown` now (we no longer watch it), then flush."""
+        now = self.clock()
+        for subject, state in list(self._last.items()):
+            if state is not State.unknown:
+                self.journal.append(Event(str(uuid.uuid4()), subject, now, State.unknown, "gateway_stopped", {}))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.journal.flush()
+        try:
+            await self._copy_once()
+        except Exception:
+            log.exception("final copy of health events failed; they stay in the journal")
+        await self.journal.close()
+        self._beat()
+
+    def state_of(self, subject: str) -> State | None:
+        return self._last.get(subject)
+
+    def set_state(
+        self, subject: str, state: str, cause: str, ts: float, evidence: Mapping[str, Any] | None = None
+    ) -> Awaitable[None] | None:
+        st = State(state)
+        if self._last.get(subject) is st:
+            return None
+        self._last[subject] = st
+        event = Event(str(uuid.uuid4()), subject, ts, st, cause, dict(evidence or {}))
+        self.journal.append(event)
+        self.recorded += 1
+        return asyncio.ensure_future(self.journal.append_durable(event))
+
+    def _heartbeat_mtime(self) -> float | None:
+        try:
+            return self.heartbeat_path.stat().st_mtime
+        except OSError:
+            return None
+
+    def _beat(self) -> None:
+        try:
+            self.heartbeat_path.parent.mkdir(parents=True, exist_ok=True)
+            self.heartbeat_path.touch()
+        except OSError:
+            log.warning("cannot touch heartbeat %s", self.heartbeat_path)
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            await asyncio.to_thread(self._beat)
+
+    async def _copy_once(self) -> None:
+        events, upto = self.journal.committable()
+        if events:
+            await self.store.insert(events)
+            await self.journal.mark_committed(upto)
+
+    async def _copy_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.copy_interval)
+            try:
+                await self._copy_once()
+            except Exception:
+                log.exception("copying health events to the database failed; will retry")

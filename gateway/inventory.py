@@ -1,0 +1,35 @@
+"""The device adapter's view of the store (adapters.base.Inventory) over DeviceRepository."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from gateway.gb.items import CatalogItem
+from gateway.store.devices import DeviceRepository, make_catalog_job
+
+
+class StoreInventory:
+    def __init__(self, repo: DeviceRepository) -> None:
+        self.repo = repo
+
+    def update_device(self, device_id: str, **values: Any) -> None:
+        self.repo.update_device(device_id, **values)
+
+    def add_event(self, device_id: str, kind: str, ts: float, **detail: Any) -> None:
+        self.repo.add_event(device_id, kind, ts, **detail)
+
+    async def known_channels(self, device_id: str) -> Mapping[str, CatalogItem]:
+        await self.repo.flush()  # the device row must exist before channels reference it
+        out: dict[str, CatalogItem] = {}
+        for row in await self.repo.list_channels(device_id, include_hidden=True):
+            try:
+                out[row.channel_id] = CatalogItem(**row.extra)
+            except TypeError:
+                out[row.channel_id] = CatalogItem(device_id=row.channel_id, name=row.name)
+        return out
+
+    async def apply_catalog(
+        self, device_id: str, added: Iterable[Any], updated: Iterable[Any], removed: Iterable[str], exposed: set[str]
+    ) -> None:
+        await self.repo.submit(make_catalog_job(device_id, added, updated, removed, exposed))

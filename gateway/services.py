@@ -1,0 +1,46 @@
+"""The shared objects HTTP handlers reach, stored on the aiohttp app under one AppKey.
+
+Typed by protocols so interfaces (api, console) never import adapters (architecture.md §2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from gateway.config import Settings
+
+
+class LiveDevices(Protocol):
+    """What the device adapter tells the API about live devices."""
+
+    def live_view(self, device_id: str) -> dict[str, Any] | None: ...
+
+    async def sync_catalog(self, device_id: str) -> Any: ...
+
+    async def refresh_device_info(self, device_id: str) -> Any: ...
+
+    async def device_status(self, device_id: str) -> Any: ...
+
+    def drop_device(self, device_id: str, cause: Any = ...) -> bool: ...
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    repo: Any
+    tokens: Any
+    live: LiveDevices | None = None
+    admission: Any = None
+    metrics: Any = None
+    streams: Any = None
+    health: Any = None
+    reports: Any = None
+    components: dict[str, str] = field(default_factory=dict)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+SERVICES = web.AppKey("services", Services)

@@ -1,0 +1,255 @@
+"""Device and channel persistence, with writes batched into one transaction per tick.
+
+Registration storms (thousands of devices after a power cut) must not cost one database
+transaction each: state changes are queued and applied together every `interval` seconds.
+Reads go straight to the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from gateway.store.models import Channel, Device, DeviceEvent
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[AsyncSession], Awaitable[None]]
+
+
+def ts_to_dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+@dataclass(slots=True)
+class DeviceUpdate:
+    """Columns to set on a device row (created when missing)."""
+
+    device_id: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+class DeviceRepository:
+    """Reads devices/channels; queues writes and applies them in batches."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, interval: float = 0.2) -> None:
+        self._sessions = sessions
+        self._interval = interval
+        self._pending_devices: dict[str, dict[str, Any]] = {}
+        self._pending_events: list[DeviceEvent] = []
+        self._jobs: list[tuple[Job, asyncio.Future[None] | None]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="device-writer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(self._interval)
+            try:
+                await self.flush()
+            except Exception:  # keep the writer alive; the batch is retried on the next tick
+                log.exception("device store flush failed")
+
+    # -- queued writes ---------------------------------------------------------------------
+    def update_device(self, device_id: str, **values: Any) -> None:
+        self._pending_devices.setdefault(device_id, {}).update(values)
+        self._wake.set()
+
+    def add_event(self, device_id: str, kind: str, ts: float, **detail: Any) -> None:
+        self._pending_events.append(DeviceEvent(device_id=device_id, kind=kind, ts=ts_to_dt(ts), detail=detail))
+        self._wake.set()
+
+    def submit(self, job: Job) -> asyncio.Future[None]:
+        """Queue an arbitrary write job; the future resolves once it is committed."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._jobs.append((job, fut))
+        self._wake.set()
+        return fut
+
+    async def flush(self) -> None:
+        if not (self._pending_devices or self._pending_events or self._jobs):
+            return
+        devices, self._pending_devices = self._pending_devices, {}
+        events, self._pending_events = self._pending_events, []
+        jobs, self._jobs = self._jobs, []
+        now = datetime.now(UTC)
+        try:
+            async with self._sessions() as session, session.begin():
+                if devices:
+                    existing = set(
+                        (await session.execute(select(Device.id).where(Device.id.in_(list(devices))))).scalars()
+                    )
+                    for device_id, values in devices.items():
+                        values = {**values, "updated_at": now}
+                        if device_id in existing:
+                            await session.execute(update(Device).where(Device.id == device_id).values(**values))
+                        else:
+                            session.add(Device(id=device_id, **values))
+                    await session.flush()
+                session.add_all(events)
+                for job, _ in jobs:
+                    await job(session)
+        except Exception as exc:
+            # put the work back so nothing is lost; futures learn of the failure
+            for device_id, values in devices.items():
+                self._pending_devices.setdefault(device_id, {}).update(values)
+            self._pending_events[:0] = events
+            for _, fut in jobs:
+                if fut is not None and not fut.done():
+                    fut.set_exception(exc)
+            raise
+        self.batches += 1
+        for _, fut in jobs:
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    # -- reads -----------------------------------------------------------------------------
+    async def get_device(self, device_id: str) -> Device | None:
+        async with self._sessions() as session:
+            return await session.get(Device, device_id)
+
+    async def list_devices(self) -> list[Device]:
+        async with self._sessions() as session:
+            return list((await session.execute(select(Device).order_by(Device.id))).scalars())
+
+    async def channel_counts(self) -> dict[str, int]:
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Channel.device_id, func.count())
+                .where(Channel.removed_at.is_(None), Channel.exposed.is_(True))
+                .group_by(Channel.device_id)
+            )
+            return {d: int(n) for d, n in rows.all()}
+
+    async def list_channels(self, device_id: str | None = None, *, include_hidden: bool = False) -> list[Channel]:
+        async with self._sessions() as session:
+            q = select(Channel).where(Channel.removed_at.is_(None))
+            if device_id is not None:
+                q = q.where(Channel.device_id == device_id)
+            if not include_hidden:
+                q = q.where(Channel.exposed.is_(True))
+            return list((await session.execute(q.order_by(Channel.device_id, Channel.channel_id))).scalars())
+
+    async def find_channel(self, channel_id: str) -> Channel | None:
+        """A channel by its ID alone (first exposed, live match); channel IDs may repeat across devices."""
+        async with self._sessions() as session:
+            q = (
+                select(Channel)
+                .where(Channel.channel_id == channel_id, Channel.removed_at.is_(None), Channel.exposed.is_(True))
+                .order_by(Channel.updated_at.desc())
+            )
+            return (await session.execute(q)).scalars().first()
+
+    async def events(self, device_id: str, limit: int = 100) -> list[DeviceEvent]:
+        async with self._sessions() as session:
+            q = (
+                select(DeviceEvent)
+                .where(DeviceEvent.device_id == device_id)
+                .order_by(DeviceEvent.ts.desc(), DeviceEvent.id.desc())
+                .limit(limit)
+            )
+            return list((await session.execute(q)).scalars())
+
+    async def mark_all_offline(self) -> list[str]:
+        """At start: whatever the database thought was online is not (we were down)."""
+        async with self._sessions() as session, session.begin():
+            ids = list((await session.execute(select(Device.id).where(Device.online.is_(True)))).scalars())
+            if ids:
+                await session.execute(update(Device).where(Device.id.in_(ids)).values(online=False))
+            return ids
+
+
+def item_dict(item: Any) -> dict[str, Any]:
+    """The whole catalog item as JSON, so it can be rebuilt exactly (for diffs and the cascade)."""
+    import dataclasses
+
+    return {f.name: getattr(item, f.name) for f in dataclasses.fields(item)}
+
+
+def channel_values(item: Any, now: datetime) -> dict[str, Any]:
+    """Column values for a channel row from a gateway.gb CatalogItem."""
+
+    def num(v: Any) -> float | None:
+        try:
+            return float(v) if v not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
+    def integer(v: Any) -> int | None:
+        try:
+            return int(v) if v not in (None, "") else None
+        except (TypeError, ValueError):
+            return None
+
+    return {
+        "name": item.name or "",
+        "manufacturer": item.manufacturer or "",
+        "model": item.model or "",
+        "owner": item.owner or "",
+        "civil_code": item.civil_code or "",
+        "address": item.address or "",
+        "parent_id": item.parent_id or "",
+        "status": item.status or "",
+        "ptz_type": integer(item.ptz_type),
+        "longitude": num(item.longitude),
+        "latitude": num(item.latitude),
+        "extra": item_dict(item),
+        "updated_at": now,
+    }
+
+
+def make_catalog_job(
+    device_id: str, added: Iterable[Any], updated: Iterable[Any], removed: Iterable[str], exposed: set[str]
+) -> Job:
+    """A write job applying a catalog diff (added/updated items, removed IDs) to the channel table."""
+    added, updated, removed = list(added), list(updated), list(removed)
+
+    async def job(session: AsyncSession) -> None:
+        now = datetime.now(UTC)
+        for item in added + updated:
+            values = channel_values(item, now)
+            values["exposed"] = item.device_id in exposed
+            row = await session.get(Channel, (device_id, item.device_id))
+            if row is None:
+                session.add(Channel(device_id=device_id, channel_id=item.device_id, first_seen=now, **values))
+            else:
+                for k, v in values.items():
+                    setattr(row, k, v)
+                row.removed_at = None
+        if removed:
+            await session.execute(
+                update(Channel)
+                .where(Channel.device_id == device_id, Channel.channel_id.in_(removed))
+                .values(removed_at=now)
+            )
+        # exposure can change without the item changing (max_channels edited)
+        await session.execute(
+            update(Channel)
+            .where(Channel.device_id == device_id, Channel.removed_at.is_(None))
+            .values(exposed=Channel.channel_id.in_(list(exposed)) if exposed else False)
+        )
+
+    return job

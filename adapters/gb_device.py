@@ -115,7 +115,6 @@ class GbDeviceAdapter:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        now = self.clock()
         for rec in list(self.presence.records()):
             if rec.online:
                 self.inventory.update_device(rec.device_id, online=False, last_keepalive=_dt(rec.last_keepalive))

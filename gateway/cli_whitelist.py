@@ -123,7 +123,9 @@ async def _whitelist(store: Any, settings: Any, args: argparse.Namespace) -> int
         for e in entries:
             sources = ",".join(str(n) for n in e.allowed_sources) or "any"
             ev = e.evidence or {}
-            evidence = f"{ev.get('source', '')} {ev.get('user_agent', '') or ''} x{ev.get('attempts', '')}" if ev else ""
+            evidence = ""
+            if ev:
+                evidence = f"{ev.get('source', '')} {ev.get('user_agent') or ''} x{ev.get('attempts', '')}"
             print(f"{e.device_id:<20}  {e.status.value:<9}  {(e.name or '-')[:20]:<20}  {sources[:24]:<24}  {evidence}")
         print(f"{len(entries)} entries")
         return 0

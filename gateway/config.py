@@ -134,9 +134,9 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null")):
-            if type(None) in args:
-                return None
+        empty = value is None or (isinstance(value, str) and value.lower() in ("", "none", "null"))
+        if empty and type(None) in args:
+            return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(key, value, inner[0])
     if annotation is bool:
@@ -295,9 +295,8 @@ def to_toml(data: Mapping[str, Any]) -> str:
         return f'"{text}"'
 
     for key, value in data.items():
-        if not isinstance(value, dict | list):
-            if value is not None:
-                lines.append(f"{key} = {scalar(value)}")
+        if not isinstance(value, dict | list) and value is not None:
+            lines.append(f"{key} = {scalar(value)}")
     for key, value in data.items():
         if isinstance(value, dict):
             lines.append(f"\n[{key}]")

@@ -150,8 +150,8 @@ class Presence:
             rec.last_keepalive = now
         old = rec.deadline
         rec.deadline = rec.compute_deadline()
-        # Re-push only when the deadline moved far enough to matter; the stale heap entry is skipped.
-        if rec.deadline > old:
+        # The heap entry for the old deadline becomes stale and is skipped when it surfaces.
+        if rec.deadline != old:
             heapq.heappush(self._heap, (rec.deadline, device_id))
         if not rec.online and now < rec.expires_at:
             rec.online = True

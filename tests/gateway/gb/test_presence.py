@@ -1,0 +1,86 @@
+"""Presence: online = registered and keepalives arriving (gb28181.md §3.1, §4.3)."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.gb.presence import OfflineCause, Presence, PresenceState
+
+DEV = "34020000001320000001"
+
+
+def reg(p: Presence, now: float, *, expires: float = 3600, call_id: str = "c1", conn_id: int | None = None):
+    return p.register(
+        DEV, transport="udp", host="127.0.0.1", port=5060, conn_id=conn_id, call_id=call_id, contact="", expires=expires,
+        now=now,
+    )
+
+
+def test_register_brings_online_once() -> None:
+    p = Presence(keepalive_interval=60, keepalive_count=3)
+    _, t, new = reg(p, 0)
+    assert t is not None and t.state is PresenceState.ONLINE and new
+    _, t2, new2 = reg(p, 10)  # refresh, same Call-ID
+    assert t2 is None and not new2
+    _, _, new3 = reg(p, 20, call_id="c2")  # reboot: new Call-ID is a new login
+    assert new3
+
+
+def test_keepalive_lost_after_interval_times_count() -> None:
+    p = Presence(keepalive_interval=60, keepalive_count=3)
+    reg(p, 0)
+    assert p.next_deadline() == 180
+    assert p.expire(179.9) == []
+    out = p.expire(180)
+    assert [(t.state, t.cause) for t in out] == [(PresenceState.OFFLINE, OfflineCause.KEEPALIVE_LOST.value)]
+    assert p.online_count() == 0 and DEV in p  # still registered
+
+
+def test_keepalive_pushes_deadline_and_revives() -> None:
+    p = Presence(keepalive_interval=60, keepalive_count=3)
+    reg(p, 0)
+    assert p.activity(DEV, 100, keepalive=True) is None
+    assert p.expire(180) == []
+    assert p.next_deadline() == 280
+    p.expire(280)
+    t = p.activity(DEV, 300, keepalive=True)
+    assert t is not None and t.state is PresenceState.ONLINE and t.cause == "keepalive_resumed"
+
+
+def test_registration_expiry_wins_when_shorter() -> None:
+    p = Presence(keepalive_interval=60, keepalive_count=3)
+    reg(p, 0, expires=100)
+    assert p.next_deadline() == 100
+    out = p.expire(100)
+    assert [t.cause for t in out] == [OfflineCause.EXPIRED.value]
+    assert DEV not in p
+
+
+def test_unregister_and_connection_close() -> None:
+    p = Presence()
+    reg(p, 0)
+    t = p.unregister(DEV, 5, OfflineCause.UNREGISTERED)
+    assert t is not None and t.state is PresenceState.OFFLINE
+    assert p.unregister(DEV, 6, OfflineCause.UNREGISTERED) is None
+    reg(p, 10, conn_id=7)
+    out = p.drop_connection(7, 11)
+    assert [x.cause for x in out] == [OfflineCause.CONNECTION_CLOSED.value]
+
+
+@given(st.lists(st.floats(min_value=0.1, max_value=400), min_size=1, max_size=30))
+def test_online_iff_recent_keepalive(gaps: list[float]) -> None:
+    """After any keepalive sequence, the device is online exactly when the last one is < 180 s old."""
+    p = Presence(keepalive_interval=60, keepalive_count=3)
+    reg(p, 0, expires=10**9)
+    now = 0.0
+    for gap in gaps:
+        now += gap
+        p.expire(now - 1e-9)
+        p.activity(DEV, now, keepalive=True)
+    rec = p.get(DEV)
+    assert rec is not None and rec.online
+    p.expire(now + 179.999)
+    assert rec.online
+    p.expire(now + 180)
+    assert not rec.online

@@ -90,7 +90,7 @@ class FrameMetrics:
         return {k: (None if v is None else round(v, 3)) for k, v in asdict(self).items()}
 
 
-def _prepare(frame: Frame, width: int) -> Frame:
+def _prepare(frame: Frame, width: int) -> NDArray[Any]:
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ProbeError(f"expected an HxWx3 uint8 BGR image, got {getattr(frame, 'shape', type(frame))}")
     h, w = frame.shape[:2]

@@ -1,0 +1,40 @@
+"""SIP layer: grammar, messages, framing, digest, transactions (sans-IO) and the asyncio transport.
+
+Public names are re-exported here; see each module for the clauses it implements.
+"""
+
+from .address import NameAddr, SipUri, Via, parse_name_addr, parse_uri, parse_via
+from .digest import (
+    Algorithm,
+    Credentials,
+    NonceIssuer,
+    NonceState,
+    authorization,
+    challenge,
+    ha1,
+    parse_credentials,
+    verify,
+)
+from .errors import MessageTooLarge, SipError, SipParseError, SipTimeout, TransactionError
+from .framer import MessageBytes, Ping, StreamFramer, parse_datagram
+from .message import (
+    Headers,
+    Request,
+    Response,
+    make_response,
+    new_branch,
+    new_call_id,
+    new_tag,
+    parse_message,
+    reason_phrase,
+    serialize,
+)
+
+__all__ = [
+    "Algorithm", "Credentials", "Headers", "MessageBytes", "MessageTooLarge", "NameAddr",
+    "NonceIssuer", "NonceState", "Ping", "Request", "Response", "SipError", "SipParseError",
+    "SipTimeout", "SipUri", "StreamFramer", "TransactionError", "Via", "authorization", "challenge",
+    "ha1", "make_response", "new_branch", "new_call_id", "new_tag", "parse_credentials",
+    "parse_datagram", "parse_message", "parse_name_addr", "parse_uri", "parse_via", "reason_phrase",
+    "serialize", "verify",
+]

@@ -202,14 +202,9 @@ def _parse_uri(text: str) -> SipUri:
         raise SipParseError("Bad URI")
     if scheme not in ("sip", "sips"):
         return SipUri(scheme, "", None, "", None, {}, "", rest)
-    headers = ""
-    q = rest.find("?")
-    if q >= 0:
-        headers = rest[q + 1 :]
-        rest = rest[:q]
     user = ""
     password: str | None = None
-    at = rest.rfind("@")
+    at = rest.rfind("@")  # '@' is escaped everywhere after the userinfo, while '?' may be in it
     if at >= 0:
         user, sep, pw = rest[:at].partition(":")
         if not user:
@@ -217,6 +212,11 @@ def _parse_uri(text: str) -> SipUri:
         if sep:
             password = pw
         rest = rest[at + 1 :]
+    headers = ""
+    q = rest.find("?")
+    if q >= 0:
+        headers = rest[q + 1 :]
+        rest = rest[:q]
     semi = rest.find(";")
     if semi >= 0:
         host, port = parse_hostport(rest[:semi])

@@ -44,7 +44,8 @@ _DISPLAY = {
     "content-length": "Content-Length", "content-type": "Content-Type", "content-encoding":
     "Content-Encoding", "supported": "Supported", "subject": "Subject", "event": "Event",
     "allow-events": "Allow-Events", "refer-to": "Refer-To", "referred-by": "Referred-By",
-    "session-expires": "Session-Expires", "cseq": "CSeq", "www-authenticate": "WWW-Authenticate",
+    "session-expires": "Session-Expires", "cseq": "CSeq",
+    "max-forwards": "Max-Forwards", "www-authenticate": "WWW-Authenticate",
 }
 _MULTI = frozenset(("via", "contact", "route", "record-route"))
 _SINGLE = frozenset(("call-id", "cseq", "from", "to", "content-length", "max-forwards"))
@@ -276,9 +277,21 @@ class Response(_Common):
         return f"{self.version} {self.status} {self.reason}"
 
 
+def _check_singles(fields: list[_Field]) -> None:
+    """RFC 3261 §7.3.1 / RFC 4475 §3.3.8: single-valued headers must appear once."""
+    counts: dict[str, int] = {}
+    for f in fields:
+        if f[0] in _SINGLE:
+            counts[f[0]] = counts.get(f[0], 0) + 1
+            if counts[f[0]] > 1:
+                raise SipParseError(f"Multiple {_DISPLAY.get(f[0], f[1])}")
+
+
 def _head_bounds(data: bytes) -> tuple[int, int]:
     """(end of header block, start of body); tolerates LF-only and mixed line ends."""
     p = data.find(b"\r\n\r\n")
+    if p >= 0 and data.find(b"\n\n", 0, p) < 0 and data.find(b"\n\r\n", 0, p) < 0:
+        return p, p + 4
     end = p if p >= 0 else len(data)
     q = data.find(b"\n\n", 0, end)
     r = data.find(b"\n\r\n", 0, end + 2)
@@ -342,12 +355,9 @@ def parse_message(data: bytes, *, max_size: int = 65536, max_headers: int = 256)
         n, sep, v = line.partition(":")
         k = names(n) or _name_slow(n, sep)
         append((k[0], k[1], v.strip(" \t"), line))
-    singles = [f for f in fields if f[0] in _SINGLE]
-    seen = {f[0]: f[2] for f in singles}
-    if len(seen) != len(singles):
-        for k in seen:
-            if sum(1 for f in singles if f[0] == k) > 1:
-                raise SipParseError(f"Multiple {_DISPLAY.get(k, k.title())}")
+    seen = {f[0]: f[2] for f in fields}
+    if len(seen) != len(fields):
+        _check_singles(fields)
     headers = Headers()
     headers._fields = fields
 
@@ -381,12 +391,25 @@ def parse_message(data: bytes, *, max_size: int = 65536, max_headers: int = 256)
     # Mandatory headers (RFC 3261 §8.1.1), parsed once and cached for the accessors.
     if not seen.get("call-id"):
         raise SipParseError("Missing Call-ID")
-    _cseq_of(headers)
-    if isinstance(msg, Request) and headers._cache["cseq"][1] != msg.method:
+    cache = headers._cache
+    cseq = _cseq_of(headers)
+    if isinstance(msg, Request) and cseq[1] != msg.method:
         raise SipParseError("CSeq method mismatch")
-    _addr_of(headers, "from", "From")
-    _addr_of(headers, "to", "To")
-    _vias_of(headers)
+    for key, label in (("from", "From"), ("to", "To")):
+        v = seen.get(key)
+        if not v:
+            raise SipParseError(f"Missing {label}")
+        try:
+            cache[key] = parse_name_addr(v)
+        except SipParseError:
+            raise SipParseError(f"Bad {label}") from None
+    v = seen.get("via")
+    if v is None:
+        raise SipParseError("Missing Via")
+    if len(seen) == len(fields) and "," not in v:
+        cache["via"] = [parse_via(v)]
+    else:
+        _vias_of(headers)
     mf = seen.get("max-forwards")
     if mf is not None and (not mf.isdigit() or not mf.isascii() or int(mf) > 255):
         raise SipParseError("Bad Max-Forwards")

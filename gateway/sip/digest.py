@@ -1,0 +1,205 @@
+"""HTTP Digest for SIP, server and client side (RFC 2617, RFC 7616, RFC 3261 §22.4; gb28181 §3.3).
+
+MD5 always; SHA-256 (RFC 7616 formulas) as an opt-in challenge. Nonces are stateless: the
+issue time and a random part are MAC'd with a server secret, so any node holding the secret
+can check them and a stale nonce is told apart from a forged one (RFC 2617 §3.2.1 `stale`).
+The username, realm and uri are used exactly as the peer sent them (gb28181 §3.3).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+
+from .errors import SipParseError
+
+
+class Algorithm(enum.StrEnum):
+    MD5 = "MD5"
+    SHA256 = "SHA-256"
+
+
+class NonceState(enum.Enum):
+    VALID = "valid"
+    STALE = "stale"
+    INVALID = "invalid"
+
+
+def _hash_fn(algorithm: str) -> type | None:
+    a = algorithm.upper()
+    if a == "MD5":
+        return hashlib.md5  # type: ignore[return-value]
+    if a in ("SHA-256", "SHA256"):
+        return hashlib.sha256  # type: ignore[return-value]
+    return None
+
+
+def _h(algorithm: str, text: str) -> str:
+    fn = _hash_fn(algorithm)
+    if fn is None:
+        raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+    return fn(text.encode("utf-8")).hexdigest()  # type: ignore[no-any-return]
+
+
+def ha1(algorithm: str, username: str, realm: str, password: str) -> str:
+    """H(username:realm:password), hex; what a credential store may keep instead of passwords."""
+    return _h(algorithm, f"{username}:{realm}:{password}")
+
+
+def response_value(
+    algorithm: str, ha1_hex: str, nonce: str, method: str, uri: str, qop: str | None = None,
+    nc: str | None = None, cnonce: str | None = None,
+) -> str:
+    """request-digest of RFC 2617 §3.2.2.1 (qop absent or "auth")."""
+    ha2 = _h(algorithm, f"{method}:{uri}")
+    if qop:
+        return _h(algorithm, f"{ha1_hex}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+    return _h(algorithm, f"{ha1_hex}:{nonce}:{ha2}")
+
+
+class NonceIssuer:
+    """Stateless nonces: hex(time) + random + HMAC; STALE once older than `ttl` seconds."""
+
+    __slots__ = ("_secret", "ttl")
+
+    def __init__(self, secret: bytes, ttl: float = 300.0) -> None:
+        if not secret:
+            raise ValueError("nonce secret must not be empty")
+        self._secret = secret
+        self.ttl = ttl
+
+    def _mac(self, body: str) -> str:
+        return hmac.new(self._secret, body.encode("ascii"), hashlib.sha256).hexdigest()[:24]
+
+    def issue(self, now: float) -> str:
+        body = f"{int(now * 1000):012x}{os.urandom(6).hex()}"
+        return body + self._mac(body)
+
+    def check(self, nonce: str, now: float) -> NonceState:
+        if len(nonce) != 48:
+            return NonceState.INVALID
+        body, mac = nonce[:24], nonce[24:]
+        try:
+            if not hmac.compare_digest(self._mac(body), mac):
+                return NonceState.INVALID
+            issued = int(body[:12], 16) / 1000.0
+        except (ValueError, UnicodeEncodeError):
+            return NonceState.INVALID
+        if issued > now + 5.0:  # from the future beyond clock jitter: not ours to trust
+            return NonceState.INVALID
+        return NonceState.STALE if now - issued > self.ttl else NonceState.VALID
+
+
+@dataclass(slots=True)
+class Credentials:
+    """A parsed Authorization / Proxy-Authorization value (RFC 3261 §25.1 `credentials`)."""
+
+    scheme: str
+    username: str = ""
+    realm: str = ""
+    nonce: str = ""
+    uri: str = ""
+    response: str = ""
+    algorithm: str = "MD5"
+    qop: str | None = None
+    nc: str | None = None
+    cnonce: str | None = None
+    opaque: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+
+_SCHEME = re.compile(r"\s*([A-Za-z][A-Za-z0-9\-_.]*)\s*")
+_PARAM = re.compile(r'\s*([A-Za-z0-9\-_.]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*))\s*(,|\Z)', re.S)
+_UNESCAPE = re.compile(r"\\(.)", re.S)
+
+
+def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
+    """(scheme, params) of a challenge or credentials value; names lower-cased, quotes removed."""
+    m = _SCHEME.match(value)
+    if m is None:
+        raise SipParseError("Bad Authorization")
+    scheme = m.group(1)
+    pos = m.end()
+    params: dict[str, str] = {}
+    while pos < len(value):
+        p = _PARAM.match(value, pos)
+        if p is None or p.end() == pos:
+            raise SipParseError("Bad Authorization")
+        name, quoted, token, _ = p.groups()
+        params[name.lower()] = _UNESCAPE.sub(r"\1", quoted) if quoted is not None else token
+        pos = p.end()
+    return scheme, params
+
+
+def parse_credentials(header_value: str) -> Credentials:
+    """Parse Authorization; a Digest one must carry username, realm, nonce, uri and response."""
+    scheme, p = parse_auth_params(header_value)
+    if scheme.lower() != "digest":
+        return Credentials(scheme, params=p)  # RFC 4475 §3.3.7: unknown scheme, caller challenges
+    missing = [k for k in ("username", "realm", "nonce", "uri", "response") if k not in p]
+    if missing:
+        raise SipParseError("Bad Authorization")
+    return Credentials(
+        "Digest", p["username"], p["realm"], p["nonce"], p["uri"], p["response"],
+        p.get("algorithm") or "MD5", p.get("qop"), p.get("nc"), p.get("cnonce"), p.get("opaque"), p,
+    )
+
+
+def challenge(
+    realm: str, nonce: str, algorithm: Algorithm = Algorithm.MD5, qop: bool = True,
+    stale: bool = False, opaque: str | None = None,
+) -> str:
+    """WWW-Authenticate value (RFC 2617 §3.2.1)."""
+    s = f'Digest realm="{realm}", nonce="{nonce}", algorithm={algorithm.value}'
+    if qop:
+        s += ', qop="auth"'
+    if opaque is not None:
+        s += f', opaque="{opaque}"'
+    if stale:
+        s += ", stale=TRUE"
+    return s
+
+
+def verify(creds: Credentials, method: str, ha1_hex: str) -> bool:
+    """Check a Digest response against HA1, in constant time; False for anything unsupported."""
+    if creds.scheme.lower() != "digest" or _hash_fn(creds.algorithm) is None:
+        return False
+    qop = creds.qop
+    if qop is not None and (qop.lower() != "auth" or not creds.nc or creds.cnonce is None):
+        return False  # auth-int and unknown qop values are not supported
+    expect = response_value(creds.algorithm, ha1_hex.lower(), creds.nonce, method, creds.uri,
+                            qop, creds.nc, creds.cnonce)
+    return hmac.compare_digest(expect.encode(), creds.response.lower().encode("utf-8", "replace"))
+
+
+def authorization(
+    challenge_header: str, *, method: str, uri: str, username: str, password: str,
+    nc: int = 1, cnonce: str | None = None,
+) -> str:
+    """Authorization value answering a 401/407 challenge (client side, gb28181 §3.3)."""
+    scheme, p = parse_auth_params(challenge_header)
+    if scheme.lower() != "digest" or "nonce" not in p:
+        raise SipParseError("Bad challenge")
+    realm = p.get("realm", "")
+    algorithm = p.get("algorithm") or "MD5"
+    if _hash_fn(algorithm) is None:
+        raise SipParseError("Unsupported digest algorithm")
+    qops = [q.strip().lower() for q in p.get("qop", "").split(",") if q.strip()]
+    qop = "auth" if "auth" in qops else None
+    nc_text = f"{nc:08x}"
+    if qop and cnonce is None:
+        cnonce = secrets.token_hex(8)
+    resp = response_value(algorithm, ha1(algorithm, username, realm, password), p["nonce"], method, uri,
+                          qop, nc_text, cnonce)
+    s = (f'Digest username="{username}", realm="{realm}", nonce="{p["nonce"]}", uri="{uri}", '
+         f'response="{resp}", algorithm={algorithm}')
+    if qop:
+        s += f', qop={qop}, nc={nc_text}, cnonce="{cnonce}"'
+    if "opaque" in p:
+        s += f', opaque="{p["opaque"]}"'
+    return s

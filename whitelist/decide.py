@@ -165,17 +165,17 @@ class Policy:
     """In-memory index of entries and rules answering decide() in a few microseconds.
 
     Entries: dict by device ID with pre-split integer networks. Rules: per prefix length a dict
-    prefix → rules (at most 21 lookups), plus a dict by type code — never a linear scan of rules.
+    (prefix, type code|None) → rules sorted by precedence (two lookups per distinct prefix length,
+    at most 42) — never a scan of all rules; only rules matching the ID are looked at.
     Not thread-safe: mutate and decide from the same event loop.
     """
 
-    __slots__ = ("_addr_cache", "_by_prefix", "_by_type", "_entries", "_lengths", "_rules")
+    __slots__ = ("_addr_cache", "_by_prefix", "_entries", "_lengths", "_rules")
 
     def __init__(self, entries: Iterable[Entry] = (), rules: Iterable[Rule] = ()) -> None:
         self._entries: dict[str, _CEntry] = {e.device_id: _compile_entry(e) for e in entries}
         self._rules: dict[str, Rule] = {}
-        self._by_prefix: dict[int, dict[str, list[_CRule]]] = {}
-        self._by_type: dict[str, list[_CRule]] = {}
+        self._by_prefix: dict[int, dict[tuple[str, str | None], list[_CRule]]] = {}
         self._lengths: tuple[int, ...] = ()
         self._addr_cache: dict[str, _Addr] = {}
         for r in rules:
@@ -218,22 +218,17 @@ class Policy:
         return len(self._entries)
 
     def _reindex_rules(self) -> None:
-        by_prefix: dict[int, dict[str, list[_CRule]]] = {}
-        by_type: dict[str, list[_CRule]] = {}
+        # key = (prefix, type code or None): every candidate found already matches the whole ID
+        by_prefix: dict[int, dict[tuple[str, str | None], list[_CRule]]] = {}
         for rule in self._rules.values():
             if rule.status is not EntryStatus.APPROVED:
                 continue
-            cr = _compile_rule(rule)
-            if rule.id_prefix or rule.type_code is None:
-                by_prefix.setdefault(len(rule.id_prefix), {}).setdefault(rule.id_prefix, []).append(cr)
-            else:
-                by_type.setdefault(rule.type_code, []).append(cr)
+            by_prefix.setdefault(len(rule.id_prefix), {}).setdefault(
+                (rule.id_prefix, rule.type_code), []).append(_compile_rule(rule))
         for table in by_prefix.values():
             for bucket in table.values():
                 bucket.sort(key=lambda c: c.key)
-        for bucket in by_type.values():
-            bucket.sort(key=lambda c: c.key)
-        self._by_prefix, self._by_type = by_prefix, by_type
+        self._by_prefix = by_prefix
         self._lengths = tuple(sorted(by_prefix))
 
     # -- hot path --------------------------------------------------------------------------
@@ -294,25 +289,27 @@ class Policy:
         return Decision(True, Reason.APPROVED, entry=entry, credential=entry.credential)
 
     def _decide_rules(self, device_id: str, addr: _Addr) -> Decision:
-        candidates: list[_CRule] = []
+        candidates: list[_CRule] | None = None
+        merged = False
         by_prefix = self._by_prefix
+        type_code = device_id[10:13]
         for length in self._lengths:
-            bucket = by_prefix[length].get(device_id[:length])
-            if bucket is not None:
-                candidates.extend(bucket)
-        typed = self._by_type.get(device_id[10:13])
-        if typed is not None:
-            candidates.extend(typed)
-        if not candidates:
+            table = by_prefix[length]
+            prefix = device_id[:length]
+            for bucket in (table.get((prefix, None)), table.get((prefix, type_code))):
+                if bucket is not None:
+                    if candidates is None:
+                        candidates = bucket          # pre-sorted; not copied unless merged
+                    else:
+                        candidates = [*candidates, *bucket]
+                        merged = True
+        if candidates is None:
             return Decision(False, Reason.UNKNOWN_DEVICE)
-        if len(candidates) > 1:
+        if merged:
             candidates.sort(key=lambda c: c.key)
         source_miss: Rule | None = None
-        type_code = device_id[10:13]
         for cr in candidates:
             rule = cr.rule
-            if rule.type_code is not None and rule.type_code != type_code:
-                continue
             if addr is _BAD or not (cr.any_source or _in(addr, cr.v4, cr.v6)):
                 if source_miss is None and rule.action is RuleAction.ALLOW:
                     source_miss = rule

@@ -5,33 +5,34 @@ before anything is expanded (defusedxml with `forbid_dtd`). Hikvision quirks fro
 §4.2 are repaired: bare `&` is escaped, and a stray `<` inside `<Address>` is escaped
 (falling back to dropping the Address lines, as WVP does).
 
-Encoders write `<?xml version="1.0" encoding="GB2312"?>` by default and encode with
-gb18030; "UTF-8" is supported. Every decoder reads back what the matching encoder wrote.
+The encoders live in `gateway.gb.builders` and the message types in `gateway.gb.messages`;
+both are re-exported here so callers need only this module. Every decoder reads back
+what the matching encoder wrote.
 """
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
-from gateway.gb.charset import decode_body, decode_with, encoding_for_output
-from gateway.gb.errors import HostileXml, ManscdpError
-from gateway.gb.items import CatalogItem, item_from_element, item_lines, normalise_status
-from gateway.gb.xmltext import (
-    ExtraValue,
-    check_name,
-    child_text,
-    children,
-    element_xml,
-    escape,
-    find_child,
-    local_name,
-    text_of,
+from gateway.gb.builders import (
+    build_catalog_notify,
+    build_catalog_response,
+    build_control,
+    build_device_info_response,
+    build_device_status_response,
+    build_keepalive,
+    build_message,
+    build_query,
+    build_response_result,
 )
+from gateway.gb.charset import decode_body, decode_with
+from gateway.gb.errors import HostileXml, ManscdpError
+from gateway.gb.items import CatalogItem, item_from_element, normalise_status
+from gateway.gb.messages import AlarmStatus, CatalogPage, DeviceInfo, DeviceStatus, Keepalive, Root
+from gateway.gb.xmltext import child_text, children, find_child, local_name, text_of
 
 __all__ = [
     "AlarmStatus",
@@ -44,6 +45,7 @@ __all__ = [
     "Root",
     "build_catalog_notify",
     "build_catalog_response",
+    "build_control",
     "build_device_info_response",
     "build_device_status_response",
     "build_keepalive",
@@ -65,15 +67,6 @@ _BARE_AMP = re.compile(r"&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)")
 _HOSTILE = re.compile(r"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 _DECL_TEXT = re.compile(r"\A\s*<\?xml[^>]*\?>")
 _ADDRESS = re.compile(r"(<Address\b[^>]*>)(.*?)(</Address\s*>)", re.IGNORECASE | re.DOTALL)
-
-
-class Root(StrEnum):
-    """MANSCDP root elements (§4.1); anything else is answered 415/400."""
-
-    QUERY = "Query"
-    CONTROL = "Control"
-    NOTIFY = "Notify"
-    RESPONSE = "Response"
 
 
 _ROOTS = {r.value.lower(): r for r in Root}
@@ -196,66 +189,6 @@ def parse(raw: bytes, *, charset_hint: str | None = None, max_size: int = MAX_BO
 # --------------------------------------------------------------------------- typed decoders
 
 
-@dataclass(frozen=True, slots=True)
-class Keepalive:
-    """Notify/Keepalive (§4.3); `info_device_ids` lists faulty sub-devices from `<Info>`."""
-
-    device_id: str
-    sn: int
-    status: str | None
-    info_device_ids: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class CatalogPage:
-    """One Response/Catalog (or Notify/Catalog) packet; `skipped` counts items without DeviceID."""
-
-    device_id: str
-    sn: int
-    sum_num: int
-    items: list[CatalogItem]
-    skipped: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceInfo:
-    """Response/DeviceInfo (§4.5); everything but the envelope is optional."""
-
-    device_id: str
-    sn: int
-    result: str | None
-    name: str | None
-    device_type: str | None
-    manufacturer: str | None
-    model: str | None
-    firmware: str | None
-    channel_count: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class AlarmStatus:
-    """One `Alarmstatus/Item` of a DeviceStatus response: ONDUTY / OFFDUTY / ALARM."""
-
-    device_id: str
-    duty_status: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceStatus:
-    """Response/DeviceStatus (§4.6). `online` is True for ONLINE, False for OFFLINE."""
-
-    device_id: str
-    sn: int
-    result: str | None
-    online: bool | None
-    status: str | None
-    encode: str | None
-    record: str | None
-    device_time: str | None
-    alarms: tuple[AlarmStatus, ...] = ()
-    reason: str | None = None
-
-
 def _expect(msg: Manscdp, cmd_type: str) -> None:
     if msg.cmd_type.lower() != cmd_type.lower():
         raise ManscdpError("Unexpected CmdType", f"{msg.cmd_type!r}, expected {cmd_type}")
@@ -358,192 +291,3 @@ def device_status(msg: Manscdp) -> DeviceStatus:
         alarms=tuple(alarms),
         reason=msg.get("Reason") or None,
     )
-
-
-# --------------------------------------------------------------------------- encoders
-
-
-def build_message(
-    root: Root | str,
-    cmd_type: str,
-    sn: int,
-    device_id: str,
-    *,
-    charset: str = "GB2312",
-    fields: Mapping[str, ExtraValue] | None = None,
-    body_lines: Sequence[str] = (),
-) -> bytes:
-    """Any MANSCDP document: envelope, then `fields` in order, then pre-built `body_lines`."""
-    root_name = check_name(Root(root).value if isinstance(root, Root) else str(root))
-    declared, codec = encoding_for_output(charset)
-    lines = [
-        f'<?xml version="1.0" encoding="{declared}"?>',
-        f"<{root_name}>",
-        f"<CmdType>{escape(cmd_type)}</CmdType>",
-        f"<SN>{int(sn)}</SN>",
-        f"<DeviceID>{escape(device_id)}</DeviceID>",
-    ]
-    for name, value in (fields or {}).items():
-        element_xml(name, value, lines)
-    lines.extend(body_lines)
-    lines.append(f"</{root_name}>")
-    lines.append("")
-    return "\r\n".join(lines).encode(codec, errors="replace")
-
-
-def build_query(
-    cmd_type: str,
-    sn: int,
-    device_id: str,
-    *,
-    charset: str = "GB2312",
-    extra: Mapping[str, ExtraValue] | None = None,
-) -> bytes:
-    """Query/<cmd_type> (§4.1), e.g. Catalog, DeviceInfo, RecordInfo with `extra` filters."""
-    return build_message(Root.QUERY, cmd_type, sn, device_id, charset=charset, fields=extra)
-
-
-def build_control(
-    cmd_type: str,
-    sn: int,
-    device_id: str,
-    *,
-    charset: str = "GB2312",
-    extra: Mapping[str, ExtraValue] | None = None,
-) -> bytes:
-    """Control/<cmd_type> (§4.8), e.g. DeviceControl with `{"PTZCmd": "A50F…"}`."""
-    return build_message(Root.CONTROL, cmd_type, sn, device_id, charset=charset, fields=extra)
-
-
-def build_keepalive(
-    device_id: str,
-    sn: int,
-    status: str = "OK",
-    charset: str = "GB2312",
-    info_device_ids: Iterable[str] = (),
-) -> bytes:
-    """Notify/Keepalive (§4.3); `info_device_ids` become `<Info><DeviceID>…` entries."""
-    body: list[str] = []
-    ids = list(info_device_ids)
-    if ids:
-        body.append("<Info>")
-        body.extend(f"<DeviceID>{escape(i)}</DeviceID>" for i in ids)
-        body.append("</Info>")
-    return build_message(
-        Root.NOTIFY, "Keepalive", sn, device_id, charset=charset, fields={"Status": status}, body_lines=body
-    )
-
-
-def _device_list(items: Sequence[CatalogItem]) -> list[str]:
-    body = [f'<DeviceList Num="{len(items)}">']
-    for item in items:
-        item_lines(item, body)
-    body.append("</DeviceList>")
-    return body
-
-
-def build_catalog_response(
-    device_id: str, sn: int, sum_num: int, items: Sequence[CatalogItem], charset: str = "GB2312"
-) -> bytes:
-    """One Response/Catalog page: `SumNum` is the total, `DeviceList Num` this page (§4.4)."""
-    return build_message(
-        Root.RESPONSE,
-        "Catalog",
-        sn,
-        device_id,
-        charset=charset,
-        fields={"SumNum": int(sum_num)},
-        body_lines=_device_list(items),
-    )
-
-
-def build_catalog_notify(
-    device_id: str, sn: int, items: Sequence[CatalogItem], charset: str = "GB2312"
-) -> bytes:
-    """Notify/Catalog change notification (§4.15); set each item's `event`."""
-    return build_message(
-        Root.NOTIFY,
-        "Catalog",
-        sn,
-        device_id,
-        charset=charset,
-        fields={"SumNum": len(items)},
-        body_lines=_device_list(items),
-    )
-
-
-def _present(pairs: Iterable[tuple[str, object]]) -> dict[str, ExtraValue]:
-    return {k: str(v) for k, v in pairs if v is not None}
-
-
-def build_device_info_response(
-    device_id: str,
-    sn: int,
-    *,
-    name: str | None = None,
-    manufacturer: str | None = None,
-    model: str | None = None,
-    firmware: str | None = None,
-    channel_count: int | None = None,
-    device_type: str | None = None,
-    result: str = "OK",
-    charset: str = "GB2312",
-) -> bytes:
-    """Response/DeviceInfo (§4.5)."""
-    fields = _present(
-        [
-            ("DeviceName", name),
-            ("Result", result),
-            ("DeviceType", device_type),
-            ("Manufacturer", manufacturer),
-            ("Model", model),
-            ("Firmware", firmware),
-            ("Channel", channel_count),
-        ]
-    )
-    return build_message(Root.RESPONSE, "DeviceInfo", sn, device_id, charset=charset, fields=fields)
-
-
-def build_device_status_response(
-    device_id: str,
-    sn: int,
-    *,
-    online: bool = True,
-    status: str = "OK",
-    encode: str | None = "ON",
-    record: str | None = "OFF",
-    device_time: str | None = None,
-    alarms: Sequence[AlarmStatus] = (),
-    reason: str | None = None,
-    result: str = "OK",
-    charset: str = "GB2312",
-) -> bytes:
-    """Response/DeviceStatus (§4.6)."""
-    fields = _present(
-        [
-            ("Result", result),
-            ("Online", "ONLINE" if online else "OFFLINE"),
-            ("Status", status),
-            ("Reason", reason),
-            ("DeviceTime", device_time),
-            ("Encode", encode),
-            ("Record", record),
-        ]
-    )
-    body = [f'<Alarmstatus Num="{len(alarms)}">']
-    for alarm in alarms:
-        item: dict[str, ExtraValue] = {"DeviceID": alarm.device_id}
-        if alarm.duty_status:
-            item["DutyStatus"] = alarm.duty_status
-        element_xml("Item", item, body)
-    body.append("</Alarmstatus>")
-    return build_message(
-        Root.RESPONSE, "DeviceStatus", sn, device_id, charset=charset, fields=fields, body_lines=body
-    )
-
-
-def build_response_result(
-    cmd_type: str, sn: int, device_id: str, result: str = "OK", charset: str = "GB2312"
-) -> bytes:
-    """Response/<cmd_type> carrying only `<Result>` (DeviceControl, Alarm, DeviceConfig…)."""
-    return build_message(Root.RESPONSE, cmd_type, sn, device_id, charset=charset, fields={"Result": result})

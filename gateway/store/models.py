@@ -1,6 +1,6 @@
-"""SQLModel tables for the gateway's own inventory: sites, links, devices, channels, device events.
+"""SQLModel tables for the gateway's own inventory: sites, devices, channels, device events, API tokens.
 
-Contract data (vendors, batches, fees, stations, tickets, health events) lives in
+Fibre links and contract data (vendors, batches, fees, stations, tickets, health events) live in
 `gateway.store.contract`; whitelist tables live in `whitelist.store`. All share SQLModel.metadata,
 so one Alembic history covers them.
 """
@@ -27,19 +27,6 @@ class Site(SQLModel, table=True):
     owner: str = Field(default="", max_length=200)
     kind: str = Field(default="rental", max_length=32)  # rental | self_built | company
     address: str = Field(default="", max_length=400)
-    created_at: datetime = Field(default_factory=utcnow)
-
-
-class Link(SQLModel, table=True):
-    """A leased fibre link a site reaches the police network over."""
-
-    __tablename__ = "link"
-    id: str = Field(primary_key=True, max_length=64)
-    name: str = Field(default="", max_length=200)
-    site_id: str | None = Field(default=None, foreign_key="site.id", max_length=64)
-    provider: str = Field(default="", max_length=200)
-    bandwidth_mbps: int | None = None
-    monthly_fee: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -34,6 +34,8 @@ START = b"\x00\x00\x01"
 _PS_CODE = re.compile(b"\x00\x00\x01[\xb9-\xff]")
 _U16 = struct.Struct(">H")
 
+_H264_OPENERS = frozenset((6, 7, 8, 9, 14, 15, 16, 17, 18))  # SEI, SPS, PPS, AUD, 14..18
+_H265_OPENERS = frozenset((32, 33, 34, 35, 39, 41, 42, 43, 44))  # VPS, SPS, PPS, AUD, prefix SEI
 VIDEO_STREAM_TYPES = {0x1B: Codec.H264, 0x24: Codec.H265, 0x10: Codec.UNKNOWN, 0x80: Codec.UNKNOWN}
 AUDIO_STREAM_TYPES = {0x90: Codec.G711A, 0x91: Codec.G711U, 0x0F: Codec.AAC}
 
@@ -60,10 +62,12 @@ class PsDemuxer:
         self._un_pts: int | None = None
         self._un_video = False
         self._un_parts: list[bytes] = []  # audio payload of an unbounded audio PES
-        self._au: list[bytes] = []
-        self._au_size = 0
-        self._au_sid = 0
-        self._au_open = False
+        self._es = bytearray()  # video elementary stream of the access unit being built
+        self._marks: list[tuple[int, int | None, int | None]] = []  # (es offset, pts, dts) per PES
+        self._scan = 0
+        self._seen_vcl = False
+        self._au_started = False
+        self._au_sid = 0xE0
         self._au_pts: int | None = None
         self._au_dts: int | None = None
         self.errors: Counter[str] = Counter()
@@ -125,7 +129,7 @@ class PsDemuxer:
             if self._unbounded is not None:
                 m = _PS_CODE.search(buf, p)
                 end = m.start() if m else (n if final else max(p, n - 3))
-                self._unbounded_data(bytes(buf[p:end]))
+                self._unbounded_data(out, bytes(buf[p:end]))
                 p = end
                 if m or final:
                     self._close_unbounded(out)
@@ -275,16 +279,16 @@ class PsDemuxer:
         payload = bytes(buf[hdr_end:end]) if end > hdr_end else b""
         if video:
             self._video_start(out, sid, pts, dts)
-            self._video_data(payload)
+            self._video_data(out, payload)
         elif payload:
             self._audio(out, sid, payload, pts)
         return end
 
-    def _unbounded_data(self, data: bytes) -> None:
+    def _unbounded_data(self, out: list[MediaFrame], data: bytes) -> None:
         if not data:
             return
         if self._un_video:
-            self._video_data(data)
+            self._video_data(out, data)
         else:
             self._un_parts.append(data)
 
@@ -318,50 +322,133 @@ class PsDemuxer:
     # -- frames --------------------------------------------------------------------------------
 
     def _video_start(self, out: list[MediaFrame], sid: int, pts: int | None, dts: int | None) -> None:
-        if self._au_open and (sid != self._au_sid or (pts is not None and pts != self._au_pts)):
-            self._emit_au(out)
-        if not self._au_open:
-            self._au_open = True
-            self._au_sid, self._au_pts, self._au_dts = sid, pts, dts
+        """A video PES header: remember where its payload starts and its timestamps.
 
-    def _video_data(self, data: bytes) -> None:
-        if not self._au_open:  # continuation without a start (after an error): keep it anyway
-            self._au_open = True
-            self._au_sid, self._au_pts, self._au_dts = self._unbounded or 0xE0, None, None
-        self._au_size += len(data)
-        if self._au_size > self.max_frame:
+        ISO/IEC 13818-1 §2.4.3.7: the PTS belongs to the first access unit that *starts* in
+        this PES. GB senders align frames to PES, other muxers (ffmpeg's 2 KB packs) do not,
+        so for H.264/H.265 AU boundaries come from the NAL units themselves (see _scan_es).
+        """
+        if self._es and (sid != self._au_sid or (pts is not None and self._nal_codec() is None)):
+            self._emit_au(out)  # new stream id, or a codec without NAL rules: cut at the PES
+        if not self._es:
+            self._marks.clear()
+            self._au_sid = sid
+            self._au_pts = self._au_dts = None
+            self._au_started = False
+        self._marks.append((len(self._es), pts, dts))
+
+    def _video_data(self, out: list[MediaFrame], data: bytes) -> None:
+        if not data:
+            return
+        es = self._es
+        if not es and not self._marks:  # continuation without a header (after an error)
+            self._marks.append((0, None, None))
+            self._au_sid = self._unbounded or 0xE0
+        es += data
+        if len(es) > self.max_frame:
             self.errors["frame_too_large"] += 1
-            self.bytes_skipped += self._au_size - len(data)
-            self._au.clear()
-            self._au_size = len(data)
-        self._au.append(data)
+            self.bytes_skipped += len(es)
+            self._drop_au()
+            return
+        codec = self._nal_codec()
+        if codec is not None:
+            self._scan_es(out, codec)
+
+    def _take_mark(self, at: int) -> tuple[int | None, int | None]:
+        """Timestamps for an AU starting at es offset `at`: the last PES starting at or before
+        it, if no earlier AU already used that PES's PTS."""
+        marks = self._marks
+        k = 0
+        while k + 1 < len(marks) and marks[k + 1][0] <= at:
+            k += 1
+        if not marks or marks[k][0] > at:
+            return None, None
+        _, pts, dts = marks[k]
+        marks[k] = (marks[k][0], None, None)  # used
+        del marks[:k]
+        return pts, dts
+
+    def _scan_es(self, out: list[MediaFrame], codec: Codec) -> None:
+        """Find AU starts (H.264 §7.4.1.2.3, H.265 §7.4.2.4.4) among the new NAL headers."""
+        es = self._es
+        h265 = codec == Codec.H265
+        find = es.find
+        i = find(START, self._scan)
+        last = self._scan
+        while i >= 0 and i + 5 < len(es):
+            b0 = es[i + 3]
+            if h265:
+                t = (b0 >> 1) & 0x3F
+                vcl = t < 32
+                opener = (vcl and es[i + 5] & 0x80) or t in _H265_OPENERS
+            else:
+                t = b0 & 0x1F
+                vcl = 1 <= t <= 5
+                opener = (vcl and es[i + 4] & 0x80) or t in _H264_OPENERS
+            if not self._au_started:
+                self._au_started = True
+                self._au_pts, self._au_dts = self._take_mark(i)
+            elif opener and self._seen_vcl:
+                cut = i - 1 if es[i - 1] == 0 else i
+                self._emit_au(out, cut)
+                i -= cut
+                self._au_started = True
+                self._au_pts, self._au_dts = self._take_mark(i)
+            if vcl:
+                self._seen_vcl = True
+            last = i + 3
+            i = find(START, last)
+        self._scan = i if i >= 0 else max(last, len(es) - 2)
+
+    def _nal_codec(self) -> Codec | None:
+        codec = self._video_codec(self._au_sid, self._es) if self._es else None
+        return codec if codec in (Codec.H264, Codec.H265) else None
 
     def _drop_au(self) -> None:
-        self._au = []
-        self._au_size = 0
-        self._au_open = False
+        self._es = bytearray()
+        self._marks.clear()
+        self._scan = 0
+        self._seen_vcl = False
+        self._au_started = False
 
-    def _video_codec(self, sid: int, au: bytes) -> Codec:
+    def _video_codec(self, sid: int, au: bytes | bytearray) -> Codec:
         stype = self._psm.get(sid)
         if stype is not None and stype in VIDEO_STREAM_TYPES:
             return VIDEO_STREAM_TYPES[stype]
         codec = self._guess.get(sid)
         if codec is None:
-            codec, strong = sniff_video_codec(au)
+            codec, strong = sniff_video_codec(bytes(au[:4096]))
             if strong:
                 self._guess[sid] = codec
         return codec
 
-    def _emit_au(self, out: list[MediaFrame]) -> None:
-        if not self._au_open:
+    def _emit_au(self, out: list[MediaFrame], cut: int | None = None) -> None:
+        """Emit es[:cut] (everything by default) as one access unit."""
+        es = self._es
+        if not es:
             return
-        data = b"".join(self._au)
-        sid, pts, dts = self._au_sid, self._au_pts, self._au_dts
-        self._drop_au()
+        if not self._au_started:
+            self._au_pts, self._au_dts = self._take_mark(0)
+        if cut is None or cut >= len(es):
+            data = bytes(es)
+            sid = self._au_sid
+            self._drop_au()
+        else:
+            data = bytes(es[:cut])
+            sid = self._au_sid
+            del es[:cut]
+            marks = self._marks
+            prior = [m for m in marks if m[0] <= cut]  # the PES the next AU starts in
+            self._marks = [(0, *prior[-1][1:])] if prior else [(0, None, None)]
+            self._marks += [(off - cut, p, d) for off, p, d in marks if off > cut]
+            self._scan = max(0, self._scan - cut)
+            self._seen_vcl = False
+        self._au_started = False
         if not data:
             return
         codec = self._video_codec(sid, data)
-        out.append(MediaFrame("video", codec, data, pts, dts, is_keyframe(codec, data), sid))
+        out.append(MediaFrame("video", codec, data, self._au_pts, self._au_dts,
+                              is_keyframe(codec, data), sid))
         self.video_frames += 1
 
     def _audio(self, out: list[MediaFrame], sid: int, payload: bytes, pts: int | None) -> None:

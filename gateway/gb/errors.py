@@ -6,6 +6,7 @@ GbgateError (gateway.errors)
     ├── ManscdpError         a MANSCDP body we cannot accept; `reason` fits "400 <reason>"
     │   └── HostileXml       DTD / entity declaration / external entity refused
     ├── SdpError             an SDP body we cannot use (caller answers 488)
+    ├── PtzError             a PTZCmd string that is not 8 valid bytes
     └── SsrcExhausted        no free SSRC serial left in the pool
 
 Remote errors (ManscdpError, SdpError) describe what a peer sent; the others are
@@ -41,6 +42,10 @@ class HostileXml(ManscdpError):
 
 class SdpError(GbError):
     """An SDP body could not be parsed or lacks what a GB media session needs."""
+
+
+class PtzError(GbError):
+    """A PTZCmd hex string is malformed or its checksum is wrong (§4.8)."""
 
 
 class SsrcExhausted(GbError):

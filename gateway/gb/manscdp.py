@@ -146,6 +146,7 @@ def parse(raw: bytes, *, charset_hint: str | None = None, max_size: int = MAX_BO
     """
     if len(raw) > max_size:
         raise ManscdpError("Body too large", f"{len(raw)} > {max_size} bytes")
+    raw = raw.rstrip(b"\x00 \t\r\n")  # some firmwares pad bodies with NULs
     if not raw.strip():
         raise ManscdpError("Empty body")
     if charset_hint:
@@ -210,7 +211,7 @@ def keepalive(msg: Manscdp) -> Keepalive:
     _expect(msg, "Keepalive")
     ids: list[str] = []
     for info in children(msg.element, "Info"):
-        ids.extend(v for v in (text_of(e) for e in info.iter() if local_name(e.tag) == "DeviceID") if v)
+        ids.extend(v for e in info.iter() if local_name(e.tag).lower() == "deviceid" and (v := text_of(e)))
     return Keepalive(msg.device_id, msg.sn, _upper(msg.get("Status")), tuple(ids))
 
 
@@ -269,10 +270,8 @@ def device_info(msg: Manscdp) -> DeviceInfo:
 def device_status(msg: Manscdp) -> DeviceStatus:
     """Decode Response/DeviceStatus (note the lower-case `s` of `Alarmstatus`, matched either way)."""
     _expect(msg, "DeviceStatus")
-    online_raw = _upper(msg.get("Online"))
-    online = None if online_raw is None else normalise_status(online_raw) == "ON"
-    if online_raw is not None and normalise_status(online_raw) is None:
-        online = None
+    state = normalise_status(msg.get("Online"))  # ONLINE/OFFLINE, also ON/OFF seen
+    online = None if state is None else state == "ON"
     alarms: list[AlarmStatus] = []
     for block in children(msg.element, "Alarmstatus"):
         for node in children(block, "Item"):

@@ -290,3 +290,19 @@ def test_trailing_data_after_root_refused_not_crashing():
     body = raw("keepalive_gb2312.xml") + b"<Extra/>"
     with pytest.raises(GbError):
         parse(body)
+
+
+def test_trailing_nul_padding_tolerated():
+    msg = parse(raw("keepalive_gb2312.xml") + b"\x00\x00\r\n")
+    assert msg.sn == 43
+
+
+def test_device_status_offline_and_unknown_online():
+    body = raw("device_status.xml")
+    assert manscdp.device_status(parse(body.replace(b"ONLINE", b"OFFLINE"))).online is False
+    assert manscdp.device_status(parse(body.replace(b"<Online>ONLINE", b"<Online>maybe"))).online is None
+
+
+def test_keepalive_info_case_insensitive():
+    body = raw("keepalive_info.xml").replace(b"<DeviceID>44010600001310000003</DeviceID>", b"<deviceid>X1</deviceid>")
+    assert manscdp.keepalive(parse(body)).info_device_ids == ("X1", "44010600001310000004")

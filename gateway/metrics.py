@@ -30,7 +30,7 @@ class GaugeSource:
     value: Callable[[], float]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Metrics(Collector):
     counters: list[CounterSource] = field(default_factory=list)
     gauges: list[GaugeSource] = field(default_factory=list)

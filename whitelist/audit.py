@@ -123,6 +123,9 @@ def verify(records: Iterable[AuditRecord], *, anchor: tuple[int, str] | None = N
     """Check a chain in stored order; `anchor` = (seq, hash) remembered elsewhere guards the tail."""
     recs = list(records)
     present = {r.seq for r in recs}
+    counts: dict[int, int] = {}
+    for r in recs:
+        counts[r.seq] = counts.get(r.seq, 0) + 1
     seen: set[int] = set()
     prev: AuditRecord | None = None
     for i, r in enumerate(recs):
@@ -133,14 +136,18 @@ def verify(records: Iterable[AuditRecord], *, anchor: tuple[int, str] | None = N
             seen.add(r.seq)
             prev = r
             continue
-        nxt = recs[i + 1] if i + 1 < len(recs) else None
-        if (nxt is not None and nxt.seq == exp_seq and nxt.prev_hash == exp_prev
-                and nxt.computed_hash() == nxt.hash):
-            return VerifyResult(False, r.seq, "inserted", i)       # the chain skips r
-        if r.seq in seen:
-            return VerifyResult(False, r.seq, "inserted", i)       # second record with this seq
+        if not hash_ok or counts[r.seq] > 1:
+            # a damaged or duplicate-seq record that the chain steps over is an intruder
+            nxt = recs[i + 1] if i + 1 < len(recs) else None
+            if (nxt is not None and nxt.seq == exp_seq and nxt.prev_hash == exp_prev
+                    and nxt.computed_hash() == nxt.hash):
+                return VerifyResult(False, r.seq, "inserted", i)
+            if r.seq in seen:
+                return VerifyResult(False, r.seq, "inserted", i)
         if not hash_ok:
             return VerifyResult(False, r.seq, "edited", i)
+        if r.prev_hash == exp_prev:                                # linked right, numbered wrong: forged
+            return VerifyResult(False, r.seq, "inserted", i)
         if r.seq == exp_seq:                                       # r intact, its predecessor rewritten
             return VerifyResult(False, prev.seq if prev is not None else r.seq, "edited", i)
         if r.seq > exp_seq:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from gateway.admission import Admission
 from gateway.api import build_web_app
 from gateway.api.auth import TokenStore
 from gateway.config import load_settings
@@ -16,6 +17,7 @@ from gateway.services import Services
 from gateway.store.db import make_engine, make_sessionmaker
 from gateway.store.devices import DeviceRepository
 from gateway.store.migrate import upgrade
+from whitelist.store import WhitelistStore
 
 
 @pytest.fixture
@@ -33,6 +35,10 @@ async def services(tmp_path: Path) -> AsyncIterator[Services]:
         metrics=Metrics(),
         components={"database": "ok"},
     )
+    store = WhitelistStore(sessions)
+    svc.admission = Admission(store, await store.load_policy(), realm=svc.settings.sip.domain)
+    svc.admission.dropped = []  # type: ignore[attr-defined]
+    svc.admission.on_drop.append(svc.admission.dropped.append)  # type: ignore[attr-defined]
     yield svc
     await repo.stop()
     await engine.dispose()

@@ -12,8 +12,8 @@ DEV = "34020000001320000001"
 
 def reg(p: Presence, now: float, *, expires: float = 3600, call_id: str = "c1", conn_id: int | None = None):
     return p.register(
-        DEV, transport="udp", host="127.0.0.1", port=5060, conn_id=conn_id, call_id=call_id, contact="", expires=expires,
-        now=now,
+        DEV, transport="udp", host="127.0.0.1", port=5060, conn_id=conn_id, call_id=call_id, contact="",
+        expires=expires, now=now,
     )
 
 

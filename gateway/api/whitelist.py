@@ -1,0 +1,222 @@
+"""/api/v1/whitelist: the security team's admission controls (and integrators' proposals).
+
+`security` (and `admin`) may add, approve, suspend, revoke and import; an `integrator` token
+may only propose entries, which are stored as `pending` whatever status it asks for. Every
+change goes through whitelist.store (row + audit record in one transaction) and then through
+gateway.admission so a suspended or revoked device is dropped at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api.errors import ApiError, json_body
+from gateway.api.security import principal_of, require
+from gateway.services import SERVICES
+from whitelist.errors import BundleError, NotFoundError, ValidationError, ValidationErrors
+from whitelist.model import Credential, Entry, EntryStatus, parse_networks, parse_timestamp, validate_device_id
+
+routes = web.RouteTableDef()
+
+
+def _validation(exc: ValidationError) -> ApiError:
+    if isinstance(exc, ValidationErrors):
+        errors = [
+            {"field": e.field, "line": e.line, "message": e.message} for e in exc.errors
+        ]
+        first = exc.errors[0] if exc.errors else exc
+        return ApiError(422, "invalid_rows", f"{len(errors)} invalid row(s); nothing was applied",
+                        field=first.field, line=first.line, errors=errors)
+    extra = {"line": exc.line} if exc.line is not None else {}
+    return ApiError(422, "invalid_value", exc.message, field=exc.field, **extra)
+
+
+def _store(request: web.Request) -> Any:
+    return request.app[SERVICES].admission.store
+
+
+def _text(data: dict[str, Any], name: str, limit: int = 200) -> str:
+    value = data.get(name, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ApiError(422, "invalid_value", "must be a string", field=name)
+    if len(value) > limit:
+        raise ApiError(422, "invalid_value", f"must be at most {limit} characters", field=name)
+    return value
+
+
+def _entry_from_request(data: dict[str, Any], realm: str, status: EntryStatus, current: Entry | None) -> Entry:
+    device_id = validate_device_id(data.get("device_id"))
+    password = data.get("password")
+    credential = current.credential if current else None
+    if password is not None:
+        if not isinstance(password, str) or not password:
+            raise ApiError(422, "invalid_value", "must be a non-empty string", field="password")
+        credential = Credential.from_password(data.get("username") or device_id, realm, password)
+    max_channels = data.get("max_channels")
+    if max_channels is not None and (isinstance(max_channels, bool) or not isinstance(max_channels, int)):
+        raise ApiError(422, "invalid_value", "must be an integer", field="max_channels")
+    return Entry(
+        device_id=device_id,
+        status=status,
+        credential=credential,
+        allowed_sources=parse_networks(data.get("ip") or data.get("allowed_sources") or [], field="ip"),
+        cert_fingerprint=data.get("cert_fingerprint"),
+        expected_manufacturer=_text(data, "manufacturer") or None,
+        expected_model=_text(data, "model") or None,
+        expected_firmware_prefix=_text(data, "firmware_prefix") or None,
+        site=_text(data, "site", 64),
+        link=_text(data, "link", 64),
+        owner=_text(data, "owner"),
+        contract_ref=_text(data, "contract_ref"),
+        name=_text(data, "name"),
+        not_before=parse_timestamp(data.get("not_before"), field="not_before"),
+        not_after=parse_timestamp(data.get("not_after"), field="not_after"),
+        max_channels=max_channels,
+        evidence=dict(current.evidence) if current else {},
+    )
+
+
+@routes.get("/api/v1/whitelist")
+@require("security", "integrator", "ops")
+async def list_entries(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    try:
+        st = EntryStatus(status) if status else None
+    except ValueError:
+        raise ApiError(400, "invalid_value", "status must be pending, approved, suspended or revoked",
+                       field="status") from None
+    entries = await _store(request).list_entries(st)
+    return web.json_response({"entries": [e.public_dict() for e in entries], "count": len(entries)})
+
+
+@routes.get("/api/v1/whitelist/{device_id}")
+@require("security", "integrator", "ops")
+async def get_entry(request: web.Request) -> web.Response:
+    try:
+        device_id = validate_device_id(request.match_info["device_id"])
+    except ValidationError as exc:
+        raise _validation(exc) from None
+    entry = await _store(request).get(device_id)
+    if entry is None:
+        raise ApiError(404, "not_found", f"no whitelist entry for {device_id}", field="device_id")
+    return web.json_response(entry.public_dict())
+
+
+@routes.post("/api/v1/whitelist")
+@require("security", "integrator")
+async def add_entry(request: web.Request) -> web.Response:
+    """Security: add/update an approved entry. Integrator: propose (stored as pending)."""
+    p = principal_of(request)
+    data = await json_body(request)
+    svc = request.app[SERVICES]
+    store = svc.admission.store
+    try:
+        device_id = validate_device_id(data.get("device_id"))
+        current = await store.get(device_id)
+        if p.role.value == "integrator":
+            if current is not None and current.status is not EntryStatus.PENDING:
+                raise ApiError(409, "exists", f"{device_id} is already {current.status.value}", field="device_id")
+            status = EntryStatus.PENDING
+        else:
+            status = EntryStatus(data.get("status") or "approved")
+        entry = _entry_from_request(data, svc.settings.sip.domain, status, current)
+        saved = await store.save_entry(
+            entry, actor=p.actor, action="propose" if status is EntryStatus.PENDING else "add",
+            reason=_text(data, "reason"),
+        )
+    except ValidationError as exc:
+        raise _validation(exc) from None
+    except ValueError:
+        raise ApiError(422, "invalid_value", "status must be pending, approved, suspended or revoked",
+                       field="status") from None
+    await svc.admission.sync()
+    return web.json_response(saved.public_dict(), status=201 if current is None else 200)
+
+
+async def _set_status(request: web.Request, status: EntryStatus) -> web.Response:
+    p = principal_of(request)
+    svc = request.app[SERVICES]
+    try:
+        device_id = validate_device_id(request.match_info["device_id"])
+    except ValidationError as exc:
+        raise _validation(exc) from None
+    reason = ""
+    if request.can_read_body:
+        reason = _text(await json_body(request), "reason", 400)
+    try:
+        entry = await svc.admission.set_status(device_id, status, actor=p.actor, reason=reason)
+    except NotFoundError:
+        raise ApiError(404, "not_found", f"no whitelist entry for {device_id}", field="device_id") from None
+    return web.json_response(entry.public_dict())
+
+
+@routes.post("/api/v1/whitelist/{device_id}/approve")
+@require("security")
+async def approve(request: web.Request) -> web.Response:
+    return await _set_status(request, EntryStatus.APPROVED)
+
+
+@routes.post("/api/v1/whitelist/{device_id}/suspend")
+@require("security")
+async def suspend(request: web.Request) -> web.Response:
+    return await _set_status(request, EntryStatus.SUSPENDED)
+
+
+@routes.post("/api/v1/whitelist/{device_id}/revoke")
+@require("security")
+async def revoke(request: web.Request) -> web.Response:
+    return await _set_status(request, EntryStatus.REVOKED)
+
+
+@routes.post("/api/v1/whitelist/import")
+@require("security", "integrator")
+async def import_entries(request: web.Request) -> web.Response:
+    """Bulk CSV/JSON (integrators: always pending); all or nothing, errors with line numbers."""
+    from whitelist import bundle
+
+    p = principal_of(request)
+    svc = request.app[SERVICES]
+    data = await request.read()
+    if not data:
+        raise ApiError(400, "empty_body", "send the CSV or JSON file as the request body", field="body")
+    status = EntryStatus.PENDING if p.role.value == "integrator" else EntryStatus(
+        request.query.get("status", "approved"))
+    try:
+        loaded = bundle.load_any(data, realm=svc.settings.sip.domain, status=status)
+        if loaded.rules and p.role.value == "integrator":
+            raise ApiError(403, "forbidden", "integrators may not import range rules")
+        await svc.admission.store.import_entries(loaded.entries, p.actor, rules=loaded.rules)
+    except ValidationError as exc:
+        raise _validation(exc) from None
+    except BundleError as exc:
+        raise ApiError(422, "invalid_bundle", str(exc), field="body") from None
+    await svc.admission.sync()
+    return web.json_response({"imported": len(loaded.entries), "rules": len(loaded.rules), "status": status.value})
+
+
+@routes.get("/api/v1/audit")
+@require("security")
+async def audit(request: web.Request) -> web.Response:
+    store = _store(request)
+    try:
+        after = int(request.query.get("after", "0"))
+        limit = min(int(request.query.get("limit", "200")), 5000)
+    except ValueError:
+        raise ApiError(400, "invalid_value", "after and limit must be integers", field="after") from None
+    records = await store.audit_records(after_seq=after, limit=limit)
+    verdict = await store.verify_audit()
+    return web.json_response(
+        {
+            "ok": verdict.ok,
+            "first_bad_seq": verdict.first_bad_seq,
+            "records": [
+                {"seq": r.seq, "ts": r.ts.isoformat(), "actor": r.actor, "action": r.action, "target": r.target,
+                 "before": r.before, "after": r.after, "reason": r.reason, "hash": r.hash}
+                for r in records
+            ],
+        }
+    )

@@ -373,11 +373,13 @@ class DeviceSwarm:
                              progress_every: float = 5.0) -> dict[str, Any]:
         """Keepalives from every registered device, spread evenly over the interval.
 
-        `rate` (keepalives/s over all devices) overrides `keepalive_interval`. Runs for
-        `duration` seconds, or until stop(); then waits up to 2 s for the last answers.
+        `rate` (keepalives/s over the registered devices) overrides `keepalive_interval`. Runs for
+        `duration` seconds, or until stop() or cancellation; then waits up to 2 s for the last answers.
         """
         assert self.loop is not None
-        active = [st for st in self.states if st.registered]
+        # At an offered rate: the devices registered now. At the interval: every device, so one
+        # that (re-)registers later joins in; unregistered ones skip their turn.
+        active = [st for st in self.states if st.registered] if rate else self.states
         if not active:
             return {"devices": 0, "sent": 0, "acked": 0, "failures": {}, "rate": 0.0}
         n = len(active)

@@ -123,6 +123,17 @@ class Headers:
             fields.append(new)
         self._cache.clear()
 
+    def set_first(self, name: str, value: str) -> None:
+        """Replace only the first field of that name (e.g. the top Via line); append if none."""
+        key = _key(name)
+        for i, f in enumerate(self._fields):
+            if f[0] == key:
+                self._fields[i] = (key, f[1], value.strip(), None)
+                break
+        else:
+            self._fields.append((key, _display_name(name), value.strip(), None))
+        self._cache.clear()
+
     def add(self, name: str, value: str) -> None:
         self._fields.append((_key(name), _display_name(name), value.strip(), None))
         self._cache.clear()

@@ -1,0 +1,474 @@
+"""asyncio shell around the sans-IO SIP core: UDP + TCP sockets, one timer (house rule 1).
+
+The only module of gateway.sip that imports asyncio. It moves bytes between sockets and the
+TransactionLayer, calls the application, and re-arms a single timer from next_timer().
+Whatever a peer sends, nothing raises out of a protocol callback: malformed input is
+counted (`stats["parse_error:<reason>"]`), answered "400 <reason>" statelessly when a Via
+can be recovered from the raw bytes (RFC 3261 §8.2.2, §18.2.1; RFC 3581), else dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import socket
+from collections import Counter
+from collections.abc import Hashable
+from typing import Protocol
+
+from .errors import MessageTooLarge, SipError, SipParseError, SipTimeout, TransactionError
+from .events import (
+    AckReceived,
+    Event,
+    Peer,
+    RequestReceived,
+    ResponseReceived,
+    Send,
+    StrayResponse,
+    TransactionTimeout,
+)
+from .framer import Ping, StreamFramer, parse_datagram
+from .message import Request, Response, make_response, new_branch, new_tag, parse_message, serialize, with_received
+from .transaction import TransactionLayer
+
+log = logging.getLogger("gateway.sip")
+
+_MAX_WRITE_BUFFER = 4 * 1024 * 1024  # a peer that stops reading this much is dropped
+
+
+class SipApplication(Protocol):
+    def on_request(self, request: Request, peer: Peer, key: Hashable) -> None: ...
+    def on_ack(self, request: Request, peer: Peer) -> None: ...
+    def on_stray_response(self, response: Response, peer: Peer) -> None: ...
+    def on_connection_closed(self, peer: Peer) -> None: ...
+
+
+class SipEndpoint:
+    """One SIP listening point (UDP and TCP on one host) with its transaction layer."""
+
+    def __init__(self, app: SipApplication, *, max_message: int, t1: float, t2: float, t4: float,
+                 advertise: str) -> None:
+        self.app = app
+        self.max_message = max_message
+        self.transactions = TransactionLayer(t1=t1, t2=t2, t4=t4)
+        self.stats: Counter[str] = Counter()
+        self.advertise = advertise
+        self.udp_port = 0
+        self.tcp_port = 0
+        self.udp_rcvbuf = 0
+        self._loop = asyncio.get_running_loop()
+        self._udp: asyncio.DatagramTransport | None = None
+        self._server: asyncio.Server | None = None
+        self._conns: dict[int, _TcpConnection] = {}
+        self._by_addr: dict[tuple[str, int], int] = {}
+        self._next_conn = 0
+        self._pending: dict[Hashable, tuple[asyncio.Future[Response], Peer]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------ lifecycle
+    @classmethod
+    async def start(
+        cls, host: str, port: int, app: SipApplication, *, rcvbuf: int = 8 * 1024 * 1024,
+        sndbuf: int = 4 * 1024 * 1024, max_message: int = 65536, t1: float = 0.5, t2: float = 4.0,
+        t4: float = 5.0, tcp: bool = True, advertise: str | None = None,
+    ) -> SipEndpoint:
+        """Bind UDP (and TCP) on host:port; port 0 picks free ports (UDP and TCP may differ).
+
+        `advertise` is the address put in our own Via headers (defaults to `host`, or
+        127.0.0.1 when binding a wildcard address)."""
+        if advertise is None:
+            advertise = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        self = cls(app, max_message=max_message, t1=t1, t2=t2, t4=t4, advertise=advertise)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            self.udp_rcvbuf = _raise_buffer(sock, socket.SO_RCVBUF, rcvbuf)
+            _raise_buffer(sock, socket.SO_SNDBUF, sndbuf)
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._udp, _ = await self._loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
+        self.udp_port = sock.getsockname()[1]
+        if tcp:
+            tsock = None
+            for p in dict.fromkeys((port or self.udp_port, 0)):
+                tsock = socket.socket(family, socket.SOCK_STREAM)
+                tsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    tsock.bind((host, p))
+                    break
+                except OSError:
+                    tsock.close()
+                    tsock = None
+                    if port:
+                        self._udp.close()
+                        raise
+            assert tsock is not None
+            self._server = await self._loop.create_server(lambda: _TcpConnection(self), sock=tsock)
+            self.tcp_port = tsock.getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for fut, _ in list(self._pending.values()):
+            if not fut.done():
+                fut.set_exception(SipError("endpoint stopped"))
+        self._pending.clear()
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._conns.values()):
+            conn.close()
+        if self._udp is not None:
+            self._udp.close()
+        for t in list(self._tasks):
+            t.cancel()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+
+    # ------------------------------------------------------------ public API
+    def respond(self, key: Hashable, response: Response) -> None:
+        """Answer server transaction `key` (To tag and received/rport are added if missing)."""
+        try:
+            events = self.transactions.respond(key, response, self._loop.time())
+        except TransactionError as e:
+            self.stats["respond_failed"] += 1
+            log.debug("respond(%r) failed: %s", key, e)
+            return
+        self.stats[f"responses_sent:{response.status}"] += 1
+        self._handle(events)
+        self._rearm()
+
+    async def request(self, request: Request, peer: Peer, *, timeout: float | None = None) -> Response:
+        """Send `request` in a client transaction and return its final response.
+
+        Provisional responses are skipped. A missing top Via (with a fresh branch) and
+        Max-Forwards are added. For INVITE the 2xx is returned and the caller sends the ACK
+        with send_stateless(). Raises SipTimeout (Timer B/F, `timeout`, or connection loss)."""
+        if peer.reliable:
+            peer = await self._connection_for(peer)
+        self._complete(request, peer)
+        key, events = self.transactions.send_request(request, peer, self._loop.time())
+        fut: asyncio.Future[Response] = self._loop.create_future()
+        self._pending[key] = (fut, peer)
+        self.stats[f"requests_sent:{request.method}"] += 1
+        self._handle(events)
+        self._rearm()
+        try:
+            if timeout is None:
+                return await fut
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            raise SipTimeout(f"{request.method} to {peer.host}:{peer.port}: no final response") from None
+        finally:
+            self._pending.pop(key, None)
+
+    def send_stateless(self, msg: Request | Response, peer: Peer) -> None:
+        """Send without a transaction (the ACK for a 2xx, RFC 3261 §13.2.2.4; direct sends)."""
+        if isinstance(msg, Request):
+            self._complete(msg, peer)
+        self._send(serialize(msg), peer)
+
+    def via_for(self, peer: Peer) -> str:
+        """A fresh top Via value for a request we originate to `peer`."""
+        port = self.udp_port if peer.transport == "udp" else self.tcp_port
+        host = f"[{self.advertise}]" if ":" in self.advertise else self.advertise
+        return f"SIP/2.0/{peer.transport.upper()} {host}:{port};rport;branch={new_branch()}"
+
+    # ------------------------------------------------------------ internals
+    def _complete(self, request: Request, peer: Peer) -> None:
+        h = request.headers
+        if "Via" not in h:
+            h.prepend("Via", self.via_for(peer))
+        if "Max-Forwards" not in h:
+            h.add("Max-Forwards", "70")
+
+    def _on_bytes(self, data: bytes, peer: Peer, datagram: bool) -> None:
+        """One datagram or one framed stream message from `peer`. Never raises."""
+        try:
+            msg = parse_datagram(data, max_size=self.max_message) if datagram else parse_message(
+                data, max_size=self.max_message)
+            if msg is None:
+                self.stats["crlf_keepalive"] += 1
+                return
+            if isinstance(msg, Request):
+                self.stats[f"requests:{msg.method}"] += 1
+            else:
+                self.stats[f"responses:{msg.status}"] += 1
+            events = self.transactions.receive(msg, peer, self._loop.time())
+        except SipParseError as e:
+            self._reject(data, e, peer)
+            return
+        except Exception:
+            self.stats["internal_error"] += 1
+            log.debug("error handling message from %s", peer, exc_info=True)
+            return
+        self._handle(events)
+        self._rearm()
+
+    def _reject(self, data: bytes, err: SipParseError, peer: Peer) -> None:
+        self.stats[f"parse_error:{err.reason}"] += 1
+        log.debug("bad message from %s:%s: %s", peer.host, peer.port, err.reason)
+        try:
+            out = stateless_error(data, err, (peer.host, peer.port))
+        except Exception:
+            out = None
+        if out is None:
+            self.stats["parse_error_dropped"] += 1
+            return
+        self._send(out, peer)
+
+    def _handle(self, events: list[Event]) -> None:
+        for ev in events:
+            try:
+                if isinstance(ev, Send):
+                    self._send(ev.data, ev.peer)
+                elif isinstance(ev, RequestReceived):
+                    self._deliver_request(ev)
+                elif isinstance(ev, ResponseReceived):
+                    self._deliver_response(ev)
+                elif isinstance(ev, AckReceived):
+                    self.app.on_ack(ev.request, ev.peer)
+                elif isinstance(ev, StrayResponse):
+                    self.app.on_stray_response(ev.response, ev.peer)
+                elif isinstance(ev, TransactionTimeout):
+                    self._deliver_timeout(ev)
+            except Exception:
+                self.stats["app_error"] += 1
+                log.debug("application raised on %r", type(ev).__name__, exc_info=True)
+
+    def _deliver_request(self, ev: RequestReceived) -> None:
+        try:
+            self.app.on_request(ev.request, ev.peer, ev.key)
+        except Exception as e:
+            self.stats["app_error"] += 1
+            log.debug("on_request raised", exc_info=True)
+            if not self.transactions.has_final(ev.key):
+                if isinstance(e, SipParseError):  # the app touched a malformed header
+                    self.respond(ev.key, make_response(ev.request, e.status, e.reason))
+                else:
+                    self.respond(ev.key, make_response(ev.request, 500))
+
+    def _deliver_response(self, ev: ResponseReceived) -> None:
+        pending = self._pending.get(ev.key)
+        if pending is not None:
+            if ev.final and not pending[0].done():
+                pending[0].set_result(ev.response)
+        elif ev.final and ev.peer is not None:
+            self.app.on_stray_response(ev.response, ev.peer)  # e.g. a retransmitted 2xx: re-ACK
+
+    def _deliver_timeout(self, ev: TransactionTimeout) -> None:
+        self.stats["server_ack_timeouts" if ev.server else "client_timeouts"] += 1
+        pending = self._pending.get(ev.key)
+        if pending is not None and not pending[0].done():
+            pending[0].set_exception(SipTimeout("no final response (Timer B/F)"))
+
+    def _send(self, data: bytes, peer: Peer) -> None:
+        if peer.transport == "udp":
+            if self._udp is None or self._udp.is_closing():
+                return
+            try:
+                self._udp.sendto(data, (peer.host, peer.port))
+            except OSError:
+                self.stats["send_error"] += 1
+            return
+        conn = self._conn_for(peer)
+        if conn is not None:
+            conn.write(data)
+            return
+        task = self._loop.create_task(self._connect_and_send(peer, data))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect_and_send(self, peer: Peer, data: bytes) -> None:
+        try:
+            p = await self._connection_for(peer)
+        except SipError:
+            self.stats["tcp_connect_failed"] += 1
+            return
+        conn = self._conns.get(p.conn_id) if p.conn_id is not None else None
+        if conn is not None:
+            conn.write(data)
+
+    def _conn_for(self, peer: Peer) -> _TcpConnection | None:
+        if peer.conn_id is not None:
+            return self._conns.get(peer.conn_id)
+        cid = self._by_addr.get((peer.host, peer.port))
+        return self._conns.get(cid) if cid is not None else None
+
+    async def _connection_for(self, peer: Peer) -> Peer:
+        """A Peer pinned to a live connection to `peer`, connecting if there is none."""
+        conn = self._conn_for(peer)
+        if conn is None and peer.conn_id is not None:
+            conn = self._conns.get(self._by_addr.get((peer.host, peer.port), -1))
+        if conn is not None:
+            return conn.peer
+        if peer.transport != "tcp":
+            raise SipError(f"no {peer.transport} connection to {peer.host}:{peer.port}")
+        try:
+            _, proto = await self._loop.create_connection(lambda: _TcpConnection(self), peer.host, peer.port)
+        except OSError as e:
+            raise SipTimeout(f"cannot connect to {peer.host}:{peer.port}: {e}") from None
+        return proto.peer
+
+    def _register(self, conn: _TcpConnection, host: str, port: int) -> Peer:
+        self._next_conn += 1
+        cid = self._next_conn
+        self._conns[cid] = conn
+        self._by_addr[(host, port)] = cid
+        self.stats["tcp_connections"] += 1
+        return Peer("tcp", host, port, cid)
+
+    def _unregister(self, conn: _TcpConnection) -> None:
+        peer = conn.peer
+        if peer.conn_id is None or self._conns.pop(peer.conn_id, None) is None:
+            return
+        if self._by_addr.get((peer.host, peer.port)) == peer.conn_id:
+            del self._by_addr[(peer.host, peer.port)]
+        events = self.transactions.connection_lost(peer.conn_id, self._loop.time())
+        self._handle(events)
+        try:
+            self.app.on_connection_closed(peer)
+        except Exception:
+            self.stats["app_error"] += 1
+            log.debug("on_connection_closed raised", exc_info=True)
+
+    def _rearm(self) -> None:
+        nt = self.transactions.next_timer()
+        if nt is None or (self._timer is not None and self._timer_at <= nt):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = nt
+        self._timer = self._loop.call_at(nt, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        try:
+            # asyncio may fire up to one clock tick early; never let that become a busy loop.
+            events = self.transactions.handle_timer(max(self._loop.time(), self._timer_at))
+            self._handle(events)
+        except Exception:
+            self.stats["internal_error"] += 1
+            log.debug("timer handling failed", exc_info=True)
+        self._rearm()
+
+
+def _raise_buffer(sock: socket.socket, opt: int, size: int) -> int:
+    """Raise a socket buffer; try the privileged FORCE variant first (ignores rmem_max)."""
+    force = {socket.SO_RCVBUF: getattr(socket, "SO_RCVBUFFORCE", None),
+             socket.SO_SNDBUF: getattr(socket, "SO_SNDBUFFORCE", None)}[opt]
+    if force is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            return int(sock.getsockopt(socket.SOL_SOCKET, opt))
+        except OSError:
+            pass
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, opt, size)
+    return int(sock.getsockopt(socket.SOL_SOCKET, opt))
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:  # type: ignore[override]
+        self.endpoint._on_bytes(data, Peer("udp", str(addr[0]), int(addr[1])), True)
+
+    def error_received(self, exc: Exception) -> None:
+        self.endpoint.stats["udp_error"] += 1  # ICMP port unreachable and the like
+
+
+class _TcpConnection(asyncio.Protocol):
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+        self.framer = StreamFramer(endpoint.max_message)
+        self.transport: asyncio.Transport | None = None
+        self.peer = Peer("tcp", "", 0, None)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        addr = transport.get_extra_info("peername") or ("", 0)
+        self.peer = self.endpoint._register(self, str(addr[0]), int(addr[1]))
+
+    def data_received(self, data: bytes) -> None:
+        ep = self.endpoint
+        try:
+            events = self.framer.feed(data)
+        except SipParseError as e:
+            ep.stats["tcp_closed_oversize" if isinstance(e, MessageTooLarge) else "tcp_closed_framing"] += 1
+            ep.stats[f"parse_error:{e.reason}"] += 1
+            self.close()
+            return
+        for ev in events:
+            if isinstance(ev, Ping):
+                self.write(b"\r\n")  # RFC 5626 §4.4.1 pong
+            else:
+                ep._on_bytes(ev.data, self.peer, False)
+
+    def write(self, data: bytes) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        t.write(data)
+        if t.get_write_buffer_size() > _MAX_WRITE_BUFFER:
+            self.endpoint.stats["tcp_closed_slow_reader"] += 1
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.endpoint._unregister(self)
+
+
+# --------------------------------------------------------------------- stateless errors
+_RAW_HEADER = {
+    name: re.compile(rb"^(?:" + pat + rb")[ \t]*:[ \t]*([^\r\n]*)", re.M | re.I)
+    for name, pat in (("Via", rb"via|v"), ("From", rb"from|f"), ("To", rb"to|t"),
+                      ("Call-ID", rb"call-id|i"), ("CSeq", rb"cseq"))
+}
+
+
+def stateless_error(data: bytes, err: SipParseError, source: tuple[str, int]) -> bytes | None:
+    """Best-effort "400 <reason>" for bytes that did not parse, or None to drop.
+
+    Needs a recoverable Via; never answers a response or an ACK (RFC 3261 §17.1.1.3)."""
+    first = data.lstrip(b"\r\n")[:16].upper()
+    if first.startswith(b"SIP/") or first.startswith(b"ACK "):
+        return None
+    found: dict[str, str] = {}
+    for name, rx in _RAW_HEADER.items():
+        m = rx.search(data, 0, data.find(b"\r\n\r\n") if b"\r\n\r\n" in data else len(data))
+        if m is not None:
+            found[name] = m.group(1).decode("utf-8", "replace").strip()
+    via = found.get("Via")
+    if not via:
+        return None
+    try:
+        via = with_received(via.split(",")[0], source)
+    except SipParseError:
+        via = via.split(",")[0]
+    reason = "".join(c for c in err.reason if c.isprintable() and c.isascii())[:100] or "Bad Request"
+    lines = [f"SIP/2.0 {err.status} {reason}", f"Via: {via}"]
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        v = found.get(name)
+        if v is None:
+            continue
+        if name == "To" and ";tag=" not in v.lower().replace(" ", ""):
+            v = f"{v};tag={new_tag()}"
+        lines.append(f"{name}: {v}")
+    lines.append("Content-Length: 0")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "replace")

@@ -236,6 +236,13 @@ class Credential:
             raise ValidationError(exc.field, exc.message, line=line) from None
 
 
+def _set_sources(value: Entry | Rule) -> None:
+    nets = value.allowed_sources
+    if (not isinstance(nets, tuple) or len(set(nets)) != len(nets)
+            or not all(isinstance(n, ipaddress.IPv4Network | ipaddress.IPv6Network) for n in nets)):
+        object.__setattr__(value, "allowed_sources", parse_networks(nets))
+
+
 def _aware(dt: datetime | None, name: str) -> datetime | None:
     if dt is None:
         return None
@@ -278,9 +285,7 @@ class Entry:
         s(self, "device_id", validate_device_id(self.device_id))
         if not isinstance(self.status, EntryStatus):
             s(self, "status", validate_status(self.status))
-        if not isinstance(self.allowed_sources, tuple) or not all(
-                isinstance(n, ipaddress.IPv4Network | ipaddress.IPv6Network) for n in self.allowed_sources):
-            s(self, "allowed_sources", parse_networks(self.allowed_sources))
+        _set_sources(self)
         if self.cert_fingerprint is not None:
             s(self, "cert_fingerprint", normalize_fingerprint(self.cert_fingerprint))
         s(self, "not_before", _aware(self.not_before, "not_before"))
@@ -407,9 +412,7 @@ class Rule:
             s(self, "action", validate_action(self.action))
         if not isinstance(self.status, EntryStatus):
             s(self, "status", validate_status(self.status))
-        if not isinstance(self.allowed_sources, tuple) or not all(
-                isinstance(n, ipaddress.IPv4Network | ipaddress.IPv6Network) for n in self.allowed_sources):
-            s(self, "allowed_sources", parse_networks(self.allowed_sources))
+        _set_sources(self)
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
             raise ValidationError("priority", "must be an integer")
         s(self, "created_at", _aware(self.created_at, "created_at"))

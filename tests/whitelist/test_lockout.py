@@ -62,7 +62,7 @@ def test_lock_iff_k_failures_in_some_window(times: list[float]) -> None:
         if lock.record_failure(DEV, "x", t) is Reason.LOCKED_ID:
             locked_at = t
             break
-    expected = next((times[i] for i in range(2, len(times)) if times[i] - times[i - 2] < 60), None)
+    expected = next((times[i] for i in range(2, len(times)) if times[i - 2] > times[i] - 60), None)
     assert locked_at == expected
 
 

@@ -6,7 +6,9 @@ context, a sender that lost sync) it resynchronises the way ZLMediaKit's RtpSpli
 RTCP 200–204), a sane length — and accept it only when the packet after it also starts with a
 plausible header. With a known SSRC the search is `bytes.find` for the SSRC octets; otherwise a
 compiled character-class pattern over (version byte, PT byte) — both run in C, never per byte
-in Python.
+in Python. In sync, a packet whose follower is already buffered and is not a plausible header
+is treated as corrupt too. GB receivers should pass max_frame≈10 KiB (ZLMediaKit's rtpMaxSize):
+a corrupted length can swallow at most that much.
 """
 
 from __future__ import annotations
@@ -117,6 +119,16 @@ class Rfc4571Deframer:
             end = p + 2 + n
             if end > len(buf):
                 break
+            if end + 4 <= len(buf) and self._plausible(buf, end) < 0:
+                # The follower is here and is not a header: either garbage follows a good
+                # packet, or this length is corrupt and swallowed real packets. Only the
+                # latter leaves a confirmed packet start inside the claimed body.
+                inner = self._confirmed_in(buf, p + 1, end)
+                if inner >= 0:
+                    self.resyncs += 1
+                    self.bytes_skipped += inner - p
+                    p = inner
+                    continue
             out.append(bytes(buf[p + 2:end]))
             self.packets += 1
             p = end
@@ -132,6 +144,7 @@ class Rfc4571Deframer:
         """
         pos = start
         ssrc = self._ssrc
+        pending = -1  # first candidate whose follower is not buffered yet
         while True:
             if ssrc is not None:
                 hit = buf.find(ssrc, pos + 10)
@@ -140,22 +153,41 @@ class Rfc4571Deframer:
                 m = self._pattern.search(buf, pos)
                 cand = m.start() if m else -1
             if cand < 0:
+                if pending >= 0:
+                    # Wait at the first unconfirmed candidate (its follower is at most
+                    # max_frame away); nothing later could be confirmed either.
+                    self._skip(buf, start, pending)
+                    return -1
                 # Keep the last 13 bytes: a candidate header may straddle the next chunk.
-                keep_from = max(pos, len(buf) - 13)
-                self._skip(buf, start, keep_from)
+                self._skip(buf, start, max(pos, len(buf) - 13))
                 return -1
             n = self._plausible(buf, cand)
             if n > 0:
-                nxt = cand + 2 + n
-                confirm = self._plausible(buf, nxt)
-                if confirm == 0:
-                    # Cannot confirm yet: wait for the next header (at most max_frame away).
-                    self._skip(buf, start, cand)
-                    return -1
+                confirm = self._plausible(buf, cand + 2 + n)
                 if confirm > 0:
                     self.bytes_skipped += cand - start
                     return cand
+                if confirm == 0 and pending < 0:
+                    pending = cand
             pos = cand + 1
+
+    def _confirmed_in(self, buf: bytearray, lo: int, hi: int) -> int:
+        """First candidate in [lo, hi) whose follower is a plausible header too, or -1."""
+        pos = lo
+        while pos < hi:
+            if self._ssrc is not None:
+                hit = buf.find(self._ssrc, pos + 10, hi + 10)
+                cand = hit - 10 if hit >= 0 else -1
+            else:
+                m = self._pattern.search(buf, pos, hi + 4)
+                cand = m.start() if m else -1
+            if cand < 0 or cand >= hi:
+                return -1
+            n = self._plausible(buf, cand)
+            if n > 0 and self._plausible(buf, cand + 2 + n) > 0:
+                return cand
+            pos = cand + 1
+        return -1
 
     def _skip(self, buf: bytearray, start: int, upto: int) -> None:
         """Drop buf[start:upto] as garbage; the caller restarts at index `start`."""

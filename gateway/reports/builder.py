@@ -1,0 +1,83 @@
+"""One entry point from ledger events + contract data to a `Report` of any kind (pure).
+
+Kinds (contract.md `gbgate report KIND`): daily-faults, availability, link-fees, deductions,
+reconciliation, annual-offline. Windows:
+
+* daily-faults for a day lists the faults overlapping that day; the ledger is built from
+  `lookback_days` earlier so a long fault shows when it really began (events for the lookback
+  must be supplied).
+* reconciliation for a day covers the week ending with that day (the Thursday meeting reviews
+  the seven days before it); for a month or year, the whole period.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import timedelta
+
+from gateway.health.timeline import Event
+from gateway.reports.annual import annual_offline_table
+from gateway.reports.availability import availability_table
+from gateway.reports.deductions import DeductionPolicy, deductions_table
+from gateway.reports.errors import ReportError
+from gateway.reports.faults import Ticket, daily_faults_table, reconciliation_table
+from gateway.reports.ledger import MaintenanceDecl, build_ledger
+from gateway.reports.link_fees import link_fees_table
+from gateway.reports.model import ContractData
+from gateway.reports.period import Period
+from gateway.reports.render import Report
+
+KINDS = ("daily-faults", "availability", "link-fees", "deductions", "reconciliation", "annual-offline")
+DAY_S = 86_400.0
+
+
+def event_window(kind: str, period: Period, *, lookback_days: int = 31) -> tuple[float, float]:
+    """[start, end) of the events a report of `kind` needs (plus each subject's last event before)."""
+    if kind == "daily-faults":
+        return period.start - lookback_days * DAY_S, period.end
+    if kind == "reconciliation":
+        start = period.full_end - 7 * DAY_S if period.kind == "day" else period.start
+        return start - lookback_days * DAY_S, period.end
+    return period.start, period.end
+
+
+def make_report(
+    kind: str,
+    period: Period,
+    *,
+    events: Iterable[Event],
+    contract: ContractData,
+    policy: DeductionPolicy,
+    tickets: Iterable[Ticket] = (),
+    maintenance: Iterable[MaintenanceDecl] = (),
+    group_by: str = "channel",
+    lookback_days: int = 31,
+) -> Report:
+    """Compute the report; render it with `gateway.reports.render.render`."""
+    if kind not in KINDS:
+        raise ReportError(f"unknown report kind {kind!r}: one of {', '.join(KINDS)}")
+    events = list(events)
+    maintenance = list(maintenance)
+    if kind in ("daily-faults", "reconciliation"):
+        start, _ = event_window(kind, period, lookback_days=lookback_days)
+        window_start = start + lookback_days * DAY_S
+        wide = replace(period, start=start, first=period.first - timedelta(days=lookback_days))
+        ledger = build_ledger(events, contract, wide, maintenance=maintenance)
+        ledger.period = replace(wide, label=period.label)
+        window = (window_start, period.end)
+        if kind == "daily-faults":
+            table = daily_faults_table(ledger, contract, tickets, window=window)
+        else:
+            table = reconciliation_table(ledger, contract, tickets, window=window)
+        table.meta["period"] = period.label
+        return Report(kind, [table])
+    ledger = build_ledger(events, contract, period, maintenance=maintenance)
+    if kind == "availability":
+        return Report(kind, [availability_table(ledger, contract, group_by)])
+    if kind == "deductions":
+        summary, lines = deductions_table(ledger, contract, policy)
+        return Report(kind, [summary, lines], csv_index=1)
+    if kind == "link-fees":
+        return Report(kind, [link_fees_table(ledger, contract, policy, link_events=events)])
+    return Report(kind, [annual_offline_table(ledger, contract, policy)])

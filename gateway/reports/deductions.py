@@ -1,0 +1,331 @@
+"""Maintenance deductions per vendor and channel, under a versioned policy (issue 5 §4, §5).
+
+Per channel and local month (a fault spanning two months is billed in each, with a grace each):
+
+* fault runs ("episodes") are maximal runs of offline / no_video / picture_fault; any other state
+  ends a run, so `unknown` and `maintenance` time is never billed and can never make a fault cost
+  more (issue 5: "never billed to the owner or vendor"). Intervals whose cause is listed in
+  `exempt_causes` (e.g. a city power cut the station accepted) count as not billable either.
+* hourly part: rate_per_fault_hour × Σ max(0, episode − grace_hours);
+* deadline part: rate_per_day_beyond_deadline × Σ max(0, episode − repair_deadline_hours) / 24 h —
+  pro rata to the millisecond, never rounded up per episode, so that merging two short faults
+  into a longer one never costs less (rounding up per episode would break monotonicity);
+* failed channel: fault time above `failed_channel_fault_hours` (default 8 h) in the month counts
+  the channel as failed: deduct failed_channel_rent_ratio × monthly rent + failed_channel_amount;
+* caps: per channel at `channel_monthly_cap` and (if `cap_at_rent`) at the channel's monthly rent
+  for the month's share in the period; per vendor at `vendor_cap_ratio` × the vendor's rent.
+
+All arithmetic is Decimal; each line is rounded half up to 0.01 yuan. Every function of this module
+is non-decreasing in fault time and zero when the timeline holds only unknown/maintenance.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from gateway.health.timeline import FAULT_STATES, Interval, State
+from gateway.reports.errors import PolicyError
+from gateway.reports.ledger import Ledger, clip, episodes, month_slices
+from gateway.reports.model import ContractData
+from gateway.reports.table import Column, Table
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+CENT = Decimal("0.01")
+_FAULTS = frozenset(FAULT_STATES)
+
+
+def money(value: Decimal) -> Decimal:
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+@dataclass(slots=True, frozen=True)
+class DeductionPolicy:
+    """One version of the deduction policy; stored as JSON (`to_body`/`from_body`)."""
+
+    name: str = "default"
+    version: int = 1
+    effective_from: date = date(2000, 1, 1)
+    # rental / maintenance channels
+    grace_hours: Decimal = Decimal(2)
+    rate_per_fault_hour: Decimal = Decimal(0)
+    repair_deadline_hours: Decimal = Decimal(24)
+    rate_per_day_beyond_deadline: Decimal = Decimal(0)
+    failed_channel_fault_hours: Decimal = Decimal(8)
+    failed_channel_rent_ratio: Decimal = Decimal(0)
+    failed_channel_amount: Decimal = Decimal(0)
+    channel_monthly_cap: Decimal | None = None
+    cap_at_rent: bool = True
+    vendor_cap_ratio: Decimal | None = None
+    exempt_causes: tuple[str, ...] = ()
+    # fibre links
+    link_grace_hours: Decimal = Decimal(0)
+    link_pro_rata: bool = True
+    link_rate_per_hour: Decimal = Decimal(0)
+    link_cap_ratio: Decimal = Decimal(1)
+    # the January rule
+    annual_offline_days: int = 30
+    annual_offline_day_min_hours: Decimal = Decimal(12)
+    annual_deduction_per_channel: Decimal = Decimal(0)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version} ({self.effective_from.isoformat()})"
+
+    def to_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name in ("name", "version", "effective_from"):
+                continue
+            v = getattr(self, f.name)
+            body[f.name] = str(v) if isinstance(v, Decimal) else list(v) if isinstance(v, tuple) else v
+        return body
+
+    @classmethod
+    def from_body(
+        cls, body: Mapping[str, Any], *, name: str = "default", version: int = 1, effective_from: date | None = None
+    ) -> DeductionPolicy:
+        """Validate a JSON body; raises PolicyError naming the first bad field."""
+        if not isinstance(body, Mapping):
+            raise PolicyError("body", "must be a JSON object")
+        known = {f.name: f for f in fields(cls)}
+        kw: dict[str, Any] = {"name": name, "version": version}
+        if effective_from is not None:
+            kw["effective_from"] = effective_from
+        default = cls()
+        for key, raw in body.items():
+            if key not in known or key in ("name", "version", "effective_from"):
+                raise PolicyError(key, "unknown policy field")
+            current = getattr(default, key)
+            kw[key] = _coerce(key, raw, current, key == "channel_monthly_cap" or key == "vendor_cap_ratio")
+        if not isinstance(version, int) or version < 1:
+            raise PolicyError("version", "must be a positive integer")
+        return cls(**kw)
+
+
+def _coerce(key: str, raw: Any, current: Any, optional: bool) -> Any:
+    if raw is None and optional:
+        return None
+    if isinstance(current, bool):
+        if not isinstance(raw, bool):
+            raise PolicyError(key, "must be true or false")
+        return raw
+    if isinstance(current, int) and not isinstance(current, bool):
+        if not isinstance(raw, int) or isinstance(raw, bool) or raw < 0:
+            raise PolicyError(key, "must be a non-negative integer")
+        return raw
+    if isinstance(current, tuple):
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise PolicyError(key, "must be a list of strings")
+        return tuple(raw)
+    if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+        raise PolicyError(key, "must be a number")
+    try:
+        value = Decimal(str(raw))
+    except InvalidOperation:
+        raise PolicyError(key, f"not a number: {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise PolicyError(key, "must be a finite number ≥ 0")
+    return value
+
+
+def policy_in_force(policies: list[DeductionPolicy], on: date, name: str = "default") -> DeductionPolicy:
+    """The highest version of `name` already effective on `on`."""
+    candidates = [p for p in policies if p.name == name and p.effective_from <= on]
+    if not candidates:
+        raise PolicyError("policy", f"no {name!r} deduction policy is effective on {on.isoformat()}")
+    return max(candidates, key=lambda p: (p.effective_from, p.version))
+
+
+def billable(intervals: list[Interval], policy: DeductionPolicy) -> list[Interval]:
+    """Intervals with exempt causes turned into maintenance (not billable, not a fault)."""
+    if not policy.exempt_causes:
+        return intervals
+    exempt = set(policy.exempt_causes)
+    return [
+        Interval(iv.start, iv.end, State.maintenance, iv.cause) if iv.state in _FAULTS and iv.cause in exempt else iv
+        for iv in intervals
+    ]
+
+
+@dataclass(slots=True, frozen=True)
+class ChannelCharge:
+    """The arithmetic for one channel over one month slice (before rounding to cents)."""
+
+    fault_ms: int
+    billable_ms: int  # beyond grace
+    beyond_deadline_ms: int
+    episodes: int
+    failed: bool
+    amount: Decimal  # after the channel caps, not rounded
+
+
+def channel_charge(
+    channel_id: str, intervals: list[Interval], policy: DeductionPolicy, *, rent: Decimal, share: Decimal = Decimal(1)
+) -> ChannelCharge:
+    """Deduction for one channel's intervals within one month (`share` of the month in the period)."""
+    eps = episodes(channel_id, billable(intervals, policy))
+    grace = int(policy.grace_hours * HOUR_MS)
+    deadline = int(policy.repair_deadline_hours * HOUR_MS)
+    fault = sum(ep.fault_ms for ep in eps)
+    over_grace = sum(max(0, ep.fault_ms - grace) for ep in eps)
+    over_deadline = sum(max(0, ep.fault_ms - deadline) for ep in eps)
+    amount = policy.rate_per_fault_hour * Decimal(over_grace) / HOUR_MS
+    amount += policy.rate_per_day_beyond_deadline * Decimal(over_deadline) / DAY_MS
+    failed = fault > int(policy.failed_channel_fault_hours * HOUR_MS)
+    if failed:
+        amount += policy.failed_channel_rent_ratio * rent * share + policy.failed_channel_amount
+    if policy.channel_monthly_cap is not None:
+        amount = min(amount, policy.channel_monthly_cap * share)
+    if policy.cap_at_rent and rent > 0:
+        amount = min(amount, rent * share)
+    return ChannelCharge(fault, over_grace, over_deadline, len(eps), failed, amount)
+
+
+LINE_COLUMNS = [
+    Column("vendor"),
+    Column("channel_id"),
+    Column("name"),
+    Column("batch"),
+    Column("station"),
+    Column("fault_episodes", "int"),
+    Column("fault_hours", "hours"),
+    Column("billable_hours", "hours"),
+    Column("beyond_deadline_hours", "hours"),
+    Column("failed", "int"),
+    Column("rent", "money"),
+    Column("deduction", "money"),
+    Column("policy_version"),
+]
+VENDOR_COLUMNS = [
+    Column("vendor"),
+    Column("name"),
+    Column("channels", "int"),
+    Column("failed_channels", "int"),
+    Column("rent", "money"),
+    Column("deduction", "money"),
+    Column("payable", "money"),
+    Column("policy_version"),
+]
+
+
+def _hours(ms: int) -> Decimal:
+    return (Decimal(ms) / HOUR_MS).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP)
+
+
+def deduction_lines(ledger: Ledger, contract: ContractData, policy: DeductionPolicy) -> list[dict[str, Any]]:
+    """One line per channel with a vendor, summed over the local months of the period."""
+    slices = month_slices(ledger.period)
+    lines = []
+    for ch in contract.channels:
+        if not ch.vendor:
+            continue
+        ivs = ledger.intervals[ch.channel_id]
+        rent = contract.rent_of(ch)
+        fault = over_grace = over_deadline = n_eps = failed = 0
+        amount = Decimal(0)
+        rent_total = Decimal(0)
+        for sl in slices:
+            share = Decimal(sl.share_ms) / Decimal(sl.month_ms)
+            rent_total += rent * share
+            part = clip(ivs, sl.start, sl.end)
+            if not part:
+                continue
+            c = channel_charge(ch.channel_id, part, policy, rent=rent, share=share)
+            fault += c.fault_ms
+            over_grace += c.billable_ms
+            over_deadline += c.beyond_deadline_ms
+            n_eps += c.episodes
+            failed += c.failed
+            amount += c.amount
+        lines.append(
+            {
+                "vendor": ch.vendor,
+                "channel_id": ch.channel_id,
+                "name": ch.name,
+                "batch": ch.batch,
+                "station": ch.station,
+                "fault_episodes": n_eps,
+                "fault_hours": _hours(fault),
+                "billable_hours": _hours(over_grace),
+                "beyond_deadline_hours": _hours(over_deadline),
+                "failed": failed,
+                "rent": money(rent_total),
+                "deduction": money(amount),
+                "policy_version": policy.label,
+            }
+        )
+    lines.sort(key=lambda r: (r["vendor"], r["channel_id"]))
+    return lines
+
+
+def vendor_summary(
+    lines: list[dict[str, Any]], contract: ContractData, policy: DeductionPolicy
+) -> list[dict[str, Any]]:
+    """Per-vendor totals: rent, deduction (capped by `vendor_cap_ratio`), payable."""
+    acc: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"channels": 0, "failed_channels": 0, "rent": Decimal(0), "deduction": Decimal(0)}
+    )
+    for line in lines:
+        a = acc[line["vendor"]]
+        a["channels"] += 1
+        a["failed_channels"] += bool(line["failed"])
+        a["rent"] += line["rent"]
+        a["deduction"] += line["deduction"]
+    out = []
+    for vendor in sorted(acc):
+        a = acc[vendor]
+        deduction = a["deduction"]
+        if policy.vendor_cap_ratio is not None:
+            deduction = min(deduction, money(a["rent"] * policy.vendor_cap_ratio))
+        out.append(
+            {
+                "vendor": vendor,
+                "name": contract.vendors.get(vendor, vendor),
+                "channels": a["channels"],
+                "failed_channels": a["failed_channels"],
+                "rent": a["rent"],
+                "deduction": deduction,
+                "payable": a["rent"] - deduction,
+                "policy_version": policy.label,
+            }
+        )
+    return out
+
+
+def deductions_table(ledger: Ledger, contract: ContractData, policy: DeductionPolicy) -> tuple[Table, Table]:
+    """The monthly deduction sheet: vendor summary (with signature fields) and channel lines."""
+    lines = deduction_lines(ledger, contract, policy)
+    summary = Table("deductions", VENDOR_COLUMNS, vendor_summary(lines, contract, policy))
+    summary.meta.update(
+        period=ledger.period.label,
+        policy_version=policy.label,
+        policy_body=json.dumps(policy.to_body(), ensure_ascii=False, sort_keys=True),
+    )
+    summary.total = {
+        "vendor": "*",
+        "channels": sum(r["channels"] for r in summary.rows),
+        "failed_channels": sum(r["failed_channels"] for r in summary.rows),
+        "rent": sum((r["rent"] for r in summary.rows), Decimal(0)),
+        "deduction": sum((r["deduction"] for r in summary.rows), Decimal(0)),
+        "payable": sum((r["payable"] for r in summary.rows), Decimal(0)),
+    }
+    summary.chart = ("vendor", "deduction")
+    summary.signatures = ["sign_station", "sign_vendor", "sign_ops", "sign_date"]
+    detail = Table("deduction-lines", LINE_COLUMNS, lines)
+    detail.meta.update(period=ledger.period.label, policy_version=policy.label)
+    return summary, detail
+
+
+def policy_dict(policy: DeductionPolicy) -> dict[str, Any]:
+    """Everything about the policy, for an API response."""
+    d = asdict(policy)
+    d["effective_from"] = policy.effective_from.isoformat()
+    d.update(policy.to_body())
+    return d

@@ -1,0 +1,319 @@
+"""Fault tickets, the daily fault notice and the weekly reconciliation list (issue 5 §5, §6). Pure.
+
+The workflow the district runs by hand, as a table (anything not listed is refused):
+
+    open ──answer──► vendor_answered ──repair──► repaired ──confirm──► confirmed (final)
+      │                 ▲      │                    │  ▲
+      └────repair───────┼──────┼───────────────────►│  └─ recover (the ledger saw it healthy)
+                        │      └──dispute──► disputed ◄──dispute── repaired
+                        └────────answer──────┘    └──repair──► repaired
+
+`recover` is the system's action when the ledger sees the channel healthy again: it records when,
+and moves an open or answered ticket to `repaired` (the station still has to confirm).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import date
+from enum import StrEnum
+from typing import Any
+
+from gateway.reports.errors import TicketError
+from gateway.reports.ledger import Episode, Ledger, episodes
+from gateway.reports.model import ContractData
+from gateway.reports.table import Column, Table
+
+
+class TicketStatus(StrEnum):
+    open = "open"
+    vendor_answered = "vendor_answered"
+    repaired = "repaired"
+    confirmed = "confirmed"
+    disputed = "disputed"
+
+
+class TicketAction(StrEnum):
+    answer = "answer"  # vendor: cause and expected repair time
+    repair = "repair"  # vendor: actual repair time
+    recover = "recover"  # system: the ledger saw the channel healthy again
+    confirm = "confirm"  # station: repair confirmed
+    dispute = "dispute"  # station: repair or cause not accepted
+
+
+S, A = TicketStatus, TicketAction
+TRANSITIONS: dict[tuple[TicketStatus, TicketAction], TicketStatus] = {
+    (S.open, A.answer): S.vendor_answered,
+    (S.open, A.repair): S.repaired,
+    (S.open, A.recover): S.repaired,
+    (S.vendor_answered, A.answer): S.vendor_answered,
+    (S.vendor_answered, A.repair): S.repaired,
+    (S.vendor_answered, A.recover): S.repaired,
+    (S.vendor_answered, A.dispute): S.disputed,
+    (S.repaired, A.recover): S.repaired,
+    (S.repaired, A.repair): S.repaired,
+    (S.repaired, A.confirm): S.confirmed,
+    (S.repaired, A.dispute): S.disputed,
+    (S.disputed, A.answer): S.vendor_answered,
+    (S.disputed, A.repair): S.repaired,
+    (S.disputed, A.recover): S.disputed,
+}
+
+
+@dataclass(slots=True, frozen=True)
+class Ticket:
+    """A fault ticket as plain values (the store's FaultTicket row maps 1:1)."""
+
+    id: str
+    channel_id: str
+    vendor: str
+    station: str
+    fault: str
+    since_ts: float
+    status: TicketStatus = TicketStatus.open
+    cause: str = ""
+    vendor_cause: str = ""
+    expected_repair_ts: float | None = None
+    repaired_ts: float | None = None
+    recovered_ts: float | None = None
+    confirmed_ts: float | None = None
+    dispute_reason: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class HistoryEntry:
+    ticket_id: str
+    ts: float
+    actor: str
+    action: TicketAction
+    from_status: TicketStatus
+    to_status: TicketStatus
+    detail: dict[str, Any]
+
+
+def apply_action(
+    ticket: Ticket,
+    action: TicketAction | str,
+    *,
+    actor: str,
+    now: float,
+    cause: str | None = None,
+    expected_repair_ts: float | None = None,
+    repaired_ts: float | None = None,
+    reason: str | None = None,
+) -> tuple[Ticket, HistoryEntry]:
+    """The ticket after `action`, and the history line to keep. Raises TicketError when refused."""
+    try:
+        act = TicketAction(action)
+    except ValueError:
+        raise TicketError(f"unknown ticket action {action!r}") from None
+    to = TRANSITIONS.get((ticket.status, act))
+    if to is None:
+        raise TicketError(f"ticket {ticket.id}: cannot {act} when {ticket.status}")
+    detail: dict[str, Any] = {}
+    new = ticket
+    if act is A.answer:
+        if not cause or not cause.strip():
+            raise TicketError(f"ticket {ticket.id}: an answer needs the cause")
+        if expected_repair_ts is not None and expected_repair_ts < ticket.since_ts:
+            raise TicketError(f"ticket {ticket.id}: expected repair time is before the fault")
+        new = replace(ticket, vendor_cause=cause.strip(), expected_repair_ts=expected_repair_ts)
+        detail = {"cause": cause.strip(), "expected_repair_ts": expected_repair_ts}
+    elif act is A.repair:
+        when = now if repaired_ts is None else repaired_ts
+        if when > now or when < ticket.since_ts:
+            raise TicketError(f"ticket {ticket.id}: repair time must lie between the fault and now")
+        new = replace(ticket, repaired_ts=when, vendor_cause=cause.strip() if cause else ticket.vendor_cause)
+        detail = {"repaired_ts": when}
+    elif act is A.recover:
+        new = replace(ticket, recovered_ts=now if repaired_ts is None else repaired_ts)
+        detail = {"recovered_ts": new.recovered_ts}
+    elif act is A.confirm:
+        new = replace(ticket, confirmed_ts=now)
+    elif act is A.dispute:
+        if not reason or not reason.strip():
+            raise TicketError(f"ticket {ticket.id}: a dispute needs a reason")
+        new = replace(ticket, dispute_reason=reason.strip())
+        detail = {"reason": reason.strip()}
+    new = replace(new, status=to)
+    return new, HistoryEntry(ticket.id, now, actor, act, ticket.status, to, detail)
+
+
+def ticket_id(day: date, seq: int) -> str:
+    return f"T{day:%Y%m%d}-{seq:04d}"
+
+
+def notice_episodes(ledger: Ledger, channel_id: str) -> list[Episode]:
+    """Faults as a station sees them: gaps of unknown/maintenance bridged, so `since` is real."""
+    return episodes(channel_id, ledger.intervals[channel_id], bridge_gaps=True, ledger_end=ledger.period.end)
+
+
+def tickets_to_open(
+    ledger: Ledger, contract: ContractData, open_channels: set[str], *, min_duration_s: float = 600
+) -> list[Episode]:
+    """Ongoing faults at the ledger's end that last long enough and have no open ticket yet."""
+    out = []
+    for ch in contract.channels:
+        if ch.channel_id in open_channels:
+            continue
+        eps = notice_episodes(ledger, ch.channel_id)
+        if eps and eps[-1].ongoing and eps[-1].end - eps[-1].start >= min_duration_s:
+            out.append(eps[-1])
+    return out
+
+
+def _match(tickets: list[Ticket], ep: Episode) -> Ticket | None:
+    for t in tickets:
+        if ep.start - 1 <= t.since_ts <= ep.end:
+            return t
+    live = [t for t in tickets if t.status is not S.confirmed and t.since_ts <= ep.end]
+    return max(live, key=lambda t: t.since_ts) if live else None
+
+
+NOTICE_COLUMNS = [
+    Column("station"),
+    Column("channel_id"),
+    Column("name"),
+    Column("site"),
+    Column("owner"),
+    Column("link"),
+    Column("vendor"),
+    Column("fault"),
+    Column("cause"),
+    Column("since", "datetime"),
+    Column("duration_s", "seconds"),
+    Column("ticket"),
+    Column("feedback"),
+    Column("expected_repair", "datetime"),
+    Column("status"),
+]
+
+
+def daily_faults_table(
+    ledger: Ledger, contract: ContractData, tickets: Iterable[Ticket], *, window: tuple[float, float]
+) -> Table:
+    """The daily fault notice: every fault overlapping `window`, grouped by police station.
+
+    The ledger may start before the window (a lookback) so that `since` shows when a long fault
+    really began.
+    """
+    from gateway.reports.availability import seconds
+
+    by_channel: dict[str, list[Ticket]] = defaultdict(list)
+    for t in tickets:
+        by_channel[t.channel_id].append(t)
+    table = Table("daily-faults", NOTICE_COLUMNS)
+    table.meta["period"] = ledger.period.label
+    for ch in contract.channels:
+        for ep in notice_episodes(ledger, ch.channel_id):
+            if ep.end <= window[0] or ep.start >= window[1]:
+                continue
+            t = _match(by_channel.get(ch.channel_id, []), ep)
+            status = str(t.status) if t else ("ongoing" if ep.ongoing else "recovered")
+            table.rows.append(
+                {
+                    "station": contract.stations.get(ch.station, ch.station),
+                    "channel_id": ch.channel_id,
+                    "name": ch.name,
+                    "site": contract.sites.get(ch.site, ch.site),
+                    "owner": ch.owner,
+                    "link": ch.link,
+                    "vendor": contract.vendors.get(ch.vendor, ch.vendor),
+                    "fault": str(ep.state),
+                    "cause": ep.cause,
+                    "since": ep.start,
+                    "duration_s": seconds(round((ep.end - ep.start) * 1000)),
+                    "ticket": t.id if t else "",
+                    "feedback": t.vendor_cause if t else "",
+                    "expected_repair": t.expected_repair_ts if t else None,
+                    "status": status,
+                }
+            )
+    table.rows.sort(key=lambda r: (r["station"], r["since"], r["channel_id"]))
+    return table
+
+
+RECON_COLUMNS = [
+    Column("ticket"),
+    Column("station"),
+    Column("channel_id"),
+    Column("name"),
+    Column("vendor"),
+    Column("fault"),
+    Column("since", "datetime"),
+    Column("recovered", "datetime"),
+    Column("vendor_repaired", "datetime"),
+    Column("difference_s", "seconds"),
+    Column("fault_hours", "hours"),
+    Column("feedback"),
+    Column("status"),
+    Column("check"),
+]
+
+
+def reconciliation_table(
+    ledger: Ledger,
+    contract: ContractData,
+    tickets: Iterable[Ticket],
+    *,
+    window: tuple[float, float],
+    tolerance_s: float = 900,
+) -> Table:
+    """The weekly list both sides reconcile: ledger recovery vs the vendor's repair time per ticket.
+
+    `check` is "ok", "mismatch" (repair times differ by more than `tolerance_s`), "disputed",
+    "unanswered" (no vendor feedback) or "no_ticket" (a fault nobody opened a ticket for).
+    """
+    from decimal import Decimal
+
+    from gateway.reports.availability import seconds
+
+    by_channel: dict[str, list[Ticket]] = defaultdict(list)
+    for t in tickets:
+        by_channel[t.channel_id].append(t)
+    info = {ch.channel_id: ch for ch in contract.channels}
+    table = Table("reconciliation", RECON_COLUMNS)
+    table.meta["period"] = ledger.period.label
+    for ch in contract.channels:
+        for ep in notice_episodes(ledger, ch.channel_id):
+            if ep.end <= window[0] or ep.start >= window[1]:
+                continue
+            t = _match(by_channel.get(ch.channel_id, []), ep)
+            recovered = None if ep.ongoing else ep.end
+            vendor_repaired = t.repaired_ts if t else None
+            diff = None
+            if recovered is not None and vendor_repaired is not None:
+                diff = seconds(round((vendor_repaired - recovered) * 1000))
+            if t is None:
+                check = "no_ticket"
+            elif t.status is S.disputed:
+                check = "disputed"
+            elif not t.vendor_cause:
+                check = "unanswered"
+            elif diff is not None and abs(diff) > Decimal(str(tolerance_s)):
+                check = "mismatch"
+            else:
+                check = "ok"
+            c = info[ch.channel_id]
+            table.rows.append(
+                {
+                    "ticket": t.id if t else "",
+                    "station": contract.stations.get(c.station, c.station),
+                    "channel_id": c.channel_id,
+                    "name": c.name,
+                    "vendor": contract.vendors.get(c.vendor, c.vendor),
+                    "fault": str(ep.state),
+                    "since": ep.start,
+                    "recovered": recovered,
+                    "vendor_repaired": vendor_repaired,
+                    "difference_s": diff,
+                    "fault_hours": (Decimal(ep.fault_ms) / 3_600_000).quantize(Decimal("0.001")),
+                    "feedback": t.vendor_cause if t else "",
+                    "status": str(t.status) if t else "",
+                    "check": check,
+                }
+            )
+    table.rows.sort(key=lambda r: (r["vendor"], r["since"], r["channel_id"]))
+    return table

@@ -1,0 +1,166 @@
+"""The November 2026 scenario (tests/data/reports/scenario.py) with every answer worked out here."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+
+import pytest
+import scenario as S
+
+from gateway.health.timeline import DAY_MS, NOT_EXPECTED, State
+from gateway.reports.availability import availability_table
+from gateway.reports.builder import make_report
+from gateway.reports.deductions import deductions_table
+from gateway.reports.errors import ReportError
+from gateway.reports.ledger import build_ledger
+from gateway.reports.period import parse_period
+
+H = 3_600_000
+NOW = S.L(12, 5)
+NOV = parse_period("2026-11", now=NOW)
+
+
+@pytest.fixture(scope="module")
+def ledger():  # type: ignore[no-untyped-def]
+    return build_ledger(S.EVENTS, S.CONTRACT, NOV, maintenance=S.MAINTENANCE)
+
+
+def test_channel_totals(ledger) -> None:  # type: ignore[no-untyped-def]
+    month = 720 * H
+    t1 = ledger.totals[S.C1]
+    assert (t1[State.offline], t1[State.unknown], t1[State.online]) == (5 * H, H, month - 6 * H)
+    t2 = ledger.totals[S.C2]
+    # 36 h offline minus the 8 h window; the gateway hour on the 20th
+    assert (t2[State.offline], t2[State.maintenance], t2[State.unknown]) == (28 * H, 8 * H, H)
+    t3 = ledger.totals[S.C3]
+    # admitted 15 Nov 08:00: 15 days 16 h expected
+    assert sum(t3[s] for s in State) == 376 * H
+    assert (t3[State.picture_fault], t3[State.unknown], t3[State.online]) == (4 * H, H, 371 * H)
+    assert t3[NOT_EXPECTED] == month - 376 * H
+    t4 = ledger.totals[S.C4]
+    assert (t4[State.no_video], t4[State.online]) == (2 * H, 717 * H)
+
+
+def test_channel_days(ledger) -> None:  # type: ignore[no-untyped-def]
+    d1 = ledger.days[S.C1][date(2026, 11, 10)]
+    assert (d1[State.offline], d1[State.online]) == (5 * H, 19 * H)
+    d3 = ledger.days[S.C3]
+    assert date(2026, 11, 14) not in d3
+    assert (d3[date(2026, 11, 15)][NOT_EXPECTED], d3[date(2026, 11, 15)][State.online]) == (8 * H, 16 * H)
+    for days in ledger.days.values():
+        for totals in days.values():
+            assert sum(totals.values()) == DAY_MS
+    assert len(ledger.days[S.C2]) == 30
+
+
+def test_availability_by_channel(ledger) -> None:  # type: ignore[no-untyped-def]
+    table = availability_table(ledger, S.CONTRACT)
+    got = {r["channel_id"]: r["availability"] for r in table.rows}
+    assert got == {S.C1: 0.9930, S.C2: 0.9606, S.C3: 0.9893, S.C4: 0.9972}  # 714/719 683/711 371/375 717/719
+    row = table.rows[1]
+    assert row["expected_s"] == 2592000 and row["offline_s"] == 100800 and row["maintenance_s"] == 28800
+    # the total is time-weighted: (714 + 683 + 371 + 717) / (719 + 711 + 375 + 719)
+    assert table.total is not None and table.total["availability"] == 0.9845
+    assert table.meta["intact_rate"] == 0.75  # C2 has 28 fault hours > 8
+
+
+@pytest.mark.parametrize(
+    ("group", "expected"),
+    [
+        ("vendor", {"V1": (0.9769, 0.5), "V2": (0.9945, 1.0)}),  # 1397/1430, (371+717)/(375+719)
+        ("station", {"S1": (0.9769, 0.5), "S2": (0.9945, 1.0)}),
+        ("link", {"L1": (0.9769, 0.5), "L2": (0.9945, 1.0)}),
+    ],
+)
+def test_availability_grouped(ledger, group: str, expected: dict) -> None:  # type: ignore[no-untyped-def]
+    table = availability_table(ledger, S.CONTRACT, group)
+    assert {r["group"]: (r["availability"], r["intact_rate"]) for r in table.rows} == expected
+    assert all(r["channels"] == 2 for r in table.rows)
+
+
+def test_deductions(ledger) -> None:  # type: ignore[no-untyped-def]
+    summary, lines = deductions_table(ledger, S.CONTRACT, S.POLICY)
+    by = {r["channel_id"]: r for r in lines.rows}
+    # C1: one 5 h fault, 3 h beyond the 2 h grace at 1.00/h
+    assert by[S.C1]["deduction"] == Decimal("3.00")
+    # C2: faults of 20 h and 8 h (the window splits them): 18 + 6 h beyond grace; 28 h > 8 h: failed,
+    # half the 100.00 rent; 24 + 50 = 74
+    assert (by[S.C2]["fault_episodes"], by[S.C2]["failed"], by[S.C2]["deduction"]) == (2, 1, Decimal("74.00"))
+    assert by[S.C3]["deduction"] == Decimal("2.00")
+    assert by[S.C4]["deduction"] == Decimal("0.00")
+    v = {r["vendor"]: r for r in summary.rows}
+    assert (v["V1"]["rent"], v["V1"]["deduction"], v["V1"]["payable"]) == (Decimal(200), Decimal("77.00"), Decimal(123))
+    assert (v["V2"]["rent"], v["V2"]["deduction"]) == (Decimal(400), Decimal("2.00"))
+    assert summary.meta["policy_version"] == "default v3 (2000-01-01)"
+    assert all(r["policy_version"] == "default v3 (2000-01-01)" for r in lines.rows)
+
+
+def test_link_fees() -> None:
+    r = make_report("link-fees", NOV, events=S.EVENTS, contract=S.CONTRACT, policy=S.POLICY)
+    rows = {row["link"]: row for row in r.tables[0].rows}
+    # L2: 6 h down, 1 h grace, 3000 × 5 / 720
+    assert rows["L2"]["offline_s"] == 21600 and rows["L2"]["deduction"] == Decimal("20.83")
+    assert rows["L2"]["payable"] == Decimal("2979.17")
+    # L1 derived from its channels: never both down; the gateway hour is unknown
+    assert rows["L1"]["offline_s"] == 0 and rows["L1"]["unknown_s"] == 3600 and rows["L1"]["deduction"] == 0
+
+
+def test_daily_faults_bridge_the_maintenance_window() -> None:
+    day = parse_period("2026-11-06", now=NOW)
+    r = make_report(
+        "daily-faults",
+        day,
+        events=S.EVENTS,
+        contract=S.CONTRACT,
+        policy=S.POLICY,
+        tickets=S.TICKETS,
+        maintenance=S.MAINTENANCE,
+    )
+    (row,) = r.tables[0].rows
+    assert row["channel_id"] == S.C2 and row["station"] == "城东派出所"
+    assert row["since"] == S.L(11, 5) and row["duration_s"] == 36 * 3600
+    assert row["status"] == "recovered" and row["ticket"] == ""
+
+
+def test_daily_faults_with_ticket_and_ongoing() -> None:
+    r = make_report(
+        "daily-faults",
+        parse_period("2026-11-10", now=NOW),
+        events=S.EVENTS,
+        contract=S.CONTRACT,
+        policy=S.POLICY,
+        tickets=S.TICKETS,
+    )
+    (row,) = r.tables[0].rows
+    assert (row["ticket"], row["feedback"], row["status"]) == ("T20261110-0001", "光纤被挖断", "repaired")
+    r = make_report(
+        "daily-faults",
+        parse_period("2026-12-01", now=S.L(12, 1, 9)),
+        events=S.EVENTS,
+        contract=S.CONTRACT,
+        policy=S.POLICY,
+    )
+    (row,) = r.tables[0].rows
+    assert row["channel_id"] == S.C4 and row["status"] == "ongoing" and row["duration_s"] == 11 * 3600
+
+
+def test_reconciliation_week_ending_thursday() -> None:
+    r = make_report(
+        "reconciliation",
+        parse_period("2026-11-12", now=NOW),
+        events=S.EVENTS,
+        contract=S.CONTRACT,
+        policy=S.POLICY,
+        tickets=S.TICKETS,
+        maintenance=S.MAINTENANCE,
+    )
+    rows = {row["channel_id"]: row for row in r.tables[0].rows}
+    assert set(rows) == {S.C1, S.C2}  # 6-12 Nov; C2's fault ended on the 6th
+    assert rows[S.C1]["difference_s"] == 1800 and rows[S.C1]["check"] == "mismatch"
+    assert rows[S.C2]["check"] == "no_ticket"
+
+
+def test_unknown_kind() -> None:
+    with pytest.raises(ReportError):
+        make_report("nope", NOV, events=[], contract=S.CONTRACT, policy=S.POLICY)

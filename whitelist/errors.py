@@ -5,6 +5,7 @@ WhitelistError                  root (whitelist never imports gateway, so it has
 │   └── ValidationErrors        several rows/fields bad at once; `.errors` lists every one
 ├── BundleError                 a policy bundle is unusable: bad signature, wrong key, truncated/garbled
 ├── AuditChainError             the audit chain cannot be extended (e.g. its head is broken)
+├── StoreError                  the database refused a write (nothing was applied)
 └── NotFoundError               an admin action names a device ID / rule that does not exist
 
 All of these are *local* judgements about input handed to us; the API maps ValidationError and
@@ -53,6 +54,10 @@ class BundleError(WhitelistError):
 
 class AuditChainError(WhitelistError):
     """The audit chain cannot be extended or read consistently."""
+
+
+class StoreError(WhitelistError):
+    """The database refused a whitelist write; the transaction was rolled back, nothing applied."""
 
 
 class NotFoundError(WhitelistError):

@@ -27,7 +27,13 @@ from sqlmodel import Field, SQLModel, col, select
 
 from whitelist.audit import AuditChain, AuditRecord, VerifyResult, verify
 from whitelist.decide import Policy
-from whitelist.errors import AuditChainError, NotFoundError, ValidationError, ValidationErrors
+from whitelist.errors import (
+    AuditChainError,
+    NotFoundError,
+    StoreError,
+    ValidationError,
+    ValidationErrors,
+)
 from whitelist.model import (
     Credential,
     Entry,
@@ -261,22 +267,31 @@ class WhitelistStore:
 
     # -- the transaction helper ----------------------------------------------------------------
 
+    async def _head_seq(self) -> int:
+        async with self._sessions() as s:
+            return int((await s.execute(select(func.max(WhitelistAuditRow.seq)))).scalar() or 0)
+
     async def _transact(self, now: datetime | None, work: Callable[[_Tx], Awaitable[T]]) -> T:
         now = _utc(now) or datetime.now(UTC)
         async with self._lock:
             for attempt in range(_RETRIES):
+                head_seq = 0
                 try:
                     async with self._sessions() as session, session.begin():
                         head = (await session.execute(select(WhitelistAuditRow)
                                                       .order_by(col(WhitelistAuditRow.seq).desc())
                                                       .limit(1))).scalars().first()
                         last = None if head is None else _audit_from_row(head)
+                        head_seq = 0 if last is None else last.seq
                         if last is not None and last.computed_hash() != last.hash:
                             raise AuditChainError(f"audit head (seq {last.seq}) does not match its hash")
                         return await work(_Tx(session, AuditChain(last), now))
-                except (IntegrityError, OperationalError) as exc:   # another node appended first
-                    if attempt == _RETRIES - 1:
-                        raise AuditChainError(f"audit append kept conflicting: {exc}") from exc
+                except (IntegrityError, OperationalError) as exc:
+                    # retry only a lost race for the next seq (another process/node appended first)
+                    # or a busy database; anything else is a real refusal
+                    raced = isinstance(exc, OperationalError) or await self._head_seq() != head_seq
+                    if not raced or attempt == _RETRIES - 1:
+                        raise StoreError(f"whitelist write refused: {exc.orig or exc}") from exc
                     log.debug("whitelist write conflict, retrying: %s", exc)
                     await asyncio.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel import SQLModel
 
 from whitelist.decide import Reason, Request, RequestKind
-from whitelist.errors import NotFoundError, ValidationErrors
+from whitelist.errors import NotFoundError, StoreError, ValidationErrors
 from whitelist.model import Credential, Entry, EntryStatus, PendingEvidence, Rule, RuleAction
 from whitelist.store import WhitelistStore
 
@@ -168,7 +168,7 @@ async def test_import_rolls_back_on_database_failure(store: WhitelistStore, engi
         await conn.execute(text("CREATE TRIGGER boom BEFORE INSERT ON whitelist_entry "
                                 "WHEN NEW.device_id = '34020000001320000002' "
                                 "BEGIN SELECT RAISE(ABORT, 'boom'); END"))
-    with pytest.raises(Exception, match="boom"):
+    with pytest.raises(StoreError, match="boom"):
         await store.import_entries([approved("34020000001320000001"), approved("34020000001320000002")],
                                    "sec")
     assert await store.list_entries() == [] and await store.audit_records() == []

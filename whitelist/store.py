@@ -296,6 +296,16 @@ class WhitelistStore:
                     await asyncio.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
+    async def append_audit(self, *, actor: str, action: str, target: str, before: dict[str, Any] | None,
+                           after: dict[str, Any] | None, reason: str = "",
+                           now: datetime | None = None) -> AuditRecord:
+        """Audit an event that changes no row (alarm, lockout, dropped device); durable on return.
+
+        before/after must be JSON objects without secrets (use Entry.public_dict())."""
+        async def work(tx: _Tx) -> AuditRecord:
+            return tx.audit(actor, action, target, before, after, reason)
+        return await self._transact(now, work)
+
     # -- entries ------------------------------------------------------------------------------
 
     @staticmethod

@@ -208,3 +208,10 @@ async def test_concurrent_writers_keep_one_chain(store: WhitelistStore, engine: 
                                                                   action="add") for i in range(20)])
     recs = await store.audit_records()
     assert [r.seq for r in recs] == list(range(1, 21)) and (await store.verify_audit()).ok
+
+
+async def test_append_audit_event(store: WhitelistStore) -> None:
+    await store.save_entry(approved(), actor="sec", action="add")
+    rec = await store.append_audit(actor="gateway", action="model_mismatch", target=ID, before=None,
+                                   after={"model": "XY-1"}, reason="DeviceInfo contradicts entry", now=NOW)
+    assert rec.seq == 2 and (await store.audit_records())[-1] == rec and (await store.verify_audit()).ok

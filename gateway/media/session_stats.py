@@ -1,0 +1,171 @@
+"""Per-stream statistics and the "why no stream" trace (issue 4 §5).
+
+The most common complaint about GB platforms is "the stream never arrives" with no hint why.
+Every INVITE therefore gets a `Trace`: offer sent, answer received (status), ACK, TCP connect,
+first RTP seen and from where, SSRC expected vs seen, first PS pack, first keyframe — each step
+once, with milliseconds since the request. It is returned in the error body of a failed play.
+
+`RateMeter` turns monotonically growing totals into rates over the last few seconds without any
+per-packet work: it samples the totals when someone asks (API, metrics scrape).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+MAX_TRACE_STEPS = 48
+
+
+class Trace:
+    """Steps of one INVITE attempt; `add` appends, `once` appends only the first occurrence."""
+
+    __slots__ = ("_clock", "_seen", "attempt", "started", "steps")
+
+    def __init__(self, *, attempt: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.started = clock()
+        self.attempt = attempt
+        self.steps: list[dict[str, Any]] = []
+        self._seen: set[str] = set()
+
+    def add(self, step: str, **detail: Any) -> None:
+        if len(self.steps) >= MAX_TRACE_STEPS:
+            return
+        self._seen.add(step)
+        self.steps.append({"step": step, "ms": round((self._clock() - self.started) * 1000, 1), **detail})
+
+    def once(self, step: str, **detail: Any) -> None:
+        if step not in self._seen:
+            self.add(step, **detail)
+
+    def has(self, step: str) -> bool:
+        return step in self._seen
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"attempt": self.attempt, "steps": list(self.steps), "diagnosis": self.diagnosis()}
+
+    def diagnosis(self) -> str:
+        """One sentence saying where the chain stopped (the first missing link)."""
+        if self.has("first_keyframe"):
+            return "streaming"
+        for step, message in (
+            ("offer_sent", "the INVITE was not sent (device unreachable or not registered?)"),
+            ("answer", "the device never answered the INVITE"),
+        ):
+            if not self.has(step):
+                return message
+        for s in self.steps:
+            if s["step"] == "answer" and s.get("status") != 200:
+                return f"the device refused the INVITE ({s.get('status')} {s.get('reason', '')})".rstrip()
+        if self.has("tcp_connect_failed") and not self.has("tcp_connected"):
+            return "could not connect to the device's TCP media port"
+        if not self.has("first_rtp"):
+            if self.has("dropped_wrong_source"):
+                return "RTP arrived only from an unexpected address (dropped)"
+            if self.has("ssrc_mismatch"):
+                return "RTP arrived only with an unexpected SSRC (dropped)"
+            return "no RTP arrived at the negotiated port (firewall/NAT, or the device sends elsewhere)"
+        if not self.has("first_ps_pack"):
+            return "RTP arrived but carried no MPEG-PS pack (wrong payload format?)"
+        return "PS arrived but no keyframe yet (waiting for an IDR, or the video codec is not H.264/H.265)"
+
+
+class RateMeter:
+    """Rate of a growing total over a sliding window of on-demand samples."""
+
+    __slots__ = ("_samples", "window")
+
+    def __init__(self, window: float = 5.0) -> None:
+        self.window = window
+        self._samples: deque[tuple[float, float]] = deque()
+
+    def rate(self, now: float, total: float) -> float:
+        s = self._samples
+        s.append((now, total))
+        while len(s) > 2 and now - s[1][0] >= self.window:
+            s.popleft()
+        t0, v0 = s[0]
+        if now - t0 <= 0:
+            return 0.0
+        return (total - v0) / (now - t0)
+
+
+class StreamStats:
+    """What the hub measures per channel; `snapshot()` is the API's JSON view."""
+
+    __slots__ = (
+        "_bitrate",
+        "_fps",
+        "audio_codec",
+        "audio_frames",
+        "bytes",
+        "codec",
+        "dropped_before_key",
+        "fps_declared",
+        "frames",
+        "gop_frames",
+        "height",
+        "keyframe_interval",
+        "keyframes",
+        "last_frame_at",
+        "mux_errors",
+        "opened_at",
+        "opens",
+        "reopens",
+        "ts_rebases",
+        "ttff_open",
+        "ttff_viewers",
+        "viewer_drops",
+        "viewers_disconnected",
+        "width",
+    )
+
+    def __init__(self) -> None:
+        self.codec: str | None = None
+        self.audio_codec: str | None = None
+        self.width = self.height = 0
+        self.fps_declared = 0.0
+        self.frames = self.audio_frames = self.keyframes = self.bytes = 0
+        self.gop_frames = 0
+        self.keyframe_interval: float | None = None  # seconds between the last two keyframes
+        self.dropped_before_key = 0
+        self.viewer_drops = 0
+        self.viewers_disconnected = 0
+        self.mux_errors = 0
+        self.opens = self.reopens = self.ts_rebases = 0
+        self.opened_at: float | None = None
+        self.last_frame_at: float | None = None
+        self.ttff_open: float | None = None  # seconds from the first request to the first keyframe
+        self.ttff_viewers: deque[float] = deque(maxlen=32)  # per-viewer join → first bytes
+        self._bitrate = RateMeter()
+        self._fps = RateMeter()
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        ttffs = list(self.ttff_viewers)
+        return {
+            "codec": self.codec,
+            "audio_codec": self.audio_codec,
+            "width": self.width,
+            "height": self.height,
+            "bitrate_bps": round(self._bitrate.rate(now, self.bytes * 8)),
+            "fps": round(self._fps.rate(now, self.frames), 2),
+            "keyframe_interval_s": None if self.keyframe_interval is None else round(self.keyframe_interval, 3),
+            "frames": self.frames,
+            "audio_frames": self.audio_frames,
+            "keyframes": self.keyframes,
+            "bytes": self.bytes,
+            "dropped_before_keyframe": self.dropped_before_key,
+            "viewer_drops": self.viewer_drops,
+            "viewers_disconnected": self.viewers_disconnected,
+            "mux_errors": self.mux_errors,
+            "reinvites": self.reopens,
+            "ttff_open_ms": None if self.ttff_open is None else round(self.ttff_open * 1000, 1),
+            "ttff_viewer_ms": {
+                "last": round(ttffs[-1] * 1000, 1) if ttffs else None,
+                "max": round(max(ttffs) * 1000, 1) if ttffs else None,
+            },
+            "idle_s": None if self.last_frame_at is None else round(now - self.last_frame_at, 3),
+        }

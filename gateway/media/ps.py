@@ -16,7 +16,8 @@ ISO/IEC 13818-1 §2.5 structures as profiled in gb28181.md §6.5; every quirk of
 Start codes are found with one compiled pattern (C speed); payloads are sliced, never walked.
 Video PES payloads are joined into whole access units: an AU ends when a video PES with a new
 PTS starts, at `flush()`, or at the end of a `feed(..., frame_end=True)` — the receiver passes
-`frame_end` for each RTP frame so a frame leaves without waiting for the next one.
+`frame_end` for each RTP frame so a frame leaves without waiting for the next one. An audio
+frame leaves as soon as its PES is complete, so it may precede the video AU it was muxed after.
 """
 
 from __future__ import annotations

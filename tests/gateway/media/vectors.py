@@ -43,3 +43,6 @@ def pcap_payloads(name: str) -> list[bytes]:
         out.append(pkt[ihl + 8:])
         pos += 16 + incl
     return out
+
+# gb28181.md §6.5: PES for an IDR with PTS = 7200 carrying the first bytes of an SPS.
+H264_FIRST_SPS_PES = bytes.fromhex("000001E000108480052100013841000000016764001F")[:14]

@@ -35,7 +35,7 @@ _LWS = re.compile(r"[ \t]+")
 # Fast paths for the shapes every GB device sends; anything else takes the general code.
 _URI_FAST = re.compile(
     r'(sips?):(?:([^:@;?\s<>"]+)(?::([^@;?\s<>"]*))?@)?([A-Za-z0-9._\-]+|\[[0-9A-Fa-f:.]+\])'
-    r'(?::([0-9]{1,5}))?(;[^?\s<>"]*)?(?:\?([^\s<>"]*))?\Z'
+    r'(?::([0-9]{1,5}))?(;[^?@\s<>"]*)?(?:\?([^\s<>"]*))?\Z'
 )
 _NA_FAST = re.compile(r'(?:"((?:[^"\\]|\\.)*)"|([^"<]*?))[ \t]*<([^<>]*)>(.*)\Z', re.S)
 _VIA_FAST = re.compile(
@@ -183,15 +183,14 @@ def parse_uri(text: str) -> SipUri:
 def _parse_uri(text: str) -> SipUri:
     m = _URI_FAST.match(text)
     if m is not None:
-        scheme, user, password, host, port_text, ptail, headers = m.groups()
-        if host[0] == "[":
-            host = host[1:-1]
-        port = int(port_text) if port_text else None
-        if port is not None and port > 65535:
+        f_scheme, f_user, f_password, f_host, port_text, ptail, f_headers = m.groups()
+        if f_host[0] == "[":
+            f_host = f_host[1:-1]
+        f_port = int(port_text) if port_text else None
+        if f_port is not None and f_port > 65535:
             raise SipParseError("Bad port")
-        return SipUri(
-            scheme.lower(), user or "", password, host, port, parse_params(ptail) if ptail else {}, headers or ""
-        )
+        f_params = parse_params(ptail) if ptail else {}
+        return SipUri(f_scheme.lower(), f_user or "", f_password, f_host, f_port, f_params, f_headers or "")
     s = text.strip()
     colon = s.find(":")
     if colon <= 0 or _BAD_URI.search(s) or not _SCHEME.match(s[:colon]):

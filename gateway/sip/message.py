@@ -190,7 +190,7 @@ def _cseq_of(h: Headers) -> tuple[int, str]:
         if n >= 2**32:  # RFC 3261 §8.1.1.5: 32-bit unsigned
             raise SipParseError("Bad CSeq")
         c = h._cache["cseq"] = (n, parts[1])
-    return c  # type: ignore[no-any-return]
+    return c
 
 
 def _addr_of(h: Headers, key: str, label: str) -> NameAddr:
@@ -200,7 +200,7 @@ def _addr_of(h: Headers, key: str, label: str) -> NameAddr:
             a = h._cache[key] = parse_name_addr(_single(h, key, label))
         except SipParseError as e:
             raise SipParseError(e.reason if e.reason.startswith("Missing") else f"Bad {label}") from None
-    return a  # type: ignore[no-any-return]
+    return a
 
 
 def _vias_of(h: Headers) -> list[Via]:
@@ -216,7 +216,7 @@ def _vias_of(h: Headers) -> list[Via]:
         if not v:
             raise SipParseError("Missing Via")
         h._cache["via"] = v
-    return v  # type: ignore[no-any-return]
+    return v
 
 
 class _Common:
@@ -407,18 +407,18 @@ def parse_message(data: bytes, *, max_size: int = 65536, max_headers: int = 256)
     if isinstance(msg, Request) and cseq[1] != msg.method:
         raise SipParseError("CSeq method mismatch")
     for key, label in (("from", "From"), ("to", "To")):
-        v = seen.get(key)
-        if not v:
+        val = seen.get(key)
+        if not val:
             raise SipParseError(f"Missing {label}")
         try:
-            cache[key] = parse_name_addr(v)
+            cache[key] = parse_name_addr(val)
         except SipParseError:
             raise SipParseError(f"Bad {label}") from None
-    v = seen.get("via")
-    if v is None:
+    via = seen.get("via")
+    if via is None:
         raise SipParseError("Missing Via")
-    if len(seen) == len(fields) and "," not in v:
-        cache["via"] = [parse_via(v)]
+    if len(seen) == len(fields) and "," not in via:
+        cache["via"] = [parse_via(via)]
     else:
         _vias_of(headers)
     mf = seen.get("max-forwards")
@@ -431,11 +431,11 @@ def parse_message(data: bytes, *, max_size: int = 65536, max_headers: int = 256)
     else:
         if not cl.isdigit() or not cl.isascii():
             raise SipParseError("Bad Content-Length")
-        n = int(cl)
-        if body_start + n > len(data):
+        length = int(cl)
+        if body_start + length > len(data):
             raise SipParseError("Content-Length mismatch")
         # RFC 3261 §18.3: over UDP, octets beyond Content-Length are discarded.
-        msg.body = data[body_start : body_start + n]
+        msg.body = data[body_start : body_start + length]
     return msg
 
 

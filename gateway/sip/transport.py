@@ -382,7 +382,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, endpoint: SipEndpoint) -> None:
         self.endpoint = endpoint
 
-    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         self.endpoint._on_bytes(data, Peer("udp", str(addr[0]), int(addr[1])), True)
 
     def error_received(self, exc: Exception) -> None:

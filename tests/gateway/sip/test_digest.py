@@ -1,0 +1,139 @@
+"""Digest (gb28181 §3.3 vectors), nonce issuing/expiry, credential parsing, client side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gateway.sip import digest
+from gateway.sip.digest import (
+    Algorithm,
+    NonceIssuer,
+    NonceState,
+    authorization,
+    challenge,
+    ha1,
+    parse_credentials,
+    verify,
+)
+from gateway.sip.errors import SipParseError
+
+V = json.loads((Path(__file__).parents[2] / "data" / "sip" / "digest_vectors.json").read_text())
+
+
+def creds_text(response: str, extra: str = "", alg: str = "MD5") -> str:
+    return (f'Digest username="{V["username"]}", realm="{V["realm"]}", nonce="{V["nonce"]}", '
+            f'uri="{V["uri"]}", response="{response}", algorithm={alg}{extra}')
+
+
+def test_ha1_and_ha2() -> None:
+    assert ha1("MD5", V["username"], V["realm"], V["password"]) == V["ha1_md5"]
+    assert digest._h("MD5", f'{V["method"]}:{V["uri"]}') == V["ha2_md5"]
+
+
+def test_no_qop_vector_verifies() -> None:
+    c = parse_credentials(creds_text(V["response_md5_no_qop"]))
+    assert c.username == V["username"] and c.qop is None and c.algorithm == "MD5"
+    assert verify(c, "REGISTER", V["ha1_md5"])
+    assert not verify(c, "REGISTER", ha1("MD5", V["username"], V["realm"], "wrong"))
+    assert not verify(c, "INVITE", V["ha1_md5"])  # method is part of HA2
+
+
+def test_qop_auth_vector_verifies_and_tolerates_case() -> None:
+    extra = f', qop=auth, nc={V["nc"]}, cnonce="{V["cnonce"]}"'
+    c = parse_credentials(creds_text(V["response_md5_qop_auth"].upper(), extra))
+    assert (c.qop, c.nc, c.cnonce) == ("auth", V["nc"], V["cnonce"])
+    assert verify(c, "REGISTER", V["ha1_md5"])
+    assert digest.response_value("MD5", V["ha1_md5"], V["nonce"], "REGISTER", V["uri"], "auth", V["nc"],
+                                 V["cnonce"]) == V["response_md5_qop_auth"]
+
+
+def test_sha256_vector() -> None:
+    h = ha1(Algorithm.SHA256, V["username"], V["realm"], V["password"])
+    extra = f', qop=auth, nc={V["nc"]}, cnonce="{V["cnonce"]}"'
+    c = parse_credentials(creds_text(V["response_sha256_qop_auth"], extra, alg="SHA-256"))
+    assert verify(c, "REGISTER", h)
+    assert not verify(c, "REGISTER", V["ha1_md5"])
+
+
+def test_verify_uses_constant_time_compare(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = digest.hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(digest.hmac, "compare_digest", spy)
+    assert verify(parse_credentials(creds_text(V["response_md5_no_qop"])), "REGISTER", V["ha1_md5"])
+    assert calls == [(V["response_md5_no_qop"].encode(), V["response_md5_no_qop"].encode())]
+
+
+def test_unsupported_things_fail_closed() -> None:
+    base = creds_text(V["response_md5_no_qop"])
+    assert not verify(parse_credentials(base.replace("algorithm=MD5", "algorithm=MD5-sess-x")), "REGISTER",
+                      V["ha1_md5"])
+    assert not verify(parse_credentials(base + ', qop=auth-int, nc=00000001, cnonce="x"'), "REGISTER",
+                      V["ha1_md5"])
+    assert not verify(parse_credentials(base + ", qop=auth"), "REGISTER", V["ha1_md5"])  # no nc/cnonce
+
+
+@pytest.mark.parametrize("text", [
+    "", "Digest", "Digest username=", 'Digest username="a" realm="b"', "Digest ,,,", 'Digest username="abc',
+    'Digest realm="r", nonce="n", uri="u", response="x"',  # no username
+])
+def test_garbage_raises_parse_error(text: str) -> None:
+    with pytest.raises(SipParseError):
+        parse_credentials(text)
+
+
+def test_tolerant_spacing_and_unknown_scheme() -> None:
+    c = parse_credentials('  Digest   username = "u" ,realm="r",nonce="n" ,  uri="sip:x" , response="AB" , '
+                          'algorithm = md5 , opaque="o", foo=bar')
+    assert (c.username, c.realm, c.uri, c.response, c.algorithm, c.opaque) == ("u", "r", "sip:x", "AB", "md5", "o")
+    assert c.params["foo"] == "bar"
+    other = parse_credentials("NoOneKnowsThisScheme opaque-data=here")  # RFC 4475 §3.3.7
+    assert other.scheme == "NoOneKnowsThisScheme" and not verify(other, "REGISTER", V["ha1_md5"])
+
+
+def test_nonce_issuer_valid_stale_invalid() -> None:
+    issuer = NonceIssuer(b"secret", ttl=300)
+    n = issuer.issue(1000.0)
+    assert n != issuer.issue(1000.0)  # random part
+    assert issuer.check(n, 1000.0) is NonceState.VALID
+    assert issuer.check(n, 1299.0) is NonceState.VALID
+    assert issuer.check(n, 1301.0) is NonceState.STALE
+    assert NonceIssuer(b"other").check(n, 1000.0) is NonceState.INVALID
+    tampered = ("0" if n[0] != "0" else "1") + n[1:]
+    assert issuer.check(tampered, 1000.0) is NonceState.INVALID
+    assert issuer.check("", 1000.0) is NonceState.INVALID
+    assert issuer.check("zz" * 24, 1000.0) is NonceState.INVALID
+    assert issuer.check(n, 900.0) is NonceState.INVALID  # issued in the future
+
+
+@pytest.mark.parametrize("qop", [True, False])
+@pytest.mark.parametrize("alg", [Algorithm.MD5, Algorithm.SHA256])
+def test_client_authorization_round_trip(qop: bool, alg: Algorithm) -> None:
+    ch = challenge("4401060000", "abc123", alg, qop=qop, opaque="op")
+    assert ch.startswith('Digest realm="4401060000", nonce="abc123"')
+    auth = authorization(ch, method="REGISTER", uri=V["uri"], username=V["username"], password=V["password"])
+    c = parse_credentials(auth)
+    assert c.opaque == "op" and (c.qop == "auth") == qop and c.algorithm == alg.value
+    assert verify(c, "REGISTER", ha1(alg, V["username"], "4401060000", V["password"]))
+    assert not verify(c, "REGISTER", ha1(alg, V["username"], "4401060000", "nope"))
+
+
+def test_client_reproduces_gb_vector() -> None:
+    ch = f'Digest realm="{V["realm"]}", nonce="{V["nonce"]}", qop="auth"'
+    auth = authorization(ch, method="REGISTER", uri=V["uri"], username=V["username"], password=V["password"],
+                         cnonce=V["cnonce"])
+    assert f'response="{V["response_md5_qop_auth"]}"' in auth and "nc=00000001" in auth
+    ch2 = f'Digest realm="{V["realm"]}", nonce="{V["nonce"]}", algorithm=MD5'
+    auth2 = authorization(ch2, method="REGISTER", uri=V["uri"], username=V["username"], password=V["password"])
+    assert f'response="{V["response_md5_no_qop"]}"' in auth2 and "qop" not in auth2
+
+
+def test_challenge_stale_flag() -> None:
+    assert challenge("r", "n", stale=True, qop=False) == 'Digest realm="r", nonce="n", algorithm=MD5, stale=TRUE'

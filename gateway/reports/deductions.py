@@ -316,7 +316,7 @@ def deductions_table(ledger: Ledger, contract: ContractData, policy: DeductionPo
         "deduction": sum((r["deduction"] for r in summary.rows), Decimal(0)),
         "payable": sum((r["payable"] for r in summary.rows), Decimal(0)),
     }
-    summary.chart = ("vendor", "deduction")
+    summary.chart = ("name", "deduction")
     summary.signatures = ["sign_station", "sign_vendor", "sign_ops", "sign_date"]
     detail = Table("deduction-lines", LINE_COLUMNS, lines)
     detail.meta.update(period=ledger.period.label, policy_version=policy.label)

@@ -120,10 +120,11 @@ def to_xlsx(report: Report, *, lang: str = "zh", tz: tzinfo = UTC8) -> bytes:
         ws = wb.create_sheet(title[:31].replace("/", "-"))
         ws.append([title])
         ws.cell(row=1, column=1).font = Font(bold=True, size=14)
-        for label, v in _meta_lines(table, report, lang):
+        meta = _meta_lines(table, report, lang)
+        for label, v in meta:
             ws.append([label, v])
-        ws.append([])
-        header_row = ws.max_row + 1
+        header_row = len(meta) + 3  # title, meta lines, one blank row
+        ws.append([None])
         headers = [t(c.key, lang) for c in table.columns]
         ws.append(headers)
         for col in range(1, len(headers) + 1):
@@ -133,7 +134,9 @@ def to_xlsx(report: Report, *, lang: str = "zh", tz: tzinfo = UTC8) -> bytes:
             cell.border = Border(bottom=thin)
         widths = [_width(h) for h in headers]
         rows = list(table.rows) + ([table.total] if table.total else [])
+        r = header_row
         for i, row in enumerate(rows):
+            r += 1
             is_total = table.total is not None and i == len(rows) - 1
             values = []
             for j, c in enumerate(table.columns):
@@ -150,7 +153,6 @@ def to_xlsx(report: Report, *, lang: str = "zh", tz: tzinfo = UTC8) -> bytes:
                 shown = _display(row.get(c.key), c.kind, c.key, lang, tz) if v is not None else ""
                 widths[j] = max(widths[j], _width(shown))
             ws.append(values)
-            r = ws.max_row
             for j, c in enumerate(table.columns, start=1):
                 cell = ws.cell(row=r, column=j)
                 if c.kind in NUMBER_FORMATS:
@@ -161,12 +163,12 @@ def to_xlsx(report: Report, *, lang: str = "zh", tz: tzinfo = UTC8) -> bytes:
         for j, w in enumerate(widths, start=1):
             ws.column_dimensions[get_column_letter(j)].width = min(60, max(8, w + 2))
         if table.signatures:
-            ws.append([])
-            ws.append([])
+            r += 2
             for key in table.signatures:
-                ws.append([t(key, lang), "", "________________________"])
-                ws.cell(row=ws.max_row, column=1).font = bold
-        if ws.max_row > header_row:
+                r += 1
+                ws.cell(row=r, column=1, value=t(key, lang)).font = bold
+                ws.cell(row=r, column=3, value="________________________")
+        if table.rows:
             ws.auto_filter.ref = f"A{header_row}:{get_column_letter(len(headers))}{header_row + len(table.rows)}"
     buf = io.BytesIO()
     wb.save(buf)

@@ -1,0 +1,445 @@
+"""RTP/PS receivers: UDP, TCP passive (we listen) and TCP active (we connect), gb28181.md §6.2–6.4.
+
+`RtpSession` is the per-session pipeline, driven by whole packets (no sockets in it):
+
+    source check → RTP parse → SSRC check → reorder (UDP only) → frame assembly by timestamp
+    → PS demux → MediaFrame → sink.push()
+
+Admission reaches the media plane (issue 3 item 2): a packet from an address other than the
+device's, or (once locked) from another source port, or with an SSRC other than the answer's
+`y=` (none in the answer: lock to the first seen, §5.4) is dropped and counted before it touches
+any state, so spoofed RTP never reaches a viewer. A frame with a sequence gap is dropped and
+the session waits for the next keyframe (ZLMediaKit's rule, §6.4), so viewers never decode
+half frames. Nothing a peer sends raises out of `feed` (house rule 8).
+
+The asyncio shells only move bytes: `UdpReceiver` (a DatagramProtocol with a large SO_RCVBUF,
+§5 hot paths), `TcpPassiveReceiver` (listens before the INVITE, accepts one connection from the
+device — `a=connection:new` — then stops listening) and `open_tcp_active` (connects after the
+ACK, retrying because devices often listen late, §5.5). TCP input goes through the RFC 4571
+deframer with resync; a peer that floods or sends only garbage is disconnected and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from gateway.media.errors import MediaError, RtpError
+from gateway.media.frames import FrameAssembler, MediaFrame
+from gateway.media.ps import PsDemuxer
+from gateway.media.reorder import ReorderBuffer
+from gateway.media.rfc4571 import Rfc4571Deframer
+from gateway.media.rtp import RTCP_PACKET_TYPES, parse_rtp
+from gateway.media.session_stats import Trace
+
+log = logging.getLogger(__name__)
+
+Addr = tuple[str, int]
+PS_PAYLOAD_TYPES = (96, 97, 98, 99)
+TCP_MAX_FRAME = 16 * 1024  # ZLMediaKit resyncs above 10 KB (§6.1); we allow a little more
+
+
+class FrameSink(Protocol):
+    """Where demuxed frames go (the hub's stream)."""
+
+    def push(self, frame: MediaFrame) -> None: ...
+
+
+class RtpSession:
+    """Checks, reorders, assembles and demuxes the RTP of one media session."""
+
+    __slots__ = ("_assembler", "_clock", "_demux", "_key_seen", "_need_key", "_reorder", "_ssrc_locked",
+                 "allowed_hosts", "counters", "expected_ssrc", "first_packet_at", "last_packet_at",
+                 "sink", "source", "trace", "use_reorder")
+
+    def __init__(self, sink: FrameSink, *, ssrc: int | None, allowed_hosts: Iterable[str] | None = None,
+                 trace: Trace | None = None, reorder: bool = True, reorder_capacity: int = 64,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.sink = sink
+        self.expected_ssrc = ssrc
+        self._ssrc_locked = ssrc is not None
+        self.allowed_hosts = frozenset(_norm(h) for h in allowed_hosts) if allowed_hosts else None
+        self.source: Addr | None = None
+        self.trace = trace
+        self.use_reorder = reorder
+        self._reorder = ReorderBuffer(reorder_capacity)
+        self._assembler = FrameAssembler()
+        self._demux = PsDemuxer()
+        self._need_key = True
+        self._key_seen = False
+        self._clock = clock
+        self.counters: Counter[str] = Counter()
+        self.first_packet_at: float | None = None
+        self.last_packet_at: float | None = None
+
+    # -- input -----------------------------------------------------------------------------
+
+    def feed(self, data: bytes, addr: Addr) -> None:
+        """One RTP (or RTCP) packet from `addr`. Never raises."""
+        c = self.counters
+        c["packets"] += 1
+        c["bytes"] += len(data)
+        host = _norm(addr[0])
+        if self.allowed_hosts is not None and host not in self.allowed_hosts:
+            self._drop_source(addr)
+            return
+        if self.source is not None and (host, addr[1]) != self.source:
+            self._drop_source(addr)
+            return
+        if len(data) >= 2 and data[1] in RTCP_PACKET_TYPES:
+            c["rtcp"] += 1
+            return
+        try:
+            pkt = parse_rtp(data)
+        except RtpError:
+            c["bad_rtp"] += 1
+            return
+        if self._ssrc_locked:
+            if pkt.ssrc != self.expected_ssrc:
+                c["dropped_wrong_ssrc"] += 1
+                if self.trace is not None:
+                    self.trace.once("ssrc_mismatch", expected=self.expected_ssrc, seen=pkt.ssrc,
+                                    source=f"{addr[0]}:{addr[1]}")
+                return
+        else:
+            self.expected_ssrc = pkt.ssrc
+            self._ssrc_locked = True
+        if self.source is None:
+            self.source = (host, addr[1])
+            self.first_packet_at = self._clock()
+            if self.trace is not None:
+                self.trace.once("first_rtp", source=f"{addr[0]}:{addr[1]}", ssrc=pkt.ssrc,
+                                payload_type=pkt.payload_type)
+        self.last_packet_at = self._clock()
+        c["received"] += 1
+        c["payload_bytes"] += len(pkt.payload)
+        if self.use_reorder:
+            for p in self._reorder.push(pkt):
+                for f in self._assembler.push(p):
+                    self._frame(f.payload, f.gap)
+        else:
+            for f in self._assembler.push(pkt):
+                self._frame(f.payload, f.gap)
+
+    def flush(self) -> None:
+        """Stream stopped: release held packets and the open frame."""
+        try:
+            for p in self._reorder.flush():
+                for f in self._assembler.push(p):
+                    self._frame(f.payload, f.gap)
+            for f in self._assembler.flush():
+                self._frame(f.payload, f.gap)
+        except Exception:  # pragma: no cover - defensive
+            self.counters["internal"] += 1
+
+    def _drop_source(self, addr: Addr) -> None:
+        self.counters["dropped_wrong_source"] += 1
+        if self.trace is not None:
+            self.trace.once("dropped_wrong_source", source=f"{addr[0]}:{addr[1]}",
+                            expected=None if self.source is None else f"{self.source[0]}:{self.source[1]}")
+
+    def _frame(self, payload: bytes, gap: bool) -> None:
+        c = self.counters
+        if gap:
+            # Lost packets inside this frame: its PS is incomplete. Drop it and decode again only
+            # from the next keyframe (§6.4).
+            c["frames_dropped_gap"] += 1
+            self._need_key = True
+            return
+        demux = self._demux
+        packs = demux.packs
+        for frame in demux.feed(payload, frame_end=True):
+            if frame.kind == "video":
+                if frame.keyframe:
+                    self._need_key = False
+                    if not self._key_seen:
+                        self._key_seen = True
+                        if self.trace is not None:
+                            self.trace.once("first_keyframe", codec=frame.codec.value, bytes=len(frame.data))
+                elif self._need_key:
+                    c["frames_dropped_wait_key"] += 1
+                    continue
+                c["video_frames"] += 1
+            else:
+                c["audio_frames"] += 1
+            self.sink.push(frame)
+        if packs == 0 and demux.packs and self.trace is not None:
+            self.trace.once("first_ps_pack", stream_types={f"0x{k:02X}": f"0x{v:02X}"
+                                                           for k, v in demux.stream_types.items()})
+
+    # -- views -----------------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        r, a, d = self._reorder, self._assembler, self._demux
+        c = self.counters
+        return {
+            "packets": c["packets"],
+            "received": c["received"],
+            "bytes": c["bytes"],
+            "lost": r.lost,
+            "reordered": r.reordered,
+            "duplicated": r.duplicate,
+            "late": r.late,
+            "seq_resets": r.resets,
+            "dropped_wrong_source": c["dropped_wrong_source"],
+            "dropped_wrong_ssrc": c["dropped_wrong_ssrc"],
+            "bad_rtp": c["bad_rtp"],
+            "rtcp": c["rtcp"],
+            "frames": a.frames,
+            "frames_dropped_gap": c["frames_dropped_gap"],
+            "frames_dropped_wait_key": c["frames_dropped_wait_key"],
+            "ps_errors": sum(d.errors.values()),
+            "ps_error_kinds": dict(d.errors),
+            "ps_bytes_skipped": d.bytes_skipped,
+            "tcp_resyncs": c["tcp_resyncs"],
+            "tcp_bytes_skipped": c["tcp_bytes_skipped"],
+            "tcp_disconnects": c["tcp_disconnects"],
+            "ssrc": self.expected_ssrc,
+            "source": None if self.source is None else f"{self.source[0]}:{self.source[1]}",
+        }
+
+    def totals(self) -> dict[str, int]:
+        """Counter values for /metrics (family "rtp")."""
+        s = self.stats()
+        return {k: int(s[k]) for k in RTP_COUNTER_KEYS}
+
+
+RTP_COUNTER_KEYS = ("received", "bytes", "lost", "reordered", "duplicated", "late", "dropped_wrong_source",
+                    "dropped_wrong_ssrc", "bad_rtp", "rtcp", "frames_dropped_gap", "ps_errors",
+                    "tcp_resyncs", "tcp_disconnects")
+
+
+def _norm(host: str) -> str:
+    return host[7:] if host.startswith("::ffff:") else host
+
+
+# ------------------------------------------------------------------------------ UDP
+
+
+class UdpReceiver(asyncio.DatagramProtocol):
+    """One UDP port for one session (a dedicated port per stream, as WVP + ZLM do)."""
+
+    def __init__(self, session: RtpSession) -> None:
+        self.session = session
+        self.transport: asyncio.DatagramTransport | None = None
+
+    @classmethod
+    async def open(cls, session: RtpSession, host: str, port: int, *, rcvbuf: int = 4 << 20) -> UdpReceiver:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        _t, proto = await loop.create_datagram_endpoint(lambda: cls(session), sock=sock)
+        return proto
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.session.feed(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        self.session.counters["socket_errors"] += 1
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        self.session.flush()
+
+
+# ------------------------------------------------------------------------------ TCP
+
+
+class _TcpRtp(asyncio.Protocol):
+    """RFC 4571 stream → session. Disconnects floods and endless garbage."""
+
+    def __init__(self, session: RtpSession, *, max_rate: int, max_garbage: int,
+                 on_lost: Callable[[_TcpRtp], None] | None = None) -> None:
+        self.session = session
+        self.deframer = Rfc4571Deframer(TCP_MAX_FRAME, payload_types=PS_PAYLOAD_TYPES, ssrc=session.expected_ssrc)
+        self.max_rate = max_rate
+        self.max_garbage = max_garbage
+        self.transport: asyncio.Transport | None = None
+        self.peer: Addr = ("", 0)
+        self.on_lost = on_lost
+        self._window_start = 0.0
+        self._window_bytes = 0
+        self._skipped_at_packet = 0
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.peer = (_norm(peer[0]), peer[1])
+        self._window_start = time.monotonic()
+
+    def data_received(self, data: bytes) -> None:
+        session = self.session
+        now = time.monotonic()
+        if now - self._window_start >= 1.0:
+            self._window_start, self._window_bytes = now, 0
+        self._window_bytes += len(data)
+        if self._window_bytes > self.max_rate:
+            self._abort("tcp_flood")
+            return
+        d = self.deframer
+        skipped0, resyncs0 = d.bytes_skipped, d.resyncs
+        try:
+            packets = d.feed(data)
+        except Exception:  # pragma: no cover - the deframer counts, but never let it kill us
+            self._abort("tcp_internal")
+            return
+        if d.resyncs != resyncs0:
+            session.counters["tcp_resyncs"] += d.resyncs - resyncs0
+        if d.bytes_skipped != skipped0:
+            session.counters["tcp_bytes_skipped"] += d.bytes_skipped - skipped0
+        if packets:
+            self._skipped_at_packet = d.bytes_skipped
+            peer = self.peer
+            for pkt in packets:
+                session.feed(pkt, peer)
+        elif d.bytes_skipped - self._skipped_at_packet > self.max_garbage:
+            self._abort("tcp_garbage")
+
+    def _abort(self, reason: str) -> None:
+        self.session.counters[reason] += 1
+        self.session.counters["tcp_disconnects"] += 1
+        if self.session.trace is not None:
+            self.session.trace.add("tcp_disconnected", reason=reason)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.session.flush()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class TcpPassiveReceiver:
+    """We listen (offer `a=setup:passive`); the device connects. One connection, from the device."""
+
+    def __init__(self, session: RtpSession, *, max_rate: int = 16 << 20, max_garbage: int = 256 << 10) -> None:
+        self.session = session
+        self.max_rate = max_rate
+        self.max_garbage = max_garbage
+        self.server: asyncio.base_events.Server | None = None
+        self.conn: _TcpRtp | None = None
+        self.connected = asyncio.get_running_loop().create_future()
+
+    @classmethod
+    async def open(cls, session: RtpSession, host: str, port: int, **kw: Any) -> TcpPassiveReceiver:
+        self = cls(session, **kw)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self._factory, host, port, reuse_address=True, backlog=4)
+        return self
+
+    def _factory(self) -> asyncio.Protocol:
+        return _Gate(self)
+
+    def _accept(self, proto: _Gate, peer: Addr) -> _TcpRtp | None:
+        """First connection from an allowed host wins (a=connection:new); others are refused."""
+        s = self.session
+        if self.conn is not None or (s.allowed_hosts is not None and peer[0] not in s.allowed_hosts):
+            s._drop_source(peer)
+            return None
+        self.conn = _TcpRtp(s, max_rate=self.max_rate, max_garbage=self.max_garbage)
+        if s.trace is not None:
+            s.trace.once("tcp_connected", peer=f"{peer[0]}:{peer[1]}", role="device connected to us")
+        if not self.connected.done():
+            self.connected.set_result(None)
+        if self.server is not None:
+            self.server.close()  # one connection per session; stop listening
+        return self.conn
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        if self.conn is not None:
+            await self.conn.close()
+        self.session.flush()
+
+
+class _Gate(asyncio.Protocol):
+    """Accepts or refuses a TCP connection on the passive listener, then delegates."""
+
+    def __init__(self, owner: TcpPassiveReceiver) -> None:
+        self.owner = owner
+        self.inner: _TcpRtp | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.inner = self.owner._accept(self, (_norm(peer[0]), peer[1]))
+        if self.inner is None:
+            transport.close()
+            return
+        self.inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.inner is not None:
+            self.inner.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.inner is not None:
+            self.inner.connection_lost(exc)
+
+
+class TcpActiveReceiver:
+    """We connect to the device's listening port (offer `a=setup:active`)."""
+
+    def __init__(self, session: RtpSession, conn: _TcpRtp) -> None:
+        self.session = session
+        self.conn = conn
+
+    async def close(self) -> None:
+        await self.conn.close()
+        self.session.flush()
+
+
+async def open_tcp_active(session: RtpSession, host: str, port: int, *, retry_for: float = 5.0,
+                          local_host: str | None = None, max_rate: int = 16 << 20,
+                          max_garbage: int = 256 << 10) -> TcpActiveReceiver:
+    """Connect, retrying for `retry_for` seconds (devices often listen only after the ACK, §5.5)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + retry_for
+    delay = 0.05
+    last: Exception | None = None
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            _t, proto = await loop.create_connection(
+                lambda: _TcpRtp(session, max_rate=max_rate, max_garbage=max_garbage), host, port,
+                local_addr=(local_host, 0) if local_host else None)
+            if session.trace is not None:
+                session.trace.once("tcp_connected", peer=f"{host}:{port}", role="we connected", attempts=attempts)
+            return TcpActiveReceiver(session, proto)
+        except OSError as exc:
+            last = exc
+        if loop.time() + delay > deadline:
+            break
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+    if session.trace is not None:
+        session.trace.once("tcp_connect_failed", peer=f"{host}:{port}", attempts=attempts, error=str(last))
+    raise MediaError(f"could not connect to {host}:{port} after {attempts} attempts: {last}")

@@ -131,13 +131,11 @@ def parameter_sets(codec: Codec, au: bytes | memoryview) -> ParameterSets:
     """Extract the parameter sets an access unit carries (stops at the first slice)."""
     buf = au if isinstance(au, bytes) else bytes(au)
     found: dict[int, bytes] = {}
-    if codec == Codec.H265:
-        wanted, vcl = (H265_VPS, H265_SPS, H265_PPS), lambda t: t < 32
-    else:
-        wanted, vcl = (0, H264_SPS, H264_PPS), lambda t: 1 <= t <= 5
+    h265 = codec == Codec.H265
+    wanted = (H265_VPS, H265_SPS, H265_PPS) if h265 else (0, H264_SPS, H264_PPS)
     for s, e in _nal_offsets(buf):
         t = nal_type(codec, buf[s:s + 1])
-        if vcl(t):
+        if (t < 32) if h265 else (1 <= t <= 5):
             break
         if t in wanted and t not in found:
             found[t] = buf[s:e]
@@ -149,10 +147,8 @@ def annexb_to_length_prefixed(au: bytes | memoryview, codec: Codec = Codec.H264,
                               drop_aud: bool = True, drop_parameter_sets: bool = False) -> bytes:
     """Annex-B → 4-byte length-prefixed NAL units (ISO/IEC 14496-15 §5.3.2, FLV/MP4)."""
     buf = au if isinstance(au, bytes) else bytes(au)
-    if codec == Codec.H265:
-        aud, psets = H265_AUD, (H265_VPS, H265_SPS, H265_PPS)
-    else:
-        aud, psets = H264_AUD, (H264_SPS, H264_PPS)
+    aud, psets = (H265_AUD, (H265_VPS, H265_SPS, H265_PPS)) if codec == Codec.H265 \
+        else (H264_AUD, (H264_SPS, H264_PPS))
     parts: list[bytes] = []
     pack = _U32.pack
     for s, e in _nal_offsets(buf):

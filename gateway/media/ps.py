@@ -183,14 +183,14 @@ class PsDemuxer:
                     break
                 p = r
                 continue
-            end = self._packet_end(i, i + 6, length, final, check=sid != 0xBD)
-            if end is None:
+            pend = self._packet_end(i, i + 6, length, final, check=sid != 0xBD)
+            if pend is None:
                 break
             if sid == 0xBC:
-                self._parse_psm(bytes(buf[i + 6:end]))
+                self._parse_psm(bytes(buf[i + 6:pend]))
             elif sid == 0xBB:
                 self.system_headers += 1
-            p = end
+            p = pend
         if p:
             del buf[:p]
         if final and not wait_video and self._unbounded is None:

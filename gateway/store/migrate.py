@@ -6,6 +6,7 @@ Alembic's env.py runs its own event loop, so `upgrade` is synchronous; async cal
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -22,6 +23,7 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per start is enough: ours
     command.upgrade(alembic_config(url), revision)
 
 

@@ -1,0 +1,130 @@
+"""Fixtures for interop tests: a real gateway in-process and real peers (sipp, ffprobe, chromium).
+
+A missing peer skips the test on a developer machine but fails it in CI (CI=true), where
+.ci/run installs every peer: interop is required, not optional.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.app import Gateway
+from gateway.config import Settings, load_settings
+
+SIPP_DIR = Path(__file__).resolve().parents[1] / "data" / "sipp"
+
+
+def free_port() -> int:
+    """A free UDP+TCP port on loopback for a peer that cannot bind port 0 itself."""
+    import socket
+
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                    t.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is required in CI (installed by .ci/run)")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def gateway_settings(tmp_path: Path, **overrides: str) -> Settings:
+    env = {
+        "GBGATE_SIP__PORT": "0",
+        "GBGATE_HTTP__PORT": "0",
+        "GBGATE_DATABASE__URL": f"sqlite:///{tmp_path / 'gbgate.db'}",
+        "GBGATE_HEALTH__JOURNAL_PATH": str(tmp_path / "journal" / "health.log"),
+        "GBGATE_HEALTH__FSYNC_INTERVAL": "0.02",
+        "GBGATE_SIP__QUERY_TIMEOUT": "3",
+        "GBGATE_SIP__CATALOG_IDLE_TIMEOUT": "1",
+        "GBGATE_DATA_DIR": str(tmp_path),
+    }
+    env.update(overrides)
+    return load_settings(env=env)
+
+
+@pytest.fixture
+async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    gw = Gateway(gateway_settings(tmp_path))
+    await gw.start()
+    try:
+        yield gw
+    finally:
+        await gw.stop()
+
+
+async def whitelist(gw: Gateway, device_id: str, password: str, **fields: Any) -> None:
+    from whitelist.model import Credential, Entry, EntryStatus
+
+    assert gw.services is not None
+    realm = gw.settings.sip.domain
+    entry = Entry(
+        device_id=device_id,
+        status=EntryStatus.APPROVED,
+        credential=Credential.from_password(device_id, realm, password),
+        **fields,
+    )
+    await gw.services.admission.store.save_entry(entry, actor="test", action="add")
+    await gw.services.admission.sync()
+
+
+@dataclass
+class SippResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    messages: str
+
+
+async def run_sipp(
+    gw: Gateway,
+    scenario: str,
+    rows: list[list[str]],
+    tmp_path: Path,
+    *,
+    transport: str = "u1",
+    timeout: float = 20.0,
+    calls: int | None = None,
+    extra: list[str] | None = None,
+) -> SippResult:
+    """Run a sipp scenario from tests/data/sipp against the gateway; rows become the injection file."""
+    sipp = require_tool("sipp")
+    inf = tmp_path / f"{scenario}.csv"
+    inf.write_text("SEQUENTIAL\n" + "".join(";".join(r) + "\n" for r in rows))
+    trace = tmp_path / "sipp"
+    trace.mkdir(exist_ok=True)
+    port = gw.endpoint.udp_port if transport.startswith("u") else gw.endpoint.tcp_port  # type: ignore[union-attr]
+    args = [
+        sipp, f"127.0.0.1:{port}", "-sf", str(SIPP_DIR / scenario), "-inf", str(inf),
+        "-m", str(calls if calls is not None else len(rows)), "-t", transport, "-i", "127.0.0.1", "-p", str(free_port()),
+        "-nostdin", "-trace_msg", "-trace_err", "-timeout", f"{int(timeout)}s", "-recv_timeout", "8000",
+        "-max_recv_loops", "1000", "-r", "20",
+        *(extra or []),
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        *args, cwd=trace, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout + 10)
+    messages = "".join(p.read_text(errors="replace") for p in trace.glob("*_messages.log"))
+    for p in trace.glob("*"):
+        p.unlink()
+    return SippResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"), messages)

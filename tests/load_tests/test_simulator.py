@@ -204,3 +204,45 @@ def test_three_devices_register_keepalive_and_report_catalog(tmp_path):
 
     asyncio.run(asyncio.wait_for(scenario(), 28))
 
+
+
+# --------------------------------------------------------------------------- media
+
+def test_prepared_pattern_streams_valid_ps_with_monotonic_timestamps_across_the_loop():
+    import socket as _socket
+
+    from gateway.gb.sdp import MediaTransport
+    from gateway.media.ps import PsDemuxer
+    from gateway.media.rtp import parse_rtp
+    from load_tests import sim_media
+
+    aus = sim_media.load_pattern("h264")
+    assert len(aus) == sim_media.LOOP_FRAMES and sum(k for k, _ in aus) == sim_media.LOOP_FRAMES // sim_media.GOP
+    frames = sim_media.prepare(aus[:60], "h264", tcp=False)  # a short loop: wraps after 60 frames
+    rx = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 8 << 20)
+    tx = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    s = sim_media.Stream("c", "ch", "h264", MediaTransport.UDP, 106000001, rx.getsockname(), 0, udp=tx,
+                         frames=frames)
+    for _ in range(80):
+        s.send_frame()
+    demux = PsDemuxer()
+    out, seqs, stamps = [], [], []
+    rx.settimeout(1.0)
+    for _ in range(s.sent_packets):
+        pkt = parse_rtp(rx.recv(65536))
+        assert pkt.ssrc == 106000001 and pkt.payload_type == 96
+        seqs.append(pkt.sequence)
+        stamps.append(pkt.timestamp)
+        out += demux.feed(bytes(pkt.payload), frame_end=pkt.marker)
+    rx.close()
+    tx.close()
+    assert seqs == list(range(len(seqs)))
+    assert stamps == sorted(stamps) and len(set(stamps)) == 80
+    video = [f for f in out if f.kind == "video"]
+    assert len(video) >= 79
+    pts = [f.pts for f in video]
+    assert all(b - a == sim_media.FRAME_TICKS for a, b in zip(pts, pts[1:], strict=False))
+    assert video[0].keyframe and video[50].keyframe and video[60].keyframe  # loop restarts on a keyframe
+    assert video[0].data == aus[0][1] or video[0].data.endswith(aus[0][1][-64:])

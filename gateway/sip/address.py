@@ -19,7 +19,7 @@ Params = dict[str, "str | None"]
 _WSCHARS = ("", " ", "\t")
 # Interning caches for immutable values that repeat (a platform's own URI, a device's URI, its
 # To header). Bounded; simply cleared when full. Callers must treat params dicts as read-only.
-_CACHE_MAX = 16384
+_CACHE_MAX = 32768
 _URI_CACHE: dict[str, SipUri] = {}
 _ADDR_CACHE: dict[str, NameAddr] = {}
 _SPLIT_SPECIAL = {",": re.compile(r'["<,]'), ";": re.compile(r'["<;]')}
@@ -248,9 +248,10 @@ def parse_name_addr(text: str) -> NameAddr:
     a = _ADDR_CACHE.get(text)
     if a is None:
         a = _parse_name_addr(text)
-        if len(_ADDR_CACHE) >= _CACHE_MAX:
-            _ADDR_CACHE.clear()
-        _ADDR_CACHE[text] = a
+        if "tag" not in a.params:  # tagged values (every From) rarely repeat: do not churn
+            if len(_ADDR_CACHE) >= _CACHE_MAX:
+                _ADDR_CACHE.clear()
+            _ADDR_CACHE[text] = a
     return a
 
 

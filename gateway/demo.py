@@ -107,9 +107,10 @@ async def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  snapshot:  {url}/live/{first}/snapshot.jpg?token={token}")
         print(f"  try:       ffplay '{url}/live/{first}.flv?token={token}'")
         print("             gbgate devices list   (with the same --config / GBGATE_* settings)", flush=True)
+        watcher = asyncio.create_task(_watch(gw, count, args.duration))
         await swarm.register_all()
         keepalives = asyncio.create_task(swarm.run_keepalives())
-        await _watch(gw, count, args.duration)
+        await watcher
         keepalives.cancel()
         await asyncio.gather(keepalives, return_exceptions=True)
         await swarm.unregister_all()
@@ -124,14 +125,15 @@ async def _watch(gw: Gateway, count: int, duration: float) -> None:
     from gateway.cli import _until_signal
 
     stop = asyncio.create_task(_until_signal(duration))
-    last = None
-    assert gw.adapter is not None
-    presence = gw.adapter.presence
+    last: tuple[int, int] | None = None
+    assert gw.adapter is not None and gw.services is not None
+    presence, repo = gw.adapter.presence, gw.services.repo
     while not stop.done():
         online = presence.online_count()
-        if online != last:
-            print(f"{online} of {count} online", flush=True)
-            last = online
+        channels = sum((await repo.channel_counts()).values())
+        if (online, channels) != last:
+            print(f"{online} of {count} online, {channels} channels in the catalog", flush=True)
+            last = (online, channels)
         await asyncio.wait({stop}, timeout=0.5)
     print("stopping demo", file=sys.stderr, flush=True)
 

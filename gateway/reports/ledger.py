@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, tzinfo
+from typing import NamedTuple
 
 from gateway.health.timeline import (
     FAULT_STATES,
@@ -20,11 +21,10 @@ from gateway.health.timeline import (
     Interval,
     State,
     build_intervals,
-    empty_totals,
     gateway_down_periods,
     split_days,
-    sum_totals,
     to_ms,
+    totals_of,
 )
 from gateway.reports.model import ChannelInfo, ContractData
 from gateway.reports.period import Period
@@ -42,8 +42,7 @@ class MaintenanceDecl:
     reason: str = ""
 
 
-@dataclass(slots=True, frozen=True)
-class Episode:
+class Episode(NamedTuple):
     """A run of fault states (offline/no_video/picture_fault) of one channel.
 
     `fault_ms` is the billable fault time inside it: equal to its length unless gaps of
@@ -59,11 +58,24 @@ class Episode:
     ongoing: bool  # still faulty at the end of the ledger
 
 
+class LazyDays(dict[str, dict[date, dict[str, int]]]):
+    """channel_id → per-day totals, split on first access (monthly reports never need it)."""
+
+    def __init__(self, intervals: dict[str, list[Interval]], tz: tzinfo) -> None:
+        super().__init__()
+        self._intervals, self._tz = intervals, tz
+
+    def __missing__(self, channel_id: str) -> dict[date, dict[str, int]]:
+        days = split_days(self._intervals[channel_id], self._tz)
+        self[channel_id] = days
+        return days
+
+
 @dataclass(slots=True)
 class Ledger:
     period: Period
     intervals: dict[str, list[Interval]]  # channel_id → its intervals (expected time only)
-    days: dict[str, dict[date, dict[str, int]]]
+    days: LazyDays
     totals: dict[str, dict[str, int]]  # channel_id → ms per state (+ not_expected)
     gateway_down: list[tuple[float, float]] = field(default_factory=list)
     windows: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # subject → windows
@@ -97,7 +109,8 @@ def build_ledger(
     for w in maintenance:
         windows[w.subject].append((w.start, w.end))
     period_ms = to_ms(period.full_end) - to_ms(period.start)
-    ledger = Ledger(period, {}, {}, {}, down, dict(windows))
+    intervals: dict[str, list[Interval]] = {}
+    ledger = Ledger(period, intervals, LazyDays(intervals, period.tz), {}, down, dict(windows))
     for ch in contract.channels:
         start = max(period.start, ch.admitted_ts if ch.admitted_ts is not None else period.start)
         end = min(period.end, ch.retired_ts if ch.retired_ts is not None else period.end)
@@ -110,11 +123,9 @@ def build_ledger(
                 gateway_down=down,
                 maintenance=windows_for(ch, windows),
             )
-        days = split_days(ivs, period.tz)
-        totals = sum_totals(days.values()) if days else empty_totals()
+        totals = totals_of(ivs)
         totals[NOT_EXPECTED] = period_ms - sum(v for k, v in totals.items() if k != NOT_EXPECTED)
-        ledger.intervals[ch.channel_id] = ivs
-        ledger.days[ch.channel_id] = days
+        intervals[ch.channel_id] = ivs
         ledger.totals[ch.channel_id] = totals
     return ledger
 
@@ -129,39 +140,42 @@ def episodes(
     fault runs are bridged so `since` is the real start of the fault.
     """
     out: list[Episode] = []
-    run: list[Interval] = []
-    pending_gap: list[Interval] = []
+    run_start = run_end = 0.0
+    run_cause = ""
+    run_ms: dict[State, int] = {}
+    gap: list[Interval] = []
+    in_run = False
 
     def close() -> None:
-        if not run:
-            return
-        by_state: dict[State, int] = defaultdict(int)
-        for iv in run:
-            if iv.state in _FAULTS:
-                by_state[iv.state] += to_ms(iv.end) - to_ms(iv.start)
-        state = max(by_state, key=lambda s: by_state[s])
-        end = run[-1].end
-        ongoing = ledger_end is not None and to_ms(end) >= to_ms(ledger_end)
-        out.append(Episode(channel_id, run[0].start, end, state, run[0].cause, sum(by_state.values()), ongoing))
-        run.clear()
+        state = max(run_ms, key=run_ms.__getitem__)
+        ongoing = ledger_end is not None and round(run_end * 1000) >= round(ledger_end * 1000)
+        out.append(Episode(channel_id, run_start, run_end, state, run_cause, sum(run_ms.values()), ongoing))
 
     for iv in intervals:
-        if iv.state in _FAULTS:
-            if run and pending_gap:
-                run.extend(pending_gap)
-            pending_gap.clear()
-            run.append(iv)
-        elif bridge_gaps and run and iv.state in (State.unknown, State.maintenance):
-            pending_gap.append(iv)
-        else:
-            pending_gap.clear()
+        state = iv.state
+        if state in _FAULTS:
+            ms = round(iv.end * 1000) - round(iv.start * 1000)
+            if not in_run:
+                in_run, run_start, run_cause, run_ms = True, iv.start, iv.cause, {state: ms}
+            else:
+                run_ms[state] = run_ms.get(state, 0) + ms
+            run_end = iv.end
+            gap.clear()
+        elif bridge_gaps and in_run and state in (State.unknown, State.maintenance):
+            gap.append(iv)
+        elif in_run:
             close()
-    close()
+            in_run = False
+            gap.clear()
+    if in_run:
+        close()
     return out
 
 
 def clip(intervals: list[Interval], start: float, end: float) -> list[Interval]:
     """The parts of `intervals` inside [start, end)."""
+    if not intervals or (intervals[0].start >= start and intervals[-1].end <= end):
+        return intervals
     out = []
     for iv in intervals:
         a, b = max(iv.start, start), min(iv.end, end)

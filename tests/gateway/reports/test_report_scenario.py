@@ -48,8 +48,8 @@ def test_channel_days(ledger) -> None:  # type: ignore[no-untyped-def]
     d3 = ledger.days[S.C3]
     assert date(2026, 11, 14) not in d3
     assert (d3[date(2026, 11, 15)][NOT_EXPECTED], d3[date(2026, 11, 15)][State.online]) == (8 * H, 16 * H)
-    for days in ledger.days.values():
-        for totals in days.values():
+    for c in (S.C1, S.C2, S.C3, S.C4):
+        for totals in ledger.days[c].values():
             assert sum(totals.values()) == DAY_MS
     assert len(ledger.days[S.C2]) == 30
 

@@ -259,10 +259,20 @@ class Stream:
     def trace(self) -> list[dict[str, Any]]:
         return [t.as_dict() for t in self.traces]
 
+    def note_reinvite(self, reason: str) -> None:
+        """The opener lost the media and is re-INVITing (subscribers stay; state says so)."""
+        self.stats.reopens += 1
+        self.state = "reinviting"
+        self.hub.counters["reinvites"] += 1
+        if self.traces:
+            self.traces[-1].add("reinvite", reason=reason)
+
     def push(self, frame: MediaFrame) -> None:
         """One demuxed frame from the ingest. O(subscribers), never waits."""
         if self._closing:
             return
+        if self.state != "live" and self.ready.done():
+            self.state = "live"
         st = self.stats
         now = time.monotonic()
         video = frame.kind == "video"

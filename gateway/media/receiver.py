@@ -78,6 +78,17 @@ class RtpSession:
         self.first_packet_at: float | None = None
         self.last_packet_at: float | None = None
 
+    def rebind(self, *, ssrc: int | None) -> None:
+        """The SDP answer named another SSRC (its y= wins, §5.4) or none (lock to the first seen)."""
+        self.expected_ssrc = ssrc
+        self._ssrc_locked = ssrc is not None
+        self.source = None
+
+    def allow_host(self, host: str) -> None:
+        """Also accept RTP from the answer's c= address (a device may send from another NIC)."""
+        if self.allowed_hosts is not None:
+            self.allowed_hosts = self.allowed_hosts | {_norm(host)}
+
     # -- input -----------------------------------------------------------------------------
 
     def feed(self, data: bytes, addr: Addr) -> None:

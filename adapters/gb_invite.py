@@ -1,0 +1,574 @@
+"""Live media sessions with GB/T 28181 devices: INVITE → 200 (SDP) → ACK → RTP/PS … BYE (gb28181.md §5).
+
+`InviteManager` is the hub's `StreamOpener` and the device adapter's `MediaSessions` hook. One
+INVITE goes straight to the device with an SDP pointing at our own receiver (the collapsed
+third-party flow of §5.1). Per device the transport is UDP, TCP passive (we listen BEFORE the
+INVITE) or TCP active (we connect to the answer's c=/m= AFTER the ACK, retrying, §5.5); the
+answer's `y=` SSRC wins (§5.4); the 2xx is ACKed in-dialog (same Call-ID/From tag, To tag of
+the 200, CSeq number of the INVITE, RFC 3261 §13.2.2.4) and re-ACKed if the device retransmits
+it; BYE on close. A watchdog re-INVITEs when media stops for `media.timeout` while viewers
+remain (device restart, lost NAT binding) — but never after the device sent BYE or went
+offline (§5.9). Every attempt fills a trace (session_stats.Trace) that explains a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.gb.errors import GbError
+from gateway.gb.sdp import MediaTransport, PlayAnswer, build_play_offer, parse_answer
+from gateway.gb.ssrc import ssrc_to_int
+from gateway.media.errors import MediaError
+from gateway.media.hub import (
+    ChannelNotFound,
+    DeviceUnavailable,
+    NotAdmitted,
+    Stream,
+    StreamError,
+    StreamHub,
+    StreamTimeout,
+)
+from gateway.media.pool import Lease, PortPool
+from gateway.media.receiver import (
+    RTP_COUNTER_KEYS,
+    RtpSession,
+    TcpPassiveReceiver,
+    UdpReceiver,
+    open_tcp_active,
+)
+from gateway.media.session_stats import Trace
+from gateway.sip.errors import SipError, SipTimeout
+from gateway.sip.events import Peer
+from gateway.sip.message import Request, Response, new_tag
+from whitelist.decide import Request as WlRequest
+from whitelist.decide import RequestKind
+
+log = logging.getLogger(__name__)
+
+_MODES = {"udp": MediaTransport.UDP, "tcp-passive": MediaTransport.TCP_PASSIVE,
+          "tcp-active": MediaTransport.TCP_ACTIVE, "tcp": MediaTransport.TCP_PASSIVE}
+
+
+class InviteFailed(StreamError):
+    """The device refused or mangled the INVITE (non-2xx, bad SDP)."""
+
+    status, code = 502, "invite_failed"
+
+
+def transport_of(mode: str | None, default: str) -> MediaTransport:
+    """A device's stream mode (WVP spelling accepted: UDP, TCP-PASSIVE, TCP-ACTIVE)."""
+    for value in (mode, default):
+        if value:
+            t = _MODES.get(value.strip().lower().replace("_", "-"))
+            if t is not None:
+                return t
+    return MediaTransport.UDP
+
+
+@dataclass(slots=True)
+class Leg:
+    """One INVITE dialog and its receiver."""
+
+    call_id: str
+    from_tag: str
+    cseq: int
+    peer: Peer
+    target: tuple[str, int]  # Request-URI host/port for in-dialog requests
+    lease: Lease
+    rtp: RtpSession
+    trace: Trace
+    mode: MediaTransport
+    to_tag: str | None = None
+    receiver: Any = None
+    invite: Request | None = None
+    answer: PlayAnswer | None = None
+    ack: Request | None = None
+    started: float = field(default_factory=time.monotonic)
+    established: bool = False
+    closed: bool = False
+
+
+class MediaSession:
+    """One channel's ingest as the hub sees it (StreamHandle): re-INVITEs keep the same object."""
+
+    def __init__(self, mgr: InviteManager, channel_id: str, device_id: str, sink: Stream) -> None:
+        self.mgr = mgr
+        self.channel_id = channel_id
+        self.device_id = device_id
+        self.sink = sink
+        self.leg: Leg | None = None
+        self.closed = False
+        self.remote_ended: str | None = None
+        self.reinvites = 0
+        self.watchdog: asyncio.Task[None] | None = None
+        self.totals: Counter[str] = Counter()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.watchdog is not None and self.watchdog is not asyncio.current_task():
+            self.watchdog.cancel()
+        await self.mgr._end_leg(self, bye=self.remote_ended is None)
+        self.mgr._sessions.pop(self.channel_id, None)
+
+    def stats(self) -> dict[str, Any]:
+        leg = self.leg
+        out: dict[str, Any] = {"device_id": self.device_id, "reinvites": self.reinvites}
+        if leg is not None:
+            out.update(leg.rtp.stats())
+            out.update(call_id=leg.call_id, transport=leg.mode.value, local_port=leg.lease.port,
+                       ssrc_offered=leg.lease.ssrc,
+                       ssrc_answer=leg.answer.ssrc if leg.answer is not None else None,
+                       remote=f"{leg.answer.ip}:{leg.answer.port}" if leg.answer is not None else None)
+        for k, v in self.totals.items():  # earlier legs of this stream
+            if k in out and isinstance(out[k], int):
+                out[k] += v
+        return out
+
+
+class InviteManager:
+    """StreamOpener (for StreamHub) + MediaSessions (for GbDeviceAdapter)."""
+
+    def __init__(self, *, adapter: Any, pool: PortPool, media: Any, repo: Any,
+                 clock: Any = time.monotonic, bye_timeout: float = 3.0) -> None:
+        self.adapter = adapter
+        self.pool = pool
+        self.media = media
+        self.repo = repo
+        self.clock = clock
+        self.bye_timeout = bye_timeout
+        self._sessions: dict[str, MediaSession] = {}
+        self._by_call: dict[str, MediaSession] = {}
+        self._acks: dict[str, tuple[Request, Peer]] = {}  # call-id → ACK to resend on a 2xx retransmission
+        self._abandoned: dict[str, tuple[Peer, str, tuple[str, int], int]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.counters: Counter[str] = Counter()
+        self._closed_rtp: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        for s in list(self._sessions.values()):
+            await s.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ StreamOpener
+    async def resolve(self, channel_id: str) -> tuple[str, Any]:
+        """(device_id, presence record) or the StreamError saying why not (404/409/403)."""
+        presence = self.adapter.presence
+        device_id: str | None = None
+        row = await self.repo.find_channel(channel_id)
+        if row is not None:
+            device_id = row.device_id
+        elif presence.get(channel_id) is not None:
+            device_id = channel_id  # an IPC addressed by its own ID
+        if device_id is None:
+            raise ChannelNotFound(f"unknown channel {channel_id}")
+        rec = presence.get(device_id)
+        if rec is None or not rec.online:
+            raise DeviceUnavailable(f"device {device_id} of channel {channel_id} is "
+                                    f"{'not registered' if rec is None else 'offline'}")
+        decision = self.adapter.policy.decide(
+            WlRequest(device_id=device_id, source_ip=rec.host, transport=rec.transport, kind=RequestKind.INVITE),
+            datetime.now(UTC))
+        if not decision.allowed:
+            raise NotAdmitted(f"device {device_id} is not admitted: {decision.reason.value}")
+        return device_id, rec
+
+    async def open(self, channel_id: str, sink: Stream) -> MediaSession:
+        device_id, _rec = await self.resolve(channel_id)
+        session = MediaSession(self, channel_id, device_id, sink)
+        self._sessions[channel_id] = session
+        try:
+            await self._invite(session)
+        except BaseException:
+            self._sessions.pop(channel_id, None)
+            raise
+        session.watchdog = self._spawn(self._watch(session))
+        return session
+
+    async def _mode_of(self, device_id: str) -> MediaTransport:
+        mode = None
+        with contextlib.suppress(Exception):
+            dev = await self.repo.get_device(device_id)
+            mode = getattr(dev, "stream_mode", None)
+        return transport_of(mode, self.media.transport)
+
+    async def _invite(self, session: MediaSession) -> None:
+        """One INVITE attempt; on success `session.leg` is streaming (or about to)."""
+        trace = session.sink.new_trace()
+        channel_id, device_id = session.channel_id, session.device_id
+        rec = self.adapter.presence.get(device_id)
+        if rec is None or not rec.online:
+            trace.add("device_unavailable")
+            raise DeviceUnavailable(f"device {device_id} is offline", trace=session.sink.trace)
+        mode = await self._mode_of(device_id)
+        peer = Peer(rec.transport, rec.host, rec.port, rec.conn_id)
+        leg = await self._prepare(session, trace, mode, peer, rec)
+        session.leg = leg
+        reqs = self.adapter.requests
+        try:
+            offer = build_play_offer(channel_id=channel_id, media_ip=self.media.host, media_port=leg.lease.port,
+                                     ssrc=leg.lease.ssrc, transport=mode, origin_user=self.adapter.identity.sip_id)
+            invite = reqs.request(
+                "INVITE", channel_id, rec.host, rec.port, transport=rec.transport, body=offer,
+                content_type="APPLICATION/SDP", call_id=leg.call_id, from_tag=leg.from_tag, cseq=leg.cseq,
+                extra=[("Subject", f"{channel_id}:{leg.lease.ssrc},{self.adapter.identity.sip_id}:0")])
+            leg.invite = invite
+            trace.add("offer_sent", to=f"{rec.host}:{rec.port}/{rec.transport}", transport=mode.value,
+                      port=leg.lease.port, ssrc=leg.lease.ssrc)
+            self.counters["invite:sent"] += 1
+            try:
+                resp = await self.adapter.endpoint.request(invite, peer, timeout=self.media.invite_timeout)
+            except SipTimeout:
+                trace.add("answer", status=None, reason="no final response")
+                self.counters["invite:timeout"] += 1
+                self._abandon(leg, send_cancel=True)
+                raise StreamTimeout(f"INVITE to {channel_id}: no answer", trace=session.sink.trace) from None
+            except SipError as exc:
+                trace.add("answer", status=None, reason=str(exc))
+                self.counters["invite:error"] += 1
+                raise InviteFailed(f"INVITE to {channel_id} failed: {exc}", trace=session.sink.trace) from None
+            self._on_final(session, leg, resp)
+            await self._after_ack(session, leg)
+        except asyncio.CancelledError:
+            # The hub gave up (timeout, last viewer left): never leave a dialog or a port behind.
+            trace.add("cancelled")
+            if leg.to_tag is None and leg.invite is not None:
+                self._abandon(leg, send_cancel=True)
+            await self._end_leg(session, bye=leg.to_tag is not None)
+            raise
+        except BaseException:
+            await self._end_leg(session, bye=leg.to_tag is not None)
+            raise
+
+    async def _prepare(self, session: MediaSession, trace: Trace, mode: MediaTransport, peer: Peer,
+                       rec: Any) -> Leg:
+        """Lease a port + SSRC and, for UDP / TCP passive, start listening before the INVITE."""
+        last_exc: Exception | None = None
+        for _ in range(4):
+            lease = self.pool.allocate()
+            rtp = RtpSession(session.sink, ssrc=lease.ssrc_int, allowed_hosts={rec.host}, trace=trace,
+                             reorder=mode is MediaTransport.UDP)
+            leg = Leg(call_id=f"{new_tag()}@{self.media.host}", from_tag=new_tag(),
+                      cseq=self.adapter.requests.next_cseq(), peer=peer, target=(rec.host, rec.port),
+                      lease=lease, rtp=rtp, trace=trace, mode=mode)
+            try:
+                if mode is MediaTransport.UDP:
+                    leg.receiver = await UdpReceiver.open(rtp, self.media.host, lease.port, rcvbuf=self.media.rcvbuf)
+                elif mode is MediaTransport.TCP_PASSIVE:
+                    leg.receiver = await TcpPassiveReceiver.open(rtp, self.media.host, lease.port)
+                return leg
+            except OSError as exc:
+                last_exc = exc
+                if exc.errno == errno.EADDRINUSE:
+                    self.counters["ports_busy"] += 1
+                    self.pool.quarantine(lease)
+                    continue
+                lease.release()
+                break
+        trace.add("listen_failed", error=str(last_exc))
+        raise StreamError(f"cannot listen for media: {last_exc}", trace=session.sink.trace)
+
+    def _on_final(self, session: MediaSession, leg: Leg, resp: Response) -> None:
+        trace = leg.trace
+        if resp.status >= 300 or resp.status < 200:
+            trace.add("answer", status=resp.status, reason=resp.reason)
+            self.counters[f"invite:{resp.status}"] += 1
+            raise InviteFailed(f"device answered {resp.status} {resp.reason}", trace=session.sink.trace)
+        leg.to_tag = resp.to.params.get("tag") or ""
+        self._by_call[leg.call_id] = session
+        self.counters["invite:200"] += 1
+        self._send_ack(leg)
+        try:
+            answer = parse_answer(resp.body, leg.mode)
+        except (GbError, ValueError) as exc:
+            trace.add("answer", status=200, error=f"bad SDP: {exc}")
+            self.counters["invite:bad_sdp"] += 1
+            raise InviteFailed(f"unusable SDP answer: {exc}", trace=session.sink.trace) from None
+        leg.answer = answer
+        trace.add("answer", status=200, media=f"{answer.ip}:{answer.port}", transport=answer.transport.value,
+                  ssrc=answer.ssrc)
+        expected = None
+        if answer.ssrc:
+            try:
+                expected = ssrc_to_int(answer.ssrc)
+            except GbError:
+                expected = None
+        if expected != leg.rtp.expected_ssrc:
+            leg.rtp.rebind(ssrc=expected)  # the answer's y= wins; none → lock to the first seen
+        leg.rtp.allow_host(answer.ip)
+        leg.established = True
+
+    def _send_ack(self, leg: Leg) -> None:
+        ack = self.adapter.requests.request(
+            "ACK", leg.invite.request_uri.user if leg.invite else "", leg.target[0], leg.target[1],
+            transport=leg.peer.transport, call_id=leg.call_id, from_tag=leg.from_tag, to_tag=leg.to_tag,
+            cseq=leg.cseq)
+        leg.ack = ack
+        self._acks[leg.call_id] = (ack, leg.peer)
+        self.adapter.endpoint.send_stateless(ack, leg.peer)
+        leg.trace.add("ack_sent")
+
+    async def _after_ack(self, session: MediaSession, leg: Leg) -> None:
+        answer = leg.answer
+        assert answer is not None
+        if answer.transport is MediaTransport.TCP_ACTIVE:
+            # The device listens; connect now (it may only listen after the ACK: retry, §5.5).
+            if leg.receiver is not None:
+                await leg.receiver.close()
+            try:
+                leg.receiver = await open_tcp_active(leg.rtp, answer.ip, answer.port,
+                                                     retry_for=min(5.0, self.media.invite_timeout))
+            except MediaError as exc:
+                raise StreamError(str(exc), trace=session.sink.trace) from None
+        elif answer.transport is MediaTransport.UDP and leg.mode is not MediaTransport.UDP:
+            # UDP answer to a TCP offer: follow it (Monibuca does) on the same port number.
+            if leg.receiver is not None:
+                await leg.receiver.close()
+            leg.rtp.use_reorder = True
+            leg.receiver = await UdpReceiver.open(leg.rtp, self.media.host, leg.lease.port, rcvbuf=self.media.rcvbuf)
+        elif answer.transport is MediaTransport.TCP_PASSIVE and leg.mode is not MediaTransport.TCP_PASSIVE:
+            raise InviteFailed("device wants to connect to us over TCP but we offered otherwise",
+                               trace=session.sink.trace)
+        leg.mode = answer.transport
+
+    def _abandon(self, leg: Leg, *, send_cancel: bool) -> None:
+        """No final answer: CANCEL (§5.9); a 200 arriving later gets ACK + BYE (on_stray_response)."""
+        self._abandoned[leg.call_id] = (leg.peer, leg.from_tag, leg.target, leg.cseq)
+        if len(self._abandoned) > 256:
+            self._abandoned.pop(next(iter(self._abandoned)))
+        if send_cancel and leg.invite is not None:
+            self._spawn(self._cancel(leg))
+
+    async def _cancel(self, leg: Leg) -> None:
+        assert leg.invite is not None
+        cancel = self.adapter.requests.request(
+            "CANCEL", leg.invite.request_uri.user or "", leg.target[0], leg.target[1], transport=leg.peer.transport,
+            call_id=leg.call_id, from_tag=leg.from_tag, cseq=leg.cseq)
+        cancel.headers.set("Via", leg.invite.headers.get("Via") or "")  # same branch (RFC 3261 §9.1)
+        self.counters["cancel:sent"] += 1
+        with contextlib.suppress(SipError, OSError):
+            await self.adapter.endpoint.request(cancel, leg.peer, timeout=self.bye_timeout)
+
+    async def _end_leg(self, session: MediaSession, *, bye: bool) -> None:
+        leg = session.leg
+        if leg is None or leg.closed:
+            return
+        leg.closed = True
+        self._by_call.pop(leg.call_id, None)
+        self._acks.pop(leg.call_id, None)
+        if leg.receiver is not None:
+            with contextlib.suppress(Exception):
+                await leg.receiver.close()
+        totals = leg.rtp.totals()
+        for k, v in totals.items():
+            self._closed_rtp[k] += v
+            session.totals[k] += v
+        leg.lease.release()
+        if bye and leg.to_tag is not None:
+            self._spawn(self._bye(leg))
+
+    async def _bye(self, leg: Leg) -> None:
+        bye = self.adapter.requests.request(
+            "BYE", leg.invite.request_uri.user if leg.invite else "", leg.target[0], leg.target[1],
+            transport=leg.peer.transport, call_id=leg.call_id, from_tag=leg.from_tag, to_tag=leg.to_tag)
+        self.counters["bye:sent"] += 1
+        leg.trace.add("bye_sent")
+        try:
+            resp = await self.adapter.endpoint.request(bye, leg.peer, timeout=self.bye_timeout)
+            self.counters[f"bye:{resp.status}"] += 1
+        except (SipError, OSError):
+            self.counters["bye:no_answer"] += 1
+
+    # ------------------------------------------------------------------ watchdog / re-INVITE
+    async def _watch(self, session: MediaSession) -> None:
+        timeout = float(self.media.timeout)
+        tick = max(0.05, min(1.0, timeout / 4))
+        backoff = 0.0
+        while not session.closed:
+            await asyncio.sleep(tick)
+            leg = session.leg
+            if leg is None or session.closed:
+                continue
+            now = time.monotonic()
+            last = leg.rtp.last_packet_at or leg.started
+            if now - last < timeout or now < backoff:
+                continue
+            if session.sink.viewers == 0 and session.sink.waiting == 0:
+                continue  # lingering: the hub closes it, no point re-inviting
+            rec = self.adapter.presence.get(session.device_id)
+            if rec is None or not rec.online:
+                self._finish(session, "device_offline")
+                return
+            self.counters["reinvite:attempt"] += 1
+            session.reinvites += 1
+            session.sink.note_reinvite(f"no media for {timeout:g} s")
+            leg.trace.add("media_timeout", idle_s=round(now - last, 2))
+            await self._end_leg(session, bye=True)
+            try:
+                await self._invite(session)
+                self.counters["reinvite:ok"] += 1
+                backoff = 0.0
+            except StreamError as exc:
+                self.counters["reinvite:failed"] += 1
+                log.info("re-INVITE of %s failed: %s", session.channel_id, exc)
+                backoff = time.monotonic() + min(timeout, 5.0)
+                if isinstance(exc, DeviceUnavailable):
+                    self._finish(session, "device_offline")
+                    return
+
+    def _finish(self, session: MediaSession, reason: str) -> None:
+        if session.remote_ended is None:
+            session.remote_ended = reason
+        session.sink.end(reason)
+
+    # ------------------------------------------------------------------ MediaSessions hook
+    def on_remote_bye(self, call_id: str) -> bool:
+        """The device hung up (§5.9): release everything, tell viewers, no re-INVITE."""
+        session = self._by_call.get(call_id)
+        if session is None:
+            return False
+        self.counters["bye:received"] += 1
+        if session.leg is not None:
+            session.leg.trace.add("bye_received")
+        session.remote_ended = "device_bye"
+        self._spawn(self._end_leg(session, bye=False))
+        self._finish(session, "device_bye")
+        return True
+
+    def on_device_gone(self, device_id: str) -> None:
+        for session in [s for s in self._sessions.values() if s.device_id == device_id]:
+            self.counters["device_gone"] += 1
+            session.remote_ended = "device_offline"
+            self._spawn(self._end_leg(session, bye=False))
+            self._finish(session, "device_offline")
+
+    def on_stray_response(self, response: Response, peer: Peer) -> bool:
+        """A retransmitted 2xx to one of our INVITEs: ACK again; a late 2xx after we gave up:
+        ACK and BYE at once (§5.9). Returns True when the response was ours."""
+        try:
+            call_id = response.call_id
+            _cseq, method = response.cseq
+        except Exception:
+            return False
+        if method != "INVITE" or not 200 <= response.status < 300:
+            return False
+        ack = self._acks.get(call_id)
+        if ack is not None:
+            self.counters["ack:resent"] += 1
+            self.adapter.endpoint.send_stateless(ack[0], ack[1])
+            return True
+        gone = self._abandoned.pop(call_id, None)
+        if gone is None:
+            return False
+        leg_peer, from_tag, target, invite_cseq = gone
+        to_tag = response.to.params.get("tag") or ""
+        user = response.to.uri.user or ""
+        reqs = self.adapter.requests
+        self.adapter.endpoint.send_stateless(reqs.request(
+            "ACK", user, target[0], target[1], transport=leg_peer.transport, call_id=call_id, from_tag=from_tag,
+            to_tag=to_tag, cseq=invite_cseq), leg_peer)
+        self.counters["late_2xx:bye"] += 1
+
+        async def bye() -> None:
+            with contextlib.suppress(SipError, OSError):
+                await self.adapter.endpoint.request(reqs.request(
+                    "BYE", user, target[0], target[1], transport=leg_peer.transport, call_id=call_id,
+                    from_tag=from_tag, to_tag=to_tag), leg_peer, timeout=self.bye_timeout)
+        self._spawn(bye())
+        return True
+
+    # ------------------------------------------------------------------ metrics
+    def metrics_counters(self) -> Counter[str]:
+        """Counter keys for /metrics: "invite:<outcome>", "bye:<outcome>", "reinvite:<outcome>",
+        "rtp:<kind>" (all sessions, open and closed), "pool:<state>"."""
+        out: Counter[str] = Counter(self.counters)
+        rtp: Counter[str] = Counter(self._closed_rtp)
+        for s in self._sessions.values():
+            if s.leg is not None and not s.leg.closed:
+                for k, v in s.leg.rtp.totals().items():
+                    rtp[k] += v
+        for k in RTP_COUNTER_KEYS:
+            out[f"rtp:{k}"] = rtp[k]
+        return out
+
+
+@dataclass(slots=True)
+class MediaPlane:
+    """Everything install_media built; start/stop in this order."""
+
+    pool: PortPool
+    invites: InviteManager
+    hub: StreamHub
+
+    async def start(self) -> None:
+        await self.hub.start()
+        await self.invites.start()
+
+    async def stop(self) -> None:
+        await self.hub.stop()
+        await self.invites.stop()
+
+    def counters(self) -> Counter[str]:
+        """One Counter for gateway.metrics.CounterSource (see MEDIA_FAMILIES)."""
+        out = self.invites.metrics_counters()
+        for k, v in self.hub.counters.items():
+            out[f"hub:{k}"] = v
+        for k, v in self.pool.stats().items():
+            out[f"pool:{k}"] = v
+        return out
+
+
+#: Families for gateway.metrics.CounterSource(plane.counters, MEDIA_FAMILIES).
+MEDIA_FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "invite": ("gbgate_media_invites_total", "INVITEs sent and their outcomes", ("outcome",)),
+    "reinvite": ("gbgate_media_reinvites_total", "re-INVITEs after a media timeout", ("outcome",)),
+    "bye": ("gbgate_media_byes_total", "BYEs sent/received and outcomes", ("outcome",)),
+    "rtp": ("gbgate_rtp_packets_total", "RTP counters of all media sessions", ("kind",)),
+    "hub": ("gbgate_media_hub_events_total", "Stream hub events (opens, closes, viewer drops)", ("event",)),
+}
+
+
+def install_media(*, adapter: Any, settings: Any, repo: Any, metrics: Any = None) -> MediaPlane:
+    """Build the media plane and hook it into the device adapter; the lead's wiring is:
+
+        plane = install_media(adapter=adapter, settings=s, repo=repo, metrics=metrics)
+        await plane.start(); self._closers.append(plane.stop)
+        Services(..., streams=plane.hub)
+        build_web_app(services, [gateway.api.live.routes])
+        adapter.on_stray_response → also call plane.invites.on_stray_response(response, peer)
+    """
+    m = settings.media
+    pool = PortPool(m.port_min, m.port_max, settings.sip.domain)
+    invites = InviteManager(adapter=adapter, pool=pool, media=m, repo=repo)
+    hub = StreamHub(invites, linger=m.linger, ready_timeout=m.invite_timeout, queue_size=m.viewer_queue)
+    adapter.media = invites
+    plane = MediaPlane(pool, invites, hub)
+    if metrics is not None:
+        from gateway.metrics import CounterSource
+
+        metrics.add_counters(CounterSource(plane.counters, MEDIA_FAMILIES))
+        metrics.add_gauge("gbgate_media_streams", "Live streams open now", lambda: len(hub.streams()))
+        metrics.add_gauge("gbgate_media_viewers", "Viewers connected now", lambda: hub.gauges()["viewers"])
+        metrics.add_gauge("gbgate_media_ports_in_use", "Media ports leased now", lambda: pool.in_use)
+    return plane

@@ -167,6 +167,8 @@ class Stream:
     frames: list[PreparedFrame] = field(default_factory=list)
 
     def send_frame(self) -> None:
+        if self.udp is None and (self.tcp is None or self.tcp.is_closing()):
+            return  # TCP not connected (yet): hold at the current frame, so the peer starts on a keyframe
         f = self.frames[self.frame_no % len(self.frames)]
         ts = (3600 + self.frame_no * FRAME_TICKS) & 0xFFFFFFFF
         pre = 2 if self.transport.is_tcp else 0
@@ -184,10 +186,8 @@ class Stream:
             if self.udp is not None:
                 for c in chunks:
                     self.udp.sendto(c, self.dest)
-            elif self.tcp is not None and not self.tcp.is_closing():
+            elif self.tcp is not None:
                 self.tcp.write(b"".join(chunks))
-            else:
-                return
             self.sent_packets += len(chunks)
         except OSError:
             self.errors += 1

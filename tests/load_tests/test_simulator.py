@@ -247,3 +247,110 @@ def test_prepared_pattern_streams_valid_ps_with_monotonic_timestamps_across_the_
     assert all(b - a == sim_media.FRAME_TICKS for a, b in itertools.pairwise(pts))
     assert video[0].keyframe and video[50].keyframe and video[60].keyframe  # loop restarts on a keyframe
     assert video[0].data == aus[0][1] or video[0].data.endswith(aus[0][1][-64:])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["UDP", "TCP-PASSIVE", "TCP-ACTIVE"])
+def test_device_answers_invite_and_streams_until_bye(mode):
+    """A platform-side INVITE (our own offer builder) → 100, 200 with a GB answer → ACK → PS/RTP → BYE."""
+    import socket as _socket
+
+    from gateway.gb.sdp import MediaTransport, build_play_offer, parse_answer
+    from gateway.media.ps import PsDemuxer
+    from gateway.media.rfc4571 import Rfc4571Deframer
+    from gateway.media.rtp import parse_rtp
+
+    transport = MediaTransport(mode)
+    dev = SimDevice(DEV, "x", [SimChannel("34020000001310000001", "cam")])
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        sip = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        sip.bind(("127.0.0.1", 0))
+        sip.setblocking(False)
+        swarm = DeviceSwarm(server_host="127.0.0.1", server_port=sip.getsockname()[1], devices=[dev])
+        await swarm.start()
+        media_udp = listener = conn = None
+        try:
+            if transport is MediaTransport.UDP:
+                media_udp = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+                media_udp.bind(("127.0.0.1", 0))
+                media_udp.setblocking(False)
+                port = media_udp.getsockname()[1]
+            elif transport is MediaTransport.TCP_PASSIVE:
+                listener = _socket.socket()
+                listener.bind(("127.0.0.1", 0))
+                listener.listen(1)
+                listener.setblocking(False)
+                port = listener.getsockname()[1]
+            else:
+                port = 9
+            offer = build_play_offer(channel_id="34020000001310000001", media_ip="127.0.0.1", media_port=port,
+                                     ssrc="0340200017", transport=transport)
+            head = (f"INVITE sip:34020000001310000001@127.0.0.1:{swarm.local_port} SIP/2.0\r\n"
+                    f"Via: SIP/2.0/UDP 127.0.0.1:{sip.getsockname()[1]};rport;branch=z9hG4bKinv1\r\n"
+                    f"From: <sip:34020000002000000001@{REALM}>;tag=p1\r\n"
+                    "To: <sip:34020000001310000001@127.0.0.1>\r\nCall-ID: inv-1@test\r\nCSeq: 21 INVITE\r\n"
+                    f"Contact: <sip:34020000002000000001@127.0.0.1:{sip.getsockname()[1]}>\r\n"
+                    "Subject: 34020000001310000001:0340200017,34020000002000000001:0\r\n"
+                    f"Content-Type: APPLICATION/SDP\r\nContent-Length: {len(offer)}\r\n\r\n").encode()
+            dest = ("127.0.0.1", swarm.local_port)
+            await loop.sock_sendto(sip, head + offer, dest)
+            statuses, ok = [], None
+            while ok is None:
+                data = await asyncio.wait_for(loop.sock_recv(sip, 65536), 15)
+                resp = parse_message(data)
+                assert isinstance(resp, Response)
+                statuses.append(resp.status)
+                if resp.status == 200:
+                    ok = resp
+            assert statuses[0] == 100 and ok.headers.get("Contact")
+            answer = parse_answer(ok.body, transport)
+            assert answer.ssrc == "0340200017" and answer.transport is transport
+            ack = (f"ACK sip:34020000001310000001@127.0.0.1:{swarm.local_port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{sip.getsockname()[1]};rport;branch=z9hG4bKack1\r\n"
+                   f"From: <sip:34020000002000000001@{REALM}>;tag=p1\r\n"
+                   f"To: {ok.headers.get('To')}\r\nCall-ID: inv-1@test\r\nCSeq: 21 ACK\r\n"
+                   "Content-Length: 0\r\n\r\n").encode()
+            await loop.sock_sendto(sip, ack, dest)
+            packets: list[bytes] = []
+            if transport is MediaTransport.UDP:
+                assert media_udp is not None
+                while len(packets) < 20:
+                    packets.append(await asyncio.wait_for(loop.sock_recv(media_udp, 65536), 5))
+            else:
+                if listener is not None:
+                    conn, _ = await asyncio.wait_for(loop.sock_accept(listener), 5)
+                else:
+                    conn = _socket.create_connection((answer.ip, answer.port), timeout=5)
+                conn.setblocking(False)
+                deframer = Rfc4571Deframer()
+                while len(packets) < 20:
+                    packets += deframer.feed(await asyncio.wait_for(loop.sock_recv(conn, 65536), 5))
+            demux = PsDemuxer()
+            frames = []
+            for raw in packets:
+                pkt = parse_rtp(raw)
+                assert pkt.ssrc == 340200017
+                frames += demux.feed(bytes(pkt.payload), frame_end=pkt.marker)
+            assert frames and frames[0].keyframe and frames[0].codec.value == "h264"
+            assert swarm.stats()["streams_active"] == 1
+            bye = (f"BYE sip:34020000001310000001@127.0.0.1:{swarm.local_port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{sip.getsockname()[1]};rport;branch=z9hG4bKbye1\r\n"
+                   f"From: <sip:34020000002000000001@{REALM}>;tag=p1\r\n"
+                   f"To: {ok.headers.get('To')}\r\nCall-ID: inv-1@test\r\nCSeq: 22 BYE\r\n"
+                   "Content-Length: 0\r\n\r\n").encode()
+            await loop.sock_sendto(sip, bye, dest)
+            while True:
+                resp = parse_message(await asyncio.wait_for(loop.sock_recv(sip, 65536), 5))
+                if resp.cseq == (22, "BYE"):
+                    break
+            assert isinstance(resp, Response) and resp.status == 200
+            assert swarm.stats()["streams_active"] == 0
+        finally:
+            await swarm.stop()
+            for s_ in (sip, media_udp, listener, conn):
+                if s_ is not None:
+                    s_.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 25))

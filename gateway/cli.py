@@ -112,7 +112,15 @@ async def _token_create(settings: Any, args: argparse.Namespace) -> int:
     from gateway.api.auth import Role, TokenStore
 
     async def go(sessions: Any) -> int:
+        from gateway.cli_whitelist import cli_actor
+        from whitelist.store import WhitelistStore
+
         token = await TokenStore(sessions).create(Role(args.role), args.name, args.scope)
+        # an admin action: audited (who, what), never the token itself
+        await WhitelistStore(sessions).append_audit(
+            actor=cli_actor(), action="token_create", target=f"token:{args.role}", before=None,
+            after={"role": args.role, "name": args.name, "scope": args.scope}, reason="cli",
+        )
         print(token)
         return 0
 

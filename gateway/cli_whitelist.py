@@ -50,7 +50,7 @@ def add_whitelist_parsers(sub: Any) -> None:
     exp.add_argument("--out", help="file (default: standard output)")
 
 
-def _actor() -> str:
+def cli_actor() -> str:
     return f"cli:{os.environ.get('USER') or getpass.getuser() or 'operator'}"
 
 
@@ -110,7 +110,8 @@ async def _whitelist(store: Any, settings: Any, args: argparse.Namespace) -> int
             max_channels=args.max_channels,
             evidence=dict(current.evidence) if current else {},
         )
-        await store.save_entry(entry, actor=_actor(), action="add" if current is None else "update", reason="cli add")
+        action = "add" if current is None else "update"
+        await store.save_entry(entry, actor=cli_actor(), action=action, reason="cli add")
         print(f"{device_id} approved")
         return 0
     if action == "list":
@@ -132,7 +133,7 @@ async def _whitelist(store: Any, settings: Any, args: argparse.Namespace) -> int
     if action in ("approve", "suspend", "revoke"):
         device_id = validate_device_id(args.device_id)
         status = {"approve": EntryStatus.APPROVED, "suspend": EntryStatus.SUSPENDED, "revoke": EntryStatus.REVOKED}
-        entry = await store.set_status(device_id, status[action], actor=_actor(), reason=args.reason)
+        entry = await store.set_status(device_id, status[action], actor=cli_actor(), reason=args.reason)
         if action == "approve" and entry.credential is None:
             print(f"warning: {device_id} has no credential yet; set one with `gbgate whitelist add`", file=sys.stderr)
         print(f"{device_id} {entry.status.value}")
@@ -162,7 +163,7 @@ async def _import(store: Any, settings: Any, args: argparse.Namespace) -> int:
         require_signature=bool(args.public_key),
     )
     entries, rules = loaded.entries, loaded.rules
-    await store.import_entries(entries, _actor(), rules=rules)
+    await store.import_entries(entries, cli_actor(), rules=rules)
     print(f"imported {len(entries)} entries" + (f" and {len(rules)} rules" if rules else ""))
     return 0
 

@@ -54,9 +54,8 @@ async def _prepare(gw: Gateway, settings: Settings, count: int, password: str) -
 
 
 async def run_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from load_tests.simulator import DeviceSwarm, SimDevice
-
     from gateway.api.auth import Role
+    from load_tests.simulator import DeviceSwarm, SimDevice
 
     count = max(1, int(args.cameras))
     gw = Gateway(settings)

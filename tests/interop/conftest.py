@@ -115,7 +115,8 @@ async def run_sipp(
     port = gw.endpoint.udp_port if transport.startswith("u") else gw.endpoint.tcp_port  # type: ignore[union-attr]
     args = [
         sipp, f"127.0.0.1:{port}", "-sf", str(SIPP_DIR / scenario), "-inf", str(inf),
-        "-m", str(calls if calls is not None else len(rows)), "-t", transport, "-i", "127.0.0.1", "-p", str(free_port()),
+        "-m", str(calls if calls is not None else len(rows)), "-t", transport,
+        "-i", "127.0.0.1", "-p", str(free_port()),
         "-nostdin", "-trace_msg", "-trace_err", "-timeout", f"{int(timeout)}s", "-recv_timeout", "8000",
         "-max_recv_loops", "1000", "-r", "20",
         *(extra or []),

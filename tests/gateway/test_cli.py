@@ -1,0 +1,121 @@
+"""The `gbgate` command as scripts use it (contract.md): outputs, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DEV = "34020000001320000301"
+
+
+def gbgate(tmp: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GBGATE_")}
+    env["GBGATE_DATA_DIR"] = str(tmp)
+    env["GBGATE_DATABASE__URL"] = f"sqlite:///{tmp / 'cli.db'}"
+    env["GBGATE_WHITELIST__SIGNING_KEY"] = str(tmp / "keys" / "sign.pem")
+    env["GBGATE_WHITELIST__SIGNING_PUB"] = str(tmp / "keys" / "sign.pub.pem")
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], cwd=tmp, env=env, capture_output=True, text=True, input=stdin,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cli")
+
+
+def test_config_show_masks_and_invalid_value_fails(tmp: Path) -> None:
+    env_cfg = tmp / "g.toml"
+    env_cfg.write_text('[sip]\ndefault_password = "topsecret"\n', encoding="utf-8")
+    shown = gbgate(tmp, "--config", str(env_cfg), "config", "show")
+    assert shown.returncode == 0 and "topsecret" not in shown.stdout and "***" in shown.stdout
+    bad = tmp / "bad.toml"
+    bad.write_text("[sip]\nport = 99999\n", encoding="utf-8")
+    res = gbgate(tmp, "--config", str(bad), "config", "show")
+    assert res.returncode != 0
+    assert res.stderr.strip().count("\n") == 0 and "sip.port" in res.stderr
+
+
+def test_token_create_prints_only_the_token(tmp: Path) -> None:
+    res = gbgate(tmp, "token", "create", "--role", "security", "--name", "sec")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("gbg_") and res.stdout.count("\n") == 1
+    bad = gbgate(tmp, "token", "create", "--role", "king")
+    assert bad.returncode != 0
+
+
+def test_whitelist_lifecycle_and_audit(tmp: Path) -> None:
+    assert gbgate(tmp, "whitelist", "add", DEV, "--password", "pw1", "--ip", "10.0.0.0/24", "--name", "东门").returncode == 0
+    listed = gbgate(tmp, "whitelist", "list", "--json")
+    entries = json.loads(listed.stdout)
+    entry = next(e for e in entries if e["device_id"] == DEV)
+    assert entry["status"] == "approved" and entry["allowed_sources"] == ["10.0.0.0/24"]
+    assert "pw1" not in listed.stdout and "ha1" not in listed.stdout
+    for action, status in (("suspend", "suspended"), ("approve", "approved"), ("revoke", "revoked")):
+        res = gbgate(tmp, "whitelist", action, DEV, "--reason", "test")
+        assert res.returncode == 0 and status in res.stdout
+    assert "revoked" in gbgate(tmp, "whitelist", "list", "--status", "revoked").stdout
+    verify = gbgate(tmp, "audit", "verify")
+    assert verify.returncode == 0 and "OK" in verify.stdout
+
+
+def test_bad_input_is_one_line_and_changes_nothing(tmp: Path) -> None:
+    res = gbgate(tmp, "whitelist", "add", "123", "--password", "x")
+    assert res.returncode == 2 and "device_id" in res.stderr and res.stderr.count("\n") == 1
+    res = gbgate(tmp, "whitelist", "add", DEV, "--password", "x", "--ip", "10.0.0.1/33")
+    assert res.returncode == 2 and "--ip" in res.stderr
+    before = gbgate(tmp, "whitelist", "list", "--json").stdout
+    csv = tmp / "bulk.csv"
+    csv.write_text("device_id,name,password,ip\n34020000001320000401,a,p,\n3402000000132000040X,b,p,\n"
+                   "34020000001320000403,c,p,300.1.1.1\n", encoding="utf-8")
+    res = gbgate(tmp, "whitelist", "import", str(csv))
+    assert res.returncode == 2
+    assert "line 3" in res.stderr and "line 4" in res.stderr
+    assert gbgate(tmp, "whitelist", "list", "--json").stdout == before
+
+
+def test_signed_export_import_roundtrip_and_tamper(tmp: Path) -> None:
+    assert gbgate(tmp, "certs", "signing-key").returncode == 0
+    gbgate(tmp, "whitelist", "add", "34020000001320000501", "--password", "p5")
+    bundle = tmp / "wl.json"
+    res = gbgate(tmp, "whitelist", "export", "--signed", "--out", str(bundle))
+    assert res.returncode == 0, res.stderr
+    data = json.loads(bundle.read_text())
+    assert "signature" in json.dumps(data)
+    ok = gbgate(tmp, "whitelist", "import", str(bundle), "--public-key", str(tmp / "keys" / "sign.pub.pem"))
+    assert ok.returncode == 0, ok.stderr
+    import base64
+
+    doc = json.loads(bundle.read_text())
+    payload = base64.b64decode(doc["payload"]).replace(b"34020000001320000501", b"34020000001320000599")
+    doc["payload"] = base64.b64encode(payload).decode()
+    tampered = tmp / "wl-bad.json"
+    tampered.write_text(json.dumps(doc))
+    res = gbgate(tmp, "whitelist", "import", str(tampered), "--public-key", str(tmp / "keys" / "sign.pub.pem"))
+    assert res.returncode == 2 and "signature" in res.stderr.lower()
+    assert "34020000001320000599" not in gbgate(tmp, "whitelist", "list").stdout
+
+
+def test_audit_verify_names_the_edited_record(tmp: Path) -> None:
+    gbgate(tmp, "whitelist", "add", "34020000001320000601", "--password", "p6")
+    db = sqlite3.connect(tmp / "cli.db")
+    seq = db.execute("select max(seq) from whitelist_audit").fetchone()[0]
+    db.execute("update whitelist_audit set actor = 'someone-else' where seq = ?", (seq,))
+    db.commit()
+    db.close()
+    res = gbgate(tmp, "audit", "verify")
+    assert res.returncode == 1 and f"record {seq}" in res.stderr
+
+
+def test_devices_list_and_db_upgrade(tmp: Path) -> None:
+    assert gbgate(tmp, "db", "upgrade").returncode == 0
+    res = gbgate(tmp, "devices", "list")
+    assert res.returncode == 0 and "of 0 online" in res.stdout
+    assert json.loads(gbgate(tmp, "devices", "list", "--json").stdout) == []

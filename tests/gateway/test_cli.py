@@ -52,7 +52,8 @@ def test_token_create_prints_only_the_token(tmp: Path) -> None:
 
 
 def test_whitelist_lifecycle_and_audit(tmp: Path) -> None:
-    assert gbgate(tmp, "whitelist", "add", DEV, "--password", "pw1", "--ip", "10.0.0.0/24", "--name", "东门").returncode == 0
+    added = gbgate(tmp, "whitelist", "add", DEV, "--password", "pw1", "--ip", "10.0.0.0/24", "--name", "东门")
+    assert added.returncode == 0
     listed = gbgate(tmp, "whitelist", "list", "--json")
     entries = json.loads(listed.stdout)
     entry = next(e for e in entries if e["device_id"] == DEV)

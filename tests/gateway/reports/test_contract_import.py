@@ -102,6 +102,7 @@ def test_xlsx_import_with_numbers_and_dates() -> None:
         xlsx(
             [["id", "vendor_id", "year", "channel_count", "monthly_rent_per_channel"], ["B1", "V1", 2016, 300, 120.5]]
         ),
+        known=KNOWN,
     )
     assert ok[0]["monthly_rent_per_channel"] == Decimal("120.5") and ok[0]["channel_count"] == 300
     with pytest.raises(ImportValidationError):

@@ -91,7 +91,7 @@ def _width(text: str) -> int:
 
 
 def _meta_lines(table: Table, report: Report, lang: str) -> list[tuple[str, str]]:
-    merged = {**report.meta, **table.meta}
+    merged = {**table.meta, **report.meta}
     out = []
     for key, v in merged.items():
         if v is None or key == "policy_body":

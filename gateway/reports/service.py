@@ -1,0 +1,391 @@
+"""The database side of the reports: load plain values, compute, render; tickets and windows.
+
+The CLI (`gbgate report`) and `/api/v1/reports/...` call `build_report`; the ticket and
+maintenance-window API calls `ticket_action`, `open_due_tickets` and `declare_maintenance`.
+Everything here takes an `async_sessionmaker` and `now`; the arithmetic stays in the pure modules.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+
+from gateway.health.timeline import Event, State
+from gateway.reports.builder import KINDS, event_window, make_report
+from gateway.reports.deductions import DeductionPolicy, policy_in_force
+from gateway.reports.errors import PeriodError, PolicyError, ReportError, TicketError
+from gateway.reports.faults import Ticket, TicketStatus, apply_action, ticket_id, tickets_to_open
+from gateway.reports.ledger import MaintenanceDecl, build_ledger
+from gateway.reports.model import BatchInfo, ChannelInfo, ContractData, LinkInfo
+from gateway.reports.period import Period, parse_period
+from gateway.reports.render import render
+from gateway.store import contract as T
+
+__all__ = [
+    "KINDS",
+    "PeriodError",
+    "PolicyError",
+    "ReportError",
+    "TicketError",
+    "build_report",
+    "declare_maintenance",
+    "load_contract",
+    "load_events",
+    "open_due_tickets",
+    "report_timezone",
+    "save_policy",
+    "ticket_action",
+]
+
+_FIXED_ZONES = {
+    "asia/shanghai": 8,
+    "asia/chongqing": 8,
+    "asia/harbin": 8,
+    "asia/urumqi": 8,
+    "prc": 8,
+    "asia/hong_kong": 8,
+    "asia/macau": 8,
+    "asia/taipei": 8,
+    "utc": 0,
+    "etc/utc": 0,
+}
+
+
+def report_timezone(name: str) -> tzinfo:
+    """report.timezone as a fixed offset: a zone without daylight saving, or "+08:00" / "UTC+8"."""
+    key = name.strip().lower()
+    if key in _FIXED_ZONES:
+        return timezone(timedelta(hours=_FIXED_ZONES[key]), name)
+    m = re.fullmatch(r"(?:utc)?([+-])(\d{1,2})(?::?(\d{2}))?", key)
+    if m:
+        delta = timedelta(hours=int(m[2]), minutes=int(m[3] or 0))
+        return timezone(delta if m[1] == "+" else -delta)
+    raise ReportError(f"report.timezone {name!r}: use a zone without daylight saving or an offset like +08:00")
+
+
+def _lang(value: str | None) -> str:
+    return "en" if value and value.lower().startswith("en") else "zh"
+
+
+async def load_contract(sessions: Any) -> ContractData:
+    """Contract data, plus inventory channels that have no contract row yet (admitted, unbilled)."""
+    from gateway.store import models
+
+    async with sessions() as s:
+        cc = (await s.execute(select(T.ChannelContract))).scalars().all()
+        batches = (await s.execute(select(T.RentalBatch))).scalars().all()
+        links = (await s.execute(select(T.FibreLink))).scalars().all()
+        vendors = (await s.execute(select(T.Vendor))).scalars().all()
+        stations = (await s.execute(select(T.PoliceStation))).scalars().all()
+        mcs = (await s.execute(select(T.MaintenanceContract))).scalars().all()
+        inventory = (
+            await s.execute(
+                select(models.Channel, models.Device).join(models.Device, models.Device.id == models.Channel.device_id)
+            )
+        ).all()
+        sites = (await s.execute(select(models.Site))).scalars().all()
+    channels = [
+        ChannelInfo(
+            c.channel_id,
+            c.name,
+            c.site_id,
+            c.owner,
+            c.link_id or "",
+            c.vendor_id,
+            c.batch_id or "",
+            c.station_id or "",
+            c.device_id,
+            c.maintenance_contract_id or "",
+            c.admitted_ts,
+            c.retired_ts,
+        )
+        for c in cc
+    ]
+    known = {c.channel_id for c in cc}
+    for ch, dev in inventory:
+        if ch.channel_id in known or ch.removed_at is not None or not ch.exposed:
+            continue
+        known.add(ch.channel_id)
+        admitted = dev.first_admitted_at or ch.first_seen
+        ts = admitted.replace(tzinfo=admitted.tzinfo or UTC).timestamp() if admitted else None
+        channels.append(
+            ChannelInfo(
+                ch.channel_id, ch.name, dev.site_id or "", ch.owner, dev.link_id or "", device_id=dev.id, admitted_ts=ts
+            )
+        )
+    mc_fee = {m.id: (m.monthly_fee / m.channel_count if m.channel_count else Decimal(0)) for m in mcs}
+    return ContractData(
+        channels=tuple(sorted(channels, key=lambda c: c.channel_id)),
+        batches={
+            b.id: BatchInfo(
+                b.id, b.vendor_id, b.year, b.channel_count, Decimal(b.monthly_rent_per_channel), b.name, b.policy_name
+            )
+            for b in batches
+        },
+        links={
+            k.id: LinkInfo(k.id, k.name, k.provider, k.site_id, Decimal(k.monthly_fee), k.policy_name) for k in links
+        },
+        vendors={v.id: v.name for v in vendors},
+        stations={st.id: st.name for st in stations},
+        sites={site.id: site.name for site in sites},
+        maintenance_fees=mc_fee,
+    )
+
+
+def _event(row: T.HealthEvent) -> Event:
+    return Event(row.event_id, row.subject, row.ts, State(row.state), row.cause, dict(row.evidence or {}))
+
+
+async def load_events(sessions: Any, start: float, end: float) -> list[Event]:
+    """Events in [start, end) plus each subject's last event before `start` (its state then)."""
+    H = T.HealthEvent
+    async with sessions() as s:
+        before = select(H.subject, func.max(H.ts).label("ts")).where(H.ts < start).group_by(H.subject).subquery()
+        q = select(H).where(
+            or_(
+                and_(H.ts >= start, H.ts < end),
+                H.id.in_(select(H.id).join(before, and_(H.subject == before.c.subject, H.ts == before.c.ts))),
+            )
+        )
+        rows = (await s.execute(q.order_by(H.ts, H.id))).scalars().all()
+    return [_event(r) for r in rows]
+
+
+async def load_policies(sessions: Any, name: str = "default") -> list[DeductionPolicy]:
+    async with sessions() as s:
+        rows = await s.execute(select(T.DeductionPolicyRecord).where(T.DeductionPolicyRecord.name == name))
+        records = rows.scalars().all()
+    return [
+        DeductionPolicy.from_body(r.body, name=r.name, version=r.version, effective_from=r.effective_from)
+        for r in records
+    ]
+
+
+async def current_policy(sessions: Any, on: date) -> DeductionPolicy:
+    """The policy in force on `on`; the built-in zero-rate policy (version 0) when none is stored."""
+    policies = await load_policies(sessions)
+    if not policies:
+        return DeductionPolicy(name="builtin", version=0)
+    return policy_in_force(policies, on)
+
+
+def _ticket(r: T.FaultTicket) -> Ticket:
+    return Ticket(
+        r.id,
+        r.channel_id,
+        r.vendor_id,
+        r.station_id or "",
+        r.fault,
+        r.since_ts,
+        TicketStatus(r.status),
+        r.cause,
+        r.vendor_cause,
+        r.expected_repair_ts,
+        r.repaired_ts,
+        r.recovered_ts,
+        r.confirmed_ts,
+        r.dispute_reason,
+    )
+
+
+async def load_tickets(sessions: Any, start: float, end: float) -> list[Ticket]:
+    async with sessions() as s:
+        q = select(T.FaultTicket).where(
+            T.FaultTicket.since_ts < end,
+            or_(T.FaultTicket.status != TicketStatus.confirmed, T.FaultTicket.updated_ts >= start),
+        )
+        return [_ticket(r) for r in (await s.execute(q)).scalars().all()]
+
+
+async def load_maintenance(sessions: Any, start: float, end: float) -> list[MaintenanceDecl]:
+    W = T.MaintenanceWindow
+    async with sessions() as s:
+        rows = (await s.execute(select(W).where(W.start_ts < end, W.end_ts > start))).scalars().all()
+    return [MaintenanceDecl(w.subject, w.start_ts, w.end_ts, w.reason) for w in rows]
+
+
+async def build_report(
+    sessions: Any,
+    settings: Any,
+    kind: str,
+    period: str,
+    *,
+    fmt: str = "csv",
+    lang: str | None = None,
+    station: str | None = None,
+    group_by: str = "channel",
+    now: float | None = None,
+) -> bytes:
+    """`gbgate report KIND --period P --format F`: the rendered bytes. Raises ReportError."""
+    if kind not in KINDS:
+        raise ReportError(f"unknown report kind {kind!r}: one of {', '.join(KINDS)}")
+    if fmt not in ("csv", "xlsx", "html"):
+        raise ReportError(f"unknown format {fmt!r}: csv, xlsx or html")
+    now = time.time() if now is None else now
+    tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
+    p = parse_period(period, now=now, tz=tz)
+    start, end = event_window(kind, p)
+    contract = await load_contract(sessions)
+    events = await load_events(sessions, start, end)
+    policy = await current_policy(sessions, p.first)
+    tickets = await load_tickets(sessions, start, end) if kind in ("daily-faults", "reconciliation") else []
+    windows = await load_maintenance(sessions, start, end)
+    report = make_report(
+        kind,
+        p,
+        events=events,
+        contract=contract,
+        policy=policy,
+        tickets=tickets,
+        maintenance=windows,
+        group_by=group_by,
+    )
+    if station:
+        names = {station} | {sid for sid, name in contract.stations.items() if name == station}
+        names |= {contract.stations.get(station, station)}
+        for table in report.tables:
+            if "station" in table.column_keys():
+                table.rows = [r for r in table.rows if r.get("station") in names]
+    report.meta["generated_at"] = datetime.fromtimestamp(now, tz).strftime("%Y-%m-%d %H:%M:%S")
+    language = _lang(lang or getattr(getattr(settings, "report", None), "language", "zh"))
+    return render(report, fmt, lang=language, tz=tz)
+
+
+async def save_policy(sessions: Any, body: dict[str, Any], *, effective_from: date, name: str = "default") -> int:
+    """Validate and store a new version of policy `name`; returns the version number."""
+    async with sessions() as s, s.begin():
+        latest = (
+            await s.execute(
+                select(func.max(T.DeductionPolicyRecord.version)).where(T.DeductionPolicyRecord.name == name)
+            )
+        ).scalar() or 0
+        version = int(latest) + 1
+        DeductionPolicy.from_body(body, name=name, version=version, effective_from=effective_from)
+        s.add(T.DeductionPolicyRecord(name=name, version=version, effective_from=effective_from, body=dict(body)))
+    return version
+
+
+async def declare_maintenance(
+    sessions: Any, subject: str, start: float, end: float, *, reason: str = "", actor: str = "", now: float
+) -> int:
+    """Record a maintenance window; refuses reversed, past-only or overlapping windows for the subject."""
+    if not re.fullmatch(r"(channel|device|site|link):[A-Za-z0-9_.\-]{1,64}", subject):
+        raise ReportError("subject: expected channel:<id>, device:<id>, site:<id> or link:<id>")
+    if end <= start:
+        raise ReportError("end: must be after start")
+    W = T.MaintenanceWindow
+    async with sessions() as s, s.begin():
+        clash = (await s.execute(select(W).where(W.subject == subject, W.start_ts < end, W.end_ts > start))).scalars()
+        first = clash.first()
+        if first is not None:
+            raise ReportError(f"start: overlaps maintenance window {first.id} of {subject}")
+        row = W(subject=subject, start_ts=start, end_ts=end, reason=reason, declared_by=actor, created_ts=now)
+        s.add(row)
+        await s.flush()
+        return int(row.id or 0)
+
+
+async def ticket_action(
+    sessions: Any, ticket: str, action: str, *, actor: str, now: float, vendor: str | None = None, **kw: Any
+) -> Ticket:
+    """Apply a workflow action and keep its history. `vendor` scopes a vendor token to its tickets."""
+    async with sessions() as s, s.begin():
+        row = await s.get(T.FaultTicket, ticket)
+        if row is None or (vendor is not None and row.vendor_id != vendor):
+            raise TicketError(f"ticket: unknown ticket {ticket!r}")
+        new, h = apply_action(_ticket(row), action, actor=actor, now=now, **kw)
+        for field in (
+            "status",
+            "vendor_cause",
+            "expected_repair_ts",
+            "repaired_ts",
+            "recovered_ts",
+            "confirmed_ts",
+            "dispute_reason",
+        ):
+            setattr(row, field, str(getattr(new, field)) if field == "status" else getattr(new, field))
+        row.updated_ts = now
+        s.add(
+            T.TicketHistory(
+                ticket_id=h.ticket_id,
+                ts=h.ts,
+                actor=h.actor,
+                action=str(h.action),
+                from_status=str(h.from_status),
+                to_status=str(h.to_status),
+                detail=h.detail,
+            )
+        )
+    return new
+
+
+async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_duration_s: float = 600) -> list[str]:
+    """Open a ticket for every ongoing fault without one (run before the daily notice); IDs opened."""
+    tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
+    day = datetime.fromtimestamp(now, tz).date()
+    p = parse_period(day.isoformat(), now=now, tz=tz)
+    start = p.start - 31 * 86_400
+    from dataclasses import replace
+
+    wide: Period = replace(p, start=start, first=p.first - timedelta(days=31))
+    contract = await load_contract(sessions)
+    events = await load_events(sessions, start, now)
+    ledger = build_ledger(events, contract, wide, maintenance=await load_maintenance(sessions, start, now))
+    info = {c.channel_id: c for c in contract.channels}
+    opened: list[str] = []
+    async with sessions() as s, s.begin():
+        open_rows = (
+            (
+                await s.execute(
+                    select(T.FaultTicket.channel_id).where(
+                        T.FaultTicket.status.in_(
+                            [TicketStatus.open, TicketStatus.vendor_answered, TicketStatus.disputed]
+                        )
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        prefix = f"T{day:%Y%m%d}-"
+        count = (
+            await s.execute(select(func.count()).select_from(T.FaultTicket).where(T.FaultTicket.id.startswith(prefix)))
+        ).scalar() or 0
+        for ep in tickets_to_open(ledger, contract, set(open_rows), min_duration_s=min_duration_s):
+            ch = info[ep.channel_id]
+            if not ch.vendor:
+                continue
+            count += 1
+            tid = ticket_id(day, count)
+            s.add(
+                T.FaultTicket(
+                    id=tid,
+                    channel_id=ch.channel_id,
+                    station_id=ch.station or None,
+                    vendor_id=ch.vendor,
+                    fault=str(ep.state),
+                    cause=ep.cause,
+                    since_ts=ep.start,
+                    opened_ts=now,
+                    status=TicketStatus.open,
+                    updated_ts=now,
+                )
+            )
+            s.add(
+                T.TicketHistory(
+                    ticket_id=tid,
+                    ts=now,
+                    actor="system",
+                    action="open",
+                    from_status="",
+                    to_status="open",
+                    detail={"since_ts": ep.start},
+                )
+            )
+            opened.append(tid)
+    return opened

@@ -1,0 +1,217 @@
+"""The database side: the scenario stored in SQLite gives the same report as the pure functions."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+from types import SimpleNamespace
+
+import pytest
+import scenario as S
+from openpyxl import load_workbook
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlmodel import SQLModel
+
+import gateway.store.all_tables  # noqa: F401 - every table into the metadata
+from gateway.reports import service
+from gateway.reports.builder import make_report
+from gateway.reports.demo_history import seed_history
+from gateway.reports.errors import PeriodError, ReportError, TicketError
+from gateway.reports.period import parse_period
+from gateway.reports.render import to_csv
+from gateway.store import contract as T
+from gateway.store.health_events import SqlHealthEvents
+
+SETTINGS = SimpleNamespace(report=SimpleNamespace(timezone="Asia/Shanghai", language="zh-CN"))
+NOW = S.L(12, 5)
+
+
+@pytest.fixture
+async def sessions():  # type: ignore[no-untyped-def]
+    engine = create_async_engine("sqlite+aiosqlite://")
+    async with engine.begin() as conn:
+        await conn.run_sync(SQLModel.metadata.create_all)
+    maker = async_sessionmaker(engine, expire_on_commit=False)
+    c = S.CONTRACT
+    async with maker() as s, s.begin():
+        from gateway.store.models import Site
+
+        for site_id, name in c.sites.items():
+            s.add(Site(id=site_id, name=name))
+        for vid, name in c.vendors.items():
+            s.add(T.Vendor(id=vid, name=name))
+        for sid, name in c.stations.items():
+            s.add(T.PoliceStation(id=sid, name=name))
+        for b in c.batches.values():
+            s.add(
+                T.RentalBatch(
+                    id=b.id,
+                    vendor_id=b.vendor,
+                    name=b.name,
+                    year=b.year,
+                    channel_count=b.channel_count,
+                    monthly_rent_per_channel=b.monthly_rent_per_channel,
+                )
+            )
+        for k in c.links.values():
+            s.add(T.FibreLink(id=k.id, name=k.name, provider=k.provider, site_id=k.site, monthly_fee=k.monthly_fee))
+        for ch in c.channels:
+            s.add(
+                T.ChannelContract(
+                    channel_id=ch.channel_id,
+                    name=ch.name,
+                    site_id=ch.site,
+                    owner=ch.owner,
+                    link_id=ch.link,
+                    vendor_id=ch.vendor,
+                    batch_id=ch.batch,
+                    station_id=ch.station,
+                    device_id=ch.device_id,
+                    admitted_ts=ch.admitted_ts,
+                )
+            )
+        for w in S.MAINTENANCE:
+            s.add(T.MaintenanceWindow(subject=w.subject, start_ts=w.start, end_ts=w.end, reason=w.reason))
+        s.add(
+            T.DeductionPolicyRecord(name="default", version=3, effective_from=date(2000, 1, 1), body=S.POLICY.to_body())
+        )
+        s.add(
+            T.DeductionPolicyRecord(
+                name="default", version=4, effective_from=date(2027, 1, 1), body={"rate_per_fault_hour": "99"}
+            )
+        )
+        t = S.TICKETS[0]
+        s.add(
+            T.FaultTicket(
+                id=t.id,
+                channel_id=t.channel_id,
+                station_id=t.station,
+                vendor_id=t.vendor,
+                fault=t.fault,
+                cause=t.cause,
+                since_ts=t.since_ts,
+                status=str(t.status),
+                vendor_cause=t.vendor_cause,
+                expected_repair_ts=t.expected_repair_ts,
+                repaired_ts=t.repaired_ts,
+                updated_ts=t.since_ts,
+            )
+        )
+    await SqlHealthEvents(maker).insert(S.EVENTS)
+    yield maker
+    await engine.dispose()
+
+
+def expected(kind: str, period: str) -> bytes:
+    return to_csv(
+        make_report(
+            kind,
+            parse_period(period, now=NOW),
+            events=S.EVENTS,
+            contract=S.CONTRACT,
+            policy=S.POLICY,
+            tickets=S.TICKETS,
+            maintenance=S.MAINTENANCE,
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "period"),
+    [
+        ("availability", "2026-11"),
+        ("deductions", "2026-11"),
+        ("link-fees", "2026-11"),
+        ("daily-faults", "2026-11-06"),
+        ("reconciliation", "2026-11-12"),
+    ],
+)
+async def test_same_answer_as_the_pure_functions(sessions, kind: str, period: str) -> None:  # type: ignore[no-untyped-def]
+    got = await service.build_report(sessions, SETTINGS, kind, period, now=NOW)
+    assert got == expected(kind, period)
+
+
+async def test_events_before_the_period_set_the_initial_state(sessions) -> None:  # type: ignore[no-untyped-def]
+    events = await service.load_events(sessions, S.L(11, 1), S.L(12, 1))
+    ids = {e.event_id for e in events}
+    first = {e.subject: e for e in sorted(events, key=lambda e: e.ts)}
+    assert len(events) == len(S.EVENTS) and len(ids) == len(events)
+    assert first  # every subject present
+    later = await service.load_events(sessions, S.L(11, 11), S.L(11, 12))
+    # C1's last event before 11 Nov (online at 10 Nov 15:00) is included, nothing older for it
+    assert [e.ts for e in later if e.subject == f"channel:{S.C1}"] == [S.L(11, 10, 15)]
+
+
+async def test_formats_station_filter_and_errors(sessions) -> None:  # type: ignore[no-untyped-def]
+    data = await service.build_report(sessions, SETTINGS, "deductions", "2026-11", fmt="xlsx", now=NOW)
+    wb = load_workbook(io.BytesIO(data))
+    assert wb.worksheets[0]["B3"].value == "default v3 (2000-01-01)"  # v4 is not yet in force
+    html = await service.build_report(sessions, SETTINGS, "availability", "2026-11", fmt="html", lang="en", now=NOW)
+    assert b'lang="en"' in html
+    notice = await service.build_report(sessions, SETTINGS, "daily-faults", "2026-11-06", station="城北派出所", now=NOW)
+    assert len(list(csv.reader(io.StringIO(notice.decode("utf-8-sig"))))) == 1  # header only
+    with pytest.raises(PeriodError):
+        await service.build_report(sessions, SETTINGS, "availability", "2027-01", now=NOW)
+    with pytest.raises(ReportError):
+        await service.build_report(sessions, SETTINGS, "availability", "2026-11", fmt="pdf", now=NOW)
+    with pytest.raises(ReportError):
+        service.report_timezone("Europe/Berlin")
+    assert service.report_timezone("+05:30").utcoffset(None).total_seconds() == 19800  # type: ignore[union-attr]
+
+
+async def test_maintenance_windows_refuse_overlaps(sessions) -> None:  # type: ignore[no-untyped-def]
+    subject = f"channel:{S.C2}"
+    with pytest.raises(ReportError, match="overlaps"):
+        await service.declare_maintenance(sessions, subject, S.L(11, 6, 3), S.L(11, 6, 5), now=NOW)
+    with pytest.raises(ReportError, match="end"):
+        await service.declare_maintenance(sessions, subject, S.L(11, 7), S.L(11, 7), now=NOW)
+    with pytest.raises(ReportError, match="subject"):
+        await service.declare_maintenance(sessions, "camera:1", S.L(11, 7), S.L(11, 8), now=NOW)
+    wid = await service.declare_maintenance(sessions, subject, S.L(11, 6, 4), S.L(11, 6, 6), now=NOW)
+    assert wid > 0  # touching the previous window is fine
+
+
+async def test_ticket_actions_and_history(sessions) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(TicketError):
+        await service.ticket_action(sessions, "T-nope", "answer", actor="v", now=NOW, cause="x")
+    with pytest.raises(TicketError):  # a vendor token sees only its own tickets
+        await service.ticket_action(sessions, "T20261110-0001", "confirm", actor="v", now=NOW, vendor="V2")
+    t = await service.ticket_action(sessions, "T20261110-0001", "confirm", actor="station:S1", now=NOW)
+    assert t.status == "confirmed"
+    async with sessions() as s:
+        row = await s.get(T.FaultTicket, "T20261110-0001")
+        hist = (await s.execute(select(T.TicketHistory))).scalars().all()
+    assert row.status == "confirmed" and row.confirmed_ts == NOW
+    assert [(h.action, h.from_status, h.to_status) for h in hist] == [("confirm", "repaired", "confirmed")]
+
+
+async def test_open_due_tickets(sessions) -> None:  # type: ignore[no-untyped-def]
+    opened = await service.open_due_tickets(sessions, SETTINGS, now=S.L(12, 1, 9))
+    assert opened == ["T20261201-0001"]
+    assert await service.open_due_tickets(sessions, SETTINGS, now=S.L(12, 1, 9, 30)) == []
+    async with sessions() as s:
+        row = await s.get(T.FaultTicket, "T20261201-0001")
+    assert row.channel_id == S.C4 and row.since_ts == S.L(11, 30, 22) and row.fault == "no_video"
+
+
+async def test_demo_history_is_idempotent_and_shows_in_every_report() -> None:
+    engine = create_async_engine("sqlite+aiosqlite://")
+    async with engine.begin() as conn:
+        await conn.run_sync(SQLModel.metadata.create_all)
+    maker = async_sessionmaker(engine, expire_on_commit=False)
+    ids = [(f"34020000001320{i:06d}", f"34020000001310{i:06d}") for i in range(1, 7)]
+    n = await seed_history(maker, ids, now=NOW)
+    assert n == await seed_history(maker, ids, now=NOW)
+    async with maker() as s:
+        assert len((await s.execute(select(T.HealthEvent))).scalars().all()) == n
+    month = await service.build_report(maker, SETTINGS, "availability", "2026-11", now=NOW)
+    rows = list(csv.DictReader(io.StringIO(month.decode("utf-8-sig"))))
+    assert len(rows) == 6 and min(float(r["availability"]) for r in rows) < 0.99
+    assert float(rows[3]["maintenance_s"]) == 4 * 3600
+    ded = await service.build_report(maker, SETTINGS, "deductions", "2026-11", now=NOW)
+    assert any(float(r["deduction"]) > 0 for r in csv.DictReader(io.StringIO(ded.decode("utf-8-sig"))))
+    recon = await service.build_report(maker, SETTINGS, "reconciliation", "2026-11", now=NOW)
+    assert "光缆被施工挖断" in recon.decode("utf-8-sig")
+    await engine.dispose()

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from gateway.sip.transaction import Peer
-
 from adapters.base import HealthSink, Inventory, MediaSessions
 from adapters.outbound import LocalIdentity, RequestFactory
 from gateway.gb import manscdp
@@ -29,6 +27,7 @@ from gateway.gb.presence import OfflineCause, Presence, PresenceState, Transitio
 from gateway.sip import digest
 from gateway.sip.errors import SipError, SipParseError, SipTimeout
 from gateway.sip.message import Request, Response, make_response, new_tag
+from gateway.sip.transaction import Peer
 from whitelist.decide import Decision, Policy, Reason, RequestKind, check_device_info
 from whitelist.decide import Request as WlRequest
 from whitelist.lockout import FloodGuard, Lockout
@@ -100,6 +99,8 @@ class GbDeviceAdapter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer_task: asyncio.Task[None] | None = None
         self._channel_limits: dict[str, int | None] = {}
+        # sip.default_password: a shared credential for admitted entries that have none (off by default)
+        self.default_credential: Callable[[str], Any] | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def attach(self, endpoint: Any) -> None:
@@ -227,14 +228,14 @@ class GbDeviceAdapter:
             self.stats["refused:bad_request:Missing Expires"] += 1
             self._respond(key, request, 400, peer, reason="Missing Expires")
             return
+        auth = request.headers.get("Authorization")
+        if auth is None:
+            # Unknown, locked and known IDs all look the same until credentials are presented.
+            self._challenge(key, request, peer)
+            return
         locked = self.lockout.is_locked(device_id, peer.host, now)
         if locked is not None:
             self._refuse(key, request, peer, str(locked))
-            return
-        auth = request.headers.get("Authorization")
-        if auth is None:
-            # Unknown and known IDs look the same until credentials are verified.
-            self._challenge(key, request, peer)
             return
         creds = digest.parse_credentials(auth)
         state = self.nonces.check(creds.nonce, now)
@@ -257,13 +258,21 @@ class GbDeviceAdapter:
             self.lockout.record_failure(device_id, peer.host, now)
             self.stats["auth:failed"] += 1
             if self.lockout.is_locked(device_id, peer.host, now) is not None:
-                self.spawn(self._audit("lockout", device_id, peer, "too many failed authentications"))
+                self._alarm(device_id, "alarm_lockout", peer, "too many failed authentications")
                 self._refuse(key, request, peer, "locked_now")
             else:
                 self._challenge(key, request, peer)
             return
         self.lockout.record_success(device_id, peer.host, now)
         self.stats["auth:ok"] += 1
+        current = self.presence.get(device_id)
+        if current is not None and current.online and (current.host, current.transport) != (peer.host, peer.transport):
+            # The same approved ID, with valid credentials, from a second place while the first is
+            # alive: a cloned or swapped camera. Refuse it and raise an alarm; a device that really
+            # moved is admitted once its old registration goes offline (keepalive × count).
+            self._refuse(key, request, peer, "clone_suspected")
+            self._alarm(device_id, "alarm_clone_suspected", peer, f"registered from {current.host}/{current.transport}")
+            return
         if expires == 0:
             self._unregister(device_id, now, OfflineCause.UNREGISTERED)
             self._respond(key, request, 200, peer, headers=[("Expires", "0")])
@@ -328,6 +337,8 @@ class GbDeviceAdapter:
 
     def _verify(self, creds: digest.Credentials, decision: Decision) -> bool:
         cred = decision.credential
+        if cred is None and self.default_credential is not None and decision.entry is not None:
+            cred = self.default_credential(decision.entry.device_id)
         if cred is None or creds.username != cred.username or creds.realm != self.settings.realm:
             # still compute a digest so timing does not tell a missing credential apart
             digest.verify(creds, "REGISTER", "0" * 32)
@@ -345,6 +356,13 @@ class GbDeviceAdapter:
             "user_agent": request.headers.get("User-Agent") or "",
         }
         self.spawn(self.whitelist_actions.record_pending(evidence, now), name=f"pending-{device_id}")
+
+    def _alarm(self, device_id: str, kind: str, peer: Peer, reason: str) -> None:
+        """A security alarm: a device event (visible in the API) and an audit record."""
+        self.stats[f"alarms:{kind}"] += 1
+        now = self.clock()
+        self.inventory.add_event(device_id, kind, now, source=peer.host, transport=peer.transport, reason=reason)
+        self.spawn(self._audit(kind, device_id, peer, reason))
 
     async def _audit(self, action: str, device_id: str, peer: Peer, reason: str) -> None:
         await self.whitelist_actions.audit_event(action, device_id, {"source": peer.host}, reason)
@@ -394,7 +412,7 @@ class GbDeviceAdapter:
             return
         if rec.host != peer.host or rec.transport != peer.transport:
             self.stats["refused:binding_mismatch"] += 1
-            self.spawn(self._audit("binding_mismatch", device_id, peer, f"registered from {rec.host}/{rec.transport}"))
+            self._alarm(device_id, "alarm_binding_mismatch", peer, f"registered from {rec.host}/{rec.transport}")
             self._respond(key, request, 403, peer, reason="Forbidden")
             return
         decision = self.policy.decide(
@@ -498,6 +516,7 @@ class GbDeviceAdapter:
                 evidence = {"manufacturer": info.manufacturer, "model": info.model, "firmware": info.firmware}
                 await self.whitelist_actions.suspend_for_mismatch(device_id, evidence)
                 self.inventory.add_event(device_id, "alarm_model_mismatch", self.clock(), **evidence)
+                self.stats["alarms:alarm_model_mismatch"] += 1
                 self.drop_device(device_id, OfflineCause.REVOKED)
         return info
 

@@ -43,6 +43,7 @@ SIP_FAMILIES = {
     "requests": ("gbgate_sip_requests_total", "SIP requests received, by method", ("method",)),
     "responses": ("gbgate_sip_responses_total", "SIP responses sent, by status", ("status",)),
     "refused": ("gbgate_refusals_total", "Requests refused, by reason", ("reason",)),
+    "alarms": ("gbgate_security_alarms_total", "Security alarms raised, by kind", ("kind",)),
     "auth": ("gbgate_sip_auth_total", "Digest authentication outcomes", ("outcome",)),
     "manscdp": ("gbgate_manscdp_messages_total", "MANSCDP messages, by root and CmdType", ("root", "cmd")),
     "catalog": ("gbgate_catalog_syncs_total", "Catalog assemblies, by outcome", ("outcome",)),
@@ -131,6 +132,11 @@ class Gateway:
             clock=self.clock,
         )
         admission.on_drop.append(adapter.drop_device)
+        if s.sip.default_password:
+            from whitelist.model import Credential
+
+            shared = s.sip.default_password
+            adapter.default_credential = lambda dev: Credential.from_password(dev, s.sip.domain, shared)
         endpoint = await SipEndpoint.start(
             s.sip.host, s.sip.port, adapter, rcvbuf=s.sip.rcvbuf, max_message=s.sip.max_message
         )

@@ -38,6 +38,8 @@ def add_whitelist_parsers(sub: Any) -> None:
         a = wl.add_parser(name, help=text)
         a.add_argument("device_id")
         a.add_argument("--reason", default="")
+        if name == "approve":
+            a.add_argument("--password", help="give a pending device its credential while approving it")
     imp = wl.add_parser("import", help="import a CSV/JSON list or a signed bundle (all or nothing)")
     imp.add_argument("file")
     imp.add_argument("--public-key", help="require a signed bundle and verify it with this Ed25519 public key")
@@ -133,6 +135,17 @@ async def _whitelist(store: Any, settings: Any, args: argparse.Namespace) -> int
     if action in ("approve", "suspend", "revoke"):
         device_id = validate_device_id(args.device_id)
         status = {"approve": EntryStatus.APPROVED, "suspend": EntryStatus.SUSPENDED, "revoke": EntryStatus.REVOKED}
+        if action == "approve" and getattr(args, "password", None):
+            from dataclasses import replace
+
+            current = await store.get(device_id)
+            if current is None:
+                return _fail(f"device_id: no whitelist entry for {device_id}")
+            credential = Credential.from_password(device_id, settings.sip.domain, args.password)
+            await store.save_entry(replace(current, credential=credential, status=EntryStatus.APPROVED),
+                                   actor=cli_actor(), action="approve", reason=args.reason or "cli approve")
+            print(f"{device_id} approved")
+            return 0
         entry = await store.set_status(device_id, status[action], actor=cli_actor(), reason=args.reason)
         if action == "approve" and entry.credential is None:
             print(f"warning: {device_id} has no credential yet; set one with `gbgate whitelist add`", file=sys.stderr)

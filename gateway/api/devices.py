@@ -162,3 +162,18 @@ async def device_status(request: web.Request) -> web.Response:
             "device_time": st.device_time,
         }
     )
+
+
+@routes.get("/api/v1/alarms")
+@require("security", "ops")
+async def alarms(request: web.Request) -> web.Response:
+    """Security alarms, newest first: cloned/swapped cameras, binding mismatches, lockouts."""
+    svc = request.app[SERVICES]
+    try:
+        limit = min(max(int(request.query.get("limit", "200")), 1), 5000)
+    except ValueError:
+        raise ApiError(400, "invalid_value", "limit must be an integer", field="limit") from None
+    rows = await svc.repo.alarms(limit)
+    return web.json_response(
+        {"alarms": [{"ts": _iso(e.ts), "device_id": e.device_id, "kind": e.kind, "detail": e.detail} for e in rows]}
+    )

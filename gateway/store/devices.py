@@ -173,6 +173,17 @@ class DeviceRepository:
             )
             return list((await session.execute(q)).scalars())
 
+    async def alarms(self, limit: int = 200) -> list[DeviceEvent]:
+        """Security alarms (cloned camera, binding mismatch, lockout, model mismatch), newest first."""
+        async with self._sessions() as session:
+            q = (
+                select(DeviceEvent)
+                .where(DeviceEvent.kind.like("alarm_%"))
+                .order_by(DeviceEvent.ts.desc(), DeviceEvent.id.desc())
+                .limit(limit)
+            )
+            return list((await session.execute(q)).scalars())
+
     async def mark_all_offline(self) -> list[str]:
         """At start: whatever the database thought was online is not (we were down)."""
         async with self._sessions() as session, session.begin():

@@ -105,6 +105,7 @@ async def run_sipp(
     timeout: float = 20.0,
     calls: int | None = None,
     extra: list[str] | None = None,
+    local_ip: str = "127.0.0.1",
 ) -> SippResult:
     """Run a sipp scenario from tests/data/sipp against the gateway; rows become the injection file."""
     sipp = require_tool("sipp")
@@ -116,7 +117,7 @@ async def run_sipp(
     args = [
         sipp, f"127.0.0.1:{port}", "-sf", str(SIPP_DIR / scenario), "-inf", str(inf),
         "-m", str(calls if calls is not None else len(rows)), "-t", transport,
-        "-i", "127.0.0.1", "-p", str(free_port()),
+        "-i", local_ip, "-p", str(free_port()),
         "-nostdin", "-trace_msg", "-trace_err", "-timeout", f"{int(timeout)}s", "-recv_timeout", "8000",
         "-max_recv_loops", "1000", "-r", "20",
         *(extra or []),

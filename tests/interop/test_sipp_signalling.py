@@ -47,7 +47,7 @@ async def test_wrong_password_is_challenged_again_and_counted(gateway: Gateway, 
 
 async def test_unknown_device_gets_403_and_is_pending(gateway: Gateway, tmp_path: Path) -> None:
     stranger = "34020000001320000999"
-    result = await run_sipp(gateway, "reg_unknown.xml", [[stranger, auth(stranger, "guess")]], tmp_path)
+    result = await run_sipp(gateway, "reg_expect_403.xml", [[stranger, auth(stranger, "guess")]], tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.messages[-3000:]
     store = gateway.services.admission.store  # type: ignore[union-attr]
 

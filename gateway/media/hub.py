@@ -275,6 +275,7 @@ class Stream:
             self.state = "live"
         st = self.stats
         now = time.monotonic()
+        was_pending = self._key_pending  # ready one frame after the first keyframe (see _keyframe)
         video = frame.kind == "video"
         if video:
             if frame.keyframe:
@@ -310,7 +311,7 @@ class Stream:
                     sub._put(tag, key)
         for sub in self.frame_subs:
             sub._put(frame, key)
-        if self._key_pending:
+        if was_pending and self._key_pending:
             self._key_pending = False
             self._become_ready(now)
 
@@ -514,6 +515,7 @@ class Stream:
             except Exception:
                 log.exception("closing stream %s failed", self.channel_id)
         self.hub.counters[f"streams_closed:{reason}"] += 1
+        self.hub._remember(self, reason)
 
     async def _open(self) -> None:
         try:
@@ -568,6 +570,7 @@ class StreamHub:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.counters: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._last: dict[str, dict[str, Any]] = {}  # channel → how its last stream ended (bounded)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -623,6 +626,17 @@ class StreamHub:
         stream._attach(sub)
         self.counters[f"subscriptions:{kind}"] += 1
         return sub
+
+    def _remember(self, stream: Stream, reason: str) -> None:
+        if len(self._last) >= 1024:
+            self._last.pop(next(iter(self._last)))
+        self._last.pop(stream.channel_id, None)
+        self._last[stream.channel_id] = {"reason": reason, "end_reason": stream.end_reason,
+                                         "frames": stream.stats.frames, "trace": stream.trace}
+
+    def last_failure(self, channel_id: str) -> dict[str, Any] | None:
+        """How the channel's last stream ended, with its INVITE traces ("why no stream")."""
+        return self._last.get(channel_id)
 
     def latest_keyframe(self, channel_id: str) -> tuple[MediaFrame, ParameterSets] | None:
         s = self._streams.get(channel_id)

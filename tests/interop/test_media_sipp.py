@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -205,9 +206,9 @@ async def test_sipp_camera_to_http_flv_read_by_ffprobe(tmp_path: Path, mode: str
         direct = await ffprobe(live_url, "-read_intervals", "%+1")
         counted = await ffprobe(str(tmp_path / "first.flv"), "-count_frames")
         for probe in (direct, counted):
-            video = [s for s in probe["streams"] if s["codec_type"] == "video"][0]
+            video = next(s for s in probe["streams"] if s["codec_type"] == "video")
             assert video["codec_name"] == "h264" and (video["width"], video["height"]) == (320, 240)
-        video = [s for s in counted["streams"] if s["codec_type"] == "video"][0]
+        video = next(s for s in counted["streams"] if s["codec_type"] == "video")
         assert int(video["nb_read_frames"]) > 25
         assert any(s["codec_type"] == "audio" and s["codec_name"] == "pcm_alaw" for s in counted["streams"])
         assert video_tags(first)[1][1][0] == 0x17  # after the sequence header: a keyframe
@@ -217,7 +218,7 @@ async def test_sipp_camera_to_http_flv_read_by_ffprobe(tmp_path: Path, mode: str
         tags = video_tags(late)
         assert tags[0][1][:2] == b"\x17\x00" and tags[1][1][:2] == b"\x17\x01"
         late_probe = await ffprobe(str(tmp_path / "late.flv"), "-count_frames")
-        assert int([s for s in late_probe["streams"] if s["codec_type"] == "video"][0]["nb_read_frames"]) > 0
+        assert int(next(s for s in late_probe["streams"] if s["codec_type"] == "video")["nb_read_frames"]) > 0
         async with aiohttp.ClientSession() as http, \
                 http.get(f"{r.url}/api/v1/streams/{CAM}", headers={"Authorization": f"Bearer {r.token}"}) as resp:
             stats = await resp.json()
@@ -237,7 +238,7 @@ async def test_sipp_camera_to_http_flv_read_by_ffprobe(tmp_path: Path, mode: str
         stop2.set()
         await sender2
         ts = [t for t, body in video_tags(kept) if body[1] == 1]
-        gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(ts)]
         assert max(gaps) < 400 and len(ts) > 100, "stream did not come back on the kept connection"
         assert r.plane.invites.counters["reinvite:ok"] >= 1
         assert r.plane.invites.counters["bye:200"] >= 1  # the dead leg was hung up, sipp said 200
@@ -297,7 +298,7 @@ async def test_ws_flv_gives_the_same_stream(tmp_path: Path) -> None:
         await sender
         (tmp_path / "ws.flv").write_bytes(data)
         probe = await ffprobe(str(tmp_path / "ws.flv"), "-count_frames")
-        video = [s for s in probe["streams"] if s["codec_type"] == "video"][0]
+        video = next(s for s in probe["streams"] if s["codec_type"] == "video")
         assert video["codec_name"] == "h264" and int(video["nb_read_frames"]) > 10
         await stop_camera(r)
         assert os.path.exists(tmp_path / "ws.flv")

@@ -42,6 +42,12 @@ class SipSettings:
     catalog_first_timeout: float = 120.0
     query_timeout: float = 5.0
     user_agent: str = "gbgate/0.1"
+    # SIP over TLS with client certificates (GB 35114-style binding): off unless tls_port is set
+    tls_port: int | None = None
+    tls_cert: str = "./gbgate-data/certs/gateway.pem"
+    tls_key: str = "./gbgate-data/certs/gateway.key"
+    tls_ca: str = "./gbgate-data/certs/ca.pem"
+    tls_require_client_cert: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -223,10 +223,10 @@ def parse_rows(
     columns: list[FieldSpec | None] = []
     errors: list[RowError] = []
     for cell in header:
-        f = names.get(cell.strip())
-        if cell.strip() and f is None:
+        col = names.get(cell.strip())
+        if cell.strip() and col is None:
             errors.append(RowError(header_line, cell.strip(), "unknown column"))
-        columns.append(f)
+        columns.append(col)
     present = {f.name for f in columns if f}
     for f in spec:
         if f.required and f.name not in present:
@@ -239,19 +239,19 @@ def parse_rows(
     out = []
     for line, cells in rows[1:]:
         record: dict[str, Any] = {}
-        for f, raw in zip(columns, cells, strict=False):
-            if f is None:
+        for col, raw in zip(columns, cells, strict=False):
+            if col is None:
                 continue
             value = raw.strip()
             if not value:
-                if f.required:
-                    errors.append(RowError(line, f.name, "required"))
-                record[f.name] = None
+                if col.required:
+                    errors.append(RowError(line, col.name, "required"))
+                record[col.name] = None
                 continue
             try:
-                record[f.name] = f.parse(value)
+                record[col.name] = col.parse(value)
             except ValueError as exc:
-                errors.append(RowError(line, f.name, f"{exc}: {value!r}"))
+                errors.append(RowError(line, col.name, f"{exc}: {value!r}"))
         for f in spec:
             if f.required and f.name not in record and not any(e.line == line and e.field == f.name for e in errors):
                 errors.append(RowError(line, f.name, "required"))

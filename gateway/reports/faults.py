@@ -202,8 +202,8 @@ def daily_faults_table(
     from gateway.reports.availability import seconds
 
     by_channel: dict[str, list[Ticket]] = defaultdict(list)
-    for t in tickets:
-        by_channel[t.channel_id].append(t)
+    for tk in tickets:
+        by_channel[tk.channel_id].append(tk)
     table = Table("daily-faults", NOTICE_COLUMNS)
     table.meta["period"] = ledger.period.label
     for ch in contract.channels:
@@ -271,8 +271,8 @@ def reconciliation_table(
     from gateway.reports.availability import seconds
 
     by_channel: dict[str, list[Ticket]] = defaultdict(list)
-    for t in tickets:
-        by_channel[t.channel_id].append(t)
+    for tk in tickets:
+        by_channel[tk.channel_id].append(tk)
     info = {ch.channel_id: ch for ch in contract.channels}
     table = Table("reconciliation", RECON_COLUMNS)
     table.meta["period"] = ledger.period.label

@@ -77,8 +77,8 @@ def derive_link_intervals(channel_intervals: Iterable[list[Interval]]) -> list[I
     out: list[Interval] = []
     points = sorted(deltas)
     for a, b in itertools.pairwise(points):
-        for st, d in deltas[a].items():
-            counts[st] += d
+        for changed, d in deltas[a].items():
+            counts[changed] += d
         st = _link_state(counts)
         if st is None:
             continue

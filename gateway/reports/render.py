@@ -121,8 +121,8 @@ def to_xlsx(report: Report, *, lang: str = "zh", tz: tzinfo = UTC8) -> bytes:
         ws.append([title])
         ws.cell(row=1, column=1).font = Font(bold=True, size=14)
         meta = _meta_lines(table, report, lang)
-        for label, v in meta:
-            ws.append([label, v])
+        for label, text in meta:
+            ws.append([label, text])
         header_row = len(meta) + 3  # title, meta lines, one blank row
         ws.append([None])
         headers = [t(c.key, lang) for c in table.columns]
@@ -140,7 +140,7 @@ def to_xlsx(report: Report, *, lang: str = "zh", tz: tzinfo = UTC8) -> bytes:
             is_total = table.total is not None and i == len(rows) - 1
             values = []
             for j, c in enumerate(table.columns):
-                v = row.get(c.key)
+                v: Any = row.get(c.key)
                 if is_total and v == "*":
                     v = t("total", lang)
                 if c.kind == "datetime" and isinstance(v, (int, float)):

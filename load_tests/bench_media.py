@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
+import json
 import os
 import random
-import re
-import secrets
 import socket
 import statistics
 import sys
@@ -163,3 +161,268 @@ class PsRtpSender:
             w.close()
             with contextlib.suppress(Exception):
                 await w.wait_closed()
+
+
+# ------------------------------------------------------------------------------ the bench
+
+DOMAIN, SERVER_ID, PASSWORD = "3402000000", "34020000002000000001", "12345678"
+
+
+def cam_id(i: int) -> str:
+    return f"3402000000132{i + 1:07d}"
+
+
+async def _child(data_dir: str, media_transport: str) -> None:
+    """Run the gateway (the real Gateway; the media plane wired here until app.py does it)."""
+    from aiohttp import web
+
+    from adapters.gb_invite import install_media
+    from gateway.api import build_web_app, live
+    from gateway.api.auth import Role
+    from gateway.app import Gateway
+    from gateway.config import load_settings
+    from whitelist.model import Credential, Entry, EntryStatus
+
+    env = {"GBGATE_SIP__PORT": "0", "GBGATE_HTTP__PORT": "0", "GBGATE_DATA_DIR": data_dir,
+           "GBGATE_DATABASE__URL": f"sqlite:///{data_dir}/gbgate.db",
+           "GBGATE_HEALTH__JOURNAL_PATH": f"{data_dir}/journal/health.log",
+           "GBGATE_MEDIA__TRANSPORT": media_transport, "GBGATE_MEDIA__PORT_MIN": "40000",
+           "GBGATE_MEDIA__PORT_MAX": "41999", "GBGATE_SIP__QUERY_TIMEOUT": "2",
+           "GBGATE_SIP__CATALOG_FIRST_TIMEOUT": "3", "GBGATE_SIP__CATALOG_IDLE_TIMEOUT": "1",
+           **{k: v for k, v in os.environ.items() if k.startswith("GBGATE_")}}
+    settings = load_settings(env=env)
+    gw = Gateway(settings)
+    await gw.start()
+    svc = gw.services
+    assert svc is not None and gw.adapter is not None and gw.endpoint is not None
+    url = gw.http_url
+    if svc.streams is None:
+        plane = install_media(adapter=gw.adapter, settings=settings, repo=svc.repo)
+        await plane.start()
+        svc.streams = plane.hub
+        runner = web.AppRunner(build_web_app(svc, [live.routes]), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    token = await svc.tokens.create(Role.ADMIN, "bench")
+    for i in range(int(os.environ.get("BENCH_CAMERAS", "1"))):
+        entry = Entry(device_id=cam_id(i), status=EntryStatus.APPROVED,
+                      credential=Credential.from_password(cam_id(i), DOMAIN, PASSWORD))
+        await svc.admission.store.save_entry(entry, actor="bench", action="add")
+    await svc.admission.sync()
+    print(json.dumps({"sip_port": gw.endpoint.udp_port, "url": url, "token": token}), flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await gw.stop()
+
+
+class Camera(asyncio.DatagramProtocol):
+    """A minimal GB camera UA: REGISTER with digest, 200 to MESSAGE, INVITE → 200 + PS/RTP, BYE → 200."""
+
+    def __init__(self, device_id: str, server: tuple[str, int], bitrate: int) -> None:
+        self.device_id = device_id
+        self.server = server
+        self.bitrate = bitrate
+        self.transport: asyncio.DatagramTransport | None = None
+        self.registered = asyncio.get_running_loop().create_future()
+        self.stop_media: asyncio.Event | None = None
+        self.sender: PsRtpSender | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def _register(self, auth: str | None = None, cseq: int = 1) -> None:
+        from gateway.sip.message import new_branch
+        port = self.transport.get_extra_info("sockname")[1]  # type: ignore[union-attr]
+        lines = [f"REGISTER sip:{SERVER_ID}@{DOMAIN} SIP/2.0",
+                 f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch={new_branch()}",
+                 f"From: <sip:{self.device_id}@{DOMAIN}>;tag=r{self.device_id[-6:]}",
+                 f"To: <sip:{self.device_id}@{DOMAIN}>", f"Call-ID: reg-{self.device_id}@127.0.0.1",
+                 f"CSeq: {cseq} REGISTER", f"Contact: <sip:{self.device_id}@127.0.0.1:{port}>",
+                 "Max-Forwards: 70", "Expires: 3600", *( [f"Authorization: {auth}"] if auth else []),
+                 "Content-Length: 0", "", ""]
+        self.transport.sendto("\r\n".join(lines).encode(), self.server)  # type: ignore[union-attr]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        from gateway.sip.digest import authorization
+        from gateway.sip.message import Response, make_response, parse_message, serialize
+        try:
+            msg = parse_message(data)
+        except Exception:
+            return
+        if isinstance(msg, Response):
+            if msg.cseq[1] == "REGISTER":
+                if msg.status == 401:
+                    self._register(authorization(msg.headers.get("WWW-Authenticate") or "", method="REGISTER",
+                                                 uri=f"sip:{SERVER_ID}@{DOMAIN}", username=self.device_id,
+                                                 password=PASSWORD), cseq=2)
+                elif msg.status == 200 and not self.registered.done():
+                    self.registered.set_result(None)
+            return
+        send = self.transport.sendto  # type: ignore[union-attr]
+        if msg.method == "INVITE":
+            from gateway.gb.sdp import build_play_answer, parse_offer
+            offer = parse_offer(msg.body)
+            body = build_play_answer(channel_id=self.device_id, media_ip="127.0.0.1", media_port=15060,
+                                     ssrc=offer.ssrc or "0", transport=offer.transport)
+            send(serialize(make_response(msg, 200, to_tag="cam", headers=[("Content-Type", "application/sdp")],
+                                         body=body)), addr)
+            if self.stop_media is not None:
+                self.stop_media.set()
+            self.stop_media = asyncio.Event()
+            self.sender = PsRtpSender(ssrc=int(offer.ssrc or 0), bitrate=self.bitrate)
+            task = asyncio.get_running_loop().create_task(
+                self.sender.run_udp(offer.ip, offer.port, stop=self.stop_media))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        elif msg.method == "BYE":
+            if self.stop_media is not None:
+                self.stop_media.set()
+            send(serialize(make_response(msg, 200)), addr)
+        elif msg.method != "ACK":
+            send(serialize(make_response(msg, 200, to_tag="cam")), addr)
+
+
+async def viewer(url: str, seconds: float, out: dict[str, Any]) -> None:
+    """HTTP-FLV client: bytes, video tags, time to first byte; counts timestamp gaps as drops."""
+    import aiohttp
+    t0 = time.monotonic()
+    buf = bytearray()
+    pos = 13
+    tags = 0
+    total = 0
+    last_ts = None
+    gaps = 0
+    async with aiohttp.ClientSession() as http, http.get(url, timeout=aiohttp.ClientTimeout(total=None)) as resp:
+        out["status"] = resp.status
+        end = t0 + seconds
+        async for chunk in resp.content.iter_any():
+            if "ttfb" not in out:
+                out["ttfb"] = time.monotonic() - t0
+            buf += chunk
+            total += len(chunk)
+            while pos + 11 <= len(buf):
+                size = int.from_bytes(buf[pos + 1:pos + 4], "big")
+                if pos + 15 + size > len(buf):
+                    break
+                if buf[pos] == 9 and buf[pos + 12] == 1:
+                    ts = int.from_bytes(buf[pos + 4:pos + 7], "big")
+                    if last_ts is not None and ts - last_ts > 60:
+                        gaps += round((ts - last_ts) / 40) - 1
+                    last_ts = ts
+                    tags += 1
+                pos += 15 + size
+            if pos > 1 << 20:
+                del buf[:pos]
+                pos = 0
+            if time.monotonic() > end:
+                break
+    out.update(bytes=total, frames=tags, missing=gaps, seconds=time.monotonic() - t0)
+
+
+def _proc_cpu(pid: int) -> tuple[float, int]:
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    cpu = (int(parts[11]) + int(parts[12])) / tick
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
+    return cpu, rss
+
+
+def _udp_rcvbuf_errors() -> int:
+    with open("/proc/net/snmp") as f:
+        lines = [line.split() for line in f if line.startswith("Udp:")]
+    return int(lines[1][lines[0].index("RcvbufErrors")])
+
+
+async def bench(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    data_dir = tempfile.mkdtemp(prefix="gbgate-bench-media-")
+    env = {**os.environ, "BENCH_CAMERAS": str(args.streams)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "load_tests.bench_media", "--child", data_dir, "--transport", "udp",
+        stdout=asyncio.subprocess.PIPE, env=env)
+    assert proc.stdout is not None
+    info = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
+    cams: list[Camera] = []
+    try:
+        for i in range(args.streams):
+            _t, cam = await loop.create_datagram_endpoint(
+                lambda i=i: Camera(cam_id(i), ("127.0.0.1", info["sip_port"]), args.bitrate),
+                local_addr=("127.0.0.1", 0))
+            cam._register()
+            cams.append(cam)
+        await asyncio.wait_for(asyncio.gather(*(c.registered for c in cams)), 30)
+        await asyncio.sleep(1.0)
+        url = info["url"]
+        results: list[list[dict[str, Any]]] = [[{} for _ in range(args.viewers)] for _ in cams]
+        udp0 = _udp_rcvbuf_errors()
+        cpu0, rss0 = _proc_cpu(proc.pid)
+        t0 = time.monotonic()
+        tasks = []
+        for i, cam in enumerate(cams):
+            for v in range(args.viewers):
+                delay = 0.0 if v == 0 else 2.0  # later viewers join a running stream (GOP cache)
+                tasks.append(loop.create_task(_delayed(delay, viewer(
+                    f"{url}/live/{cam.device_id}.flv?token={info['token']}", args.seconds - delay, results[i][v]))))
+        await asyncio.gather(*tasks)
+        elapsed = time.monotonic() - t0
+        cpu1, rss = _proc_cpu(proc.pid)
+        udp_drops = _udp_rcvbuf_errors() - udp0
+    finally:
+        for c in cams:
+            if c.stop_media is not None:
+                c.stop_media.set()
+        proc.terminate()
+        await proc.wait()
+    sent_fps = args.streams * 25
+    per_stream = [rs[0]["bytes"] * 8 / max(1e-9, rs[0]["seconds"]) for rs in results]
+    first = [rs[0].get("ttfb", float("nan")) for rs in results]
+    late = [r.get("ttfb", float("nan")) for rs in results for r in rs[1:]]
+    missing = sum(r.get("missing", 0) for rs in results for r in rs)
+    frames = sum(r.get("frames", 0) for rs in results for r in rs)
+    cpu_s = (cpu1 - cpu0) / elapsed
+    print(f"streams={args.streams} viewers/stream={args.viewers} bitrate={args.bitrate} seconds={elapsed:.1f}")
+    print(f"gateway CPU s/s: {cpu_s:.3f} ({cpu_s / args.streams * 1000:.2f} ms/s per stream)")
+    print(f"gateway RSS: {rss / 1e6:.1f} MB, idle with cameras registered {rss0 / 1e6:.1f} MB "
+          f"→ {(rss - rss0) / 1e6 / args.streams:.2f} MB per active stream")
+    print(f"delivered to the first viewer of each stream: median {statistics.median(per_stream) / 1e6:.2f} Mbit/s; "
+          f"frames {frames} ({frames / max(1e-9, elapsed) / (args.streams * args.viewers):.1f} fps per viewer, "
+          f"source {sent_fps / args.streams} fps); missing frames (timestamp gaps) {missing}")
+    print(f"time to first frame: first viewer (INVITE included) median {statistics.median(first) * 1000:.0f} ms, "
+          f"max {max(first) * 1000:.0f} ms" + (f"; late joiners median {statistics.median(late) * 1000:.1f} ms, "
+                                                f"max {max(late) * 1000:.1f} ms" if late else ""))
+    print(f"kernel UDP RcvbufErrors during run: {udp_drops}")
+
+
+async def _delayed(delay: float, coro: Any) -> Any:
+    await asyncio.sleep(delay)
+    return await coro
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--streams", type=int, default=20)
+    p.add_argument("--viewers", type=int, default=2)
+    p.add_argument("--bitrate", type=int, default=2_000_000)
+    p.add_argument("--seconds", type=float, default=15.0)
+    p.add_argument("--quick", action="store_true", help="4 streams × 2 viewers for 6 s")
+    p.add_argument("--child", metavar="DATA_DIR", help=argparse.SUPPRESS)
+    p.add_argument("--transport", default="udp", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_child(args.child, args.transport))
+        return 0
+    if args.quick:
+        args.streams, args.viewers, args.seconds = 4, 2, 6.0
+    asyncio.run(bench(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,19 +1,27 @@
-"""asyncio shell around the sans-IO SIP core: UDP + TCP sockets, one timer (house rule 1).
+"""asyncio shell around the sans-IO SIP core: UDP + TCP (+ TLS) sockets, one timer (house rule 1).
 
 The only module of gateway.sip that imports asyncio. It moves bytes between sockets and the
 TransactionLayer, calls the application, and re-arms a single timer from next_timer().
 Whatever a peer sends, nothing raises out of a protocol callback: malformed input is
 counted (`stats["parse_error:<reason>"]`), answered "400 <reason>" statelessly when a Via
 can be recovered from the raw bytes (RFC 3261 §8.2.2, §18.2.1; RFC 3581), else dropped.
+
+SIP over TLS (RFC 3261 §26.2.1; GB 35114 class A approximated with X.509 client certificates)
+is framed exactly like TCP. Handshakes are driven with loop.start_tls() rather than
+create_server(ssl=...) because only then does a failed or stalled handshake reach us, to be
+counted (`tls_handshake_failed`, `tls_handshake_error:<reason>`) instead of vanishing into the
+loop. The client certificate's SHA-256 (DER) is kept per connection for the whitelist's pin.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import socket
+import ssl
 from collections import Counter
 from collections.abc import Hashable
 from typing import Protocol
@@ -36,6 +44,8 @@ from .transaction import TransactionLayer
 log = logging.getLogger("gateway.sip")
 
 _MAX_WRITE_BUFFER = 4 * 1024 * 1024  # a peer that stops reading this much is dropped
+_MAX_TLS_HANDSHAKES = 1024  # concurrent handshakes in progress; more are refused (slowloris)
+_TLS_SHUTDOWN_TIMEOUT = 2.0  # close_notify wait on close; a silent peer must not pin a socket
 
 
 class SipApplication(Protocol):
@@ -46,7 +56,7 @@ class SipApplication(Protocol):
 
 
 class SipEndpoint:
-    """One SIP listening point (UDP and TCP on one host) with its transaction layer."""
+    """One SIP listening point (UDP, TCP and optionally TLS on one host) with its transaction layer."""
 
     def __init__(self, app: SipApplication, *, max_message: int, t1: float, t2: float, t4: float,
                  advertise: str) -> None:
@@ -61,8 +71,13 @@ class SipEndpoint:
         self._loop = asyncio.get_running_loop()
         self._udp: asyncio.DatagramTransport | None = None
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
+        self._tls_context: ssl.SSLContext | None = None
+        self._tls_port: int | None = None
+        self.tls_handshake_timeout = 10.0
+        self._handshakes: set[asyncio.Transport] = set()
         self._conns: dict[int, _TcpConnection] = {}
-        self._by_addr: dict[tuple[str, int], int] = {}
+        self._by_addr: dict[tuple[str, str, int], int] = {}  # (transport, host, port) -> conn_id
         self._next_conn = 0
         self._pending: dict[Hashable, tuple[asyncio.Future[Response], Peer]] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -75,11 +90,17 @@ class SipEndpoint:
         cls, host: str, port: int, app: SipApplication, *, rcvbuf: int = 8 * 1024 * 1024,
         sndbuf: int = 4 * 1024 * 1024, max_message: int = 65536, t1: float = 0.5, t2: float = 4.0,
         t4: float = 5.0, tcp: bool = True, advertise: str | None = None,
+        tls_port: int | None = None, tls_context: ssl.SSLContext | None = None,
+        tls_handshake_timeout: float = 10.0,
     ) -> SipEndpoint:
         """Bind UDP (and TCP) on host:port; port 0 picks free ports (UDP and TCP may differ).
 
         `advertise` is the address put in our own Via headers (defaults to `host`, or
-        127.0.0.1 when binding a wildcard address)."""
+        127.0.0.1 when binding a wildcard address). With `tls_port` (0 = any free port) and a
+        server-side `tls_context`, SIP over TLS is also served on host:tls_port; a handshake
+        not finished within `tls_handshake_timeout` seconds is aborted."""
+        if tls_port is not None and tls_context is None:
+            raise SipError("tls_port given without a tls_context")
         if advertise is None:
             advertise = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         self = cls(app, max_message=max_message, t1=t1, t2=t2, t4=t4, advertise=advertise)
@@ -95,24 +116,34 @@ class SipEndpoint:
             raise
         self._udp, _ = await self._loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
         self.udp_port = sock.getsockname()[1]
-        if tcp:
-            tsock = None
-            for p in dict.fromkeys((port or self.udp_port, 0)):
-                tsock = socket.socket(family, socket.SOCK_STREAM)
-                tsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    tsock.bind((host, p))
-                    break
-                except OSError:
-                    tsock.close()
-                    tsock = None
-                    if port:
-                        self._udp.close()
-                        raise
-            assert tsock is not None
-            self._server = await self._loop.create_server(lambda: _TcpConnection(self), sock=tsock)
-            self.tcp_port = tsock.getsockname()[1]
+        try:
+            if tcp:
+                tsock = None
+                for p in dict.fromkeys((port or self.udp_port, 0)):
+                    try:
+                        tsock = _stream_socket(family, host, p)
+                        break
+                    except OSError:
+                        if port:
+                            raise
+                assert tsock is not None
+                self._server = await self._loop.create_server(lambda: _TcpConnection(self), sock=tsock)
+                self.tcp_port = tsock.getsockname()[1]
+            if tls_port is not None and tls_context is not None:
+                self._tls_context = tls_context
+                self.tls_handshake_timeout = tls_handshake_timeout
+                lsock = _stream_socket(family, host, tls_port)
+                self._tls_server = await self._loop.create_server(lambda: _TlsAcceptor(self), sock=lsock)
+                self._tls_port = lsock.getsockname()[1]
+        except BaseException:
+            await self.stop()
+            raise
         return self
+
+    @property
+    def tls_port(self) -> int | None:
+        """The bound TLS port, or None when TLS is off."""
+        return self._tls_port
 
     async def stop(self) -> None:
         if self._timer is not None:
@@ -122,17 +153,20 @@ class SipEndpoint:
             if not fut.done():
                 fut.set_exception(SipError("endpoint stopped"))
         self._pending.clear()
-        if self._server is not None:
-            self._server.close()
+        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        for server in servers:
+            server.close()
         for conn in list(self._conns.values()):
             conn.close()
+        for raw in list(self._handshakes):
+            raw.abort()
         if self._udp is not None:
             self._udp.close()
         for t in list(self._tasks):
             t.cancel()
-        if self._server is not None:
+        for server in servers:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+                await asyncio.wait_for(server.wait_closed(), 2.0)
 
     # ------------------------------------------------------------ public API
     def respond(self, key: Hashable, response: Response) -> None:
@@ -178,9 +212,19 @@ class SipEndpoint:
             self._complete(msg, peer)
         self._send(serialize(msg), peer)
 
+    def peer_fingerprint(self, peer: Peer) -> str | None:
+        """SHA-256 hex (DER) of the client certificate on `peer`'s TLS connection.
+
+        None for UDP/TCP peers, a TLS client that presented no certificate, or a connection
+        that is gone. This is the value a whitelist entry pins (certs.fingerprint form)."""
+        if peer.transport != "tls":
+            return None
+        conn = self._conn_for(peer)
+        return conn.fingerprint if conn is not None and conn.peer.transport == "tls" else None
+
     def via_for(self, peer: Peer) -> str:
         """A fresh top Via value for a request we originate to `peer`."""
-        port = self.udp_port if peer.transport == "udp" else self.tcp_port
+        port = {"udp": self.udp_port, "tls": self._tls_port or 0}.get(peer.transport, self.tcp_port)
         host = f"[{self.advertise}]" if ":" in self.advertise else self.advertise
         return f"SIP/2.0/{peer.transport.upper()} {host}:{port};rport;branch={new_branch()}"
 
@@ -293,7 +337,7 @@ class SipEndpoint:
         try:
             p = await self._connection_for(peer)
         except SipError:
-            self.stats["tcp_connect_failed"] += 1
+            self.stats[f"{peer.transport}_connect_failed"] += 1
             return
         conn = self._conns.get(p.conn_id) if p.conn_id is not None else None
         if conn is not None:
@@ -302,14 +346,17 @@ class SipEndpoint:
     def _conn_for(self, peer: Peer) -> _TcpConnection | None:
         if peer.conn_id is not None:
             return self._conns.get(peer.conn_id)
-        cid = self._by_addr.get((peer.host, peer.port))
+        cid = self._by_addr.get((peer.transport, peer.host, peer.port))
         return self._conns.get(cid) if cid is not None else None
 
     async def _connection_for(self, peer: Peer) -> Peer:
-        """A Peer pinned to a live connection to `peer`, connecting if there is none."""
+        """A Peer pinned to a live connection to `peer`, connecting if there is none.
+
+        TLS peers are only reached over the connection they opened (devices dial us; we hold
+        no client certificate to dial them)."""
         conn = self._conn_for(peer)
         if conn is None and peer.conn_id is not None:
-            conn = self._conns.get(self._by_addr.get((peer.host, peer.port), -1))
+            conn = self._conns.get(self._by_addr.get((peer.transport, peer.host, peer.port), -1))
         if conn is not None:
             return conn.peer
         if peer.transport != "tcp":
@@ -324,16 +371,17 @@ class SipEndpoint:
         self._next_conn += 1
         cid = self._next_conn
         self._conns[cid] = conn
-        self._by_addr[(host, port)] = cid
-        self.stats["tcp_connections"] += 1
-        return Peer("tcp", host, port, cid)
+        self._by_addr[(conn.kind, host, port)] = cid
+        self.stats[f"{conn.kind}_connections"] += 1
+        return Peer(conn.kind, host, port, cid)
 
     def _unregister(self, conn: _TcpConnection) -> None:
         peer = conn.peer
         if peer.conn_id is None or self._conns.pop(peer.conn_id, None) is None:
             return
-        if self._by_addr.get((peer.host, peer.port)) == peer.conn_id:
-            del self._by_addr[(peer.host, peer.port)]
+        addr = (peer.transport, peer.host, peer.port)
+        if self._by_addr.get(addr) == peer.conn_id:
+            del self._by_addr[addr]
         events = self.transactions.connection_lost(peer.conn_id, self._loop.time())
         self._handle(events)
         try:
@@ -341,6 +389,45 @@ class SipEndpoint:
         except Exception:
             self.stats["app_error"] += 1
             log.debug("on_connection_closed raised", exc_info=True)
+
+    def _accept_tls(self, raw: asyncio.Transport) -> None:
+        """A TCP connection reached the TLS port: run its handshake in a task (never raises)."""
+        if len(self._handshakes) >= _MAX_TLS_HANDSHAKES:
+            self._tls_failed("busy")
+            raw.abort()
+            return
+        self._handshakes.add(raw)
+        task = self._loop.create_task(self._tls_handshake(raw))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tls_handshake(self, raw: asyncio.Transport) -> None:
+        assert self._tls_context is not None
+        conn = _TcpConnection(self, "tls")
+        try:
+            tls = await self._loop.start_tls(
+                raw, conn, self._tls_context, server_side=True,
+                ssl_handshake_timeout=self.tls_handshake_timeout, ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT)
+        except asyncio.CancelledError:
+            raw.abort()
+            raise
+        except Exception as e:  # peer garbage never kills the server (house rule 8)
+            self._tls_failed(_tls_reason(e))
+            log.debug("TLS handshake failed from %s: %r", raw.get_extra_info("peername"), e)
+            raw.abort()
+            return
+        finally:
+            self._handshakes.discard(raw)
+        if tls is None:  # not reached with a server-side context; keep mypy and the loop honest
+            self._tls_failed("no_transport")
+            raw.abort()
+            return
+        self.stats["tls_handshake_ok"] += 1
+        conn.connection_made(tls)
+
+    def _tls_failed(self, reason: str) -> None:
+        self.stats["tls_handshake_failed"] += 1
+        self.stats[f"tls_handshake_error:{reason}"] += 1
 
     def _rearm(self) -> None:
         nt = self.transactions.next_timer()
@@ -361,6 +448,30 @@ class SipEndpoint:
             self.stats["internal_error"] += 1
             log.debug("timer handling failed", exc_info=True)
         self._rearm()
+
+
+def _stream_socket(family: int, host: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """A short, label-safe reason for a failed handshake (OpenSSL's reason code when there is one)."""
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or type(exc).__name__
+    elif isinstance(exc, (TimeoutError, ConnectionAbortedError)):
+        reason = "timeout"  # asyncio aborts a handshake past ssl_handshake_timeout this way
+    elif isinstance(exc, ConnectionError):
+        reason = "connection_lost"
+    else:
+        reason = type(exc).__name__
+    return re.sub(r"[^a-z0-9_]", "_", str(reason).lower())[:64]
 
 
 def _raise_buffer(sock: socket.socket, opt: int, size: int) -> int:
@@ -389,25 +500,59 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.endpoint.stats["udp_error"] += 1  # ICMP port unreachable and the like
 
 
-class _TcpConnection(asyncio.Protocol):
+class _TlsAcceptor(asyncio.Protocol):
+    """Holds a fresh connection on the TLS port until start_tls() takes it over."""
+
     def __init__(self, endpoint: SipEndpoint) -> None:
         self.endpoint = endpoint
-        self.framer = StreamFramer(endpoint.max_message)
-        self.transport: asyncio.Transport | None = None
-        self.peer = Peer("tcp", "", 0, None)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
+        transport.pause_reading()  # the ClientHello waits in the kernel for the TLS protocol
+        self.endpoint._accept_tls(transport)
+
+
+class _TcpConnection(asyncio.Protocol):
+    """One stream connection ("tcp", or "tls" above an SSL transport), framed by StreamFramer."""
+
+    def __init__(self, endpoint: SipEndpoint, kind: str = "tcp") -> None:
+        self.endpoint = endpoint
+        self.kind = kind
+        self.framer = StreamFramer(endpoint.max_message)
+        self.transport: asyncio.Transport | None = None
+        self.peer = Peer(kind, "", 0, None)
+        self.fingerprint: str | None = None
+        # start_tls() may hand us bytes that came with the handshake before it returns and we
+        # call connection_made (asyncio sslproto reads right after waking the waiter): at most
+        # one read's worth, replayed in order.
+        self._early: list[bytes] = []
+        self._lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        if self._lost:
+            return
         self.transport = transport
+        if self.kind == "tls":
+            sslobj = transport.get_extra_info("ssl_object")
+            der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+            self.fingerprint = hashlib.sha256(der).hexdigest() if der else None
         addr = transport.get_extra_info("peername") or ("", 0)
         self.peer = self.endpoint._register(self, str(addr[0]), int(addr[1]))
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None:
+            self._early.append(data)
+            return
         ep = self.endpoint
         try:
             events = self.framer.feed(data)
         except SipParseError as e:
-            ep.stats["tcp_closed_oversize" if isinstance(e, MessageTooLarge) else "tcp_closed_framing"] += 1
+            ep.stats[f"{self.kind}_closed_oversize" if isinstance(e, MessageTooLarge)
+                     else f"{self.kind}_closed_framing"] += 1
             ep.stats[f"parse_error:{e.reason}"] += 1
             self.close()
             return
@@ -423,7 +568,7 @@ class _TcpConnection(asyncio.Protocol):
             return
         t.write(data)
         if t.get_write_buffer_size() > _MAX_WRITE_BUFFER:
-            self.endpoint.stats["tcp_closed_slow_reader"] += 1
+            self.endpoint.stats[f"{self.kind}_closed_slow_reader"] += 1
             self.close()
 
     def close(self) -> None:
@@ -431,6 +576,7 @@ class _TcpConnection(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         self.endpoint._unregister(self)
 
 

@@ -50,6 +50,7 @@ class DeviceSettings:
     query_timeout: float = 5.0
     catalog_idle_timeout: float = 5.0
     catalog_first_timeout: float = 120.0
+    sync_concurrency: int = 16
 
 
 def gb_date(ts: float) -> str:
@@ -99,6 +100,11 @@ class GbDeviceAdapter:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timer_task: asyncio.Task[None] | None = None
         self._channel_limits: dict[str, int | None] = {}
+        # exposed channels of each device and whether their catalog said ON: device transitions
+        # become channel transitions in the health ledger (reports read channel timelines)
+        self._channels: dict[str, dict[str, bool]] = {}
+        self._sync_queue: asyncio.Queue[str] = asyncio.Queue()
+        self._sync_pending: set[str] = set()
         # sip.default_password: a shared credential for admitted entries that have none (off by default)
         self.default_credential: Callable[[str], Any] | None = None
 
@@ -108,6 +114,8 @@ class GbDeviceAdapter:
 
     async def start(self) -> None:
         self._timer_task = asyncio.create_task(self._tick(), name="gb-device-timers")
+        for i in range(self.settings.sync_concurrency):
+            self.spawn(self._sync_worker(), name=f"device-sync-{i}")
 
     async def stop(self) -> None:
         if self._timer_task:
@@ -247,7 +255,7 @@ class GbDeviceAdapter:
             WlRequest(
                 device_id=device_id, source_ip=peer.host, transport=peer.transport, kind=RequestKind.REGISTER
             ),
-            now,
+            _utc(now),
         )
         if not decision.allowed:
             if decision.reason is Reason.UNKNOWN_DEVICE:
@@ -325,15 +333,33 @@ class GbDeviceAdapter:
             if pending is not None:
                 await pending
         self._respond(key, request, 200, peer, headers=headers)
-        await asyncio.sleep(0)  # let the 200 leave before our queries
-        try:
-            await self.refresh_device_info(device_id)
-        except (QueryFailed, SipError) as exc:
-            log.info("DeviceInfo from %s failed: %s", device_id, exc)
-        try:
-            await self.sync_catalog(device_id)
-        except (QueryFailed, SipError) as exc:
-            log.info("Catalog from %s failed: %s", device_id, exc)
+        if device_id not in self._sync_pending:
+            self._sync_pending.add(device_id)
+            self._sync_queue.put_nowait(device_id)
+
+    async def _sync_worker(self) -> None:
+        """Post-login DeviceInfo + Catalog, a few devices at a time.
+
+        After a power cut thousands of devices register at once; querying them all at once would
+        flood the network and the store, so a fixed number of workers drain a de-duplicated queue.
+        """
+        while True:
+            device_id = await self._sync_queue.get()
+            self._sync_pending.discard(device_id)
+            if device_id not in self.presence:
+                continue
+            try:
+                await self.refresh_device_info(device_id)
+            except (QueryFailed, SipError) as exc:
+                log.info("DeviceInfo from %s failed: %s", device_id, exc)
+            if device_id not in self.presence:
+                continue  # dropped (model mismatch) or gone meanwhile
+            try:
+                await self.sync_catalog(device_id)
+            except (QueryFailed, SipError) as exc:
+                log.info("Catalog from %s failed: %s", device_id, exc)
+            except Exception:
+                log.exception("catalog sync of %s failed", device_id)
 
     def _verify(self, creds: digest.Credentials, decision: Decision) -> bool:
         cred = decision.credential
@@ -395,8 +421,17 @@ class GbDeviceAdapter:
             self.media.on_device_gone(t.device_id)
 
     def _health_device(self, t: Transition) -> Any:
-        state = "online" if t.state is PresenceState.ONLINE else "offline"
-        return self.health.set_state(f"device:{t.device_id}", state, t.cause, t.ts, {"device_id": t.device_id})
+        """Record the device's transition and its channels' (one durable awaitable for the batch)."""
+        online = t.state is PresenceState.ONLINE
+        state = "online" if online else "offline"
+        evidence = {"device_id": t.device_id}
+        pending = [self.health.set_state(f"device:{t.device_id}", state, t.cause, t.ts, evidence)]
+        for channel_id, on in self._channels.get(t.device_id, {}).items():
+            ch_state = "online" if online and on else "offline"
+            cause = t.cause if not online else ("registered" if on else "catalog_off")
+            pending.append(self.health.set_state(f"channel:{channel_id}", ch_state, cause, t.ts, evidence))
+        waits = [p for p in pending if p is not None]
+        return asyncio.gather(*waits) if waits else None
 
     # ------------------------------------------------------------------ MESSAGE / NOTIFY
     def _on_message(self, request: Request, peer: Peer, key: Hashable, *, notify: bool = False) -> None:
@@ -417,7 +452,7 @@ class GbDeviceAdapter:
             return
         decision = self.policy.decide(
             WlRequest(device_id=device_id, source_ip=peer.host, transport=peer.transport, kind=RequestKind.MESSAGE),
-            now,
+            _utc(now),
         )
         if not decision.allowed:
             self._refuse(key, request, peer, decision.reason.value)
@@ -579,10 +614,17 @@ class GbDeviceAdapter:
         now = self.clock()
         rec = self.presence.get(device_id)
         device_online = rec is not None and rec.online
+        known = self._channels.setdefault(device_id, {})
+        for channel_id in list(known):
+            if channel_id not in exposed:
+                del known[channel_id]
+                self.health.set_state(f"channel:{channel_id}", "offline", "removed_from_catalog", now, {})
         for item in channels:
             if item.device_id not in exposed:
                 continue
-            on = device_online and (item.status or "ON").upper() in ("ON", "ONLINE", "OK")
+            status_on = (item.status or "ON").upper() in ("ON", "ONLINE", "OK")
+            known[item.device_id] = status_on
+            on = device_online and status_on
             self.health.set_state(
                 f"channel:{item.device_id}",
                 "online" if on else "offline",
@@ -631,6 +673,10 @@ def _expires(request: Request) -> int | None:
     if n < 0:
         raise SipParseError("Bad Expires")
     return n
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def _dt(ts: float | None) -> datetime | None:

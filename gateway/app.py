@@ -117,6 +117,7 @@ class Gateway:
                 query_timeout=s.sip.query_timeout,
                 catalog_idle_timeout=s.sip.catalog_idle_timeout,
                 catalog_first_timeout=s.sip.catalog_first_timeout,
+                sync_concurrency=s.sip.sync_concurrency,
             ),
             identity=identity,
             policy=policy,

@@ -41,6 +41,7 @@ class SipSettings:
     catalog_idle_timeout: float = 5.0
     catalog_first_timeout: float = 120.0
     query_timeout: float = 5.0
+    sync_concurrency: int = 16  # devices queried (DeviceInfo, Catalog) at once after registering
     user_agent: str = "gbgate/0.1"
     # SIP over TLS with client certificates (GB 35114-style binding): off unless tls_port is set
     tls_port: int | None = None

@@ -47,6 +47,7 @@ class DeviceRepository:
         self._jobs: list[tuple[Job, asyncio.Future[None] | None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._flush_lock = asyncio.Lock()  # one writer: batches never overlap
         self.batches = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -90,6 +91,10 @@ class DeviceRepository:
         return fut
 
     async def flush(self) -> None:
+        async with self._flush_lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
         if not (self._pending_devices or self._pending_events or self._jobs):
             return
         devices, self._pending_devices = self._pending_devices, {}

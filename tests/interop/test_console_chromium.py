@@ -1,0 +1,198 @@
+"""The web console in a real headless Chromium against a real gateway.
+
+A camera registers over UDP, a second approved one stays away, a stranger knocks and becomes
+pending; Chromium loads the console with an admin token (and with a platform token, which must
+see "无权限" on the audit view), and we read the DOM it built and check its screenshots.
+Set GBGATE_ARTIFACTS=<dir> to keep the screenshots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from gateway.api import ROUTE_TABLES, build_web_app
+from gateway.api.auth import Role
+from gateway.app import Gateway
+from gateway.console import routes as console_routes
+from gateway.gb.items import CatalogItem
+from gateway.store.devices import make_catalog_job
+from tests.adapters.test_gb_device import PW, UdpPhone
+from tests.interop.conftest import gateway_settings, require_tool, whitelist
+
+pytestmark = pytest.mark.interop
+
+ONLINE = "34020000001320000901"
+AWAY = "34020000001320000902"
+STRANGER = "34020000001320000999"
+CHANNELS = ["34020000001310000901", "34020000001310000902"]
+
+
+async def _wait_for(predicate: object, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if await predicate():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+class Console:
+    """The gateway plus an HTTP site serving the API and the console (as the lead wires it)."""
+
+    def __init__(self, gw: Gateway, runner: web.AppRunner, url: str, admin: str, platform: str) -> None:
+        self.gw, self.runner, self.url, self.admin, self.platform = gw, runner, url, admin, platform
+
+
+@pytest.fixture
+async def console(tmp_path: Path) -> AsyncIterator[Console]:
+    gw = Gateway(gateway_settings(tmp_path / "gw"))
+    await gw.start()
+    phone = UdpPhone(gw)
+    stranger = UdpPhone(gw)
+    runner: web.AppRunner | None = None
+    try:
+        svc = gw.services
+        assert svc is not None
+        extra = [] if console_routes in ROUTE_TABLES else [console_routes]
+        runner = web.AppRunner(build_web_app(svc, extra_routes=extra), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+        await whitelist(gw, ONLINE, PW, name="东门入口", site="城东派出所")
+        await whitelist(gw, AWAY, PW, name="西门停车场")
+        assert (await phone.register(device_id=ONLINE)).status == 200
+        assert (await stranger.register(device_id=STRANGER, password="guess")).status == 403
+        items = [CatalogItem(device_id=c, name=f"通道 {i + 1}", status="ON") for i, c in enumerate(CHANNELS)]
+        await svc.repo.submit(make_catalog_job(ONLINE, items, [], [], set(CHANNELS)))
+        svc.repo.update_device(AWAY, name="西门停车场", online=False)
+        await svc.repo.flush()
+
+        async def pending() -> bool:
+            return await svc.admission.store.get(STRANGER) is not None
+
+        await _wait_for(pending)
+        admin = await svc.tokens.create(Role.ADMIN, name="console-test")
+        platform = await svc.tokens.create(Role.PLATFORM, name="viewer")
+        yield Console(gw, runner, f"http://127.0.0.1:{port}", admin, platform)
+    finally:
+        phone.close()
+        stranger.close()
+        if runner is not None:
+            await runner.cleanup()
+        await gw.stop()
+
+
+async def chromium(tmp_path: Path, url: str, *, screenshot: Path | None = None) -> str:
+    """Run headless Chromium once; return the DOM (or write the screenshot)."""
+    exe = require_tool("chromium")
+    profile = tmp_path / f"profile-{os.urandom(4).hex()}"
+    args = [
+        exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}", "--window-size=1366,768", "--virtual-time-budget=5000",
+        "--hide-scrollbars", "--lang=zh-CN",
+    ]
+    args += [f"--screenshot={screenshot}", url] if screenshot else ["--dump-dom", url]
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    shutil.rmtree(profile, ignore_errors=True)
+    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
+    return out.decode("utf-8", errors="replace")
+
+
+def row(dom: str, device_id: str) -> str:
+    """The <tr> the console rendered for device_id (rows carry data-id)."""
+    m = re.search(rf'<tr[^>]*data-id="{device_id}"[^>]*>.*?</tr>', dom, re.S)
+    assert m is not None, f"no row for {device_id} in the DOM"
+    return m.group(0)
+
+
+def check_png(path: Path) -> None:
+    import cv2
+    import numpy as np
+
+    assert path.stat().st_size > 20_000, f"{path} is only {path.stat().st_size} bytes"
+    img = cv2.imread(str(path))
+    assert img is not None and img.shape[:2] == (768, 1366)
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    assert float(np.std(gray)) > 10  # not a blank page
+    assert len(np.unique(gray)) > 32  # text, pills and rules, not two flat colours
+
+
+def keep(path: Path) -> None:
+    target = os.environ.get("GBGATE_ARTIFACTS")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(target) / path.name)
+
+
+async def test_devices_view_shows_presence(console: Console, tmp_path: Path) -> None:
+    dom = await chromium(tmp_path, f"{console.url}/?token={console.admin}#devices")
+    assert 'lang="zh-CN"' in dom
+    online, away = row(dom, ONLINE), row(dom, AWAY)
+    assert "在线" in online and "东门入口" in online and "UDP" in online
+    assert "离线" in away and "在线" not in away
+    assert "运行正常" in dom or "部分降级" in dom  # the /healthz badge was filled in
+    assert console.admin not in dom  # the token left the address bar and the page
+
+
+async def test_device_detail_and_screenshot(console: Console, tmp_path: Path) -> None:
+    url = f"{console.url}/?token={console.admin}#devices/{ONLINE}"
+    dom = await chromium(tmp_path, url)
+    detail = re.search(r'<aside class="detail".*?</aside>', dom, re.S)
+    assert detail is not None
+    assert ONLINE in detail.group(0) and CHANNELS[0] in detail.group(0)
+    assert "查询目录" in detail.group(0) and "registered" in detail.group(0)  # the device's events
+    png = tmp_path / "console-devices.png"
+    await chromium(tmp_path, url, screenshot=png)
+    check_png(png)
+    keep(png)
+
+
+async def test_whitelist_shows_pending_evidence(console: Console, tmp_path: Path) -> None:
+    url = f"{console.url}/?token={console.admin}#whitelist"
+    dom = await chromium(tmp_path, url)
+    pending = row(dom, STRANGER)
+    assert "127.0.0.1" in pending and "UDP" in pending and "批准" in pending
+    png = tmp_path / "console-whitelist.png"
+    await chromium(tmp_path, url, screenshot=png)
+    check_png(png)
+    keep(png)
+
+
+async def test_live_view_and_english(console: Console, tmp_path: Path) -> None:
+    url = f"{console.url}/?token={console.admin}#live/{CHANNELS[0]}"
+    dom = await chromium(tmp_path, url)
+    assert f"/live/{CHANNELS[0]}.flv?token=" in dom  # the HTTP-FLV URL offered for copying
+    assert "流统计" in dom
+    png = tmp_path / "console-live.png"
+    await chromium(tmp_path, url, screenshot=png)
+    check_png(png)
+    keep(png)
+
+
+async def test_forbidden_view_says_not_permitted(console: Console, tmp_path: Path) -> None:
+    dom = await chromium(tmp_path, f"{console.url}/?token={console.platform}#audit")
+    assert "无权限" in dom
+    dom = await chromium(tmp_path, f"{console.url}/?token={console.platform}#devices")
+    assert "在线" in row(dom, ONLINE)  # the same token may read devices
+
+
+async def test_bad_token_gets_the_login_box(console: Console, tmp_path: Path) -> None:
+    dom = await chromium(tmp_path, f"{console.url}/?token=gbg_wrong#devices")
+    login = re.search(r'<section id="login"[^>]*>', dom)
+    assert login is not None and "hidden" not in login.group(0)
+    assert "令牌无效" in dom

@@ -1,0 +1,172 @@
+"""Headless Chromium plays our WHEP stream (issue 4 tests): the page posts its SDP offer to
+/live/{id}/whep, applies the answer, plays the track in a <video>, and reports `getStats()`
+(framesDecoded, frame size, codec) back to a test endpoint; then it DELETEs its session.
+
+The stream comes from an in-memory hub looping the H.264 (pass-through) or H.265 (transcoded)
+test vector behind a real aiohttp server with the production route table, so this checks the
+WebRTC output alone. Chromium is required in CI (CI=true), skipped locally when missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gateway.api import build_web_app
+from gateway.api.webrtc import WebrtcState, setup_webrtc
+from gateway.config import load_settings
+from gateway.services import Services
+from tests.gateway.outputs.fakehub import CH, CH265, FakeHub, FakeTokens
+from tests.interop.conftest import require_tool
+
+pytestmark = pytest.mark.interop
+
+PAGE = """<!doctype html><html><body><video id="v" autoplay muted playsinline></video><script>
+const params = new URLSearchParams(location.search);
+const whep = params.get('whep');
+const want = Number(params.get('frames') || 20);
+async function report(result) {
+  await fetch('/test/result', {method: 'POST', body: JSON.stringify(result),
+                               headers: {'Content-Type': 'application/json'}});
+}
+async function run() {
+  const pc = new RTCPeerConnection({iceServers: []});
+  pc.addTransceiver('video', {direction: 'recvonly'});
+  const video = document.getElementById('v');
+  pc.ontrack = (ev) => { video.srcObject = new MediaStream([ev.track]); video.play().catch(() => {}); };
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {  // WHEP without trickle: send the offer with its candidates
+    if (pc.iceGatheringState === 'complete') return resolve();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && resolve();
+    setTimeout(resolve, 3000);
+  });
+  const resp = await fetch(whep, {method: 'POST', body: pc.localDescription.sdp,
+                                  headers: {'Content-Type': 'application/sdp'}});
+  if (resp.status !== 201) { return report({error: 'POST ' + resp.status + ' ' + await resp.text()}); }
+  const resource = resp.headers.get('Location');
+  await pc.setRemoteDescription({type: 'answer', sdp: await resp.text()});
+  const deadline = Date.now() + 20000;
+  let result = {framesDecoded: 0};
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 250));
+    const stats = await pc.getStats();
+    stats.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video') {
+        const codec = s.codecId ? stats.get(s.codecId) : null;
+        result = {framesDecoded: s.framesDecoded || 0, frameWidth: s.frameWidth, frameHeight: s.frameHeight,
+                  keyFramesDecoded: s.keyFramesDecoded, packetsLost: s.packetsLost,
+                  codec: codec ? codec.mimeType : null, decoder: s.decoderImplementation};
+      }
+    });
+    result.state = pc.connectionState;
+    result.videoWidth = video.videoWidth;
+    if (result.framesDecoded >= want && video.videoWidth > 0) break;
+  }
+  const del = await fetch(resource + '?' + new URL(whep, window.location.href).searchParams, {method: 'DELETE'});
+  result.deleteStatus = del.status;
+  pc.close();
+  await report(result);
+}
+run().catch((e) => report({error: String(e)}));
+</script></body></html>
+"""
+
+
+def chromium_args(user_data: Path, url: str) -> list[str]:
+    exe = os.environ.get("CHROMIUM") or require_tool("chromium")
+    return [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--no-first-run", "--mute-audio",
+            "--autoplay-policy=no-user-gesture-required",
+            # host candidates as IP addresses, not mDNS names (no multicast resolver needed)
+            "--disable-features=WebRtcHideLocalIpsWithMdns",
+            f"--user-data-dir={user_data}", url]
+
+
+@contextlib.asynccontextmanager
+async def page_server(app: web.Application) -> AsyncIterator[tuple[str, asyncio.Future[dict[str, Any]]]]:
+    """Serve PAGE and collect the one result it POSTs, on the given app (next to its routes)."""
+    result: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    async def page(_: web.Request) -> web.Response:
+        return web.Response(text=PAGE, content_type="text/html")
+
+    async def post_result(request: web.Request) -> web.Response:
+        if not result.done():
+            result.set_result(await request.json())
+        return web.Response(status=204)
+
+    app.router.add_get("/test/page.html", page)
+    app.router.add_post("/test/result", post_result)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}", result
+    finally:
+        await runner.cleanup()
+
+
+async def play_in_chromium(base: str, whep_path: str, result: asyncio.Future[dict[str, Any]], tmp_path: Path,
+                           *, frames: int = 20, timeout: float = 45.0) -> dict[str, Any]:
+    """Open the page in headless Chromium and return what it reported."""
+    from urllib.parse import quote
+
+    url = f"{base}/test/page.html?whep={quote(whep_path, safe='')}&frames={frames}"
+    proc = await asyncio.create_subprocess_exec(
+        *chromium_args(tmp_path / "chromium", url), stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    try:
+        return await asyncio.wait_for(asyncio.shield(result), timeout)
+    except TimeoutError:
+        err = b""
+        if proc.stderr is not None:
+            with contextlib.suppress(TimeoutError):
+                err = await asyncio.wait_for(proc.stderr.read(8000), 1)
+        pytest.fail(f"Chromium reported nothing within {timeout:g} s; stderr: {err.decode(errors='replace')}")
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)  # the group we started (chromium's helpers)
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+
+
+def fake_app(hub: FakeHub) -> tuple[web.Application, WebrtcState]:
+    svc = Services(settings=load_settings(env={}), repo=None, tokens=FakeTokens(), streams=hub)
+    app = build_web_app(svc)
+    return app, setup_webrtc(app)
+
+
+@pytest.mark.parametrize(("channel", "codec"), [(CH, "h264"), (CH265, "h265")])
+async def test_chromium_plays_whep(tmp_path: Path, channel: str, codec: str) -> None:
+    hub = FakeHub()
+    app, state = fake_app(hub)
+    try:
+        async with page_server(app) as (base, result):
+            got = await play_in_chromium(base, f"/live/{channel}/whep?token=viewer", result, tmp_path)
+            print(json.dumps(got))
+            assert "error" not in got, got
+            assert got["framesDecoded"] >= 20, got
+            assert (got["frameWidth"], got["frameHeight"]) == (320, 240), got
+            assert got["videoWidth"] == 320, got
+            assert got["codec"] == "video/H264", got
+            assert got["deleteStatus"] == 200, got
+            assert not state.sessions.sessions and not hub.subs  # DELETE closed the pc and the subscription
+            assert state.sessions.counters["connected"] == 1
+    finally:
+        await hub.stop()

@@ -187,6 +187,10 @@ class GbDeviceAdapter:
         self.stats["acks"] += 1
 
     def on_stray_response(self, response: Response, peer: Peer) -> None:
+        """A retransmitted or late 2xx to our INVITE: the media sessions re-ACK (or BYE) it."""
+        handler = getattr(self.media, "on_stray_response", None)
+        if handler is not None and handler(response, peer):
+            return
         self.stats["stray_responses"] += 1
 
     def on_connection_closed(self, peer: Peer) -> None:

@@ -17,9 +17,10 @@ from typing import Any
 from aiohttp import web
 
 from adapters.gb_device import DeviceSettings, GbDeviceAdapter
+from adapters.gb_invite import MediaPlane, install_media
 from adapters.outbound import LocalIdentity
 from gateway.admission import Admission
-from gateway.api import build_web_app
+from gateway.api import build_web_app, live
 from gateway.api.auth import TokenStore
 from gateway.config import Settings
 from gateway.gb.presence import Presence
@@ -66,6 +67,7 @@ class Gateway:
     endpoint: SipEndpoint | None = None
     runner: web.AppRunner | None = None
     http_port: int = 0
+    media: MediaPlane | None = None
     _closers: list[Any] = field(default_factory=list)
 
     @property
@@ -156,6 +158,11 @@ class Gateway:
         metrics.add_gauge("gbgate_devices_online", "Devices online now", lambda: presence.online_count())
         metrics.add_gauge("gbgate_health_events_total", "Health state changes recorded", lambda: health.recorded)
 
+        plane = install_media(adapter=adapter, settings=s, repo=repo, metrics=metrics)
+        await plane.start()
+        self._closers.append(plane.stop)  # before the endpoint stops, so BYEs still go out
+        self.media = plane
+
         self.services = Services(
             settings=s,
             repo=repo,
@@ -164,10 +171,11 @@ class Gateway:
             admission=admission,
             metrics=metrics,
             health=health,
-            components={"database": "ok", "sip": "ok", "health_journal": "ok"},
+            streams=plane.hub,
+            components={"database": "ok", "sip": "ok", "health_journal": "ok", "media": "ok"},
         )
         self.adapter, self.endpoint = adapter, endpoint
-        app = build_web_app(self.services)
+        app = build_web_app(self.services, [live.routes])
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, s.http.host, s.http.port)

@@ -76,7 +76,7 @@ async def rig(tmp_path: Path, mode: str) -> AsyncIterator[Rig]:
             url = f"http://127.0.0.1:{port}"
         else:
             url = gw.http_url
-            plane = svc.streams
+            plane = gw.media
         from gateway.api.auth import Role
 
         token = await svc.tokens.create(Role.PLATFORM, "media-test")

@@ -71,7 +71,8 @@ async function run() {
     result.videoWidth = video.videoWidth;
     if (result.framesDecoded >= want && video.videoWidth > 0) break;
   }
-  const del = await fetch(resource + '?' + new URL(whep, window.location.href).searchParams, {method: 'DELETE'});
+  const whepUrl = new URL(whep, window.location.href);  // the resource is relative to the WHEP URL
+  const del = await fetch(new URL(resource, whepUrl) + '?' + whepUrl.searchParams, {method: 'DELETE'});
   result.deleteStatus = del.status;
   pc.close();
   await report(result);
@@ -170,3 +171,62 @@ async def test_chromium_plays_whep(tmp_path: Path, channel: str, codec: str) -> 
             assert state.sessions.counters["connected"] == 1
     finally:
         await hub.stop()
+
+
+# -- the real media plane: a sipp camera answers our INVITE and a sender streams PS over RTP ----
+
+
+@contextlib.asynccontextmanager
+async def camera_rig(tmp_path: Path) -> AsyncIterator[tuple[Any, str, WebrtcState, asyncio.Event]]:
+    """A real Gateway + sipp camera (UDP) whose media starts when the gateway INVITEs; our route
+    table is served next to live.routes on the gateway's own services (until app.py adds it)."""
+    from gateway.api import live
+    from tests.interop.test_media_sipp import established_leg, rig, start_camera, start_sender, stop_camera
+
+    async with rig(tmp_path, "udp") as r:
+        assert r.gw.services is not None
+        app = build_web_app(r.gw.services, [live.routes])
+        state = setup_webrtc(app)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+        stop = asyncio.Event()
+        senders: list[asyncio.Task[None]] = []
+
+        async def feed() -> None:  # every INVITE leg gets a sender, as a real camera would
+            call = None
+            while not stop.is_set():
+                leg = await established_leg(r, not_call=call, timeout=3600)
+                call = leg.call_id
+                senders.append(start_sender("udp", leg, 15060, stop))
+
+        await start_camera(r, tmp_path, "udp", 15060)
+        feeder = asyncio.create_task(feed())
+        try:
+            yield r, base, state, stop
+        finally:
+            stop.set()
+            feeder.cancel()
+            await asyncio.gather(feeder, *senders, return_exceptions=True)
+            await runner.cleanup()
+            await stop_camera(r)
+
+
+async def test_chromium_plays_whep_from_sipp_camera(tmp_path: Path) -> None:
+    from tests.interop.test_media_sipp import CAM
+
+    require_tool("sipp")
+    chromium_args(tmp_path, "")  # skip/fail early when Chromium is missing
+    async with camera_rig(tmp_path) as (r, base, state, _):
+        app = web.Application()
+        async with page_server(app) as (page_base, result):
+            got = await play_in_chromium(page_base, f"{base}/live/{CAM}/whep?token={r.token}", result, tmp_path)
+        print(json.dumps(got))
+        assert "error" not in got, got
+        assert got["framesDecoded"] >= 20 and (got["frameWidth"], got["frameHeight"]) == (320, 240), got
+        assert got["codec"] == "video/H264" and got["deleteStatus"] == 200, got
+        assert not state.sessions.sessions
+        snap = r.plane.hub.snapshot(CAM)
+        assert snap is None or snap["viewers"] == 0  # the hub subscription went with the session

@@ -97,7 +97,7 @@ class ReportSettings:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HealthSettings:
     journal_path: str = "./gbgate-data/journal/health.log"
-    fsync_interval: float = 1.0
+    fsync_interval: float = 0.05  # group commit: an event is durable within this (≤ 1 s)
     probe_interval: float = 900.0
 
 
@@ -224,6 +224,8 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"sip.{name}", "expected a positive number of seconds")
     if s.sip.keepalive_timeout_count < 1:
         raise ConfigError("sip.keepalive_timeout_count", "expected an integer >= 1")
+    if not 0 < s.health.fsync_interval <= 1.0:
+        raise ConfigError("health.fsync_interval", "expected a number of seconds in (0, 1]")
     if not 0 <= s.report.notice_hour <= 23:
         raise ConfigError("report.notice_hour", "expected an hour 0-23")
     if s.report.language not in ("zh-CN", "en"):

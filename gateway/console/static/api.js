@@ -13,14 +13,18 @@ export class ApiError extends Error {
   }
 }
 
+/** Takes ?token= (and ?lang=, returned) out of the address bar so it is not left in history. */
 export function takeTokenFromUrl() {
   const url = new URL(location.href);
   const token = url.searchParams.get("token");
-  if (token) {
-    sessionStorage.setItem(KEY, token);
+  const lang = url.searchParams.get("lang");
+  if (token) sessionStorage.setItem(KEY, token);
+  if (token || lang) {
     url.searchParams.delete("token");
+    url.searchParams.delete("lang");
     history.replaceState(null, "", url.pathname + url.search + url.hash);
   }
+  return lang;
 }
 
 export function getToken() { return sessionStorage.getItem(KEY) || ""; }

@@ -66,7 +66,15 @@ async function refreshWho() {
   } catch { /* no whoami endpoint: 403s on each view say what this role may not see */ }
 }
 
+function stopView() {
+  if (unmount) { try { unmount(); } catch { /* ignore */ } }
+  unmount = null;
+  $("view").replaceChildren();
+}
+
 function showLogin(message = "") {
+  document.body.dataset.auth = "out";
+  $("who").textContent = "";
   $("login").hidden = false;
   $("view").hidden = true;
   $("login-error").textContent = message;
@@ -74,6 +82,7 @@ function showLogin(message = "") {
 }
 
 async function enter() {
+  document.body.dataset.auth = "in";
   $("login").hidden = true;
   $("view").hidden = false;
   refreshWho();
@@ -81,7 +90,8 @@ async function enter() {
 }
 
 function start() {
-  takeTokenFromUrl();
+  const lang = takeTokenFromUrl();
+  if (lang) setLang(lang);
   document.documentElement.lang = getLang();
   applyStatic();
   $("lang").textContent = getLang() === "en" ? "中文" : "EN";
@@ -94,10 +104,7 @@ function start() {
   });
   $("logout").addEventListener("click", () => {
     clearToken();
-    if (unmount) unmount();
-    unmount = null;
-    $("view").replaceChildren();
-    $("who").textContent = "";
+    stopView();
     showLogin();
   });
   $("login-form").addEventListener("submit", async (ev) => {
@@ -114,7 +121,7 @@ function start() {
     $("login-token").value = "";
     enter();
   });
-  setUnauthorizedHandler(() => { clearToken(); showLogin(t("unauthorized")); });
+  setUnauthorizedHandler(() => { clearToken(); stopView(); showLogin(t("unauthorized")); });
   window.addEventListener("hashchange", () => { if (getToken()) route(); });
   refreshHealth();
   setInterval(refreshHealth, 15000);

@@ -118,7 +118,7 @@ export function mount(root, { arg }) {
       { label: t("col.channel"), cell: (c) => mono(c.channel_id), cls: "id" },
       { label: t("col.name"), cell: (c) => c.name || "—" },
       { label: t("col.status"), cell: (c) => (c.status || "").toUpperCase() === "ON" ? pill("ON", "ok") : pill(c.status || "—", "muted") },
-      { label: "", cell: (c) => h("a.button.small", { href: `#live/${c.channel_id}` }, t("play")) },
+      { label: "", cell: (c) => h("a.button.small", { href: `#live/${c.channel_id}/${c.device_id}` }, t("play")) },
     ], list));
     renderChannels(channels);
     clear(detailBox,

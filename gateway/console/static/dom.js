@@ -60,7 +60,7 @@ export function ago(iso) {
 }
 
 export function timeCell(iso) {
-  return h("span", { title: iso || "" }, h("span.mono", {}, fmtTime(iso)), iso ? h("span.dim", {}, ` ${ago(iso)}`) : null);
+  return h("span.when", { title: iso || "" }, h("span.mono", {}, fmtTime(iso)), iso ? h("span.dim", {}, ago(iso)) : null);
 }
 
 /** A compact rendering of a JSON-ish value (event details, audit before/after). */

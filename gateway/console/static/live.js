@@ -9,7 +9,9 @@ const ID_RE = /^\d{20}$/;
 const state = { device: "", channel: "" };
 
 export function mount(root, { arg }) {
-  if (arg && ID_RE.test(arg)) state.channel = arg;
+  const [argChannel, argDevice] = (arg || "").split("/");
+  if (ID_RE.test(argChannel || "")) state.channel = argChannel;
+  if (ID_RE.test(argDevice || "")) state.device = argDevice;
   let alive = true;
   let session = null;
 
@@ -42,7 +44,7 @@ export function mount(root, { arg }) {
     state.channel = id;
     manual.value = id;
     manual.removeAttribute("aria-invalid");
-    history.replaceState(null, "", id ? `#live/${id}` : "#live");
+    history.replaceState(null, "", id ? `#live/${id}${state.device ? `/${state.device}` : ""}` : "#live");
     renderUrls();
     loadStats();
   }
@@ -72,10 +74,6 @@ export function mount(root, { arg }) {
       const list = (data.devices || []).sort((a, b) => (b.online - a.online) || a.id.localeCompare(b.id));
       clear(deviceSel, h("option", { value: "" }, "—"),
         list.map((d) => h("option", { value: d.id }, `${d.id} ${d.name || ""} ${d.online ? "●" : "○"}`)));
-      if (!state.device && state.channel) {
-        const owner = list.find((d) => state.channel.startsWith(d.id.slice(0, 10)) && d.online);
-        if (owner) state.device = owner.id;
-      }
       deviceSel.value = state.device;
       if (state.device) loadChannels();
     } catch (err) {

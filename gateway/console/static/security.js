@@ -69,11 +69,13 @@ export function mountAudit(root) {
 function change(r) {
   const before = r.before || {};
   const after = r.after || {};
+  const empty = (v) => v === undefined || v === null || v === "" || (typeof v === "object" && !Object.keys(v).length);
+  const same = (a, b) => (empty(a) && empty(b)) || JSON.stringify(a) === JSON.stringify(b);
   const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])]
-    .filter((k) => k !== "updated_at" && k !== "version" && JSON.stringify(before[k]) !== JSON.stringify(after[k]));
+    .filter((k) => !["updated_at", "created_at", "version"].includes(k) && !same(before[k], after[k]));
   if (!keys.length) return "—";
-  const show = (v) => (v === undefined || v === null ? "∅" : typeof v === "object" ? JSON.stringify(v) : String(v));
-  return h("details.change", {}, h("summary", {}, keys.slice(0, 3).map((k) => `${k}: ${show(before[k])} → ${show(after[k])}`).join("; ")
-    + (keys.length > 3 ? " …" : "")),
-  h("pre.mono", {}, keys.map((k) => `${k}: ${show(before[k])} → ${show(after[k])}`).join("\n")));
+  const show = (v) => (empty(v) ? "∅" : typeof v === "object" ? JSON.stringify(v) : String(v));
+  const line = (k) => `${k}: ${show(before[k])} → ${show(after[k])}`;
+  return h("details.change", {}, h("summary", {}, keys.slice(0, 3).map(line).join("; ") + (keys.length > 3 ? " …" : "")),
+    h("pre.mono", {}, keys.map(line).join("\n")));
 }

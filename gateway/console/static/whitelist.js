@@ -16,7 +16,7 @@ export function mount(root) {
   const listBox = h("div");
   const flash = h("div.flash", { role: "status" });
   const form = buildForm();
-  root.append(h("div.split.wide-left", {}, h("div.pane", {}, tabs, flash, listBox), h("aside.pane.side", {}, form.el)));
+  root.append(h("div.split.wide-left", {}, h("div.pane", {}, tabs, flash, listBox), h("aside.side", {}, form.el)));
 
   function renderTabs() {
     clear(tabs, STATUSES.map((s) => h("button.subtab", {
@@ -33,9 +33,11 @@ export function mount(root) {
       data = await api(`/api/v1/whitelist?status=${status}`);
     } catch (err) {
       if (alive) clear(listBox, errorBox(err));
+      form.el.hidden = err.status === 403;  // a role that may not read the list may not add either
       return;
     }
     if (!alive || status !== state.status) return;
+    form.el.hidden = false;
     const entries = data.entries || [];
     clear(listBox, h("div.dim.count", {}, t("count", { n: entries.length })), table(columns(status), entries,
       { rowAttrs: (e) => ({ dataset: { id: e.device_id } }) }));

@@ -74,8 +74,9 @@ def state_of(app: web.Application) -> WebrtcState:
 
 
 def _api_error(exc: WhepError | SnapshotError | StreamError) -> ApiError:
-    extra = {"trace": exc.trace} if isinstance(exc, StreamError) else {}
-    return ApiError(exc.status, exc.code, str(exc), **extra)
+    if isinstance(exc, StreamError):
+        return ApiError(exc.status, exc.code, str(exc), trace=exc.trace)
+    return ApiError(exc.status, exc.code, str(exc))
 
 
 def _stream_codec(hub: Any, channel_id: str) -> tuple[str | None, Any]:

@@ -13,7 +13,7 @@ Per viewer the track keeps its own bounded queue on top of the hub's (rule 12): 
 keyframe (the hub primes it from the GOP cache), puts SPS/PPS in front of a keyframe that lacks
 them, and on overflow empties the queue and waits for the next keyframe. The cached GOP is sent as
 a burst with timestamps 1 ms apart, so the browser decodes it at once and shows the live picture
-instead of replaying the last seconds.
+instead of replaying the last seconds; so are the frames that queued up while ICE/DTLS connected.
 
 H.265 sources — decision: TRANSCODE. aiortc speaks VP8/H.264 only (architecture.md §4). An
 H.265 channel is decoded with PyAV and encoded to H.264 (libx264 ultrafast/zerolatency, an IDR at
@@ -253,11 +253,15 @@ class FrameTrack(MediaStreamTrack):
 
     # -- aiortc side -----------------------------------------------------------------------
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet[Any]:
         while True:
             if self._pending:
                 data, key, pts = self._pending.popleft()
                 return self._packet(data, key, pts)
+            if not self._started:
+                # ICE + DTLS took a while: what queued up meanwhile is backlog, not live; send it
+                # as part of the burst so the browser starts at "now", not seconds behind
+                self._burst = max(self._burst, len(self._queue))
             try:
                 frame = await self._next_frame()
             except MediaStreamError:
@@ -287,7 +291,7 @@ class FrameTrack(MediaStreamTrack):
                 self._pending.extend((d, k, pts) for d, k in produced)
             # other codecs: nothing we can send; skip
 
-    def _packet(self, data: bytes, key: bool, pts: int) -> av.Packet:
+    def _packet(self, data: bytes, key: bool, pts: int) -> av.Packet[Any]:
         if key:
             ps = parameter_sets(Codec.H264, data)
             if ps.complete:

@@ -57,7 +57,7 @@ async def test_track_starts_at_keyframe_and_adds_parameter_sets() -> None:
     assert types[:2] == [H264_SPS, H264_PPS] and H264_IDR in types
     assert bytes(p2) == frames[11].data  # passed through byte for byte
     assert p1.time_base.denominator == 90000
-    assert p2.pts - p1.pts == 3600  # source spacing (not a burst: queue was empty at start)
+    assert p2.pts - p1.pts == BURST_STEP  # queued before the first recv(): backlog, sent as a burst
     assert track.dropped == 1
     track.stop()
     assert sub.closed
@@ -71,6 +71,20 @@ async def test_track_bursts_the_cached_gop_then_keeps_source_spacing() -> None:
     sub.put(frames[5])
     pts.append((await asyncio.wait_for(track.recv(), 2)).pts)
     assert [b - a for a, b in itertools.pairwise(pts)] == [BURST_STEP] * 4 + [3600]
+    track.stop()
+
+
+async def test_track_backlog_before_first_recv_is_burst_too() -> None:
+    frames = vector_frames(Codec.H264)
+    sub = ListSub(frames[:2])  # primed GOP: 2 frames
+    track = FrameTrack(sub)
+    for f in frames[2:6]:  # arrive while ICE/DTLS connect, before aiortc's first recv()
+        sub.put(f)
+    await asyncio.sleep(0.02)
+    pts = [(await asyncio.wait_for(track.recv(), 2)).pts for _ in range(6)]
+    sub.put(frames[6])
+    pts.append((await asyncio.wait_for(track.recv(), 2)).pts)
+    assert [b - a for a, b in itertools.pairwise(pts)] == [BURST_STEP] * 5 + [3600]
     track.stop()
 
 

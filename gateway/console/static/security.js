@@ -65,14 +65,20 @@ export function mountAudit(root) {
   return () => { alive = false; };
 }
 
+const SKIP = ["updated_at", "created_at", "version", "device_id", "credential_username"];
+const FIRST = ["status", "has_credential", "allowed_sources", "name", "site", "link", "max_channels",
+  "expected_manufacturer", "expected_model", "not_before", "not_after"];
+
 /** before → after, only the keys that changed (status, sources, ...), full JSON on demand. */
 function change(r) {
   const before = r.before || {};
   const after = r.after || {};
   const empty = (v) => v === undefined || v === null || v === "" || (typeof v === "object" && !Object.keys(v).length);
   const same = (a, b) => (empty(a) && empty(b)) || JSON.stringify(a) === JSON.stringify(b);
+  const rank = (k) => { const i = FIRST.indexOf(k); return i < 0 ? (k === "evidence" ? 99 : 50) : i; };
   const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])]
-    .filter((k) => !["updated_at", "created_at", "version"].includes(k) && !same(before[k], after[k]));
+    .filter((k) => !SKIP.includes(k) && !same(before[k], after[k]))
+    .sort((a, b) => rank(a) - rank(b));
   if (!keys.length) return "—";
   const show = (v) => (empty(v) ? "∅" : typeof v === "object" ? JSON.stringify(v) : String(v));
   const line = (k) => `${k}: ${show(before[k])} → ${show(after[k])}`;

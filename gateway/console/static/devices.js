@@ -4,6 +4,7 @@ import { brief, clear, errorBox, errorText, fmtTime, h, loading, mono, onlinePil
 import { t } from "./i18n.js";
 
 const state = { online: "", q: "", selected: "" };
+const MAX_ROWS = 500;
 
 export function mount(root, { arg }) {
   if (arg) state.selected = arg;
@@ -46,9 +47,11 @@ export function mount(root, { arg }) {
   function render() {
     if (error) { clear(listBox, errorBox(error)); count.textContent = ""; return; }
     if (devices === null) return;
-    const rows = devices.filter(matches).sort((a, b) => (b.online - a.online) || a.id.localeCompare(b.id));
-    count.textContent = t("count", { n: rows.length });
-    clear(listBox, table([
+    const all = devices.filter(matches).sort((a, b) => (b.online - a.online) || a.id.localeCompare(b.id));
+    const rows = all.slice(0, MAX_ROWS);  // tens of thousands of rows every 10 s would stall the page
+    count.textContent = t("count", { n: all.length });
+    const focused = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.id : null;
+    clear(listBox, all.length > MAX_ROWS ? h("div.notice.warn", {}, t("dev.more", { n: MAX_ROWS, total: all.length })) : null, table([
       { label: t("col.id"), cell: (d) => mono(d.id), cls: "id" },
       { label: t("col.name"), cell: (d) => d.name || "—" },
       { label: t("col.status"), cell: (d) => onlinePill(d.online) },
@@ -67,6 +70,10 @@ export function mount(root, { arg }) {
         },
       }),
     }));
+    if (focused) {  // keep the keyboard user's place across the periodic refresh
+      const again = listBox.querySelector(`tr[data-id="${focused}"]`);
+      if (again) again.focus();
+    }
   }
 
   function select(id) {

@@ -69,6 +69,7 @@ const STRINGS = {
   "ago.m": ["{n} 分钟前", "{n} min ago"],
   "ago.h": ["{n} 小时前", "{n} h ago"],
   "ago.d": ["{n} 天前", "{n} d ago"],
+  "dev.more": ["仅显示前 {n} 条（共 {total} 条），请用搜索或筛选缩小范围", "Showing the first {n} of {total}; search or filter to narrow"],
   "dev.pick": ["点击设备查看详情", "Select a device to see its details"],
   "dev.catalog": ["查询目录", "Query catalog"],
   "dev.catalog.done": ["目录已更新：{n} 个通道", "Catalog updated: {n} channels"],

@@ -20,7 +20,7 @@ from adapters.gb_device import DeviceSettings, GbDeviceAdapter
 from adapters.gb_invite import MediaPlane, install_media
 from adapters.outbound import LocalIdentity
 from gateway.admission import Admission
-from gateway.api import build_web_app, live
+from gateway.api import build_web_app, live, webrtc
 from gateway.api.auth import TokenStore
 from gateway.config import Settings
 from gateway.gb.presence import Presence
@@ -176,6 +176,8 @@ class Gateway:
         )
         self.adapter, self.endpoint = adapter, endpoint
         app = build_web_app(self.services, [live.routes])
+        whep = webrtc.setup_webrtc(app)  # WHEP + snapshot routes, peer connections closed at shutdown
+        metrics.add_gauge("gbgate_webrtc_sessions", "Open WHEP sessions", lambda: len(whep.sessions.sessions))
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
         site = web.TCPSite(self.runner, s.http.host, s.http.port)

@@ -19,6 +19,15 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503)
 
 
+@routes.get("/api/v1/whoami")
+async def whoami(request: web.Request) -> web.Response:
+    """The caller's role and token name (the console shows it; scripts check their token)."""
+    from gateway.api.security import principal_of
+
+    p = principal_of(request)
+    return web.json_response({"role": p.role.value, "name": p.name, "scope": p.scope})
+
+
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]

@@ -7,7 +7,8 @@ writes the clean rows in one transaction (upsert by primary key); nothing is wri
 is bad.
 
 Headers may be the English keys or the Chinese labels ops use in their spreadsheets (通道编码,
-厂商编号, ...). Kinds: vendors, batches, maintenance_contracts, links, stations, channels.
+厂商编号, ...). Kinds: vendors, batches, maintenance_contracts, links, stations, channels, and
+jurisdiction (channel_id → station_id from a time: moves a contracted channel to a station).
 """
 
 from __future__ import annotations
@@ -159,6 +160,12 @@ SCHEMAS: dict[str, tuple[FieldSpec, ...]] = {
         F("admitted_ts", _ts, aliases=("接入时间",)),
         F("retired_ts", _ts),
     ),
+    # a channel moving to another station's jurisdiction (the history is kept in station_channel)
+    "jurisdiction": (
+        F("channel_id", _gb_id, True, "channels", ("通道编码",)),
+        F("station_id", _short_id, True, "stations", ("派出所编号",)),
+        F("valid_from_ts", _ts, aliases=("valid_from", "生效时间")),
+    ),
 }
 KEY_FIELD = {kind: spec[0].name for kind, spec in SCHEMAS.items()}
 
@@ -291,6 +298,11 @@ async def apply_import(session: Any, kind: str, rows: list[dict[str, Any]], *, n
 
     from gateway.store import contract as tables
 
+    if kind == "jurisdiction":
+        for row in rows:
+            await _move_channel(session, row["channel_id"], row["station_id"], row.get("valid_from_ts") or now)
+        await session.flush()
+        return len(rows)
     model = {
         "vendors": tables.Vendor,
         "batches": tables.RentalBatch,
@@ -325,3 +337,24 @@ async def apply_import(session: Any, kind: str, rows: list[dict[str, Any]], *, n
                 setattr(existing, k, v)
     await session.flush()
     return len(rows)
+
+
+async def _move_channel(session: Any, channel_id: str, station_id: str, since: float) -> None:
+    """Set a contracted channel's station from `since`, closing its previous jurisdiction row."""
+    from sqlmodel import select
+
+    from gateway.store import contract as tables
+
+    existing = await session.get(tables.ChannelContract, channel_id)
+    if existing is None or existing.station_id == station_id:
+        return
+    res = await session.execute(
+        select(tables.StationChannel).where(
+            tables.StationChannel.channel_id == channel_id,
+            tables.StationChannel.valid_to_ts.is_(None),  # type: ignore[union-attr]
+        )
+    )
+    for hist in res.scalars():
+        hist.valid_to_ts = since
+    session.add(tables.StationChannel(station_id=station_id, channel_id=channel_id, valid_from_ts=since))
+    existing.station_id = station_id

@@ -32,7 +32,17 @@ class PolicyError(ReportError):
 
 
 class TicketError(ReportError):
-    """Unknown ticket, or an action not allowed from the ticket's status."""
+    """Unknown ticket, or an action not allowed from the ticket's status.
+
+    `field` names the input at fault (ticket, status, cause, ...); `reason` is "not_found",
+    "conflict" (the status does not allow the action) or "invalid" (a bad value), so the API can
+    answer 404, 409 or 422 without parsing the message.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.field = field
+        self.reason = reason
 
 
 @dataclass(slots=True, frozen=True)

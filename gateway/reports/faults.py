@@ -108,23 +108,25 @@ def apply_action(
     try:
         act = TicketAction(action)
     except ValueError:
-        raise TicketError(f"unknown ticket action {action!r}") from None
+        raise TicketError(f"unknown ticket action {action!r}", field="action") from None
     to = TRANSITIONS.get((ticket.status, act))
     if to is None:
-        raise TicketError(f"ticket {ticket.id}: cannot {act} when {ticket.status}")
+        raise TicketError(f"ticket {ticket.id}: cannot {act} when {ticket.status}", field="status", reason="conflict")
     detail: dict[str, Any] = {}
     new = ticket
     if act is A.answer:
         if not cause or not cause.strip():
-            raise TicketError(f"ticket {ticket.id}: an answer needs the cause")
+            raise TicketError(f"ticket {ticket.id}: an answer needs the cause", field="cause")
         if expected_repair_ts is not None and expected_repair_ts < ticket.since_ts:
-            raise TicketError(f"ticket {ticket.id}: expected repair time is before the fault")
+            raise TicketError(f"ticket {ticket.id}: expected repair time is before the fault", field="expected_repair")
         new = replace(ticket, vendor_cause=cause.strip(), expected_repair_ts=expected_repair_ts)
         detail = {"cause": cause.strip(), "expected_repair_ts": expected_repair_ts}
     elif act is A.repair:
         when = now if repaired_ts is None else repaired_ts
         if when > now or when < ticket.since_ts:
-            raise TicketError(f"ticket {ticket.id}: repair time must lie between the fault and now")
+            raise TicketError(
+                f"ticket {ticket.id}: repair time must lie between the fault and now", field="actual_repair"
+            )
         new = replace(ticket, repaired_ts=when, vendor_cause=cause.strip() if cause else ticket.vendor_cause)
         detail = {"repaired_ts": when}
     elif act is A.recover:
@@ -134,7 +136,7 @@ def apply_action(
         new = replace(ticket, confirmed_ts=now)
     elif act is A.dispute:
         if not reason or not reason.strip():
-            raise TicketError(f"ticket {ticket.id}: a dispute needs a reason")
+            raise TicketError(f"ticket {ticket.id}: a dispute needs a reason", field="reason")
         new = replace(ticket, dispute_reason=reason.strip())
         detail = {"reason": reason.strip()}
     new = replace(new, status=to)

@@ -7,6 +7,7 @@ Everything here takes an `async_sessionmaker` and `now`; the arithmetic stays in
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
@@ -23,7 +24,7 @@ from gateway.reports.faults import Ticket, TicketStatus, apply_action, ticket_id
 from gateway.reports.ledger import MaintenanceDecl, build_ledger
 from gateway.reports.model import BatchInfo, ChannelInfo, ContractData, LinkInfo
 from gateway.reports.period import Period, parse_period
-from gateway.reports.render import render
+from gateway.reports.render import Report, render
 from gateway.store import contract as T
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "ReportError",
     "TicketError",
     "build_report",
+    "compute_report",
     "declare_maintenance",
     "load_contract",
     "load_events",
@@ -209,6 +211,50 @@ async def load_maintenance(sessions: Any, start: float, end: float) -> list[Main
     return [MaintenanceDecl(w.subject, w.start_ts, w.end_ts, w.reason) for w in rows]
 
 
+async def compute_report(
+    sessions: Any,
+    settings: Any,
+    kind: str,
+    period: str,
+    *,
+    station: str | None = None,
+    group_by: str = "channel",
+    now: float | None = None,
+) -> tuple[Report, tzinfo]:
+    """Load what report `kind` needs and compute it (the arithmetic in a worker thread)."""
+    if kind not in KINDS:
+        raise ReportError(f"unknown report kind {kind!r}: one of {', '.join(KINDS)}")
+    now = time.time() if now is None else now
+    tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
+    p = parse_period(period, now=now, tz=tz)
+    start, end = event_window(kind, p)
+    contract = await load_contract(sessions)
+    events = await load_events(sessions, start, end)
+    policy = await current_policy(sessions, p.first)
+    tickets = await load_tickets(sessions, start, end) if kind in ("daily-faults", "reconciliation") else []
+    windows = await load_maintenance(sessions, start, end)
+    # CPU-bound over months of events: off the loop (architecture.md rule 11)
+    report = await asyncio.to_thread(
+        make_report,
+        kind,
+        p,
+        events=events,
+        contract=contract,
+        policy=policy,
+        tickets=tickets,
+        maintenance=windows,
+        group_by=group_by,
+    )
+    if station:
+        names = {station} | {sid for sid, name in contract.stations.items() if name == station}
+        names |= {contract.stations.get(station, station)}
+        for table in report.tables:
+            if "station" in table.column_keys():
+                table.rows = [r for r in table.rows if r.get("station") in names]
+    report.meta["generated_at"] = datetime.fromtimestamp(now, tz).strftime("%Y-%m-%d %H:%M:%S")
+    return report, tz
+
+
 async def build_report(
     sessions: Any,
     settings: Any,
@@ -226,34 +272,9 @@ async def build_report(
         raise ReportError(f"unknown report kind {kind!r}: one of {', '.join(KINDS)}")
     if fmt not in ("csv", "xlsx", "html"):
         raise ReportError(f"unknown format {fmt!r}: csv, xlsx or html")
-    now = time.time() if now is None else now
-    tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
-    p = parse_period(period, now=now, tz=tz)
-    start, end = event_window(kind, p)
-    contract = await load_contract(sessions)
-    events = await load_events(sessions, start, end)
-    policy = await current_policy(sessions, p.first)
-    tickets = await load_tickets(sessions, start, end) if kind in ("daily-faults", "reconciliation") else []
-    windows = await load_maintenance(sessions, start, end)
-    report = make_report(
-        kind,
-        p,
-        events=events,
-        contract=contract,
-        policy=policy,
-        tickets=tickets,
-        maintenance=windows,
-        group_by=group_by,
-    )
-    if station:
-        names = {station} | {sid for sid, name in contract.stations.items() if name == station}
-        names |= {contract.stations.get(station, station)}
-        for table in report.tables:
-            if "station" in table.column_keys():
-                table.rows = [r for r in table.rows if r.get("station") in names]
-    report.meta["generated_at"] = datetime.fromtimestamp(now, tz).strftime("%Y-%m-%d %H:%M:%S")
+    report, tz = await compute_report(sessions, settings, kind, period, station=station, group_by=group_by, now=now)
     language = _lang(lang or getattr(getattr(settings, "report", None), "language", "zh"))
-    return render(report, fmt, lang=language, tz=tz)
+    return await asyncio.to_thread(render, report, fmt, lang=language, tz=tz)
 
 
 async def save_policy(sessions: Any, body: dict[str, Any], *, effective_from: date, name: str = "default") -> int:
@@ -290,38 +311,61 @@ async def declare_maintenance(
         return int(row.id or 0)
 
 
+def _apply_to_row(s: Any, row: T.FaultTicket, action: str, *, actor: str, now: float, **kw: Any) -> Ticket:
+    """One workflow step on a loaded row, with its history line, in the caller's transaction."""
+    new, h = apply_action(_ticket(row), action, actor=actor, now=now, **kw)
+    for field in (
+        "status",
+        "vendor_cause",
+        "expected_repair_ts",
+        "repaired_ts",
+        "recovered_ts",
+        "confirmed_ts",
+        "dispute_reason",
+    ):
+        setattr(row, field, str(getattr(new, field)) if field == "status" else getattr(new, field))
+    row.updated_ts = now
+    s.add(
+        T.TicketHistory(
+            ticket_id=h.ticket_id,
+            ts=h.ts,
+            actor=h.actor,
+            action=str(h.action),
+            from_status=str(h.from_status),
+            to_status=str(h.to_status),
+            detail=h.detail,
+        )
+    )
+    return new
+
+
+async def ticket_steps(
+    sessions: Any,
+    ticket: str,
+    steps: list[tuple[str, dict[str, Any]]],
+    *,
+    actor: str,
+    now: float,
+    vendor: str | None = None,
+) -> Ticket:
+    """Several workflow actions (e.g. answer, then repair) as one transaction: all or none."""
+    async with sessions() as s, s.begin():
+        row = await s.get(T.FaultTicket, ticket)
+        if row is None or (vendor is not None and row.vendor_id != vendor):
+            raise TicketError(f"ticket: unknown ticket {ticket!r}", field="ticket", reason="not_found")
+        if not steps:
+            raise TicketError("nothing to do: give a cause, an expected or an actual repair time", field="cause")
+        new = _ticket(row)
+        for action, kw in steps:
+            new = _apply_to_row(s, row, action, actor=actor, now=now, **kw)
+    return new
+
+
 async def ticket_action(
     sessions: Any, ticket: str, action: str, *, actor: str, now: float, vendor: str | None = None, **kw: Any
 ) -> Ticket:
     """Apply a workflow action and keep its history. `vendor` scopes a vendor token to its tickets."""
-    async with sessions() as s, s.begin():
-        row = await s.get(T.FaultTicket, ticket)
-        if row is None or (vendor is not None and row.vendor_id != vendor):
-            raise TicketError(f"ticket: unknown ticket {ticket!r}")
-        new, h = apply_action(_ticket(row), action, actor=actor, now=now, **kw)
-        for field in (
-            "status",
-            "vendor_cause",
-            "expected_repair_ts",
-            "repaired_ts",
-            "recovered_ts",
-            "confirmed_ts",
-            "dispute_reason",
-        ):
-            setattr(row, field, str(getattr(new, field)) if field == "status" else getattr(new, field))
-        row.updated_ts = now
-        s.add(
-            T.TicketHistory(
-                ticket_id=h.ticket_id,
-                ts=h.ts,
-                actor=h.actor,
-                action=str(h.action),
-                from_status=str(h.from_status),
-                to_status=str(h.to_status),
-                detail=h.detail,
-            )
-        )
-    return new
+    return await ticket_steps(sessions, ticket, [(action, kw)], actor=actor, now=now, vendor=vendor)
 
 
 async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_duration_s: float = 600) -> list[str]:

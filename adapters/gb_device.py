@@ -544,10 +544,10 @@ class GbDeviceAdapter:
             "model": (info.model or "")[:200],
             "firmware": (info.firmware or "")[:200],
         }
-        if info.name:
-            values["name"] = info.name[:200]
-        self.inventory.update_device(device_id, **values)
         entry = self.policy.get(device_id)
+        if info.name and not (entry is not None and entry.name):
+            values["name"] = info.name[:200]  # the whitelist's name (given by an operator) wins
+        self.inventory.update_device(device_id, **values)
         if entry is not None:
             verdict = check_device_info(entry, info.manufacturer, info.model, info.firmware)
             if not verdict.allowed:

@@ -1,0 +1,82 @@
+"""The daily fault notice as webhook messages, and the ledger scheduler wired to the report service.
+
+`gateway.health.scheduler` runs the minute loop but may not import reports (architecture.md §2),
+so this module hands it its two jobs: open due tickets (`service.open_due_tickets`, faults ≥ 10
+min) and build the notice targets — `report.webhook_url` gets every station's rows, each police
+station with a `webhook_url` gets its own rows (DingTalk or WeCom payload chosen by the URL).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+from gateway.health.scheduler import NoticeResult, NoticeTarget, Scheduler, send_notice
+from gateway.reports import records, service
+from gateway.reports.notify import robot_kind, robot_payload
+from gateway.reports.table import Table
+
+TICKET_AFTER_S = 600.0
+
+
+def _lang(settings: Any) -> str:
+    return "en" if str(getattr(settings.report, "language", "zh")).startswith("en") else "zh"
+
+
+async def notice_targets(sessions: Any, settings: Any, day: date, *, now: float) -> list[NoticeTarget]:
+    """The daily fault notice of local `day` for every configured webhook."""
+    report, tz = await service.compute_report(sessions, settings, "daily-faults", day.isoformat(), now=now)
+    table = report.tables[0]
+    lang = _lang(settings)
+    out: list[NoticeTarget] = []
+    url = settings.report.webhook_url
+    if url:
+        out.append(NoticeTarget("all", url, robot_payload(table, robot_kind(url), lang=lang, tz=tz)))
+    for st in await records.stations(sessions):
+        hook = st.get("webhook_url")
+        if not hook:
+            continue
+        names = {st["id"], st["name"]}
+        mine = Table(table.kind, table.columns, [r for r in table.rows if r.get("station") in names])
+        mine.meta = dict(table.meta)
+        out.append(NoticeTarget(f"station:{st['id']}", hook, robot_payload(mine, robot_kind(hook), lang=lang, tz=tz)))
+    return out
+
+
+async def send_now(sessions: Any, settings: Any, day: date | None = None, *, now: float | None = None) -> NoticeResult:
+    """`gbgate notice send [--date]`: open due tickets, then push `day`'s notice (default today)."""
+    now = time.time() if now is None else now
+    tz = service.report_timezone(settings.report.timezone)
+    if day is None:
+        from datetime import datetime
+
+        day = datetime.fromtimestamp(now, tz).date()
+    await service.open_due_tickets(sessions, settings, now=now, min_duration_s=TICKET_AFTER_S)
+
+    async def targets(d: date, t: float) -> list[NoticeTarget]:
+        return await notice_targets(sessions, settings, d, now=t)
+
+    return await send_notice(targets, day, now=now)
+
+
+def make_scheduler(
+    sessions: Any, settings: Any, *, clock: Callable[[], float] = time.time, tick: float = 60.0
+) -> Scheduler:
+    """The app's scheduler: due tickets every tick, the notice at report.notice_hour."""
+
+    async def open_tickets(now: float) -> list[str]:
+        return await service.open_due_tickets(sessions, settings, now=now, min_duration_s=TICKET_AFTER_S)
+
+    async def targets(day: date, now: float) -> list[NoticeTarget]:
+        return await notice_targets(sessions, settings, day, now=now)
+
+    return Scheduler(
+        open_tickets=open_tickets,
+        notice_targets=targets,
+        tz=service.report_timezone(settings.report.timezone),
+        notice_hour=settings.report.notice_hour,
+        clock=clock,
+        tick=tick,
+    )

@@ -402,3 +402,19 @@ async def test_tls_is_off_by_default_and_needs_a_context(tmp_path: Path) -> None
         await ep.stop()
     with pytest.raises(SipError):
         await SipEndpoint.start("127.0.0.1", 0, app, tls_port=0)
+
+
+async def test_busy_tls_port_fails_start_and_releases_the_others(pki: Pki) -> None:
+    busy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        ctx = server_context(pki.server.cert_path, pki.server.key_path, pki.ca.cert_path, True)
+        with pytest.raises(OSError):
+            await SipEndpoint.start("127.0.0.1", 0, App(), tls_port=busy.getsockname()[1], tls_context=ctx)
+        # Nothing left bound by the failed start: a normal endpoint still starts and stops.
+        ep = await SipEndpoint.start("127.0.0.1", 0, App(), tls_port=0, tls_context=ctx)
+        assert ep.tls_port and ep.tls_port != busy.getsockname()[1]
+        await ep.stop()
+    finally:
+        busy.close()

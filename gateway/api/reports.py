@@ -405,15 +405,7 @@ async def ticket_feedback(request: web.Request) -> web.Response:
     current = await records.ticket_detail(_runtime(request).sessions, tid, vendor=vendor)
     if current is None:
         raise ApiError(404, "not_found", f"unknown ticket {tid!r}", field="ticket")
-    steps: list[tuple[str, dict[str, Any]]] = []
-    # an answer is possible before the repair (open / answered / disputed); after it, the cause
-    # travels with the repair step
-    if (cause or expected is not None) and current["status"] != "repaired":
-        steps.append(("answer", {"cause": cause or current["vendor_cause"], "expected_repair_ts": expected}))
-    if actual is not None:
-        steps.append(("repair", {"repaired_ts": actual, "cause": cause or None}))
-    elif current["status"] == "repaired" and cause:
-        steps.append(("repair", {"repaired_ts": current["repaired_ts"] or current["recovered_ts"], "cause": cause}))
+    steps = records.feedback_steps(current, cause, expected, actual)
     return await _ticket_reply(request, steps, vendor)
 
 

@@ -158,3 +158,22 @@ async def stations(sessions: Any) -> list[dict[str, Any]]:
     async with sessions() as s:
         rows = (await s.execute(select(T.PoliceStation).order_by(T.PoliceStation.id))).scalars().all()
     return [row_dict(r) for r in rows]
+
+
+def feedback_steps(
+    current: dict[str, Any], cause: str, expected: float | None, actual: float | None
+) -> list[tuple[str, dict[str, Any]]]:
+    """The workflow actions a vendor's feedback means for a ticket in its current state.
+
+    An answer (cause, expected repair) is possible until the repair; after it, or with an actual
+    repair time, the cause travels with the repair step. Applied with `service.ticket_steps`
+    (one transaction: all or nothing).
+    """
+    steps: list[tuple[str, dict[str, Any]]] = []
+    if (cause or expected is not None) and current["status"] != "repaired":
+        steps.append(("answer", {"cause": cause or current["vendor_cause"], "expected_repair_ts": expected}))
+    if actual is not None:
+        steps.append(("repair", {"repaired_ts": actual, "cause": cause or None}))
+    elif current["status"] == "repaired" and cause:
+        steps.append(("repair", {"repaired_ts": current["repaired_ts"] or current["recovered_ts"], "cause": cause}))
+    return steps

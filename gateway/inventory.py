@@ -20,7 +20,8 @@ class StoreInventory:
         self.repo.add_event(device_id, kind, ts, **detail)
 
     async def known_channels(self, device_id: str) -> Mapping[str, CatalogItem]:
-        await self.repo.flush()  # the device row must exist before channels reference it
+        # No flush needed: catalog writes go through the same batched writer, which writes
+        # device rows before jobs in every batch.
         out: dict[str, CatalogItem] = {}
         for row in await self.repo.list_channels(device_id, include_hidden=True):
             try:

@@ -58,7 +58,12 @@ def make_engine(url: str) -> AsyncEngine:
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(async_url(url), pool_pre_ping=path is None)
+    if make_url(url).get_backend_name() == "sqlite":
+        # One connection: SQLite has one writer anyway, and a single connection means no
+        # "database is locked" between our own coroutines (other processes wait on busy_timeout).
+        engine = create_async_engine(async_url(url), pool_size=1, max_overflow=0, pool_timeout=60)
+    else:
+        engine = create_async_engine(async_url(url), pool_pre_ping=True)
     if path is not None or make_url(url).get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)

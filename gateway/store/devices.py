@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.store.models import Channel, Device, DeviceEvent
@@ -22,6 +22,40 @@ from gateway.store.models import Channel, Device, DeviceEvent
 log = logging.getLogger(__name__)
 
 Job = Callable[[AsyncSession], Awaitable[None]]
+
+
+_DEVICES = Device.__table__  # type: ignore[attr-defined]
+_EVENTS = DeviceEvent.__table__  # type: ignore[attr-defined]
+
+
+async def _write_devices(session: AsyncSession, devices: dict[str, dict[str, Any]], now: datetime) -> None:
+    """Upsert device rows with executemany, grouped by the set of columns changed.
+
+    Core statements, not ORM objects: a registration storm writes thousands of rows per batch
+    and building model instances for each cost more than the database work.
+    """
+    ids = list(devices)
+    existing: set[str] = set()
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        existing.update((await session.execute(select(_DEVICES.c.id).where(_DEVICES.c.id.in_(chunk)))).scalars())
+    updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    inserts: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for device_id, values in devices.items():
+        row = {**values, "updated_at": now}
+        if device_id in existing:
+            # bind names must differ from column names in an UPDATE ... SET (SQLAlchemy reserves those)
+            bound = {"b_id": device_id, **{f"v_{k}": v for k, v in row.items()}}
+            updates.setdefault(tuple(sorted(row)), []).append(bound)
+        else:
+            row["id"] = device_id
+            row.setdefault("first_admitted_at", now)
+            inserts.setdefault(tuple(sorted(row)), []).append(row)
+    for rows in inserts.values():
+        await session.execute(insert(_DEVICES), rows)
+    for keys, rows in updates.items():
+        stmt = update(_DEVICES).where(_DEVICES.c.id == bindparam("b_id")).values({k: bindparam(f"v_{k}") for k in keys})
+        await session.execute(stmt, rows)
 
 
 def ts_to_dt(ts: float | None) -> datetime | None:
@@ -43,7 +77,7 @@ class DeviceRepository:
         self._sessions = sessions
         self._interval = interval
         self._pending_devices: dict[str, dict[str, Any]] = {}
-        self._pending_events: list[DeviceEvent] = []
+        self._pending_events: list[dict[str, Any]] = []
         self._jobs: list[tuple[Job, asyncio.Future[None] | None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -80,7 +114,7 @@ class DeviceRepository:
         self._wake.set()
 
     def add_event(self, device_id: str, kind: str, ts: float, **detail: Any) -> None:
-        self._pending_events.append(DeviceEvent(device_id=device_id, kind=kind, ts=ts_to_dt(ts), detail=detail))
+        self._pending_events.append({"device_id": device_id, "kind": kind, "ts": ts_to_dt(ts), "detail": detail})
         self._wake.set()
 
     def submit(self, job: Job) -> asyncio.Future[None]:
@@ -104,17 +138,9 @@ class DeviceRepository:
         try:
             async with self._sessions() as session, session.begin():
                 if devices:
-                    existing = set(
-                        (await session.execute(select(Device.id).where(Device.id.in_(list(devices))))).scalars()
-                    )
-                    for device_id, values in devices.items():
-                        values = {**values, "updated_at": now}
-                        if device_id in existing:
-                            await session.execute(update(Device).where(Device.id == device_id).values(**values))
-                        else:
-                            session.add(Device(id=device_id, **values))
-                    await session.flush()
-                session.add_all(events)
+                    await _write_devices(session, devices, now)
+                if events:
+                    await session.execute(insert(_EVENTS), events)
                 for job, _ in jobs:
                     await job(session)
         except Exception as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.health.timeline import Event, State
@@ -33,21 +33,20 @@ class SqlHealthEvents:
                 chunk = ids[i : i + 500]
                 q = select(HealthEvent.event_id).where(HealthEvent.event_id.in_(chunk))
                 existing.update((await session.execute(q)).scalars())
-            seen: set[str] = set()
+            rows: dict[str, dict[str, object]] = {}
             for e in batch:
-                if e.event_id in existing or e.event_id in seen:
+                if e.event_id in existing or e.event_id in rows:
                     continue
-                seen.add(e.event_id)
-                session.add(
-                    HealthEvent(
-                        event_id=e.event_id,
-                        subject=e.subject,
-                        ts=e.ts,
-                        state=str(e.state),
-                        cause=e.cause,
-                        evidence=dict(e.evidence),
-                    )
-                )
+                rows[e.event_id] = {
+                    "event_id": e.event_id,
+                    "subject": e.subject,
+                    "ts": e.ts,
+                    "state": str(e.state),
+                    "cause": e.cause,
+                    "evidence": dict(e.evidence),
+                }
+            if rows:  # Core executemany: thousands of events per copy must not build ORM objects
+                await session.execute(insert(HealthEvent.__table__), list(rows.values()))  # type: ignore[attr-defined]
 
     async def latest(self) -> dict[str, Event]:
         """The last event of every subject (for restoring state and closing crash gaps)."""

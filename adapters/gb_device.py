@@ -257,7 +257,8 @@ class GbDeviceAdapter:
             return
         decision = self.policy.decide(
             WlRequest(
-                device_id=device_id, source_ip=peer.host, transport=peer.transport, kind=RequestKind.REGISTER
+                device_id=device_id, source_ip=peer.host, transport=peer.transport, kind=RequestKind.REGISTER,
+                cert_fingerprint=self._cert_fingerprint(peer),
             ),
             _utc(now),
         )
@@ -365,6 +366,10 @@ class GbDeviceAdapter:
             except Exception:
                 log.exception("catalog sync of %s failed", device_id)
 
+    def _cert_fingerprint(self, peer: Peer) -> str | None:
+        """The client-certificate pin of the TLS connection `peer` came on (whitelist CERT_MISMATCH)."""
+        return self.endpoint.peer_fingerprint(peer) if peer.transport == "tls" else None
+
     def _verify(self, creds: digest.Credentials, decision: Decision) -> bool:
         cred = decision.credential
         if cred is None and self.default_credential is not None and decision.entry is not None:
@@ -455,7 +460,10 @@ class GbDeviceAdapter:
             self._respond(key, request, 403, peer, reason="Forbidden")
             return
         decision = self.policy.decide(
-            WlRequest(device_id=device_id, source_ip=peer.host, transport=peer.transport, kind=RequestKind.MESSAGE),
+            WlRequest(
+                device_id=device_id, source_ip=peer.host, transport=peer.transport, kind=RequestKind.MESSAGE,
+                cert_fingerprint=self._cert_fingerprint(peer),
+            ),
             _utc(now),
         )
         if not decision.allowed:

@@ -19,10 +19,13 @@ from aiohttp import web
 from adapters.gb_device import DeviceSettings, GbDeviceAdapter
 from adapters.gb_invite import MediaPlane, install_media
 from adapters.outbound import LocalIdentity
+from certs.errors import CertError
+from certs.tls import server_context
 from gateway.admission import Admission
 from gateway.api import build_web_app, live, webrtc
 from gateway.api.auth import TokenStore
 from gateway.config import Settings
+from gateway.errors import ConfigError
 from gateway.gb.presence import Presence
 from gateway.health.journal import Journal
 from gateway.health.recorder import HealthRecorder
@@ -53,6 +56,9 @@ ENDPOINT_FAMILIES = {
     "parse_error": ("gbgate_sip_parse_errors_total", "Malformed SIP input, by reason", ("reason",)),
     "requests": ("gbgate_sip_transport_requests_total", "SIP requests parsed, by method", ("method",)),
     "responses": ("gbgate_sip_transport_responses_total", "SIP responses parsed, by status", ("status",)),
+    "tls_handshake_error": (
+        "gbgate_sip_tls_handshake_failures_total", "TLS handshakes refused, by reason", ("reason",)
+    ),
 }
 
 
@@ -140,8 +146,15 @@ class Gateway:
 
             shared = s.sip.default_password
             adapter.default_credential = lambda dev: Credential.from_password(dev, s.sip.domain, shared)
+        tls_context = None
+        if s.sip.tls_port is not None:
+            try:
+                tls_context = server_context(s.sip.tls_cert, s.sip.tls_key, s.sip.tls_ca, s.sip.tls_require_client_cert)
+            except CertError as exc:
+                raise ConfigError("sip.tls_cert", f"cannot load the TLS certificate/key/CA: {exc}") from None
         endpoint = await SipEndpoint.start(
-            s.sip.host, s.sip.port, adapter, rcvbuf=s.sip.rcvbuf, max_message=s.sip.max_message
+            s.sip.host, s.sip.port, adapter, rcvbuf=s.sip.rcvbuf, max_message=s.sip.max_message,
+            tls_port=s.sip.tls_port, tls_context=tls_context,
         )
         self._closers.append(endpoint.stop)
         identity.port = endpoint.udp_port

@@ -64,28 +64,39 @@ def _certs(settings: Any, args: argparse.Namespace) -> int:
 
             print(fingerprint(Path(args.file).read_bytes()))
             return 0
-        from certs import ca
+        from certs.ca import LocalCA
 
         ca_dir = base / "certs"
         if args.action == "ca":
-            paths = ca.create_ca(ca_dir, overwrite=args.force)
-            print(f"CA certificate {paths[0]}")
+            LocalCA.create(ca_dir, overwrite=args.force)
+            print(f"CA certificate {ca_dir / 'ca.crt'}")
             return 0
+        local = LocalCA.load(ca_dir)
         if args.action == "server":
             hosts = args.host or [settings.sip.host]
-            paths = ca.issue_server(ca_dir, hosts)
-            print(f"gateway certificate {paths[0]}")
+            ips = [h for h in hosts if _is_ip(h)]
+            names = [h for h in hosts if not _is_ip(h)]
+            issued = local.issue_server(dns_names=names, ip_addresses=ips, overwrite=True)
+            print(f"gateway certificate {issued.cert_path} (key {issued.key_path})")
             return 0
         if args.action == "device":
-            paths = ca.issue_device(ca_dir, args.device_id)
-            from certs.fingerprint import fingerprint
-
-            print(f"device certificate {paths[0]} fingerprint {fingerprint(paths[0].read_bytes())}")
+            issued = local.issue_device(args.device_id, overwrite=True)
+            print(f"device certificate {issued.cert_path} fingerprint {issued.fingerprint}")
             return 0
     except (CertError, OSError) as exc:
         print(f"gbgate: {exc}", file=sys.stderr)
         return 2
     return 2
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 async def _report(settings: Any, args: argparse.Namespace) -> int:

@@ -45,9 +45,9 @@ class SipSettings:
     user_agent: str = "gbgate/0.1"
     # SIP over TLS with client certificates (GB 35114-style binding): off unless tls_port is set
     tls_port: int | None = None
-    tls_cert: str = "./gbgate-data/certs/gateway.pem"
+    tls_cert: str = "./gbgate-data/certs/gateway.crt"  # as written by `gbgate certs server`
     tls_key: str = "./gbgate-data/certs/gateway.key"
-    tls_ca: str = "./gbgate-data/certs/ca.pem"
+    tls_ca: str = "./gbgate-data/certs/ca.crt"
     tls_require_client_cert: bool = True
 
 

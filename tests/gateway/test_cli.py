@@ -120,3 +120,16 @@ def test_devices_list_and_db_upgrade(tmp: Path) -> None:
     res = gbgate(tmp, "devices", "list")
     assert res.returncode == 0 and "of 0 online" in res.stdout
     assert json.loads(gbgate(tmp, "devices", "list", "--json").stdout) == []
+
+
+def test_certs_ca_server_device(tmp: Path) -> None:
+    assert gbgate(tmp, "certs", "ca").returncode == 0
+    server = gbgate(tmp, "certs", "server", "--host", "127.0.0.1", "--host", "gbgate.local")
+    assert server.returncode == 0, server.stderr
+    assert (tmp / "certs" / "gateway.crt").exists() and (tmp / "certs" / "gateway.key").exists()
+    dev = gbgate(tmp, "certs", "device", DEV)
+    assert dev.returncode == 0, dev.stderr
+    fp = dev.stdout.split("fingerprint ")[1].strip()
+    shown = gbgate(tmp, "certs", "fingerprint", str(tmp / "certs" / "devices" / f"{DEV}.crt"))
+    assert shown.stdout.strip() == fp and len(fp) == 64
+    assert gbgate(tmp, "certs", "device", "123").returncode == 2

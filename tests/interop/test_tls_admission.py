@@ -153,10 +153,8 @@ async def register_with_password(dev: OpensslDevice) -> tuple[Response, Response
     return challenge, await dev.response()
 
 
-WIRING = pytest.mark.xfail(reason="needs lead wiring", strict=False)
 
 
-@WIRING
 async def test_pinned_certificate_is_admitted(gw: Gateway, pki: Pki) -> None:
     port = tls_port(gw)
     await whitelist(gw, CAM, PW, cert_fingerprint=pki.cert_a.fingerprint)
@@ -173,7 +171,6 @@ async def test_pinned_certificate_is_admitted(gw: Gateway, pki: Pki) -> None:
         await dev.close()
 
 
-@WIRING
 async def test_other_certificate_with_the_right_password_is_refused(gw: Gateway, pki: Pki) -> None:
     port = tls_port(gw)
     await whitelist(gw, CAM, PW, cert_fingerprint=pki.cert_a.fingerprint)
@@ -190,7 +187,6 @@ async def test_other_certificate_with_the_right_password_is_refused(gw: Gateway,
         await dev.close()
 
 
-@WIRING
 async def test_certificate_from_another_ca_never_gets_a_session(gw: Gateway, pki: Pki) -> None:
     port = tls_port(gw)
     await whitelist(gw, CAM, PW, cert_fingerprint=pki.stranger.fingerprint)

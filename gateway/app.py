@@ -24,13 +24,16 @@ from certs.tls import server_context
 from gateway.admission import Admission
 from gateway.api import build_web_app, live, webrtc
 from gateway.api.auth import TokenStore
+from gateway.api.reports import ReportsRuntime
 from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.gb.presence import Presence
 from gateway.health.journal import Journal
+from gateway.health.probe_runner import ProbeRunner
 from gateway.health.recorder import HealthRecorder
 from gateway.inventory import StoreInventory
 from gateway.metrics import CounterSource, Metrics
+from gateway.reports.notice import make_scheduler
 from gateway.services import Services
 from gateway.sip import digest
 from gateway.sip.transport import SipEndpoint
@@ -185,8 +188,15 @@ class Gateway:
             metrics=metrics,
             health=health,
             streams=plane.hub,
-            components={"database": "ok", "sip": "ok", "health_journal": "ok", "media": "ok"},
+            components={"database": "ok", "sip": "ok", "health_journal": "ok", "media": "ok", "scheduler": "ok"},
         )
+        prober = ProbeRunner(plane.hub, health, interval=s.health.probe_interval, clock=self.clock)
+        await prober.start()
+        self._closers.append(prober.stop)
+        scheduler = make_scheduler(sessions, s, clock=self.clock)
+        await scheduler.start()
+        self._closers.append(scheduler.stop)
+        self.services.reports = ReportsRuntime(sessions=sessions, prober=prober, scheduler=scheduler)
         self.adapter, self.endpoint = adapter, endpoint
         app = build_web_app(self.services, [live.routes])
         whep = webrtc.setup_webrtc(app)  # WHEP + snapshot routes, peer connections closed at shutdown

@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     from gateway.cli_extra import add_extra_parsers
 
     add_extra_parsers(sub)
+    from gateway.cli_ops import add_ops_parsers
+
+    add_ops_parsers(sub)
     return p
 
 
@@ -198,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from gateway.cli_whitelist import run_whitelist
 
             return run_async(run_whitelist, settings, args)
+        from gateway.cli_ops import OPS_COMMANDS, run_ops
+
+        if cmd in OPS_COMMANDS:
+            return run_async(run_ops, settings, args)
         from gateway.cli_extra import run_extra
 
         return run_async(run_extra, settings, args)

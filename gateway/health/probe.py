@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 
@@ -91,6 +90,8 @@ class FrameMetrics:
 
 
 def _prepare(frame: Frame, width: int) -> NDArray[Any]:
+    import cv2  # lazy: OpenCV loads with the first probe, not with the gateway
+
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ProbeError(f"expected an HxWx3 uint8 BGR image, got {getattr(frame, 'shape', type(frame))}")
     h, w = frame.shape[:2]
@@ -102,6 +103,8 @@ def _prepare(frame: Frame, width: int) -> NDArray[Any]:
 
 
 def _occluded_share(gray: NDArray[Any], block: int, max_std: float) -> float:
+    import cv2  # lazy: OpenCV loads with the first probe, not with the gateway
+
     h, w = gray.shape
     rows, cols = h // block, w // block
     if rows == 0 or cols == 0:
@@ -117,6 +120,8 @@ def _occluded_share(gray: NDArray[Any], block: int, max_std: float) -> float:
 
 def measure(frame: Frame, previous: Frame | None, thresholds: ProbeThresholds) -> FrameMetrics:
     """Measure one frame (and its difference to the previous keyframe, if given)."""
+    import cv2  # lazy: OpenCV loads with the first probe, not with the gateway
+
     small = _prepare(frame, thresholds.analysis_width)
     gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
     p2, p98 = (float(v) for v in np.percentile(gray, (2, 98)))

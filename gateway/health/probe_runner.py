@@ -28,7 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import av
 import numpy as np
 
 from gateway.health.errors import ProbeError
@@ -83,6 +82,8 @@ def with_parameter_sets(frame: MediaFrame, known: ParameterSets | None) -> bytes
 
 def decode_keyframe(codec: Codec, data: bytes) -> np.ndarray[Any, Any]:
     """One keyframe access unit → BGR image. Blocking: call in a worker thread."""
+    import av  # lazy: PyAV loads with the first probe
+
     name = _DECODERS.get(codec)
     if name is None:
         raise ProbeError(f"cannot decode {codec.value} video")

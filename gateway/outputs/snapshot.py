@@ -22,9 +22,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-import av
-import cv2
-
 from gateway.errors import GbgateError
 from gateway.media.frames import Codec, MediaFrame
 from gateway.media.nal import ParameterSets, parameter_sets
@@ -65,6 +62,9 @@ def complete_keyframe(frame: MediaFrame, known: ParameterSets | None) -> bytes:
 
 def decode_to_jpeg(codec: Codec, data: bytes, *, quality: int = JPEG_QUALITY) -> tuple[bytes, int, int]:
     """Decode one keyframe access unit and encode it as JPEG. Blocking: call in a worker thread."""
+    import av  # lazy: PyAV and OpenCV load with the first snapshot, not with the gateway
+    import cv2
+
     name = _DECODERS.get(codec)
     if name is None:
         raise SnapshotError(f"cannot decode {codec.value} video")

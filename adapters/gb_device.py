@@ -103,6 +103,8 @@ class GbDeviceAdapter:
         # exposed channels of each device and whether their catalog said ON: device transitions
         # become channel transitions in the health ledger (reports read channel timelines)
         self._channels: dict[str, dict[str, bool]] = {}
+        self._catalog_cache: dict[str, dict[str, Any]] = {}  # last applied catalog per device
+        self._catalog_writes: dict[str, asyncio.Future[Any]] = {}
         self._sync_queue: asyncio.Queue[str] = asyncio.Queue()
         self._sync_pending: set[str] = set()
         # sip.default_password: a shared credential for admitted entries that have none (off by default)
@@ -360,7 +362,7 @@ class GbDeviceAdapter:
             if device_id not in self.presence:
                 continue  # dropped (model mismatch) or gone meanwhile
             try:
-                await self.sync_catalog(device_id)
+                await self.sync_catalog(device_id, wait_written=False)
             except (QueryFailed, SipError) as exc:
                 log.info("Catalog from %s failed: %s", device_id, exc)
             except Exception:
@@ -570,8 +572,12 @@ class GbDeviceAdapter:
     async def device_status(self, device_id: str) -> manscdp.DeviceStatus:
         return manscdp.device_status(await self.query(device_id, "DeviceStatus"))
 
-    async def sync_catalog(self, device_id: str) -> CatalogResult:
-        """Query the catalog and wait until it is assembled (or timed out) and applied."""
+    async def sync_catalog(self, device_id: str, *, wait_written: bool = True) -> CatalogResult:
+        """Query the catalog and wait until it is assembled (or timed out) and applied.
+
+        With `wait_written` (the API's on-demand query) also wait until the channels are in the
+        store; the post-login workers do not, so they are not paced by the writer's batches.
+        """
         sn = self._next_sn()
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiters[(device_id, "Catalog", sn)] = fut
@@ -580,6 +586,9 @@ class GbDeviceAdapter:
             await self._send_query(device_id, "Catalog", sn)
             limit = self.settings.catalog_first_timeout + self.settings.catalog_idle_timeout + 5
             result: CatalogResult = await asyncio.wait_for(fut, limit)
+            written = self._catalog_writes.get(device_id)
+            if wait_written and written is not None:
+                await written
             return result
         except TimeoutError:
             raise QueryFailed(f"Catalog from {device_id}: no response") from None
@@ -603,7 +612,9 @@ class GbDeviceAdapter:
 
     async def _apply_catalog(self, result: CatalogResult) -> None:
         device_id = result.device_id
-        old = await self.inventory.known_channels(device_id)
+        old = self._catalog_cache.get(device_id)
+        if old is None:  # first sync of this device since start: what the store knows
+            old = dict(await self.inventory.known_channels(device_id))
         channels = [i for i in result.items if is_playable_channel(i.device_id)]
         if not result.complete and len(channels) < len(old):
             # an incomplete catalog must not delete channels that simply did not arrive
@@ -611,7 +622,11 @@ class GbDeviceAdapter:
             channels = list(merged.values())
         d = diff_catalog(old, channels)
         exposed = self._exposed(device_id, [c.device_id for c in channels])
-        await self.inventory.apply_catalog(device_id, d.added, d.updated, d.removed, exposed)
+        # queued on the batched writer; not awaited here so a sync worker moves on at once
+        written = asyncio.ensure_future(self.inventory.apply_catalog(device_id, d.added, d.updated, d.removed, exposed))
+        written.add_done_callback(self._write_done)
+        self._catalog_writes[device_id] = written
+        self._catalog_cache[device_id] = {c.device_id: c for c in channels}
         self.inventory.update_device(device_id, channel_count=len(exposed))
         if d.added or d.removed or d.updated:
             self.inventory.add_event(
@@ -644,6 +659,11 @@ class GbDeviceAdapter:
                 now,
                 {"device_id": device_id, "status": item.status},
             )
+
+    def _write_done(self, fut: asyncio.Future[Any]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            self.stats["catalog:write_failed"] += 1
+            log.warning("catalog write failed: %r", fut.exception())
 
     async def _apply_catalog_notify(self, device_id: str, items: list[Any]) -> None:
         now = self.clock()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
 from gateway.gb.items import CatalogItem
@@ -30,7 +30,8 @@ class StoreInventory:
                 out[row.channel_id] = CatalogItem(device_id=row.channel_id, name=row.name)
         return out
 
-    async def apply_catalog(
+    def apply_catalog(
         self, device_id: str, added: Iterable[Any], updated: Iterable[Any], removed: Iterable[str], exposed: set[str]
-    ) -> None:
-        await self.repo.submit(make_catalog_job(device_id, added, updated, removed, exposed))
+    ) -> Awaitable[None]:
+        """Queue the channel changes on the batched writer; the future resolves once committed."""
+        return self.repo.submit(make_catalog_job(device_id, added, updated, removed, exposed))

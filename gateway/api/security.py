@@ -52,6 +52,7 @@ def require(*roles: str) -> Callable[[Handler], Handler]:
                 raise ApiError(403, "forbidden", f"role {p.role.value} may not do this")
             return await handler(request, *args)
 
+        inner.__gbgate_roles__ = frozenset(r.value for r in allowed)  # type: ignore[attr-defined]  # for OpenAPI
         return inner
 
     return wrap

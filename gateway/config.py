@@ -80,7 +80,7 @@ class WhitelistSettings:
     max_failures: int = 5
     failure_window: float = 60.0
     lock_for: float = 900.0
-    flood_max_per_second: int = 50
+    flood_max_per_second: int = 200  # per source address; a NATed site of a few hundred cameras re-registers at once
     flood_ban_for: float = 60.0
     signing_key: str = "./gbgate-data/keys/policy_ed25519.pem"
     signing_pub: str = "./gbgate-data/keys/policy_ed25519.pub.pem"

@@ -378,8 +378,12 @@ async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_dura
 
     wide: Period = replace(p, start=start, first=p.first - timedelta(days=31))
     contract = await load_contract(sessions)
+    if not any(c.vendor for c in contract.channels):
+        return []  # no vendor to send a ticket to: do not rebuild a month of ledger for nothing
     events = await load_events(sessions, start, now)
-    ledger = build_ledger(events, contract, wide, maintenance=await load_maintenance(sessions, start, now))
+    maintenance = await load_maintenance(sessions, start, now)
+    # a month of timelines is CPU work: off the event loop, so SIP and media never wait for it
+    ledger = await asyncio.to_thread(build_ledger, events, contract, wide, maintenance=maintenance)
     info = {c.channel_id: c for c in contract.channels}
     opened: list[str] = []
     async with sessions() as s, s.begin():

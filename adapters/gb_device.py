@@ -51,6 +51,7 @@ class DeviceSettings:
     catalog_idle_timeout: float = 5.0
     catalog_first_timeout: float = 120.0
     sync_concurrency: int = 16
+    query_on_register: bool = True
 
 
 def gb_date(ts: float) -> str:
@@ -340,7 +341,7 @@ class GbDeviceAdapter:
             if pending is not None:
                 await pending
         self._respond(key, request, 200, peer, headers=headers)
-        if device_id not in self._sync_pending:
+        if self.settings.query_on_register and device_id not in self._sync_pending:
             self._sync_pending.add(device_id)
             self._sync_queue.put_nowait(device_id)
 

@@ -129,6 +129,7 @@ class Gateway:
                 catalog_idle_timeout=s.sip.catalog_idle_timeout,
                 catalog_first_timeout=s.sip.catalog_first_timeout,
                 sync_concurrency=s.sip.sync_concurrency,
+                query_on_register=s.sip.query_on_register,
             ),
             identity=identity,
             policy=policy,

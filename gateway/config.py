@@ -42,6 +42,7 @@ class SipSettings:
     catalog_first_timeout: float = 120.0
     query_timeout: float = 5.0
     sync_concurrency: int = 16  # devices queried (DeviceInfo, Catalog) at once after registering
+    query_on_register: bool = True  # DeviceInfo + Catalog after each new login (off only for registrar benchmarks)
     user_agent: str = "gbgate/0.1"
     # SIP over TLS with client certificates (GB 35114-style binding): off unless tls_port is set
     tls_port: int | None = None

@@ -255,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold-seconds", type=float, default=60.0)
     ap.add_argument("--concurrency", type=int, default=256)
     ap.add_argument("--compare-kamailio", action="store_true")
+    ap.add_argument("--compare-only", action="store_true", help="skip the swarm phases, run only the sipp comparison")
+    ap.add_argument("--registrar-only", action="store_true",
+                    help="gateway without post-login DeviceInfo/Catalog queries (sipp never answers them; "
+                         "Kamailio sends none), to compare the registrar itself")
     ap.add_argument("--cmp-reg-rate", type=float, default=1000.0)
     ap.add_argument("--cmp-ka-rate", type=float, default=4000.0)
     ap.add_argument("--cmp-seconds", type=float, default=10.0)
@@ -267,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gbgate-bench-"))
     print(f"== gbgate signalling benchmark: {args.devices} devices, {os.cpu_count()} CPUs, work dir {tmp}", flush=True)
     gw = Gateway(tmp, keepalive_interval=60.0)
+    if args.registrar_only:
+        gw.env["GBGATE_SIP__QUERY_ON_REGISTER"] = "false"
+        print("  registrar only: no DeviceInfo/Catalog queries after REGISTER", flush=True)
     result: dict[str, Any] = {"devices": args.devices, "quick": args.quick}
     try:
         n_wl = max(args.devices, int(args.cmp_reg_rate * args.cmp_seconds) if args.compare_kamailio else 0)
@@ -285,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
               f"RSS {result['gw_rss_idle_mb']} MB", flush=True)
         steps = [f"ka:{int(r_)}:{args.step_seconds:g}" for r_ in args.ka_rates.split(",") if r_.strip()]
         plan = ",".join(["register", "wait:3", *steps, f"hold:{args.hold_seconds:g}"])
-        result["phases"] = run_swarm(gw, args, plan)
+        result["phases"] = [] if args.compare_only else run_swarm(gw, args, plan)
         cmp = compare_kamailio(gw, args, tmp) if args.compare_kamailio else None
         if cmp is not None:
             result["compare_kamailio"] = cmp

@@ -23,6 +23,7 @@ from gateway.gb import manscdp
 from gateway.gb.catalog import CatalogAssembler, CatalogResult, diff_catalog
 from gateway.gb.errors import GbError, ManscdpError
 from gateway.gb.ids import is_playable_channel, is_valid_id
+from gateway.gb.keepalive_fast import quick_keepalive
 from gateway.gb.presence import OfflineCause, Presence, PresenceState, Transition
 from gateway.sip import digest
 from gateway.sip.errors import SipError, SipParseError, SipTimeout
@@ -477,14 +478,22 @@ class GbDeviceAdapter:
         if request.body and "manscdp" not in ctype:
             self._respond(key, request, 415, peer)
             return
+        if peer.port != rec.port:
+            rec.port = peer.port  # NAT rebinding (§4.3)
+        if quick_keepalive(request.body) is not None:
+            # the plain keepalive shape: no XML parser needed (anything unusual takes the full path)
+            self._respond(key, request, 200, peer)
+            self.stats["manscdp:Notify:Keepalive"] += 1
+            transition = self.presence.activity(device_id, now, keepalive=True)
+            if transition is not None:
+                self._apply_transition(transition)
+            return
         try:
             msg = manscdp.parse(request.body)
         except ManscdpError as exc:
             self.stats[f"refused:bad_manscdp:{exc.reason}"] += 1
             self._respond(key, request, 400, peer, reason=exc.reason)
             return
-        if peer.port != rec.port:
-            rec.port = peer.port  # NAT rebinding (§4.3)
         # Answer first, then process (§2.3): retransmissions are absorbed by the transaction layer.
         self._respond(key, request, 200, peer)
         transition = self.presence.activity(device_id, now, keepalive=msg.cmd_type == "Keepalive")

@@ -147,6 +147,7 @@ class Journal:
         self._unsynced: set[str] = set()  # IDs buffered or being written, not yet fsynced
         self._pending: list[tuple[Event, bytes]] = []
         self._waiters: list[asyncio.Future[None]] = []
+        self._barrier: asyncio.Future[None] | None = None
         self._durable: deque[tuple[int, int, Event]] = deque()  # (seq, end position, event)
         self._committed_pos = 0
         self._seq = 0
@@ -205,6 +206,23 @@ class Journal:
         self._pending.append((event, line))
         self._wake.set()
 
+    def barrier(self) -> asyncio.Future[None]:
+        """A future resolved once everything appended so far is fsynced.
+
+        One shared future per batch: a registration storm appends thousands of events between two
+        fsyncs, and a task per event (append_durable) cost more than the event itself.
+        """
+        loop = asyncio.get_running_loop()
+        if not self._unsynced:
+            done: asyncio.Future[None] = loop.create_future()
+            done.set_result(None)
+            return done
+        if self._barrier is None or self._barrier.done():
+            self._barrier = loop.create_future()
+            self._waiters.append(self._barrier)
+            self._wake.set()
+        return self._barrier
+
     async def append_durable(self, event: Event) -> None:
         """Append and return only after an fsync covering the event (persist before acknowledging)."""
         if event.event_id in self._ids and event.event_id not in self._unsynced:
@@ -226,6 +244,7 @@ class Journal:
                 raise JournalError(f"journal {self.path} is not open")
             batch, self._pending = self._pending, []
             waiters, self._waiters = self._waiters, []
+            self._barrier = None  # events appended from now on need the next batch's barrier
             data = b"".join(line for _, line in batch)
             cancelled = False
             try:

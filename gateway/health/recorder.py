@@ -117,7 +117,7 @@ class HealthRecorder:
         event = Event(str(uuid.uuid4()), subject, ts, st, cause, dict(evidence or {}))
         self.journal.append(event)
         self.recorded += 1
-        return asyncio.ensure_future(self.journal.append_durable(event))
+        return self.journal.barrier()
 
     def _heartbeat_mtime(self) -> float | None:
         try:

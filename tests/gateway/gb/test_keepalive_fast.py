@@ -1,0 +1,63 @@
+"""The keepalive fast path agrees with the full parser, and refuses everything it is not sure of."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.gb import manscdp
+from gateway.gb.keepalive_fast import quick_keepalive
+
+DATA = Path(__file__).parents[2] / "data" / "manscdp"
+DEV = "34020000001320000101"
+
+
+def full(body: bytes) -> manscdp.Keepalive:
+    return manscdp.keepalive(manscdp.parse(body))
+
+
+@given(sn=st.integers(0, 10**9), status=st.sampled_from(["OK", "ERROR", "ok"]),
+       charset=st.sampled_from(["GB2312", "UTF-8"]))
+def test_same_answer_as_the_full_parser(sn: int, status: str, charset: str) -> None:
+    body = manscdp.build_keepalive(DEV, sn, status, charset=charset)
+    fast = quick_keepalive(body)
+    assert fast is not None
+    assert fast == full(body)
+
+
+def test_vectors_agree_or_fall_back() -> None:
+    seen = 0
+    for path in sorted(DATA.glob("*")):
+        body = path.read_bytes()
+        fast = quick_keepalive(body)
+        if fast is None:
+            continue
+        seen += 1
+        assert fast == full(body), path.name
+    assert seen >= 1
+
+
+def test_crafted_bodies_fall_back() -> None:
+    base = manscdp.build_keepalive(DEV, 7)
+    assert quick_keepalive(base) is not None
+    hostile = [
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><Notify><CmdType>Keepalive</CmdType>'
+        b"<SN>1</SN><DeviceID>&a;</DeviceID></Notify>",
+        base.replace(b"<Status>OK</Status>", b"<Info><DeviceID>1</DeviceID></Info>"),  # nested: full parser
+        base.replace(b"Keepalive", b"Catalog"),
+        base.replace(b"<SN>7</SN>", b"<SN>x7</SN>"),
+        base.replace(b"<Notify>", b"<Query>").replace(b"</Notify>", b"</Query>"),
+        base.replace(b"</Notify>", b"<SN>8</SN></Notify>"),  # repeated element
+        base + b"<trailing/>",
+        base.replace(b"<Status>OK</Status>", "<Status>正常</Status>".encode("gb18030")),  # not ASCII
+        b"<Notify>" + b"<A>x</A>" * 200 + b"</Notify>",
+    ]
+    for body in hostile:
+        assert quick_keepalive(body) is None, body[:80]
+
+
+@given(st.binary(max_size=300))
+def test_garbage_never_raises(body: bytes) -> None:
+    quick_keepalive(body)

@@ -180,6 +180,17 @@ class Gateway:
         self._closers.append(plane.stop)  # before the endpoint stops, so BYEs still go out
         self.media = plane
 
+        def on_video(channel_id: str, ok: bool, cause: str, evidence: dict[str, Any]) -> None:
+            """no_video when signalling is up but a play request got no decodable video (issue 5 §1)."""
+            subject = f"channel:{channel_id}"
+            current = health.state_of(subject)
+            if not ok and current is not None and current.value == "online":
+                health.set_state(subject, "no_video", cause, self.clock(), evidence)
+            elif ok and current is not None and current.value == "no_video":
+                health.set_state(subject, "online", cause, self.clock(), evidence)
+
+        plane.hub.on_video = on_video
+
         self.services = Services(
             settings=s,
             repo=repo,

@@ -373,6 +373,7 @@ class Stream:
             return
         self.state = "live"
         self.ready.set_result(None)
+        self.hub._video_event(self.channel_id, True, "video_ok", {"codec": str(self.codec) if self.codec else ""})
         if self.traces:
             self.traces[-1].once("ready", gop_frames=len(self.gop))
 
@@ -565,6 +566,8 @@ class StreamHub:
         self.opener = opener
         self.linger = linger
         self.ready_timeout = ready_timeout
+        # (channel_id, ok, cause, evidence): video arrived, or a play request got none in time
+        self.on_video: Callable[[str, bool, str, dict[str, Any]], None] | None = None
         self.queue_size = queue_size
         self._streams: dict[str, Stream] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -612,6 +615,7 @@ class StreamHub:
                 self.counters["subscribe_timeouts"] += 1
                 for t in stream.traces:
                     t.once("timeout", after_s=timeout or self.ready_timeout)
+                self._video_event(channel_id, False, "no_video_after_invite", {"trace": stream.trace[-1:]})
                 raise StreamTimeout(f"no video from {channel_id} within {timeout or self.ready_timeout:g} s",
                                     trace=stream.trace) from None
             finally:
@@ -633,6 +637,15 @@ class StreamHub:
         self._last.pop(stream.channel_id, None)
         self._last[stream.channel_id] = {"reason": reason, "end_reason": stream.end_reason,
                                          "frames": stream.stats.frames, "trace": stream.trace}
+
+    def _video_event(self, channel_id: str, ok: bool, cause: str, evidence: dict[str, Any]) -> None:
+        """Tell the observer (the health ledger) that a channel did or did not deliver video."""
+        if self.on_video is None:
+            return
+        try:
+            self.on_video(channel_id, ok, cause, evidence)
+        except Exception:
+            self.counters["video_observer_errors"] += 1
 
     def last_failure(self, channel_id: str) -> dict[str, Any] | None:
         """How the channel's last stream ended, with its INVITE traces ("why no stream")."""

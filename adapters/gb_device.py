@@ -20,7 +20,7 @@ from typing import Any
 from adapters.base import HealthSink, Inventory, MediaSessions
 from adapters.outbound import LocalIdentity, RequestFactory
 from gateway.gb import manscdp
-from gateway.gb.catalog import CatalogAssembler, CatalogResult, diff_catalog
+from gateway.gb.catalog import CatalogAssembler, CatalogDiff, CatalogResult
 from gateway.gb.errors import GbError, ManscdpError
 from gateway.gb.ids import is_playable_channel, is_valid_id
 from gateway.gb.keepalive_fast import quick_keepalive
@@ -105,7 +105,8 @@ class GbDeviceAdapter:
         # exposed channels of each device and whether their catalog said ON: device transitions
         # become channel transitions in the health ledger (reports read channel timelines)
         self._channels: dict[str, dict[str, bool]] = {}
-        self._catalog_cache: dict[str, dict[str, Any]] = {}  # last applied catalog per device
+        self._catalog_cache: dict[str, dict[str, int]] = {}  # device → {channel_id: fingerprint}
+        self._catalog_loaded: asyncio.Future[None] | None = None
         self._catalog_writes: dict[str, asyncio.Future[Any]] = {}
         self._sync_queue: asyncio.Queue[str] = asyncio.Queue()
         self._sync_pending: set[str] = set()
@@ -620,23 +621,42 @@ class GbDeviceAdapter:
             ordered = ordered[: max(0, limit)]
         return set(ordered)
 
+    async def _known_fingerprints(self, device_id: str) -> dict[str, int]:
+        """The device's channels as last applied: {channel_id: fingerprint}, from memory.
+
+        The store is read once, in bulk, on the first sync after start; after that catalogs are
+        diffed in memory, so a registration storm's syncs never wait on the database.
+        """
+        cached = self._catalog_cache.get(device_id)
+        if cached is not None:
+            return cached
+        if self._catalog_loaded is None:
+            self._catalog_loaded = asyncio.ensure_future(self._load_catalogs())
+        await asyncio.shield(self._catalog_loaded)
+        return self._catalog_cache.setdefault(device_id, {})
+
+    async def _load_catalogs(self) -> None:
+        for dev, items in (await self.inventory.all_channels()).items():
+            self._catalog_cache.setdefault(dev, {cid: _fingerprint(item) for cid, item in items.items()})
+
     async def _apply_catalog(self, result: CatalogResult) -> None:
         device_id = result.device_id
-        old = self._catalog_cache.get(device_id)
-        if old is None:  # first sync of this device since start: what the store knows
-            old = dict(await self.inventory.known_channels(device_id))
-        channels = [i for i in result.items if is_playable_channel(i.device_id)]
-        if not result.complete and len(channels) < len(old):
-            # an incomplete catalog must not delete channels that simply did not arrive
-            merged = {**old, **{i.device_id: i for i in channels}}
-            channels = list(merged.values())
-        d = diff_catalog(old, channels)
-        exposed = self._exposed(device_id, [c.device_id for c in channels])
+        old = await self._known_fingerprints(device_id)
+        new = {i.device_id: i for i in result.items if is_playable_channel(i.device_id)}
+        fps = {cid: _fingerprint(item) for cid, item in new.items()}
+        added = [item for cid, item in new.items() if cid not in old]
+        updated = [item for cid, item in new.items() if cid in old and fps[cid] != old[cid]]
+        # an incomplete catalog must not delete channels that simply did not arrive
+        removed = [cid for cid in old if cid not in new] if result.complete else []
+        kept = {} if result.complete else {cid: fp for cid, fp in old.items() if cid not in new}
+        channels = list(new.values())
+        exposed = self._exposed(device_id, [*new, *kept])
         # queued on the batched writer; not awaited here so a sync worker moves on at once
-        written = asyncio.ensure_future(self.inventory.apply_catalog(device_id, d.added, d.updated, d.removed, exposed))
+        written = asyncio.ensure_future(self.inventory.apply_catalog(device_id, added, updated, removed, exposed))
         written.add_done_callback(self._write_done)
         self._catalog_writes[device_id] = written
-        self._catalog_cache[device_id] = {c.device_id: c for c in channels}
+        self._catalog_cache[device_id] = {**kept, **fps}
+        d = CatalogDiff(added, updated, removed, len(new) - len(added) - len(updated))
         self.inventory.update_device(device_id, channel_count=len(exposed))
         if d.added or d.removed or d.updated:
             self.inventory.add_event(
@@ -715,6 +735,11 @@ def _expires(request: Request) -> int | None:
     if n < 0:
         raise SipParseError("Bad Expires")
     return n
+
+
+def _fingerprint(item: Any) -> int:
+    """Equal catalog items have equal fingerprints (all fields, `extra` included) within a process."""
+    return hash(repr(item))
 
 
 def _utc(ts: float) -> datetime:

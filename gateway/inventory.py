@@ -30,6 +30,17 @@ class StoreInventory:
                 out[row.channel_id] = CatalogItem(device_id=row.channel_id, name=row.name)
         return out
 
+    async def all_channels(self) -> Mapping[str, Mapping[str, CatalogItem]]:
+        """Every device's channels (removed ones excluded), for the adapter's in-memory diff."""
+        out: dict[str, dict[str, CatalogItem]] = {}
+        for row in await self.repo.list_channels(None, include_hidden=True):
+            try:
+                item = CatalogItem(**row.extra)
+            except TypeError:
+                item = CatalogItem(device_id=row.channel_id, name=row.name)
+            out.setdefault(row.device_id, {})[row.channel_id] = item
+        return out
+
     def apply_catalog(
         self, device_id: str, added: Iterable[Any], updated: Iterable[Any], removed: Iterable[str], exposed: set[str]
     ) -> Awaitable[None]:

@@ -94,3 +94,25 @@ async def test_sipp_answers_catalog_and_channels_appear_in_api(gateway: Gateway,
     assert device["manufacturer"] == "SippVision" and device["model"] == "SV-1" and device["channels"] == 2
     result = await sipp_run
     assert result.returncode == 0, result.stdout[-2000:] + result.messages[-3000:]
+
+
+async def test_unchanged_catalog_after_restart_is_not_rewritten(tmp_path: Path) -> None:
+    """After a restart the stored catalog is the baseline: the same catalog again changes nothing."""
+    from tests.interop.conftest import gateway_settings
+
+    answers = Path(__file__).parents[1] / "data" / "sipp" / "camera_answers.xml"
+    for run in range(2):
+        gw = Gateway(gateway_settings(tmp_path))
+        await gw.start()
+        try:
+            if run == 0:
+                await whitelist(gw, CAM, PASSWORD)
+            result = await run_sipp(gw, "camera_register_wait.xml", [[CAM, auth(CAM, PASSWORD)]], tmp_path,
+                                    extra=["-oocsf", str(answers)])
+            assert result.returncode == 0, result.messages[-2000:]
+            await gw.services.repo.flush()  # type: ignore[union-attr]
+            events = [e.kind for e in await gw.services.repo.events(CAM)]  # type: ignore[union-attr]
+        finally:
+            await gw.stop()
+    assert events.count("catalog_changed") == 1, events
+    assert events.count("registered") == 2

@@ -6,6 +6,7 @@ Only this module (and the CLI) imports `adapters`; everything else receives what
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import secrets
@@ -209,6 +210,8 @@ class Gateway:
         await scheduler.start()
         self._closers.append(scheduler.stop)
         self.services.reports = ReportsRuntime(sessions=sessions, prober=prober, scheduler=scheduler)
+        housekeeping = asyncio.create_task(_housekeeping(), name="memory-housekeeping")
+        self._closers.append(housekeeping.cancel)
         self.adapter, self.endpoint = adapter, endpoint
         app = build_web_app(self.services, [live.routes])
         whep = webrtc.setup_webrtc(app)  # WHEP + snapshot routes, peer connections closed at shutdown
@@ -231,6 +234,18 @@ class Gateway:
                     await result
             except Exception:
                 log.exception("error while stopping %r", closer)
+
+
+async def _housekeeping(interval: float = 120.0) -> None:
+    """Give freed heap back to the OS now and then: a registration storm of thousands of devices
+    leaves glibc arenas full of free chunks that would otherwise stay in RSS for good."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc: nothing to do
+        return
+    while True:
+        await asyncio.sleep(interval)
+        await asyncio.to_thread(libc.malloc_trim, 0)
 
 
 def _secret(data_dir: Path) -> bytes:

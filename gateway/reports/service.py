@@ -377,6 +377,12 @@ async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_dura
     from dataclasses import replace
 
     wide: Period = replace(p, start=start, first=p.first - timedelta(days=31))
+    async with sessions() as s:  # cheap check first: load_contract reads every channel and device
+        any_vendor = (
+            await s.execute(select(T.ChannelContract.channel_id).where(T.ChannelContract.vendor_id != "").limit(1))
+        ).first()
+    if any_vendor is None:
+        return []  # no contracted channel, nobody to send a ticket to
     contract = await load_contract(sessions)
     if not any(c.vendor for c in contract.channels):
         return []  # no vendor to send a ticket to: do not rebuild a month of ledger for nothing

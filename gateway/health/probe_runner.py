@@ -33,12 +33,12 @@ import numpy as np
 from gateway.health.errors import ProbeError
 from gateway.health.probe import FaultTracker, ProbeThresholds, faults_from, measure
 from gateway.media.frames import Codec, MediaFrame
-from gateway.media.nal import ParameterSets, parameter_sets
+from gateway.media.keyframe import KeyframeError, complete_keyframe
+from gateway.media.keyframe import decode_keyframe as decode_to_frame
+from gateway.media.nal import ParameterSets
 
 log = logging.getLogger(__name__)
 
-START4 = b"\x00\x00\x00\x01"
-_DECODERS = {Codec.H264: "h264", Codec.H265: "hevc"}
 
 
 @dataclass(slots=True)
@@ -69,33 +69,12 @@ class ProbeResult:
         }
 
 
-def with_parameter_sets(frame: MediaFrame, known: ParameterSets | None) -> bytes:
-    """The keyframe's Annex-B bytes with SPS/PPS (and VPS) in front when it lacks them."""
-    ps = parameter_sets(frame.codec, frame.data)
-    if ps.complete and (frame.codec != Codec.H265 or ps.vps is not None):
-        return frame.data
-    if known is None or not known.complete:
-        return frame.data
-    sets = [s for s in (known.vps if frame.codec == Codec.H265 else None, known.sps, known.pps) if s]
-    return b"".join([*(START4 + s for s in sets), frame.data])
-
-
 def decode_keyframe(codec: Codec, data: bytes) -> np.ndarray[Any, Any]:
     """One keyframe access unit → BGR image. Blocking: call in a worker thread."""
-    import av  # lazy: PyAV loads with the first probe
-
-    name = _DECODERS.get(codec)
-    if name is None:
-        raise ProbeError(f"cannot decode {codec.value} video")
     try:
-        ctx: Any = av.CodecContext.create(name, "r")
-        frames = list(ctx.decode(av.Packet(data)))
-        frames += list(ctx.decode(None))  # flush: the decoder may hold the picture back
-    except av.error.FFmpegError as exc:
-        raise ProbeError(f"the keyframe does not decode: {exc}") from None
-    if not frames:
-        raise ProbeError("the keyframe produced no picture")
-    return frames[0].to_ndarray(format="bgr24")  # type: ignore[no-any-return]
+        return decode_to_frame(codec, data).to_ndarray(format="bgr24")  # type: ignore[no-any-return]
+    except KeyframeError as exc:
+        raise ProbeError(str(exc)) from None
 
 
 def _frame_key(frame: MediaFrame) -> tuple[Any, ...]:
@@ -218,7 +197,7 @@ class ProbeRunner:
         # the same keyframe again (a probe sooner than the GOP) proves nothing about freezing
         previous = ch.previous if key != ch.previous_key else None
         try:
-            image = await asyncio.to_thread(self.decode, frame.codec, with_parameter_sets(frame, known))
+            image = await asyncio.to_thread(self.decode, frame.codec, complete_keyframe(frame, known))
             metrics = await asyncio.to_thread(measure, image, previous, self.thresholds)
         except ProbeError as exc:
             self.failures += 1

@@ -24,11 +24,10 @@ from typing import Any
 
 from gateway.errors import GbgateError
 from gateway.media.frames import Codec, MediaFrame
-from gateway.media.nal import ParameterSets, parameter_sets
+from gateway.media.keyframe import KeyframeError, complete_keyframe, decode_keyframe
+from gateway.media.nal import ParameterSets
 
 JPEG_QUALITY = 85
-START4 = b"\x00\x00\x00\x01"
-_DECODERS = {Codec.H264: "h264", Codec.H265: "hevc"}
 
 
 class SnapshotError(GbgateError):
@@ -49,34 +48,14 @@ class Snapshot:
     pts: int | None
 
 
-def complete_keyframe(frame: MediaFrame, known: ParameterSets | None) -> bytes:
-    """The keyframe's Annex-B bytes with its parameter sets in front if it lacks them."""
-    ps = parameter_sets(frame.codec, frame.data)
-    if ps.complete and (frame.codec != Codec.H265 or ps.vps is not None):
-        return frame.data
-    if known is None or not known.complete:
-        return frame.data
-    sets = [s for s in (known.vps if frame.codec == Codec.H265 else None, known.sps, known.pps) if s]
-    return b"".join([*(START4 + s for s in sets), frame.data])
-
-
 def decode_to_jpeg(codec: Codec, data: bytes, *, quality: int = JPEG_QUALITY) -> tuple[bytes, int, int]:
     """Decode one keyframe access unit and encode it as JPEG. Blocking: call in a worker thread."""
-    import av  # lazy: PyAV and OpenCV load with the first snapshot, not with the gateway
-    import cv2
+    import cv2  # lazy: OpenCV loads with the first snapshot, not with the gateway
 
-    name = _DECODERS.get(codec)
-    if name is None:
-        raise SnapshotError(f"cannot decode {codec.value} video")
     try:
-        ctx: Any = av.CodecContext.create(name, "r")
-        frames = list(ctx.decode(av.Packet(data)))
-        frames += list(ctx.decode(None))  # flush: a decoder may hold the picture back
-    except av.error.FFmpegError as exc:
-        raise SnapshotError(f"the keyframe does not decode: {exc}") from None
-    if not frames:
-        raise SnapshotError("the keyframe produced no picture")
-    frame = frames[0]
+        frame = decode_keyframe(codec, data)
+    except KeyframeError as exc:
+        raise SnapshotError(str(exc)) from None
     bgr = frame.to_ndarray(format="bgr24")
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:

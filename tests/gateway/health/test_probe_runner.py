@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 
 from gateway.health.errors import ProbeError
-from gateway.health.probe_runner import ProbeRunner, decode_keyframe, with_parameter_sets
+from gateway.health.probe_runner import ProbeRunner, decode_keyframe
 from gateway.health.timeline import State
 from gateway.media.frames import Codec, MediaFrame
+from gateway.media.keyframe import complete_keyframe
 from gateway.media.nal import H264_PPS, H264_SPS, ParameterSets, nal_type, parameter_sets, split_annexb
 
 sys.path.insert(0, str(Path(__file__).parents[2] / "data" / "health"))
@@ -229,7 +230,7 @@ async def test_bare_idr_decodes_with_the_hubs_parameter_sets(rig: Any) -> None:
     assert not parameter_sets(Codec.H264, bare.data).complete
     with pytest.raises(ProbeError):
         decode_keyframe(Codec.H264, bare.data)
-    assert decode_keyframe(Codec.H264, with_parameter_sets(bare, ps)).shape == (H, W, 3)
+    assert decode_keyframe(Codec.H264, complete_keyframe(bare, ps)).shape == (H, W, 3)
     hub.latest[CH] = (bare, ps)
     r = await runner.probe_channel(CH)
     assert r is not None and r.error is None and r.faults == []

@@ -12,7 +12,7 @@ from gateway.api.auth import Principal, Role
 from gateway.api.errors import ApiError
 from gateway.services import SERVICES
 
-PRINCIPAL = "principal"
+PRINCIPAL = web.RequestKey("principal", Principal)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 

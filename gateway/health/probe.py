@@ -32,14 +32,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from enum import StrEnum
-from typing import Any
-
-import numpy as np
-from numpy.typing import NDArray
+from typing import TYPE_CHECKING, Any
 
 from gateway.health.errors import ProbeError
 
-Frame = NDArray[np.uint8]
+if TYPE_CHECKING:  # numpy and OpenCV load with the first probe, not with the gateway
+    import numpy as np
+    from numpy.typing import NDArray
+
+    Frame = NDArray[np.uint8]
+
 
 
 class PictureFault(StrEnum):
@@ -91,6 +93,7 @@ class FrameMetrics:
 
 def _prepare(frame: Frame, width: int) -> NDArray[Any]:
     import cv2  # lazy: OpenCV loads with the first probe, not with the gateway
+    import numpy as np
 
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ProbeError(f"expected an HxWx3 uint8 BGR image, got {getattr(frame, 'shape', type(frame))}")
@@ -104,6 +107,7 @@ def _prepare(frame: Frame, width: int) -> NDArray[Any]:
 
 def _occluded_share(gray: NDArray[Any], block: int, max_std: float) -> float:
     import cv2  # lazy: OpenCV loads with the first probe, not with the gateway
+    import numpy as np
 
     h, w = gray.shape
     rows, cols = h // block, w // block
@@ -121,6 +125,7 @@ def _occluded_share(gray: NDArray[Any], block: int, max_std: float) -> float:
 def measure(frame: Frame, previous: Frame | None, thresholds: ProbeThresholds) -> FrameMetrics:
     """Measure one frame (and its difference to the previous keyframe, if given)."""
     import cv2  # lazy: OpenCV loads with the first probe, not with the gateway
+    import numpy as np
 
     small = _prepare(frame, thresholds.analysis_width)
     gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)

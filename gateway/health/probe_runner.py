@@ -26,9 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from gateway.health.errors import ProbeError
 from gateway.health.probe import FaultTracker, ProbeThresholds, faults_from, measure
@@ -36,6 +34,9 @@ from gateway.media.frames import Codec, MediaFrame
 from gateway.media.keyframe import KeyframeError, complete_keyframe
 from gateway.media.keyframe import decode_keyframe as decode_to_frame
 from gateway.media.nal import ParameterSets
+
+if TYPE_CHECKING:  # numpy loads with the first probe
+    import numpy as np
 
 log = logging.getLogger(__name__)
 

@@ -19,26 +19,11 @@ class StoreInventory:
     def add_event(self, device_id: str, kind: str, ts: float, **detail: Any) -> None:
         self.repo.add_event(device_id, kind, ts, **detail)
 
-    async def known_channels(self, device_id: str) -> Mapping[str, CatalogItem]:
-        # No flush needed: catalog writes go through the same batched writer, which writes
-        # device rows before jobs in every batch.
-        out: dict[str, CatalogItem] = {}
-        for row in await self.repo.list_channels(device_id, include_hidden=True):
-            try:
-                out[row.channel_id] = CatalogItem(**row.extra)
-            except TypeError:
-                out[row.channel_id] = CatalogItem(device_id=row.channel_id, name=row.name)
-        return out
-
     async def all_channels(self) -> Mapping[str, Mapping[str, CatalogItem]]:
         """Every device's channels (removed ones excluded), for the adapter's in-memory diff."""
         out: dict[str, dict[str, CatalogItem]] = {}
         for row in await self.repo.list_channels(None, include_hidden=True):
-            try:
-                item = CatalogItem(**row.extra)
-            except TypeError:
-                item = CatalogItem(device_id=row.channel_id, name=row.name)
-            out.setdefault(row.device_id, {})[row.channel_id] = item
+            out.setdefault(row.device_id, {})[row.channel_id] = _item(row)
         return out
 
     def apply_catalog(
@@ -46,3 +31,11 @@ class StoreInventory:
     ) -> Awaitable[None]:
         """Queue the channel changes on the batched writer; the future resolves once committed."""
         return self.repo.submit(make_catalog_job(device_id, added, updated, removed, exposed))
+
+
+def _item(row: Any) -> CatalogItem:
+    """The catalog item a channel row was written from (whole item kept as JSON in `extra`)."""
+    try:
+        return CatalogItem(**row.extra)
+    except TypeError:  # a row from before items were stored whole
+        return CatalogItem(device_id=row.channel_id, name=row.name)

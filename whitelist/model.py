@@ -189,6 +189,11 @@ def iso(dt: datetime | None) -> str | None:
 # values
 
 
+def _at_line(exc: ValidationError, line: int | None) -> ValidationError:
+    """`exc`, with the import line filled in when the field validator did not know it."""
+    return ValidationError(exc.field, exc.message, line=line) if exc.line is None and line is not None else exc
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Credential:
     """What the SIP digest check needs, never the password (RFC 7616 §3.4.2: HA1 = H(user:realm:pw)).
@@ -369,9 +374,7 @@ class Entry:
                 version=_opt_int(data.get("version"), field="version", line=line) or 0,
             )
         except ValidationError as exc:
-            if exc.line is None and line is not None:
-                raise ValidationError(exc.field, exc.message, line=line) from None
-            raise
+            raise _at_line(exc, line) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -464,9 +467,7 @@ class Rule:
                 version=_opt_int(data.get("version"), field="version", line=line) or 0,
             )
         except ValidationError as exc:
-            if exc.line is None and line is not None:
-                raise ValidationError(exc.field, exc.message, line=line) from None
-            raise
+            raise _at_line(exc, line) from None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

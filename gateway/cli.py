@@ -70,7 +70,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run_async(fn: Callable[..., Awaitable[int]], *args: Any) -> int:
-    return asyncio.run(fn(*args))
+    settings = args[0] if args else None
+    choice = getattr(getattr(settings, "runtime", None), "event_loop", "asyncio")
+    with asyncio.Runner(loop_factory=event_loop_factory(choice)) as runner:
+        return runner.run(fn(*args))
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when asked for (or "auto" and installed); None means asyncio's default."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("runtime.event_loop", "uvloop is not installed (pip install uvloop)") from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 async def _serve(settings: Any) -> int:

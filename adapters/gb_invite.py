@@ -561,7 +561,8 @@ def install_media(*, adapter: Any, settings: Any, repo: Any, metrics: Any = None
     m = settings.media
     pool = PortPool(m.port_min, m.port_max, settings.sip.domain)
     invites = InviteManager(adapter=adapter, pool=pool, media=m, repo=repo)
-    hub = StreamHub(invites, linger=m.linger, ready_timeout=m.invite_timeout, queue_size=m.viewer_queue)
+    hub = StreamHub(invites, linger=m.linger, ready_timeout=m.invite_timeout, queue_size=m.viewer_queue,
+                    viewer_backlog=m.viewer_backlog)
     adapter.media = invites
     plane = MediaPlane(pool, invites, hub)
     if metrics is not None:

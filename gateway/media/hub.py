@@ -14,6 +14,12 @@ Queues are bounded (media.viewer_queue items). The source never waits: a full qu
 and the subscriber skips to the next keyframe (counted); one that overflows again too often is
 disconnected ("slow"). After the last subscriber leaves, the ingest closes after `linger` s.
 
+An FLV subscriber can go *direct* (`Subscription.go_direct`): the stream then writes each frame
+straight into the viewer's transport, framed once per frame for every viewer using the same
+framing (HTTP chunk, WebSocket message), with no queue, future or task wake-up per viewer and
+frame — the fan-out cost is one `transport.write` (§5). The bound is then the transport's write
+buffer (media.viewer_backlog bytes), with the same skip-to-keyframe and "slow" rules.
+
 Errors raised to viewers (`StreamError` subclasses carry an HTTP status hint and the INVITE
 trace, so the API can say why there is no stream):
 
@@ -93,11 +99,25 @@ class StreamOpener(Protocol):
     async def open(self, channel_id: str, sink: Stream) -> StreamHandle: ...
 
 
+class WireWriter(Protocol):
+    """A viewer's socket as the hub sees it (an asyncio.Transport is one)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def get_write_buffer_size(self) -> int: ...
+
+    def is_closing(self) -> bool: ...
+
+
+Framing = Callable[[bytes], bytes]
+
+
 class Subscription:
     """One viewer's bounded queue. `async for item in sub`; `sub.close()` when done."""
 
-    __slots__ = ("_burst", "_drop_times", "_queue", "_stream", "_waiter", "channel_id", "closed", "delivered",
-                 "drop_events", "dropped", "joined_at", "kind", "maxsize", "need_key", "reason")
+    __slots__ = ("_burst", "_drop_times", "_framing", "_queue", "_stream", "_waiter", "_wire", "channel_id",
+                 "closed", "delivered", "drop_events", "dropped", "joined_at", "kind", "max_backlog", "maxsize",
+                 "need_key", "reason")
 
     def __init__(self, stream: Stream, kind: str, maxsize: int) -> None:
         self._stream = stream
@@ -115,6 +135,9 @@ class Subscription:
         self._burst = 0  # the initial GOP may exceed maxsize once
         self.delivered = 0
         self.joined_at = time.monotonic()
+        self._wire: WireWriter | None = None
+        self._framing: Framing | None = None
+        self.max_backlog = 0
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -132,15 +155,7 @@ class Subscription:
         if len(q) >= self.maxsize + self._burst:
             self.dropped += len(q)
             q.clear()
-            self.drop_events += 1
-            now = time.monotonic()
-            self._drop_times.append(now)
-            self._stream.stats.viewer_drops += 1
-            self._stream.hub.counters[f"viewer_drops:{self.kind}"] += 1
-            if len(self._drop_times) == self._drop_times.maxlen and now - self._drop_times[0] < 30.0:
-                self._stream.stats.viewers_disconnected += 1
-                self._stream.hub.counters["viewers_disconnected:slow"] += 1
-                self.close("slow")
+            if self._note_drop():
                 return
             if not key:
                 self.need_key = True
@@ -150,6 +165,71 @@ class Subscription:
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
+
+    def _note_drop(self) -> bool:
+        """Count an overflow; True if this one makes the viewer "slow" (closed)."""
+        self.drop_events += 1
+        now = time.monotonic()
+        self._drop_times.append(now)
+        self._stream.stats.viewer_drops += 1
+        self._stream.hub.counters[f"viewer_drops:{self.kind}"] += 1
+        if len(self._drop_times) == self._drop_times.maxlen and now - self._drop_times[0] < 30.0:
+            self._stream.stats.viewers_disconnected += 1
+            self._stream.hub.counters["viewers_disconnected:slow"] += 1
+            self.close("slow")
+            return True
+        return False
+
+    def go_direct(self, wire: WireWriter, framing: Framing, *, max_backlog: int | None = None) -> None:
+        """From now on the stream writes `framing(tag)` straight to `wire` (FLV only).
+
+        What is still queued (the preamble and GOP not yet taken) is written first, as one
+        message. `max_backlog` bytes in the transport's buffer beyond what is there now count
+        as an overflow (skip to the next keyframe)."""
+        if self.kind != FLV:
+            raise ValueError("only FLV subscriptions can go direct")
+        if self._queue:
+            pending = b"".join(self._queue)
+            self._queue.clear()
+            wire.write(framing(pending))
+            self._delivered_one()
+        self._burst = 0
+        limit = self._stream.hub.viewer_backlog if max_backlog is None else max_backlog
+        self.max_backlog = limit + wire.get_write_buffer_size()
+        self._wire = wire
+        self._framing = framing
+
+    def _write(self, data: bytes, key: bool) -> None:
+        """Direct mode: one frame, already framed, into the viewer's transport."""
+        wire = self._wire
+        if self.closed or wire is None:
+            return
+        if wire.is_closing():
+            self.close("viewer_left")
+            return
+        backlog = wire.get_write_buffer_size()
+        if self.need_key:
+            if not key or backlog > self.max_backlog // 2:
+                self.dropped += 1
+                return
+            self.need_key = False
+        elif backlog > self.max_backlog:
+            self.dropped += 1
+            if not self._note_drop():
+                self.need_key = True
+            return
+        wire.write(data)
+        if self.delivered == 0:
+            self._delivered_one()
+        else:
+            self.delivered += 1
+
+    async def wait_closed(self) -> None:
+        """Until the subscription is closed (direct mode: the hub or the viewer ended it)."""
+        while not self.closed:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+            self._waiter = None
 
     def _put_many(self, items: list[Any]) -> None:
         self._burst = len(items)
@@ -307,9 +387,17 @@ class Stream:
         if self.flv_subs:
             tag = self._tag(entry)
             if tag:
-                for sub in self.flv_subs:
-                    sub._put(tag, key)
-        for sub in self.frame_subs:
+                framed: dict[Framing, bytes] = {}
+                for sub in tuple(self.flv_subs):  # a slow or gone viewer is removed as we go
+                    framing = sub._framing
+                    if framing is None:
+                        sub._put(tag, key)
+                        continue
+                    data = framed.get(framing)
+                    if data is None:
+                        data = framed[framing] = framing(tag)
+                    sub._write(data, key)
+        for sub in tuple(self.frame_subs):
             sub._put(frame, key)
         if was_pending and self._key_pending:
             self._key_pending = False
@@ -562,8 +650,10 @@ class StreamHub:
     """All streams of this node, keyed by channel ID."""
 
     def __init__(self, opener: StreamOpener, *, linger: float = 10.0, ready_timeout: float = 10.0,
-                 queue_size: int = 256, clock: Callable[[], float] = time.monotonic) -> None:
+                 queue_size: int = 256, viewer_backlog: int = 4 << 20,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.opener = opener
+        self.viewer_backlog = viewer_backlog  # bytes a direct viewer may fall behind before skipping
         self.linger = linger
         self.ready_timeout = ready_timeout
         # (channel_id, ok, cause, evidence): video arrived, or a play request got none in time

@@ -1,27 +1,59 @@
 """HTTP-FLV and WS-FLV responses over a hub subscription (issue 4 §4).
 
-The subscription yields FLV bytes already muxed once per frame and shared by every viewer; this
-module only writes them. HTTP-FLV is a chunked response that never ends on its own; WS-FLV sends
-the same bytes as binary messages (what flv.js / mpegts.js expect). A viewer that goes away is
-noticed at the next write, or by a periodic liveness check while the stream is stalled, and its
-subscription is closed so the hub can linger and hang up.
+The hub muxes each frame into FLV once. Here the subscription goes *direct*: after the preamble
+and cached GOP are sent, the hub writes every new tag straight into the viewer's transport,
+wrapped once per frame in this output's framing (`http_chunk`, `ws_binary`) and shared by every
+viewer of that framing — no per-viewer task wake-up, queue or copy on the hot path.
+
+HTTP-FLV is a chunked response that never ends on its own; WS-FLV sends the same bytes as binary
+messages (what flv.js / mpegts.js expect; server frames are unmasked, so identical for all
+viewers). A viewer that goes away is noticed at the next write, or by a periodic liveness check
+while the stream is stalled; its subscription is closed so the hub can linger and hang up. A
+viewer whose socket falls `media.viewer_backlog` bytes behind skips to the next keyframe, and is
+disconnected ("slow") if that keeps happening.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 IDLE_CHECK_S = 1.0
-BATCH = 64
+
+
+def http_chunk(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk (RFC 9112 §7.1) carrying `data`."""
+    return b"".join((b"%x\r\n" % len(data), data, b"\r\n"))
+
+
+def ws_binary(data: bytes) -> bytes:
+    """One unmasked, final WebSocket binary frame (RFC 6455 §5.2) carrying `data`."""
+    n = len(data)
+    if n < 126:
+        head = bytes((0x82, n))
+    elif n < 1 << 16:
+        head = struct.pack("!BBH", 0x82, 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x82, 127, n)
+    return head + data
 
 
 def _gone(request: web.Request) -> bool:
     t = request.transport
     return t is None or t.is_closing()
+
+
+async def _until_closed(sub: Any, gone: Any) -> None:
+    """Wait for the hub or the viewer to end the subscription."""
+    while not sub.closed:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sub.wait_closed(), IDLE_CHECK_S)
+        if gone():
+            sub.close("viewer_left")
 
 
 async def serve_http_flv(request: web.Request, sub: Any) -> web.StreamResponse:
@@ -35,20 +67,22 @@ async def serve_http_flv(request: web.Request, sub: Any) -> web.StreamResponse:
     resp.enable_chunked_encoding()
     try:
         await resp.prepare(request)
-        while True:
-            try:
-                batch = await asyncio.wait_for(sub.get_batch(BATCH), IDLE_CHECK_S)
-            except TimeoutError:
-                if _gone(request):
-                    break
-                continue
-            if not batch:
-                break  # the stream ended (device BYE, offline, slow viewer dropped)
-            await resp.write(batch[0] if len(batch) == 1 else b"".join(batch))
+        # Headers and the first chunk (FLV header, metadata, GOP) go through aiohttp, so its
+        # chunked writer is in a clean state; after that every chunk is ours.
+        first = await sub.get_batch(1 << 16)
+        if first:
+            await resp.write(b"".join(first))
+            transport = request.transport
+            if transport is not None and not transport.is_closing():
+                sub.go_direct(transport, http_chunk)
+                await _until_closed(sub, lambda: _gone(request))
     except (ConnectionError, asyncio.CancelledError, RuntimeError):
         pass
     finally:
         sub.close("viewer_left" if not sub.closed else sub.reason or "closed")
+    if sub.reason == "slow" and request.transport is not None:
+        request.transport.abort()  # its buffer is megabytes behind: do not wait for it to drain
+        return resp
     with contextlib.suppress(Exception):
         await resp.write_eof()
     return resp
@@ -56,7 +90,7 @@ async def serve_http_flv(request: web.Request, sub: Any) -> web.StreamResponse:
 
 async def serve_ws_flv(request: web.Request, sub: Any) -> web.WebSocketResponse:
     """Stream `sub` as WebSocket binary messages; closes when either side goes away."""
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024)
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024, compress=False)
     await ws.prepare(request)
 
     async def reader() -> None:
@@ -67,11 +101,12 @@ async def serve_ws_flv(request: web.Request, sub: Any) -> web.WebSocketResponse:
 
     watcher = asyncio.create_task(reader())
     try:
-        while not ws.closed:
-            batch = await sub.get_batch(BATCH)
-            if not batch:
-                break
-            await ws.send_bytes(batch[0] if len(batch) == 1 else b"".join(batch))
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            # aiohttp writes pings/close as whole frames with transport.write too, so our
+            # frames never interleave with its own.
+            sub.go_direct(transport, ws_binary)
+            await _until_closed(sub, lambda: ws.closed or _gone(request))
     except (ConnectionError, asyncio.CancelledError, RuntimeError):
         pass
     finally:

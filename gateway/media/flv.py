@@ -157,7 +157,8 @@ class FlvMuxer:
                     and (ps.vps, ps.sps, ps.pps) != self._params:
                 assert ps.sps is not None and ps.pps is not None
                 prefix = self.sequence_header(ps.sps, ps.pps, ps.vps, ts_ms=ts_ms)
-        nalus = annexb_to_length_prefixed(frame.data, codec, drop_aud=True, drop_parameter_sets=True)
+        nalus = annexb_to_length_prefixed(frame.data, codec, drop_aud=True, drop_parameter_sets=True,
+                                          starts=frame.nals)
         if not nalus:
             return prefix
         cts = 0

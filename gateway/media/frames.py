@@ -44,6 +44,9 @@ class MediaFrame:
     dts: int | None
     keyframe: bool
     stream_id: int = field(default=0xE0, compare=False)
+    # Positions of every 00 00 01 start code in `data`, when the demuxer already found them
+    # (H.264/H.265): the FLV muxer reuses them instead of scanning the frame again.
+    nals: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True, frozen=True)
@@ -83,19 +86,27 @@ class FrameAssembler:
 
     def push(self, packet: RtpPacket) -> list[RtpFrame]:
         """Add one packet; return the frames it completed (0, 1 or 2)."""
-        out: list[RtpFrame] = []
-        jumped = self._last_seq is not None and packet.sequence != (self._last_seq + 1) & 0xFFFF
-        self._last_seq = packet.sequence
-        if self._ts is not None and packet.timestamp != self._ts:
-            if jumped:
-                self._gap = True
-            self._emit(out, marker=False)
+        return self.add(packet.sequence, packet.timestamp, packet.marker, packet.payload) or []
+
+    def add(self, sequence: int, timestamp: int, marker: int | bool,
+            payload: bytes | memoryview) -> list[RtpFrame] | None:
+        """`push` from the header fields (the receiver's fast path); None when no frame ended."""
+        out: list[RtpFrame] | None = None
+        last = self._last_seq
+        jumped = last is not None and sequence != (last + 1) & 0xFFFF
+        self._last_seq = sequence
         if self._ts is None:
-            self._ts = packet.timestamp
+            self._ts = timestamp
+            self._gap = jumped
+        elif timestamp != self._ts:
+            if jumped:
+                self._gap = True  # the lost packets may have belonged to the open frame
+            out = []
+            self._emit(out, marker=False)
+            self._ts = timestamp
             self._gap = jumped
         elif jumped:
             self._gap = True
-        payload = packet.payload
         self._size += len(payload)
         if self._size > self.max_frame_bytes:
             # A frame this big is a broken sender: keep the memory bounded, flag the frame.
@@ -106,7 +117,9 @@ class FrameAssembler:
         else:
             self._parts.append(payload)
         self._packets += 1
-        if packet.marker:
+        if marker:
+            if out is None:
+                out = []
             self._emit(out, marker=True)
         return out
 

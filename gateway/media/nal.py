@@ -45,6 +45,18 @@ def _nal_offsets(data: bytes | memoryview) -> Iterator[tuple[int, int]]:
         i = nxt
 
 
+def _nal_ranges(buf: bytes, starts: tuple[int, ...]) -> Iterator[tuple[int, int]]:
+    """`_nal_offsets` from already known start-code positions (no scan)."""
+    last = len(starts) - 1
+    for k, i in enumerate(starts):
+        start = i + 3
+        end = len(buf) if k == last else starts[k + 1]
+        while end > start and buf[end - 1] == 0:
+            end -= 1
+        if end > start:
+            yield start, end
+
+
 def split_annexb(data: bytes | memoryview) -> list[memoryview]:
     """NAL units of an Annex-B byte stream, without start codes (zero-copy views)."""
     view = memoryview(data)
@@ -68,12 +80,29 @@ def _first_nal_bytes(data: bytes | memoryview) -> Iterator[tuple[int, int]]:
         i = find(START, i + 3)
 
 
-def is_keyframe(codec: Codec, au: bytes | memoryview) -> bool:
+def is_keyframe(codec: Codec, au: bytes | memoryview, starts: tuple[int, ...] | None = None) -> bool:
     """True if the access unit holds an IDR (H.264) / IRAP (H.265) slice.
 
     Parameter sets alone do not make a key frame (small vendors repeat SPS/PPS before P
-    frames, gb28181.md §6.6). Scanning stops at the first slice.
+    frames, gb28181.md §6.6). Scanning stops at the first slice. `starts`: the positions of
+    the AU's start codes, when known.
     """
+    if starts is not None and isinstance(au, bytes):
+        n = len(au)
+        h265 = codec == Codec.H265
+        for i in starts:
+            if i + 3 >= n:
+                break
+            b0 = au[i + 3]
+            if h265:
+                t = (b0 >> 1) & 0x3F
+                if t < 32:
+                    return t in H265_IRAP
+            elif codec == Codec.H264:
+                t = b0 & 0x1F
+                if 1 <= t <= 5:
+                    return t == H264_IDR
+        return False
     if codec == Codec.H264:
         for b0, _ in _first_nal_bytes(au):
             t = b0 & 0x1F
@@ -144,15 +173,19 @@ def parameter_sets(codec: Codec, au: bytes | memoryview) -> ParameterSets:
 
 
 def annexb_to_length_prefixed(au: bytes | memoryview, codec: Codec = Codec.H264, *,
-                              drop_aud: bool = True, drop_parameter_sets: bool = False) -> bytes:
-    """Annex-B → 4-byte length-prefixed NAL units (ISO/IEC 14496-15 §5.3.2, FLV/MP4)."""
+                              drop_aud: bool = True, drop_parameter_sets: bool = False,
+                              starts: tuple[int, ...] | None = None) -> bytes:
+    """Annex-B → 4-byte length-prefixed NAL units (ISO/IEC 14496-15 §5.3.2, FLV/MP4).
+
+    `starts`: every start code's position in `au`, when the caller already found them."""
     buf = au if isinstance(au, bytes) else bytes(au)
     aud, psets = (H265_AUD, (H265_VPS, H265_SPS, H265_PPS)) if codec == Codec.H265 \
         else (H264_AUD, (H264_SPS, H264_PPS))
     parts: list[bytes] = []
     pack = _U32.pack
-    for s, e in _nal_offsets(buf):
-        t = nal_type(codec, buf[s:s + 1])
+    h265 = codec == Codec.H265
+    for s, e in (_nal_offsets(buf) if starts is None else _nal_ranges(buf, starts)):
+        t = (buf[s] >> 1) & 0x3F if h265 else buf[s] & 0x1F
         if (drop_aud and t == aud) or (drop_parameter_sets and t in psets):
             continue
         parts.append(pack(e - s))

@@ -66,6 +66,8 @@ class PsDemuxer:
         self._es = bytearray()  # video elementary stream of the access unit being built
         self._marks: list[tuple[int, int | None, int | None]] = []  # (es offset, pts, dts) per PES
         self._scan = 0
+        self._nals: list[int] = []  # start codes of the AU being built, as _scan_es found them
+        self._scanned = False
         self._seen_vcl = False
         self._au_started = False
         self._au_sid = 0xE0
@@ -374,6 +376,7 @@ class PsDemuxer:
         es = self._es
         h265 = codec == Codec.H265
         find = es.find
+        self._scanned = True
         i = find(START, self._scan)
         last = self._scan
         while i >= 0 and i + 5 < len(es):
@@ -395,6 +398,7 @@ class PsDemuxer:
                 i -= cut
                 self._au_started = True
                 self._au_pts, self._au_dts = self._take_mark(i)
+            self._nals.append(i)
             if vcl:
                 self._seen_vcl = True
             last = i + 3
@@ -409,6 +413,8 @@ class PsDemuxer:
         self._es = bytearray()
         self._marks.clear()
         self._scan = 0
+        self._nals = []
+        self._scanned = False
         self._seen_vcl = False
         self._au_started = False
 
@@ -430,11 +436,22 @@ class PsDemuxer:
             return
         if not self._au_started:
             self._au_pts, self._au_dts = self._take_mark(0)
+        nals: tuple[int, ...] | None = None
         if cut is None or cut >= len(es):
+            if self._scanned:
+                tail = self._nals
+                j = es.find(START, self._scan)
+                while j >= 0:  # the last few bytes the incremental scan left for more data
+                    tail.append(j)
+                    j = es.find(START, j + 3)
+                nals = tuple(tail)
             data = bytes(es)
             sid = self._au_sid
             self._drop_au()
         else:
+            if self._scanned:
+                nals = tuple(p for p in self._nals if p < cut)
+                self._nals = [p - cut for p in self._nals if p >= cut]
             data = bytes(es[:cut])
             sid = self._au_sid
             del es[:cut]
@@ -448,8 +465,10 @@ class PsDemuxer:
         if not data:
             return
         codec = self._video_codec(sid, data)
+        if codec not in (Codec.H264, Codec.H265):
+            nals = None
         out.append(MediaFrame("video", codec, data, self._au_pts, self._au_dts,
-                              is_keyframe(codec, data), sid))
+                              is_keyframe(codec, data, nals), sid, nals))
         self.video_frames += 1
 
     def _audio(self, out: list[MediaFrame], sid: int, payload: bytes, pts: int | None) -> None:

@@ -53,6 +53,19 @@ class ReorderBuffer:
     def __len__(self) -> int:
         return len(self._held)
 
+    def accept_next(self, sequence: int) -> bool:
+        """The in-order fast path: if nothing is held and `sequence` is exactly the next one,
+        count it as received and released and return True (the caller passes it on itself);
+        otherwise return False and change nothing (the caller uses `push`)."""
+        nxt = self._next
+        if nxt is None or self._held or nxt & 0xFFFF != sequence:
+            return False
+        self.received += 1
+        self.released += 1
+        self._highest = nxt  # with nothing held, everything below nxt was released or given up
+        self._next = nxt + 1
+        return True
+
     def push(self, packet: RtpPacket) -> list[RtpPacket]:
         """Add one packet; return the packets now releasable, in sequence order."""
         self.received += 1

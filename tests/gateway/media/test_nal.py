@@ -107,3 +107,27 @@ def test_length_prefixed_drops_aud_and_optionally_parameter_sets():
         b"\x68\x22" + struct.pack(">I", 3) + b"\x65\x33\x44"
     assert annexb_to_length_prefixed(au, drop_parameter_sets=True) == struct.pack(">I", 3) + b"\x65\x33\x44"
     assert annexb_to_length_prefixed(au, drop_aud=False).startswith(struct.pack(">I", 2) + b"\x09\xf0")
+
+
+def _start_codes(data: bytes) -> tuple[int, ...]:
+    out, i = [], data.find(b"\x00\x00\x01")
+    while i >= 0:
+        out.append(i)
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return tuple(out)
+
+
+_PIECES = st.lists(st.one_of(st.sampled_from([b"\x00\x00\x01", b"\x00\x00\x00\x01", b"\x00", b"\x09\xf0",
+                                              b"\x67\x42", b"\x65\x88", b"\x41\x9a", b"\x40\x01", b"\x26\x01"]),
+                             st.binary(max_size=12)), max_size=30)
+
+
+@given(_PIECES, st.sampled_from([Codec.H264, Codec.H265]), st.booleans(), st.booleans())
+def test_known_start_codes_give_what_a_scan_gives(pieces, codec, drop_aud, drop_ps):
+    """The FLV path reuses the demuxer's start-code positions: same output as scanning."""
+    au = b"".join(pieces)
+    starts = _start_codes(au)
+    assert annexb_to_length_prefixed(au, codec, drop_aud=drop_aud, drop_parameter_sets=drop_ps,
+                                     starts=starts) == \
+        annexb_to_length_prefixed(au, codec, drop_aud=drop_aud, drop_parameter_sets=drop_ps)
+    assert is_keyframe(codec, au, starts) == is_keyframe(codec, au)

@@ -168,6 +168,7 @@ def test_random_corruption_never_raises_and_recovers_at_next_keyframe(data):
     assert idx, "did not recover at the key frame"
     assert video[idx[-1]:] == H264[20:]
     assert [f for f in out if f.kind == "audio"][-4:] == audio_frames()[-4:]
+    _assert_nal_positions(out)
 
 
 def _nth(data: bytes, needle: bytes, n: int) -> int:
@@ -186,3 +187,32 @@ def test_pure_garbage_never_raises(junk):
     d.flush()
     assert d.errors.get("internal", 0) == 0
     assert d.buffered == 0
+
+
+def _start_codes(data: bytes) -> tuple[int, ...]:
+    out, i = [], data.find(b"\x00\x00\x01")
+    while i >= 0:
+        out.append(i)
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return tuple(out)
+
+
+def _assert_nal_positions(frames: list[MediaFrame]) -> None:
+    """Every H.264/H.265 frame carries exactly the start codes a plain scan of it finds."""
+    for f in frames:
+        if f.kind == "video" and f.codec in (Codec.H264, Codec.H265):
+            assert f.nals == _start_codes(f.data)
+
+
+@pytest.mark.parametrize("name", ["ps_ours_h264_g711a.ps", "ps_ours_h265.ps", "ps_ffmpeg_h264.vob",
+                                  "ps_ffmpeg_h264.mpg", "ps_ffmpeg_h265.vob", "quirk_stuffing.ps",
+                                  "quirk_private_bd.ps", "quirk_no_psm.ps", "quirk_pes_len0.ps",
+                                  "quirk_truncated_pack.ps", "quirk_garbage.ps", "quirk_h265_private_type.ps"])
+def test_frames_carry_their_nal_start_codes(name):
+    """The demuxer hands the start codes it found to the FLV muxer (no second scan): they must
+    be complete and exact whatever the chunking, including AUs cut inside one PES (ffmpeg)."""
+    data = read(name)
+    whole, _ = demux_whole(data)
+    assert any(f.nals for f in whole if f.kind == "video")
+    _assert_nal_positions(whole)
+    _assert_nal_positions(demux_bytes(data))

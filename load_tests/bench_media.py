@@ -6,9 +6,15 @@
 Each camera is a SIP UA (one asyncio UDP socket per camera, REGISTER with digest, answers
 Catalog/DeviceInfo MESSAGEs and INVITE with an SDP answer carrying y=, ACK, BYE) that streams the
 H.264 test vector as MPEG-PS over RTP/UDP (gb28181.md §6.7), padded with filler NAL units to the
-requested bitrate. Viewers are aiohttp clients reading /live/{id}.flv and counting FLV video tags.
-Prints: gateway CPU seconds per second, RSS, per-stream delivered bitrate, frame drops, time to
-first frame (first viewer: INVITE included; late viewer: from the GOP cache), kernel UDP drops.
+requested bitrate. Viewers are aiohttp clients, in a process of their own, reading /live/{id}.flv
+and counting FLV video tags; the first viewer of each stream triggers the INVITE, the others join
+the running stream 2–4 s later. The gateway runs as configured (uvloop when installed; set
+GBGATE_RUNTIME__EVENT_LOOP=asyncio to compare).
+Prints: gateway CPU seconds per second in steady state (every stream up, every viewer joined) and
+over the whole run, RSS, per-stream delivered bitrate, frame drops, time to first frame (first
+viewer: INVITE included; late viewer: from the GOP cache), kernel UDP drops, and the load
+generator's own rate and CPU (its frames per second must reach the target for the figures to
+count).
 
 `PsRtpSender` is also what tests/interop uses as the camera's media sender.
 """
@@ -189,6 +195,8 @@ async def _child(data_dir: str, media_transport: str) -> None:
            "GBGATE_MEDIA__TRANSPORT": media_transport, "GBGATE_MEDIA__PORT_MIN": "40000",
            "GBGATE_MEDIA__PORT_MAX": "41999", "GBGATE_SIP__QUERY_TIMEOUT": "2",
            "GBGATE_SIP__CATALOG_FIRST_TIMEOUT": "3", "GBGATE_SIP__CATALOG_IDLE_TIMEOUT": "1",
+           # every simulated camera shares 127.0.0.1: the per-source flood guard would ban the lot
+           "GBGATE_WHITELIST__FLOOD_MAX_PER_SECOND": "100000",
            **{k: v for k, v in os.environ.items() if k.startswith("GBGATE_")}}
     settings = load_settings(env=env)
     gw = Gateway(settings)
@@ -333,6 +341,26 @@ def _proc_cpu(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
+class Steady:
+    """CPU of gateway, cameras (this process) and viewers, and frames sent, over a window."""
+
+    def __init__(self, gateway_pid: int, viewers_pid: int, cams: list[Camera]) -> None:
+        self.pids, self.cams = (gateway_pid, viewers_pid), cams
+        self.t0 = time.monotonic()
+        self.c0 = [_proc_cpu(p)[0] for p in self.pids] + [time.process_time()]
+        self.f0 = self._sent()
+        self.seconds = self.gateway = self.viewers = self.cameras = self.sent_fps = 0.0
+
+    def _sent(self) -> int:
+        return sum(c.sender.frames_sent for c in self.cams if c.sender is not None)
+
+    def stop(self) -> None:
+        self.seconds = dt = time.monotonic() - self.t0
+        c1 = [_proc_cpu(p)[0] for p in self.pids] + [time.process_time()]
+        self.gateway, self.viewers, self.cameras = ((b - a) / dt for a, b in zip(self.c0, c1, strict=True))
+        self.sent_fps = (self._sent() - self.f0) / dt
+
+
 def _udp_rcvbuf_errors() -> int:
     with open("/proc/net/snmp") as f:
         lines = [line.split() for line in f if line.startswith("Udp:")]
@@ -358,18 +386,32 @@ async def bench(args: argparse.Namespace) -> None:
             cams.append(cam)
         await asyncio.wait_for(asyncio.gather(*(c.registered for c in cams)), 30)
         await asyncio.sleep(1.0)
+        idle0, _ = _proc_cpu(proc.pid)
+        await asyncio.sleep(3.0)
+        idle_cpu = (_proc_cpu(proc.pid)[0] - idle0) / 3.0
         url = info["url"]
-        results: list[list[dict[str, Any]]] = [[{} for _ in range(args.viewers)] for _ in cams]
+        # Viewers run in a process of their own, so that reading 2 × N streams never slows the
+        # cameras' pacing (both share this 2-core machine with the gateway).
+        # Later viewers join running streams (GOP cache), spread over 2 s as people would.
+        spec = [{"url": f"{url}/live/{cam.device_id}.flv?token={info['token']}",
+                 "delay": 0.0 if v == 0 else 2.0 + 2.0 * i / args.streams,
+                 "seconds": args.seconds - (0.0 if v == 0 else 2.0 + 2.0 * i / args.streams)}
+                for i, cam in enumerate(cams) for v in range(args.viewers)]
+        viewers = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "load_tests.bench_media", "--viewers-child",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         udp0 = _udp_rcvbuf_errors()
         cpu0, rss0 = _proc_cpu(proc.pid)
         t0 = time.monotonic()
-        tasks = []
-        for i, cam in enumerate(cams):
-            for v in range(args.viewers):
-                delay = 0.0 if v == 0 else 2.0  # later viewers join a running stream (GOP cache)
-                tasks.append(loop.create_task(_delayed(delay, viewer(
-                    f"{url}/live/{cam.device_id}.flv?token={info['token']}", args.seconds - delay, results[i][v]))))
-        await asyncio.gather(*tasks)
+        out_task = loop.create_task(viewers.communicate(json.dumps(spec).encode()))
+        # Steady state: from when every stream is up and every viewer joined, to 1 s before the end.
+        await asyncio.sleep(5.0)
+        steady = Steady(proc.pid, viewers.pid, cams)
+        await asyncio.sleep(max(1.0, args.seconds - 6.0))
+        steady.stop()
+        stdout, _ = await out_task
+        flat = json.loads(stdout)
+        results = [flat[i * args.viewers:(i + 1) * args.viewers] for i in range(args.streams)]
         elapsed = time.monotonic() - t0
         cpu1, rss = _proc_cpu(proc.pid)
         udp_drops = _udp_rcvbuf_errors() - udp0
@@ -379,29 +421,44 @@ async def bench(args: argparse.Namespace) -> None:
                 c.stop_media.set()
         proc.terminate()
         await proc.wait()
-    sent_fps = args.streams * 25
-    per_stream = [rs[0]["bytes"] * 8 / max(1e-9, rs[0]["seconds"]) for rs in results]
+    sent_fps = args.streams * FPS
+    per_stream = [rs[0].get("bytes", 0) * 8 / max(1e-9, rs[0].get("seconds", 1.0)) for rs in results]
+    failed = sum(1 for rs in results for r in rs if r.get("status") != 200 or not r.get("frames"))
     first = [rs[0].get("ttfb", float("nan")) for rs in results]
     late = [r.get("ttfb", float("nan")) for rs in results for r in rs[1:]]
     missing = sum(r.get("missing", 0) for rs in results for r in rs)
     frames = sum(r.get("frames", 0) for rs in results for r in rs)
     cpu_s = (cpu1 - cpu0) / elapsed
     print(f"streams={args.streams} viewers/stream={args.viewers} bitrate={args.bitrate} seconds={elapsed:.1f}")
-    print(f"gateway CPU s/s: {cpu_s:.3f} ({cpu_s / args.streams * 1000:.2f} ms/s per stream)")
+    print(f"gateway CPU s/s, steady state ({steady.seconds:.0f} s): {steady.gateway:.3f} "
+          f"({steady.gateway / args.streams * 1000:.2f} ms/s per stream); whole run with the INVITEs: {cpu_s:.3f} "
+          f"({cpu_s / args.streams * 1000:.2f} ms/s per stream); idle before the streams: {idle_cpu:.3f}")
     print(f"gateway RSS: {rss / 1e6:.1f} MB, idle with cameras registered {rss0 / 1e6:.1f} MB "
           f"→ {(rss - rss0) / 1e6 / args.streams:.2f} MB per active stream")
     print(f"delivered to the first viewer of each stream: median {statistics.median(per_stream) / 1e6:.2f} Mbit/s; "
           f"frames {frames} ({frames / max(1e-9, elapsed) / (args.streams * args.viewers):.1f} fps per viewer, "
-          f"source {sent_fps / args.streams} fps); missing frames (timestamp gaps) {missing}")
+          f"source {sent_fps / args.streams} fps); missing frames (timestamp gaps) {missing}; "
+          f"viewers without video {failed}")
     print(f"time to first frame: first viewer (INVITE included) median {statistics.median(first) * 1000:.0f} ms, "
           f"max {max(first) * 1000:.0f} ms" + (f"; late joiners median {statistics.median(late) * 1000:.1f} ms, "
                                                 f"max {max(late) * 1000:.1f} ms" if late else ""))
-    print(f"kernel UDP RcvbufErrors during run: {udp_drops}")
+    print(f"kernel UDP RcvbufErrors during run: {udp_drops}; load generator in steady state: "
+          f"{steady.sent_fps / args.streams:.1f} fps sent per camera (target {FPS}), cameras "
+          f"{steady.cameras:.2f} CPU s/s, viewers {steady.viewers:.2f} CPU s/s")
 
 
 async def _delayed(delay: float, coro: Any) -> Any:
     await asyncio.sleep(delay)
     return await coro
+
+
+async def _viewers_child() -> None:
+    """Run the viewers given as JSON on stdin; print their results as JSON, in order."""
+    spec = json.loads(sys.stdin.read())
+    results: list[dict[str, Any]] = [{} for _ in spec]
+    await asyncio.gather(*(_delayed(v["delay"], viewer(v["url"], v["seconds"], results[k]))
+                           for k, v in enumerate(spec)), return_exceptions=True)
+    print(json.dumps(results), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,10 +470,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="4 streams × 2 viewers for 6 s")
     p.add_argument("--child", metavar="DATA_DIR", help=argparse.SUPPRESS)
     p.add_argument("--transport", default="udp", help=argparse.SUPPRESS)
+    p.add_argument("--viewers-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.viewers_child:
+        from gateway.cli import event_loop_factory
+        with asyncio.Runner(loop_factory=event_loop_factory("auto")) as r:
+            r.run(_viewers_child())
+        return 0
     if args.child:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_child(args.child, args.transport))
+            from gateway.cli import event_loop_factory
+            choice = os.environ.get("GBGATE_RUNTIME__EVENT_LOOP", "auto")
+            with asyncio.Runner(loop_factory=event_loop_factory(choice)) as r:
+                r.run(_child(args.child, args.transport))
         return 0
     if args.quick:
         args.streams, args.viewers, args.seconds = 4, 2, 6.0

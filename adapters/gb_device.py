@@ -653,7 +653,7 @@ class GbDeviceAdapter:
         exposed = self._exposed(device_id, [*new, *kept])
         # queued on the batched writer; not awaited here so a sync worker moves on at once
         written = asyncio.ensure_future(self.inventory.apply_catalog(device_id, added, updated, removed, exposed))
-        written.add_done_callback(self._write_done)
+        written.add_done_callback(lambda f: self._write_done(device_id, f))
         self._catalog_writes[device_id] = written
         self._catalog_cache[device_id] = {**kept, **fps}
         d = CatalogDiff(added, updated, removed, len(new) - len(added) - len(updated))
@@ -690,7 +690,9 @@ class GbDeviceAdapter:
                 {"device_id": device_id, "status": item.status},
             )
 
-    def _write_done(self, fut: asyncio.Future[Any]) -> None:
+    def _write_done(self, device_id: str, fut: asyncio.Future[Any]) -> None:
+        if self._catalog_writes.get(device_id) is fut:
+            del self._catalog_writes[device_id]  # only pending writes are kept (20,000 devices)
         if not fut.cancelled() and fut.exception() is not None:
             self.stats["catalog:write_failed"] += 1
             log.warning("catalog write failed: %r", fut.exception())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -121,7 +122,7 @@ def _utc(dt: datetime | None) -> datetime | None:
 def _cred(username: str | None, realm: str | None, md5: str | None, sha: str | None) -> Credential | None:
     if not username or md5 is None or sha is None:
         return None
-    return Credential(username=username, realm=realm or "", ha1_md5=md5, ha1_sha256=sha)
+    return Credential(username=username, realm=sys.intern(realm or ""), ha1_md5=md5, ha1_sha256=sha)
 
 
 def _entry_from_row(row: WhitelistEntryRow) -> Entry:
@@ -232,8 +233,14 @@ class WhitelistStore:
     # -- reading ---------------------------------------------------------------------------
 
     async def load_policy(self) -> Policy:
+        """Every entry and rule. Entries are read as plain rows in batches: tens of thousands of
+        ORM instances at once would leave the heap fragmented for the life of the process."""
+        entries: list[Entry] = []
+        table = WhitelistEntryRow.__table__  # type: ignore[attr-defined]
         async with self._sessions() as s:
-            entries = [_entry_from_row(r) for r in (await s.execute(select(WhitelistEntryRow))).scalars()]
+            result = await s.stream(select(table).execution_options(yield_per=2000))
+            async for batch in result.partitions():
+                entries.extend(_entry_from_row(r) for r in batch)  # type: ignore[arg-type]
             rules = [_rule_from_row(r) for r in (await s.execute(select(WhitelistRuleRow))).scalars()]
         self.policy = Policy(entries, rules)
         return self.policy

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 
@@ -56,7 +56,6 @@ class DeviceRecord:
     user_agent: str = ""
     last_keepalive: float | None = None
     deadline: float = 0.0
-    extra: dict[str, str] = field(default_factory=dict)
 
     def compute_deadline(self) -> float:
         return min(self.expires_at, self.last_seen + self.keepalive_interval * self.keepalive_count)

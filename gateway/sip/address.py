@@ -17,9 +17,11 @@ from .errors import SipParseError
 Params = dict[str, "str | None"]
 
 _WSCHARS = ("", " ", "\t")
-# Interning caches for immutable values that repeat (a platform's own URI, a device's URI, its
-# To header). Bounded; simply cleared when full. Callers must treat params dicts as read-only.
-_CACHE_MAX = 32768
+# Interning caches for immutable values that repeat many times a second (the platform's own
+# URIs, a busy peer's). Small on purpose: sized for every device (20,000 at a 60 s keepalive)
+# they held ~1 KB per device for a hit once a minute. Cleared when full. Callers must treat
+# params dicts as read-only.
+_CACHE_MAX = 1024
 _URI_CACHE: dict[str, SipUri] = {}
 _ADDR_CACHE: dict[str, NameAddr] = {}
 _SPLIT_SPECIAL = {",": re.compile(r'["<,]'), ";": re.compile(r'["<;]')}

@@ -27,7 +27,7 @@ from gateway.gb.keepalive_fast import quick_keepalive
 from gateway.gb.presence import OfflineCause, Presence, PresenceState, Transition
 from gateway.sip import digest
 from gateway.sip.errors import SipError, SipParseError, SipTimeout
-from gateway.sip.message import Request, Response, make_response, new_tag
+from gateway.sip.message import Request, Response, make_response, new_tag, stateless_tag
 from gateway.sip.transaction import Peer
 from whitelist.decide import Decision, Policy, Reason, RequestKind, check_device_info
 from whitelist.decide import Request as WlRequest
@@ -213,12 +213,16 @@ class GbDeviceAdapter:
         *,
         reason: str | None = None,
         headers: list[tuple[str, str]] | None = None,
+        stateless: bool = False,
     ) -> None:
+        """`stateless`: no Timer J for this answer (RFC 3261 §8.2.7); only for requests that are
+        harmless to process twice — challenges, keepalives, answers to our queries."""
+        tag = stateless_tag(request) if stateless else new_tag()
         response = make_response(
-            request, status, reason, to_tag=new_tag(), headers=headers or [], received=(peer.host, peer.port)
+            request, status, reason, to_tag=tag, headers=headers or [], received=(peer.host, peer.port)
         )
         self.stats[f"responses:{status}"] += 1
-        self.endpoint.respond(key, response)
+        self.endpoint.respond(key, response, stateless=stateless)
 
     def _refuse(self, key: Hashable, request: Request, peer: Peer, reason: str, status: int = 403) -> None:
         self.stats[f"refused:{reason}"] += 1
@@ -229,7 +233,9 @@ class GbDeviceAdapter:
         now = self.clock()
         alg = digest.Algorithm(self.settings.digest_algorithm)
         value = digest.challenge(self.settings.realm, self.nonces.issue(now), alg, qop=True, stale=stale)
-        self._respond(key, request, 401, peer, headers=[("WWW-Authenticate", value)])
+        # A registrar's challenge is the textbook stateless answer (RFC 3261 §8.2.7): a
+        # registration storm then keeps no transaction per device for 32 s.
+        self._respond(key, request, 401, peer, headers=[("WWW-Authenticate", value)], stateless=True)
 
     def _on_register(self, request: Request, peer: Peer, key: Hashable) -> None:
         now = self.clock()
@@ -482,8 +488,9 @@ class GbDeviceAdapter:
         if peer.port != rec.port:
             rec.port = peer.port  # NAT rebinding (§4.3)
         if quick_keepalive(request.body) is not None:
-            # the plain keepalive shape: no XML parser needed (anything unusual takes the full path)
-            self._respond(key, request, 200, peer)
+            # the plain keepalive shape: no XML parser needed (anything unusual takes the full path);
+            # a keepalive seen twice is still one keepalive, so no transaction is kept for it
+            self._respond(key, request, 200, peer, stateless=True)
             self.stats["manscdp:Notify:Keepalive"] += 1
             transition = self.presence.activity(device_id, now, keepalive=True)
             if transition is not None:
@@ -495,8 +502,11 @@ class GbDeviceAdapter:
             self.stats[f"refused:bad_manscdp:{exc.reason}"] += 1
             self._respond(key, request, 400, peer, reason=exc.reason)
             return
-        # Answer first, then process (§2.3): retransmissions are absorbed by the transaction layer.
-        self._respond(key, request, 200, peer)
+        # Answer first, then process (§2.3): retransmissions are absorbed by the transaction layer,
+        # except for keepalives and answers to our queries, which are harmless to see twice (the
+        # catalog assembler ignores pages of a finished catalog; a late DeviceInfo has no waiter).
+        idempotent = msg.cmd_type == "Keepalive" or msg.root is manscdp.Root.RESPONSE
+        self._respond(key, request, 200, peer, stateless=idempotent)
         transition = self.presence.activity(device_id, now, keepalive=msg.cmd_type == "Keepalive")
         if transition is not None:
             self._apply_transition(transition)

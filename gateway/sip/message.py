@@ -9,6 +9,7 @@ Unmodified fields keep their original line, so a clean CRLF message round-trips 
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections.abc import Iterable, Iterator
@@ -541,6 +542,14 @@ def new_branch() -> str:
 
 def new_tag() -> str:
     return secrets.token_hex(5)
+
+
+def stateless_tag(request: Request) -> str:
+    """A To tag that depends on the request only, so that a retransmission answered again
+    statelessly gets the same one (RFC 3261 §8.2.7)."""
+    h = request.headers
+    seed = "\x00".join((h.get("Call-ID") or "", h.get("From") or "", h.get("CSeq") or "", h.get("Via") or ""))
+    return hashlib.blake2s(seed.encode("utf-8", "surrogateescape"), digest_size=5).hexdigest()
 
 
 def new_call_id(host: str) -> str:

@@ -104,6 +104,7 @@ class TransactionLayer:
         self._seq = 0
         self._acks: dict[tuple[str, int, str], _Tx] = {}  # 2xx-to-INVITE awaiting ACK
         self._by_conn: dict[int, set[Hashable]] = {}
+        self._unarmed: list[_Tx] = []  # new server transactions whose guard timer is not armed yet
         self.stats: Counter[str] = Counter()
 
     # ----------------------------------------------------------------- timers
@@ -116,11 +117,26 @@ class TransactionLayer:
         tx.heap_at = wake
         heapq.heappush(self._heap, (wake, self._seq, tx))
 
+    def _arm_new(self) -> None:
+        """Arm the guard of server transactions the application has not answered yet.
+
+        Deferred from receive(): most requests are answered before the driver next asks for
+        the timer, and one answered statelessly then leaves nothing behind, not even a heap
+        entry holding it for 32 s."""
+        for tx in self._unarmed:
+            if tx.state is not TxState.TERMINATED:
+                self._arm(tx)
+        self._unarmed.clear()
+
     def next_timer(self) -> float | None:
         """When handle_timer() next has work (may be early, never late)."""
+        if self._unarmed:
+            self._arm_new()
         return self._heap[0][0] if self._heap else None
 
     def handle_timer(self, now: float) -> list[Event]:
+        if self._unarmed:
+            self._arm_new()
         events: list[Event] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
@@ -199,7 +215,7 @@ class TransactionLayer:
             tx.ack_key = _dialog_ack_key(msg)
         tx.end_at = now + 64 * self.t1  # guard against an application that never answers
         self._add(tx)
-        self._arm(tx)
+        self._unarmed.append(tx)
         self.stats["server_transactions"] += 1
         return [RequestReceived(msg, peer, key)]
 
@@ -271,8 +287,14 @@ class TransactionLayer:
         return []
 
     # ---------------------------------------------------------------- output
-    def respond(self, key: Hashable, response: Response, now: float) -> list[Event]:
-        """Send a response in server transaction `key`; adds a To tag if it has none."""
+    def respond(self, key: Hashable, response: Response, now: float, *, stateless: bool = False) -> list[Event]:
+        """Send a response in server transaction `key`; adds a To tag if it has none.
+
+        `stateless` (non-INVITE final responses only): forget the transaction at once instead of
+        keeping it for Timer J — RFC 3261 §8.2.7 stateless UAS behaviour, for requests whose
+        reprocessing is harmless (a registrar's challenge, keepalives, query responses). A
+        retransmission is then a new request, answered again; the caller makes the To tag
+        depend on the request only, so the answer is the same."""
         tx = self._txs.get(key)
         if tx is None or not tx.server:
             raise TransactionError("no such server transaction (already finished?)")
@@ -295,7 +317,9 @@ class TransactionLayer:
         udp = not tx.peer.reliable
         if not tx.invite:
             tx.state = TxState.COMPLETED  # Timer J
-            tx.end_at = now + 64 * self.t1 if udp else now
+            tx.end_at = now + 64 * self.t1 if udp and not stateless else now
+            if stateless:
+                self.stats["stateless_responses"] += 1
         else:
             tx.state = TxState.ACCEPTED if status < 300 else TxState.COMPLETED
             tx.end_at = now + 64 * self.t1  # Timer H (and 2xx give-up, §13.3.1.4)

@@ -169,10 +169,11 @@ class SipEndpoint:
                 await asyncio.wait_for(server.wait_closed(), 2.0)
 
     # ------------------------------------------------------------ public API
-    def respond(self, key: Hashable, response: Response) -> None:
-        """Answer server transaction `key` (To tag and received/rport are added if missing)."""
+    def respond(self, key: Hashable, response: Response, *, stateless: bool = False) -> None:
+        """Answer server transaction `key` (To tag and received/rport are added if missing);
+        `stateless`: see TransactionLayer.respond."""
         try:
-            events = self.transactions.respond(key, response, self._loop.time())
+            events = self.transactions.respond(key, response, self._loop.time(), stateless=stateless)
         except TransactionError as e:
             self.stats["respond_failed"] += 1
             log.debug("respond(%r) failed: %s", key, e)

@@ -202,3 +202,39 @@ async def test_unknown_device_challenged_then_403(gw: Gateway, phone: UdpPhone) 
     assert resp.status == 403
     first = await phone.send(phone.build("REGISTER", device_id="34020000001320000998", headers=[("Expires", "60")]))
     assert first.status == 401  # indistinguishable from a known device until credentials are checked
+
+
+async def test_keepalive_and_challenge_are_answered_statelessly_alarm_is_not(gw: Gateway, phone: UdpPhone) -> None:
+    """Keepalives, registrar challenges and answers to our queries keep no transaction for
+    Timer J (RFC 3261 §8.2.7): a retransmission is answered again, with the same To tag. An
+    alarm is not idempotent: its retransmission is absorbed by the transaction layer."""
+    await whitelist(gw, DEV, PW)
+    endpoint = gw.endpoint
+    assert endpoint is not None
+    first = phone.build("REGISTER", headers=[("Expires", "3600")], branch="z9hG4bKreg-stateless")
+    a = await phone.send(first)
+    b = await phone.send(first)  # the same datagram again: a retransmission
+    assert a.status == b.status == 401
+    assert a.to.tag == b.to.tag and a.to.tag
+    assert a.headers.get("WWW-Authenticate") != b.headers.get("WWW-Authenticate")  # challenged afresh
+    assert (await phone.register()).status == 200
+    stateless0 = endpoint.transactions.stats["stateless_responses"]
+    live0 = len(endpoint.transactions)
+    ka = phone.build("MESSAGE", call_id="ka-1", branch="z9hG4bKka-stateless",
+                     headers=[("Content-Type", "Application/MANSCDP+xml")],
+                     body=manscdp.build_keepalive(DEV, 7))
+    r1 = await phone.send(ka)
+    r2 = await phone.send(ka)
+    assert r1.status == r2.status == 200 and r1.to.tag == r2.to.tag
+    assert endpoint.transactions.stats["stateless_responses"] - stateless0 == 2
+    assert len(endpoint.transactions) <= live0  # no Timer J entry for either
+    absorbed0 = endpoint.transactions.stats["retransmissions_absorbed"]
+    alarm = phone.build("MESSAGE", call_id="al-1", branch="z9hG4bKalarm-stateful",
+                        headers=[("Content-Type", "Application/MANSCDP+xml")],
+                        body=b'<?xml version="1.0" encoding="GB2312"?>\r\n<Notify>\r\n<CmdType>Alarm</CmdType>'
+                             b"\r\n<SN>8</SN>\r\n<DeviceID>" + DEV.encode() + b"</DeviceID>\r\n<AlarmPriority>1"
+                             b"</AlarmPriority>\r\n<AlarmMethod>5</AlarmMethod>\r\n<AlarmTime>2026-11-27T10:00:00"
+                             b"</AlarmTime>\r\n</Notify>\r\n")
+    assert (await phone.send(alarm)).status == 200
+    assert (await phone.send(alarm)).status == 200
+    assert endpoint.transactions.stats["retransmissions_absorbed"] - absorbed0 == 1

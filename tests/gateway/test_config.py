@@ -48,6 +48,7 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
         ({"GBGATE_HTTP__HOST": "not-an-ip"}, "http.host"),
         ({"GBGATE_SIP__NOPE": "1"}, "sip.nope"),
         ({"GBGATE_NOSECTION__X": "1"}, "GBGATE_NOSECTION__X"),
+        ({"GBGATE_RUNTIME__EVENT_LOOP": "trio"}, "runtime.event_loop"),
     ],
 )
 def test_invalid_values_name_the_key(env: dict[str, str], key: str) -> None:
@@ -82,3 +83,25 @@ def test_cascade_platforms(tmp_path: Path) -> None:
     s = load_settings(cfg, env={})
     assert s.cascade[0].channels == ("34020000001310000001",)
     assert "***" in to_toml(masked(s))
+
+
+def test_event_loop_choice() -> None:
+    """auto/uvloop run on uvloop (a dependency on Linux); asyncio forces the standard loop."""
+    import asyncio
+
+    import uvloop
+
+    from gateway.cli import event_loop_factory
+
+    assert load_settings(env={}).runtime.event_loop == "auto"
+    assert event_loop_factory("asyncio") is None
+    for choice in ("auto", "uvloop"):
+        factory = event_loop_factory(choice)
+        assert factory is not None
+        loop = factory()
+        try:
+            assert isinstance(loop, uvloop.Loop)
+        finally:
+            loop.close()
+    with asyncio.Runner(loop_factory=event_loop_factory("auto")) as r:
+        assert r.run(asyncio.sleep(0, "ran")) == "ran"

@@ -266,3 +266,21 @@ def test_scales_to_many_timer_j_transactions() -> None:
     assert len(layer._heap) == n
     run_until(layer, n / 5000 + 32.0)
     assert len(layer) == 0 and not layer._heap
+
+
+def test_stateless_final_response_keeps_no_transaction() -> None:
+    """RFC 3261 §8.2.7: a stateless answer forgets the request at once, so its retransmission
+    reaches the application again (which answers it again) instead of being absorbed."""
+    layer = TransactionLayer()
+    req = wire(request("MESSAGE", branch="z9hG4bKstateless1"))
+    [ev] = layer.receive(req, UDP, 0.0)
+    assert isinstance(ev, RequestReceived)
+    out = layer.respond(ev.key, make_response(req, 200, to_tag="t1"), 0.0, stateless=True)
+    assert [type(e) for e in out] == [Send]
+    assert len(layer) == 0 and layer.next_timer() is None
+    assert layer.stats["stateless_responses"] == 1
+    again = layer.receive(req, UDP, 1.0)
+    assert [type(e) for e in again] == [RequestReceived]  # not absorbed: answered again
+    stateful = layer.respond(again[0].key, make_response(req, 200, to_tag="t1"), 1.0)
+    assert [type(e) for e in stateful] == [Send] and len(layer) == 1  # the default keeps Timer J
+    assert layer.receive(req, UDP, 2.0) == [Send(stateful[0].data, UDP)]  # ...and absorbs

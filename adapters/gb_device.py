@@ -55,10 +55,19 @@ class DeviceSettings:
     query_on_register: bool = True
 
 
+_DATE_SECOND: list[Any] = [None, ""]  # (whole second, its formatted prefix): strftime once a second
+
+
 def gb_date(ts: float) -> str:
     """GB time-sync `Date` value: local (Beijing) time with milliseconds (gb28181.md §3.5)."""
-    dt = datetime.fromtimestamp(ts, BEIJING)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}"
+    second = int(ts // 1)
+    us = round((ts - second) * 1e6)  # as datetime rounds it
+    if us >= 1_000_000:
+        second, us = second + 1, 0
+    if _DATE_SECOND[0] != second:
+        _DATE_SECOND[0] = second
+        _DATE_SECOND[1] = datetime.fromtimestamp(second, BEIJING).strftime("%Y-%m-%dT%H:%M:%S.")
+    return f"{_DATE_SECOND[1]}{us // 1000:03d}"
 
 
 class GbDeviceAdapter:

@@ -25,6 +25,7 @@ Job = Callable[[AsyncSession], Awaitable[None]]
 
 
 _DEVICES = Device.__table__  # type: ignore[attr-defined]
+_CHANNELS = Channel.__table__  # type: ignore[attr-defined]
 _EVENTS = DeviceEvent.__table__  # type: ignore[attr-defined]
 
 
@@ -141,8 +142,12 @@ class DeviceRepository:
                     await _write_devices(session, devices, now)
                 if events:
                     await session.execute(insert(_EVENTS), events)
+                catalogs = [job for job, _ in jobs if isinstance(job, CatalogWrite)]
+                if catalogs:
+                    await _write_catalogs(session, catalogs, now)
                 for job, _ in jobs:
-                    await job(session)
+                    if not isinstance(job, CatalogWrite):
+                        await job(session)
         except Exception as exc:
             # put the work back so nothing is lost; futures learn of the failure
             for device_id, values in devices.items():
@@ -263,35 +268,83 @@ def channel_values(item: Any, now: datetime) -> dict[str, Any]:
     }
 
 
+@dataclass(slots=True)
+class CatalogWrite:
+    """A device's catalog diff, queued on the writer; every one queued in the same batch is
+    applied with a handful of executemany statements (one SELECT, INSERT, UPDATE each), not
+    with ORM round trips per channel: a registration storm brings thousands per second."""
+
+    device_id: str
+    changed: list[Any]  # added or updated items
+    removed: list[str]
+    exposed: set[str]
+
+    async def __call__(self, session: AsyncSession) -> None:
+        await _write_catalogs(session, [self], datetime.now(UTC))
+
+
+async def _write_catalogs(session: AsyncSession, writes: list[CatalogWrite], now: datetime) -> None:
+    """Apply catalog diffs: upsert changed channels, mark removed ones, and bring the exposure
+    of the device's other live channels in line with `exposed` (max_channels may have changed)."""
+    devices = list(dict.fromkeys(w.device_id for w in writes))
+    if len(devices) < len(writes):  # a device twice in one batch: apply in rounds, in order
+        rounds: list[list[CatalogWrite]] = []
+        seen: dict[str, int] = {}
+        for w in writes:
+            k = seen[w.device_id] = seen.get(w.device_id, -1) + 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append(w)
+        for batch in rounds:
+            await _write_catalogs(session, batch, now)
+        return
+    current: dict[tuple[str, str], tuple[bool, bool]] = {}  # (device, channel) → (exposed, removed)
+    for i in range(0, len(devices), 500):
+        chunk = devices[i:i + 500]
+        rows = await session.execute(
+            select(_CHANNELS.c.device_id, _CHANNELS.c.channel_id, _CHANNELS.c.exposed, _CHANNELS.c.removed_at)
+            .where(_CHANNELS.c.device_id.in_(chunk)))
+        for dev, ch, exposed, removed_at in rows:
+            current[(dev, ch)] = (bool(exposed), removed_at is not None)
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    removals: list[dict[str, Any]] = []
+    exposure: list[dict[str, Any]] = []
+    for w in writes:
+        touched: set[str] = set()
+        for item in w.changed:
+            values = channel_values(item, now)
+            values["exposed"] = item.device_id in w.exposed
+            values["removed_at"] = None
+            touched.add(item.device_id)
+            if (w.device_id, item.device_id) in current:
+                updates.append({**{f"v_{k}": v for k, v in values.items()},
+                                "b_dev": w.device_id, "b_ch": item.device_id})
+            else:
+                inserts.append({**values, "device_id": w.device_id, "channel_id": item.device_id, "first_seen": now})
+            current[(w.device_id, item.device_id)] = (values["exposed"], False)
+        for ch in w.removed:
+            if (w.device_id, ch) in current:
+                removals.append({"b_dev": w.device_id, "b_ch": ch, "v_removed_at": now})
+                current[(w.device_id, ch)] = (current[(w.device_id, ch)][0], True)
+        for (dev, ch), (exposed, removed) in current.items():
+            if dev == w.device_id and ch not in touched and not removed and exposed != (ch in w.exposed):
+                exposure.append({"b_dev": dev, "b_ch": ch, "v_exposed": ch in w.exposed})
+                current[(dev, ch)] = (ch in w.exposed, False)
+    where = (_CHANNELS.c.device_id == bindparam("b_dev")) & (_CHANNELS.c.channel_id == bindparam("b_ch"))
+    if inserts:
+        await session.execute(insert(_CHANNELS), inserts)
+    if updates:
+        keys = [k[2:] for k in updates[0] if k.startswith("v_")]
+        await session.execute(update(_CHANNELS).where(where).values({k: bindparam(f"v_{k}") for k in keys}), updates)
+    if removals:
+        await session.execute(update(_CHANNELS).where(where).values(removed_at=bindparam("v_removed_at")), removals)
+    if exposure:
+        await session.execute(update(_CHANNELS).where(where).values(exposed=bindparam("v_exposed")), exposure)
+
+
 def make_catalog_job(
     device_id: str, added: Iterable[Any], updated: Iterable[Any], removed: Iterable[str], exposed: set[str]
-) -> Job:
+) -> CatalogWrite:
     """A write job applying a catalog diff (added/updated items, removed IDs) to the channel table."""
-    added, updated, removed = list(added), list(updated), list(removed)
-
-    async def job(session: AsyncSession) -> None:
-        now = datetime.now(UTC)
-        for item in added + updated:
-            values = channel_values(item, now)
-            values["exposed"] = item.device_id in exposed
-            row = await session.get(Channel, (device_id, item.device_id))
-            if row is None:
-                session.add(Channel(device_id=device_id, channel_id=item.device_id, first_seen=now, **values))
-            else:
-                for k, v in values.items():
-                    setattr(row, k, v)
-                row.removed_at = None
-        if removed:
-            await session.execute(
-                update(Channel)
-                .where(Channel.device_id == device_id, Channel.channel_id.in_(removed))
-                .values(removed_at=now)
-            )
-        # exposure can change without the item changing (max_channels edited)
-        await session.execute(
-            update(Channel)
-            .where(Channel.device_id == device_id, Channel.removed_at.is_(None))
-            .values(exposed=Channel.channel_id.in_(list(exposed)) if exposed else False)
-        )
-
-    return job
+    return CatalogWrite(device_id, [*added, *updated], list(removed), set(exposed))

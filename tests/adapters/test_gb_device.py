@@ -9,6 +9,8 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.app import Gateway
 from gateway.gb import manscdp
@@ -238,3 +240,14 @@ async def test_keepalive_and_challenge_are_answered_statelessly_alarm_is_not(gw:
     assert (await phone.send(alarm)).status == 200
     assert (await phone.send(alarm)).status == 200
     assert endpoint.transactions.stats["retransmissions_absorbed"] - absorbed0 == 1
+
+
+@given(st.floats(min_value=0, max_value=4e9, allow_nan=False))
+def test_gb_date_is_beijing_time_to_the_millisecond(ts: float) -> None:
+    """The Date of every REGISTER 200 is formatted once a second, then only the milliseconds."""
+    from datetime import datetime, timedelta, timezone
+
+    from adapters.gb_device import gb_date
+
+    dt = datetime.fromtimestamp(ts, timezone(timedelta(hours=8)))
+    assert gb_date(ts) == dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}"

@@ -298,39 +298,36 @@ async def _write_catalogs(session: AsyncSession, writes: list[CatalogWrite], now
         for batch in rounds:
             await _write_catalogs(session, batch, now)
         return
-    current: dict[tuple[str, str], tuple[bool, bool]] = {}  # (device, channel) → (exposed, removed)
+    # device → channel → (exposed, removed) as stored; each device appears once in this batch
+    stored: dict[str, dict[str, tuple[bool, bool]]] = {}
     for i in range(0, len(devices), 500):
         chunk = devices[i:i + 500]
         rows = await session.execute(
             select(_CHANNELS.c.device_id, _CHANNELS.c.channel_id, _CHANNELS.c.exposed, _CHANNELS.c.removed_at)
             .where(_CHANNELS.c.device_id.in_(chunk)))
         for dev, ch, exposed, removed_at in rows:
-            current[(dev, ch)] = (bool(exposed), removed_at is not None)
+            stored.setdefault(dev, {})[ch] = (bool(exposed), removed_at is not None)
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     removals: list[dict[str, Any]] = []
     exposure: list[dict[str, Any]] = []
     for w in writes:
-        touched: set[str] = set()
+        known = stored.get(w.device_id, {})
+        touched = {item.device_id for item in w.changed}
         for item in w.changed:
             values = channel_values(item, now)
             values["exposed"] = item.device_id in w.exposed
             values["removed_at"] = None
-            touched.add(item.device_id)
-            if (w.device_id, item.device_id) in current:
+            if item.device_id in known:
                 updates.append({**{f"v_{k}": v for k, v in values.items()},
                                 "b_dev": w.device_id, "b_ch": item.device_id})
             else:
                 inserts.append({**values, "device_id": w.device_id, "channel_id": item.device_id, "first_seen": now})
-            current[(w.device_id, item.device_id)] = (values["exposed"], False)
-        for ch in w.removed:
-            if (w.device_id, ch) in current:
-                removals.append({"b_dev": w.device_id, "b_ch": ch, "v_removed_at": now})
-                current[(w.device_id, ch)] = (current[(w.device_id, ch)][0], True)
-        for (dev, ch), (exposed, removed) in current.items():
-            if dev == w.device_id and ch not in touched and not removed and exposed != (ch in w.exposed):
-                exposure.append({"b_dev": dev, "b_ch": ch, "v_exposed": ch in w.exposed})
-                current[(dev, ch)] = (ch in w.exposed, False)
+        gone = {ch for ch in w.removed if ch in known}
+        removals.extend({"b_dev": w.device_id, "b_ch": ch, "v_removed_at": now} for ch in gone)
+        for ch, (exposed, removed) in known.items():
+            if ch not in touched and ch not in gone and not removed and exposed != (ch in w.exposed):
+                exposure.append({"b_dev": w.device_id, "b_ch": ch, "v_exposed": ch in w.exposed})
     where = (_CHANNELS.c.device_id == bindparam("b_dev")) & (_CHANNELS.c.channel_id == bindparam("b_ch"))
     if inserts:
         await session.execute(insert(_CHANNELS), inserts)

@@ -29,29 +29,31 @@ _H264_HIGH = frozenset((100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134,
 _H265_STRONG = frozenset((0x40, 0x42, 0x44, 0x46, 0x4E, 0x50))
 
 
-def _nal_offsets(data: bytes | memoryview) -> Iterator[tuple[int, int]]:
-    """Yield (start, end) of each NAL payload; end excludes trailing zero bytes."""
-    buf = data if isinstance(data, bytes) else bytes(data)
+def _iter_start_codes(buf: bytes | bytearray, pos: int = 0) -> Iterator[int]:
+    """Positions of the 00 00 01 start codes in `buf` from `pos`, found lazily."""
     find = buf.find
-    i = find(START)
+    i = find(START, pos)
     while i >= 0:
-        start = i + 3
-        nxt = find(START, start)
-        end = len(buf) if nxt < 0 else nxt
-        while end > start and buf[end - 1] == 0:  # 4-byte start code / trailing_zero_8bits
-            end -= 1
-        if end > start:
-            yield start, end
-        i = nxt
+        yield i
+        i = find(START, i + 3)
 
 
-def _nal_ranges(buf: bytes, starts: tuple[int, ...]) -> Iterator[tuple[int, int]]:
-    """`_nal_offsets` from already known start-code positions (no scan)."""
+def start_codes(buf: bytes | bytearray, pos: int = 0) -> list[int]:
+    """Positions of every 00 00 01 start code in `buf` from `pos` (one bytes.find per NAL)."""
+    return list(_iter_start_codes(buf, pos))
+
+
+def _nal_offsets(data: bytes | memoryview, starts: Sequence[int] | None = None) -> Iterator[tuple[int, int]]:
+    """Yield (start, end) of each NAL payload; end excludes trailing zero bytes. `starts`: the
+    start codes' positions when the caller already found them (no scan)."""
+    buf = data if isinstance(data, bytes) else bytes(data)
+    if starts is None:
+        starts = start_codes(buf)
     last = len(starts) - 1
     for k, i in enumerate(starts):
         start = i + 3
         end = len(buf) if k == last else starts[k + 1]
-        while end > start and buf[end - 1] == 0:
+        while end > start and buf[end - 1] == 0:  # 4-byte start code / trailing_zero_8bits
             end -= 1
         if end > start:
             yield start, end
@@ -73,48 +75,36 @@ def _first_nal_bytes(data: bytes | memoryview) -> Iterator[tuple[int, int]]:
     """Yield (byte0, byte1) of each NAL header, cheaply (no slicing)."""
     buf = data if isinstance(data, bytes) else bytes(data)
     n = len(buf)
-    find = buf.find
-    i = find(START)
-    while i >= 0 and i + 3 < n:
+    for i in _iter_start_codes(buf):
+        if i + 3 >= n:
+            return
         yield buf[i + 3], buf[i + 4] if i + 4 < n else 0
-        i = find(START, i + 3)
 
 
-def is_keyframe(codec: Codec, au: bytes | memoryview, starts: tuple[int, ...] | None = None) -> bool:
+def is_keyframe(codec: Codec, au: bytes | memoryview, starts: Sequence[int] | None = None) -> bool:
     """True if the access unit holds an IDR (H.264) / IRAP (H.265) slice.
 
     Parameter sets alone do not make a key frame (small vendors repeat SPS/PPS before P
     frames, gb28181.md §6.6). Scanning stops at the first slice. `starts`: the positions of
-    the AU's start codes, when known.
+    the AU's start codes, when known (the demuxer's hot path).
     """
-    if starts is not None and isinstance(au, bytes):
-        n = len(au)
-        h265 = codec == Codec.H265
-        for i in starts:
-            if i + 3 >= n:
-                break
-            b0 = au[i + 3]
-            if h265:
-                t = (b0 >> 1) & 0x3F
-                if t < 32:
-                    return t in H265_IRAP
-            elif codec == Codec.H264:
-                t = b0 & 0x1F
-                if 1 <= t <= 5:
-                    return t == H264_IDR
+    if codec not in (Codec.H264, Codec.H265):
         return False
-    if codec == Codec.H264:
-        for b0, _ in _first_nal_bytes(au):
-            t = b0 & 0x1F
-            if 1 <= t <= 5:
-                return t == H264_IDR
-        return False
-    if codec == Codec.H265:
-        for b0, _ in _first_nal_bytes(au):
+    buf = au if isinstance(au, bytes) else bytes(au)
+    n = len(buf)
+    h265 = codec == Codec.H265
+    for i in starts if starts is not None else _iter_start_codes(buf):
+        if i + 3 >= n:
+            break
+        b0 = buf[i + 3]
+        if h265:
             t = (b0 >> 1) & 0x3F
             if t < 32:
                 return t in H265_IRAP
-        return False
+        else:
+            t = b0 & 0x1F
+            if 1 <= t <= 5:
+                return t == H264_IDR
     return False
 
 
@@ -174,7 +164,7 @@ def parameter_sets(codec: Codec, au: bytes | memoryview) -> ParameterSets:
 
 def annexb_to_length_prefixed(au: bytes | memoryview, codec: Codec = Codec.H264, *,
                               drop_aud: bool = True, drop_parameter_sets: bool = False,
-                              starts: tuple[int, ...] | None = None) -> bytes:
+                              starts: Sequence[int] | None = None) -> bytes:
     """Annex-B → 4-byte length-prefixed NAL units (ISO/IEC 14496-15 §5.3.2, FLV/MP4).
 
     `starts`: every start code's position in `au`, when the caller already found them."""
@@ -184,7 +174,7 @@ def annexb_to_length_prefixed(au: bytes | memoryview, codec: Codec = Codec.H264,
     parts: list[bytes] = []
     pack = _U32.pack
     h265 = codec == Codec.H265
-    for s, e in (_nal_offsets(buf) if starts is None else _nal_ranges(buf, starts)):
+    for s, e in _nal_offsets(buf, starts):
         t = (buf[s] >> 1) & 0x3F if h265 else buf[s] & 0x1F
         if (drop_aud and t == aud) or (drop_parameter_sets and t in psets):
             continue

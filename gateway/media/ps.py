@@ -27,7 +27,7 @@ import struct
 from collections import Counter
 
 from gateway.media.frames import Codec, MediaFrame
-from gateway.media.nal import is_keyframe, sniff_video_codec
+from gateway.media.nal import is_keyframe, sniff_video_codec, start_codes
 
 __all__ = ["Codec", "MediaFrame", "PsDemuxer", "read_timestamp"]
 
@@ -439,12 +439,8 @@ class PsDemuxer:
         nals: tuple[int, ...] | None = None
         if cut is None or cut >= len(es):
             if self._scanned:
-                tail = self._nals
-                j = es.find(START, self._scan)
-                while j >= 0:  # the last few bytes the incremental scan left for more data
-                    tail.append(j)
-                    j = es.find(START, j + 3)
-                nals = tuple(tail)
+                # plus the last few bytes the incremental scan left for more data
+                nals = (*self._nals, *start_codes(es, self._scan))
             data = bytes(es)
             sid = self._au_sid
             self._drop_au()

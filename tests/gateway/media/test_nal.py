@@ -20,11 +20,12 @@ from gateway.media.nal import (
     split_annexb,
     unescape_rbsp,
 )
+from tests.gateway.media.vectors import brute_start_codes
 
 from .vectors import read
 
 
-def test_split_annexb_three_and_four_byte_start_codes():
+def test_split_annexb_three_and_four_bytebrute_start_codes():
     data = b"\x00\x00\x00\x01\x67\xaa\x00\x00\x01\x68\xbb\x00\x00\x00\x01\x65\xcc\xdd"
     assert [bytes(n) for n in split_annexb(data)] == [b"\x67\xaa", b"\x68\xbb", b"\x65\xcc\xdd"]
     assert split_annexb(b"no start code") == []
@@ -109,14 +110,6 @@ def test_length_prefixed_drops_aud_and_optionally_parameter_sets():
     assert annexb_to_length_prefixed(au, drop_aud=False).startswith(struct.pack(">I", 2) + b"\x09\xf0")
 
 
-def _start_codes(data: bytes) -> tuple[int, ...]:
-    out, i = [], data.find(b"\x00\x00\x01")
-    while i >= 0:
-        out.append(i)
-        i = data.find(b"\x00\x00\x01", i + 3)
-    return tuple(out)
-
-
 _PIECES = st.lists(st.one_of(st.sampled_from([b"\x00\x00\x01", b"\x00\x00\x00\x01", b"\x00", b"\x09\xf0",
                                               b"\x67\x42", b"\x65\x88", b"\x41\x9a", b"\x40\x01", b"\x26\x01"]),
                              st.binary(max_size=12)), max_size=30)
@@ -126,7 +119,7 @@ _PIECES = st.lists(st.one_of(st.sampled_from([b"\x00\x00\x01", b"\x00\x00\x00\x0
 def test_known_start_codes_give_what_a_scan_gives(pieces, codec, drop_aud, drop_ps):
     """The FLV path reuses the demuxer's start-code positions: same output as scanning."""
     au = b"".join(pieces)
-    starts = _start_codes(au)
+    starts = brute_start_codes(au)
     assert annexb_to_length_prefixed(au, codec, drop_aud=drop_aud, drop_parameter_sets=drop_ps,
                                      starts=starts) == \
         annexb_to_length_prefixed(au, codec, drop_aud=drop_aud, drop_parameter_sets=drop_ps)

@@ -7,7 +7,7 @@ from gateway.media.nal import split_access_units
 from gateway.media.ps import PsDemuxer, read_timestamp
 from gateway.media.psmux import PsMuxer
 
-from .vectors import audio_frames, read, video_frames
+from .vectors import audio_frames, brute_start_codes, read, video_frames
 
 H264 = video_frames(Codec.H264)
 H265 = video_frames(Codec.H265)
@@ -189,26 +189,18 @@ def test_pure_garbage_never_raises(junk):
     assert d.buffered == 0
 
 
-def _start_codes(data: bytes) -> tuple[int, ...]:
-    out, i = [], data.find(b"\x00\x00\x01")
-    while i >= 0:
-        out.append(i)
-        i = data.find(b"\x00\x00\x01", i + 3)
-    return tuple(out)
-
-
 def _assert_nal_positions(frames: list[MediaFrame]) -> None:
     """Every H.264/H.265 frame carries exactly the start codes a plain scan of it finds."""
     for f in frames:
         if f.kind == "video" and f.codec in (Codec.H264, Codec.H265):
-            assert f.nals == _start_codes(f.data)
+            assert f.nals == brute_start_codes(f.data)
 
 
 @pytest.mark.parametrize("name", ["ps_ours_h264_g711a.ps", "ps_ours_h265.ps", "ps_ffmpeg_h264.vob",
                                   "ps_ffmpeg_h264.mpg", "ps_ffmpeg_h265.vob", "quirk_stuffing.ps",
                                   "quirk_private_bd.ps", "quirk_no_psm.ps", "quirk_pes_len0.ps",
                                   "quirk_truncated_pack.ps", "quirk_garbage.ps", "quirk_h265_private_type.ps"])
-def test_frames_carry_their_nal_start_codes(name):
+def test_frames_carry_their_nalbrute_start_codes(name):
     """The demuxer hands the start codes it found to the FLV muxer (no second scan): they must
     be complete and exact whatever the chunking, including AUs cut inside one PES (ffmpeg)."""
     data = read(name)

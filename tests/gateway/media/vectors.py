@@ -46,3 +46,12 @@ def pcap_payloads(name: str) -> list[bytes]:
 
 # gb28181.md §6.5: PES for an IDR with PTS = 7200 carrying the first bytes of an SPS.
 H264_FIRST_SPS_PES = bytes.fromhex("000001E000108480052100013841000000016764001F")[:14]
+
+
+def brute_start_codes(data: bytes) -> tuple[int, ...]:
+    """Every 00 00 01 in `data`, found by plain search: the oracle for the demuxer's positions."""
+    out, i = [], data.find(b"\x00\x00\x01")
+    while i >= 0:
+        out.append(i)
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return tuple(out)

@@ -7,8 +7,9 @@ sockets are covered by tests/interop/test_media_sipp.py, HTTP-FLV and WS-FLV rea
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from gateway.media.hub import FLV, StreamHub
+from gateway.media.hub import FLV, Framing, StreamHub, Subscription
 from gateway.outputs.flv_http import http_chunk, ws_binary
 from tests.gateway.media.test_hub import Opener, feed, flv_tags, frame_at
 
@@ -41,16 +42,22 @@ def dechunk(chunks: list[bytes]) -> bytes:
     return bytes(out)
 
 
-async def test_direct_viewers_share_one_framed_copy_per_frame() -> None:
+async def direct_viewers(n: int, framing: Framing, first_frames: int, **hub_kw: Any) -> tuple[
+        Opener, StreamHub, list[tuple[Subscription, Wire]]]:
+    """Channel c1 streaming `first_frames` frames, with `n` FLV viewers gone direct on Wires."""
     opener = Opener()
-    hub = StreamHub(opener)
-    feeder = asyncio.create_task(feed(opener, "c1", range(3)))
-    a = await hub.subscribe("c1", FLV)
-    b = await hub.subscribe("c1", FLV)
+    hub = StreamHub(opener, **hub_kw)
+    feeder = asyncio.create_task(feed(opener, "c1", range(first_frames)))
+    subs = [await hub.subscribe("c1", FLV) for _ in range(n)]
     await feeder
-    wa, wb = Wire(), Wire()
-    a.go_direct(wa, http_chunk)
-    b.go_direct(wb, http_chunk)
+    viewers = [(sub, Wire()) for sub in subs]
+    for sub, wire in viewers:
+        sub.go_direct(wire, framing)
+    return opener, hub, viewers
+
+
+async def test_direct_viewers_share_one_framed_copy_per_frame() -> None:
+    opener, hub, [(a, wa), (_b, wb)] = await direct_viewers(2, http_chunk, 3)
     assert len(wa.chunks) == 1  # the queued preamble + GOP, as one chunk
     for k in range(3, 12):
         opener.sinks["c1"].push(frame_at(k))
@@ -65,15 +72,7 @@ async def test_direct_viewers_share_one_framed_copy_per_frame() -> None:
 
 
 async def test_direct_viewer_behind_skips_to_keyframe_then_is_disconnected() -> None:
-    opener = Opener()
-    hub = StreamHub(opener, viewer_backlog=1000)
-    feeder = asyncio.create_task(feed(opener, "c1", range(2)))
-    slow = await hub.subscribe("c1", FLV)
-    fast = await hub.subscribe("c1", FLV)
-    await feeder
-    ws, wf = Wire(), Wire()
-    slow.go_direct(ws, ws_binary)
-    fast.go_direct(wf, ws_binary)
+    opener, hub, [(slow, ws), (fast, wf)] = await direct_viewers(2, ws_binary, 2, viewer_backlog=1000)
     ws.backlog = 5000  # the socket stopped draining
     for k in range(2, 10):
         opener.sinks["c1"].push(frame_at(k))
@@ -98,13 +97,7 @@ async def test_direct_viewer_behind_skips_to_keyframe_then_is_disconnected() -> 
 
 
 async def test_direct_viewer_that_went_away_is_closed_at_the_next_frame() -> None:
-    opener = Opener()
-    hub = StreamHub(opener, linger=0.05)
-    feeder = asyncio.create_task(feed(opener, "c1", range(2)))
-    sub = await hub.subscribe("c1", FLV)
-    await feeder
-    w = Wire()
-    sub.go_direct(w, http_chunk)
+    opener, hub, [(sub, w)] = await direct_viewers(1, http_chunk, 2, linger=0.05)
     waiter = asyncio.create_task(sub.wait_closed())
     w.closing = True
     opener.sinks["c1"].push(frame_at(2))

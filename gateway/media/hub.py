@@ -219,10 +219,7 @@ class Subscription:
                 self.need_key = True
             return
         wire.write(data)
-        if self.delivered == 0:
-            self._delivered_one()
-        else:
-            self.delivered += 1
+        self._delivered_one()
 
     async def wait_closed(self) -> None:
         """Until the subscription is closed (direct mode: the hub or the viewer ended it)."""

@@ -23,6 +23,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from datetime import date, datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,8 @@ def _print_json(data: Any) -> None:
     print(json.dumps(data, ensure_ascii=False, indent=2))
 
 
-async def run_ops(settings: Any, args: argparse.Namespace) -> int:
+async def run_ops(settings: Any, args: argparse.Namespace, *, clock: Callable[[], float] = time.time) -> int:
+    """Run one ops command; `clock` is read once, so the whole command sees one "now" (and tests a fixed one)."""
     from gateway.cli import _with_store
     from gateway.reports.errors import ImportValidationError, ReportError
     from gateway.reports.service import report_timezone
@@ -124,6 +126,7 @@ async def run_ops(settings: Any, args: argparse.Namespace) -> int:
         try:
             tz = report_timezone(settings.report.timezone)
             handler = _HANDLERS[(args.command, args.action)]
+            args.now = clock()
             return int(await handler(sessions, settings, args, tz))
         except ImportValidationError as exc:
             # one line (contract.md), naming every bad line and field: the file was refused as a whole
@@ -141,7 +144,7 @@ async def _contract_import(sessions: Any, settings: Any, args: argparse.Namespac
     from gateway.reports import records
 
     data = Path(args.file).read_bytes()
-    count = await records.import_contract(sessions, args.kind, args.file, data, now=time.time())
+    count = await records.import_contract(sessions, args.kind, args.file, data, now=args.now)
     print(f"imported {count} {args.kind} row(s) from {args.file}")
     return 0
 
@@ -169,7 +172,7 @@ async def _maintenance_add(sessions: Any, settings: Any, args: argparse.Namespac
     start = parse_instant(args.start, tz, "start")
     end = parse_instant(args.end, tz, "end")
     wid = await declare_maintenance(
-        sessions, args.subject, start, end, reason=args.reason, actor=cli_actor(), now=time.time()
+        sessions, args.subject, start, end, reason=args.reason, actor=cli_actor(), now=args.now
     )
     print(f"maintenance window {wid}: {args.subject} {_local(start, tz)} → {_local(end, tz)}")
     return 0
@@ -223,7 +226,7 @@ async def _ticket_do(
     from gateway.cli_whitelist import cli_actor
     from gateway.reports.service import ticket_steps
 
-    new = await ticket_steps(sessions, args.ticket, steps, actor=cli_actor(), now=time.time(), vendor=vendor)
+    new = await ticket_steps(sessions, args.ticket, steps, actor=cli_actor(), now=args.now, vendor=vendor)
     print(f"{new.id}: {new.status}")
     return 0
 
@@ -254,7 +257,7 @@ async def _policy_show(sessions: Any, settings: Any, args: argparse.Namespace, t
     from gateway.reports import records
 
     versions = await records.list_policies(sessions, args.name)
-    today = datetime.now(tz).date().isoformat()
+    today = datetime.fromtimestamp(args.now, tz).date().isoformat()
     in_force = [v for v in versions if v["effective_from"] <= today]
     current = max(in_force, key=lambda v: (v["effective_from"], v["version"]))["version"] if in_force else None
     if args.json:
@@ -296,7 +299,7 @@ async def _notice_send(sessions: Any, settings: Any, args: argparse.Namespace, t
             day = date.fromisoformat(args.date)
         except ValueError:
             raise OpsError(f"--date: expected YYYY-MM-DD, got {args.date!r}") from None
-    result = await send_now(sessions, settings, day)
+    result = await send_now(sessions, settings, day, now=args.now)
     if not result.sent and not result.failed:
         raise OpsError("no webhook configured: set report.webhook_url or a police station's webhook_url")
     for label in result.sent:

@@ -5,7 +5,8 @@ Typed by protocols so interfaces (api, console) never import adapters (architect
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,6 +41,7 @@ class Services:
     health: Any = None
     reports: Any = None
     components: dict[str, str] = field(default_factory=dict)
+    clock: Callable[[], float] = time.time  # wall clock (unix seconds): "today", ticket and import times
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import shutil
@@ -10,6 +11,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +55,48 @@ def postgres_url() -> Iterator[str]:
         subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- event loops
+# The product runs on uvloop when installed (runtime.event_loop = auto); tests of the code that
+# moves bytes (SIP transports and endpoint, media ingest, outputs, adapters, interop with real peers)
+# run on both loops, everything else on asyncio's. See issue 9: TCP signalling broke on uvloop alone.
+BOTH_LOOPS = ("tests/gateway/sip/", "tests/gateway/media/", "tests/gateway/outputs/", "tests/adapters/",
+              "tests/interop/")
+
+
+def _uvloop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    factories: dict[str, Any] = {"asyncio": asyncio.new_event_loop}
+    rel = Path(str(item.path)).resolve().relative_to(Path(str(config.rootpath)).resolve()).as_posix()
+    uv = _uvloop_factory()
+    if uv is not None and rel.startswith(BOTH_LOOPS):
+        factories["uvloop"] = uv
+    elif uv is None and rel.startswith(BOTH_LOOPS) and os.environ.get("CI"):
+        raise pytest.UsageError("uvloop is required in CI: the product runs on it")
+    return factories
+
+
+# ---------------------------------------------------------------- external tools
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "requires(*tools): external programs the test needs; skipped naming them when absent "
+        "(failed in CI, where .ci/run installs every one)",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Check a test's tools before any fixture starts a gateway or waits on a peer."""
+    missing = [tool for mark in item.iter_markers("requires") for tool in mark.args if shutil.which(tool) is None]
+    if missing:
+        names = ", ".join(sorted(set(missing)))
+        if os.environ.get("CI"):
+            pytest.fail(f"{names} required in CI (installed by .ci/run)", pytrace=False)
+        pytest.skip(f"needs {names}, not installed")

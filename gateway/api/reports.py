@@ -23,7 +23,6 @@ so ticket numbers cannot be probed.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from typing import Any
@@ -53,6 +52,11 @@ class ReportsRuntime:
     sessions: Any
     prober: Any = None  # gateway.health.probe_runner.ProbeRunner
     scheduler: Any = None  # gateway.health.scheduler.Scheduler
+
+
+def _now(request: web.Request) -> float:
+    """The node's wall clock (injected in Services, so tests and replays choose "now")."""
+    return request.app[SERVICES].clock()
 
 
 def _runtime(request: web.Request) -> ReportsRuntime:
@@ -149,6 +153,7 @@ async def get_report(request: web.Request) -> web.Response:
             lang=lang,
             station=q.get("station") or None,
             group_by=group_by,
+            now=_now(request),
         )
     except PeriodError as exc:
         status = 422 if "future" in str(exc) else 400
@@ -210,7 +215,7 @@ async def import_contract(request: web.Request) -> web.Response:
     xlsx = data[:4] == b"PK\x03\x04" or "spreadsheetml" in request.content_type
     try:
         count = await records.import_contract(
-            _runtime(request).sessions, kind, "upload.xlsx" if xlsx else "upload.csv", data, now=time.time()
+            _runtime(request).sessions, kind, "upload.xlsx" if xlsx else "upload.csv", data, now=_now(request)
         )
     except ImportValidationError as exc:
         raise _import_error(exc) from None
@@ -261,7 +266,7 @@ async def declare_maintenance(request: web.Request) -> web.Response:
             end,
             reason=_text(data, "reason"),
             actor=p.actor,
-            now=time.time(),
+            now=_now(request),
         )
     except ReportError as exc:
         field, _, message = str(exc).partition(": ")
@@ -282,7 +287,7 @@ async def list_policy(request: web.Request) -> web.Response:
 
     name = request.query.get("name", "default")
     versions = await records.list_policies(_runtime(request).sessions, name)
-    today = datetime.now(_tz(request)).date().isoformat()
+    today = datetime.fromtimestamp(_now(request), _tz(request)).date().isoformat()
     in_force = [v for v in versions if v["effective_from"] <= today]
     current = max(in_force, key=lambda v: (v["effective_from"], v["version"])) if in_force else None
     return web.json_response(
@@ -381,7 +386,7 @@ async def _ticket_reply(request: web.Request, steps: list[tuple[str, dict[str, A
     tid = request.match_info["ticket_id"]
     sessions = _runtime(request).sessions
     try:
-        await ticket_steps(sessions, tid, steps, actor=principal_of(request).actor, now=time.time(), vendor=vendor)
+        await ticket_steps(sessions, tid, steps, actor=principal_of(request).actor, now=_now(request), vendor=vendor)
     except TicketError as exc:
         raise _ticket_error(exc) from None
     return web.json_response(await records.ticket_detail(sessions, tid))

@@ -7,10 +7,12 @@ counted (`stats["parse_error:<reason>"]`), answered "400 <reason>" statelessly w
 can be recovered from the raw bytes (RFC 3261 §8.2.2, §18.2.1; RFC 3581), else dropped.
 
 SIP over TLS (RFC 3261 §26.2.1; GB 35114 class A approximated with X.509 client certificates)
-is framed exactly like TCP. Handshakes are driven with loop.start_tls() rather than
-create_server(ssl=...) because only then does a failed or stalled handshake reach us, to be
-counted (`tls_handshake_failed`, `tls_handshake_error:<reason>`) instead of vanishing into the
-loop. The client certificate's SHA-256 (DER) is kept per connection for the whitelist's pin.
+is framed exactly like TCP. The TLS port is served by our own accept loop, each socket handed to
+loop.connect_accepted_socket(ssl=...) rather than create_server(ssl=...): only then does a failed
+or stalled handshake reach us, to be counted (`tls_handshake_failed`, `tls_handshake_error:<reason>`)
+instead of vanishing into the loop. (An earlier start_tls() on an accepted plain transport lost
+ClientHellos on uvloop, which ignores pause_reading() inside connection_made.) The client
+certificate's SHA-256 (DER) is kept per connection for the whitelist's pin.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import socket
 import ssl
 from collections import Counter
 from collections.abc import Hashable
-from typing import Protocol
+from typing import Protocol, cast
 
 from .errors import MessageTooLarge, SipError, SipParseError, SipTimeout, TransactionError
 from .events import (
@@ -44,6 +46,7 @@ from .transaction import TransactionLayer
 log = logging.getLogger("gateway.sip")
 
 _MAX_WRITE_BUFFER = 4 * 1024 * 1024  # a peer that stops reading this much is dropped
+_TLS_BACKLOG = 1024
 _MAX_TLS_HANDSHAKES = 1024  # concurrent handshakes in progress; more are refused (slowloris)
 _TLS_SHUTDOWN_TIMEOUT = 2.0  # close_notify wait on close; a silent peer must not pin a socket
 
@@ -71,11 +74,12 @@ class SipEndpoint:
         self._loop = asyncio.get_running_loop()
         self._udp: asyncio.DatagramTransport | None = None
         self._server: asyncio.Server | None = None
-        self._tls_server: asyncio.Server | None = None
+        self._tls_listener: socket.socket | None = None
+        self._tls_accepting: asyncio.Task[None] | None = None
         self._tls_context: ssl.SSLContext | None = None
         self._tls_port: int | None = None
         self.tls_handshake_timeout = 10.0
-        self._handshakes: set[asyncio.Transport] = set()
+        self._handshakes: set[asyncio.Task[None]] = set()
         self._conns: dict[int, _TcpConnection] = {}
         self._by_addr: dict[tuple[str, str, int], int] = {}  # (transport, host, port) -> conn_id
         self._next_conn = 0
@@ -133,8 +137,11 @@ class SipEndpoint:
                 self._tls_context = tls_context
                 self.tls_handshake_timeout = tls_handshake_timeout
                 lsock = _stream_socket(family, host, tls_port)
-                self._tls_server = await self._loop.create_server(lambda: _TlsAcceptor(self), sock=lsock)
+                lsock.listen(_TLS_BACKLOG)
+                lsock.setblocking(False)
+                self._tls_listener = lsock
                 self._tls_port = lsock.getsockname()[1]
+                self._tls_accepting = self._loop.create_task(self._tls_accept_loop(lsock), name="sip-tls-accept")
         except BaseException:
             await self.stop()
             raise
@@ -153,13 +160,21 @@ class SipEndpoint:
             if not fut.done():
                 fut.set_exception(SipError("endpoint stopped"))
         self._pending.clear()
-        servers = [s for s in (self._server, self._tls_server) if s is not None]
+        servers = [s for s in (self._server,) if s is not None]
         for server in servers:
             server.close()
+        if self._tls_accepting is not None:
+            self._tls_accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tls_accepting
+            self._tls_accepting = None
+        if self._tls_listener is not None:
+            self._tls_listener.close()
+            self._tls_listener = None
         for conn in list(self._conns.values()):
             conn.close()
-        for raw in list(self._handshakes):
-            raw.abort()
+        for handshake in list(self._handshakes):
+            handshake.cancel()
         if self._udp is not None:
             self._udp.close()
         for t in list(self._tasks):
@@ -391,40 +406,48 @@ class SipEndpoint:
             self.stats["app_error"] += 1
             log.debug("on_connection_closed raised", exc_info=True)
 
-    def _accept_tls(self, raw: asyncio.Transport) -> None:
+    async def _tls_accept_loop(self, lsock: socket.socket) -> None:
+        """Accept on the TLS port for the endpoint's life; an accept error never ends the loop."""
+        while True:
+            try:
+                sock, _addr = await self._loop.sock_accept(lsock)
+            except asyncio.CancelledError:
+                raise
+            except OSError:  # EMFILE and friends: count, back off a little, keep serving
+                self.stats["tls_accept_error"] += 1
+                await asyncio.sleep(0.05)
+                continue
+            self._accept_tls(sock)
+
+    def _accept_tls(self, sock: socket.socket) -> None:
         """A TCP connection reached the TLS port: run its handshake in a task (never raises)."""
         if len(self._handshakes) >= _MAX_TLS_HANDSHAKES:
             self._tls_failed("busy")
-            raw.abort()
+            sock.close()
             return
-        self._handshakes.add(raw)
-        task = self._loop.create_task(self._tls_handshake(raw))
+        task = self._loop.create_task(self._tls_handshake(sock))
+        self._handshakes.add(task)
         self._tasks.add(task)
+        task.add_done_callback(self._handshakes.discard)
         task.add_done_callback(self._tasks.discard)
 
-    async def _tls_handshake(self, raw: asyncio.Transport) -> None:
+    async def _tls_handshake(self, sock: socket.socket) -> None:
         assert self._tls_context is not None
         conn = _TcpConnection(self, "tls")
         try:
-            tls = await self._loop.start_tls(
-                raw, conn, self._tls_context, server_side=True,
+            await self._loop.connect_accepted_socket(
+                lambda: conn, sock, ssl=self._tls_context,
                 ssl_handshake_timeout=self.tls_handshake_timeout, ssl_shutdown_timeout=_TLS_SHUTDOWN_TIMEOUT)
         except asyncio.CancelledError:
-            raw.abort()
+            sock.close()
             raise
         except Exception as e:  # peer garbage never kills the server (house rule 8)
             self._tls_failed(_tls_reason(e))
-            log.debug("TLS handshake failed from %s: %r", raw.get_extra_info("peername"), e)
-            raw.abort()
+            with contextlib.suppress(OSError):
+                log.debug("TLS handshake failed from %s: %r", sock.getpeername(), e)
+            sock.close()
             return
-        finally:
-            self._handshakes.discard(raw)
-        if tls is None:  # not reached with a server-side context; keep mypy and the loop honest
-            self._tls_failed("no_transport")
-            raw.abort()
-            return
-        self.stats["tls_handshake_ok"] += 1
-        conn.connection_made(tls)
+        self.stats["tls_handshake_ok"] += 1  # conn.connection_made ran when the handshake completed
 
     def _tls_failed(self, reason: str) -> None:
         self.stats["tls_handshake_failed"] += 1
@@ -501,18 +524,6 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.endpoint.stats["udp_error"] += 1  # ICMP port unreachable and the like
 
 
-class _TlsAcceptor(asyncio.Protocol):
-    """Holds a fresh connection on the TLS port until start_tls() takes it over."""
-
-    def __init__(self, endpoint: SipEndpoint) -> None:
-        self.endpoint = endpoint
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.pause_reading()  # the ClientHello waits in the kernel for the TLS protocol
-        self.endpoint._accept_tls(transport)
-
-
 class _TcpConnection(asyncio.Protocol):
     """One stream connection ("tcp", or "tls" above an SSL transport), framed by StreamFramer."""
 
@@ -523,14 +534,13 @@ class _TcpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = Peer(kind, "", 0, None)
         self.fingerprint: str | None = None
-        # start_tls() may hand us bytes that came with the handshake before it returns and we
-        # call connection_made (asyncio sslproto reads right after waking the waiter): at most
-        # one read's worth, replayed in order.
+        # Defensive: bytes delivered before connection_made (a loop's TLS layer may read right
+        # after the handshake) are kept and replayed in order, never dropped.
         self._early: list[bytes] = []
         self._lost = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+    def connection_made(self, base: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, base)  # uvloop's transports are not asyncio.Transport subclasses
         if self._lost:
             return
         self.transport = transport

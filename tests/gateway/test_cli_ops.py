@@ -48,7 +48,7 @@ async def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
     async def run(*argv: str, settings_: Any = None) -> tuple[int, str, str]:
         args = parser().parse_args(argv)
         assert args.command in OPS_COMMANDS
-        code = await run_ops(settings_ or settings, args)
+        code = await run_ops(settings_ or settings, args, clock=lambda: SEEDED_AT)
         out, err = capsys.readouterr()
         return code, out, err
 

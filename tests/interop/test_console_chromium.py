@@ -28,7 +28,7 @@ from gateway.store.devices import make_catalog_job
 from tests.adapters.test_gb_device import PW, UdpPhone
 from tests.interop.conftest import gateway_settings, require_tool, whitelist
 
-pytestmark = pytest.mark.interop
+pytestmark = [pytest.mark.interop, pytest.mark.requires("chromium")]
 
 ONLINE = "34020000001320000901"
 AWAY = "34020000001320000902"

@@ -9,7 +9,6 @@ import contextlib
 import itertools
 import json
 import os
-import shutil
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -27,6 +26,8 @@ from gateway.app import Gateway
 from gateway.gb.ssrc import ssrc_to_int
 from load_tests.bench_media import PsRtpSender
 from tests.interop.conftest import free_port, gateway_settings, require_tool, whitelist
+
+pytestmark = [pytest.mark.interop, pytest.mark.requires("sipp", "ffprobe")]
 
 CAM = "34020000001320000201"
 PASSWORD = "12345678"
@@ -274,7 +275,6 @@ async def test_play_errors_unknown_offline_not_admitted_and_timeout_trace(tmp_pa
         await stop_camera(r)
 
 
-@pytest.mark.skipif(not shutil.which("ffprobe"), reason="ffprobe missing")
 async def test_ws_flv_gives_the_same_stream(tmp_path: Path) -> None:
     async with rig(tmp_path, "udp") as r:
         await start_camera(r, tmp_path, "udp", 15060)

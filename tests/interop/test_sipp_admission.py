@@ -15,6 +15,8 @@ from gateway.app import Gateway
 from tests.interop.conftest import gateway_settings, run_sipp, whitelist
 from tests.interop.test_sipp_signalling import auth, wait_for
 
+pytestmark = [pytest.mark.interop, pytest.mark.requires("sipp")]
+
 CAM = "34020000001320000811"
 PW = "Cam-pass-811"
 

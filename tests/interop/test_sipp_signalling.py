@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from gateway.app import Gateway
 from tests.interop.conftest import run_sipp, whitelist
+
+pytestmark = [pytest.mark.interop, pytest.mark.requires("sipp")]
 
 CAM = "34020000001320000101"
 PASSWORD = "12345678"
@@ -14,6 +18,10 @@ PASSWORD = "12345678"
 
 def auth(device_id: str, password: str) -> str:
     return f"[authentication username={device_id} password={password}]"
+
+
+async def _async(value: bool) -> bool:
+    return value
 
 
 async def wait_for(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -35,6 +43,20 @@ async def test_camera_registers_with_digest_and_keepalive(gateway: Gateway, tmp_
     assert rec is not None and rec.online and rec.last_keepalive is not None
     stats = gateway.adapter.stats  # type: ignore[union-attr]
     assert stats["auth:ok"] == 1 and stats["manscdp:Notify:Keepalive"] == 1
+
+
+async def test_camera_registers_over_tcp(gateway: Gateway, tmp_path: Path) -> None:
+    """SIP over TCP (one connection, RFC 3261 §18) with a real peer, on both event loops: under
+    uvloop the connection used to be reset in connection_made (issue 9)."""
+    await whitelist(gateway, CAM, PASSWORD, name="东门")
+    result = await run_sipp(gateway, "reg_keepalive.xml", [[CAM, auth(CAM, PASSWORD)]], tmp_path, transport="t1")
+    assert result.returncode == 0, result.stdout[-2000:] + result.messages[-3000:]
+    assert "SIP/2.0 401" in result.messages and "SIP/2.0/TCP" in result.messages
+    stats = gateway.adapter.stats  # type: ignore[union-attr]
+    assert stats["auth:ok"] == 1 and stats["manscdp:Notify:Keepalive"] == 1
+    assert gateway.endpoint.stats["tcp_closed_framing"] == 0  # type: ignore[union-attr]
+    # sipp closed its connection at the end: a TCP device is unreachable without it, so offline
+    await wait_for(lambda: _async(gateway.adapter.presence.get(CAM) is None))  # type: ignore[union-attr]
 
 
 async def test_wrong_password_is_challenged_again_and_counted(gateway: Gateway, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from tests.interop.conftest import require_tool
 from tests.interop.test_webrtc_chromium import camera_rig
 
-pytestmark = pytest.mark.interop
+pytestmark = [pytest.mark.interop, pytest.mark.requires("sipp", "ffprobe")]
 
 
 async def test_snapshot_from_sipp_camera(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from gateway.app import Gateway
 from gateway.sip import Peer, Request, Response, digest, parse_message
 from tests.interop.conftest import gateway_settings, require_tool, whitelist
 
-pytestmark = pytest.mark.interop
+pytestmark = [pytest.mark.interop, pytest.mark.requires("openssl")]
 
 CAM = "34020000001320000901"
 PW = "Tls-cam-901"

@@ -28,7 +28,7 @@ from gateway.services import Services
 from tests.gateway.outputs.fakehub import CH, CH265, FakeHub, FakeTokens
 from tests.interop.conftest import require_tool
 
-pytestmark = pytest.mark.interop
+pytestmark = [pytest.mark.interop, pytest.mark.requires("chromium")]
 
 PAGE = """<!doctype html><html><body><video id="v" autoplay muted playsinline></video><script>
 const params = new URLSearchParams(location.search);

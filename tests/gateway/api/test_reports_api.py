@@ -58,6 +58,7 @@ def sessions(services: Services) -> Any:
 async def api(aiohttp_client: Any, services: Services, sessions: Any) -> Any:
     await seed_history(sessions, IDS, now=SEEDED_AT)
     services.reports = reports_api.ReportsRuntime(sessions=sessions, prober=FakeProber())
+    services.clock = lambda: SEEDED_AT  # "today" is 5 Nov 2026, whatever the wall clock says
     client = await aiohttp_client(build_web_app(services, [reports_api.routes]))
     client.tokens = {
         "ops": await services.tokens.create(Role.OPS, "ops"),

@@ -1,5 +1,4 @@
 import json
-import shutil
 import struct
 import subprocess
 
@@ -129,7 +128,7 @@ def _ffprobe(path) -> dict:
 
 
 @pytest.mark.interop
-@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe not on PATH")
+@pytest.mark.requires("ffprobe")
 def test_ffprobe_reads_our_avc_flv(tmp_path):
     path = tmp_path / "h264.flv"
     path.write_bytes(write_flv(Codec.H264)[0])
@@ -147,7 +146,7 @@ def _ffprobe_version() -> tuple[int, int]:
 
 
 @pytest.mark.interop
-@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe not on PATH")
+@pytest.mark.requires("ffprobe")
 def test_ffprobe_reads_our_hevc_enhanced_flv(tmp_path):
     if _ffprobe_version() < (6, 1):
         pytest.skip(f"ffprobe {_ffprobe_version()} predates enhanced-FLV HEVC demuxing (FFmpeg 6.1); "

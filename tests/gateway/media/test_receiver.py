@@ -247,7 +247,8 @@ async def test_tcp_flood_is_disconnected() -> None:
     rx = await TcpPassiveReceiver.open(s, "127.0.0.1", port, max_rate=256 << 10)
     _r, w = await asyncio.open_connection("127.0.0.1", port)
     data = b"".join(rfc4571.frame(p) for p in packets(25, bitrate=8_000_000))
-    with pytest.raises((ConnectionError, OSError)):
+    # the peer sees its connection closed: a reset on asyncio's loop, "handler is closed" on uvloop's
+    with pytest.raises((ConnectionError, OSError, RuntimeError)):
         for _ in range(100):
             w.write(data)
             await w.drain()

@@ -166,11 +166,11 @@ def test_svg_chart_escapes_labels() -> None:
     assert "&lt;b&gt;&amp;" in svg and "50.00%" in svg
 
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 @pytest.mark.interop
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
+@pytest.mark.requires("chromium")
 def test_chromium_renders_the_html_report(tmp_path: Path) -> None:
     page = tmp_path / "deductions.html"
     page.write_text(to_html(report("deductions")), encoding="utf-8")

@@ -1,9 +1,14 @@
 """From raw ledger events to per-channel intervals and totals for one report period (pure).
 
 Channel timelines use the `channel:<id>` events the recorder writes (it turns a device's
-keepalive loss into transitions of that device's channels). Maintenance windows apply to a
-channel when declared for the channel, its device, its site or its link. Gateway down periods
-come from the `gateway` subject; if the ledger holds no gateway events at all, none are assumed.
+keepalive loss into transitions of that device's channels). `events` must hold each subject's
+history up to the period as `service.load_events` gives it (its last signalling and media events
+before the period): the state at the period's start is what the full history implies. A
+contracted channel with no event at all before its expected start has never registered: it is
+`offline` (cause `never_registered`) from its contract start until it is first heard from.
+Maintenance windows apply to a channel when declared for the channel, its device, its site or its
+link. Gateway down periods come from the `gateway` subject; if the ledger holds no gateway
+events at all, none are assumed.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from datetime import date, tzinfo
 from typing import NamedTuple
 
 from gateway.health.timeline import (
+    CAUSE_NO_EVIDENCE,
     FAULT_STATES,
     NOT_EXPECTED,
     Event,
@@ -30,6 +36,8 @@ from gateway.reports.model import ChannelInfo, ContractData
 from gateway.reports.period import Period
 
 _FAULTS = frozenset(FAULT_STATES)
+#: cause of the offline time of a contracted channel nobody has ever heard from (issue 11.2)
+CAUSE_NEVER_REGISTERED = "never_registered"
 
 
 @dataclass(slots=True, frozen=True)
@@ -116,10 +124,16 @@ def build_ledger(
         end = min(period.end, ch.retired_ts if ch.retired_ts is not None else period.end)
         ivs: list[Interval] = []
         if start < end:
+            evs = by_subject.get(channel_subject(ch.channel_id), ())
+            initial, initial_cause = State.unknown, CAUSE_NO_EVIDENCE
+            if ch.contracted and not any(ev.ts < start for ev in evs):
+                initial, initial_cause = State.offline, CAUSE_NEVER_REGISTERED
             ivs = build_intervals(
-                by_subject.get(channel_subject(ch.channel_id), ()),
+                evs,
                 start=start,
                 end=end,
+                initial=initial,
+                initial_cause=initial_cause,
                 gateway_down=down,
                 maintenance=windows_for(ch, windows),
             )

@@ -22,6 +22,8 @@ class ChannelInfo:
     maintenance_contract: str = ""
     admitted_ts: float | None = None  # expected time starts here
     retired_ts: float | None = None
+    #: under a contract row: expected to register, so never hearing from it is a fault (issue 11.2)
+    contracted: bool = False
 
 
 @dataclass(slots=True, frozen=True)

@@ -105,6 +105,7 @@ async def load_contract(sessions: Any) -> ContractData:
             c.maintenance_contract_id or "",
             c.admitted_ts,
             c.retired_ts,
+            contracted=True,
         )
         for c in cc
     ]
@@ -144,16 +145,32 @@ def _event(row: T.HealthEvent) -> Event:
 
 
 async def load_events(sessions: Any, start: float, end: float) -> list[Event]:
-    """Events in [start, end) plus each subject's last event before `start` (its state then)."""
+    """Events in [start, end) plus what each subject's full history implies at `start`.
+
+    That is each subject's last *signalling* event (online/offline/unknown) before `start` and its
+    last *media* event (no_video/picture_fault) before `start`: replayed in time order they give
+    the state at `start` exactly (a media fault after the last signalling event still holds; one
+    before it was cleared by it). Only the last event of any kind would lose a `no_video` carried
+    over midnight (issue 11.3).
+    """
     H = T.HealthEvent
+    sig = [State.online.value, State.offline.value, State.unknown.value]
+    media = [State.no_video.value, State.picture_fault.value]
     async with sessions() as s:
-        before = select(H.subject, func.max(H.ts).label("ts")).where(H.ts < start).group_by(H.subject).subquery()
-        q = select(H).where(
-            or_(
-                and_(H.ts >= start, H.ts < end),
-                H.id.in_(select(H.id).join(before, and_(H.subject == before.c.subject, H.ts == before.c.ts))),
+        lasts = []
+        for states in (sig, media):
+            before = (
+                select(H.subject, func.max(H.ts).label("ts"))
+                .where(H.ts < start, H.state.in_(states))  # type: ignore[attr-defined]
+                .group_by(H.subject)
+                .subquery()
             )
-        )
+            lasts.append(
+                select(H.id)
+                .join(before, and_(H.subject == before.c.subject, H.ts == before.c.ts))
+                .where(H.state.in_(states))  # type: ignore[attr-defined]
+            )
+        q = select(H).where(or_(and_(H.ts >= start, H.ts < end), H.id.in_(lasts[0]), H.id.in_(lasts[1])))
         rows = (await s.execute(q.order_by(H.ts, H.id))).scalars().all()
     return [_event(r) for r in rows]
 

@@ -2,10 +2,13 @@
 
 Per channel and local month (a fault spanning two months is billed in each, with a grace each):
 
-* fault runs ("episodes") are maximal runs of offline / no_video / picture_fault; any other state
-  ends a run, so `unknown` and `maintenance` time is never billed and can never make a fault cost
-  more (issue 5: "never billed to the owner or vendor"). Intervals whose cause is listed in
-  `exempt_causes` (e.g. a city power cut the station accepted) count as not billable either.
+* fault runs ("episodes") are maximal runs of offline / no_video / picture_fault. An `unknown`
+  gap inside a fault, or a re-registration (`online`, cause registered/keepalive_resumed) of at
+  most `reregistration_bridge_minutes`, does not end the run (issue 11.8: the fault continued,
+  it only was not seen, so it gets one grace, not two) but is itself never billed (issue 5:
+  "never billed to the owner or vendor"). `maintenance` and any real recovery end a run.
+  Intervals whose cause is listed in `exempt_causes` (e.g. a city power cut the station
+  accepted) count as maintenance.
 * hourly part: rate_per_fault_hour × Σ max(0, episode − grace_hours);
 * deadline part: rate_per_day_beyond_deadline × Σ max(0, episode − repair_deadline_hours) / 24 h —
   pro rata to the millisecond, never rounded up per episode, so that merging two short faults
@@ -17,6 +20,7 @@ Per channel and local month (a fault spanning two months is billed in each, with
 
 All arithmetic is Decimal; each line is rounded half up to 0.01 yuan. Every function of this module
 is non-decreasing in fault time and zero when the timeline holds only unknown/maintenance.
+Hiding part of a fault as unknown never raises it.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class DeductionPolicy:
     cap_at_rent: bool = True
     vendor_cap_ratio: Decimal | None = None
     exempt_causes: tuple[str, ...] = ()
+    reregistration_bridge_minutes: Decimal = Decimal(30)
     # fibre links
     link_grace_hours: Decimal = Decimal(0)
     link_pro_rata: bool = True
@@ -170,7 +175,12 @@ def channel_charge(
     channel_id: str, intervals: list[Interval], policy: DeductionPolicy, *, rent: Decimal, share: Decimal = Decimal(1)
 ) -> ChannelCharge:
     """Deduction for one channel's intervals within one month (`share` of the month in the period)."""
-    eps = episodes(channel_id, billable(intervals, policy))
+    eps = episodes(
+        channel_id,
+        billable(intervals, policy),
+        bridge_unknown=True,
+        bridge_reregistration_ms=int(policy.reregistration_bridge_minutes * 60_000),
+    )
     grace = int(policy.grace_hours * HOUR_MS)
     deadline = int(policy.repair_deadline_hours * HOUR_MS)
     fault = sum(ep.fault_ms for ep in eps)

@@ -22,7 +22,7 @@ from enum import StrEnum
 from typing import Any
 
 from gateway.reports.errors import TicketError
-from gateway.reports.ledger import Episode, Ledger, episodes
+from gateway.reports.ledger import REREGISTRATION_BRIDGE_MS, Episode, Ledger, episodes
 from gateway.reports.model import ContractData
 from gateway.reports.table import Column, Table
 
@@ -149,7 +149,13 @@ def ticket_id(day: date, seq: int) -> str:
 
 def notice_episodes(ledger: Ledger, channel_id: str) -> list[Episode]:
     """Faults as a station sees them: gaps of unknown/maintenance bridged, so `since` is real."""
-    return episodes(channel_id, ledger.intervals[channel_id], bridge_gaps=True, ledger_end=ledger.period.end)
+    return episodes(
+        channel_id,
+        ledger.intervals[channel_id],
+        bridge_gaps=True,
+        bridge_reregistration_ms=REREGISTRATION_BRIDGE_MS,
+        ledger_end=ledger.period.end,
+    )
 
 
 def tickets_to_open(

@@ -144,20 +144,48 @@ def build_ledger(
     return ledger
 
 
+#: online causes that are a (re-)registration, not evidence that the picture came back
+REREGISTRATION_CAUSES = frozenset({"registered", "keepalive_resumed"})
+#: re-registrations this short inside a fault continue it (notices; billing takes the policy's)
+REREGISTRATION_BRIDGE_MS = 30 * 60_000
+
+
+def _bridged(iv: Interval, gaps: bool, unknown: bool, rereg_ms: int) -> bool:
+    """Whether this non-fault interval continues the fault run around it (see `episodes`)."""
+    if iv.state is State.unknown:
+        return gaps or unknown
+    if iv.state is State.maintenance:
+        return gaps
+    return (
+        iv.state is State.online
+        and iv.cause in REREGISTRATION_CAUSES
+        and round(iv.end * 1000) - round(iv.start * 1000) <= rereg_ms
+    )
+
+
 def episodes(
-    channel_id: str, intervals: list[Interval], *, bridge_gaps: bool = False, ledger_end: float | None = None
+    channel_id: str,
+    intervals: list[Interval],
+    *,
+    bridge_gaps: bool = False,
+    bridge_unknown: bool = False,
+    bridge_reregistration_ms: int = 0,
+    ledger_end: float | None = None,
 ) -> list[Episode]:
     """Fault runs of one channel's intervals.
 
-    Without `bridge_gaps` (billing) any non-fault state ends a run, so an unknown or maintenance
-    gap can never make a fault cost more. With it (notices), unknown/maintenance gaps between two
-    fault runs are bridged so `since` is the real start of the fault.
+    A run continues across (issue 11.8) an `unknown` gap when `bridge_unknown` (billing: the
+    gateway not seeing a fault does not end it) and across an `online` stretch caused by a
+    re-registration no longer than `bridge_reregistration_ms` (a device re-registering inside a
+    fault is presumed good only until the probe looks again). Bridged time is never fault time:
+    `fault_ms` counts the fault intervals only, so one grace applies to the whole episode and the
+    gap itself is not billed. `bridge_gaps` (notices) also bridges maintenance, so `since` is the
+    real start of the fault. Any other non-fault state ends a run.
     """
     out: list[Episode] = []
     run_start = run_end = 0.0
     run_cause = ""
     run_ms: dict[State, int] = {}
-    gap: list[Interval] = []
     in_run = False
 
     def close() -> None:
@@ -174,13 +202,9 @@ def episodes(
             else:
                 run_ms[state] = run_ms.get(state, 0) + ms
             run_end = iv.end
-            gap.clear()
-        elif bridge_gaps and in_run and state in (State.unknown, State.maintenance):
-            gap.append(iv)
-        elif in_run:
+        elif in_run and not _bridged(iv, bridge_gaps, bridge_unknown, bridge_reregistration_ms):
             close()
             in_run = False
-            gap.clear()
     if in_run:
         close()
     return out

@@ -42,7 +42,7 @@ CONTENT_TYPES = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "html": "text/html; charset=utf-8",
 }
-TICKET_STATUSES = ("open", "vendor_answered", "repaired", "confirmed", "disputed")
+TICKET_STATUSES = ("open", "vendor_answered", "recovered", "repaired", "confirmed", "disputed")
 GROUPS = ("channel", "site", "link", "vendor", "batch", "station")
 
 

@@ -20,7 +20,14 @@ from gateway.health.timeline import Event, State
 from gateway.reports.builder import KINDS, event_window, make_report
 from gateway.reports.deductions import DeductionPolicy, policy_in_force
 from gateway.reports.errors import PeriodError, PolicyError, ReportError, TicketError
-from gateway.reports.faults import Ticket, TicketStatus, apply_action, ticket_id, tickets_to_open
+from gateway.reports.faults import (
+    Ticket,
+    TicketStatus,
+    apply_action,
+    ticket_id,
+    tickets_to_open,
+    tickets_to_recover,
+)
 from gateway.reports.ledger import MaintenanceDecl, build_ledger
 from gateway.reports.model import BatchInfo, ChannelInfo, ContractData, LinkInfo
 from gateway.reports.period import Period, parse_period
@@ -386,7 +393,8 @@ async def ticket_action(
 
 
 async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_duration_s: float = 600) -> list[str]:
-    """Open a ticket for every ongoing fault without one (run before the daily notice); IDs opened."""
+    """Open a ticket for every ongoing fault episode without its own (run before the daily
+    notice) and move tickets of faults the ledger has seen end to `recovered`; IDs opened."""
     tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
     day = datetime.fromtimestamp(now, tz).date()
     p = parse_period(day.isoformat(), now=now, tz=tz)
@@ -410,24 +418,27 @@ async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_dura
     info = {c.channel_id: c for c in contract.channels}
     opened: list[str] = []
     async with sessions() as s, s.begin():
-        open_rows = (
+        rows = (
             (
                 await s.execute(
-                    select(T.FaultTicket.channel_id).where(
-                        T.FaultTicket.status.in_(
-                            [TicketStatus.open, TicketStatus.vendor_answered, TicketStatus.disputed]
-                        )
+                    select(T.FaultTicket).where(
+                        or_(T.FaultTicket.status != TicketStatus.confirmed, T.FaultTicket.since_ts >= start)
                     )
                 )
             )
             .scalars()
             .all()
         )
+        known = [_ticket(r) for r in rows]
+        by_id = {r.id: r for r in rows}
+        # the ledger saw these channels back: their tickets move to `recovered` (issue 11.7)
+        for t, back in tickets_to_recover(ledger, known):
+            _apply_to_row(s, by_id[t.id], "recover", actor="system", now=now, repaired_ts=back)
         prefix = f"T{day:%Y%m%d}-"
         count = (
             await s.execute(select(func.count()).select_from(T.FaultTicket).where(T.FaultTicket.id.startswith(prefix)))
         ).scalar() or 0
-        for ep in tickets_to_open(ledger, contract, set(open_rows), min_duration_s=min_duration_s):
+        for ep in tickets_to_open(ledger, contract, known, min_duration_s=min_duration_s):
             ch = info[ep.channel_id]
             if not ch.vendor:
                 continue

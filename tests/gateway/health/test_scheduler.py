@@ -91,7 +91,12 @@ async def test_notice_posted_at_the_hour_once(setup: tuple[Any, Any], robot: Rob
     async with sessions() as s:
         opened = (await s.execute(select(T.FaultTicket).where(T.FaultTicket.opened_ts == at(26, 9, 59)))).scalars()
         new = [(t.id, t.channel_id, t.fault) for t in opened]
-    assert new == [("T20261026-0002", IDS[2][1], "offline")]  # the outage since 08:00, ≥ 10 min
+        mine = (await s.execute(select(T.FaultTicket.id).where(T.FaultTicket.channel_id == IDS[2][1]))).scalars()
+        tickets_of_3 = list(mine)
+    # the outage since 08:00 (≥ 10 min) already has its ticket, T…0001 seeded with that `since`:
+    # one episode, one ticket (issue 11.7), even though the vendor has marked it repaired
+    assert new == []
+    assert tickets_of_3 == ["T20261026-0001"]
     await sched.run_once(at(26, 10, 0))
     assert set(robot.received) == {"all", "station", "quiet"}
     body = robot.received["station"][0]

@@ -74,6 +74,7 @@ class DeductionPolicy:
     link_pro_rata: bool = True
     link_rate_per_hour: Decimal = Decimal(0)
     link_cap_ratio: Decimal = Decimal(1)
+    link_witness_minutes: Decimal = Decimal(60)
     # the January rule
     annual_offline_days: int = 30
     annual_offline_day_min_hours: Decimal = Decimal(12)

@@ -154,7 +154,8 @@ async def get_report(request: web.Request) -> web.Response:
         status = 422 if "future" in str(exc) else 400
         raise ApiError(status, "invalid_period", str(exc), field="period") from None
     except ReportError as exc:
-        raise ApiError(400, "report_failed", str(exc)) from None
+        field = "station" if str(exc).startswith("station:") else None
+        raise ApiError(400, "report_failed", str(exc), field=field) from None
     name = f"gbgate-{kind}-{period}.{fmt}"
     disposition = "inline" if fmt == "html" else "attachment"
     headers = {"Content-Disposition": f"{disposition}; filename=\"{name}\"; filename*=UTF-8''{quote(name)}"}

@@ -27,6 +27,7 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "meta.intact_rate": ("完好率", "Intact rate"),
     "meta.timezone": ("时区", "Time zone"),
     "meta.window": ("对账区间", "Window"),
+    "meta.station": ("派出所", "Police station"),
     "total": ("合计", "Total"),
     "chart": ("图表", "Chart"),
     # signatures on the monthly deduction sheet

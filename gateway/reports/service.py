@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
@@ -235,6 +236,18 @@ async def load_maintenance(sessions: Any, start: float, end: float) -> list[Main
     return [MaintenanceDecl(w.subject, w.start_ts, w.end_ts, w.reason) for w in rows]
 
 
+def for_station(contract: ContractData, station: str, kind: str) -> ContractData:
+    """The contract seen by one police station (ID or name): only its channels, so that rows,
+    vendor summaries, totals and 完好率 all cover that station alone (issue 11.5). Link fees are
+    per link, not per station: a link's state needs every camera on it, so they stay whole."""
+    ids = {sid for sid, name in contract.stations.items() if station in (sid, name)}
+    if not ids:
+        raise ReportError(f"station: unknown police station {station!r}")
+    if kind == "link-fees":
+        return contract
+    return replace(contract, channels=tuple(c for c in contract.channels if c.station in ids))
+
+
 async def compute_report(
     sessions: Any,
     settings: Any,
@@ -253,6 +266,8 @@ async def compute_report(
     p = parse_period(period, now=now, tz=tz)
     start, end = event_window(kind, p)
     contract = await load_contract(sessions)
+    if station:
+        contract = for_station(contract, station, kind)
     events = await load_events(sessions, start, end)
     policy = await current_policy(sessions, p.first)
     tickets = await load_tickets(sessions, start, end) if kind in ("daily-faults", "reconciliation") else []
@@ -270,11 +285,7 @@ async def compute_report(
         group_by=group_by,
     )
     if station:
-        names = {station} | {sid for sid, name in contract.stations.items() if name == station}
-        names |= {contract.stations.get(station, station)}
-        for table in report.tables:
-            if "station" in table.column_keys():
-                table.rows = [r for r in table.rows if r.get("station") in names]
+        report.meta["station"] = station
     report.meta["generated_at"] = datetime.fromtimestamp(now, tz).strftime("%Y-%m-%d %H:%M:%S")
     return report, tz
 
@@ -399,8 +410,6 @@ async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_dura
     day = datetime.fromtimestamp(now, tz).date()
     p = parse_period(day.isoformat(), now=now, tz=tz)
     start = p.start - 31 * 86_400
-    from dataclasses import replace
-
     wide: Period = replace(p, start=start, first=p.first - timedelta(days=31))
     async with sessions() as s:  # cheap check first: load_contract reads every channel and device
         any_vendor = (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import date
+from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
@@ -215,3 +216,29 @@ async def test_demo_history_is_idempotent_and_shows_in_every_report() -> None:
     recon = await service.build_report(maker, SETTINGS, "reconciliation", "2026-11", now=NOW)
     assert "光缆被施工挖断" in recon.decode("utf-8-sig")
     await engine.dispose()
+
+
+async def test_station_filter_covers_summary_total_and_intact_rate(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11.5: --station 城东派出所 (S1: C1 and C2 of vendor V1 only).
+    Hand, availability: total (714 + 683) / (719 + 711) h = 1397/1430 = 0.9769 (all four
+    channels: 0.9845), 完好率 1 of 2 = 0.5 (C2 has 28 fault hours; all four: 0.75).
+    Deductions: only V1 in the summary, rent 2 × 100 = 200.00, deduction 3 + 74 = 77.00, payable
+    123.00; the total row is the same (V2's 2.00 and its rent not in it). An unknown station is
+    an error naming the field."""
+    report, _ = await service.compute_report(
+        sessions, SETTINGS, "availability", "2026-11", station="城东派出所", now=NOW
+    )
+    (table,) = report.tables
+    assert {r["channel_id"] for r in table.rows} == {S.C1, S.C2}
+    assert table.total["availability"] == 0.9769 and table.meta["intact_rate"] == 0.5
+    report, _ = await service.compute_report(sessions, SETTINGS, "deductions", "2026-11", station="S1", now=NOW)
+    summary, lines = report.tables
+    assert [r["vendor"] for r in summary.rows] == ["V1"]
+    assert {r["channel_id"] for r in lines.rows} == {S.C1, S.C2}
+    assert (summary.total["rent"], summary.total["deduction"], summary.total["payable"]) == (
+        Decimal("200.00"),
+        Decimal("77.00"),
+        Decimal("123.00"),
+    )
+    with pytest.raises(ReportError, match=r"^station:"):
+        await service.compute_report(sessions, SETTINGS, "availability", "2026-11", station="nowhere", now=NOW)

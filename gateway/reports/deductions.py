@@ -15,8 +15,12 @@ Per channel and local month (a fault spanning two months is billed in each, with
   into a longer one never costs less (rounding up per episode would break monotonicity);
 * failed channel: fault time above `failed_channel_fault_hours` (default 8 h) in the month counts
   the channel as failed: deduct failed_channel_rent_ratio × monthly rent + failed_channel_amount;
-* caps: per channel at `channel_monthly_cap` and (if `cap_at_rent`) at the channel's monthly rent
-  for the month's share in the period; per vendor at `vendor_cap_ratio` × the vendor's rent.
+* rent (issue 11.6): with `rent_by_days_in_service` (default) a month's rent is monthly rent ×
+  days in service / days in the month, a day counting when any part of it lies between the
+  channel's admission and retirement (so a channel admitted on the 26th of a 30-day month pays
+  5/30); without it, the month's share of the period (the old whole-month rent);
+* caps: per channel at `channel_monthly_cap` and (if `cap_at_rent`) at the channel's rent for the
+  month as above; per vendor at `vendor_cap_ratio` × the vendor's rent.
 
 All arithmetic is Decimal; each line is rounded half up to 0.01 yuan. Every function of this module
 is non-decreasing in fault time and zero when the timeline holds only unknown/maintenance.
@@ -33,10 +37,10 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from gateway.health.timeline import FAULT_STATES, Interval, State
+from gateway.health.timeline import FAULT_STATES, Interval, State, to_ms
 from gateway.reports.errors import PolicyError
-from gateway.reports.ledger import Ledger, clip, episodes, month_slices
-from gateway.reports.model import ContractData
+from gateway.reports.ledger import Ledger, MonthSlice, clip, episodes, month_slices
+from gateway.reports.model import ChannelInfo, ContractData
 from gateway.reports.table import Column, Table
 
 HOUR_MS = 3_600_000
@@ -69,6 +73,7 @@ class DeductionPolicy:
     vendor_cap_ratio: Decimal | None = None
     exempt_causes: tuple[str, ...] = ()
     reregistration_bridge_minutes: Decimal = Decimal(30)
+    rent_by_days_in_service: bool = True
     # fibre links
     link_grace_hours: Decimal = Decimal(0)
     link_pro_rata: bool = True
@@ -230,6 +235,25 @@ def _hours(ms: int) -> Decimal:
     return (Decimal(ms) / HOUR_MS).quantize(Decimal("0.001"), rounding=ROUND_HALF_UP)
 
 
+def service_days(ch: ChannelInfo, sl: MonthSlice) -> int:
+    """Local days of the slice (its full overlap with the period) touching [admitted, retired)."""
+    a = to_ms(sl.start)
+    b = a + sl.share_ms
+    if ch.admitted_ts is not None:
+        a = max(a, a + (to_ms(ch.admitted_ts) - a) // DAY_MS * DAY_MS)
+    if ch.retired_ts is not None:
+        r = to_ms(ch.retired_ts)
+        b = min(b, to_ms(sl.start) + -(-(r - to_ms(sl.start)) // DAY_MS) * DAY_MS)
+    return max(0, -(-(b - a) // DAY_MS))
+
+
+def rent_share(ch: ChannelInfo, sl: MonthSlice, policy: DeductionPolicy) -> Decimal:
+    """The fraction of a month's rent owed for this slice (see the module docstring)."""
+    if not policy.rent_by_days_in_service:
+        return Decimal(sl.share_ms) / Decimal(sl.month_ms)
+    return Decimal(service_days(ch, sl)) / Decimal(sl.month_ms // DAY_MS)
+
+
 def deduction_lines(ledger: Ledger, contract: ContractData, policy: DeductionPolicy) -> list[dict[str, Any]]:
     """One line per channel with a vendor, summed over the local months of the period."""
     slices = month_slices(ledger.period)
@@ -243,7 +267,7 @@ def deduction_lines(ledger: Ledger, contract: ContractData, policy: DeductionPol
         amount = Decimal(0)
         rent_total = Decimal(0)
         for sl in slices:
-            share = Decimal(sl.share_ms) / Decimal(sl.month_ms)
+            share = rent_share(ch, sl, policy)
             rent_total += rent * share
             part = clip(ivs, sl.start, sl.end)
             if not part:

@@ -96,9 +96,10 @@ def test_deductions_xlsx_cell_by_cell() -> None:
     assert ws.freeze_panes == "A6"
     assert ws.auto_filter.ref == "A5:H7"
     assert [c.value for c in ws[6]] == ["V1", "科海", 2, 1, 200.0, 77.0, 123.0, "default v3 (2000-01-01)"]
-    assert [c.value for c in ws[7]][:7] == ["V2", "海康", 2, 0, 400.0, 2.0, 398.0]
+    # V2's rent: C4 200.00 + C3 admitted 15 Nov, 16 of 30 days: 106.67 (issue 11.6)
+    assert [c.value for c in ws[7]][:7] == ["V2", "海康", 2, 0, 306.67, 2.0, 304.67]
     total = [c.value for c in ws[8]]
-    assert total[0] == "合计" and total[4:7] == [600.0, 79.0, 521.0] and ws["A8"].font.bold
+    assert total[0] == "合计" and total[4:7] == [506.67, 79.0, 427.67] and ws["A8"].font.bold
     assert ws["F6"].number_format == "#,##0.00" and ws["C6"].number_format == "0"
     assert ws.column_dimensions["H"].width >= len("default v3 (2000-01-01)")
     signatures = [ws.cell(row=r, column=1).value for r in range(9, ws.max_row + 1)]

@@ -91,7 +91,9 @@ def test_deductions(ledger) -> None:  # type: ignore[no-untyped-def]
     assert by[S.C4]["deduction"] == Decimal("0.00")
     v = {r["vendor"]: r for r in summary.rows}
     assert (v["V1"]["rent"], v["V1"]["deduction"], v["V1"]["payable"]) == (Decimal(200), Decimal("77.00"), Decimal(123))
-    assert (v["V2"]["rent"], v["V2"]["deduction"]) == (Decimal(400), Decimal("2.00"))
+    # C3 is admitted 15 Nov 08:00: in service 15-30 Nov, 16 of 30 days, 200 × 16/30 = 106.67 (issue 11.6)
+    assert by[S.C3]["rent"] == Decimal("106.67")
+    assert (v["V2"]["rent"], v["V2"]["deduction"]) == (Decimal("306.67"), Decimal("2.00"))
     assert summary.meta["policy_version"] == "default v3 (2000-01-01)"
     assert all(r["policy_version"] == "default v3 (2000-01-01)" for r in lines.rows)
 

@@ -4,9 +4,10 @@ Every `tick` seconds (one minute):
 
 * faults that have lasted ≥ `ticket_after` seconds (10 min) and have no open ticket get one
   (`service.open_due_tickets`);
-* at `report.notice_hour` local time (`report.timezone`) the daily fault notice — today's
-  daily-faults report, i.e. every fault ongoing or seen since local midnight, with `since` dated
-  from when it really began — goes to `report.webhook_url` (every station) and to each police
+* at `report.notice_hour` local time (`report.timezone`) the daily fault notice — every fault
+  ongoing or seen since the previous notice (the previous day's notice hour, issue 11.10: one
+  that began after a notice and recovered before the next is not lost), with `since` dated from
+  when it really began and the vendor named — goes to `report.webhook_url` (every station) and to each police
   station's own `webhook_url` (its rows only) as a DingTalk/WeCom robot markdown message.
 
 A target that fails (connection refused, HTTP ≥ 300, a robot `errcode` ≠ 0) is logged and retried

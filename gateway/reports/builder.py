@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from gateway.health.timeline import Event
 from gateway.reports.annual import annual_offline_table
@@ -53,21 +53,34 @@ def make_report(
     maintenance: Iterable[MaintenanceDecl] = (),
     group_by: str = "channel",
     lookback_days: int = 31,
+    window_start: float | None = None,
 ) -> Report:
-    """Compute the report; render it with `gateway.reports.render.render`."""
+    """Compute the report; render it with `gateway.reports.render.render`.
+
+    `window_start` (daily-faults only) starts the notice's window earlier than the day's
+    midnight: the daily notice covers everything since the previous notice (issue 11.10).
+    """
     if kind not in KINDS:
         raise ReportError(f"unknown report kind {kind!r}: one of {', '.join(KINDS)}")
     events = list(events)
     maintenance = list(maintenance)
     if kind in ("daily-faults", "reconciliation"):
         start, _ = event_window(kind, period, lookback_days=lookback_days)
-        window_start = start + lookback_days * DAY_S
         wide = replace(period, start=start, first=period.first - timedelta(days=lookback_days))
         ledger = build_ledger(events, contract, wide, maintenance=maintenance)
         ledger.period = replace(wide, label=period.label)
-        window = (window_start, period.end)
+        if kind == "daily-faults" and window_start is not None:
+            if not start < window_start <= period.end:
+                raise ReportError("since: must lie within the lookback before the notice")
+            window = (window_start, period.end)
+        else:
+            window = (start + lookback_days * DAY_S, period.end)
         if kind == "daily-faults":
             table = daily_faults_table(ledger, contract, tickets, window=window)
+            if window_start is not None:
+                table.meta["notice_window"] = " → ".join(
+                    datetime.fromtimestamp(ts, period.tz).strftime("%Y-%m-%d %H:%M") for ts in window
+                )
         else:
             table = reconciliation_table(ledger, contract, tickets, window=window)
         table.meta["period"] = period.label

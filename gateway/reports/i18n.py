@@ -28,6 +28,7 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "meta.timezone": ("时区", "Time zone"),
     "meta.window": ("对账区间", "Window"),
     "meta.station": ("派出所", "Police station"),
+    "meta.notice_window": ("通报区间", "Covers"),
     "total": ("合计", "Total"),
     "chart": ("图表", "Chart"),
     # signatures on the monthly deduction sheet

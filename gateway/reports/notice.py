@@ -25,9 +25,27 @@ def _lang(settings: Any) -> str:
     return "en" if str(getattr(settings.report, "language", "zh")).startswith("en") else "zh"
 
 
-async def notice_targets(sessions: Any, settings: Any, day: date, *, now: float) -> list[NoticeTarget]:
-    """The daily fault notice of local `day` for every configured webhook."""
-    report, tz = await service.compute_report(sessions, settings, "daily-faults", day.isoformat(), now=now)
+def previous_notice_ts(settings: Any, day: date) -> float:
+    """When the previous notice was due: `report.notice_hour` on the local day before `day`."""
+    from datetime import datetime, time, timedelta
+
+    tz = service.report_timezone(settings.report.timezone)
+    return datetime.combine(day - timedelta(days=1), time(settings.report.notice_hour), tzinfo=tz).timestamp()
+
+
+async def notice_targets(
+    sessions: Any, settings: Any, day: date, *, now: float, since: float | None = None
+) -> list[NoticeTarget]:
+    """The daily fault notice of local `day` for every configured webhook.
+
+    It lists every fault since the previous notice (`since`, default the previous day's notice
+    hour) up to `now` (issue 11.10): a fault that began after one notice and recovered before the
+    next is in the next one. Each row names the channel's maintenance vendor.
+    """
+    since = previous_notice_ts(settings, day) if since is None else since
+    report, tz = await service.compute_report(
+        sessions, settings, "daily-faults", day.isoformat(), now=now, window_start=min(since, now)
+    )
     table = report.tables[0]
     lang = _lang(settings)
     out: list[NoticeTarget] = []

@@ -28,6 +28,8 @@ def _line(row: dict[str, Any], lang: str, tz: tzinfo) -> str:
         f"{since}",
         f"{hours:.1f}h",
     ]
+    if row.get("vendor"):
+        parts.append(f"{t('vendor', lang)}: {row['vendor']}")
     if row.get("ticket"):
         parts.append(f"{row['ticket']} {value('status', row.get('status'), lang)}")
     if row.get("feedback"):
@@ -38,6 +40,8 @@ def _line(row: dict[str, Any], lang: str, tz: tzinfo) -> str:
 def notice_markdown(table: Table, *, lang: str = "zh", tz: tzinfo = UTC8, limit: int = MAX_BYTES) -> str:
     """The daily fault notice as markdown, grouped by station, cut to `limit` bytes."""
     title = f"### {t('title.daily-faults', lang)} {table.meta.get('period', '')}"
+    if table.meta.get("notice_window"):
+        title += f"\n{t('meta.notice_window', lang)}: {table.meta['notice_window']}"
     lines = [title]
     if not table.rows:
         lines.append("- " + ("无故障" if lang != "en" else "no faults"))

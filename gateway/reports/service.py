@@ -257,6 +257,7 @@ async def compute_report(
     station: str | None = None,
     group_by: str = "channel",
     now: float | None = None,
+    window_start: float | None = None,
 ) -> tuple[Report, tzinfo]:
     """Load what report `kind` needs and compute it (the arithmetic in a worker thread)."""
     if kind not in KINDS:
@@ -283,6 +284,7 @@ async def compute_report(
         tickets=tickets,
         maintenance=windows,
         group_by=group_by,
+        window_start=window_start,
     )
     if station:
         report.meta["station"] = station

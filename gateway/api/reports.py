@@ -318,6 +318,48 @@ async def set_policy(request: web.Request) -> web.Response:
     return web.json_response({"name": name, "version": version, "effective_from": effective.isoformat()}, status=201)
 
 
+@routes.post("/api/v1/reports/{kind}/reissue")
+@require("ops")
+async def reissue(request: web.Request) -> web.Response:
+    """Re-issue a frozen report of a closed period from today's data (issue 11.9): explicit,
+    with a reason, recorded as the next revision with the caller as its author."""
+    from gateway.reports.builder import KINDS
+    from gateway.reports.errors import PeriodError, ReportError
+    from gateway.reports.service import reissue_report
+
+    kind = request.match_info["kind"]
+    if kind not in KINDS:
+        raise ApiError(400, "invalid_value", f"unknown report kind {kind!r}: one of {', '.join(KINDS)}", field="kind")
+    data = await json_body(request)
+    period = _text(data, "period", 16)
+    if not period:
+        raise ApiError(422, "invalid_value", "period is required: 2026-11 or 2026", field="period")
+    reason = _text(data, "reason", 500)
+    if not reason:
+        raise ApiError(422, "invalid_value", "a re-issue needs a reason", field="reason")
+    group_by = _text(data, "group_by", 16) or "channel"
+    if group_by not in GROUPS:
+        raise ApiError(422, "invalid_value", f"group_by must be one of {', '.join(GROUPS)}", field="group_by")
+    try:
+        out = await reissue_report(
+            _runtime(request).sessions,
+            _settings(request),
+            kind,
+            period,
+            actor=principal_of(request).actor,
+            reason=reason,
+            station=_text(data, "station", 200) or None,
+            group_by=group_by,
+            now=time.time(),
+        )
+    except PeriodError as exc:
+        raise ApiError(422, "invalid_period", str(exc), field="period") from None
+    except ReportError as exc:
+        field = str(exc).split(":", 1)[0] if ":" in str(exc) else None
+        raise ApiError(422, "report_failed", str(exc), field=field) from None
+    return web.json_response(out, status=201)
+
+
 # ---------------------------------------------------------------- tickets
 
 

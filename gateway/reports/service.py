@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 
 from gateway.health.timeline import Event, State
+from gateway.reports import frozen
 from gateway.reports.builder import KINDS, event_window, make_report
 from gateway.reports.deductions import DeductionPolicy, policy_in_force
 from gateway.reports.errors import PeriodError, PolicyError, ReportError, TicketError
@@ -47,6 +48,7 @@ __all__ = [
     "load_contract",
     "load_events",
     "open_due_tickets",
+    "reissue_report",
     "report_timezone",
     "save_policy",
     "ticket_action",
@@ -260,6 +262,33 @@ async def compute_report(
     window_start: float | None = None,
 ) -> tuple[Report, tzinfo]:
     """Load what report `kind` needs and compute it (the arithmetic in a worker thread)."""
+    c = await _compute(
+        sessions, settings, kind, period, station=station, group_by=group_by, now=now, window_start=window_start
+    )
+    return c.report, c.tz
+
+
+@dataclass(slots=True)
+class _Computed:
+    report: Report
+    tz: tzinfo
+    period: Period
+    policy: DeductionPolicy
+    inputs: dict[str, Any] | None
+
+
+async def _compute(
+    sessions: Any,
+    settings: Any,
+    kind: str,
+    period: str,
+    *,
+    station: str | None = None,
+    group_by: str = "channel",
+    now: float | None = None,
+    window_start: float | None = None,
+    record_inputs: bool = False,
+) -> _Computed:
     if kind not in KINDS:
         raise ReportError(f"unknown report kind {kind!r}: one of {', '.join(KINDS)}")
     now = time.time() if now is None else now
@@ -289,7 +318,10 @@ async def compute_report(
     if station:
         report.meta["station"] = station
     report.meta["generated_at"] = datetime.fromtimestamp(now, tz).strftime("%Y-%m-%d %H:%M:%S")
-    return report, tz
+    inputs = None
+    if record_inputs:
+        inputs = await asyncio.to_thread(frozen.inputs_record, events, contract, policy, windows, tickets)
+    return _Computed(report, tz, p, policy, inputs)
 
 
 async def build_report(
@@ -304,14 +336,97 @@ async def build_report(
     group_by: str = "channel",
     now: float | None = None,
 ) -> bytes:
-    """`gbgate report KIND --period P --format F`: the rendered bytes. Raises ReportError."""
+    """`gbgate report KIND --period P --format F`: the rendered bytes. Raises ReportError.
+
+    A report of a closed period is issued once and then frozen (`gateway.reports.frozen`): every
+    later download renders the stored report, byte for byte the same.
+    """
     if kind not in KINDS:
         raise ReportError(f"unknown report kind {kind!r}: one of {', '.join(KINDS)}")
     if fmt not in ("csv", "xlsx", "html"):
         raise ReportError(f"unknown format {fmt!r}: csv, xlsx or html")
-    report, tz = await compute_report(sessions, settings, kind, period, station=station, group_by=group_by, now=now)
+    now = time.time() if now is None else now
+    tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
+    p = parse_period(period, now=now, tz=tz)
     language = _lang(lang or getattr(getattr(settings, "report", None), "language", "zh"))
+    if frozen.closed(kind, p, now):
+        key = (kind, p.label, station or "", group_by)
+        row = await frozen.latest(sessions, *key)
+        if row is None:
+            c = await _compute(
+                sessions, settings, kind, period, station=station, group_by=group_by, now=now, record_inputs=True
+            )
+            assert c.inputs is not None
+            row = await frozen.issue(
+                sessions,
+                c.report,
+                kind=kind,
+                period=p.label,
+                station=station or "",
+                group_by=group_by,
+                policy=c.policy,
+                inputs=c.inputs,
+                actor="system",
+                reason="first issue",
+                now=now,
+                revision=1,
+            )
+        report = frozen.report_from_json(row.report)
+    else:
+        report, tz = await compute_report(sessions, settings, kind, period, station=station, group_by=group_by, now=now)
     return await asyncio.to_thread(render, report, fmt, lang=language, tz=tz)
+
+
+async def reissue_report(
+    sessions: Any,
+    settings: Any,
+    kind: str,
+    period: str,
+    *,
+    actor: str,
+    reason: str,
+    station: str | None = None,
+    group_by: str = "channel",
+    now: float,
+) -> dict[str, Any]:
+    """Re-issue a frozen report from today's data as its next revision (explicit and audited)."""
+    if not reason or not reason.strip():
+        raise ReportError("reason: a re-issue needs a reason")
+    tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
+    p = parse_period(period, now=now, tz=tz)
+    if not frozen.closed(kind, p, now):
+        raise ReportError(f"period: {kind} {p.label} is not closed yet; it is computed afresh on every download")
+    key = (kind, p.label, station or "", group_by)
+    before = await frozen.latest(sessions, *key)
+    c = await _compute(
+        sessions, settings, kind, period, station=station, group_by=group_by, now=now, record_inputs=True
+    )
+    assert c.inputs is not None
+    revision = (before.revision if before is not None else 0) + 1
+    await frozen.issue(
+        sessions,
+        c.report,
+        kind=kind,
+        period=p.label,
+        station=station or "",
+        group_by=group_by,
+        policy=c.policy,
+        inputs=c.inputs,
+        actor=actor,
+        reason=reason.strip(),
+        now=now,
+        revision=revision,
+    )
+    return {
+        "kind": kind,
+        "period": p.label,
+        "station": station or "",
+        "revision": revision,
+        "previous_revision": before.revision if before is not None else None,
+        "policy_version": c.policy.label,
+        "inputs": c.inputs,
+        "inputs_changed": before is None or before.inputs.get("sha256") != c.inputs["sha256"],
+    }
 
 
 async def save_policy(sessions: Any, body: dict[str, Any], *, effective_from: date, name: str = "default") -> int:

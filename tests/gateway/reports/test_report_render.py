@@ -207,3 +207,25 @@ def test_money_cells_are_exact_in_csv() -> None:
     rows = list(csv.DictReader(io.StringIO(data)))
     l2 = next(r for r in rows if r["link"] == "L2")
     assert Decimal(l2["deduction"]) == Decimal("20.83") and l2["payable"] == "2979.17"
+
+
+@pytest.mark.parametrize("kind", ["deductions", "availability", "link-fees"])
+def test_same_report_same_bytes_and_json_round_trip(kind: str) -> None:
+    """Issue 11.9: rendering a report twice gives the same bytes in every format — the XLSX too:
+    its zip entries carry a fixed date and docProps/core.xml says created = modified = the
+    report's generated_at (2026-12-05 00:00 +08:00 = 2026-12-04T16:00:00Z), never the wall clock.
+    A report stored as JSON (a frozen issue) renders to exactly the same bytes."""
+    import json
+    import zipfile
+
+    from gateway.reports.frozen import report_from_json, report_to_json
+
+    r = report(kind)
+    r.meta["generated_at"] = "2026-12-05 00:00:00"
+    back = report_from_json(json.loads(json.dumps(report_to_json(r), ensure_ascii=False)))
+    for fmt in ("csv", "xlsx", "html"):
+        assert render(r, fmt) == render(r, fmt) == render(back, fmt)
+    z = zipfile.ZipFile(io.BytesIO(to_xlsx(r)))
+    assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    core = z.read("docProps/core.xml").decode()
+    assert core.count("2026-12-04T16:00:00Z") == 2

@@ -242,3 +242,53 @@ async def test_station_filter_covers_summary_total_and_intact_rate(sessions) -> 
     )
     with pytest.raises(ReportError, match=r"^station:"):
         await service.compute_report(sessions, SETTINGS, "availability", "2026-11", station="nowhere", now=NOW)
+
+
+async def test_closed_month_is_frozen_until_an_explicit_reissue(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11.9. November is closed on 2 Dec (a day after its end). Issued on 5 Dec under policy
+    v3: V1 deduction 77.00, V2 2.00 (test_report_scenario). Then policy v5 is back-dated to
+    1 Nov with only rate_per_fault_hour 2.00 (defaults otherwise: 2 h grace, nothing beyond the
+    deadline, no failed-channel part). Downloads on 6 Dec are byte-identical to 5 Dec's (CSV and
+    XLSX). The re-issue (by ops:alice, with a reason) computes under v5 — hand: C1 5 h → 3 h ×
+    2 = 6.00; C2 20 h and 8 h faults → 18 + 6 = 24 h × 2 = 48.00; V1 54.00; C3 4 h → 2 h × 2 =
+    4.00; C4 2 h → 0; V2 4.00 — stored as revision 2 with who and why; downloads then show it."""
+    from gateway.reports import frozen
+
+    first = {
+        f: await service.build_report(sessions, SETTINGS, "deductions", "2026-11", fmt=f, now=NOW)
+        for f in ("csv", "xlsx")
+    }
+    await service.save_policy(sessions, {"rate_per_fault_hour": "2.00"}, effective_from=date(2026, 11, 1))
+    later = NOW + 86_400
+    for f, data in first.items():
+        assert await service.build_report(sessions, SETTINGS, "deductions", "2026-11", fmt=f, now=later) == data
+    row = await frozen.latest(sessions, "deductions", "2026-11", "", "channel")
+    assert (row.revision, row.policy_version, row.issued_by, row.inputs["events"]) == (1, 3, "system", len(S.EVENTS))
+    summary = frozen.report_from_json(row.report).tables[0]
+    assert {r["vendor"]: r["deduction"] for r in summary.rows} == {"V1": Decimal("77.00"), "V2": Decimal("2.00")}
+    with pytest.raises(ReportError, match=r"^reason:"):
+        await service.reissue_report(
+            sessions, SETTINGS, "deductions", "2026-11", actor="ops:alice", reason=" ", now=later
+        )
+    out = await service.reissue_report(
+        sessions, SETTINGS, "deductions", "2026-11", actor="ops:alice", reason="政策追溯调整", now=later
+    )
+    assert (out["revision"], out["previous_revision"], out["inputs_changed"]) == (2, 1, True)
+    row = await frozen.latest(sessions, "deductions", "2026-11", "", "channel")
+    assert (row.revision, row.policy_version, row.issued_by, row.reason) == (2, 5, "ops:alice", "政策追溯调整")
+    summary = frozen.report_from_json(row.report).tables[0]
+    assert {r["vendor"]: r["deduction"] for r in summary.rows} == {"V1": Decimal("54.00"), "V2": Decimal("4.00")}
+    again = await service.build_report(sessions, SETTINGS, "deductions", "2026-11", fmt="xlsx", now=later + 60)
+    assert again != first["xlsx"]
+    assert again == await service.build_report(sessions, SETTINGS, "deductions", "2026-11", fmt="xlsx", now=later + 120)
+
+
+async def test_open_period_is_not_frozen_and_cannot_be_reissued(sessions) -> None:  # type: ignore[no-untyped-def]
+    """December is under way on 5 Dec: computed afresh each time, nothing stored; a re-issue is
+    refused naming the period."""
+    from gateway.reports import frozen
+
+    await service.build_report(sessions, SETTINGS, "deductions", "2026-12", now=NOW)
+    assert await frozen.latest(sessions, "deductions", "2026-12", "", "channel") is None
+    with pytest.raises(ReportError, match=r"^period:"):
+        await service.reissue_report(sessions, SETTINGS, "deductions", "2026-12", actor="a", reason="r", now=NOW)

@@ -101,6 +101,7 @@ async def load_contract(sessions: Any) -> ContractData:
             )
         ).all()
         sites = (await s.execute(select(models.Site))).scalars().all()
+        history = (await s.execute(select(T.StationChannel))).scalars().all()
     channels = [
         ChannelInfo(
             c.channel_id,
@@ -147,7 +148,15 @@ async def load_contract(sessions: Any) -> ContractData:
         stations={st.id: st.name for st in stations},
         sites={site.id: site.name for site in sites},
         maintenance_fees=mc_fee,
+        jurisdiction=_jurisdiction(history),
     )
+
+
+def _jurisdiction(rows: Any) -> dict[str, tuple[tuple[float, float | None, str], ...]]:
+    out: dict[str, list[tuple[float, float | None, str]]] = {}
+    for r in rows:
+        out.setdefault(r.channel_id, []).append((r.valid_from_ts, r.valid_to_ts, r.station_id))
+    return {cid: tuple(sorted(v, key=lambda x: x[0])) for cid, v in out.items()}
 
 
 def _event(row: T.HealthEvent) -> Event:
@@ -295,7 +304,8 @@ async def _compute(
     tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
     p = parse_period(period, now=now, tz=tz)
     start, end = event_window(kind, p)
-    contract = await load_contract(sessions)
+    # jurisdiction as of the period's last instant (a day's notice: that day's stations)
+    contract = (await load_contract(sessions)).as_of(min(p.end, p.full_end) - 0.001)
     if station:
         contract = for_station(contract, station, kind)
     events = await load_events(sessions, start, end)

@@ -292,3 +292,22 @@ async def test_open_period_is_not_frozen_and_cannot_be_reissued(sessions) -> Non
     assert await frozen.latest(sessions, "deductions", "2026-12", "", "channel") is None
     with pytest.raises(ReportError, match=r"^period:"):
         await service.reissue_report(sessions, SETTINGS, "deductions", "2026-12", actor="a", reason="r", now=NOW)
+
+
+async def test_jurisdiction_history_is_used_as_of_the_date(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11.9: C1 (offline 10 Nov 10:00-15:00) belonged to 城北派出所 (S2) until 15 Nov and
+    to 城东派出所 (S1, its current station) since. The notice of 10 Nov lists it under 城北派出所
+    and --station 城北派出所 finds it; under 城东派出所 that day it is absent. For 20 Nov it is S1's."""
+    async with sessions() as s, s.begin():
+        s.add(T.StationChannel(station_id="S2", channel_id=S.C1, valid_from_ts=0.0, valid_to_ts=S.L(11, 15)))
+        s.add(T.StationChannel(station_id="S1", channel_id=S.C1, valid_from_ts=S.L(11, 15)))
+    report, _ = await service.compute_report(sessions, SETTINGS, "daily-faults", "2026-11-10", now=NOW)
+    assert [(r["channel_id"], r["station"]) for r in report.tables[0].rows] == [(S.C1, "城北派出所")]
+    north, _ = await service.compute_report(
+        sessions, SETTINGS, "daily-faults", "2026-11-10", station="城北派出所", now=NOW
+    )
+    assert [r["channel_id"] for r in north.tables[0].rows] == [S.C1]
+    east, _ = await service.compute_report(sessions, SETTINGS, "daily-faults", "2026-11-10", station="S1", now=NOW)
+    assert east.tables[0].rows == []
+    later, _ = await service.compute_report(sessions, SETTINGS, "availability", "2026-11-20", now=NOW)
+    assert {r["channel_id"]: r["station"] for r in later.tables[0].rows}[S.C1] == "S1"

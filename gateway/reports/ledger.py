@@ -36,6 +36,7 @@ from gateway.reports.model import ChannelInfo, ContractData
 from gateway.reports.period import Period
 
 _FAULTS = frozenset(FAULT_STATES)
+_ONLINE = State.online
 #: cause of the offline time of a contracted channel nobody has ever heard from (issue 11.2)
 CAUSE_NEVER_REGISTERED = "never_registered"
 
@@ -202,7 +203,17 @@ def episodes(
             else:
                 run_ms[state] = run_ms.get(state, 0) + ms
             run_end = iv.end
-        elif in_run and not _bridged(iv, bridge_gaps, bridge_unknown, bridge_reregistration_ms):
+        elif not in_run:
+            continue
+        elif state is _ONLINE:  # the common case first: most runs end in a plain recovery
+            if not (
+                bridge_reregistration_ms
+                and iv.cause in REREGISTRATION_CAUSES
+                and round(iv.end * 1000) - round(iv.start * 1000) <= bridge_reregistration_ms
+            ):
+                close()
+                in_run = False
+        elif not _bridged(iv, bridge_gaps, bridge_unknown, bridge_reregistration_ms):
             close()
             in_run = False
     if in_run:

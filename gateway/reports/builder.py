@@ -64,6 +64,7 @@ def make_report(
         raise ReportError(f"unknown report kind {kind!r}: one of {', '.join(KINDS)}")
     events = list(events)
     maintenance = list(maintenance)
+    tickets = list(tickets)
     if kind in ("daily-faults", "reconciliation"):
         start, _ = event_window(kind, period, lookback_days=lookback_days)
         wide = replace(period, start=start, first=period.first - timedelta(days=lookback_days))
@@ -89,7 +90,7 @@ def make_report(
     if kind == "availability":
         return Report(kind, [availability_table(ledger, contract, group_by)])
     if kind == "deductions":
-        summary, lines = deductions_table(ledger, contract, policy)
+        summary, lines = deductions_table(ledger, contract, policy, tickets)
         return Report(kind, [summary, lines], csv_index=1)
     if kind == "link-fees":
         return Report(kind, [link_fees_table(ledger, contract, policy, link_events=events)])

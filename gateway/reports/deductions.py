@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -39,6 +39,7 @@ from typing import Any
 
 from gateway.health.timeline import FAULT_STATES, Interval, State, to_ms
 from gateway.reports.errors import PolicyError
+from gateway.reports.faults import Ticket, TicketStatus
 from gateway.reports.ledger import Ledger, MonthSlice, clip, episodes, month_slices
 from gateway.reports.model import ChannelInfo, ContractData
 from gateway.reports.table import Column, Table
@@ -215,6 +216,8 @@ LINE_COLUMNS = [
     Column("billable_hours", "hours"),
     Column("beyond_deadline_hours", "hours"),
     Column("failed", "int"),
+    Column("held_hours", "hours"),
+    Column("tickets"),
     Column("rent", "money"),
     Column("deduction", "money"),
     Column("policy_version"),
@@ -254,14 +257,59 @@ def rent_share(ch: ChannelInfo, sl: MonthSlice, policy: DeductionPolicy) -> Deci
     return Decimal(service_days(ch, sl)) / Decimal(sl.month_ms // DAY_MS)
 
 
-def deduction_lines(ledger: Ledger, contract: ContractData, policy: DeductionPolicy) -> list[dict[str, Any]]:
+def _held_out(
+    channel_id: str, intervals: list[Interval], tickets: list[Ticket], policy: DeductionPolicy
+) -> tuple[list[Interval], int, list[str]]:
+    """Fault episodes under a disputed ticket are held out of the sheet until the dispute is
+    resolved (maintenance regulation: the station's confirmation or dispute changes the money);
+    a confirmed or any other ticket's episode is billed. Returns the intervals to bill, the fault
+    ms held out, and "ticket:status" marks for the sheet."""
+    eps = episodes(
+        channel_id,
+        billable(intervals, policy),
+        bridge_unknown=True,
+        bridge_reregistration_ms=int(policy.reregistration_bridge_minutes * 60_000),
+    )
+    held: list[tuple[float, float]] = []
+    held_ms = 0
+    marks: list[str] = []
+    for ep in eps:
+        mine = [t for t in tickets if ep.start - 1 <= t.since_ts <= ep.end]
+        if not mine:
+            continue
+        t = min(mine, key=lambda t: (t.since_ts, t.id))
+        marks.append(f"{t.id}:{t.status}")
+        if t.status is TicketStatus.disputed:
+            held.append((ep.start, ep.end))
+            held_ms += ep.fault_ms
+    if not held:
+        return intervals, 0, marks
+    out = []
+    for iv in intervals:
+        inside = any(a <= iv.start and iv.end <= b for a, b in held)
+        out.append(Interval(iv.start, iv.end, State.maintenance, CAUSE_HELD) if inside and iv.state in _FAULTS else iv)
+    return out, held_ms, marks
+
+
+CAUSE_HELD = "held_disputed"
+
+
+def deduction_lines(
+    ledger: Ledger, contract: ContractData, policy: DeductionPolicy, tickets: Iterable[Ticket] = ()
+) -> list[dict[str, Any]]:
     """One line per channel with a vendor, summed over the local months of the period."""
     slices = month_slices(ledger.period)
+    by_channel: dict[str, list[Ticket]] = defaultdict(list)
+    for tk in tickets:
+        by_channel[tk.channel_id].append(tk)
     lines = []
     for ch in contract.channels:
         if not ch.vendor:
             continue
         ivs = ledger.intervals[ch.channel_id]
+        held_ms, marks = 0, []
+        if ch.channel_id in by_channel:
+            ivs, held_ms, marks = _held_out(ch.channel_id, ivs, by_channel[ch.channel_id], policy)
         rent = contract.rent_of(ch)
         fault = over_grace = over_deadline = n_eps = failed = 0
         amount = Decimal(0)
@@ -291,6 +339,8 @@ def deduction_lines(ledger: Ledger, contract: ContractData, policy: DeductionPol
                 "billable_hours": _hours(over_grace),
                 "beyond_deadline_hours": _hours(over_deadline),
                 "failed": failed,
+                "held_hours": _hours(held_ms),
+                "tickets": " ".join(marks),
                 "rent": money(rent_total),
                 "deduction": money(amount),
                 "policy_version": policy.label,
@@ -334,9 +384,11 @@ def vendor_summary(
     return out
 
 
-def deductions_table(ledger: Ledger, contract: ContractData, policy: DeductionPolicy) -> tuple[Table, Table]:
+def deductions_table(
+    ledger: Ledger, contract: ContractData, policy: DeductionPolicy, tickets: Iterable[Ticket] = ()
+) -> tuple[Table, Table]:
     """The monthly deduction sheet: vendor summary (with signature fields) and channel lines."""
-    lines = deduction_lines(ledger, contract, policy)
+    lines = deduction_lines(ledger, contract, policy, tickets)
     summary = Table("deductions", VENDOR_COLUMNS, vendor_summary(lines, contract, policy))
     summary.meta.update(
         period=ledger.period.label,

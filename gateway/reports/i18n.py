@@ -43,6 +43,8 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "owner": ("产权单位", "Owner"),
     "link": ("链路", "Link"),
     "vendor": ("厂商", "Vendor"),
+    "held_hours": ("争议暂缓(小时)", "Held (disputed) h"),
+    "tickets": ("工单", "Tickets"),
     "station": ("派出所", "Police station"),
     "batch": ("租赁批次", "Rental batch"),
     "group": ("编号", "ID"),

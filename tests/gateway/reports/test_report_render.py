@@ -114,7 +114,8 @@ def test_deductions_xlsx_cell_by_cell() -> None:
     assert lines.freeze_panes == "A6"
     assert [c.value for c in lines[5]][:3] == ["厂商", "通道编码", "名称"]
     row = [c.value for c in lines[7]]
-    assert row[1] == S.C2 and row[5:12] == [2, 28.0, 24.0, 0.0, 1, 100.0, 74.0]
+    # … failed, held (disputed) hours, tickets, rent, deduction
+    assert row[1] == S.C2 and row[5:14] == [2, 28.0, 24.0, 0.0, 1, 0.0, None, 100.0, 74.0]
 
 
 def test_availability_xlsx_formats_and_english() -> None:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from gateway.health.timeline import Event
 from gateway.reports.annual import annual_offline_table
 from gateway.reports.availability import availability_table
-from gateway.reports.deductions import DeductionPolicy, deductions_table
+from gateway.reports.deductions import DeductionPolicy, deductions_table, station_sheet
 from gateway.reports.errors import ReportError
 from gateway.reports.faults import Ticket, daily_faults_table, reconciliation_table
 from gateway.reports.ledger import MaintenanceDecl, build_ledger
@@ -91,7 +91,8 @@ def make_report(
         return Report(kind, [availability_table(ledger, contract, group_by)])
     if kind == "deductions":
         summary, lines = deductions_table(ledger, contract, policy, tickets)
-        return Report(kind, [summary, lines], csv_index=1)
+        by_station = station_sheet(lines.rows, ledger, policy)
+        return Report(kind, [summary, lines, by_station], csv_index=1)
     if kind == "link-fees":
         return Report(kind, [link_fees_table(ledger, contract, policy, link_events=events)])
     return Report(kind, [annual_offline_table(ledger, contract, policy)])

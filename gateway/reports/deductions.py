@@ -213,6 +213,7 @@ LINE_COLUMNS = [
     Column("station"),
     Column("fault_episodes", "int"),
     Column("fault_hours", "hours"),
+    Column("fault_hm"),
     Column("billable_hours", "hours"),
     Column("beyond_deadline_hours", "hours"),
     Column("failed", "int"),
@@ -327,15 +328,19 @@ def deduction_lines(
             n_eps += c.episodes
             failed += c.failed
             amount += c.amount
+        batch = contract.batches.get(ch.batch)
         lines.append(
             {
-                "vendor": ch.vendor,
+                "vendor": contract.vendors.get(ch.vendor, ch.vendor),
+                "vendor_id": ch.vendor,  # not a column: the summaries group by it
+                "station_id": ch.station,
                 "channel_id": ch.channel_id,
                 "name": ch.name,
-                "batch": ch.batch,
-                "station": ch.station,
+                "batch": (batch.name or batch.id) if batch else ch.batch,
+                "station": contract.stations.get(ch.station, ch.station),
                 "fault_episodes": n_eps,
                 "fault_hours": _hours(fault),
+                "fault_hm": hours_minutes(fault),
                 "billable_hours": _hours(over_grace),
                 "beyond_deadline_hours": _hours(over_deadline),
                 "failed": failed,
@@ -346,8 +351,14 @@ def deduction_lines(
                 "policy_version": policy.label,
             }
         )
-    lines.sort(key=lambda r: (r["vendor"], r["channel_id"]))
+    lines.sort(key=lambda r: (r["vendor_id"], r["channel_id"]))
     return lines
+
+
+def hours_minutes(ms: int) -> str:
+    """A duration as h:mm (rounded to the minute), printed beside the seconds/hours columns."""
+    minutes = (ms + 30_000) // 60_000
+    return f"{minutes // 60}:{minutes % 60:02d}"
 
 
 def vendor_summary(
@@ -358,7 +369,7 @@ def vendor_summary(
         lambda: {"channels": 0, "failed_channels": 0, "rent": Decimal(0), "deduction": Decimal(0)}
     )
     for line in lines:
-        a = acc[line["vendor"]]
+        a = acc[line["vendor_id"]]
         a["channels"] += 1
         a["failed_channels"] += bool(line["failed"])
         a["rent"] += line["rent"]
@@ -404,10 +415,57 @@ def deductions_table(
         "payable": sum((r["payable"] for r in summary.rows), Decimal(0)),
     }
     summary.chart = ("name", "deduction")
-    summary.signatures = ["sign_station", "sign_vendor", "sign_ops", "sign_date"]
+    summary.signatures = SIGNATURES
     detail = Table("deduction-lines", LINE_COLUMNS, lines)
     detail.meta.update(period=ledger.period.label, policy_version=policy.label)
     return summary, detail
+
+
+#: the signable sheet (maintenance regulation): station, vendor, the technology department and its
+#: head's signature and seal; it goes to the technical-prevention office
+SIGNATURES = ["sign_station", "sign_vendor", "sign_ops", "sign_head", "sign_date"]
+SEND_TO = "技防办"
+STATION_COLUMNS = [
+    Column("vendor"),
+    Column("station"),
+    Column("channels", "int"),
+    Column("failed_channels", "int"),
+    Column("fault_hours", "hours"),
+    Column("rent", "money"),
+    Column("deduction", "money"),
+    Column("payable", "money"),
+]
+
+
+def station_sheet(lines: list[dict[str, Any]], ledger: Ledger, policy: DeductionPolicy) -> Table:
+    """The monthly sheet per vendor × police station, by name, to be signed (one row per pair).
+
+    Amounts are the channel lines' sums; the vendor cap (`vendor_cap_ratio`) applies on the
+    vendor summary, not per station."""
+    acc: dict[tuple[str, str], dict[str, Any]] = {}
+    for line in lines:
+        key = (line["vendor"], line["station"])
+        a = acc.setdefault(
+            key,
+            {
+                "channels": 0,
+                "failed_channels": 0,
+                "fault_hours": Decimal(0),
+                "rent": Decimal(0),
+                "deduction": Decimal(0),
+            },
+        )
+        a["channels"] += 1
+        a["failed_channels"] += bool(line["failed"])
+        a["fault_hours"] += line["fault_hours"]
+        a["rent"] += line["rent"]
+        a["deduction"] += line["deduction"]
+    table = Table("deductions-by-station", STATION_COLUMNS)
+    for (vendor, station), a in sorted(acc.items()):
+        table.rows.append({"vendor": vendor, "station": station, **a, "payable": a["rent"] - a["deduction"]})
+    table.meta.update(period=ledger.period.label, policy_version=policy.label, send_to=SEND_TO)
+    table.signatures = SIGNATURES
+    return table
 
 
 def policy_dict(policy: DeductionPolicy) -> dict[str, Any]:

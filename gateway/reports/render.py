@@ -170,6 +170,20 @@ def to_xlsx(report: Report, *, lang: str = "zh", tz: tzinfo = UTC8) -> bytes:
                 ws.cell(row=r, column=3, value="________________________")
         if table.rows:
             ws.auto_filter.ref = f"A{header_row}:{get_column_letter(len(headers))}{header_row + len(table.rows)}"
+    body = next((tb.meta["policy_body"] for tb in report.tables if tb.meta.get("policy_body")), None)
+    if body:
+        # the sheet states the policy it was computed under, field by field (issue 11)
+        import json
+
+        ws = wb.create_sheet(t("meta.policy_body", lang)[:31])
+        ws.append([t("meta.policy_body", lang)])
+        ws.cell(row=1, column=1).font = Font(bold=True, size=14)
+        version = next((tb.meta.get("policy_version") for tb in report.tables if tb.meta.get("policy_version")), "")
+        ws.append([t("meta.policy_version", lang), str(version)])
+        for key, val in json.loads(body).items():
+            ws.append([key, json.dumps(val, ensure_ascii=False) if isinstance(val, list) else str(val)])
+        ws.column_dimensions["A"].width = 34
+        ws.column_dimensions["B"].width = 40
     stamp = _stamp(report, tz)
     wb.properties.creator = "gbgate"
     wb.properties.created = stamp

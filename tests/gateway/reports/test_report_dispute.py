@@ -25,7 +25,7 @@ def sheet(status: TicketStatus) -> tuple[dict[str, dict], dict[str, dict]]:  # t
         tickets=tickets,
         maintenance=S.MAINTENANCE,
     )
-    summary, lines = r.tables
+    summary, lines, _ = r.tables
     return {x["vendor"]: x for x in summary.rows}, {x["channel_id"]: x for x in lines.rows}
 
 
@@ -50,3 +50,35 @@ def test_disputed_fault_is_held_out_until_resolved() -> None:
         "T20261110-0001:confirmed",
     )
     assert vendors["V1"]["deduction"] == Decimal("77.00")
+
+
+def test_monthly_sheet_per_vendor_and_station_by_name() -> None:
+    """The signable sheet per vendor × station (names, not IDs), November under policy v3:
+    科海 × 城东派出所 (C1, C2): faults 5 h + 28 h = 33 h, 1 failed (C2), rent 2 × 100 = 200.00,
+    deduction 3.00 + 74.00 = 77.00, payable 123.00.
+    海康 × 城北派出所 (C3, C4): 4 h + 2 h (C4 from 30 Nov 22:00) = 6 h, none failed, rent
+    106.67 (C3: 16 of 30 days) + 200.00 = 306.67, deduction 2.00, payable 304.67.
+    It goes to 技防办 and carries the department head's signature-and-seal line; the channel lines
+    show names and the fault time as h:mm (C2: 28:00)."""
+    r = make_report("deductions", NOV, events=S.EVENTS, contract=S.CONTRACT, policy=S.POLICY, maintenance=S.MAINTENANCE)
+    _, lines, sheet = r.tables
+    rows = [
+        (
+            x["vendor"],
+            x["station"],
+            x["channels"],
+            x["failed_channels"],
+            x["fault_hours"],
+            x["rent"],
+            x["deduction"],
+            x["payable"],
+        )
+        for x in sheet.rows
+    ]
+    assert rows == [
+        ("海康", "城北派出所", 2, 0, Decimal("6.000"), Decimal("306.67"), Decimal("2.00"), Decimal("304.67")),
+        ("科海", "城东派出所", 2, 1, Decimal("33.000"), Decimal("200.00"), Decimal("77.00"), Decimal("123.00")),
+    ]
+    assert sheet.meta["send_to"] == "技防办" and "sign_head" in sheet.signatures
+    c2 = next(x for x in lines.rows if x["channel_id"] == S.C2)
+    assert (c2["vendor"], c2["station"], c2["batch"], c2["fault_hm"]) == ("科海", "城东派出所", "科海2016", "28:00")

@@ -85,7 +85,15 @@ def test_daily_faults_csv_columns() -> None:
 
 def test_deductions_xlsx_cell_by_cell() -> None:
     wb = load_workbook(io.BytesIO(to_xlsx(report("deductions"))))
-    assert wb.sheetnames == ["月度运维扣款汇总表", "扣款明细（按通道）"]
+    assert wb.sheetnames == [
+        "月度运维扣款汇总表",
+        "扣款明细（按通道）",
+        "月度运维扣款表（厂商×派出所）",
+        "扣款政策内容",
+    ]
+    policy = {r[0].value: r[1].value for r in wb["扣款政策内容"].iter_rows(min_row=2) if r[0].value}
+    assert policy["扣款政策版本"] == "default v3 (2000-01-01)"
+    assert (policy["grace_hours"], policy["rate_per_fault_hour"]) == ("2", "1.00")
     ws = wb["月度运维扣款汇总表"]
     assert ws["A1"].value == "月度运维扣款汇总表" and ws["A1"].font.bold
     assert (ws["A2"].value, ws["B2"].value) == ("统计周期", "2026-11")
@@ -108,14 +116,17 @@ def test_deductions_xlsx_cell_by_cell() -> None:
         "派出所（签字）：",
         "运维单位（签字/盖章）：",
         "科技信息化部门（签字）：",
+        "科技信息化部门负责人（签字、盖章）：",
         "日期：",
     ]
     lines = wb["扣款明细（按通道）"]
     assert lines.freeze_panes == "A6"
     assert [c.value for c in lines[5]][:3] == ["厂商", "通道编码", "名称"]
     row = [c.value for c in lines[7]]
-    # … failed, held (disputed) hours, tickets, rent, deduction
-    assert row[1] == S.C2 and row[5:14] == [2, 28.0, 24.0, 0.0, 1, 0.0, None, 100.0, 74.0]
+    # episodes, fault h, fault h:mm, billable h, beyond deadline h, failed, held (disputed) h, tickets, rent,
+    # deduction; vendor and batch by name
+    assert row[0] == "科海" and row[3] == "科海2016"
+    assert row[1] == S.C2 and row[5:15] == [2, 28.0, "28:00", 24.0, 0.0, 1, 0.0, None, 100.0, 74.0]
 
 
 def test_availability_xlsx_formats_and_english() -> None:
@@ -147,6 +158,7 @@ def test_daily_faults_xlsx_datetimes_and_translated_values() -> None:
     row = dict(zip(hdr, [c.value for c in ws[5]], strict=True))
     assert row["故障开始"] == datetime(2026, 11, 10, 10, 0) and row["故障类型"] == "离线"
     assert row["状态"] == "已修复待确认"
+    assert row["原因"] == "心跳丢失"  # keepalive_lost: causes in Chinese (issue 11)
 
 
 def test_html_is_self_contained_with_svg_chart() -> None:

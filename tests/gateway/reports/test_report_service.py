@@ -232,7 +232,7 @@ async def test_station_filter_covers_summary_total_and_intact_rate(sessions) -> 
     assert {r["channel_id"] for r in table.rows} == {S.C1, S.C2}
     assert table.total["availability"] == 0.9769 and table.meta["intact_rate"] == 0.5
     report, _ = await service.compute_report(sessions, SETTINGS, "deductions", "2026-11", station="S1", now=NOW)
-    summary, lines = report.tables
+    summary, lines, _ = report.tables
     assert [r["vendor"] for r in summary.rows] == ["V1"]
     assert {r["channel_id"] for r in lines.rows} == {S.C1, S.C2}
     assert (summary.total["rent"], summary.total["deduction"], summary.total["payable"]) == (

@@ -2,6 +2,7 @@
 
     GET  /api/v1/reports                       report kinds (ops)
     GET  /api/v1/reports/{kind}?period=&format=csv|xlsx|html&lang=zh-CN|en&station=&group_by=
+    GET  /api/v1/contract/checks               alarms: batch over contract, dates, missing policy (ops)
     GET  /api/v1/contract/{kind}               contract rows of one kind (ops)
     POST /api/v1/contract/import?kind=         CSV or XLSX body, all or nothing (ops)
     GET  /api/v1/maintenance?subject=          declared windows (ops)
@@ -180,6 +181,16 @@ def _import_error(exc: Any) -> ApiError:
         line=first.line,
         errors=errors,
     )
+
+
+@routes.get("/api/v1/contract/checks")
+@require("ops")
+async def contract_checks(request: web.Request) -> web.Response:
+    """Alarms from checking the live system against the contract (before /contract/{kind})."""
+    from gateway.reports.service import contract_checks as checks
+
+    alarms = await checks(_runtime(request).sessions, _settings(request), now=time.time())
+    return web.json_response({"alarms": alarms, "count": len(alarms)})
 
 
 @routes.get("/api/v1/contract/{kind}")

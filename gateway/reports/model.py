@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from datetime import date
 from decimal import Decimal
 
 
@@ -35,6 +36,8 @@ class BatchInfo:
     monthly_rent_per_channel: Decimal
     name: str = ""
     policy_name: str = "default"
+    start_date: date | None = None  # contract dates of the batch
+    end_date: date | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -137,7 +137,15 @@ async def load_contract(sessions: Any) -> ContractData:
         channels=tuple(sorted(channels, key=lambda c: c.channel_id)),
         batches={
             b.id: BatchInfo(
-                b.id, b.vendor_id, b.year, b.channel_count, Decimal(b.monthly_rent_per_channel), b.name, b.policy_name
+                b.id,
+                b.vendor_id,
+                b.year,
+                b.channel_count,
+                Decimal(b.monthly_rent_per_channel),
+                b.name,
+                b.policy_name,
+                b.start_date,
+                b.end_date,
             )
             for b in batches
         },
@@ -192,6 +200,19 @@ async def load_events(sessions: Any, start: float, end: float) -> list[Event]:
         q = select(H).where(or_(and_(H.ts >= start, H.ts < end), H.id.in_(lasts[0]), H.id.in_(lasts[1])))
         rows = (await s.execute(q.order_by(H.ts, H.id))).scalars().all()
     return [_event(r) for r in rows]
+
+
+async def contract_checks(sessions: Any, settings: Any, *, now: float) -> list[dict[str, str]]:
+    """The contract alarms for the ops view (`gateway.reports.checks`)."""
+    from dataclasses import asdict
+
+    from gateway.reports.checks import contract_alarms
+
+    tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
+    contract = await load_contract(sessions)
+    async with sessions() as s:
+        names = (await s.execute(select(T.DeductionPolicyRecord.name).distinct())).scalars().all()
+    return [asdict(a) for a in contract_alarms(contract, policy_names=names, now=now, tz=tz)]
 
 
 async def load_policies(sessions: Any, name: str = "default") -> list[DeductionPolicy]:

@@ -401,3 +401,12 @@ async def test_probe_route(api: Any, services: Services) -> None:
     resp = await api.post("/api/v1/channels/12345/probe", headers=auth(api))
     assert resp.status == 400 and (await error_of(resp))["field"] == "channel_id"
     assert (await api.post(f"/api/v1/channels/{CH2}/probe", headers=auth(api, "vendor"))).status == 403
+
+
+async def test_contract_checks_for_ops_only(api: Any) -> None:
+    resp = await api.get("/api/v1/contract/checks", headers=auth(api))
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["count"] == len(body["alarms"])
+    assert all(set(a) == {"kind", "subject", "name", "detail"} for a in body["alarms"])
+    assert (await api.get("/api/v1/contract/checks", headers=auth(api, "vendor"))).status == 403

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
-from gateway.health.scheduler import NoticeResult, NoticeTarget, Scheduler, send_notice
+from gateway.health.scheduler import DailyJob, NoticeResult, NoticeTarget, Scheduler, send_notice
 from gateway.reports import records, service
 from gateway.reports.notify import robot_kind, robot_payload
 from gateway.reports.table import Table
@@ -97,4 +97,28 @@ def make_scheduler(
         notice_hour=settings.report.notice_hour,
         clock=clock,
         tick=tick,
+        jobs=issue_jobs(sessions, settings),
+    )
+
+
+MONTHLY_KINDS = ("deductions", "availability", "link-fees")
+
+
+def issue_jobs(sessions: Any, settings: Any) -> tuple[DailyJob, ...]:
+    """On the 2nd at the notice hour, issue (and so freeze) last month's deduction, availability
+    and link-fee sheets; on 2 January also last year's annual offline-camera deduction. The 2nd,
+    because a period closes a day after it ends (`gateway.reports.frozen`)."""
+
+    async def monthly(day: date, now: float) -> None:
+        last = (day.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+        for kind in MONTHLY_KINDS:
+            await service.build_report(sessions, settings, kind, last, fmt="xlsx", now=now)
+
+    async def annual(day: date, now: float) -> None:
+        await service.build_report(sessions, settings, "annual-offline", str(day.year - 1), fmt="xlsx", now=now)
+
+    hour = settings.report.notice_hour
+    return (
+        DailyJob("monthly-sheets", hour, lambda d: d.day == 2, monthly),
+        DailyJob("january-deduction", hour, lambda d: d.month == 1 and d.day == 2, annual),
     )

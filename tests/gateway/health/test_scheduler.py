@@ -182,3 +182,21 @@ async def test_send_now_for_a_given_date(setup: tuple[Any, Any], robot: Robot) -
     assert result.ok and sorted(result.sent) == ["all", "station:demo-station", "station:quiet"]
     text = robot.received["all"][0]["markdown"]["text"]
     assert "2026-10-31" in text and "**演示通道 2**" in text
+
+
+async def test_monthly_sheets_issued_on_the_second_once(setup: tuple[Any, Any], robot: Robot) -> None:
+    """On 2 Nov at the notice hour the scheduler issues October's deduction, availability and
+    link-fee sheets (frozen rows in issued_report, by "system"); at 09:59 nothing yet, at 10:01
+    not again; the January job is not due in November."""
+    sessions, settings = setup
+    sched = make_scheduler(sessions, settings)
+    assert await sched.run_jobs(at(2, 9, 59, m=11)) == []
+    assert await sched.run_jobs(at(2, 10, 0, m=11)) == ["monthly-sheets"]
+    assert await sched.run_jobs(at(2, 10, 1, m=11)) == []
+    async with sessions() as s:
+        rows = (await s.execute(select(T.IssuedReport))).scalars().all()
+    assert sorted((r.kind, r.period, r.revision, r.issued_by) for r in rows) == [
+        ("availability", "2026-10", 1, "system"),
+        ("deductions", "2026-10", 1, "system"),
+        ("link-fees", "2026-10", 1, "system"),
+    ]

@@ -27,6 +27,7 @@ from gateway.reports.link_fees import link_fees_table
 from gateway.reports.model import ContractData
 from gateway.reports.period import Period
 from gateway.reports.render import Report
+from gateway.reports.table import Table
 
 KINDS = ("daily-faults", "availability", "link-fees", "deductions", "reconciliation", "annual-offline")
 DAY_S = 86_400.0
@@ -84,6 +85,8 @@ def make_report(
                 )
         else:
             table = reconciliation_table(ledger, contract, tickets, window=window)
+            table.meta["period"] = period.label
+            return Report(kind, [table, _week_amounts(events, contract, policy, tickets, maintenance, period, window)])
         table.meta["period"] = period.label
         return Report(kind, [table])
     ledger = build_ledger(events, contract, period, maintenance=maintenance)
@@ -96,3 +99,27 @@ def make_report(
     if kind == "link-fees":
         return Report(kind, [link_fees_table(ledger, contract, policy, link_events=events)])
     return Report(kind, [annual_offline_table(ledger, contract, policy)])
+
+
+def _week_amounts(
+    events: list[Event],
+    contract: ContractData,
+    policy: DeductionPolicy,
+    tickets: list[Ticket],
+    maintenance: list[MaintenanceDecl],
+    period: Period,
+    window: tuple[float, float],
+) -> Table:
+    """The amounts the Thursday meeting reconciles: rent, deduction and payable per vendor × police
+    station over the reconciliation window (rent by days in service; the same rules as the
+    monthly sheet, disputed faults held out)."""
+    from gateway.health.timeline import local_day
+
+    week = replace(period, start=window[0], first=local_day(window[0], period.tz))
+    ledger = build_ledger(events, contract, week, maintenance=maintenance)
+    _, lines = deductions_table(ledger, contract, policy, tickets)
+    table = station_sheet(lines.rows, ledger, policy)
+    table.kind = "reconciliation-amounts"
+    table.signatures = []
+    table.meta.pop("send_to", None)
+    return table

@@ -254,7 +254,7 @@ def daily_faults_table(
     The ledger may start before the window (a lookback) so that `since` shows when a long fault
     really began.
     """
-    from gateway.reports.availability import seconds
+    from gateway.reports.availability import link_name, seconds
 
     by_channel: dict[str, list[Ticket]] = defaultdict(list)
     for tk in tickets:
@@ -274,7 +274,7 @@ def daily_faults_table(
                     "name": ch.name,
                     "site": contract.sites.get(ch.site, ch.site),
                     "owner": ch.owner,
-                    "link": ch.link,
+                    "link": link_name(contract, ch.link),
                     "vendor": contract.vendors.get(ch.vendor, ch.vendor),
                     "fault": str(ep.state),
                     "cause": ep.cause,

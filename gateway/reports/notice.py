@@ -13,9 +13,9 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
-from gateway.health.scheduler import DailyJob, NoticeResult, NoticeTarget, Scheduler, send_notice
+from gateway.health.scheduler import DailyJob, NoticeResult, NoticeTarget, Scheduler, post_robot, send_notice
 from gateway.reports import records, service
-from gateway.reports.notify import robot_kind, robot_payload
+from gateway.reports.notify import reconciliation_markdown, robot_kind, robot_payload
 from gateway.reports.table import Table
 
 TICKET_AFTER_S = 600.0
@@ -117,8 +117,27 @@ def issue_jobs(sessions: Any, settings: Any) -> tuple[DailyJob, ...]:
     async def annual(day: date, now: float) -> None:
         await service.build_report(sessions, settings, "annual-offline", str(day.year - 1), fmt="xlsx", now=now)
 
+    async def thursday(day: date, now: float) -> None:
+        """The week's reconciliation with amounts per vendor × station, to report.webhook_url."""
+        url = settings.report.webhook_url
+        if not url:
+            return
+        report, _ = await service.compute_report(sessions, settings, "reconciliation", day.isoformat(), now=now)
+        text = reconciliation_markdown(report.tables, lang=_lang(settings))
+        kind = robot_kind(url)
+        payload = (
+            {"msgtype": "markdown", "markdown": {"content": text}}
+            if kind == "wecom"
+            else {"msgtype": "markdown", "markdown": {"title": "周对账", "text": text}}
+        )
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            await post_robot(http, url, payload)
+
     hour = settings.report.notice_hour
     return (
         DailyJob("monthly-sheets", hour, lambda d: d.day == 2, monthly),
         DailyJob("january-deduction", hour, lambda d: d.month == 1 and d.day == 2, annual),
+        DailyJob("thursday-reconciliation", hour, lambda d: d.weekday() == 3, thursday),
     )

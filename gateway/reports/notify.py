@@ -78,3 +78,22 @@ def robot_payload(table: Table, robot: str, *, lang: str = "zh", tz: tzinfo = UT
 def robot_kind(url: str) -> str:
     """Which robot a webhook URL belongs to (by host), defaulting to DingTalk's format."""
     return "wecom" if "qyapi.weixin.qq.com" in url else "dingtalk"
+
+
+def reconciliation_markdown(report_tables: list[Table], *, lang: str = "zh") -> str:
+    """The Thursday reconciliation as a robot message: amounts per vendor × station, and how many
+    tickets each check gave (the full list is in the report)."""
+    recon, amounts = report_tables[0], report_tables[1]
+    title = "周对账" if lang != "en" else "Weekly reconciliation"
+    lines = [f"### {title} {recon.meta.get('period', '')}"]
+    for row in amounts.rows:
+        lines.append(
+            f"- **{row['vendor']} × {row['station']}** · {t('rent', lang)} {row['rent']} · "
+            f"{t('deduction', lang)} {row['deduction']} · {t('payable', lang)} {row['payable']}"
+        )
+    counts: dict[str, int] = {}
+    for row in recon.rows:
+        counts[row["check"]] = counts.get(row["check"], 0) + 1
+    if counts:
+        lines.append(" · ".join(f"{value('check', k, lang)} {n}" for k, n in sorted(counts.items())))
+    return "\n".join(lines)

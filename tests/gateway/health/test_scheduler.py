@@ -200,3 +200,17 @@ async def test_monthly_sheets_issued_on_the_second_once(setup: tuple[Any, Any], 
         ("deductions", "2026-10", 1, "system"),
         ("link-fees", "2026-10", 1, "system"),
     ]
+
+
+async def test_thursday_reconciliation_posted_with_amounts(setup: tuple[Any, Any], robot: Robot) -> None:
+    """Thursday 29 Oct at the notice hour the week's reconciliation goes to report.webhook_url with
+    rent, deduction and payable per vendor × station; not on Wednesday, not twice."""
+    sessions, settings = setup
+    sched = make_scheduler(sessions, settings)
+    assert await sched.run_jobs(at(28, 10, 0)) == []
+    assert await sched.run_jobs(at(29, 10, 0)) == ["thursday-reconciliation"]
+    assert await sched.run_jobs(at(29, 11, 0)) == []
+    (body,) = robot.received["all"]
+    text = body["markdown"]["text"]
+    assert text.startswith("### 周对账 2026-10-29")
+    assert "× 演示派出所**" in text and "租金(元)" in text and "扣款(元)" in text

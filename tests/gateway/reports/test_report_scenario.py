@@ -161,6 +161,15 @@ def test_reconciliation_week_ending_thursday() -> None:
     assert set(rows) == {S.C1, S.C2}  # 6-12 Nov; C2's fault ended on the 6th
     assert rows[S.C1]["difference_s"] == 1800 and rows[S.C1]["check"] == "mismatch"
     assert rows[S.C2]["check"] == "no_ticket"
+    # the amounts the Thursday meeting reconciles, 6-12 Nov (7 of 30 days), per vendor × station:
+    # 科海 × 城东派出所: rent 2 × round(100 × 7/30) = 2 × 23.33 = 46.66; C1's 5 h → 3 h × 1.00 = 3.00,
+    # C2's part in the window (maintenance to 04:00, then offline to 12:00) 8 h → 6 h = 6.00 → 9.00;
+    # 海康 × 城北派出所: C4 200 × 7/30 = 46.67, C3 not in service yet (0.00), no deduction
+    amounts = [(x["vendor"], x["station"], x["rent"], x["deduction"], x["payable"]) for x in r.tables[1].rows]
+    assert amounts == [
+        ("海康", "城北派出所", Decimal("46.67"), Decimal("0.00"), Decimal("46.67")),
+        ("科海", "城东派出所", Decimal("46.66"), Decimal("9.00"), Decimal("37.66")),
+    ]
 
 
 def test_unknown_kind() -> None:

@@ -310,4 +310,4 @@ async def test_jurisdiction_history_is_used_as_of_the_date(sessions) -> None:  #
     east, _ = await service.compute_report(sessions, SETTINGS, "daily-faults", "2026-11-10", station="S1", now=NOW)
     assert east.tables[0].rows == []
     later, _ = await service.compute_report(sessions, SETTINGS, "availability", "2026-11-20", now=NOW)
-    assert {r["channel_id"]: r["station"] for r in later.tables[0].rows}[S.C1] == "S1"
+    assert {r["channel_id"]: r["station"] for r in later.tables[0].rows}[S.C1] == "城东派出所"

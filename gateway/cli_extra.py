@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPORT_KINDS = ("daily-faults", "availability", "link-fees", "deductions", "reconciliation", "annual-offline")
+REPORT_KINDS = (
+    "daily-faults",
+    "availability",
+    "link-fees",
+    "deductions",
+    "reconciliation",
+    "annual-offline",
+    "repairs",
+)
 
 
 def add_extra_parsers(sub: Any) -> None:

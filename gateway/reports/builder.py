@@ -6,6 +6,8 @@ reconciliation, annual-offline. Windows:
 * daily-faults for a day lists the faults overlapping that day; the ledger is built from
   `lookback_days` earlier so a long fault shows when it really began (events for the lookback
   must be supplied).
+* repairs (the 17:00 publication) lists the faults that ended in the day (or since `window_start`)
+  with the deduction each leads to;
 * reconciliation for a day covers the week ending with that day (the Thursday meeting reviews
   the seven days before it); for a month or year, the whole period.
 """
@@ -19,7 +21,7 @@ from datetime import datetime, timedelta
 from gateway.health.timeline import Event
 from gateway.reports.annual import annual_offline_table
 from gateway.reports.availability import availability_table
-from gateway.reports.deductions import DeductionPolicy, deductions_table, station_sheet
+from gateway.reports.deductions import DeductionPolicy, deductions_table, repairs_table, station_sheet
 from gateway.reports.errors import ReportError
 from gateway.reports.faults import Ticket, daily_faults_table, reconciliation_table
 from gateway.reports.ledger import MaintenanceDecl, build_ledger
@@ -29,13 +31,13 @@ from gateway.reports.period import Period
 from gateway.reports.render import Report
 from gateway.reports.table import Table
 
-KINDS = ("daily-faults", "availability", "link-fees", "deductions", "reconciliation", "annual-offline")
+KINDS = ("daily-faults", "availability", "link-fees", "deductions", "reconciliation", "annual-offline", "repairs")
 DAY_S = 86_400.0
 
 
 def event_window(kind: str, period: Period, *, lookback_days: int = 31) -> tuple[float, float]:
     """[start, end) of the events a report of `kind` needs (plus each subject's last event before)."""
-    if kind == "daily-faults":
+    if kind in ("daily-faults", "repairs"):
         return period.start - lookback_days * DAY_S, period.end
     if kind == "reconciliation":
         start = period.full_end - 7 * DAY_S if period.kind == "day" else period.start
@@ -66,18 +68,20 @@ def make_report(
     events = list(events)
     maintenance = list(maintenance)
     tickets = list(tickets)
-    if kind in ("daily-faults", "reconciliation"):
+    if kind in ("daily-faults", "reconciliation", "repairs"):
         start, _ = event_window(kind, period, lookback_days=lookback_days)
         wide = replace(period, start=start, first=period.first - timedelta(days=lookback_days))
         ledger = build_ledger(events, contract, wide, maintenance=maintenance)
         ledger.period = replace(wide, label=period.label)
-        if kind == "daily-faults" and window_start is not None:
+        if kind in ("daily-faults", "repairs") and window_start is not None:
             if not start < window_start <= period.end:
                 raise ReportError("since: must lie within the lookback before the notice")
             window = (window_start, period.end)
         else:
             window = (start + lookback_days * DAY_S, period.end)
-        if kind == "daily-faults":
+        if kind == "repairs":
+            table = repairs_table(ledger, contract, policy, tickets, window=window)
+        elif kind == "daily-faults":
             table = daily_faults_table(ledger, contract, tickets, window=window)
             if window_start is not None:
                 table.meta["notice_window"] = " → ".join(

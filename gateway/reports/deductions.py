@@ -474,3 +474,68 @@ def policy_dict(policy: DeductionPolicy) -> dict[str, Any]:
     d["effective_from"] = policy.effective_from.isoformat()
     d.update(policy.to_body())
     return d
+
+
+REPAIR_COLUMNS = [
+    Column("station"),
+    Column("channel_id"),
+    Column("name"),
+    Column("vendor"),
+    Column("fault"),
+    Column("since", "datetime"),
+    Column("recovered", "datetime"),
+    Column("fault_hours", "hours"),
+    Column("fault_hm"),
+    Column("ticket"),
+    Column("status"),
+    Column("deduction", "money"),
+]
+
+
+def repairs_table(
+    ledger: Ledger,
+    contract: ContractData,
+    policy: DeductionPolicy,
+    tickets: Iterable[Ticket],
+    *,
+    window: tuple[float, float],
+) -> Table:
+    """The 17:00 publication (maintenance regulation): every fault that ended within `window`, with
+    the deduction it leads to — the episode charged on its own under the policy (grace, hourly and
+    deadline parts, capped at a month's rent); 0 while its ticket is disputed (held out)."""
+    from gateway.reports.faults import _match, notice_episodes
+
+    by_channel: dict[str, list[Ticket]] = defaultdict(list)
+    for tk in tickets:
+        by_channel[tk.channel_id].append(tk)
+    table = Table("repairs", REPAIR_COLUMNS)
+    table.meta.update(period=ledger.period.label, policy_version=policy.label)
+    for ch in contract.channels:
+        if not ch.vendor:
+            continue
+        for ep in notice_episodes(ledger, ch.channel_id):
+            if ep.ongoing or not window[0] <= ep.end <= window[1]:
+                continue
+            t = _match(by_channel.get(ch.channel_id, []), ep, ledger.period.start)
+            held = t is not None and t.status is TicketStatus.disputed
+            part = clip(ledger.intervals[ch.channel_id], ep.start, ep.end)
+            charge = channel_charge(ch.channel_id, part, policy, rent=contract.rent_of(ch))
+            table.rows.append(
+                {
+                    "station": contract.stations.get(ch.station, ch.station),
+                    "channel_id": ch.channel_id,
+                    "name": ch.name,
+                    "vendor": contract.vendors.get(ch.vendor, ch.vendor),
+                    "fault": str(ep.state),
+                    "since": ep.start,
+                    "recovered": ep.end,
+                    "fault_hours": _hours(ep.fault_ms),
+                    "fault_hm": hours_minutes(ep.fault_ms),
+                    "ticket": t.id if t else "",
+                    "status": str(t.status) if t else "recovered",
+                    "deduction": Decimal("0.00") if held else money(charge.amount),
+                }
+            )
+    table.rows.sort(key=lambda r: (r["station"], r["recovered"], r["channel_id"]))
+    table.total = {"station": "*", "deduction": sum((r["deduction"] for r in table.rows), Decimal(0))}
+    return table

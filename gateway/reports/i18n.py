@@ -38,6 +38,7 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "sign_head": ("科技信息化部门负责人（签字、盖章）：", "Head of the police IT department (signature, seal):"),
     "sign_date": ("日期：", "Date:"),
     "meta.send_to": ("报送", "Send to"),
+    "title.repairs": ("每日修复及扣款公示", "Repairs and deductions of the day"),
     "title.reconciliation-amounts": ("周对账金额（厂商×派出所）", "Weekly amounts by vendor and station"),
     "title.deductions-by-station": ("月度运维扣款表（厂商×派出所）", "Monthly deductions by vendor and station"),
     "fault_hm": ("故障时长(时:分)", "Fault h:mm"),

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as clock_time
 from typing import Any
 
 from gateway.health.scheduler import DailyJob, NoticeResult, NoticeTarget, Scheduler, post_robot, send_notice
 from gateway.reports import records, service
-from gateway.reports.notify import reconciliation_markdown, robot_kind, robot_payload
+from gateway.reports.notify import reconciliation_markdown, repairs_markdown, robot_kind, robot_payload
 from gateway.reports.table import Table
 
 TICKET_AFTER_S = 600.0
@@ -27,10 +28,9 @@ def _lang(settings: Any) -> str:
 
 def previous_notice_ts(settings: Any, day: date) -> float:
     """When the previous notice was due: `report.notice_hour` on the local day before `day`."""
-    from datetime import datetime, time, timedelta
-
     tz = service.report_timezone(settings.report.timezone)
-    return datetime.combine(day - timedelta(days=1), time(settings.report.notice_hour), tzinfo=tz).timestamp()
+    hour = clock_time(settings.report.notice_hour)
+    return datetime.combine(day - timedelta(days=1), hour, tzinfo=tz).timestamp()
 
 
 async def notice_targets(
@@ -102,6 +102,20 @@ def make_scheduler(
 
 
 MONTHLY_KINDS = ("deductions", "availability", "link-fees")
+#: the regulation's daily publication of repairs and deductions
+PUBLICATION_HOUR = 17
+
+
+async def _post(url: str, text: str, title: str) -> None:
+    """One markdown robot message (DingTalk or WeCom by the URL); raises RuntimeError if refused."""
+    import aiohttp
+
+    if robot_kind(url) == "wecom":
+        payload: dict[str, Any] = {"msgtype": "markdown", "markdown": {"content": text}}
+    else:
+        payload = {"msgtype": "markdown", "markdown": {"title": title, "text": text}}
+    async with aiohttp.ClientSession() as http:
+        await post_robot(http, url, payload)
 
 
 def issue_jobs(sessions: Any, settings: Any) -> tuple[DailyJob, ...]:
@@ -123,20 +137,24 @@ def issue_jobs(sessions: Any, settings: Any) -> tuple[DailyJob, ...]:
         if not url:
             return
         report, _ = await service.compute_report(sessions, settings, "reconciliation", day.isoformat(), now=now)
-        text = reconciliation_markdown(report.tables, lang=_lang(settings))
-        kind = robot_kind(url)
-        payload = (
-            {"msgtype": "markdown", "markdown": {"content": text}}
-            if kind == "wecom"
-            else {"msgtype": "markdown", "markdown": {"title": "周对账", "text": text}}
-        )
-        import aiohttp
+        await _post(url, reconciliation_markdown(report.tables, lang=_lang(settings)), "周对账")
 
-        async with aiohttp.ClientSession() as http:
-            await post_robot(http, url, payload)
+    async def publication(day: date, now: float) -> None:
+        """17:00: what was repaired since yesterday's publication and the deductions that follow."""
+        url = settings.report.webhook_url
+        if not url:
+            return
+        tz = service.report_timezone(settings.report.timezone)
+        since = datetime.combine(day - timedelta(days=1), clock_time(PUBLICATION_HOUR), tzinfo=tz).timestamp()
+        report, _ = await service.compute_report(
+            sessions, settings, "repairs", day.isoformat(), now=now, window_start=since
+        )
+        text = repairs_markdown(report.tables[0], lang=_lang(settings), tz=tz)
+        await _post(url, text, "每日修复及扣款公示")
 
     hour = settings.report.notice_hour
     return (
+        DailyJob("repair-publication", PUBLICATION_HOUR, lambda d: True, publication),
         DailyJob("monthly-sheets", hour, lambda d: d.day == 2, monthly),
         DailyJob("january-deduction", hour, lambda d: d.month == 1 and d.day == 2, annual),
         DailyJob("thursday-reconciliation", hour, lambda d: d.weekday() == 3, thursday),

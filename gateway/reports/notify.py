@@ -97,3 +97,36 @@ def reconciliation_markdown(report_tables: list[Table], *, lang: str = "zh") -> 
     if counts:
         lines.append(" · ".join(f"{value('check', k, lang)} {n}" for k, n in sorted(counts.items())))
     return "\n".join(lines)
+
+
+def repairs_markdown(table: Table, *, lang: str = "zh", tz: tzinfo = UTC8, limit: int = MAX_BYTES) -> str:
+    """The 17:00 publication: what was repaired since the last one and the deduction that follows."""
+    title = "每日修复及扣款公示" if lang != "en" else "Repairs and deductions"
+    lines = [f"### {title} {table.meta.get('period', '')}"]
+    if not table.rows:
+        lines.append("- " + ("无" if lang != "en" else "none"))
+        return "\n".join(lines)
+    used = len(lines[0].encode())
+    for i, row in enumerate(table.rows):
+        back = datetime.fromtimestamp(row["recovered"], tz).strftime("%m-%d %H:%M")
+        parts = [
+            f"**{row.get('name') or row['channel_id']}**",
+            str(row.get("station") or "-"),
+            str(row.get("vendor") or "-"),
+            str(value("fault", row.get("fault"), lang)),
+            f"{row['fault_hm']}",
+            f"{back}",
+            f"{t('deduction', lang)} {row['deduction']}",
+        ]
+        if row.get("ticket"):
+            parts.append(f"{row['ticket']} {value('status', row.get('status'), lang)}")
+        text = "- " + " · ".join(parts)
+        tail = f"\n… {len(table.rows) - i} " + ("条未列出，详见报表" if lang != "en" else "more in the report")
+        if used + len(text.encode()) + 1 + len(tail.encode()) > limit:
+            lines.append(tail.strip())
+            break
+        lines.append(text)
+        used += len(text.encode()) + 1
+    if table.total:
+        lines.append(f"{t('total', lang)} {t('deduction', lang)} {table.total['deduction']}")
+    return "\n".join(lines)

@@ -331,7 +331,7 @@ async def _compute(
         contract = for_station(contract, station, kind)
     events = await load_events(sessions, start, end)
     policy = await current_policy(sessions, p.first)
-    with_tickets = kind in ("daily-faults", "reconciliation", "deductions")
+    with_tickets = kind in ("daily-faults", "reconciliation", "deductions", "repairs")
     tickets = await load_tickets(sessions, start, end) if with_tickets else []
     windows = await load_maintenance(sessions, start, end)
     # CPU-bound over months of events: off the loop (architecture.md rule 11)

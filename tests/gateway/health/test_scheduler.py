@@ -214,3 +214,16 @@ async def test_thursday_reconciliation_posted_with_amounts(setup: tuple[Any, Any
     text = body["markdown"]["text"]
     assert text.startswith("### 周对账 2026-10-29")
     assert "× 演示派出所**" in text and "租金(元)" in text and "扣款(元)" in text
+
+
+async def test_repair_publication_at_five(setup: tuple[Any, Any], robot: Robot) -> None:
+    """At 17:00 (not at 16:59) the day's repairs and their deductions go to report.webhook_url:
+    on 27 Oct the 30 h outage of 演示通道 3 (from 26 Oct 08:00) ended at 14:00, so it is listed."""
+    sessions, settings = setup
+    sched = make_scheduler(sessions, settings)
+    assert await sched.run_jobs(at(27, 16, 59)) == []
+    assert await sched.run_jobs(at(27, 17, 0)) == ["repair-publication"]
+    (body,) = robot.received["all"]
+    text = body["markdown"]["text"]
+    assert text.startswith("### 每日修复及扣款公示 2026-10-27")
+    assert "**演示通道 3**" in text and "30:00" in text and "扣款(元)" in text

@@ -82,3 +82,21 @@ def test_monthly_sheet_per_vendor_and_station_by_name() -> None:
     assert sheet.meta["send_to"] == "技防办" and "sign_head" in sheet.signatures
     c2 = next(x for x in lines.rows if x["channel_id"] == S.C2)
     assert (c2["vendor"], c2["station"], c2["batch"], c2["fault_hm"]) == ("科海", "城东派出所", "科海2016", "28:00")
+
+
+def test_repairs_published_with_their_deduction() -> None:
+    """The 17:00 publication for 10 Nov: C1's fault 10:00-15:00 ended that day — 5 h, ticket
+    T20261110-0001; charged alone under v3: (5 − 2) h × 1.00 = 3.00. While the ticket is
+    disputed the publication shows 0.00. Nothing else ended on 10 Nov."""
+    from gateway.reports.notify import repairs_markdown
+
+    day = parse_period("2026-11-10", now=S.L(12, 5))
+    for status, amount in ((TicketStatus.repaired, "3.00"), (TicketStatus.disputed, "0.00")):
+        tickets = [replace(S.TICKETS[0], status=status)]
+        (table,) = make_report(
+            "repairs", day, events=S.EVENTS, contract=S.CONTRACT, policy=S.POLICY, tickets=tickets
+        ).tables
+        rows = [(r["channel_id"], r["recovered"], r["fault_hm"], r["ticket"], r["deduction"]) for r in table.rows]
+        assert rows == [(S.C1, S.L(11, 10, 15), "5:00", "T20261110-0001", Decimal(amount))]
+    text = repairs_markdown(table)
+    assert "**东门1** · 城东派出所 · 科海 · 离线 · 5:00 · 11-10 15:00 · 扣款(元) 0.00" in text

@@ -43,9 +43,7 @@ async def test_silent_device_goes_offline_after_keepalive_window(tmp_path: Path)
     now = [T1]
     store = FakeStore(_online(s) for s in ("device:D", "channel:C", "device:E", "device:F"))
     journal = Journal(tmp_path / "journal.log", fsync_interval=0.01)
-    rec = HealthRecorder(
-        journal, store, heartbeat_path=tmp_path / "hb", clock=lambda: now[0], silent_after=3600.0 * 24
-    )
+    rec = HealthRecorder(journal, store, heartbeat_path=tmp_path / "hb", clock=lambda: now[0], silent_after=3600.0 * 24)
     rec.silent_after = WINDOW  # the task armed above sleeps a day; the test runs the check itself
     await rec.start()
     rec.set_state("device:E", "online", "registered", T1 + 30)

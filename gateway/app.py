@@ -109,7 +109,10 @@ class Gateway:
 
         journal = Journal(s.health.journal_path, fsync_interval=min(s.health.fsync_interval, 1.0))
         health = HealthRecorder(
-            journal, SqlHealthEvents(sessions), heartbeat_path=Path(s.health.journal_path).with_name("heartbeat")
+            journal,
+            SqlHealthEvents(sessions),
+            heartbeat_path=Path(s.health.journal_path).with_name("heartbeat"),
+            silent_after=s.sip.keepalive_interval * s.sip.keepalive_timeout_count,  # issue 11.1
         )
         await health.start()
         self._closers.append(health.stop)

@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPORT_KINDS = ("daily-faults", "availability", "link-fees", "deductions", "reconciliation", "annual-offline")
+REPORT_KINDS = (
+    "daily-faults",
+    "availability",
+    "link-fees",
+    "deductions",
+    "reconciliation",
+    "annual-offline",
+    "repairs",
+)
 
 
 def add_extra_parsers(sub: Any) -> None:
@@ -30,7 +38,12 @@ def add_extra_parsers(sub: Any) -> None:
     r.add_argument("--format", default="csv", choices=["csv", "xlsx", "html"])
     r.add_argument("--out", help="output file (default: CSV to standard output)")
     r.add_argument("--lang", choices=["zh-CN", "en"], help="report language (default: report.language)")
-    r.add_argument("--station", help="daily-faults: one police station only")
+    r.add_argument("--station", help="one police station only (ID or name): rows, summaries, totals, 完好率")
+    r.add_argument(
+        "--reissue",
+        metavar="REASON",
+        help="re-issue a frozen report of a closed month/year from today's data (recorded with REASON)",
+    )
 
 
 async def run_extra(settings: Any, args: argparse.Namespace) -> int:
@@ -107,6 +120,23 @@ async def _report(settings: Any, args: argparse.Namespace) -> int:
 
     async def go(sessions: Any) -> int:
         try:
+            if args.reissue is not None:
+                import getpass
+                import time
+
+                from gateway.reports.service import reissue_report
+
+                out = await reissue_report(
+                    sessions,
+                    settings,
+                    args.kind,
+                    args.period,
+                    actor=f"cli:{getpass.getuser()}",
+                    reason=args.reissue,
+                    station=args.station,
+                    now=time.time(),
+                )
+                print(f"re-issued {args.kind} {out['period']} as revision {out['revision']}", file=sys.stderr)
             data = await build_report(
                 sessions, settings, args.kind, args.period, fmt=args.format, lang=lang, station=args.station
             )

@@ -30,7 +30,7 @@ from typing import Any
 
 OPS_COMMANDS = ("contract", "maintenance", "ticket", "policy", "notice")
 CONTRACT_KINDS = ("vendors", "batches", "maintenance_contracts", "links", "stations", "jurisdiction", "channels")
-TICKET_STATUSES = ("open", "vendor_answered", "repaired", "confirmed", "disputed")
+TICKET_STATUSES = ("open", "vendor_answered", "recovered", "repaired", "confirmed", "disputed")
 
 
 class OpsError(Exception):

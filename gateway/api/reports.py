@@ -2,6 +2,7 @@
 
     GET  /api/v1/reports                       report kinds (ops)
     GET  /api/v1/reports/{kind}?period=&format=csv|xlsx|html&lang=zh-CN|en&station=&group_by=
+    GET  /api/v1/contract/checks               alarms: batch over contract, dates, missing policy (ops)
     GET  /api/v1/contract/{kind}               contract rows of one kind (ops)
     POST /api/v1/contract/import?kind=         CSV or XLSX body, all or nothing (ops)
     GET  /api/v1/maintenance?subject=          declared windows (ops)
@@ -41,7 +42,7 @@ CONTENT_TYPES = {
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "html": "text/html; charset=utf-8",
 }
-TICKET_STATUSES = ("open", "vendor_answered", "repaired", "confirmed", "disputed")
+TICKET_STATUSES = ("open", "vendor_answered", "recovered", "repaired", "confirmed", "disputed")
 GROUPS = ("channel", "site", "link", "vendor", "batch", "station")
 
 
@@ -159,7 +160,8 @@ async def get_report(request: web.Request) -> web.Response:
         status = 422 if "future" in str(exc) else 400
         raise ApiError(status, "invalid_period", str(exc), field="period") from None
     except ReportError as exc:
-        raise ApiError(400, "report_failed", str(exc)) from None
+        field = "station" if str(exc).startswith("station:") else None
+        raise ApiError(400, "report_failed", str(exc), field=field) from None
     name = f"gbgate-{kind}-{period}.{fmt}"
     disposition = "inline" if fmt == "html" else "attachment"
     headers = {"Content-Disposition": f"{disposition}; filename=\"{name}\"; filename*=UTF-8''{quote(name)}"}
@@ -184,6 +186,16 @@ def _import_error(exc: Any) -> ApiError:
         line=first.line,
         errors=errors,
     )
+
+
+@routes.get("/api/v1/contract/checks")
+@require("ops")
+async def contract_checks(request: web.Request) -> web.Response:
+    """Alarms from checking the live system against the contract (before /contract/{kind})."""
+    from gateway.reports.service import contract_checks as checks
+
+    alarms = await checks(_runtime(request).sessions, _settings(request), now=time.time())
+    return web.json_response({"alarms": alarms, "count": len(alarms)})
 
 
 @routes.get("/api/v1/contract/{kind}")
@@ -320,6 +332,48 @@ async def set_policy(request: web.Request) -> web.Response:
     except PolicyError as exc:
         raise ApiError(422, "invalid_policy", str(exc), field=exc.field) from None
     return web.json_response({"name": name, "version": version, "effective_from": effective.isoformat()}, status=201)
+
+
+@routes.post("/api/v1/reports/{kind}/reissue")
+@require("ops")
+async def reissue(request: web.Request) -> web.Response:
+    """Re-issue a frozen report of a closed period from today's data (issue 11.9): explicit,
+    with a reason, recorded as the next revision with the caller as its author."""
+    from gateway.reports.builder import KINDS
+    from gateway.reports.errors import PeriodError, ReportError
+    from gateway.reports.service import reissue_report
+
+    kind = request.match_info["kind"]
+    if kind not in KINDS:
+        raise ApiError(400, "invalid_value", f"unknown report kind {kind!r}: one of {', '.join(KINDS)}", field="kind")
+    data = await json_body(request)
+    period = _text(data, "period", 16)
+    if not period:
+        raise ApiError(422, "invalid_value", "period is required: 2026-11 or 2026", field="period")
+    reason = _text(data, "reason", 500)
+    if not reason:
+        raise ApiError(422, "invalid_value", "a re-issue needs a reason", field="reason")
+    group_by = _text(data, "group_by", 16) or "channel"
+    if group_by not in GROUPS:
+        raise ApiError(422, "invalid_value", f"group_by must be one of {', '.join(GROUPS)}", field="group_by")
+    try:
+        out = await reissue_report(
+            _runtime(request).sessions,
+            _settings(request),
+            kind,
+            period,
+            actor=principal_of(request).actor,
+            reason=reason,
+            station=_text(data, "station", 200) or None,
+            group_by=group_by,
+            now=time.time(),
+        )
+    except PeriodError as exc:
+        raise ApiError(422, "invalid_period", str(exc), field="period") from None
+    except ReportError as exc:
+        field = str(exc).split(":", 1)[0] if ":" in str(exc) else None
+        raise ApiError(422, "report_failed", str(exc), field=field) from None
+    return web.json_response(out, status=201)
 
 
 # ---------------------------------------------------------------- tickets

@@ -5,6 +5,15 @@ with the subject's last state in memory, appends to the journal buffer (no I/O o
 returns an awaitable that resolves after the covering fsync — callers that acknowledge
 something to a peer await it first. A background task copies durable events into the database
 and lets the journal compact. On start, a crash gap (last evidence → now) becomes `unknown`.
+
+After a restart (issue 11.1) every device and channel is `unknown` until it speaks. One that
+has not been heard from once the gateway has been up for `silent_after` seconds (the keepalive
+interval × the keepalive timeout count: the time in which a live device must have sent a
+keepalive or REGISTER) becomes `offline` at start + `silent_after`, cause
+`silent_after_restart`; the restart gap itself stays `unknown`. The rule only fills subjects
+nobody spoke for: any state recorded for a subject after the start — a REGISTER, or the
+`offline` the registrar emits for a persisted binding that expired during the downtime (issue
+16.1) — overrides it, because such a subject is no longer silent.
 """
 
 from __future__ import annotations
@@ -14,14 +23,35 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Set
 from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.health.journal import Journal, recover
-from gateway.health.timeline import Event, State
+from gateway.health.timeline import Event, State, to_ms
 
 log = logging.getLogger(__name__)
+
+CAUSE_SILENT_AFTER_RESTART = "silent_after_restart"
+_WATCHED = ("device:", "channel:")
+
+
+def silent_after_restart(
+    last: Mapping[str, State], heard: Set[str], *, started: float, silent_after: float
+) -> list[Event]:
+    """`offline` events for devices/channels still `unknown` and not heard from since `started`.
+
+    Pure; the event time is start + `silent_after` whenever the check actually runs, and the IDs
+    are deterministic so running it twice appends nothing new.
+    """
+    ts = started + silent_after
+    mark = to_ms(ts)
+    evidence = {"restart_ts": started, "silent_after_s": silent_after}
+    return [
+        Event(f"silent:{subject}:{mark}", subject, ts, State.offline, CAUSE_SILENT_AFTER_RESTART, dict(evidence))
+        for subject, state in sorted(last.items())
+        if state is State.unknown and subject not in heard and subject.startswith(_WATCHED)
+    ]
 
 
 class HealthEventStore(Protocol):
@@ -44,6 +74,7 @@ class HealthRecorder:
         copy_interval: float = 2.0,
         heartbeat_interval: float = 5.0,
         clock: Callable[[], float] = time.time,
+        silent_after: float | None = None,
     ) -> None:
         self.journal = journal
         self.store = store
@@ -52,6 +83,9 @@ class HealthRecorder:
         self.heartbeat_interval = heartbeat_interval
         self.clock = clock
         self._last: dict[str, State] = {}
+        self.silent_after = silent_after
+        self.started: float | None = None
+        self._heard: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self.recorded = 0
 
@@ -80,12 +114,34 @@ class HealthRecorder:
             self._last["gateway"] = State.online
         await self.journal.flush()
         self._beat()
+        self.started = now
+        self._heard = set()
         self._tasks = [
             asyncio.create_task(self.journal.run(), name="journal"),
             asyncio.create_task(self._copy_loop(), name="journal-copy"),
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
         ]
+        if self.silent_after is not None:
+            self._tasks.append(asyncio.create_task(self._silent_check(self.silent_after), name="silent-after-restart"))
         return gap
+
+    def expire_silent(self) -> list[Event]:
+        """Record `offline` for subjects still silent since the start (see the module docstring)."""
+        if self.started is None or self.silent_after is None:
+            return []
+        out = silent_after_restart(self._last, self._heard, started=self.started, silent_after=self.silent_after)
+        for ev in out:
+            self.journal.append(ev)
+            self._last[ev.subject] = ev.state
+            self.recorded += 1
+        return out
+
+    async def _silent_check(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        events = self.expire_silent()
+        if events:
+            log.info("%d devices/channels silent since the restart are now offline", len(events))
+            await self.journal.barrier()
 
     async def stop(self) -> None:
         """Orderly stop: every subject becomes `unknown` now (we no longer watch it), then flush."""
@@ -111,6 +167,7 @@ class HealthRecorder:
         self, subject: str, state: str, cause: str, ts: float, evidence: Mapping[str, Any] | None = None
     ) -> Awaitable[None] | None:
         st = State(state)
+        self._heard.add(subject)
         if self._last.get(subject) is st:
             return None
         self._last[subject] = st

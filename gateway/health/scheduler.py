@@ -4,9 +4,10 @@ Every `tick` seconds (one minute):
 
 * faults that have lasted ≥ `ticket_after` seconds (10 min) and have no open ticket get one
   (`service.open_due_tickets`);
-* at `report.notice_hour` local time (`report.timezone`) the daily fault notice — today's
-  daily-faults report, i.e. every fault ongoing or seen since local midnight, with `since` dated
-  from when it really began — goes to `report.webhook_url` (every station) and to each police
+* at `report.notice_hour` local time (`report.timezone`) the daily fault notice — every fault
+  ongoing or seen since the previous notice (the previous day's notice hour, issue 11.10: one
+  that began after a notice and recovered before the next is not lost), with `since` dated from
+  when it really began and the vendor named — goes to `report.webhook_url` (every station) and to each police
   station's own `webhook_url` (its rows only) as a DingTalk/WeCom robot markdown message.
 
 A target that fails (connection refused, HTTP ≥ 300, a robot `errcode` ≠ 0) is logged and retried
@@ -77,6 +78,18 @@ NoticeSource = Callable[[date, float], Awaitable[list[NoticeTarget]]]
 TicketOpener = Callable[[float], Awaitable[list[str]]]
 
 
+@dataclass(slots=True, frozen=True)
+class DailyJob:
+    """A job run once on the local days `due(day)` says, from `hour` on (retried each tick until it
+    succeeds or the day ends), e.g. issuing last month's sheets on the 2nd (maintenance regulation:
+    the monthly sheet and the January deduction are scheduled, not remembered)."""
+
+    name: str
+    hour: int
+    due: Callable[[date], bool]
+    run: Callable[[date, float], Awaitable[Any]]
+
+
 async def send_notice(
     targets: NoticeSource,
     day: date,
@@ -116,7 +129,10 @@ class Scheduler:
         notice_hour: int,
         clock: Callable[[], float] = time.time,
         tick: float = 60.0,
+        jobs: tuple[DailyJob, ...] = (),
     ) -> None:
+        self.jobs = jobs
+        self._jobs_done: dict[str, date] = {}
         self.open_tickets = open_tickets
         self.notice_targets = notice_targets
         self.tz = tz
@@ -170,6 +186,25 @@ class Scheduler:
         except Exception:
             self.errors += 1
             log.exception("daily fault notice failed; retrying next tick")
+        await self.run_jobs(now)
+
+    async def run_jobs(self, now: float) -> list[str]:
+        """Run every daily job due at `now` and not yet done today; names of those that ran."""
+        local = datetime.fromtimestamp(now, self.tz)
+        ran = []
+        for job in self.jobs:
+            if self._jobs_done.get(job.name) == local.date() or local.hour < job.hour or not job.due(local.date()):
+                continue
+            try:
+                await job.run(local.date(), now)
+            except Exception:
+                self.errors += 1
+                log.exception("scheduled job %s failed; retrying next tick", job.name)
+                continue
+            self._jobs_done[job.name] = local.date()
+            ran.append(job.name)
+            log.info("scheduled job %s done for %s", job.name, local.date())
+        return ran
 
     def notice_due(self, now: float) -> bool:
         """Is today's notice due (or still owed after a failure) at `now`?"""

@@ -10,6 +10,8 @@ How the state of one subject is derived (`build_intervals`):
   events, or `unknown` when there is no evidence). *Media* is `no_video` or `picture_fault`
   (from stream and probe events). Media faults count only while signalling is `online`: a stale
   probe result arriving after the keepalive was lost does not turn `offline` into `picture_fault`.
+  When nothing at all is known before a media event (no signalling event supplied), the media
+  event is itself the evidence: the subject was answering, so the media fault holds.
   An `online`, `offline` or `unknown` event clears the media layer (after a reconnection the
   picture is presumed good until the probe says otherwise, which takes repeat × probe interval).
 * Gateway down periods (`gateway_down`) overlay the subject as `unknown`: nobody can bill time the
@@ -197,6 +199,7 @@ def build_intervals(
     start: float,
     end: float,
     initial: State = State.unknown,
+    initial_cause: str = CAUSE_NO_EVIDENCE,
     gateway_down: Iterable[Window] = (),
     maintenance: Iterable[Window] = (),
 ) -> list[Interval]:
@@ -204,7 +207,7 @@ def build_intervals(
 
     `events` are one subject's transitions in any order (ties keep input order, i.e. journal
     order; a repeated event_id counts once). Events before `start` set the state at `start`;
-    `initial` is the state before the first event. Adjacent pieces with the same state and cause
+    `initial` (for `initial_cause`) is the state before the first event. Adjacent pieces with the same state and cause
     are merged.
     """
     s, e = to_ms(start), to_ms(end)
@@ -220,7 +223,7 @@ def build_intervals(
     subjects = {ev.subject for ev in evs}
     if len(subjects) > 1:
         raise TimelineError(f"events of several subjects given to one timeline: {sorted(subjects)[:3]}")
-    layers = _Layers(initial, CAUSE_NO_EVIDENCE)
+    layers = _Layers(initial, initial_cause)
     sig, sig_cause, media, media_cause = layers.sig, layers.sig_cause, layers.media, layers.media_cause
     cur_state, cur_cause = layers.effective()
     points: list[tuple[int, State, str]] = [(s, cur_state, cur_cause)]
@@ -240,6 +243,11 @@ def build_intervals(
             sig, sig_cause, media = state, ev.cause, None
         elif state in _MEDIA:
             if sig is online:
+                media, media_cause = state, ev.cause
+            elif sig is State.unknown and sig_cause == CAUSE_NO_EVIDENCE:
+                # nothing known before it: a stream or probe result is itself evidence that the
+                # channel answered (issue 11.3: a no_video carried over midnight is not unknown)
+                sig, sig_cause = online, ev.cause
                 media, media_cause = state, ev.cause
         else:
             continue  # maintenance records: windows are authoritative

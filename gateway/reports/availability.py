@@ -96,10 +96,11 @@ def availability_table(
             row = {
                 "channel_id": ch.channel_id,
                 "name": ch.name,
-                "site": ch.site,
-                "link": ch.link,
-                "vendor": ch.vendor,
-                "station": ch.station,
+                # names, not IDs, on every sheet (issue 11); the ID where no name is known
+                "site": contract.sites.get(ch.site, ch.site),
+                "link": link_name(contract, ch.link),
+                "vendor": contract.vendors.get(ch.vendor, ch.vendor),
+                "station": contract.stations.get(ch.station, ch.station),
             }
             row.update(_state_cells(totals))
             table.rows.append(row)
@@ -131,3 +132,8 @@ def _group_row(key: str, name: str, members: list[dict[str, int]], limit_ms: int
     row.update(_state_cells(totals))
     row["intact_rate"] = intact_rate(members, max_fault_s=limit_ms / 1000)
     return row
+
+
+def link_name(contract: ContractData, link_id: str) -> str:
+    info = contract.links.get(link_id)
+    return (info.name or link_id) if info else link_id

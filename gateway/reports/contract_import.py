@@ -294,7 +294,6 @@ async def apply_import(session: Any, kind: str, rows: list[dict[str, Any]], *, n
     For channels, a change of station closes the previous jurisdiction row and opens a new one.
     Returns the number of rows written.
     """
-    from sqlmodel import select
 
     from gateway.store import contract as tables
 
@@ -319,17 +318,7 @@ async def apply_import(session: Any, kind: str, rows: list[dict[str, Any]], *, n
             old_station = existing.station_id if existing else None
             new_station = row.get("station_id")
             if new_station != old_station:
-                if old_station:
-                    res = await session.execute(
-                        select(tables.StationChannel).where(
-                            tables.StationChannel.channel_id == row[key],
-                            tables.StationChannel.valid_to_ts.is_(None),  # type: ignore[union-attr]
-                        )
-                    )
-                    for hist in res.scalars():
-                        hist.valid_to_ts = now
-                if new_station:
-                    session.add(tables.StationChannel(station_id=new_station, channel_id=row[key], valid_from_ts=now))
+                await _set_jurisdiction(session, row[key], new_station or None, now)
         if existing is None:
             session.add(model(**values))
         else:
@@ -341,20 +330,32 @@ async def apply_import(session: Any, kind: str, rows: list[dict[str, Any]], *, n
 
 async def _move_channel(session: Any, channel_id: str, station_id: str, since: float) -> None:
     """Set a contracted channel's station from `since`, closing its previous jurisdiction row."""
-    from sqlmodel import select
-
     from gateway.store import contract as tables
 
     existing = await session.get(tables.ChannelContract, channel_id)
     if existing is None or existing.station_id == station_id:
         return
-    res = await session.execute(
-        select(tables.StationChannel).where(
-            tables.StationChannel.channel_id == channel_id,
-            tables.StationChannel.valid_to_ts.is_(None),  # type: ignore[union-attr]
-        )
-    )
-    for hist in res.scalars():
-        hist.valid_to_ts = since
-    session.add(tables.StationChannel(station_id=station_id, channel_id=channel_id, valid_from_ts=since))
+    await _set_jurisdiction(session, channel_id, station_id, since)
     existing.station_id = station_id
+
+
+async def _set_jurisdiction(session: Any, channel_id: str, station_id: str | None, since: float) -> None:
+    """From `since` the channel belongs to `station_id` (None: to no station).
+
+    The history stays a sequence of non-overlapping rows with valid_from ≤ valid_to (issue 11.9:
+    the old code closed the open row at `since` even when it began later, giving valid_to <
+    valid_from): rows that begin at or after `since` are superseded and removed, a row running
+    past `since` is closed there, and the new row opens at `since`.
+    """
+    from sqlmodel import select
+
+    from gateway.store import contract as tables
+
+    res = await session.execute(select(tables.StationChannel).where(tables.StationChannel.channel_id == channel_id))
+    for hist in res.scalars():
+        if hist.valid_from_ts >= since:
+            await session.delete(hist)
+        elif hist.valid_to_ts is None or hist.valid_to_ts > since:
+            hist.valid_to_ts = since
+    if station_id:
+        session.add(tables.StationChannel(station_id=station_id, channel_id=channel_id, valid_from_ts=since))

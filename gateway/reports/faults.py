@@ -3,13 +3,21 @@
 The workflow the district runs by hand, as a table (anything not listed is refused):
 
     open ──answer──► vendor_answered ──repair──► repaired ──confirm──► confirmed (final)
-      │                 ▲      │                    │  ▲
-      └────repair───────┼──────┼───────────────────►│  └─ recover (the ledger saw it healthy)
-                        │      └──dispute──► disputed ◄──dispute── repaired
-                        └────────answer──────┘    └──repair──► repaired
+      │                 ▲      │                    │
+      ├────repair───────┼──────┼───────────────────►│
+      │                 │      └──dispute──► disputed ◄──dispute── repaired, recovered
+      │                 └────────answer──────┘    └──repair──► repaired
+      └──recover──► recovered ◄──recover── vendor_answered
+                      answer (stays recovered), repair → repaired, confirm → confirmed, dispute
 
-`recover` is the system's action when the ledger sees the channel healthy again: it records when,
-and moves an open or answered ticket to `repaired` (the station still has to confirm).
+`recover` is the system's action when the ledger sees the channel healthy again (issue 11.7): it
+records when, and moves an open or answered ticket to `recovered`; the vendor's feedback and
+repair time and the station's confirmation or dispute still apply after it.
+
+One ticket belongs to one fault episode: a ticket matches an episode when its `since` lies in
+it (or, for an episode already under way when the ledger starts, when it is the latest ticket
+not yet recovered from before then). A new episode never inherits an older ticket: it gets its
+own (`tickets_to_open`).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 from gateway.reports.errors import TicketError
-from gateway.reports.ledger import Episode, Ledger, episodes
+from gateway.reports.ledger import REREGISTRATION_BRIDGE_MS, Episode, Ledger, episodes
 from gateway.reports.model import ContractData
 from gateway.reports.table import Column, Table
 
@@ -31,6 +39,7 @@ class TicketStatus(StrEnum):
     open = "open"
     vendor_answered = "vendor_answered"
     repaired = "repaired"
+    recovered = "recovered"  # the ledger saw the channel healthy; station still confirms
     confirmed = "confirmed"
     disputed = "disputed"
 
@@ -47,10 +56,15 @@ S, A = TicketStatus, TicketAction
 TRANSITIONS: dict[tuple[TicketStatus, TicketAction], TicketStatus] = {
     (S.open, A.answer): S.vendor_answered,
     (S.open, A.repair): S.repaired,
-    (S.open, A.recover): S.repaired,
+    (S.open, A.recover): S.recovered,
     (S.vendor_answered, A.answer): S.vendor_answered,
     (S.vendor_answered, A.repair): S.repaired,
-    (S.vendor_answered, A.recover): S.repaired,
+    (S.vendor_answered, A.recover): S.recovered,
+    (S.recovered, A.answer): S.recovered,
+    (S.recovered, A.repair): S.repaired,
+    (S.recovered, A.recover): S.recovered,
+    (S.recovered, A.confirm): S.confirmed,
+    (S.recovered, A.dispute): S.disputed,
     (S.vendor_answered, A.dispute): S.disputed,
     (S.repaired, A.recover): S.repaired,
     (S.repaired, A.repair): S.repaired,
@@ -149,29 +163,68 @@ def ticket_id(day: date, seq: int) -> str:
 
 def notice_episodes(ledger: Ledger, channel_id: str) -> list[Episode]:
     """Faults as a station sees them: gaps of unknown/maintenance bridged, so `since` is real."""
-    return episodes(channel_id, ledger.intervals[channel_id], bridge_gaps=True, ledger_end=ledger.period.end)
+    return episodes(
+        channel_id,
+        ledger.intervals[channel_id],
+        bridge_gaps=True,
+        bridge_reregistration_ms=REREGISTRATION_BRIDGE_MS,
+        ledger_end=ledger.period.end,
+    )
 
 
 def tickets_to_open(
-    ledger: Ledger, contract: ContractData, open_channels: set[str], *, min_duration_s: float = 600
+    ledger: Ledger, contract: ContractData, tickets: Iterable[Ticket], *, min_duration_s: float = 600
 ) -> list[Episode]:
-    """Ongoing faults at the ledger's end that last long enough and have no open ticket yet."""
+    """Ongoing faults at the ledger's end that last long enough and have no ticket of their own."""
+    by_channel = _by_channel(tickets)
     out = []
     for ch in contract.channels:
-        if ch.channel_id in open_channels:
-            continue
         eps = notice_episodes(ledger, ch.channel_id)
-        if eps and eps[-1].ongoing and eps[-1].end - eps[-1].start >= min_duration_s:
+        if not eps or not eps[-1].ongoing or eps[-1].end - eps[-1].start < min_duration_s:
+            continue
+        if _match(by_channel.get(ch.channel_id, []), eps[-1], ledger.period.start) is None:
             out.append(eps[-1])
     return out
 
 
-def _match(tickets: list[Ticket], ep: Episode) -> Ticket | None:
-    for t in tickets:
-        if ep.start - 1 <= t.since_ts <= ep.end:
-            return t
-    live = [t for t in tickets if t.status is not S.confirmed and t.since_ts <= ep.end]
-    return max(live, key=lambda t: t.since_ts) if live else None
+LIVE = frozenset({S.open, S.vendor_answered})
+
+
+def tickets_to_recover(ledger: Ledger, tickets: Iterable[Ticket]) -> list[tuple[Ticket, float]]:
+    """Open or answered tickets whose fault episode has ended in the ledger, with when it ended."""
+    out = []
+    for channel_id, mine in _by_channel(tickets).items():
+        if channel_id not in ledger.intervals:
+            continue
+        for ep in notice_episodes(ledger, channel_id):
+            if ep.ongoing:
+                continue
+            t = _match(mine, ep, ledger.period.start)
+            if t is not None and t.status in LIVE:
+                out.append((t, ep.end))
+    return sorted(out, key=lambda x: x[0].id)
+
+
+def _by_channel(tickets: Iterable[Ticket]) -> dict[str, list[Ticket]]:
+    by_channel: dict[str, list[Ticket]] = defaultdict(list)
+    for tk in tickets:
+        by_channel[tk.channel_id].append(tk)
+    return by_channel
+
+
+def _match(tickets: list[Ticket], ep: Episode, ledger_start: float | None = None) -> Ticket | None:
+    """The ticket of this episode: the first whose `since` lies in it; for an episode already under
+    way at the ledger's start, the latest earlier ticket not yet recovered. Never an older one."""
+    inside = [t for t in tickets if ep.start - 1 <= t.since_ts <= ep.end]
+    if inside:
+        return min(inside, key=lambda t: (t.since_ts, t.id))
+    if ledger_start is not None and round(ep.start * 1000) <= round(ledger_start * 1000):
+        earlier = [
+            t for t in tickets if t.since_ts < ep.start and t.recovered_ts is None and t.status is not S.confirmed
+        ]
+        if earlier:
+            return max(earlier, key=lambda t: (t.since_ts, t.id))
+    return None
 
 
 NOTICE_COLUMNS = [
@@ -201,7 +254,7 @@ def daily_faults_table(
     The ledger may start before the window (a lookback) so that `since` shows when a long fault
     really began.
     """
-    from gateway.reports.availability import seconds
+    from gateway.reports.availability import link_name, seconds
 
     by_channel: dict[str, list[Ticket]] = defaultdict(list)
     for tk in tickets:
@@ -212,7 +265,7 @@ def daily_faults_table(
         for ep in notice_episodes(ledger, ch.channel_id):
             if ep.end <= window[0] or ep.start >= window[1]:
                 continue
-            t = _match(by_channel.get(ch.channel_id, []), ep)
+            t = _match(by_channel.get(ch.channel_id, []), ep, ledger.period.start)
             status = str(t.status) if t else ("ongoing" if ep.ongoing else "recovered")
             table.rows.append(
                 {
@@ -221,7 +274,7 @@ def daily_faults_table(
                     "name": ch.name,
                     "site": contract.sites.get(ch.site, ch.site),
                     "owner": ch.owner,
-                    "link": ch.link,
+                    "link": link_name(contract, ch.link),
                     "vendor": contract.vendors.get(ch.vendor, ch.vendor),
                     "fault": str(ep.state),
                     "cause": ep.cause,
@@ -282,7 +335,7 @@ def reconciliation_table(
         for ep in notice_episodes(ledger, ch.channel_id):
             if ep.end <= window[0] or ep.start >= window[1]:
                 continue
-            t = _match(by_channel.get(ch.channel_id, []), ep)
+            t = _match(by_channel.get(ch.channel_id, []), ep, ledger.period.start)
             recovered = None if ep.ongoing else ep.end
             vendor_repaired = t.repaired_ts if t else None
             diff = None

@@ -27,13 +27,21 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "meta.intact_rate": ("完好率", "Intact rate"),
     "meta.timezone": ("时区", "Time zone"),
     "meta.window": ("对账区间", "Window"),
+    "meta.station": ("派出所", "Police station"),
+    "meta.notice_window": ("通报区间", "Covers"),
     "total": ("合计", "Total"),
     "chart": ("图表", "Chart"),
     # signatures on the monthly deduction sheet
     "sign_station": ("派出所（签字）：", "Police station (signature):"),
     "sign_vendor": ("运维单位（签字/盖章）：", "Vendor (signature/seal):"),
     "sign_ops": ("科技信息化部门（签字）：", "Police IT department (signature):"),
+    "sign_head": ("科技信息化部门负责人（签字、盖章）：", "Head of the police IT department (signature, seal):"),
     "sign_date": ("日期：", "Date:"),
+    "meta.send_to": ("报送", "Send to"),
+    "title.repairs": ("每日修复及扣款公示", "Repairs and deductions of the day"),
+    "title.reconciliation-amounts": ("周对账金额（厂商×派出所）", "Weekly amounts by vendor and station"),
+    "title.deductions-by-station": ("月度运维扣款表（厂商×派出所）", "Monthly deductions by vendor and station"),
+    "fault_hm": ("故障时长(时:分)", "Fault h:mm"),
     # columns
     "channel_id": ("通道编码", "Channel ID"),
     "name": ("名称", "Name"),
@@ -41,6 +49,8 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "owner": ("产权单位", "Owner"),
     "link": ("链路", "Link"),
     "vendor": ("厂商", "Vendor"),
+    "held_hours": ("争议暂缓(小时)", "Held (disputed) h"),
+    "tickets": ("工单", "Tickets"),
     "station": ("派出所", "Police station"),
     "batch": ("租赁批次", "Rental batch"),
     "group": ("编号", "ID"),
@@ -99,6 +109,28 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "value.mismatch": ("不一致", "mismatch"),
     "value.unanswered": ("未反馈", "unanswered"),
     "value.no_ticket": ("无工单", "no ticket"),
+    # causes (issue 11: causes in Chinese on every sheet)
+    "cause.keepalive_lost": ("心跳丢失", "keepalive lost"),
+    "cause.registration_expired": ("注册过期", "registration expired"),
+    "cause.unregistered": ("设备注销", "unregistered"),
+    "cause.connection_closed": ("连接断开", "connection closed"),
+    "cause.revoked": ("准入撤销", "admission revoked"),
+    "cause.gateway_stopped": ("网关停止", "gateway stopped"),
+    "cause.gateway_down": ("网关故障", "gateway down"),
+    "cause.never_registered": ("从未注册", "never registered"),
+    "cause.silent_after_restart": ("网关重启后未上线", "silent after gateway restart"),
+    "cause.removed_from_catalog": ("目录中已删除", "removed from catalog"),
+    "cause.catalog_off": ("目录状态离线", "off in catalog"),
+    "cause.play_timeout": ("点播无视频", "no video on play"),
+    "cause.no_stream": ("无码流", "no stream"),
+    "cause.no_video": ("无视频", "no video"),
+    "cause.blur": ("图像模糊", "blurred picture"),
+    "cause.black": ("黑屏", "black picture"),
+    "cause.frozen": ("画面冻结", "frozen picture"),
+    "cause.occluded": ("遮挡", "occluded"),
+    "cause.maintenance_window": ("维护窗口", "maintenance window"),
+    "cause.held_disputed": ("争议暂缓", "held: disputed"),
+    "cause.link_down": ("链路中断", "link down"),
     "group.channel": ("通道", "channel"),
     "group.site": ("场所", "site"),
     "group.link": ("链路", "link"),
@@ -120,7 +152,9 @@ def t(key: str, lang: str = "zh") -> str:
 
 
 def value(column: str, raw: object, lang: str = "zh") -> object:
-    """Translate enum-like cell values (fault type, ticket status, check result)."""
+    """Translate enum-like cell values (fault type, ticket status, check result, cause)."""
     if column in TRANSLATED_VALUES and isinstance(raw, str) and f"value.{raw}" in _STRINGS:
         return t(f"value.{raw}", lang)
+    if column == "cause" and isinstance(raw, str) and f"cause.{raw}" in _STRINGS:
+        return t(f"cause.{raw}", lang)
     return raw

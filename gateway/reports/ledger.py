@@ -1,9 +1,14 @@
 """From raw ledger events to per-channel intervals and totals for one report period (pure).
 
 Channel timelines use the `channel:<id>` events the recorder writes (it turns a device's
-keepalive loss into transitions of that device's channels). Maintenance windows apply to a
-channel when declared for the channel, its device, its site or its link. Gateway down periods
-come from the `gateway` subject; if the ledger holds no gateway events at all, none are assumed.
+keepalive loss into transitions of that device's channels). `events` must hold each subject's
+history up to the period as `service.load_events` gives it (its last signalling and media events
+before the period): the state at the period's start is what the full history implies. A
+contracted channel with no event at all before its expected start has never registered: it is
+`offline` (cause `never_registered`) from its contract start until it is first heard from.
+Maintenance windows apply to a channel when declared for the channel, its device, its site or its
+link. Gateway down periods come from the `gateway` subject; if the ledger holds no gateway
+events at all, none are assumed.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from datetime import date, tzinfo
 from typing import NamedTuple
 
 from gateway.health.timeline import (
+    CAUSE_NO_EVIDENCE,
     FAULT_STATES,
     NOT_EXPECTED,
     Event,
@@ -30,6 +36,9 @@ from gateway.reports.model import ChannelInfo, ContractData
 from gateway.reports.period import Period
 
 _FAULTS = frozenset(FAULT_STATES)
+_ONLINE = State.online
+#: cause of the offline time of a contracted channel nobody has ever heard from (issue 11.2)
+CAUSE_NEVER_REGISTERED = "never_registered"
 
 
 @dataclass(slots=True, frozen=True)
@@ -116,10 +125,16 @@ def build_ledger(
         end = min(period.end, ch.retired_ts if ch.retired_ts is not None else period.end)
         ivs: list[Interval] = []
         if start < end:
+            evs = by_subject.get(channel_subject(ch.channel_id), ())
+            initial, initial_cause = State.unknown, CAUSE_NO_EVIDENCE
+            if ch.contracted and not any(ev.ts < start for ev in evs):
+                initial, initial_cause = State.offline, CAUSE_NEVER_REGISTERED
             ivs = build_intervals(
-                by_subject.get(channel_subject(ch.channel_id), ()),
+                evs,
                 start=start,
                 end=end,
+                initial=initial,
+                initial_cause=initial_cause,
                 gateway_down=down,
                 maintenance=windows_for(ch, windows),
             )
@@ -130,20 +145,48 @@ def build_ledger(
     return ledger
 
 
+#: online causes that are a (re-)registration, not evidence that the picture came back
+REREGISTRATION_CAUSES = frozenset({"registered", "keepalive_resumed"})
+#: re-registrations this short inside a fault continue it (notices; billing takes the policy's)
+REREGISTRATION_BRIDGE_MS = 30 * 60_000
+
+
+def _bridged(iv: Interval, gaps: bool, unknown: bool, rereg_ms: int) -> bool:
+    """Whether this non-fault interval continues the fault run around it (see `episodes`)."""
+    if iv.state is State.unknown:
+        return gaps or unknown
+    if iv.state is State.maintenance:
+        return gaps
+    return (
+        iv.state is State.online
+        and iv.cause in REREGISTRATION_CAUSES
+        and round(iv.end * 1000) - round(iv.start * 1000) <= rereg_ms
+    )
+
+
 def episodes(
-    channel_id: str, intervals: list[Interval], *, bridge_gaps: bool = False, ledger_end: float | None = None
+    channel_id: str,
+    intervals: list[Interval],
+    *,
+    bridge_gaps: bool = False,
+    bridge_unknown: bool = False,
+    bridge_reregistration_ms: int = 0,
+    ledger_end: float | None = None,
 ) -> list[Episode]:
     """Fault runs of one channel's intervals.
 
-    Without `bridge_gaps` (billing) any non-fault state ends a run, so an unknown or maintenance
-    gap can never make a fault cost more. With it (notices), unknown/maintenance gaps between two
-    fault runs are bridged so `since` is the real start of the fault.
+    A run continues across (issue 11.8) an `unknown` gap when `bridge_unknown` (billing: the
+    gateway not seeing a fault does not end it) and across an `online` stretch caused by a
+    re-registration no longer than `bridge_reregistration_ms` (a device re-registering inside a
+    fault is presumed good only until the probe looks again). Bridged time is never fault time:
+    `fault_ms` counts the fault intervals only, so one grace applies to the whole episode and the
+    gap itself is not billed. `bridge_gaps` (notices) also bridges maintenance, so `since` is the
+    real start of the fault. Any other non-fault state ends a run.
     """
     out: list[Episode] = []
     run_start = run_end = 0.0
     run_cause = ""
     run_ms: dict[State, int] = {}
-    gap: list[Interval] = []
     in_run = False
 
     def close() -> None:
@@ -160,13 +203,19 @@ def episodes(
             else:
                 run_ms[state] = run_ms.get(state, 0) + ms
             run_end = iv.end
-            gap.clear()
-        elif bridge_gaps and in_run and state in (State.unknown, State.maintenance):
-            gap.append(iv)
-        elif in_run:
+        elif not in_run:
+            continue
+        elif state is _ONLINE:  # the common case first: most runs end in a plain recovery
+            if not (
+                bridge_reregistration_ms
+                and iv.cause in REREGISTRATION_CAUSES
+                and round(iv.end * 1000) - round(iv.start * 1000) <= bridge_reregistration_ms
+            ):
+                close()
+                in_run = False
+        elif not _bridged(iv, bridge_gaps, bridge_unknown, bridge_reregistration_ms):
             close()
             in_run = False
-            gap.clear()
     if in_run:
         close()
     return out

@@ -1,10 +1,18 @@
 """Monthly fee per fibre link minus deductions for the link's downtime (issue 5 §5).
 
 A link's timeline comes from its own `link:<id>` events when the recorder writes them; otherwise
-it is derived from the channels it carries: the link is up while any of them has signalling
-(online, no_video, picture_fault), `unknown` while any is unknown, `maintenance` while any is in
-maintenance, and `offline` only when every expected channel on it is offline — a single dead
-camera is the camera's fault, not the link's.
+it is derived from the cameras it carries that can testify (issue 11.4):
+
+* the link is `online` while any of its expected channels has signalling (online, no_video,
+  picture_fault);
+* when none has, the outage starts; the *witnesses* are the channels that are `offline` and went
+  offline no earlier than `link_witness_minutes` (policy, 60 min) before the outage started —
+  a camera dead for long before the link went down says nothing about the link, and a channel
+  `unknown` (silent since a restart, never heard from) or in maintenance is no witness at all;
+* with at least one witness the link is `offline` (billable), else `maintenance` if any channel
+  is in maintenance, else `unknown` (nobody could see it), and nothing where no channel is
+  expected. So one silent camera no longer makes a fibre cut unbillable, and one long-dead
+  camera alone never makes the link offline.
 
 Deduction per local month: billable = Σ max(0, outage − link_grace_hours) over outage runs;
 fee × billable / month length when `link_pro_rata`, plus link_rate_per_hour × billable hours,
@@ -13,7 +21,6 @@ capped at fee × link_cap_ratio × the month's share of the period.
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
 from collections.abc import Iterable
 from decimal import Decimal
@@ -57,35 +64,62 @@ LINK_COLUMNS = [
 ]
 
 
-def _link_state(counts: dict[State, int]) -> State | None:
-    if any(counts[s] for s in _UP):
-        return State.online
-    for st in (State.unknown, State.maintenance, State.offline):
-        if counts[st]:
-            return st
-    return None  # no channel expected here
-
-
-def derive_link_intervals(channel_intervals: Iterable[list[Interval]]) -> list[Interval]:
+def derive_link_intervals(
+    channel_intervals: Iterable[list[Interval]], *, witness_window_ms: int = 3_600_000
+) -> list[Interval]:
     """The link's timeline from its channels' timelines (see the module docstring); one sweep."""
-    deltas: dict[int, dict[State, int]] = defaultdict(lambda: defaultdict(int))
-    for ivs in channel_intervals:
+    points: list[tuple[int, int, State | None]] = []
+    for idx, ivs in enumerate(channel_intervals):
         for iv in ivs:
-            deltas[to_ms(iv.start)][iv.state] += 1
-            deltas[to_ms(iv.end)][iv.state] -= 1
+            points.append((to_ms(iv.start), idx, iv.state))
+        if ivs:
+            points.append((to_ms(ivs[-1].end), idx, None))
+    # at equal instants an interval's end (None) must not undo the next one's start
+    points.sort(key=lambda p: (p[0], p[2] is not None))
+    current: dict[int, State] = {}
+    offline_since: dict[int, int] = {}
     counts: dict[State, int] = dict.fromkeys(State, 0)
+    outage_start: int | None = None
     out: list[Interval] = []
-    points = sorted(deltas)
-    for a, b in itertools.pairwise(points):
-        for changed, d in deltas[a].items():
-            counts[changed] += d
-        st = _link_state(counts)
-        if st is None:
-            continue
-        if out and out[-1].state is st and to_ms(out[-1].end) == a:
-            out[-1] = Interval(out[-1].start, b / 1000, st, out[-1].cause)
+    i, n = 0, len(points)
+    while i < n:
+        a = points[i][0]
+        while i < n and points[i][0] == a:
+            _, idx, st = points[i]
+            prev = current.pop(idx, None)
+            if prev is not None:
+                counts[prev] -= 1
+            if st is None:
+                offline_since.pop(idx, None)
+            else:
+                current[idx] = st
+                counts[st] += 1
+                if st is State.offline:
+                    offline_since.setdefault(idx, a)
+                else:
+                    offline_since.pop(idx, None)
+            i += 1
+        if i == n:
+            break
+        b = points[i][0]
+        if any(counts[s] for s in _UP):
+            outage_start, link = None, State.online
         else:
-            out.append(Interval(a / 1000, b / 1000, st, "derived_from_channels"))
+            if outage_start is None:
+                outage_start = a
+            cutoff = outage_start - witness_window_ms
+            if any(since >= cutoff for since in offline_since.values()):
+                link = State.offline
+            elif counts[State.maintenance]:
+                link = State.maintenance
+            elif current:
+                link = State.unknown
+            else:
+                continue  # no channel expected here
+        if out and out[-1].state is link and to_ms(out[-1].end) == a:
+            out[-1] = Interval(out[-1].start, b / 1000, link, out[-1].cause)
+        else:
+            out.append(Interval(a / 1000, b / 1000, link, "derived_from_channels"))
     return out
 
 
@@ -142,7 +176,10 @@ def link_fees_table(
                 maintenance=ledger.windows.get(f"link:{link_id}", ()),
             )
         else:
-            ivs = derive_link_intervals(ledger.intervals[c] for c in members.get(link_id, ()))
+            ivs = derive_link_intervals(
+                (ledger.intervals[c] for c in members.get(link_id, ())),
+                witness_window_ms=int(policy.link_witness_minutes * 60_000),
+            )
         totals = sum_totals(split_days(ivs, ledger.period.tz).values())
         fee = billable = Decimal(0)
         deduction = Decimal(0)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from decimal import Decimal
 
 
@@ -22,6 +23,8 @@ class ChannelInfo:
     maintenance_contract: str = ""
     admitted_ts: float | None = None  # expected time starts here
     retired_ts: float | None = None
+    #: under a contract row: expected to register, so never hearing from it is a fault (issue 11.2)
+    contracted: bool = False
 
 
 @dataclass(slots=True, frozen=True)
@@ -33,6 +36,8 @@ class BatchInfo:
     monthly_rent_per_channel: Decimal
     name: str = ""
     policy_name: str = "default"
+    start_date: date | None = None  # contract dates of the batch
+    end_date: date | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -56,6 +61,24 @@ class ContractData:
     stations: dict[str, str] = field(default_factory=dict)  # id → name
     sites: dict[str, str] = field(default_factory=dict)  # id → name
     maintenance_fees: dict[str, Decimal] = field(default_factory=dict)  # contract id → monthly fee/channel
+    #: channel id → its jurisdiction history, (valid_from, valid_to or None, station id) rows
+    jurisdiction: dict[str, tuple[tuple[float, float | None, str], ...]] = field(default_factory=dict)
+
+    def as_of(self, ts: float) -> ContractData:
+        """The contract with each channel's station as it was at `ts` (issue 11.9: a sheet for an
+        earlier date goes to the station responsible then). A channel whose history does not
+        cover `ts` keeps its current station."""
+        if not self.jurisdiction:
+            return self
+        channels = []
+        for ch in self.channels:
+            station = ch.station
+            for a, b, sid in self.jurisdiction.get(ch.channel_id, ()):
+                if a <= ts and (b is None or ts < b):
+                    station = sid
+                    break
+            channels.append(ch if station == ch.station else replace(ch, station=station))
+        return replace(self, channels=tuple(channels))
 
     def rent_of(self, ch: ChannelInfo) -> Decimal:
         """Monthly rent (or maintenance fee) of one channel, 0 when not known."""

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime, timedelta
+from datetime import time as clock_time
 from typing import Any
 
-from gateway.health.scheduler import NoticeResult, NoticeTarget, Scheduler, send_notice
+from gateway.health.scheduler import DailyJob, NoticeResult, NoticeTarget, Scheduler, post_robot, send_notice
 from gateway.reports import records, service
-from gateway.reports.notify import robot_kind, robot_payload
+from gateway.reports.notify import reconciliation_markdown, repairs_markdown, robot_kind, robot_payload
 from gateway.reports.table import Table
 
 TICKET_AFTER_S = 600.0
@@ -25,9 +26,26 @@ def _lang(settings: Any) -> str:
     return "en" if str(getattr(settings.report, "language", "zh")).startswith("en") else "zh"
 
 
-async def notice_targets(sessions: Any, settings: Any, day: date, *, now: float) -> list[NoticeTarget]:
-    """The daily fault notice of local `day` for every configured webhook."""
-    report, tz = await service.compute_report(sessions, settings, "daily-faults", day.isoformat(), now=now)
+def previous_notice_ts(settings: Any, day: date) -> float:
+    """When the previous notice was due: `report.notice_hour` on the local day before `day`."""
+    tz = service.report_timezone(settings.report.timezone)
+    hour = clock_time(settings.report.notice_hour)
+    return datetime.combine(day - timedelta(days=1), hour, tzinfo=tz).timestamp()
+
+
+async def notice_targets(
+    sessions: Any, settings: Any, day: date, *, now: float, since: float | None = None
+) -> list[NoticeTarget]:
+    """The daily fault notice of local `day` for every configured webhook.
+
+    It lists every fault since the previous notice (`since`, default the previous day's notice
+    hour) up to `now` (issue 11.10): a fault that began after one notice and recovered before the
+    next is in the next one. Each row names the channel's maintenance vendor.
+    """
+    since = previous_notice_ts(settings, day) if since is None else since
+    report, tz = await service.compute_report(
+        sessions, settings, "daily-faults", day.isoformat(), now=now, window_start=min(since, now)
+    )
     table = report.tables[0]
     lang = _lang(settings)
     out: list[NoticeTarget] = []
@@ -79,4 +97,65 @@ def make_scheduler(
         notice_hour=settings.report.notice_hour,
         clock=clock,
         tick=tick,
+        jobs=issue_jobs(sessions, settings),
+    )
+
+
+MONTHLY_KINDS = ("deductions", "availability", "link-fees")
+#: the regulation's daily publication of repairs and deductions
+PUBLICATION_HOUR = 17
+
+
+async def _post(url: str, text: str, title: str) -> None:
+    """One markdown robot message (DingTalk or WeCom by the URL); raises RuntimeError if refused."""
+    import aiohttp
+
+    if robot_kind(url) == "wecom":
+        payload: dict[str, Any] = {"msgtype": "markdown", "markdown": {"content": text}}
+    else:
+        payload = {"msgtype": "markdown", "markdown": {"title": title, "text": text}}
+    async with aiohttp.ClientSession() as http:
+        await post_robot(http, url, payload)
+
+
+def issue_jobs(sessions: Any, settings: Any) -> tuple[DailyJob, ...]:
+    """On the 2nd at the notice hour, issue (and so freeze) last month's deduction, availability
+    and link-fee sheets; on 2 January also last year's annual offline-camera deduction. The 2nd,
+    because a period closes a day after it ends (`gateway.reports.frozen`)."""
+
+    async def monthly(day: date, now: float) -> None:
+        last = (day.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+        for kind in MONTHLY_KINDS:
+            await service.build_report(sessions, settings, kind, last, fmt="xlsx", now=now)
+
+    async def annual(day: date, now: float) -> None:
+        await service.build_report(sessions, settings, "annual-offline", str(day.year - 1), fmt="xlsx", now=now)
+
+    async def thursday(day: date, now: float) -> None:
+        """The week's reconciliation with amounts per vendor × station, to report.webhook_url."""
+        url = settings.report.webhook_url
+        if not url:
+            return
+        report, _ = await service.compute_report(sessions, settings, "reconciliation", day.isoformat(), now=now)
+        await _post(url, reconciliation_markdown(report.tables, lang=_lang(settings)), "周对账")
+
+    async def publication(day: date, now: float) -> None:
+        """17:00: what was repaired since yesterday's publication and the deductions that follow."""
+        url = settings.report.webhook_url
+        if not url:
+            return
+        tz = service.report_timezone(settings.report.timezone)
+        since = datetime.combine(day - timedelta(days=1), clock_time(PUBLICATION_HOUR), tzinfo=tz).timestamp()
+        report, _ = await service.compute_report(
+            sessions, settings, "repairs", day.isoformat(), now=now, window_start=since
+        )
+        text = repairs_markdown(report.tables[0], lang=_lang(settings), tz=tz)
+        await _post(url, text, "每日修复及扣款公示")
+
+    hour = settings.report.notice_hour
+    return (
+        DailyJob("repair-publication", PUBLICATION_HOUR, lambda d: True, publication),
+        DailyJob("monthly-sheets", hour, lambda d: d.day == 2, monthly),
+        DailyJob("january-deduction", hour, lambda d: d.month == 1 and d.day == 2, annual),
+        DailyJob("thursday-reconciliation", hour, lambda d: d.weekday() == 3, thursday),
     )

@@ -28,6 +28,8 @@ def _line(row: dict[str, Any], lang: str, tz: tzinfo) -> str:
         f"{since}",
         f"{hours:.1f}h",
     ]
+    if row.get("vendor"):
+        parts.append(f"{t('vendor', lang)}: {row['vendor']}")
     if row.get("ticket"):
         parts.append(f"{row['ticket']} {value('status', row.get('status'), lang)}")
     if row.get("feedback"):
@@ -38,6 +40,8 @@ def _line(row: dict[str, Any], lang: str, tz: tzinfo) -> str:
 def notice_markdown(table: Table, *, lang: str = "zh", tz: tzinfo = UTC8, limit: int = MAX_BYTES) -> str:
     """The daily fault notice as markdown, grouped by station, cut to `limit` bytes."""
     title = f"### {t('title.daily-faults', lang)} {table.meta.get('period', '')}"
+    if table.meta.get("notice_window"):
+        title += f"\n{t('meta.notice_window', lang)}: {table.meta['notice_window']}"
     lines = [title]
     if not table.rows:
         lines.append("- " + ("无故障" if lang != "en" else "no faults"))
@@ -74,3 +78,55 @@ def robot_payload(table: Table, robot: str, *, lang: str = "zh", tz: tzinfo = UT
 def robot_kind(url: str) -> str:
     """Which robot a webhook URL belongs to (by host), defaulting to DingTalk's format."""
     return "wecom" if "qyapi.weixin.qq.com" in url else "dingtalk"
+
+
+def reconciliation_markdown(report_tables: list[Table], *, lang: str = "zh") -> str:
+    """The Thursday reconciliation as a robot message: amounts per vendor × station, and how many
+    tickets each check gave (the full list is in the report)."""
+    recon, amounts = report_tables[0], report_tables[1]
+    title = "周对账" if lang != "en" else "Weekly reconciliation"
+    lines = [f"### {title} {recon.meta.get('period', '')}"]
+    for row in amounts.rows:
+        lines.append(
+            f"- **{row['vendor']} × {row['station']}** · {t('rent', lang)} {row['rent']} · "
+            f"{t('deduction', lang)} {row['deduction']} · {t('payable', lang)} {row['payable']}"
+        )
+    counts: dict[str, int] = {}
+    for row in recon.rows:
+        counts[row["check"]] = counts.get(row["check"], 0) + 1
+    if counts:
+        lines.append(" · ".join(f"{value('check', k, lang)} {n}" for k, n in sorted(counts.items())))
+    return "\n".join(lines)
+
+
+def repairs_markdown(table: Table, *, lang: str = "zh", tz: tzinfo = UTC8, limit: int = MAX_BYTES) -> str:
+    """The 17:00 publication: what was repaired since the last one and the deduction that follows."""
+    title = "每日修复及扣款公示" if lang != "en" else "Repairs and deductions"
+    lines = [f"### {title} {table.meta.get('period', '')}"]
+    if not table.rows:
+        lines.append("- " + ("无" if lang != "en" else "none"))
+        return "\n".join(lines)
+    used = len(lines[0].encode())
+    for i, row in enumerate(table.rows):
+        back = datetime.fromtimestamp(row["recovered"], tz).strftime("%m-%d %H:%M")
+        parts = [
+            f"**{row.get('name') or row['channel_id']}**",
+            str(row.get("station") or "-"),
+            str(row.get("vendor") or "-"),
+            str(value("fault", row.get("fault"), lang)),
+            f"{row['fault_hm']}",
+            f"{back}",
+            f"{t('deduction', lang)} {row['deduction']}",
+        ]
+        if row.get("ticket"):
+            parts.append(f"{row['ticket']} {value('status', row.get('status'), lang)}")
+        text = "- " + " · ".join(parts)
+        tail = f"\n… {len(table.rows) - i} " + ("条未列出，详见报表" if lang != "en" else "more in the report")
+        if used + len(text.encode()) + 1 + len(tail.encode()) > limit:
+            lines.append(tail.strip())
+            break
+        lines.append(text)
+        used += len(text.encode()) + 1
+    if table.total:
+        lines.append(f"{t('total', lang)} {t('deduction', lang)} {table.total['deduction']}")
+    return "\n".join(lines)

@@ -17,7 +17,7 @@ import html
 import io
 import unicodedata
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -170,9 +170,65 @@ def to_xlsx(report: Report, *, lang: str = "zh", tz: tzinfo = UTC8) -> bytes:
                 ws.cell(row=r, column=3, value="________________________")
         if table.rows:
             ws.auto_filter.ref = f"A{header_row}:{get_column_letter(len(headers))}{header_row + len(table.rows)}"
+    body = next((tb.meta["policy_body"] for tb in report.tables if tb.meta.get("policy_body")), None)
+    if body:
+        # the sheet states the policy it was computed under, field by field (issue 11)
+        import json
+
+        ws = wb.create_sheet(t("meta.policy_body", lang)[:31])
+        ws.append([t("meta.policy_body", lang)])
+        ws.cell(row=1, column=1).font = Font(bold=True, size=14)
+        version = next((tb.meta.get("policy_version") for tb in report.tables if tb.meta.get("policy_version")), "")
+        ws.append([t("meta.policy_version", lang), str(version)])
+        for key, val in json.loads(body).items():
+            ws.append([key, json.dumps(val, ensure_ascii=False) if isinstance(val, list) else str(val)])
+        ws.column_dimensions["A"].width = 34
+        ws.column_dimensions["B"].width = 40
+    stamp = _stamp(report, tz)
+    wb.properties.creator = "gbgate"
+    wb.properties.created = stamp
     buf = io.BytesIO()
     wb.save(buf)
-    return buf.getvalue()
+    return _fixed_zip(buf.getvalue(), stamp)
+
+
+_EPOCH_STAMP = datetime(2000, 1, 1)
+
+
+def _stamp(report: Report, tz: tzinfo) -> datetime:
+    """The workbook's created/modified time (naive UTC): when the report was generated, so that
+    the same report always gives the same bytes (issue 11.9); a fixed date when unknown."""
+    text = report.meta.get("generated_at")
+    if not isinstance(text, str):
+        return _EPOCH_STAMP
+    try:
+        local = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=tz)
+    except ValueError:
+        return _EPOCH_STAMP
+    return local.astimezone(UTC).replace(tzinfo=None)
+
+
+def _fixed_zip(data: bytes, stamp: datetime) -> bytes:
+    """Rewrite an XLSX so its bytes depend on its content only: openpyxl stamps docProps/core.xml
+    `modified` with the wall clock and every zip entry with the local time of saving."""
+    import re
+    import zipfile
+
+    iso = stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+    src = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            body = src.read(info.filename)
+            if info.filename == "docProps/core.xml":
+                body = re.sub(
+                    rb"(<dcterms:modified[^>]*>)[^<]*(</dcterms:modified>)", rb"\g<1>" + iso.encode() + rb"\g<2>", body
+                )
+            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            fixed.compress_type = zipfile.ZIP_DEFLATED
+            fixed.external_attr = 0o600 << 16
+            dst.writestr(fixed, body)
+    return out.getvalue()
 
 
 def svg_bar_chart(labels: list[str], values: list[float], *, percent: bool, width: int = 760) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
@@ -17,10 +18,18 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 
 from gateway.health.timeline import Event, State
+from gateway.reports import frozen
 from gateway.reports.builder import KINDS, event_window, make_report
 from gateway.reports.deductions import DeductionPolicy, policy_in_force
 from gateway.reports.errors import PeriodError, PolicyError, ReportError, TicketError
-from gateway.reports.faults import Ticket, TicketStatus, apply_action, ticket_id, tickets_to_open
+from gateway.reports.faults import (
+    Ticket,
+    TicketStatus,
+    apply_action,
+    ticket_id,
+    tickets_to_open,
+    tickets_to_recover,
+)
 from gateway.reports.ledger import MaintenanceDecl, build_ledger
 from gateway.reports.model import BatchInfo, ChannelInfo, ContractData, LinkInfo
 from gateway.reports.period import Period, parse_period
@@ -39,6 +48,7 @@ __all__ = [
     "load_contract",
     "load_events",
     "open_due_tickets",
+    "reissue_report",
     "report_timezone",
     "save_policy",
     "ticket_action",
@@ -91,6 +101,7 @@ async def load_contract(sessions: Any) -> ContractData:
             )
         ).all()
         sites = (await s.execute(select(models.Site))).scalars().all()
+        history = (await s.execute(select(T.StationChannel))).scalars().all()
     channels = [
         ChannelInfo(
             c.channel_id,
@@ -105,6 +116,7 @@ async def load_contract(sessions: Any) -> ContractData:
             c.maintenance_contract_id or "",
             c.admitted_ts,
             c.retired_ts,
+            contracted=True,
         )
         for c in cc
     ]
@@ -125,7 +137,15 @@ async def load_contract(sessions: Any) -> ContractData:
         channels=tuple(sorted(channels, key=lambda c: c.channel_id)),
         batches={
             b.id: BatchInfo(
-                b.id, b.vendor_id, b.year, b.channel_count, Decimal(b.monthly_rent_per_channel), b.name, b.policy_name
+                b.id,
+                b.vendor_id,
+                b.year,
+                b.channel_count,
+                Decimal(b.monthly_rent_per_channel),
+                b.name,
+                b.policy_name,
+                b.start_date,
+                b.end_date,
             )
             for b in batches
         },
@@ -136,7 +156,15 @@ async def load_contract(sessions: Any) -> ContractData:
         stations={st.id: st.name for st in stations},
         sites={site.id: site.name for site in sites},
         maintenance_fees=mc_fee,
+        jurisdiction=_jurisdiction(history),
     )
+
+
+def _jurisdiction(rows: Any) -> dict[str, tuple[tuple[float, float | None, str], ...]]:
+    out: dict[str, list[tuple[float, float | None, str]]] = {}
+    for r in rows:
+        out.setdefault(r.channel_id, []).append((r.valid_from_ts, r.valid_to_ts, r.station_id))
+    return {cid: tuple(sorted(v, key=lambda x: x[0])) for cid, v in out.items()}
 
 
 def _event(row: T.HealthEvent) -> Event:
@@ -144,18 +172,47 @@ def _event(row: T.HealthEvent) -> Event:
 
 
 async def load_events(sessions: Any, start: float, end: float) -> list[Event]:
-    """Events in [start, end) plus each subject's last event before `start` (its state then)."""
+    """Events in [start, end) plus what each subject's full history implies at `start`.
+
+    That is each subject's last *signalling* event (online/offline/unknown) before `start` and its
+    last *media* event (no_video/picture_fault) before `start`: replayed in time order they give
+    the state at `start` exactly (a media fault after the last signalling event still holds; one
+    before it was cleared by it). Only the last event of any kind would lose a `no_video` carried
+    over midnight (issue 11.3).
+    """
     H = T.HealthEvent
+    sig = [State.online.value, State.offline.value, State.unknown.value]
+    media = [State.no_video.value, State.picture_fault.value]
     async with sessions() as s:
-        before = select(H.subject, func.max(H.ts).label("ts")).where(H.ts < start).group_by(H.subject).subquery()
-        q = select(H).where(
-            or_(
-                and_(H.ts >= start, H.ts < end),
-                H.id.in_(select(H.id).join(before, and_(H.subject == before.c.subject, H.ts == before.c.ts))),
+        lasts = []
+        for states in (sig, media):
+            before = (
+                select(H.subject, func.max(H.ts).label("ts"))
+                .where(H.ts < start, H.state.in_(states))  # type: ignore[attr-defined]
+                .group_by(H.subject)
+                .subquery()
             )
-        )
+            lasts.append(
+                select(H.id)
+                .join(before, and_(H.subject == before.c.subject, H.ts == before.c.ts))
+                .where(H.state.in_(states))  # type: ignore[attr-defined]
+            )
+        q = select(H).where(or_(and_(H.ts >= start, H.ts < end), H.id.in_(lasts[0]), H.id.in_(lasts[1])))
         rows = (await s.execute(q.order_by(H.ts, H.id))).scalars().all()
     return [_event(r) for r in rows]
+
+
+async def contract_checks(sessions: Any, settings: Any, *, now: float) -> list[dict[str, str]]:
+    """The contract alarms for the ops view (`gateway.reports.checks`)."""
+    from dataclasses import asdict
+
+    from gateway.reports.checks import contract_alarms
+
+    tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
+    contract = await load_contract(sessions)
+    async with sessions() as s:
+        names = (await s.execute(select(T.DeductionPolicyRecord.name).distinct())).scalars().all()
+    return [asdict(a) for a in contract_alarms(contract, policy_names=names, now=now, tz=tz)]
 
 
 async def load_policies(sessions: Any, name: str = "default") -> list[DeductionPolicy]:
@@ -211,6 +268,18 @@ async def load_maintenance(sessions: Any, start: float, end: float) -> list[Main
     return [MaintenanceDecl(w.subject, w.start_ts, w.end_ts, w.reason) for w in rows]
 
 
+def for_station(contract: ContractData, station: str, kind: str) -> ContractData:
+    """The contract seen by one police station (ID or name): only its channels, so that rows,
+    vendor summaries, totals and 完好率 all cover that station alone (issue 11.5). Link fees are
+    per link, not per station: a link's state needs every camera on it, so they stay whole."""
+    ids = {sid for sid, name in contract.stations.items() if station in (sid, name)}
+    if not ids:
+        raise ReportError(f"station: unknown police station {station!r}")
+    if kind == "link-fees":
+        return contract
+    return replace(contract, channels=tuple(c for c in contract.channels if c.station in ids))
+
+
 async def compute_report(
     sessions: Any,
     settings: Any,
@@ -220,18 +289,50 @@ async def compute_report(
     station: str | None = None,
     group_by: str = "channel",
     now: float | None = None,
+    window_start: float | None = None,
 ) -> tuple[Report, tzinfo]:
     """Load what report `kind` needs and compute it (the arithmetic in a worker thread)."""
+    c = await _compute(
+        sessions, settings, kind, period, station=station, group_by=group_by, now=now, window_start=window_start
+    )
+    return c.report, c.tz
+
+
+@dataclass(slots=True)
+class _Computed:
+    report: Report
+    tz: tzinfo
+    period: Period
+    policy: DeductionPolicy
+    inputs: dict[str, Any] | None
+
+
+async def _compute(
+    sessions: Any,
+    settings: Any,
+    kind: str,
+    period: str,
+    *,
+    station: str | None = None,
+    group_by: str = "channel",
+    now: float | None = None,
+    window_start: float | None = None,
+    record_inputs: bool = False,
+) -> _Computed:
     if kind not in KINDS:
         raise ReportError(f"unknown report kind {kind!r}: one of {', '.join(KINDS)}")
     now = time.time() if now is None else now
     tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
     p = parse_period(period, now=now, tz=tz)
     start, end = event_window(kind, p)
-    contract = await load_contract(sessions)
+    # jurisdiction as of the period's last instant (a day's notice: that day's stations)
+    contract = (await load_contract(sessions)).as_of(min(p.end, p.full_end) - 0.001)
+    if station:
+        contract = for_station(contract, station, kind)
     events = await load_events(sessions, start, end)
     policy = await current_policy(sessions, p.first)
-    tickets = await load_tickets(sessions, start, end) if kind in ("daily-faults", "reconciliation") else []
+    with_tickets = kind in ("daily-faults", "reconciliation", "deductions", "repairs")
+    tickets = await load_tickets(sessions, start, end) if with_tickets else []
     windows = await load_maintenance(sessions, start, end)
     # CPU-bound over months of events: off the loop (architecture.md rule 11)
     report = await asyncio.to_thread(
@@ -244,15 +345,15 @@ async def compute_report(
         tickets=tickets,
         maintenance=windows,
         group_by=group_by,
+        window_start=window_start,
     )
     if station:
-        names = {station} | {sid for sid, name in contract.stations.items() if name == station}
-        names |= {contract.stations.get(station, station)}
-        for table in report.tables:
-            if "station" in table.column_keys():
-                table.rows = [r for r in table.rows if r.get("station") in names]
+        report.meta["station"] = station
     report.meta["generated_at"] = datetime.fromtimestamp(now, tz).strftime("%Y-%m-%d %H:%M:%S")
-    return report, tz
+    inputs = None
+    if record_inputs:
+        inputs = await asyncio.to_thread(frozen.inputs_record, events, contract, policy, windows, tickets)
+    return _Computed(report, tz, p, policy, inputs)
 
 
 async def build_report(
@@ -267,14 +368,97 @@ async def build_report(
     group_by: str = "channel",
     now: float | None = None,
 ) -> bytes:
-    """`gbgate report KIND --period P --format F`: the rendered bytes. Raises ReportError."""
+    """`gbgate report KIND --period P --format F`: the rendered bytes. Raises ReportError.
+
+    A report of a closed period is issued once and then frozen (`gateway.reports.frozen`): every
+    later download renders the stored report, byte for byte the same.
+    """
     if kind not in KINDS:
         raise ReportError(f"unknown report kind {kind!r}: one of {', '.join(KINDS)}")
     if fmt not in ("csv", "xlsx", "html"):
         raise ReportError(f"unknown format {fmt!r}: csv, xlsx or html")
-    report, tz = await compute_report(sessions, settings, kind, period, station=station, group_by=group_by, now=now)
+    now = time.time() if now is None else now
+    tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
+    p = parse_period(period, now=now, tz=tz)
     language = _lang(lang or getattr(getattr(settings, "report", None), "language", "zh"))
+    if frozen.closed(kind, p, now):
+        key = (kind, p.label, station or "", group_by)
+        row = await frozen.latest(sessions, *key)
+        if row is None:
+            c = await _compute(
+                sessions, settings, kind, period, station=station, group_by=group_by, now=now, record_inputs=True
+            )
+            assert c.inputs is not None
+            row = await frozen.issue(
+                sessions,
+                c.report,
+                kind=kind,
+                period=p.label,
+                station=station or "",
+                group_by=group_by,
+                policy=c.policy,
+                inputs=c.inputs,
+                actor="system",
+                reason="first issue",
+                now=now,
+                revision=1,
+            )
+        report = frozen.report_from_json(row.report)
+    else:
+        report, tz = await compute_report(sessions, settings, kind, period, station=station, group_by=group_by, now=now)
     return await asyncio.to_thread(render, report, fmt, lang=language, tz=tz)
+
+
+async def reissue_report(
+    sessions: Any,
+    settings: Any,
+    kind: str,
+    period: str,
+    *,
+    actor: str,
+    reason: str,
+    station: str | None = None,
+    group_by: str = "channel",
+    now: float,
+) -> dict[str, Any]:
+    """Re-issue a frozen report from today's data as its next revision (explicit and audited)."""
+    if not reason or not reason.strip():
+        raise ReportError("reason: a re-issue needs a reason")
+    tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
+    p = parse_period(period, now=now, tz=tz)
+    if not frozen.closed(kind, p, now):
+        raise ReportError(f"period: {kind} {p.label} is not closed yet; it is computed afresh on every download")
+    key = (kind, p.label, station or "", group_by)
+    before = await frozen.latest(sessions, *key)
+    c = await _compute(
+        sessions, settings, kind, period, station=station, group_by=group_by, now=now, record_inputs=True
+    )
+    assert c.inputs is not None
+    revision = (before.revision if before is not None else 0) + 1
+    await frozen.issue(
+        sessions,
+        c.report,
+        kind=kind,
+        period=p.label,
+        station=station or "",
+        group_by=group_by,
+        policy=c.policy,
+        inputs=c.inputs,
+        actor=actor,
+        reason=reason.strip(),
+        now=now,
+        revision=revision,
+    )
+    return {
+        "kind": kind,
+        "period": p.label,
+        "station": station or "",
+        "revision": revision,
+        "previous_revision": before.revision if before is not None else None,
+        "policy_version": c.policy.label,
+        "inputs": c.inputs,
+        "inputs_changed": before is None or before.inputs.get("sha256") != c.inputs["sha256"],
+    }
 
 
 async def save_policy(sessions: Any, body: dict[str, Any], *, effective_from: date, name: str = "default") -> int:
@@ -369,13 +553,12 @@ async def ticket_action(
 
 
 async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_duration_s: float = 600) -> list[str]:
-    """Open a ticket for every ongoing fault without one (run before the daily notice); IDs opened."""
+    """Open a ticket for every ongoing fault episode without its own (run before the daily
+    notice) and move tickets of faults the ledger has seen end to `recovered`; IDs opened."""
     tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
     day = datetime.fromtimestamp(now, tz).date()
     p = parse_period(day.isoformat(), now=now, tz=tz)
     start = p.start - 31 * 86_400
-    from dataclasses import replace
-
     wide: Period = replace(p, start=start, first=p.first - timedelta(days=31))
     async with sessions() as s:  # cheap check first: load_contract reads every channel and device
         any_vendor = (
@@ -393,24 +576,27 @@ async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_dura
     info = {c.channel_id: c for c in contract.channels}
     opened: list[str] = []
     async with sessions() as s, s.begin():
-        open_rows = (
+        rows = (
             (
                 await s.execute(
-                    select(T.FaultTicket.channel_id).where(
-                        T.FaultTicket.status.in_(
-                            [TicketStatus.open, TicketStatus.vendor_answered, TicketStatus.disputed]
-                        )
+                    select(T.FaultTicket).where(
+                        or_(T.FaultTicket.status != TicketStatus.confirmed, T.FaultTicket.since_ts >= start)
                     )
                 )
             )
             .scalars()
             .all()
         )
+        known = [_ticket(r) for r in rows]
+        by_id = {r.id: r for r in rows}
+        # the ledger saw these channels back: their tickets move to `recovered` (issue 11.7)
+        for t, back in tickets_to_recover(ledger, known):
+            _apply_to_row(s, by_id[t.id], "recover", actor="system", now=now, repaired_ts=back)
         prefix = f"T{day:%Y%m%d}-"
         count = (
             await s.execute(select(func.count()).select_from(T.FaultTicket).where(T.FaultTicket.id.startswith(prefix)))
         ).scalar() or 0
-        for ep in tickets_to_open(ledger, contract, set(open_rows), min_duration_s=min_duration_s):
+        for ep in tickets_to_open(ledger, contract, known, min_duration_s=min_duration_s):
             ch = info[ep.channel_id]
             if not ch.vendor:
                 continue

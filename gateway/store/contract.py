@@ -204,3 +204,33 @@ class HealthEvent(SQLModel, table=True):
     evidence: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
     __table_args__ = (Index("ix_health_event_subject_ts", "subject", "ts"), Index("ix_health_event_ts", "ts"))
+
+
+class IssuedReport(SQLModel, table=True):
+    """A report of a closed period as issued (issue 11.9): frozen, re-issued only explicitly.
+
+    `report` is the computed report (tables as JSON) every download renders from, so files are
+    byte-identical; `policy_*` and `inputs` (counts and a SHA-256 of the events, contract,
+    maintenance windows and policy used) record what it was computed from. A re-issue adds a row
+    with the next `revision`, who asked for it and why: the rows are the audit trail.
+    """
+
+    __tablename__ = "issued_report"
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)
+    period: str = Field(max_length=16)
+    station: str = Field(default="", max_length=200)
+    group_by: str = Field(default="channel", max_length=16)
+    revision: int = 1
+    issued_ts: float = Field(default_factory=_now)
+    issued_by: str = Field(default="", max_length=200)
+    reason: str = Field(default="", max_length=500)
+    policy_name: str = Field(default="", max_length=64)
+    policy_version: int = 0
+    policy_body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    inputs: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    report: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+    __table_args__ = (
+        UniqueConstraint("kind", "period", "station", "group_by", "revision", name="uq_issued_report_revision"),
+    )

@@ -154,6 +154,29 @@ async def test_reports_need_ops(api: Any) -> None:
     assert (await api.get("/api/v1/reports/availability?period=2026-10", headers=auth(api, "vendor"))).status == 403
 
 
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"reason": "政策追溯调整"}, 422, "period"),
+        ({"period": "2026-10"}, 422, "reason"),
+        ({"period": "2026-10", "reason": "  "}, 422, "reason"),
+        ({"period": "2099-01", "reason": "x"}, 422, "period"),
+        ({"period": "2026-10", "reason": "x", "group_by": "colour"}, 422, "group_by"),
+    ],
+)
+async def test_reissue_bad_input_names_the_field(api: Any, body: dict[str, Any], status: int, field: str) -> None:
+    resp = await api.post("/api/v1/reports/deductions/reissue", json=body, headers=auth(api))
+    assert resp.status == status
+    assert (await error_of(resp))["field"] == field
+
+
+async def test_reissue_needs_ops(api: Any) -> None:
+    body = {"period": "2026-10", "reason": "x"}
+    assert (await api.post("/api/v1/reports/deductions/reissue", json=body)).status == 401
+    resp = await api.post("/api/v1/reports/deductions/reissue", json=body, headers=auth(api, "vendor"))
+    assert resp.status == 403
+
+
 # ---------------------------------------------------------------- contract data
 
 VENDORS_CSV = "厂商编号,厂商名称,类型,联系人,电话\nV1,科海,rental,张三,13800000000\nV2,海康,rental,李四,\n"
@@ -379,3 +402,12 @@ async def test_probe_route(api: Any, services: Services) -> None:
     resp = await api.post("/api/v1/channels/12345/probe", headers=auth(api))
     assert resp.status == 400 and (await error_of(resp))["field"] == "channel_id"
     assert (await api.post(f"/api/v1/channels/{CH2}/probe", headers=auth(api, "vendor"))).status == 403
+
+
+async def test_contract_checks_for_ops_only(api: Any) -> None:
+    resp = await api.get("/api/v1/contract/checks", headers=auth(api))
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["count"] == len(body["alarms"])
+    assert all(set(a) == {"kind", "subject", "name", "detail"} for a in body["alarms"])
+    assert (await api.get("/api/v1/contract/checks", headers=auth(api, "vendor"))).status == 403

@@ -154,3 +154,34 @@ async def test_apply_import_all_or_nothing_and_jurisdiction_history() -> None:
         batch = await session.get(tables.RentalBatch, "B1")
         assert batch is not None and batch.monthly_rent_per_channel == Decimal("100")
     await engine.dispose()
+
+
+async def test_back_dated_jurisdiction_keeps_the_history_ordered() -> None:
+    """Issue 11.9 (contract_import valid_to < valid_from). The channel is S1's from t=1 (channel
+    import); jurisdiction rows then say S2 from t=100, then (back-dated) S1 from t=50, then S2
+    from t=50. Hand: S1 [1, 50), S2 [50, open): rows beginning at or after a back-dated move are
+    superseded, the row running past it is closed there. The old code closed S2's row (from 100)
+    at 50, so valid_to < valid_from."""
+    engine = create_async_engine("sqlite+aiosqlite://")
+    async with engine.begin() as conn:
+        await conn.run_sync(SQLModel.metadata.create_all)
+    cid = "34020000001320000001"
+    async with AsyncSession(engine) as session, session.begin():
+        session.add(tables.Vendor(id="V1", name="科海"))
+        session.add(tables.PoliceStation(id="S1", name="城东派出所"))
+        session.add(tables.PoliceStation(id="S2", name="城北派出所"))
+        ch = f"channel_id,vendor_id,station_id\n{cid},V1,S1\n"
+        await apply_import(session, "channels", parse_rows("channels", "c.csv", ch.encode(), known=KNOWN), now=1.0)
+    for since, station in ((100.0, "S2"), (50.0, "S1"), (50.0, "S2")):
+        async with AsyncSession(engine) as session, session.begin():
+            rows = [{"channel_id": cid, "station_id": station, "valid_from_ts": since}]
+            await apply_import(session, "jurisdiction", rows, now=200.0)
+    async with AsyncSession(engine) as session:
+        hist = (
+            (await session.execute(select(tables.StationChannel).order_by(tables.StationChannel.valid_from_ts)))
+            .scalars()
+            .all()
+        )
+        assert [(h.station_id, h.valid_from_ts, h.valid_to_ts) for h in hist] == [("S1", 1.0, 50.0), ("S2", 50.0, None)]
+        assert (await session.get(tables.ChannelContract, cid)).station_id == "S2"
+    await engine.dispose()

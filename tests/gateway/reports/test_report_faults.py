@@ -84,8 +84,10 @@ def test_ticket_id_and_tickets_to_open() -> None:
     assert ticket_id(date(2026, 11, 27), 7) == "T20261127-0007"
     period = parse_period("2026-12-01", now=S.L(12, 1, 9))
     ledger = build_ledger(S.EVENTS, S.CONTRACT, period)
-    due = tickets_to_open(ledger, S.CONTRACT, set())
+    due = tickets_to_open(ledger, S.CONTRACT, [])
     # C4 has had no video since 30 Nov 22:00 but this ledger starts on 1 Dec: since = ledger start
     assert [(e.channel_id, e.state, e.ongoing) for e in due] == [(S.C4, "no_video", True)]
-    assert tickets_to_open(ledger, S.CONTRACT, {S.C4}) == []
-    assert tickets_to_open(ledger, S.CONTRACT, set(), min_duration_s=10 * 3600) == []
+    # its ticket of 30 Nov 22:00 (before this ledger, not recovered) is the same fault
+    mine = Ticket("T1", S.C4, "V2", "S2", "no_video", S.L(11, 30, 22))
+    assert tickets_to_open(ledger, S.CONTRACT, [mine]) == []
+    assert tickets_to_open(ledger, S.CONTRACT, [], min_duration_s=10 * 3600) == []

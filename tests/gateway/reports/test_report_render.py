@@ -85,7 +85,15 @@ def test_daily_faults_csv_columns() -> None:
 
 def test_deductions_xlsx_cell_by_cell() -> None:
     wb = load_workbook(io.BytesIO(to_xlsx(report("deductions"))))
-    assert wb.sheetnames == ["月度运维扣款汇总表", "扣款明细（按通道）"]
+    assert wb.sheetnames == [
+        "月度运维扣款汇总表",
+        "扣款明细（按通道）",
+        "月度运维扣款表（厂商×派出所）",
+        "扣款政策内容",
+    ]
+    policy = {r[0].value: r[1].value for r in wb["扣款政策内容"].iter_rows(min_row=2) if r[0].value}
+    assert policy["扣款政策版本"] == "default v3 (2000-01-01)"
+    assert (policy["grace_hours"], policy["rate_per_fault_hour"]) == ("2", "1.00")
     ws = wb["月度运维扣款汇总表"]
     assert ws["A1"].value == "月度运维扣款汇总表" and ws["A1"].font.bold
     assert (ws["A2"].value, ws["B2"].value) == ("统计周期", "2026-11")
@@ -96,9 +104,10 @@ def test_deductions_xlsx_cell_by_cell() -> None:
     assert ws.freeze_panes == "A6"
     assert ws.auto_filter.ref == "A5:H7"
     assert [c.value for c in ws[6]] == ["V1", "科海", 2, 1, 200.0, 77.0, 123.0, "default v3 (2000-01-01)"]
-    assert [c.value for c in ws[7]][:7] == ["V2", "海康", 2, 0, 400.0, 2.0, 398.0]
+    # V2's rent: C4 200.00 + C3 admitted 15 Nov, 16 of 30 days: 106.67 (issue 11.6)
+    assert [c.value for c in ws[7]][:7] == ["V2", "海康", 2, 0, 306.67, 2.0, 304.67]
     total = [c.value for c in ws[8]]
-    assert total[0] == "合计" and total[4:7] == [600.0, 79.0, 521.0] and ws["A8"].font.bold
+    assert total[0] == "合计" and total[4:7] == [506.67, 79.0, 427.67] and ws["A8"].font.bold
     assert ws["F6"].number_format == "#,##0.00" and ws["C6"].number_format == "0"
     assert ws.column_dimensions["H"].width >= len("default v3 (2000-01-01)")
     signatures = [ws.cell(row=r, column=1).value for r in range(9, ws.max_row + 1)]
@@ -107,13 +116,17 @@ def test_deductions_xlsx_cell_by_cell() -> None:
         "派出所（签字）：",
         "运维单位（签字/盖章）：",
         "科技信息化部门（签字）：",
+        "科技信息化部门负责人（签字、盖章）：",
         "日期：",
     ]
     lines = wb["扣款明细（按通道）"]
     assert lines.freeze_panes == "A6"
     assert [c.value for c in lines[5]][:3] == ["厂商", "通道编码", "名称"]
     row = [c.value for c in lines[7]]
-    assert row[1] == S.C2 and row[5:12] == [2, 28.0, 24.0, 0.0, 1, 100.0, 74.0]
+    # episodes, fault h, fault h:mm, billable h, beyond deadline h, failed, held (disputed) h, tickets, rent,
+    # deduction; vendor and batch by name
+    assert row[0] == "科海" and row[3] == "科海2016"
+    assert row[1] == S.C2 and row[5:15] == [2, 28.0, "28:00", 24.0, 0.0, 1, 0.0, None, 100.0, 74.0]
 
 
 def test_availability_xlsx_formats_and_english() -> None:
@@ -145,6 +158,7 @@ def test_daily_faults_xlsx_datetimes_and_translated_values() -> None:
     row = dict(zip(hdr, [c.value for c in ws[5]], strict=True))
     assert row["故障开始"] == datetime(2026, 11, 10, 10, 0) and row["故障类型"] == "离线"
     assert row["状态"] == "已修复待确认"
+    assert row["原因"] == "心跳丢失"  # keepalive_lost: causes in Chinese (issue 11)
 
 
 def test_html_is_self_contained_with_svg_chart() -> None:
@@ -206,3 +220,25 @@ def test_money_cells_are_exact_in_csv() -> None:
     rows = list(csv.DictReader(io.StringIO(data)))
     l2 = next(r for r in rows if r["link"] == "L2")
     assert Decimal(l2["deduction"]) == Decimal("20.83") and l2["payable"] == "2979.17"
+
+
+@pytest.mark.parametrize("kind", ["deductions", "availability", "link-fees"])
+def test_same_report_same_bytes_and_json_round_trip(kind: str) -> None:
+    """Issue 11.9: rendering a report twice gives the same bytes in every format — the XLSX too:
+    its zip entries carry a fixed date and docProps/core.xml says created = modified = the
+    report's generated_at (2026-12-05 00:00 +08:00 = 2026-12-04T16:00:00Z), never the wall clock.
+    A report stored as JSON (a frozen issue) renders to exactly the same bytes."""
+    import json
+    import zipfile
+
+    from gateway.reports.frozen import report_from_json, report_to_json
+
+    r = report(kind)
+    r.meta["generated_at"] = "2026-12-05 00:00:00"
+    back = report_from_json(json.loads(json.dumps(report_to_json(r), ensure_ascii=False)))
+    for fmt in ("csv", "xlsx", "html"):
+        assert render(r, fmt) == render(r, fmt) == render(back, fmt)
+    z = zipfile.ZipFile(io.BytesIO(to_xlsx(r)))
+    assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    core = z.read("docProps/core.xml").decode()
+    assert core.count("2026-12-04T16:00:00Z") == 2

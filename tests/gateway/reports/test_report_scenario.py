@@ -91,7 +91,9 @@ def test_deductions(ledger) -> None:  # type: ignore[no-untyped-def]
     assert by[S.C4]["deduction"] == Decimal("0.00")
     v = {r["vendor"]: r for r in summary.rows}
     assert (v["V1"]["rent"], v["V1"]["deduction"], v["V1"]["payable"]) == (Decimal(200), Decimal("77.00"), Decimal(123))
-    assert (v["V2"]["rent"], v["V2"]["deduction"]) == (Decimal(400), Decimal("2.00"))
+    # C3 is admitted 15 Nov 08:00: in service 15-30 Nov, 16 of 30 days, 200 × 16/30 = 106.67 (issue 11.6)
+    assert by[S.C3]["rent"] == Decimal("106.67")
+    assert (v["V2"]["rent"], v["V2"]["deduction"]) == (Decimal("306.67"), Decimal("2.00"))
     assert summary.meta["policy_version"] == "default v3 (2000-01-01)"
     assert all(r["policy_version"] == "default v3 (2000-01-01)" for r in lines.rows)
 
@@ -159,6 +161,15 @@ def test_reconciliation_week_ending_thursday() -> None:
     assert set(rows) == {S.C1, S.C2}  # 6-12 Nov; C2's fault ended on the 6th
     assert rows[S.C1]["difference_s"] == 1800 and rows[S.C1]["check"] == "mismatch"
     assert rows[S.C2]["check"] == "no_ticket"
+    # the amounts the Thursday meeting reconciles, 6-12 Nov (7 of 30 days), per vendor × station:
+    # 科海 × 城东派出所: rent 2 × round(100 × 7/30) = 2 × 23.33 = 46.66; C1's 5 h → 3 h × 1.00 = 3.00,
+    # C2's part in the window (maintenance to 04:00, then offline to 12:00) 8 h → 6 h = 6.00 → 9.00;
+    # 海康 × 城北派出所: C4 200 × 7/30 = 46.67, C3 not in service yet (0.00), no deduction
+    amounts = [(x["vendor"], x["station"], x["rent"], x["deduction"], x["payable"]) for x in r.tables[1].rows]
+    assert amounts == [
+        ("海康", "城北派出所", Decimal("46.67"), Decimal("0.00"), Decimal("46.67")),
+        ("科海", "城东派出所", Decimal("46.66"), Decimal("9.00"), Decimal("37.66")),
+    ]
 
 
 def test_unknown_kind() -> None:

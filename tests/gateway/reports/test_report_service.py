@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import date
+from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
@@ -215,3 +216,98 @@ async def test_demo_history_is_idempotent_and_shows_in_every_report() -> None:
     recon = await service.build_report(maker, SETTINGS, "reconciliation", "2026-11", now=NOW)
     assert "光缆被施工挖断" in recon.decode("utf-8-sig")
     await engine.dispose()
+
+
+async def test_station_filter_covers_summary_total_and_intact_rate(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11.5: --station 城东派出所 (S1: C1 and C2 of vendor V1 only).
+    Hand, availability: total (714 + 683) / (719 + 711) h = 1397/1430 = 0.9769 (all four
+    channels: 0.9845), 完好率 1 of 2 = 0.5 (C2 has 28 fault hours; all four: 0.75).
+    Deductions: only V1 in the summary, rent 2 × 100 = 200.00, deduction 3 + 74 = 77.00, payable
+    123.00; the total row is the same (V2's 2.00 and its rent not in it). An unknown station is
+    an error naming the field."""
+    report, _ = await service.compute_report(
+        sessions, SETTINGS, "availability", "2026-11", station="城东派出所", now=NOW
+    )
+    (table,) = report.tables
+    assert {r["channel_id"] for r in table.rows} == {S.C1, S.C2}
+    assert table.total["availability"] == 0.9769 and table.meta["intact_rate"] == 0.5
+    report, _ = await service.compute_report(sessions, SETTINGS, "deductions", "2026-11", station="S1", now=NOW)
+    summary, lines, _ = report.tables
+    assert [r["vendor"] for r in summary.rows] == ["V1"]
+    assert {r["channel_id"] for r in lines.rows} == {S.C1, S.C2}
+    assert (summary.total["rent"], summary.total["deduction"], summary.total["payable"]) == (
+        Decimal("200.00"),
+        Decimal("77.00"),
+        Decimal("123.00"),
+    )
+    with pytest.raises(ReportError, match=r"^station:"):
+        await service.compute_report(sessions, SETTINGS, "availability", "2026-11", station="nowhere", now=NOW)
+
+
+async def test_closed_month_is_frozen_until_an_explicit_reissue(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11.9. November is closed on 2 Dec (a day after its end). Issued on 5 Dec under policy
+    v3: V1 deduction 77.00, V2 2.00 (test_report_scenario). Then policy v5 is back-dated to
+    1 Nov with only rate_per_fault_hour 2.00 (defaults otherwise: 2 h grace, nothing beyond the
+    deadline, no failed-channel part). Downloads on 6 Dec are byte-identical to 5 Dec's (CSV and
+    XLSX). The re-issue (by ops:alice, with a reason) computes under v5 — hand: C1 5 h → 3 h ×
+    2 = 6.00; C2 20 h and 8 h faults → 18 + 6 = 24 h × 2 = 48.00; V1 54.00; C3 4 h → 2 h × 2 =
+    4.00; C4 2 h → 0; V2 4.00 — stored as revision 2 with who and why; downloads then show it."""
+    from gateway.reports import frozen
+
+    first = {
+        f: await service.build_report(sessions, SETTINGS, "deductions", "2026-11", fmt=f, now=NOW)
+        for f in ("csv", "xlsx")
+    }
+    await service.save_policy(sessions, {"rate_per_fault_hour": "2.00"}, effective_from=date(2026, 11, 1))
+    later = NOW + 86_400
+    for f, data in first.items():
+        assert await service.build_report(sessions, SETTINGS, "deductions", "2026-11", fmt=f, now=later) == data
+    row = await frozen.latest(sessions, "deductions", "2026-11", "", "channel")
+    assert (row.revision, row.policy_version, row.issued_by, row.inputs["events"]) == (1, 3, "system", len(S.EVENTS))
+    summary = frozen.report_from_json(row.report).tables[0]
+    assert {r["vendor"]: r["deduction"] for r in summary.rows} == {"V1": Decimal("77.00"), "V2": Decimal("2.00")}
+    with pytest.raises(ReportError, match=r"^reason:"):
+        await service.reissue_report(
+            sessions, SETTINGS, "deductions", "2026-11", actor="ops:alice", reason=" ", now=later
+        )
+    out = await service.reissue_report(
+        sessions, SETTINGS, "deductions", "2026-11", actor="ops:alice", reason="政策追溯调整", now=later
+    )
+    assert (out["revision"], out["previous_revision"], out["inputs_changed"]) == (2, 1, True)
+    row = await frozen.latest(sessions, "deductions", "2026-11", "", "channel")
+    assert (row.revision, row.policy_version, row.issued_by, row.reason) == (2, 5, "ops:alice", "政策追溯调整")
+    summary = frozen.report_from_json(row.report).tables[0]
+    assert {r["vendor"]: r["deduction"] for r in summary.rows} == {"V1": Decimal("54.00"), "V2": Decimal("4.00")}
+    again = await service.build_report(sessions, SETTINGS, "deductions", "2026-11", fmt="xlsx", now=later + 60)
+    assert again != first["xlsx"]
+    assert again == await service.build_report(sessions, SETTINGS, "deductions", "2026-11", fmt="xlsx", now=later + 120)
+
+
+async def test_open_period_is_not_frozen_and_cannot_be_reissued(sessions) -> None:  # type: ignore[no-untyped-def]
+    """December is under way on 5 Dec: computed afresh each time, nothing stored; a re-issue is
+    refused naming the period."""
+    from gateway.reports import frozen
+
+    await service.build_report(sessions, SETTINGS, "deductions", "2026-12", now=NOW)
+    assert await frozen.latest(sessions, "deductions", "2026-12", "", "channel") is None
+    with pytest.raises(ReportError, match=r"^period:"):
+        await service.reissue_report(sessions, SETTINGS, "deductions", "2026-12", actor="a", reason="r", now=NOW)
+
+
+async def test_jurisdiction_history_is_used_as_of_the_date(sessions) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11.9: C1 (offline 10 Nov 10:00-15:00) belonged to 城北派出所 (S2) until 15 Nov and
+    to 城东派出所 (S1, its current station) since. The notice of 10 Nov lists it under 城北派出所
+    and --station 城北派出所 finds it; under 城东派出所 that day it is absent. For 20 Nov it is S1's."""
+    async with sessions() as s, s.begin():
+        s.add(T.StationChannel(station_id="S2", channel_id=S.C1, valid_from_ts=0.0, valid_to_ts=S.L(11, 15)))
+        s.add(T.StationChannel(station_id="S1", channel_id=S.C1, valid_from_ts=S.L(11, 15)))
+    report, _ = await service.compute_report(sessions, SETTINGS, "daily-faults", "2026-11-10", now=NOW)
+    assert [(r["channel_id"], r["station"]) for r in report.tables[0].rows] == [(S.C1, "城北派出所")]
+    north, _ = await service.compute_report(
+        sessions, SETTINGS, "daily-faults", "2026-11-10", station="城北派出所", now=NOW
+    )
+    assert [r["channel_id"] for r in north.tables[0].rows] == [S.C1]
+    east, _ = await service.compute_report(sessions, SETTINGS, "daily-faults", "2026-11-10", station="S1", now=NOW)
+    assert east.tables[0].rows == []
+    later, _ = await service.compute_report(sessions, SETTINGS, "availability", "2026-11-20", now=NOW)
+    assert {r["channel_id"]: r["station"] for r in later.tables[0].rows}[S.C1] == "城东派出所"

@@ -30,6 +30,7 @@ from whitelist.audit import AuditChain, AuditRecord, VerifyResult, verify
 from whitelist.decide import Policy
 from whitelist.errors import (
     AuditChainError,
+    ConflictErrors,
     NotFoundError,
     StoreError,
     ValidationError,
@@ -373,14 +374,22 @@ class WhitelistStore:
         return removed
 
     async def import_entries(self, entries: Iterable[Entry], actor: str, *, rules: Iterable[Rule] = (),
-                             reason: str = "import", now: datetime | None = None) -> list[Entry]:
-        """All or nothing: every entry and rule plus one audit record each, in one transaction."""
+                             reason: str = "import", now: datetime | None = None,
+                             proposals_only: bool = False, lines: list[int] | None = None) -> list[Entry]:
+        """All or nothing: every entry and rule plus one audit record each, in one transaction.
+
+        `proposals_only` (an integrator's list, or any import of `pending` rows) applies the rule
+        of a single proposal to every row: an existing entry that is not pending is refused —
+        the whole import, ConflictErrors naming each line (`lines[i]`, else the position) — and a
+        pending one keeps the evidence the gateway gathered about the device.
+        """
         entries, rules = list(entries), list(rules)
+        where = lines if lines is not None and len(lines) == len(entries) else list(range(1, len(entries) + 1))
         errors: list[ValidationError] = []
         seen: set[str] = set()
-        for i, e in enumerate(entries, 1):
+        for line, e in zip(where, entries, strict=True):
             if e.device_id in seen:
-                errors.append(ValidationError("device_id", f"duplicate {e.device_id}", line=i))
+                errors.append(ValidationError("device_id", f"duplicate {e.device_id}", line=line))
             seen.add(e.device_id)
         if len({r.id for r in rules}) != len(rules):
             errors.append(ValidationError("rules.id", "duplicate rule id"))
@@ -388,8 +397,24 @@ class WhitelistStore:
             raise ValidationErrors(errors)
 
         async def work(tx: _Tx) -> tuple[list[Entry], list[Rule]]:
+            todo = entries
+            if proposals_only:
+                conflicts: list[ValidationError] = []
+                todo = []
+                for line, e in zip(where, entries, strict=True):
+                    row = await tx.session.get(WhitelistEntryRow, e.device_id)
+                    if row is None:
+                        todo.append(replace(e, status=EntryStatus.PENDING, evidence={}))
+                    elif row.status != EntryStatus.PENDING.value:
+                        conflicts.append(ValidationError(
+                            "device_id", f"{e.device_id} is already {row.status}; only the security "
+                            "role changes it", line=line))
+                    else:
+                        todo.append(replace(e, status=EntryStatus.PENDING, evidence=json.loads(row.evidence)))
+                if conflicts:
+                    raise ConflictErrors(conflicts)
             saved = [await self._put_entry(tx, e, actor=actor, action="import", reason=reason)
-                     for e in entries]
+                     for e in todo]
             saved_rules = [await self._put_rule(tx, r, actor=actor, action="import", reason=reason)
                            for r in rules]
             return saved, saved_rules

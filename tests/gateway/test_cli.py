@@ -104,6 +104,17 @@ def test_signed_export_import_roundtrip_and_tamper(tmp: Path) -> None:
     assert "34020000001320000599" not in gbgate(tmp, "whitelist", "list").stdout
 
 
+def test_unsigned_bundle_import_is_refused(tmp: Path) -> None:
+    """An unsigned bundle carries statuses and HA1s nobody vouches for (issue 10 item 1)."""
+    doc = {"format": "gbgate-whitelist", "version": 1, "entries": [
+        {"device_id": "34020000001320000551", "status": "approved"}], "rules": []}
+    f = tmp / "unsigned.json"
+    f.write_text(json.dumps(doc))
+    res = gbgate(tmp, "whitelist", "import", str(f))
+    assert res.returncode == 2 and "unsigned bundle refused" in res.stderr
+    assert "34020000001320000551" not in gbgate(tmp, "whitelist", "list").stdout
+
+
 def test_audit_verify_names_the_edited_record(tmp: Path) -> None:
     gbgate(tmp, "whitelist", "add", "34020000001320000601", "--password", "p6")
     db = sqlite3.connect(tmp / "cli.db")

@@ -9,7 +9,6 @@ import asyncio
 import ctypes
 import gc
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from adapters.gb_device import DeviceSettings, GbDeviceAdapter
 from adapters.gb_invite import MediaPlane, install_media
 from adapters.outbound import LocalIdentity
 from certs.errors import CertError
+from certs.files import write_private
 from certs.tls import server_context
 from gateway.admission import Admission
 from gateway.api import build_web_app, live, webrtc
@@ -264,6 +264,5 @@ def _secret(data_dir: Path) -> bytes:
         return bytes.fromhex(path.read_text().strip())
     except (OSError, ValueError):
         value = secrets.token_bytes(32)
-        path.write_text(value.hex())
-        os.chmod(path, 0o600)
+        write_private(path, value.hex().encode("ascii"), overwrite=True)   # 0600 from creation on
         return value

@@ -205,7 +205,9 @@ async def _export(store: Any, settings: Any, args: argparse.Namespace) -> int:
     else:
         data = bundle.export_json(policy)
     if args.out:
-        Path(args.out).write_bytes(data)
+        from certs.files import write_private
+
+        write_private(args.out, data, overwrite=True)     # HA1s are password-equivalent: 0600 from creation
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         sys.stdout.buffer.write(data)

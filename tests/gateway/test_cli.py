@@ -90,6 +90,11 @@ def test_signed_export_import_roundtrip_and_tamper(tmp: Path) -> None:
     assert res.returncode == 0, res.stderr
     data = json.loads(bundle.read_text())
     assert "signature" in json.dumps(data)
+    assert bundle.stat().st_mode & 0o777 == 0o600          # HA1s: private from creation (issue 10 item 12)
+    plain = tmp / "wl-plain.json"
+    assert gbgate(tmp, "whitelist", "export", "--out", str(plain)).returncode == 0
+    assert plain.stat().st_mode & 0o777 == 0o600
+    assert (tmp / "cli.db").stat().st_mode & 0o777 == 0o600
     ok = gbgate(tmp, "whitelist", "import", str(bundle), "--public-key", str(tmp / "keys" / "sign.pub.pem"))
     assert ok.returncode == 0, ok.stderr
     import base64

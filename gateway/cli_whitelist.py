@@ -223,6 +223,8 @@ async def _audit(store: Any, args: argparse.Namespace) -> int:
             return 0
         print(f"audit chain BROKEN at record {result.first_bad_seq}: {result.problem}", file=sys.stderr)
         return 1
+    if args.limit < 1:
+        return _fail("--limit must be at least 1")
     records = await store.audit_records()
     for r in records[-args.limit :]:
         print(f"{r.seq:>6}  {r.ts.isoformat()}  {r.actor:<20}  {r.action:<12}  {r.target}  {r.reason}")

@@ -223,6 +223,8 @@ class WhitelistStore:
         self._sessions = session_factory
         self.policy = policy
         self._lock = asyncio.Lock()
+        self._verify_lock = asyncio.Lock()
+        self._verified: tuple[int, str] | None = None     # last (seq, hash) the incremental check passed
         self.pending_interval = pending_interval
         self.max_pending = max_pending
         self.new_pending_per_minute = new_pending_per_minute
@@ -271,7 +273,44 @@ class WhitelistStore:
             return [_audit_from_row(r) for r in (await s.execute(stmt)).scalars()]
 
     async def verify_audit(self, *, anchor: tuple[int, str] | None = None) -> VerifyResult:
+        """The whole chain from seq 1 (`gbgate audit verify`, ?verify=full)."""
         return verify(await self.audit_records(), anchor=anchor)
+
+    async def verify_audit_incremental(self, *, batch: int = 5000) -> VerifyResult:
+        """Verify only what was appended since the last good verification, in bounded batches.
+
+        The last verified (seq, hash) is remembered in memory; its record is re-read and must still
+        carry that hash, then the chain continues from it. An edit of an older record is found only
+        by a full verify_audit() — the API offers it on demand, the CLI always does it. A broken
+        chain does not move the checkpoint, so the fault is reported on every call.
+        """
+        async with self._verify_lock:
+            checked = 0
+            cur = self._verified
+            if cur is not None:
+                async with self._sessions() as s:
+                    row = await s.get(WhitelistAuditRow, cur[0])
+                if row is None:
+                    return VerifyResult(False, cur[0], "removed", 0)
+                rec = _audit_from_row(row)
+                if rec.hash != cur[1] or rec.computed_hash() != rec.hash:
+                    return VerifyResult(False, cur[0], "edited", 0)
+            while True:
+                records = await self.audit_records(after_seq=cur[0] if cur else 0, limit=batch)
+                result = verify(records, after=cur)
+                checked += result.checked
+                if not result.ok:
+                    return VerifyResult(False, result.first_bad_seq, result.problem, checked)
+                if records:
+                    cur = (records[-1].seq, records[-1].hash)
+                    self._verified = cur
+                if len(records) < batch:
+                    return VerifyResult(True, None, None, checked)
+
+    @property
+    def verified_through(self) -> int:
+        """Seq of the last record verified by verify_audit_incremental() (0 before the first call)."""
+        return self._verified[0] if self._verified else 0
 
     # -- the transaction helper ----------------------------------------------------------------
 

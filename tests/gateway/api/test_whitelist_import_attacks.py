@@ -185,3 +185,34 @@ async def test_formula_cells_are_refused_naming_line_and_field(client: Any, serv
     assert await services.admission.store.get(OTHER) is None
     resp = await client.post("/api/v1/whitelist", json={"device_id": CAM, "name": "+cmd|' /C calc'!A0"}, headers=h)
     assert resp.status == 422 and (await resp.json())["error"]["field"] == "name"
+
+
+ROLE_CANNOT = [
+    (Role.OPS, "post", f"/api/v1/whitelist/{CAM}/approve"),
+    (Role.PLATFORM, "post", f"/api/v1/whitelist/{CAM}/approve"),
+    (Role.VENDOR, "post", f"/api/v1/whitelist/{CAM}/approve"),
+    (Role.INTEGRATOR, "post", f"/api/v1/whitelist/{CAM}/approve"),
+    (Role.INTEGRATOR, "post", f"/api/v1/whitelist/{CAM}/revoke"),
+    (Role.OPS, "post", "/api/v1/whitelist/import"),
+    (Role.VENDOR, "post", "/api/v1/whitelist"),
+    (Role.PLATFORM, "post", "/api/v1/whitelist"),
+    (Role.INTEGRATOR, "get", "/api/v1/audit"),
+    (Role.OPS, "get", "/api/v1/audit"),
+    (Role.VENDOR, "get", "/api/v1/whitelist"),
+]
+
+
+async def test_only_security_changes_admission_state(client: Any, services: Services) -> None:
+    """The threat model's role matrix: every other role is refused, and the entry stays pending."""
+    await services.admission.store.save_entry(Entry(device_id=CAM, status=EntryStatus.PENDING), actor="t", now=T0)
+    for role, method, path in ROLE_CANNOT:
+        h = await _h(services, role)
+        kwargs: dict[str, Any] = {"headers": h}
+        if path == "/api/v1/whitelist":
+            kwargs["json"] = {"device_id": CAM, "password": "x"}
+        elif path.endswith("/import"):
+            kwargs["data"] = f"device_id\n{CAM}\n".encode()
+        resp = await getattr(client, method)(path, **kwargs)
+        assert resp.status == 403, (role, path, resp.status)
+    entry = await services.admission.store.get(CAM)
+    assert entry is not None and entry.status is EntryStatus.PENDING

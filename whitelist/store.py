@@ -420,7 +420,8 @@ class WhitelistStore:
         `proposals_only` (an integrator's list, or any import of `pending` rows) applies the rule
         of a single proposal to every row: an existing entry that is not pending is refused —
         the whole import, ConflictErrors naming each line (`lines[i]`, else the position) — and a
-        pending one keeps the evidence the gateway gathered about the device.
+        pending one keeps the evidence the gateway gathered about the device (and its proposed
+        credential when the row gives none).
         """
         entries, rules = list(entries), list(rules)
         where = lines if lines is not None and len(lines) == len(entries) else list(range(1, len(entries) + 1))
@@ -448,8 +449,10 @@ class WhitelistStore:
                         conflicts.append(ValidationError(
                             "device_id", f"{e.device_id} is already {row.status}; only the security "
                             "role changes it", line=line))
-                    else:
-                        todo.append(replace(e, status=EntryStatus.PENDING, evidence=json.loads(row.evidence)))
+                    else:                     # refresh a proposal: keep what the gateway saw
+                        current = _entry_from_row(row)
+                        todo.append(replace(e, status=EntryStatus.PENDING, evidence=current.evidence,
+                                            credential=e.credential or current.credential))
                 if conflicts:
                     raise ConflictErrors(conflicts)
             saved = [await self._put_entry(tx, e, actor=actor, action="import", reason=reason)

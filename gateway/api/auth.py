@@ -133,7 +133,10 @@ class TokenStore:
         good = hmac.new(self._play_key, payload, hashlib.sha256).digest()[:20]
         if not hmac.compare_digest(good, mac):
             return None
-        exp, role, name, scope, channel = payload.decode("utf-8").split("\x1f")
+        parts = payload.decode("utf-8", "replace").split("\x1f")
+        if len(parts) != 5 or not parts[0].isdigit() or parts[1] not in ALL_ROLES:
+            return None                      # signed by us, so only a name containing \x1f gets here
+        exp, role, name, scope, channel = parts
         if self._wall().timestamp() >= int(exp):
             return None
         return Principal(Role(role), name, scope), channel

@@ -111,6 +111,12 @@ async def test_play_token_opens_only_its_channel_and_only_streams(app: Any, serv
     assert (await app.get(f"/live/{CH}.flv?token={play}")).status == 401
 
 
+async def test_play_token_for_a_name_with_separator_is_refused_not_500(app: Any, services: Services) -> None:
+    token = await services.tokens.create(Role.OPS, "a\x1fb")
+    play = (await (await app.post("/api/v1/play-tokens", headers=bearer(token))).json())["token"]
+    assert (await app.get(f"/live/{CH}.flv?token={play}")).status == 401
+
+
 @pytest.mark.parametrize(("body", "field"), [({"channel_id": "123"}, "channel_id"), ({"ttl": 0}, "ttl"),
                                              ({"ttl": 901}, "ttl"), ({"ttl": "5"}, "ttl")])
 async def test_play_token_bad_input_names_field(app: Any, services: Services, body: dict[str, Any],

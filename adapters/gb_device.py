@@ -25,6 +25,7 @@ from gateway.gb.errors import GbError, ManscdpError
 from gateway.gb.ids import is_playable_channel, is_valid_id
 from gateway.gb.keepalive_fast import quick_keepalive
 from gateway.gb.presence import OfflineCause, Presence, PresenceState, Transition
+from gateway.metrics import MANSCDP_CMD_TYPES, SIP_METHODS, bounded
 from gateway.sip import digest
 from gateway.sip.errors import SipError, SipParseError, SipTimeout
 from gateway.sip.message import Request, Response, make_response, new_tag, stateless_tag
@@ -170,7 +171,7 @@ class GbDeviceAdapter:
     # ------------------------------------------------------------------ SIP application
     def on_request(self, request: Request, peer: Peer, key: Hashable) -> None:
         method = request.method
-        self.stats[f"requests:{method}"] += 1
+        self.stats[f"requests:{bounded(method, SIP_METHODS)}"] += 1
         try:
             if method == "REGISTER":
                 self._on_register(request, peer, key)
@@ -523,7 +524,7 @@ class GbDeviceAdapter:
 
     def _dispatch(self, device_id: str, msg: manscdp.Manscdp, now: float) -> None:
         cmd = msg.cmd_type
-        self.stats[f"manscdp:{msg.root.value}:{cmd}"] += 1
+        self.stats[f"manscdp:{msg.root.value}:{bounded(cmd, MANSCDP_CMD_TYPES)}"] += 1
         if cmd == "Keepalive":
             return
         try:

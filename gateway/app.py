@@ -9,7 +9,6 @@ import asyncio
 import ctypes
 import gc
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from adapters.gb_device import DeviceSettings, GbDeviceAdapter
 from adapters.gb_invite import MediaPlane, install_media
 from adapters.outbound import LocalIdentity
 from certs.errors import CertError
+from certs.files import write_private
 from certs.tls import server_context
 from gateway.admission import Admission
 from gateway.api import build_web_app, live, webrtc
@@ -34,7 +34,14 @@ from gateway.health.journal import Journal
 from gateway.health.probe_runner import ProbeRunner
 from gateway.health.recorder import HealthRecorder
 from gateway.inventory import StoreInventory
-from gateway.metrics import CounterSource, Metrics
+from gateway.metrics import (
+    MANSCDP_CMD_TYPES,
+    MANSCDP_ROOTS,
+    SIP_METHODS,
+    SIP_STATUSES,
+    CounterSource,
+    Metrics,
+)
 from gateway.reports.notice import make_scheduler
 from gateway.services import Services
 from gateway.sip import digest
@@ -57,6 +64,10 @@ SIP_FAMILIES = {
     "manscdp": ("gbgate_manscdp_messages_total", "MANSCDP messages, by root and CmdType", ("root", "cmd")),
     "catalog": ("gbgate_catalog_syncs_total", "Catalog assemblies, by outcome", ("outcome",)),
 }
+#: Label values kept per family (the rest is `other`): those that come from the wire.
+SIP_ALLOWED = {"requests": (SIP_METHODS,), "responses": (SIP_STATUSES,),
+               "manscdp": (MANSCDP_ROOTS, MANSCDP_CMD_TYPES)}
+ENDPOINT_ALLOWED = {"requests": (SIP_METHODS,), "responses": (SIP_STATUSES,)}
 ENDPOINT_FAMILIES = {
     "parse_error": ("gbgate_sip_parse_errors_total", "Malformed SIP input, by reason", ("reason",)),
     "requests": ("gbgate_sip_transport_requests_total", "SIP requests parsed, by method", ("method",)),
@@ -174,8 +185,8 @@ class Gateway:
         self._closers.append(admission.stop)
 
         metrics = Metrics()
-        metrics.add_counters(CounterSource(lambda: adapter.stats, SIP_FAMILIES))
-        metrics.add_counters(CounterSource(lambda: endpoint.stats, ENDPOINT_FAMILIES))
+        metrics.add_counters(CounterSource(lambda: adapter.stats, SIP_FAMILIES, SIP_ALLOWED))
+        metrics.add_counters(CounterSource(lambda: endpoint.stats, ENDPOINT_FAMILIES, ENDPOINT_ALLOWED))
         metrics.add_gauge("gbgate_devices_registered", "Devices with a live registration", lambda: len(presence))
         metrics.add_gauge("gbgate_devices_online", "Devices online now", lambda: presence.online_count())
         metrics.add_gauge("gbgate_health_events_total", "Health state changes recorded", lambda: health.recorded)
@@ -267,6 +278,5 @@ def _secret(data_dir: Path) -> bytes:
         return bytes.fromhex(path.read_text().strip())
     except (OSError, ValueError):
         value = secrets.token_bytes(32)
-        path.write_text(value.hex())
-        os.chmod(path, 0o600)
+        write_private(path, value.hex().encode("ascii"), overwrite=True)   # 0600 from creation on
         return value

@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.config import load_settings, masked, to_toml
@@ -46,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     tc.add_argument("--role", required=True, choices=["integrator", "security", "ops", "platform", "vendor", "admin"])
     tc.add_argument("--name", default="")
     tc.add_argument("--scope", default="", help="for vendor tokens: the vendor id")
+    tc.add_argument("--expires", default="90d",
+                    help="lifetime: N followed by d, h or m (default 90d), or 'never'")
+    tl = tok.add_parser("list", help="list tokens (id, role, name, state, expiry; never the token)")
+    tl.add_argument("--json", action="store_true")
+    tr = tok.add_parser("revoke", help="revoke a token by id (a running gateway refuses it within 1 s)")
+    tr.add_argument("token_id", type=int)
+    tr.add_argument("--reason", default="")
 
     dev = sub.add_parser("devices", help="devices").add_subparsers(dest="action", required=True)
     dl = dev.add_parser("list", help="ID, name, online, last keepalive, channels")
@@ -128,18 +136,60 @@ async def _with_store(settings: Any, fn: Callable[[Any], Awaitable[int]]) -> int
         await engine.dispose()
 
 
-async def _token_create(settings: Any, args: argparse.Namespace) -> int:
+def parse_lifetime(text: str) -> timedelta | None:
+    """`--expires`: N followed by d, h or m (90d, 12h, 30m), or `never`; CliError otherwise."""
+    value = text.strip().lower()
+    if value == "never":
+        return None
+    units = {"d": 86_400, "h": 3_600, "m": 60}
+    number, unit = value[:-1], value[-1:]
+    if unit not in units or not number.isdigit() or not 0 < int(number) <= 3650 * 86_400 // units[unit]:
+        raise CliError(f"--expires: expected e.g. 90d, 12h, 30m or never (at most 10 years), got {text!r}")
+    return timedelta(seconds=int(number) * units[unit])
+
+
+async def _token(settings: Any, args: argparse.Namespace) -> int:
     from gateway.api.auth import Role, TokenStore
 
     async def go(sessions: Any) -> int:
         from gateway.cli_whitelist import cli_actor
         from whitelist.store import WhitelistStore
 
-        token = await TokenStore(sessions).create(Role(args.role), args.name, args.scope)
+        tokens = TokenStore(sessions)
+        audit = WhitelistStore(sessions)
+        now = datetime.now(UTC)
+        if args.action == "list":
+            infos = await tokens.list_tokens()
+            rows = [{"id": i.id, "role": i.role, "name": i.name, "scope": i.scope, "state": i.state(now),
+                     "created_at": i.created_at.isoformat(timespec="seconds"),
+                     "expires_at": i.expires_at.isoformat(timespec="seconds") if i.expires_at else None,
+                     "revoked_at": i.revoked_at.isoformat(timespec="seconds") if i.revoked_at else None}
+                    for i in infos]
+            if args.json:
+                print(json.dumps(rows, ensure_ascii=False, indent=2))
+                return 0
+            print(f"{'ID':>5}  {'ROLE':<10}  {'NAME':<20}  {'STATE':<8}  EXPIRES")
+            for r in rows:
+                print(f"{r['id']:>5}  {r['role']:<10}  {(r['name'] or '-')[:20]:<20}  {r['state']:<8}  "
+                      f"{r['expires_at'] or 'never'}")
+            return 0
+        if args.action == "revoke":
+            info = await tokens.revoke(args.token_id)
+            if info is None:
+                raise CliError(f"token_id: no token with id {args.token_id}")
+            await audit.append_audit(
+                actor=cli_actor(), action="token_revoke", target=f"token:{info.id}", before=None,
+                after={"id": info.id, "role": info.role, "name": info.name}, reason=args.reason or "cli",
+            )
+            print(f"token {info.id} ({info.role} {info.name or '-'}) revoked")
+            return 0
+        lifetime = parse_lifetime(args.expires)
+        token, info = await tokens.create_with_id(Role(args.role), args.name, args.scope, lifetime)
         # an admin action: audited (who, what), never the token itself
-        await WhitelistStore(sessions).append_audit(
+        await audit.append_audit(
             actor=cli_actor(), action="token_create", target=f"token:{args.role}", before=None,
-            after={"role": args.role, "name": args.name, "scope": args.scope}, reason="cli",
+            after={"id": info.id, "role": args.role, "name": args.name, "scope": args.scope,
+                   "expires_at": info.expires_at.isoformat() if info.expires_at else None}, reason="cli",
         )
         print(token)
         return 0
@@ -211,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cmd == "db":
             return run_async(_db_upgrade, settings)
         if cmd == "token":
-            return run_async(_token_create, settings, args)
+            return run_async(_token, settings, args)
         if cmd == "devices":
             return run_async(_devices_list, settings, args)
         if cmd in ("whitelist", "audit"):

@@ -159,6 +159,7 @@ async def _whitelist(store: Any, settings: Any, args: argparse.Namespace) -> int
 
 
 async def _import(store: Any, settings: Any, args: argparse.Namespace) -> int:
+    """An operator's import: CSV/JSON rows, or a bundle only when signed by the trusted key."""
     from whitelist import bundle
 
     path = Path(args.file)
@@ -167,17 +168,25 @@ async def _import(store: Any, settings: Any, args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(f"cannot read {path}: {exc.strerror}")
     public_key = None
-    if args.public_key or bundle.SIGNED_FORMAT.encode() in data[:4096]:
+    if args.public_key or bundle.bundle_format(data) == bundle.SIGNED_FORMAT:
         from certs.signing import load_public
 
         public_key = load_public(args.public_key or settings.whitelist.signing_pub)
+    status = EntryStatus(args.status)
     loaded = bundle.load_any(
-        data, realm=settings.sip.domain, public_key=public_key, status=EntryStatus(args.status),
+        data, realm=settings.sip.domain, public_key=public_key, status=status,
         require_signature=bool(args.public_key),
     )
     entries, rules = loaded.entries, loaded.rules
-    await store.import_entries(entries, cli_actor(), rules=rules)
-    print(f"imported {len(entries)} entries" + (f" and {len(rules)} rules" if rules else ""))
+    saved = await store.import_entries(
+        entries, cli_actor(), rules=rules, lines=loaded.lines,
+        proposals_only=loaded.key_id is None and status is EntryStatus.PENDING)
+    counts: dict[str, int] = {}
+    for e in saved:
+        counts[e.status.value] = counts.get(e.status.value, 0) + 1
+    detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(f"imported {len(saved)} entries" + (f" ({detail})" if detail else "")
+          + (f" and {len(rules)} rules" if rules else ""))
     return 0
 
 
@@ -196,7 +205,9 @@ async def _export(store: Any, settings: Any, args: argparse.Namespace) -> int:
     else:
         data = bundle.export_json(policy)
     if args.out:
-        Path(args.out).write_bytes(data)
+        from certs.files import write_private
+
+        write_private(args.out, data, overwrite=True)     # HA1s are password-equivalent: 0600 from creation
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         sys.stdout.buffer.write(data)
@@ -212,6 +223,8 @@ async def _audit(store: Any, args: argparse.Namespace) -> int:
             return 0
         print(f"audit chain BROKEN at record {result.first_bad_seq}: {result.problem}", file=sys.stderr)
         return 1
+    if args.limit < 1:
+        return _fail("--limit must be at least 1")
     records = await store.audit_records()
     for r in records[-args.limit :]:
         print(f"{r.seq:>6}  {r.ts.isoformat()}  {r.actor:<20}  {r.action:<12}  {r.target}  {r.reason}")

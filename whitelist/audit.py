@@ -119,8 +119,13 @@ class AuditChain:
         return record
 
 
-def verify(records: Iterable[AuditRecord], *, anchor: tuple[int, str] | None = None) -> VerifyResult:
-    """Check a chain in stored order; `anchor` = (seq, hash) remembered elsewhere guards the tail."""
+def verify(records: Iterable[AuditRecord], *, anchor: tuple[int, str] | None = None,
+           after: tuple[int, str] | None = None) -> VerifyResult:
+    """Check a chain in stored order; `anchor` = (seq, hash) remembered elsewhere guards the tail.
+
+    `after` = (seq, hash) of an already verified record makes `records` the continuation of the
+    chain from there (incremental verification: only what was appended since is hashed)."""
+    start_seq, start_hash = (0, GENESIS_HASH) if after is None else after
     recs = list(records)
     present = {r.seq for r in recs}
     counts: dict[int, int] = {}
@@ -129,8 +134,8 @@ def verify(records: Iterable[AuditRecord], *, anchor: tuple[int, str] | None = N
     seen: set[int] = set()
     prev: AuditRecord | None = None
     for i, r in enumerate(recs):
-        exp_seq = 1 if prev is None else prev.seq + 1
-        exp_prev = GENESIS_HASH if prev is None else prev.hash
+        exp_seq = start_seq + 1 if prev is None else prev.seq + 1
+        exp_prev = start_hash if prev is None else prev.hash
         hash_ok = r.computed_hash() == r.hash
         if hash_ok and r.seq == exp_seq and r.prev_hash == exp_prev:
             seen.add(r.seq)

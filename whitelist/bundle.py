@@ -11,7 +11,10 @@ Integrator lists: CSV columns device_id,name,password,ip,site,link,owner,contrac
 model,max_channels,not_before,not_after (header required, ip = ';'-separated IPs/CIDRs) or a JSON
 array of objects with the same keys (`line` = 1-based position in the array). Every row is
 validated and ALL problems are raised together as ValidationErrors; nothing is returned — hence
-nothing can be applied — when any row is bad.
+nothing can be applied — when any row is bad. A text cell starting with = + - @ TAB or CR is
+refused (OWASP CSV injection): the list came from a spreadsheet and goes back into spreadsheets
+(exports, reports), where such a cell is a formula; refusing names the line so the integrator fixes
+the source rather than us silently storing a changed name.
 """
 
 from __future__ import annotations
@@ -56,12 +59,29 @@ CSV_COLUMNS = ("device_id", "name", "password", "ip", "site", "link", "owner", "
 MAX_ROWS = 200_000
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_TEXT_COLUMNS = ("name", "site", "link", "owner", "contract_ref", "manufacturer", "model")
+
+
 @dataclass(frozen=True, slots=True)
 class PolicyBundle:
     entries: list[Entry]
     rules: list[Rule]
     exported_at: datetime | None = None
     key_id: str | None = None
+    lines: list[int] | None = None     # source line of each entry (CSV/JSON lists), for error messages
+
+
+def bundle_format(data: bytes) -> str | None:
+    """FORMAT or SIGNED_FORMAT when `data` is a gbgate bundle document, else None (a list)."""
+    stripped = data.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not (stripped.startswith(b"{") and b'"gbgate-whitelist' in stripped[:4096]):
+        return None
+    try:
+        fmt = json.loads(data).get("format")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        return None
+    return fmt if fmt in (FORMAT, SIGNED_FORMAT) else None
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -193,6 +213,11 @@ def _row_entry(row: Mapping[str, Any], line: int, realm: str, status: EntryStatu
     model = field(_opt_text, row.get("model"), field="model")
     if not_before and not_after and not_after <= not_before:
         found.append(ValidationError("not_after", "must be later than not_before", line=line))
+    for k in _TEXT_COLUMNS:
+        raw_value = row.get(k)
+        if isinstance(raw_value, str) and raw_value.startswith(FORMULA_PREFIXES):
+            found.append(ValidationError(k, "must not start with = + - @ TAB or CR (spreadsheet formula)",
+                                         line=line))
     if found or device_id is None:
         errors.extend(found)
         return None
@@ -207,6 +232,12 @@ def _row_entry(row: Mapping[str, Any], line: int, realm: str, status: EntryStatu
 
 def parse_csv(text: str, *, realm: str, status: EntryStatus = EntryStatus.PENDING) -> list[Entry]:
     """Integrator CSV → entries (status `pending` unless the caller is allowed to say otherwise)."""
+    return parse_csv_lines(text, realm=realm, status=status)[0]
+
+
+def parse_csv_lines(text: str, *, realm: str,
+                    status: EntryStatus = EntryStatus.PENDING) -> tuple[list[Entry], list[int]]:
+    """parse_csv() plus the file line of each entry, so later refusals can name it."""
     if text.startswith("\ufeff"):            # Excel's UTF-8 BOM
         text = text[1:]
     reader = csv.DictReader(io.StringIO(text, newline=""), restkey="__extra__")
@@ -251,7 +282,7 @@ def parse_csv(text: str, *, realm: str, status: EntryStatus = EntryStatus.PENDIN
     _check_duplicates(entries, errors, lines)
     if errors:
         raise ValidationErrors(sorted(errors, key=lambda e: e.line or 0))
-    return entries
+    return entries, lines
 
 
 def parse_json(data: bytes | str, *, realm: str, status: EntryStatus = EntryStatus.PENDING) -> list[Entry]:
@@ -293,24 +324,28 @@ def parse_json(data: bytes | str, *, realm: str, status: EntryStatus = EntryStat
 
 
 def load_any(data: bytes, *, realm: str, public_key: Ed25519PublicKey | None = None,
-             status: EntryStatus = EntryStatus.PENDING, require_signature: bool = False) -> PolicyBundle:
-    """For `gbgate whitelist import FILE`: signed bundle, unsigned bundle, integrator JSON or CSV."""
+             status: EntryStatus = EntryStatus.PENDING, require_signature: bool = False,
+             allow_unsigned_bundle: bool = False) -> PolicyBundle:
+    """For `gbgate whitelist import FILE`: signed bundle, integrator JSON or CSV.
+
+    An unsigned bundle carries statuses and HA1s that nobody vouches for, so it is refused unless
+    the caller says otherwise (`allow_unsigned_bundle`, tests and tools only)."""
     stripped = data.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if stripped.startswith(b"{") and b'"gbgate-whitelist' in stripped[:4096]:
-        try:
-            fmt = json.loads(data).get("format")
-        except (ValueError, AttributeError, UnicodeDecodeError):
-            fmt = None
-        if fmt == SIGNED_FORMAT:
-            if public_key is None:
-                raise BundleError("signed bundle but no public key to verify it with")
-            return verify_signed(data, public_key)
-        if fmt == FORMAT and not require_signature:
-            return parse_export(data)
+    fmt = bundle_format(data)
+    if fmt == SIGNED_FORMAT:
+        if public_key is None:
+            raise BundleError("signed bundle but no public key to verify it with")
+        return verify_signed(data, public_key)
+    if fmt == FORMAT:
+        if require_signature or not allow_unsigned_bundle:
+            raise BundleError("unsigned bundle refused: only a bundle signed by the trusted policy key "
+                              "is imported (gbgate whitelist export --signed)")
+        return parse_export(data)
     if require_signature:
         raise BundleError("a signed bundle is required")
     if stripped.startswith((b"[", b"{")):
-        return PolicyBundle(parse_json(data, realm=realm, status=status), [])
+        entries = parse_json(data, realm=realm, status=status)
+        return PolicyBundle(entries, [], lines=list(range(1, len(entries) + 1)))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -318,4 +353,5 @@ def load_any(data: bytes, *, realm: str, public_key: Ed25519PublicKey | None = N
             text = data.decode("gb18030")             # Chinese Excel exports
         except UnicodeDecodeError:
             raise ValidationErrors([ValidationError("file", "neither UTF-8 nor GB18030 text")]) from None
-    return PolicyBundle(parse_csv(text, realm=realm, status=status), [])
+    entries, lines = parse_csv_lines(text, realm=realm, status=status)
+    return PolicyBundle(entries, [], lines=lines)

@@ -3,6 +3,7 @@
 WhitelistError                  root (whitelist never imports gateway, so it has its own root)
 ├── ValidationError             a value is malformed; `field` names it, `line` the row of an import
 │   └── ValidationErrors        several rows/fields bad at once; `.errors` lists every one
+│       └── ConflictErrors      an import would overwrite decided (non-pending) entries it may not
 ├── BundleError                 a policy bundle is unusable: bad signature, wrong key, truncated/garbled
 ├── AuditChainError             the audit chain cannot be extended (e.g. its head is broken)
 ├── StoreError                  the database refused a write (nothing was applied)
@@ -46,6 +47,10 @@ class ValidationErrors(ValidationError):
         lines = "; ".join(str(e) for e in errors[:20])
         more = f" (and {len(errors) - 20} more)" if len(errors) > 20 else ""
         self.args = (f"{len(errors)} invalid value(s): {lines}{more}",)
+
+
+class ConflictErrors(ValidationErrors):
+    """An import would overwrite entries the security team already decided; nothing was applied."""
 
 
 class BundleError(WhitelistError):

@@ -30,6 +30,7 @@ from whitelist.audit import AuditChain, AuditRecord, VerifyResult, verify
 from whitelist.decide import Policy
 from whitelist.errors import (
     AuditChainError,
+    ConflictErrors,
     NotFoundError,
     StoreError,
     ValidationError,
@@ -222,6 +223,8 @@ class WhitelistStore:
         self._sessions = session_factory
         self.policy = policy
         self._lock = asyncio.Lock()
+        self._verify_lock = asyncio.Lock()
+        self._verified: tuple[int, str] | None = None     # last (seq, hash) the incremental check passed
         self.pending_interval = pending_interval
         self.max_pending = max_pending
         self.new_pending_per_minute = new_pending_per_minute
@@ -270,7 +273,44 @@ class WhitelistStore:
             return [_audit_from_row(r) for r in (await s.execute(stmt)).scalars()]
 
     async def verify_audit(self, *, anchor: tuple[int, str] | None = None) -> VerifyResult:
+        """The whole chain from seq 1 (`gbgate audit verify`, ?verify=full)."""
         return verify(await self.audit_records(), anchor=anchor)
+
+    async def verify_audit_incremental(self, *, batch: int = 5000) -> VerifyResult:
+        """Verify only what was appended since the last good verification, in bounded batches.
+
+        The last verified (seq, hash) is remembered in memory; its record is re-read and must still
+        carry that hash, then the chain continues from it. An edit of an older record is found only
+        by a full verify_audit() — the API offers it on demand, the CLI always does it. A broken
+        chain does not move the checkpoint, so the fault is reported on every call.
+        """
+        async with self._verify_lock:
+            checked = 0
+            cur = self._verified
+            if cur is not None:
+                async with self._sessions() as s:
+                    row = await s.get(WhitelistAuditRow, cur[0])
+                if row is None:
+                    return VerifyResult(False, cur[0], "removed", 0)
+                rec = _audit_from_row(row)
+                if rec.hash != cur[1] or rec.computed_hash() != rec.hash:
+                    return VerifyResult(False, cur[0], "edited", 0)
+            while True:
+                records = await self.audit_records(after_seq=cur[0] if cur else 0, limit=batch)
+                result = verify(records, after=cur)
+                checked += result.checked
+                if not result.ok:
+                    return VerifyResult(False, result.first_bad_seq, result.problem, checked)
+                if records:
+                    cur = (records[-1].seq, records[-1].hash)
+                    self._verified = cur
+                if len(records) < batch:
+                    return VerifyResult(True, None, None, checked)
+
+    @property
+    def verified_through(self) -> int:
+        """Seq of the last record verified by verify_audit_incremental() (0 before the first call)."""
+        return self._verified[0] if self._verified else 0
 
     # -- the transaction helper ----------------------------------------------------------------
 
@@ -373,14 +413,23 @@ class WhitelistStore:
         return removed
 
     async def import_entries(self, entries: Iterable[Entry], actor: str, *, rules: Iterable[Rule] = (),
-                             reason: str = "import", now: datetime | None = None) -> list[Entry]:
-        """All or nothing: every entry and rule plus one audit record each, in one transaction."""
+                             reason: str = "import", now: datetime | None = None,
+                             proposals_only: bool = False, lines: list[int] | None = None) -> list[Entry]:
+        """All or nothing: every entry and rule plus one audit record each, in one transaction.
+
+        `proposals_only` (an integrator's list, or any import of `pending` rows) applies the rule
+        of a single proposal to every row: an existing entry that is not pending is refused —
+        the whole import, ConflictErrors naming each line (`lines[i]`, else the position) — and a
+        pending one keeps the evidence the gateway gathered about the device (and its proposed
+        credential when the row gives none).
+        """
         entries, rules = list(entries), list(rules)
+        where = lines if lines is not None and len(lines) == len(entries) else list(range(1, len(entries) + 1))
         errors: list[ValidationError] = []
         seen: set[str] = set()
-        for i, e in enumerate(entries, 1):
+        for line, e in zip(where, entries, strict=True):
             if e.device_id in seen:
-                errors.append(ValidationError("device_id", f"duplicate {e.device_id}", line=i))
+                errors.append(ValidationError("device_id", f"duplicate {e.device_id}", line=line))
             seen.add(e.device_id)
         if len({r.id for r in rules}) != len(rules):
             errors.append(ValidationError("rules.id", "duplicate rule id"))
@@ -388,8 +437,26 @@ class WhitelistStore:
             raise ValidationErrors(errors)
 
         async def work(tx: _Tx) -> tuple[list[Entry], list[Rule]]:
+            todo = entries
+            if proposals_only:
+                conflicts: list[ValidationError] = []
+                todo = []
+                for line, e in zip(where, entries, strict=True):
+                    row = await tx.session.get(WhitelistEntryRow, e.device_id)
+                    if row is None:
+                        todo.append(replace(e, status=EntryStatus.PENDING, evidence={}))
+                    elif row.status != EntryStatus.PENDING.value:
+                        conflicts.append(ValidationError(
+                            "device_id", f"{e.device_id} is already {row.status}; only the security "
+                            "role changes it", line=line))
+                    else:                     # refresh a proposal: keep what the gateway saw
+                        current = _entry_from_row(row)
+                        todo.append(replace(e, status=EntryStatus.PENDING, evidence=current.evidence,
+                                            credential=e.credential or current.credential))
+                if conflicts:
+                    raise ConflictErrors(conflicts)
             saved = [await self._put_entry(tx, e, actor=actor, action="import", reason=reason)
-                     for e in entries]
+                     for e in todo]
             saved_rules = [await self._put_rule(tx, r, actor=actor, action="import", reason=reason)
                            for r in rules]
             return saved, saved_rules

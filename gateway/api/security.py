@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.auth import Principal, Role
+from gateway.api.auth import PLAY_PREFIX, Principal, Role
 from gateway.api.errors import ApiError
 from gateway.services import SERVICES
 
@@ -16,20 +16,42 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+LIVE_PREFIX = "/live/"
+
+
 def bearer(request: web.Request) -> str | None:
+    """The Authorization bearer; `?token=` only on stream URLs (/live/…), which players open
+    without headers. Elsewhere a query token would end up in shell history, logs and referrers."""
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip() or None
-    return request.query.get("token") or None
+    if request.path.startswith(LIVE_PREFIX):
+        return request.query.get("token") or None
+    return None
+
+
+def _play_allows(path: str, channel: str) -> bool:
+    return not channel or path.startswith((f"{LIVE_PREFIX}{channel}.", f"{LIVE_PREFIX}{channel}/"))
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/api/") and "token" in request.query:
+        raise ApiError(400, "token_in_query", "?token= is accepted only on /live/… stream URLs; send "
+                       "Authorization: Bearer <token> (or get a play token: POST /api/v1/play-tokens)",
+                       field="token")
     token = bearer(request)
     if token:
-        principal = await request.app[SERVICES].tokens.resolve(token)
-        if principal is not None:
-            request[PRINCIPAL] = principal
+        tokens = request.app[SERVICES].tokens
+        if token.startswith(PLAY_PREFIX):
+            # play tokens open streams only, and only the channel they were issued for
+            play = tokens.resolve_play(token) if request.path.startswith(LIVE_PREFIX) else None
+            if play is not None and _play_allows(request.path, play[1]):
+                request[PRINCIPAL] = play[0]
+        else:
+            principal = await tokens.resolve(token)
+            if principal is not None:
+                request[PRINCIPAL] = principal
     return await handler(request)
 
 

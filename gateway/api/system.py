@@ -1,4 +1,4 @@
-"""/healthz (no auth) and /metrics (Prometheus text)."""
+"""/healthz (no auth), /metrics (Prometheus text), whoami and play tokens."""
 
 from __future__ import annotations
 
@@ -26,6 +26,35 @@ async def whoami(request: web.Request) -> web.Response:
 
     p = principal_of(request)
     return web.json_response({"role": p.role.value, "name": p.name, "scope": p.scope})
+
+
+@routes.post("/api/v1/play-tokens")
+async def play_token(request: web.Request) -> web.Response:
+    """A short-lived token for a player URL (`/live/…?token=`), so the API token stays out of URLs.
+
+    Body (optional JSON): `channel_id` (20 digits: the token opens only that channel) and `ttl`
+    (seconds, 1…900, default 300). The token carries the caller's role; it works only as
+    `?token=` on /live/… and dies with the gateway process."""
+    from gateway.api.auth import PLAY_TTL, PLAY_TTL_MAX
+    from gateway.api.errors import ApiError, json_body
+    from gateway.api.security import principal_of
+
+    p = principal_of(request)
+    data = await json_body(request) if request.can_read_body else {}
+    channel = data.get("channel_id") or ""
+    if not isinstance(channel, str) or (channel and not (len(channel) == 20 and channel.isascii()
+                                                         and channel.isdigit())):
+        raise ApiError(422, "invalid_value", "must be a 20-digit channel ID", field="channel_id")
+    ttl = data.get("ttl", PLAY_TTL)
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 1 <= ttl <= PLAY_TTL_MAX:
+        raise ApiError(422, "invalid_value", f"must be a number of seconds from 1 to {int(PLAY_TTL_MAX)}",
+                       field="ttl")
+    token, expires = request.app[SERVICES].tokens.issue_play(p, channel_id=channel, ttl=float(ttl))
+    body = {"token": token, "expires_at": expires.isoformat(), "channel_id": channel or None}
+    if channel:
+        body["flv_url"] = f"/live/{channel}.flv?token={token}"
+        body["snapshot_url"] = f"/live/{channel}/snapshot.jpg?token={token}"
+    return web.json_response(body, status=201)
 
 
 @routes.get("/metrics")

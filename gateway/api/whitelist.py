@@ -12,13 +12,16 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.api.auth import Role
 from gateway.api.errors import ApiError, json_body
 from gateway.api.security import principal_of, require
 from gateway.services import SERVICES
-from whitelist.errors import BundleError, NotFoundError, ValidationError, ValidationErrors
+from whitelist.bundle import FORMULA_PREFIXES
+from whitelist.errors import BundleError, ConflictErrors, NotFoundError, ValidationError, ValidationErrors
 from whitelist.model import Credential, Entry, EntryStatus, parse_networks, parse_timestamp, validate_device_id
 
 routes = web.RouteTableDef()
+_REPLY_ENTRIES = 1000        # an import reply lists at most this many stored entries (counts cover all)
 
 
 def _validation(exc: ValidationError) -> ApiError:
@@ -45,6 +48,9 @@ def _text(data: dict[str, Any], name: str, limit: int = 200) -> str:
         raise ApiError(422, "invalid_value", "must be a string", field=name)
     if len(value) > limit:
         raise ApiError(422, "invalid_value", f"must be at most {limit} characters", field=name)
+    if name != "reason" and value.startswith(FORMULA_PREFIXES):
+        raise ApiError(422, "invalid_value", "must not start with = + - @ TAB or CR (spreadsheet formula)",
+                       field=name)
     return value
 
 
@@ -172,10 +178,31 @@ async def revoke(request: web.Request) -> web.Response:
     return await _set_status(request, EntryStatus.REVOKED)
 
 
+async def _trusted_key(request: web.Request) -> Any:
+    """The policy public key from settings (whitelist.signing_pub): the only key we trust."""
+    import asyncio
+
+    from certs.errors import CertError
+    from certs.signing import load_public
+
+    path = request.app[SERVICES].settings.whitelist.signing_pub
+    try:
+        return await asyncio.to_thread(load_public, path)
+    except CertError:
+        raise ApiError(422, "no_trusted_key", "no trusted policy key is configured (whitelist.signing_pub); "
+                       "signed bundles cannot be verified", field="body") from None
+
+
 @routes.post("/api/v1/whitelist/import")
 @require("security", "integrator")
 async def import_entries(request: web.Request) -> web.Response:
-    """Bulk CSV/JSON (integrators: always pending); all or nothing, errors with line numbers."""
+    """Bulk CSV/JSON lists, or (security only) a signed policy bundle; all or nothing.
+
+    An integrator's list only ever creates or refreshes `pending` proposals: a row naming an entry
+    that is already decided refuses the whole import (409, naming the line), and policy bundles —
+    which carry statuses and HA1s — are refused (403). The security role may import a bundle only
+    when it is signed by the trusted policy key. The reply counts what was actually stored.
+    """
     from whitelist import bundle
 
     p = principal_of(request)
@@ -183,36 +210,88 @@ async def import_entries(request: web.Request) -> web.Response:
     data = await request.read()
     if not data:
         raise ApiError(400, "empty_body", "send the CSV or JSON file as the request body", field="body")
-    status = EntryStatus.PENDING if p.role.value == "integrator" else EntryStatus(
-        request.query.get("status", "approved"))
+    integrator = p.role is Role.INTEGRATOR
+    fmt = bundle.bundle_format(data)
+    if fmt is not None and integrator:
+        raise ApiError(403, "forbidden", "only the security role may import policy bundles; "
+                       "send a CSV or JSON list of proposals", field="body")
     try:
-        loaded = bundle.load_any(data, realm=svc.settings.sip.domain, status=status)
-        if loaded.rules and p.role.value == "integrator":
+        status = EntryStatus.PENDING if integrator else EntryStatus(request.query.get("status", "approved"))
+    except ValueError:
+        raise ApiError(400, "invalid_value", "status must be pending, approved, suspended or revoked",
+                       field="status") from None
+    try:
+        if fmt == bundle.SIGNED_FORMAT:
+            loaded = bundle.verify_signed(data, await _trusted_key(request))
+        else:
+            loaded = bundle.load_any(data, realm=svc.settings.sip.domain, status=status)
+        if loaded.rules and integrator:
             raise ApiError(403, "forbidden", "integrators may not import range rules")
-        await svc.admission.store.import_entries(loaded.entries, p.actor, rules=loaded.rules)
+        saved = await svc.admission.store.import_entries(
+            loaded.entries, p.actor, rules=loaded.rules, lines=loaded.lines,
+            proposals_only=integrator or (fmt is None and status is EntryStatus.PENDING))
+    except ConflictErrors as exc:
+        errors = [{"field": e.field, "line": e.line, "message": e.message} for e in exc.errors]
+        raise ApiError(409, "exists", f"{len(errors)} row(s) name entries already decided, first line {exc.line}: "
+                       f"{exc.message}; nothing was applied",
+                       field=exc.field, line=exc.line, errors=errors) from None
     except ValidationError as exc:
         raise _validation(exc) from None
     except BundleError as exc:
         raise ApiError(422, "invalid_bundle", str(exc), field="body") from None
     await svc.admission.sync()
-    return web.json_response({"imported": len(loaded.entries), "rules": len(loaded.rules), "status": status.value})
+    by_status: dict[str, int] = {}
+    for e in saved:
+        by_status[e.status.value] = by_status.get(e.status.value, 0) + 1
+    stored = sorted(by_status)
+    return web.json_response({
+        "imported": len(saved), "rules": len(loaded.rules),
+        "status": stored[0] if len(stored) == 1 else ("mixed" if stored else status.value),
+        "by_status": by_status, "signed_by": loaded.key_id,
+        "entries": [{"device_id": e.device_id, "status": e.status.value, "version": e.version}
+                    for e in saved[:_REPLY_ENTRIES]],
+    })
+
+
+AUDIT_LIMIT_DEFAULT = 200
+AUDIT_LIMIT_MAX = 1000
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_value", f"{name} must be an integer", field=name) from None
+    if value < low:
+        raise ApiError(400, "invalid_value", f"{name} must be at least {low}", field=name)
+    return value
 
 
 @routes.get("/api/v1/audit")
 @require("security")
 async def audit(request: web.Request) -> web.Response:
+    """Records after `after`, at most `limit` (1…1000; larger values are clamped to 1000).
+
+    The chain is verified incrementally (only records appended since the last good check are
+    hashed); `?verify=full` re-hashes the whole chain from seq 1."""
     store = _store(request)
-    try:
-        after = int(request.query.get("after", "0"))
-        limit = min(int(request.query.get("limit", "200")), 5000)
-    except ValueError:
-        raise ApiError(400, "invalid_value", "after and limit must be integers", field="after") from None
+    after = _int_query(request, "after", 0, 0)
+    limit = min(_int_query(request, "limit", AUDIT_LIMIT_DEFAULT, 1), AUDIT_LIMIT_MAX)
+    mode = request.query.get("verify", "incremental")
+    if mode not in ("incremental", "full"):
+        raise ApiError(400, "invalid_value", "verify must be incremental or full", field="verify")
     records = await store.audit_records(after_seq=after, limit=limit)
-    verdict = await store.verify_audit()
+    verdict = await (store.verify_audit() if mode == "full" else store.verify_audit_incremental())
     return web.json_response(
         {
             "ok": verdict.ok,
             "first_bad_seq": verdict.first_bad_seq,
+            "problem": verdict.problem,
+            "verify": mode,
+            "limit": limit,
             "records": [
                 {"seq": r.seq, "ts": r.ts.isoformat(), "actor": r.actor, "action": r.action, "target": r.target,
                  "before": r.before, "after": r.after, "reason": r.reason, "hash": r.hash}

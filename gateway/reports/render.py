@@ -6,6 +6,10 @@
 * XLSX (openpyxl): one sheet per table; title and meta lines, a bold header row with the pane
   frozen below it, number formats per column kind, column widths from the content (CJK counted
   double), a bold total row, and signature fields on the monthly deduction sheet.
+* Text from outside (channel names come from device catalogs) is never a formula: a CSV text cell
+  starting with = + - @ TAB or CR gets a leading single quote (OWASP CSV-injection rule; numbers,
+  e.g. a negative money value, are left alone), and XLSX writes such text as a string cell with
+  Excel's quote prefix, never as a formula.
 * HTML: one self-contained page (no scripts, no CDN: the police network is offline), a bar chart
   as inline SVG, `lang="zh-CN"` or `"en"`.
 """
@@ -45,6 +49,14 @@ class Report:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise(text: str) -> str:
+    """OWASP CSV injection: a leading quote makes a spreadsheet read the cell as text."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
 def _local(ts: float, tz: tzinfo) -> datetime:
     return datetime.fromtimestamp(ts, tz)
 
@@ -58,6 +70,8 @@ def _csv_cell(v: Any, kind: str, tz: tzinfo) -> str:
         return f"{v:.4f}"
     if isinstance(v, bool):
         return "1" if v else "0"
+    if isinstance(v, str):
+        return neutralise(v)
     return str(v)
 
 
@@ -102,6 +116,16 @@ def _meta_lines(table: Table, report: Report, lang: str) -> list[tuple[str, str]
             v = f"{v * 100:.2f}%"
         out.append((t(f"meta.{key}", lang), str(v)))
     return out
+
+
+def _no_formulas(ws: Any) -> None:
+    """openpyxl turns any str starting with '=' into a formula: we never write one, so every such
+    cell is outside text and becomes a string (quotePrefix: editing it in Excel keeps it text)."""
+    for row in ws.iter_rows():
+        for cell in row:
+            if cell.data_type == "f" or (isinstance(cell.value, str) and cell.value.startswith(FORMULA_PREFIXES)):
+                cell.data_type = "s"
+                cell.quotePrefix = True
 
 
 def to_xlsx(report: Report, *, lang: str = "zh", tz: tzinfo = UTC8) -> bytes:
@@ -168,6 +192,7 @@ def to_xlsx(report: Report, *, lang: str = "zh", tz: tzinfo = UTC8) -> bytes:
                 r += 1
                 ws.cell(row=r, column=1, value=t(key, lang)).font = bold
                 ws.cell(row=r, column=3, value="________________________")
+        _no_formulas(ws)
         if table.rows:
             ws.auto_filter.ref = f"A{header_row}:{get_column_letter(len(headers))}{header_row + len(table.rows)}"
     body = next((tb.meta["policy_body"] for tb in report.tables if tb.meta.get("policy_body")), None)

@@ -48,6 +48,11 @@ _DISPLAY = {
     "session-expires": "Session-Expires", "cseq": "CSeq",
     "max-forwards": "Max-Forwards", "www-authenticate": "WWW-Authenticate",
 }
+#: Methods we know (RFC 3261 and extensions a GB device may send). Any token is a legal method, so
+#: counters keyed by method use this set and count the rest as "other" (bounded /metrics labels).
+KNOWN_METHODS = frozenset({"REGISTER", "MESSAGE", "NOTIFY", "OPTIONS", "BYE", "CANCEL", "INFO", "INVITE",
+                           "ACK", "SUBSCRIBE", "PUBLISH", "UPDATE", "PRACK", "REFER"})
+
 _MULTI = frozenset(("via", "contact", "route", "record-route"))
 _SINGLE = frozenset(("call-id", "cseq", "from", "to", "content-length", "max-forwards"))
 _KEYS: dict[str, str] = {}

@@ -40,7 +40,17 @@ from .events import (
     TransactionTimeout,
 )
 from .framer import Ping, StreamFramer, parse_datagram
-from .message import Request, Response, make_response, new_branch, new_tag, parse_message, serialize, with_received
+from .message import (
+    KNOWN_METHODS,
+    Request,
+    Response,
+    make_response,
+    new_branch,
+    new_tag,
+    parse_message,
+    serialize,
+    with_received,
+)
 from .transaction import TransactionLayer
 
 log = logging.getLogger("gateway.sip")
@@ -261,7 +271,7 @@ class SipEndpoint:
                 self.stats["crlf_keepalive"] += 1
                 return
             if isinstance(msg, Request):
-                self.stats[f"requests:{msg.method}"] += 1
+                self.stats[f"requests:{msg.method if msg.method in KNOWN_METHODS else 'other'}"] += 1
             else:
                 self.stats[f"responses:{msg.status}"] += 1
             events = self.transactions.receive(msg, peer, self._loop.time())

@@ -6,6 +6,7 @@ The database is reached only through the async session, so no query blocks the e
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,27 @@ def sqlite_path(url: str) -> Path | None:
     return None
 
 
+def create_private_sqlite(url: str) -> None:
+    """Create a missing SQLite file 0600 before SQLite or Alembic opens it.
+
+    The database holds HA1s and token hashes; SQLite would create it with the umask (often 0644)
+    and its -wal/-shm files take the database file's mode, so making the empty file ourselves
+    (os.open with the mode, then fchmod against the umask) keeps all three private from the start.
+    """
+    path = sqlite_path(url)
+    if path is None or path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # We issue BEGIN ourselves (below): a deferred transaction that reads and then writes cannot
     # wait for another writer in SQLite (it fails at once with "database is locked").
@@ -55,9 +77,8 @@ def _sqlite_begin(conn: Any) -> None:
 
 
 def make_engine(url: str) -> AsyncEngine:
+    create_private_sqlite(url)
     path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
     if make_url(url).get_backend_name() == "sqlite":
         # One connection: SQLite has one writer anyway, and a single connection means no
         # "database is locked" between our own coroutines (other processes wait on busy_timeout).

@@ -23,7 +23,10 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
+    from gateway.store.db import create_private_sqlite
+
     logging.getLogger("alembic").setLevel(logging.WARNING)  # one line per start is enough: ours
+    create_private_sqlite(url)
     command.upgrade(alembic_config(url), revision)
 
 

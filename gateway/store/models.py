@@ -100,7 +100,7 @@ class DeviceEvent(SQLModel, table=True):
 
 
 class ApiToken(SQLModel, table=True):
-    """A bearer token for the HTTP API; only its SHA-256 is stored."""
+    """A bearer token for the HTTP API; only its SHA-256 is stored. Refused once revoked or expired."""
 
     __tablename__ = "api_token"
     id: int | None = Field(default=None, primary_key=True)
@@ -110,3 +110,4 @@ class ApiToken(SQLModel, table=True):
     scope: str = Field(default="", max_length=200)  # e.g. a vendor id for vendor-scoped tokens
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+    expires_at: datetime | None = None  # None: never (tokens made before expiry existed)

@@ -51,6 +51,37 @@ def test_token_create_prints_only_the_token(tmp: Path) -> None:
     assert bad.returncode != 0
 
 
+def test_token_expiry_list_and_revoke(tmp: Path) -> None:
+    """Issue 10 item 11: tokens expire, are listed without secrets, and can be revoked (audited)."""
+    made = gbgate(tmp, "token", "create", "--role", "ops", "--name", "nightly", "--expires", "2d")
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    never = gbgate(tmp, "token", "create", "--role", "platform", "--name", "upper", "--expires", "never")
+    assert never.returncode == 0
+    bad = gbgate(tmp, "token", "create", "--role", "ops", "--expires", "5 weeks")
+    assert bad.returncode == 2 and "--expires" in bad.stderr and bad.stderr.count("\n") == 1
+    listed = gbgate(tmp, "token", "list", "--json")
+    assert listed.returncode == 0 and token not in listed.stdout and "hash" not in listed.stdout
+    rows = {r["name"]: r for r in json.loads(listed.stdout)}
+    nightly = rows["nightly"]
+    assert nightly["state"] == "active" and nightly["expires_at"] is not None
+    from datetime import datetime
+
+    lifetime = datetime.fromisoformat(nightly["expires_at"]) - datetime.fromisoformat(nightly["created_at"])
+    assert abs(lifetime.total_seconds() - 2 * 86_400) <= 1
+    assert rows["upper"]["expires_at"] is None
+    revoked = gbgate(tmp, "token", "revoke", str(nightly["id"]), "--reason", "leaked")
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout
+    again = {r["name"]: r for r in json.loads(gbgate(tmp, "token", "list", "--json").stdout)}
+    assert again["nightly"]["state"] == "revoked"
+    missing = gbgate(tmp, "token", "revoke", "99999")
+    assert missing.returncode == 2 and "token_id" in missing.stderr
+    db = sqlite3.connect(tmp / "cli.db")
+    actions = [r[0] for r in db.execute("select action from whitelist_audit where action like 'token_%'")]
+    db.close()
+    assert "token_revoke" in actions and actions.count("token_create") >= 2
+
+
 def test_whitelist_lifecycle_and_audit(tmp: Path) -> None:
     added = gbgate(tmp, "whitelist", "add", DEV, "--password", "pw1", "--ip", "10.0.0.0/24", "--name", "东门")
     assert added.returncode == 0
@@ -90,6 +121,11 @@ def test_signed_export_import_roundtrip_and_tamper(tmp: Path) -> None:
     assert res.returncode == 0, res.stderr
     data = json.loads(bundle.read_text())
     assert "signature" in json.dumps(data)
+    assert bundle.stat().st_mode & 0o777 == 0o600          # HA1s: private from creation (issue 10 item 12)
+    plain = tmp / "wl-plain.json"
+    assert gbgate(tmp, "whitelist", "export", "--out", str(plain)).returncode == 0
+    assert plain.stat().st_mode & 0o777 == 0o600
+    assert (tmp / "cli.db").stat().st_mode & 0o777 == 0o600
     ok = gbgate(tmp, "whitelist", "import", str(bundle), "--public-key", str(tmp / "keys" / "sign.pub.pem"))
     assert ok.returncode == 0, ok.stderr
     import base64
@@ -102,6 +138,17 @@ def test_signed_export_import_roundtrip_and_tamper(tmp: Path) -> None:
     res = gbgate(tmp, "whitelist", "import", str(tampered), "--public-key", str(tmp / "keys" / "sign.pub.pem"))
     assert res.returncode == 2 and "signature" in res.stderr.lower()
     assert "34020000001320000599" not in gbgate(tmp, "whitelist", "list").stdout
+
+
+def test_unsigned_bundle_import_is_refused(tmp: Path) -> None:
+    """An unsigned bundle carries statuses and HA1s nobody vouches for (issue 10 item 1)."""
+    doc = {"format": "gbgate-whitelist", "version": 1, "entries": [
+        {"device_id": "34020000001320000551", "status": "approved"}], "rules": []}
+    f = tmp / "unsigned.json"
+    f.write_text(json.dumps(doc))
+    res = gbgate(tmp, "whitelist", "import", str(f))
+    assert res.returncode == 2 and "unsigned bundle refused" in res.stderr
+    assert "34020000001320000551" not in gbgate(tmp, "whitelist", "list").stdout
 
 
 def test_audit_verify_names_the_edited_record(tmp: Path) -> None:

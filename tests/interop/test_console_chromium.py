@@ -177,7 +177,8 @@ async def test_whitelist_shows_pending_evidence(console: Console, tmp_path: Path
 async def test_live_view_and_english(console: Console, tmp_path: Path) -> None:
     url = f"{console.url}/?token={console.admin}#live/{CHANNELS[0]}"
     dom = await chromium(tmp_path, url)
-    assert f"/live/{CHANNELS[0]}.flv?token=" in dom  # the HTTP-FLV URL offered for copying
+    # the HTTP-FLV URL offered for copying carries a play token, not the API token (issue 10 item 11)
+    assert f"/live/{CHANNELS[0]}.flv?token=gbp_" in dom and console.admin not in dom
     assert "流统计" in dom
     png = tmp_path / "console-live.png"
     await chromium(tmp_path, url, screenshot=png)

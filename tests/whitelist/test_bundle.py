@@ -184,7 +184,9 @@ def test_bad_json_reports_every_error() -> None:
 def test_load_any_dispatch() -> None:
     key = Ed25519PrivateKey.generate()
     assert len(load_any(export_signed(policy(), key), realm=REALM, public_key=key.public_key()).entries) == 2
-    assert len(load_any(export_json(policy()), realm=REALM).rules) == 1
+    assert len(load_any(export_json(policy()), realm=REALM, allow_unsigned_bundle=True).rules) == 1
+    with pytest.raises(BundleError, match="unsigned bundle refused"):
+        load_any(export_json(policy()), realm=REALM)        # statuses and HA1s nobody vouches for
     assert len(load_any((DATA / "good.json").read_bytes(), realm=REALM).entries) == 2
     assert len(load_any((DATA / "good.csv").read_bytes(), realm=REALM).entries) == 3
     gbk = (DATA / "good.csv").read_text(encoding="utf-8").encode("gb18030")

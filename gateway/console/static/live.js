@@ -60,10 +60,22 @@ export function mount(root, { arg }) {
     return h("div.copy", {}, h("label", {}, label), h("div.row", {}, input, btn));
   }
 
-  function renderUrls() {
+  /** A play token for one channel (15 min, streams only), so the API token never goes into a
+   *  player's URL; falls back to the API token when the gateway offers no play tokens. */
+  async function playUrl(path, id, ttl) {
+    try {
+      const p = await api("/api/v1/play-tokens", { method: "POST", body: { channel_id: id, ttl } });
+      return `${path}?token=${encodeURIComponent(p.token)}`;
+    } catch {
+      return withToken(path);
+    }
+  }
+
+  async function renderUrls() {
     const id = state.channel;
     if (!ID_RE.test(id)) { clear(urls); return; }
-    const http = `${location.origin}${withToken(`/live/${id}.flv`)}`;
+    const http = `${location.origin}${await playUrl(`/live/${id}.flv`, id, 900)}`;
+    if (id !== state.channel) return;
     const ws = http.replace(/^http/, "ws");
     clear(urls, copyField(t("live.flv"), http), copyField(t("live.wsflv"), ws));
   }
@@ -140,10 +152,11 @@ export function mount(root, { arg }) {
     playState.className = "msg dim";
     playState.textContent = t("live.idle");
   });
-  snapBtn.addEventListener("click", () => {
+  snapBtn.addEventListener("click", async () => {
     const id = current();
     if (!ID_RE.test(id)) { manual.setAttribute("aria-invalid", "true"); playState.textContent = t("live.badid"); return; }
-    const img = h("img.snapshot", { alt: `${t("live.snapshot")} ${id}`, src: withToken(`/live/${id}/snapshot.jpg`) + `&t=${Date.now()}` });
+    const src = await playUrl(`/live/${id}/snapshot.jpg`, id, 60);
+    const img = h("img.snapshot", { alt: `${t("live.snapshot")} ${id}`, src: `${src}&t=${Date.now()}` });
     img.addEventListener("error", () => clear(snapBox, h("div.notice.warn", {}, t("live.snapfail"))));
     clear(snapBox, img);
   });

@@ -1,6 +1,7 @@
-// 报表 Reports (ops): kind + period → links to /api/v1/reports/{kind}?period=…&format=html|xlsx|csv.
-// The links carry ?token= because a new tab or a download cannot send the Authorization header.
-import { withToken } from "./api.js";
+// 报表 Reports (ops): kind + period → /api/v1/reports/{kind}?period=…&format=html|xlsx|csv.
+// The API refuses ?token= (it would land in history and logs), so each button fetches the report
+// with the Authorization header and hands the browser a blob: a new tab (HTML) or a download.
+import { api } from "./api.js";
 import { clear, h } from "./dom.js";
 import { t } from "./i18n.js";
 
@@ -21,17 +22,33 @@ export function mount(root) {
     year: h("input.mono", { type: "number", min: "2000", max: "2100", value: String(now.getFullYear()), "aria-label": t("rp.year") }),
   };
   const periodBox = h("span");
+  const status = h("div");
 
   function period() { return inputs[scale.value].value; }
 
   function render() {
     clear(periodBox, inputs[scale.value]);
     const p = period();
-    const url = (format) => withToken(`/api/v1/reports/${kind.value}?period=${encodeURIComponent(p)}&format=${format}`);
+    const url = (format) => `/api/v1/reports/${kind.value}?period=${encodeURIComponent(p)}&format=${format}`;
+    const get = (format) => async (e) => {
+      e.preventDefault();
+      const tab = format === "html" ? window.open("about:blank", "_blank") : null;  // before the await: not a popup
+      const resp = await api(url(format), { raw: true }).catch(() => null);
+      if (!resp || !resp.ok) {
+        if (tab) tab.close();
+        clear(status, h("div.notice.warn", {}, `${t("rp.kind")}: HTTP ${resp ? resp.status : 0}`));
+        return;
+      }
+      clear(status);
+      const href = URL.createObjectURL(await resp.blob());
+      if (tab) tab.location.href = href;
+      else h("a", { href, download: `${kind.value}-${p}.${format}` }).click();
+      setTimeout(() => URL.revokeObjectURL(href), 60_000);
+    };
     clear(links,
-      h("a.button.primary", { href: url("html"), target: "_blank", rel: "noopener noreferrer" }, t("rp.open")),
-      h("a.button.ghost", { href: url("xlsx"), download: `${kind.value}-${p}.xlsx` }, "XLSX"),
-      h("a.button.ghost", { href: url("csv"), download: `${kind.value}-${p}.csv` }, "CSV"));
+      h("a.button.primary", { href: "#", on: { click: get("html") } }, t("rp.open")),
+      h("a.button.ghost", { href: "#", on: { click: get("xlsx") } }, "XLSX"),
+      h("a.button.ghost", { href: "#", on: { click: get("csv") } }, "CSV"));
   }
 
   kind.addEventListener("change", () => { scale.value = DEFAULT_SCALE[kind.value] || "month"; render(); });
@@ -42,7 +59,7 @@ export function mount(root) {
     h("form.card.form", { "aria-label": t("tab.reports"), on: { submit: (e) => e.preventDefault() } },
       h("div.field", {}, h("label", { for: "rp-kind" }, t("rp.kind")), kind),
       h("div.field", {}, h("label", { for: "rp-scale" }, t("rp.period")), h("div.row", {}, scale, periodBox)),
-      links,
+      links, status,
       h("p.hint", {}, t("rp.hint")))));
   render();
 }

@@ -57,7 +57,7 @@ async def test_list_get_channels(client: Any, services: Services) -> None:
     assert d["last_keepalive"].startswith("2001-09-09T01:47")
     one = await (await client.get(f"/api/v1/devices/{DEV}", headers=h)).json()
     assert one["manufacturer"] == "Hik"
-    chans = await (await client.get(f"/api/v1/devices/{DEV}/channels?token={token}")).json()
+    chans = await (await client.get(f"/api/v1/devices/{DEV}/channels", headers=h)).json()
     assert [c["channel_id"] for c in chans["channels"]] == [CH]
     assert chans["channels"][0]["name"] == "东门入口"
 
@@ -85,6 +85,7 @@ async def test_role_is_checked(client: Any, services: Services) -> None:
 async def test_catalog_refresh_needs_registered_device(client: Any, services: Services) -> None:
     services.live = FakeLive()
     token = await services.tokens.create(Role.INTEGRATOR)
-    resp = await client.post(f"/api/v1/devices/34020000001320000009/catalog?token={token}")
+    resp = await client.post("/api/v1/devices/34020000001320000009/catalog",
+                             headers={"Authorization": f"Bearer {token}"})
     assert resp.status == 409
     assert (await resp.json())["error"]["code"] == "offline"

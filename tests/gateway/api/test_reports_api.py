@@ -123,9 +123,10 @@ async def test_html_report_is_inline_and_english(api: Any) -> None:
     assert TICKET in text and "<html" in text.lower()
 
 
-async def test_report_token_in_query_for_console_links(api: Any) -> None:
+async def test_report_token_in_query_is_refused(api: Any) -> None:
+    """Issue 10 item 11: ?token= only on /live/…; the console now fetches reports with the header."""
     resp = await api.get(f"/api/v1/reports/deductions?period=2026-10&token={api.tokens['ops']}")
-    assert resp.status == 200
+    assert resp.status == 400 and (await resp.json())["error"]["field"] == "token"
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,102 @@
+"""GET /api/v1/audit under attack (issue 10 items 7 and 14): bounded answers, incremental checks.
+
+An attacker who can make the gateway append audit records (unauthenticated SIP traffic) must not
+make every audit read cost a re-hash of the whole chain; `limit` must not return everything.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.api.auth import Role
+from gateway.services import Services
+from whitelist.audit import AuditRecord
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+async def _sec(services: Services) -> dict[str, str]:
+    return {"Authorization": f"Bearer {await services.tokens.create(Role.SECURITY, 'sec')}"}
+
+
+async def _fill(services: Services, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        await services.admission.store.append_audit(actor="gateway", action="alarm", target=f"dev{i}",
+                                                    before=None, after={"i": i}, now=T0 + timedelta(seconds=i))
+
+
+class _HashCounter:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        real = AuditRecord.computed_hash
+
+        def counting(rec: AuditRecord) -> str:
+            self.calls += 1
+            return real(rec)
+        monkeypatch.setattr(AuditRecord, "computed_hash", counting)
+
+
+@pytest.mark.parametrize(("query", "field"), [("limit=-1", "limit"), ("limit=0", "limit"), ("limit=x", "limit"),
+                                              ("after=-5", "after"), ("verify=some", "verify")])
+async def test_bad_paging_is_400_naming_field(client: Any, services: Services, query: str, field: str) -> None:
+    await _fill(services, 3)
+    resp = await client.get(f"/api/v1/audit?{query}", headers=await _sec(services))
+    assert resp.status == 400
+    assert (await resp.json())["error"]["field"] == field
+
+
+async def test_huge_limit_is_clamped(client: Any, services: Services) -> None:
+    """Today `limit=-1` (SQLite: no limit) returns every record; a huge limit is clamped to 1000."""
+    await _fill(services, 1005)
+    resp = await client.get("/api/v1/audit?limit=999999999", headers=await _sec(services))
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["limit"] == 1000 and len(body["records"]) == 1000 and body["ok"] is True
+
+
+async def test_reads_hash_only_new_records(client: Any, services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """300 records: the first read hashes them once; after 2 appends, a read hashes ~3, not 302."""
+    await _fill(services, 300)
+    sec = await _sec(services)
+    counter = _HashCounter(monkeypatch)
+    assert (await (await client.get("/api/v1/audit?limit=1", headers=sec)).json())["ok"] is True
+    assert counter.calls >= 300
+    await _fill(services, 2, start=300)
+    counter.calls = 0
+    body = await (await client.get("/api/v1/audit?limit=1", headers=sec)).json()
+    assert body["ok"] is True
+    assert counter.calls <= 2 + 1 + 2      # 2 new records, the checkpoint, the 2 appends' head checks
+
+
+async def test_tampering_after_checkpoint_is_found(client: Any, services: Services, tmp_path: Path) -> None:
+    await _fill(services, 5)
+    sec = await _sec(services)
+    assert (await (await client.get("/api/v1/audit", headers=sec)).json())["ok"] is True
+    await _fill(services, 3, start=5)
+    db = sqlite3.connect(tmp_path / "api.db")
+    db.execute("update whitelist_audit set actor = 'nobody' where seq = 7")
+    db.commit()
+    db.close()
+    body = await (await client.get("/api/v1/audit", headers=sec)).json()
+    assert body["ok"] is False and body["first_bad_seq"] == 7
+    # still reported on the next read: a broken chain does not move the checkpoint
+    assert (await (await client.get("/api/v1/audit", headers=sec)).json())["first_bad_seq"] == 7
+
+
+async def test_edit_of_checkpoint_or_old_record_is_found(client: Any, services: Services, tmp_path: Path) -> None:
+    await _fill(services, 6)
+    sec = await _sec(services)
+    assert (await (await client.get("/api/v1/audit", headers=sec)).json())["ok"] is True
+    db = sqlite3.connect(tmp_path / "api.db")
+    db.execute("update whitelist_audit set reason = 'x' where seq in (2, 6)")
+    db.commit()
+    db.close()
+    body = await (await client.get("/api/v1/audit", headers=sec)).json()
+    assert body["ok"] is False and body["first_bad_seq"] == 6      # the remembered checkpoint
+    full = await (await client.get("/api/v1/audit?verify=full", headers=sec)).json()
+    assert full["ok"] is False and full["first_bad_seq"] == 2 and full["verify"] == "full"

@@ -46,13 +46,14 @@ from gateway.media.flv import FlvMuxer
 from gateway.media.frames import Codec, MediaFrame
 from gateway.media.nal import ParameterSets, parameter_sets, parse_sps
 from gateway.media.session_stats import StreamStats, Trace
+from gateway.media.timeline_rebase import WRAP33, TimelineRebaser
 
 log = logging.getLogger(__name__)
 
 FLV, FRAMES = "flv", "frames"
 MAX_GOP_FRAMES = 600
 MAX_GOP_BYTES = 16 << 20
-_TS_WRAP = 1 << 33
+_PTS_MASK = WRAP33 - 1
 
 
 class StreamError(MediaError):
@@ -321,9 +322,8 @@ class Stream:
         self.muxer: FlvMuxer | None = None
         self._key_pending = False
         self._last_key_at: float | None = None
-        self._ts_base: int | None = None
-        self._ts_offset = 0
-        self._last_ts = 0
+        # every viewer (FLV, WS-FLV, WebRTC) sees one timeline across source changes (issue 12.1)
+        self.timeline = TimelineRebaser()
 
     # -- sink API (called by the receiver / opener) ------------------------------------------
 
@@ -343,6 +343,13 @@ class Stream:
         self.hub.counters["reinvites"] += 1
         if self.traces:
             self.traces[-1].add("reinvite", reason=reason)
+        self.new_source(reason)
+
+    def new_source(self, reason: str) -> None:
+        """The next frames come from a new source (re-INVITE, new port or SSRC): viewers' timestamps
+        continue one frame after the last instead of following the new source's clock."""
+        self.timeline.new_source()
+        self.hub.counters[f"source_changes:{reason.split(' ', 1)[0]}"] += 1
 
     def push(self, frame: MediaFrame) -> None:
         """One demuxed frame from the ingest. O(subscribers), never waits."""
@@ -372,7 +379,15 @@ class Stream:
             st.audio_frames += 1
         st.bytes += len(frame.data)
         st.last_frame_at = now
-        entry = _Entry(frame, self._ts_ms(frame))
+        tl = self.timeline
+        changes = tl.changes
+        dts, pts = tl.map(video, frame.dts, frame.pts)
+        if tl.changes != changes:
+            st.ts_rebases += 1
+        # frame viewers get the same timeline, in MPEG's 33-bit form (PS remux, WebRTC)
+        frame = MediaFrame(frame.kind, frame.codec, frame.data, pts & _PTS_MASK, dts & _PTS_MASK,
+                           frame.keyframe, frame.stream_id, frame.nals)
+        entry = _Entry(frame, dts // 90)
         if self._gop_valid:
             self.gop.append(entry)
             self._gop_bytes += len(frame.data)
@@ -462,23 +477,6 @@ class Stream:
         if self.traces:
             self.traces[-1].once("ready", gop_frames=len(self.gop))
 
-    def _ts_ms(self, frame: MediaFrame) -> int:
-        """Stream-relative milliseconds, monotonic across 33-bit wrap and device restarts."""
-        ts = frame.dts if frame.dts is not None else frame.pts
-        if ts is None:
-            return self._last_ts
-        if self._ts_base is None:
-            self._ts_base = ts
-        rel = ((ts - self._ts_base) % _TS_WRAP) // 90 + self._ts_offset
-        if rel < self._last_ts - 1000 or rel > self._last_ts + 10_000:
-            # a jump (sender restarted / re-INVITE): continue just after the last timestamp
-            self.stats.ts_rebases += 1
-            self._ts_offset += self._last_ts + 40 - rel
-            rel = self._last_ts + 40
-        if rel > self._last_ts:
-            self._last_ts = rel
-        return rel
-
     def end(self, reason: str) -> None:
         """The source is gone for good (device BYE, device offline, opener gave up)."""
         self.end_reason = reason
@@ -525,7 +523,7 @@ class Stream:
         st = self.stats
         fps = self._gop_fps()
         return m.header() + m.metadata(st.width, st.height, fps) + m.sequence_headers(self.gop[0].ts_ms if self.gop
-                                                                                       else self._last_ts)
+                                                                                       else self.timeline.last_ms)
 
     def _gop_fps(self) -> float:
         vids = [e.ts_ms for e in self.gop if e.frame.kind == "video"]

@@ -63,6 +63,9 @@ class Trace:
         if self.has("tcp_connect_failed") and not self.has("tcp_connected"):
             return "could not connect to the device's TCP media port"
         if not self.has("first_rtp"):
+            if self.has("setup_conflict") and not self.has("tcp_connected"):
+                return ("setup roles: both active (we offered a=setup:active, the device answered "
+                        "a=setup:active too) and the device never connected to us")
             if self.has("dropped_wrong_source"):
                 return "RTP arrived only from an unexpected address (dropped)"
             if self.has("ssrc_mismatch"):

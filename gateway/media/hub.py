@@ -309,7 +309,7 @@ class Stream:
         self.stats = StreamStats()
         self.state = "opening"
         self.end_reason: str | None = None
-        self.created = time.monotonic()
+        self.created = hub.clock()
         self._open_task: asyncio.Task[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._closing = False
@@ -358,7 +358,7 @@ class Stream:
         if self.state != "live" and self.ready.done():
             self.state = "live"
         st = self.stats
-        now = time.monotonic()
+        now = self.hub.clock()
         was_pending = self._key_pending  # ready one frame after the first keyframe (see _keyframe)
         video = frame.kind == "video"
         if video:
@@ -378,6 +378,7 @@ class Stream:
                 st.audio_codec = frame.codec.value
             st.audio_frames += 1
         st.bytes += len(frame.data)
+        st.count(now, len(frame.data), video)
         st.last_frame_at = now
         tl = self.timeline
         changes = tl.changes
@@ -624,7 +625,7 @@ class Stream:
                 "fps": self._gop_fps() if self.gop else None}
 
     def snapshot(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.hub.clock()
         out: dict[str, Any] = {"channel_id": self.channel_id, "state": self.state, "viewers": self.viewers,
                                "viewers_by_kind": {FLV: len(self.flv_subs), FRAMES: len(self.frame_subs)},
                                "waiting": self.waiting, "age_s": round(now - self.created, 3)}
@@ -648,6 +649,7 @@ class StreamHub:
                  queue_size: int = 256, viewer_backlog: int = 4 << 20,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.opener = opener
+        self.clock = clock  # frame arrival times and the stream views (rates, idle, age)
         self.viewer_backlog = viewer_backlog  # bytes a direct viewer may fall behind before skipping
         self.linger = linger
         self.ready_timeout = ready_timeout

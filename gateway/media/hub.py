@@ -285,12 +285,28 @@ class Subscription:
 
 
 class _Entry:
-    __slots__ = ("frame", "tag", "ts_ms")
+    """A frame as taken by the stream: its place on the viewer timeline, its FLV tag once muxed,
+    and its rebased copy for frame viewers once one wants it (built lazily: a MediaFrame costs
+    more than the rest of `push`, and most streams have only FLV viewers)."""
 
-    def __init__(self, frame: MediaFrame, ts_ms: int) -> None:
+    __slots__ = ("_out", "dts", "frame", "pts", "tag", "ts_ms")
+
+    def __init__(self, frame: MediaFrame, dts: int, pts: int) -> None:
         self.frame = frame
-        self.ts_ms = ts_ms
+        self.dts = dts
+        self.pts = pts
+        self.ts_ms = dts // 90
         self.tag: bytes | None = None
+        self._out: MediaFrame | None = None
+
+    def out(self) -> MediaFrame:
+        """The frame with viewer-timeline timestamps, in MPEG's 33-bit form (PS remux, WebRTC)."""
+        o = self._out
+        if o is None:
+            f = self.frame
+            o = self._out = MediaFrame(f.kind, f.codec, f.data, self.pts & _PTS_MASK, self.dts & _PTS_MASK,
+                                       f.keyframe, f.stream_id, f.nals)
+        return o
 
 
 class Stream:
@@ -385,10 +401,7 @@ class Stream:
         dts, pts = tl.map(video, frame.dts, frame.pts)
         if tl.changes != changes:
             st.ts_rebases += 1
-        # frame viewers get the same timeline, in MPEG's 33-bit form (PS remux, WebRTC)
-        frame = MediaFrame(frame.kind, frame.codec, frame.data, pts & _PTS_MASK, dts & _PTS_MASK,
-                           frame.keyframe, frame.stream_id, frame.nals)
-        entry = _Entry(frame, dts // 90)
+        entry = _Entry(frame, dts, pts)
         if self._gop_valid:
             self.gop.append(entry)
             self._gop_bytes += len(frame.data)
@@ -410,8 +423,10 @@ class Stream:
                     if data is None:
                         data = framed[framing] = framing(tag)
                     sub._write(data, key)
-        for sub in tuple(self.frame_subs):
-            sub._put(frame, key)
+        if self.frame_subs:
+            out = entry.out()  # frame viewers (WebRTC, snapshots) get the same timeline
+            for sub in tuple(self.frame_subs):
+                sub._put(out, key)
         if was_pending and self._key_pending:
             self._key_pending = False
             self._become_ready(now)
@@ -509,6 +524,8 @@ class Stream:
         f = entry.frame
         try:
             if f.kind == "video":
+                if f.pts is not None and f.dts is not None and f.pts - f.dts != entry.pts - entry.dts:
+                    f = entry.out()  # the source's PTS wrapped before its DTS: use the kept composition time
                 entry.tag = m.video_tag(f, entry.ts_ms)
             elif m.audio_codec is not None and f.codec == m.audio_codec:
                 entry.tag = m.audio_tag(f, entry.ts_ms)
@@ -543,7 +560,7 @@ class Stream:
                 sub.need_key = True
             self.flv_subs.append(sub)
         else:
-            items = [e.frame for e in self.gop] if self._gop_valid else []
+            items = [e.out() for e in self.gop] if self._gop_valid else []
             if not self._gop_valid:
                 sub.need_key = True
             self.frame_subs.append(sub)

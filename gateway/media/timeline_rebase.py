@@ -114,16 +114,17 @@ class TimelineRebaser:
             d = (t - self._ref_src) % WRAP33
             if d >= _HALF33:
                 d -= WRAP33
-            if not -self.max_backward <= d <= self.max_forward:
-                d32 = (t - self._ref_src) % WRAP32  # a camera copying its 32-bit RTP clock wrapped
-                if d32 >= _HALF32:
-                    d32 -= WRAP32
-                d = d32 if -self.max_backward <= d32 <= self.max_forward else None  # type: ignore[assignment]
-            if d is not None:
+            near = -self.max_backward <= d <= self.max_forward
+            if not near:
+                d = (t - self._ref_src) % WRAP32  # a camera copying its 32-bit RTP clock wrapped
+                if d >= _HALF32:
+                    d -= WRAP32
+                near = -self.max_backward <= d <= self.max_forward
+            if near:
                 last = self._src_v if video else self._src_a
-                if last >= 0 and not _forward(t - last, self.max_forward):
-                    d = None  # same kind went backwards (or leapt): the camera restarted its clock
-            if d is None:
+                # same kind backwards (or leaping): the camera restarted its clock
+                near = last < 0 or _forward(t - last, self.max_forward)
+            if not near:
                 out = self._start(video, t, cts, reason="jump")
             else:
                 out = self._ref_out + d

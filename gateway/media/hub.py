@@ -359,13 +359,13 @@ class Stream:
         self.hub.counters["reinvites"] += 1
         if self.traces:
             self.traces[-1].add("reinvite", reason=reason)
-        self.new_source(reason)
+        self.new_source("reinvite")
 
     def new_source(self, reason: str) -> None:
-        """The next frames come from a new source (re-INVITE, new port or SSRC): viewers' timestamps
-        continue one frame after the last instead of following the new source's clock."""
+        """The next frames come from a new source (`reinvite`, `new_port`, `ssrc_switch`): viewers'
+        timestamps continue one frame after the last instead of following the new source's clock."""
         self.timeline.new_source()
-        self.hub.counters[f"source_changes:{reason.split(' ', 1)[0]}"] += 1
+        self.hub.counters[f"source_changes:{reason}"] += 1
 
     def push(self, frame: MediaFrame) -> None:
         """One demuxed frame from the ingest. O(subscribers), never waits."""

@@ -448,7 +448,7 @@ class GbDeviceAdapter:
         if pending is not None:
             self.spawn(_await(pending))
         if not online and self.media is not None:
-            self.media.on_device_gone(t.device_id)
+            self.media.on_device_gone(t.device_id, t.cause)  # BYE + end viewers (issue 12.2)
 
     def _health_device(self, t: Transition) -> Any:
         """Record the device's transition and its channels' (one durable awaitable for the batch)."""

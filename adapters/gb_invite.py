@@ -4,11 +4,15 @@
 INVITE goes straight to the device with an SDP pointing at our own receiver (the collapsed
 third-party flow of §5.1). Per device the transport is UDP, TCP passive (we listen BEFORE the
 INVITE) or TCP active (we connect to the answer's c=/m= AFTER the ACK, retrying, §5.5); the
-answer's `y=` SSRC wins (§5.4); the 2xx is ACKed in-dialog (same Call-ID/From tag, To tag of
-the 200, CSeq number of the INVITE, RFC 3261 §13.2.2.4) and re-ACKed if the device retransmits
-it; BYE on close. A watchdog re-INVITEs when media stops for `media.timeout` while viewers
-remain (device restart, lost NAT binding) — but never after the device sent BYE or went
-offline (§5.9). Every attempt fills a trace (session_stats.Trace) that explains a failure.
+answer's `y=` SSRC wins (§5.4). RTP counts only after the offer is sent and only from the
+device's signalling host or its whitelisted source networks — the answer's `c=` never widens
+that, and TCP active connects only to those hosts (issue 10.13). The 2xx is ACKed in-dialog
+(same Call-ID/From tag, To tag of the 200, CSeq number of the INVITE, RFC 3261 §13.2.2.4) and
+re-ACKed if the device retransmits it; BYE on close. A watchdog re-INVITEs when media stops for
+`media.timeout` while viewers remain (device restart, lost NAT binding) — sooner, after
+`media.loss_timeout`, once media had been flowing to viewers — but never after the device sent
+BYE, unregistered or went offline (§5.9); a device that unregisters or goes offline gets a BYE
+for its dialogs at once. Every attempt fills a trace (session_stats.Trace) that explains a failure.
 """
 
 from __future__ import annotations
@@ -110,6 +114,7 @@ class MediaSession:
         self.reinvites = 0
         self.watchdog: asyncio.Task[None] | None = None
         self.totals: Counter[str] = Counter()
+        self.allowed_nets: tuple[Any, ...] = ()  # the whitelist's allowed_sources for this device
 
     async def close(self) -> None:
         if self.closed:
@@ -174,6 +179,11 @@ class InviteManager:
     # ------------------------------------------------------------------ StreamOpener
     async def resolve(self, channel_id: str) -> tuple[str, Any]:
         """(device_id, presence record) or the StreamError saying why not (404/409/403)."""
+        device_id, rec, _nets = await self._admit(channel_id)
+        return device_id, rec
+
+    async def _admit(self, channel_id: str) -> tuple[str, Any, tuple[Any, ...]]:
+        """`resolve`, plus the networks the device's RTP may come from besides its signalling host."""
         presence = self.adapter.presence
         device_id: str | None = None
         row = await self.repo.find_channel(channel_id)
@@ -192,11 +202,13 @@ class InviteManager:
             datetime.now(UTC))
         if not decision.allowed:
             raise NotAdmitted(f"device {device_id} is not admitted: {decision.reason.value}")
-        return device_id, rec
+        source = getattr(decision, "entry", None) or getattr(decision, "rule", None)
+        return device_id, rec, tuple(getattr(source, "allowed_sources", ()) or ())
 
     async def open(self, channel_id: str, sink: Stream) -> MediaSession:
-        device_id, _rec = await self.resolve(channel_id)
+        device_id, _rec, nets = await self._admit(channel_id)
         session = MediaSession(self, channel_id, device_id, sink)
+        session.allowed_nets = nets
         self._sessions[channel_id] = session
         try:
             await self._invite(session)
@@ -234,6 +246,7 @@ class InviteManager:
                 content_type="APPLICATION/SDP", call_id=leg.call_id, from_tag=leg.from_tag, cseq=leg.cseq,
                 extra=[("Subject", f"{channel_id}:{leg.lease.ssrc},{self.adapter.identity.sip_id}:0")])
             leg.invite = invite
+            leg.rtp.arm()  # RTP before this instant is a stray sender's, never the answer to our offer
             trace.add("offer_sent", to=f"{rec.host}:{rec.port}/{rec.transport}", transport=mode.value,
                       port=leg.lease.port, ssrc=leg.lease.ssrc)
             self.counters["invite:sent"] += 1
@@ -267,15 +280,18 @@ class InviteManager:
         last_exc: Exception | None = None
         for _ in range(4):
             lease = self.pool.allocate()
-            rtp = RtpSession(session.sink, ssrc=lease.ssrc_int, allowed_hosts={rec.host}, trace=trace,
-                             reorder=mode is MediaTransport.UDP)
+            rtp = RtpSession(session.sink, ssrc=lease.ssrc_int, allowed_hosts={rec.host},
+                             allowed_nets=session.allowed_nets, trace=trace, reorder=mode is MediaTransport.UDP,
+                             armed=False)
             leg = Leg(call_id=f"{new_tag()}@{self.media.host}", from_tag=new_tag(),
                       cseq=self.adapter.requests.next_cseq(), peer=peer, target=(rec.host, rec.port),
                       lease=lease, rtp=rtp, trace=trace, mode=mode)
             try:
                 if mode is MediaTransport.UDP:
                     leg.receiver = await UdpReceiver.open(rtp, self.media.host, lease.port, rcvbuf=self.media.rcvbuf)
-                elif mode is MediaTransport.TCP_PASSIVE:
+                else:
+                    # TCP active too: a camera that answers a=setup:active as well (a common firmware
+                    # bug) dials the offer's port at once; be listening there (issue 16.2)
                     leg.receiver = await TcpPassiveReceiver.open(rtp, self.media.host, lease.port)
                 return leg
             except OSError as exc:
@@ -316,7 +332,9 @@ class InviteManager:
                 expected = None
         if expected != leg.rtp.expected_ssrc:
             leg.rtp.rebind(ssrc=expected)  # the answer's y= wins; none → lock to the first seen
-        leg.rtp.allow_host(answer.ip)
+        if not leg.rtp.host_allowed(answer.ip):
+            # behind NAT c= is a private address; a hostile one names a third party: never trust it
+            trace.add("answer_host_ignored", host=answer.ip, allowed=leg.target[0])
         leg.established = True
 
     def _send_ack(self, leg: Leg) -> None:
@@ -333,11 +351,13 @@ class InviteManager:
         answer = leg.answer
         assert answer is not None
         if answer.transport is MediaTransport.TCP_ACTIVE:
-            # The device listens; connect now (it may only listen after the ACK: retry, §5.5).
+            # The device listens; connect now (it may only listen after the ACK: retry, §5.5), but
+            # only to a host its RTP may come from: the answer's c= if allowed, else the device's own
             if leg.receiver is not None:
                 await leg.receiver.close()
+            host = answer.ip if leg.rtp.host_allowed(answer.ip) else leg.target[0]
             try:
-                leg.receiver = await open_tcp_active(leg.rtp, answer.ip, answer.port,
+                leg.receiver = await open_tcp_active(leg.rtp, host, answer.port,
                                                      retry_for=min(5.0, self.media.invite_timeout))
             except MediaError as exc:
                 raise StreamError(str(exc), trace=session.sink.trace) from None
@@ -347,6 +367,15 @@ class InviteManager:
                 await leg.receiver.close()
             leg.rtp.use_reorder = True
             leg.receiver = await UdpReceiver.open(leg.rtp, self.media.host, leg.lease.port, rcvbuf=self.media.rcvbuf)
+        elif answer.transport is MediaTransport.TCP_PASSIVE and leg.mode is MediaTransport.TCP_ACTIVE:
+            # Both sides active (issue 16.2): we listen on the offered port since before the INVITE,
+            # so accept the device's connection instead of failing; the trace names the cause.
+            leg.trace.add("setup_conflict", offered="active", answered=answer.setup or "active",
+                          action=f"accepting the device's connection on port {leg.lease.port}")
+            log.info("setup roles: both active for %s (device %s answered a=setup:%s to our active offer); "
+                     "accepting its connection on port %d", session.channel_id, session.device_id,
+                     answer.setup or "active", leg.lease.port)
+            self.counters["setup_conflict"] += 1
         elif answer.transport is MediaTransport.TCP_PASSIVE and leg.mode is not MediaTransport.TCP_PASSIVE:
             raise InviteFailed("device wants to connect to us over TCP but we offered otherwise",
                                trace=session.sink.trace)
@@ -403,7 +432,9 @@ class InviteManager:
     # ------------------------------------------------------------------ watchdog / re-INVITE
     async def _watch(self, session: MediaSession) -> None:
         timeout = float(self.media.timeout)
-        tick = max(0.05, min(1.0, timeout / 4))
+        # media that was flowing to viewers and stops is lost sooner than a slow start (issue 12.1)
+        loss = min(timeout, float(getattr(self.media, "loss_timeout", timeout) or timeout))
+        tick = max(0.05, min(0.25, loss / 4))
         backoff = 0.0
         while not session.closed:
             await asyncio.sleep(tick)
@@ -411,8 +442,11 @@ class InviteManager:
             if leg is None or session.closed:
                 continue
             now = time.monotonic()
-            last = leg.rtp.last_packet_at or leg.started
-            if now - last < timeout or now < backoff:
+            last = leg.rtp.last_packet_at
+            limit = loss if last is not None and session.sink.viewers else timeout
+            if last is None:
+                last = leg.started
+            if now - last < limit or now < backoff:
                 continue
             if session.sink.viewers == 0 and session.sink.waiting == 0:
                 continue  # lingering: the hub closes it, no point re-inviting
@@ -422,7 +456,7 @@ class InviteManager:
                 return
             self.counters["reinvite:attempt"] += 1
             session.reinvites += 1
-            session.sink.note_reinvite(f"no media for {timeout:g} s")
+            session.sink.note_reinvite(f"no media for {limit:g} s")
             leg.trace.add("media_timeout", idle_s=round(now - last, 2))
             await self._end_leg(session, bye=True)
             try:
@@ -456,12 +490,17 @@ class InviteManager:
         self._finish(session, "device_bye")
         return True
 
-    def on_device_gone(self, device_id: str) -> None:
+    def on_device_gone(self, device_id: str, cause: str | None = None) -> None:
+        """The device unregistered (REGISTER Expires: 0), was revoked or went offline: BYE its
+        dialogs now (the camera may still be streaming), end the viewers, no re-INVITE (§5.9)."""
+        reason = "device_unregistered" if cause == "unregistered" else "device_offline"
         for session in [s for s in self._sessions.values() if s.device_id == device_id]:
-            self.counters["device_gone"] += 1
-            session.remote_ended = "device_offline"
-            self._spawn(self._end_leg(session, bye=False))
-            self._finish(session, "device_offline")
+            self.counters[f"device_gone:{cause or 'offline'}"] += 1
+            session.remote_ended = reason
+            if session.leg is not None:
+                session.leg.trace.add("device_gone", cause=cause or "offline")
+            self._spawn(self._end_leg(session, bye=True))
+            self._finish(session, reason)
 
     def on_stray_response(self, response: Response, peer: Peer) -> bool:
         """A retransmitted 2xx to one of our INVITEs: ACK again; a late 2xx after we gave up:

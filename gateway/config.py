@@ -65,6 +65,7 @@ class MediaSettings:
     port_max: int = 30999
     transport: str = "udp"
     timeout: float = 10.0
+    loss_timeout: float = 2.0  # no RTP this long on a stream that was playing to viewers → re-INVITE
     linger: float = 10.0
     invite_timeout: float = 10.0
     rcvbuf: int = 4 * 1024 * 1024

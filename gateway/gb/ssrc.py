@@ -35,13 +35,13 @@ class SsrcAllocator:
     and history streams.
     """
 
-    def __init__(self, domain: str) -> None:
+    def __init__(self, domain: str, *, start: int = 1) -> None:
         text = domain.strip()
         if not (text.isascii() and text.isdigit()) or len(text) not in (10, 20):
             raise GbError(f"SSRC domain {domain!r} must be a 10-digit domain or a 20-digit ID")
         self._middle = text[3:8]
         self._used: set[int] = set()
-        self._next = 1
+        self._next = start % SERIALS  # random per start (the pool's choice): no reuse right after a restart
 
     @property
     def middle(self) -> str:

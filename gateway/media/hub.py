@@ -46,13 +46,14 @@ from gateway.media.flv import FlvMuxer
 from gateway.media.frames import Codec, MediaFrame
 from gateway.media.nal import ParameterSets, parameter_sets, parse_sps
 from gateway.media.session_stats import StreamStats, Trace
+from gateway.media.timeline_rebase import WRAP33, TimelineRebaser
 
 log = logging.getLogger(__name__)
 
 FLV, FRAMES = "flv", "frames"
 MAX_GOP_FRAMES = 600
 MAX_GOP_BYTES = 16 << 20
-_TS_WRAP = 1 << 33
+_PTS_MASK = WRAP33 - 1
 
 
 class StreamError(MediaError):
@@ -284,12 +285,28 @@ class Subscription:
 
 
 class _Entry:
-    __slots__ = ("frame", "tag", "ts_ms")
+    """A frame as taken by the stream: its place on the viewer timeline, its FLV tag once muxed,
+    and its rebased copy for frame viewers once one wants it (built lazily: a MediaFrame costs
+    more than the rest of `push`, and most streams have only FLV viewers)."""
 
-    def __init__(self, frame: MediaFrame, ts_ms: int) -> None:
+    __slots__ = ("_out", "dts", "frame", "pts", "tag", "ts_ms")
+
+    def __init__(self, frame: MediaFrame, dts: int, pts: int) -> None:
         self.frame = frame
-        self.ts_ms = ts_ms
+        self.dts = dts
+        self.pts = pts
+        self.ts_ms = dts // 90
         self.tag: bytes | None = None
+        self._out: MediaFrame | None = None
+
+    def out(self) -> MediaFrame:
+        """The frame with viewer-timeline timestamps, in MPEG's 33-bit form (PS remux, WebRTC)."""
+        o = self._out
+        if o is None:
+            f = self.frame
+            o = self._out = MediaFrame(f.kind, f.codec, f.data, self.pts & _PTS_MASK, self.dts & _PTS_MASK,
+                                       f.keyframe, f.stream_id, f.nals)
+        return o
 
 
 class Stream:
@@ -308,7 +325,7 @@ class Stream:
         self.stats = StreamStats()
         self.state = "opening"
         self.end_reason: str | None = None
-        self.created = time.monotonic()
+        self.created = hub.clock()
         self._open_task: asyncio.Task[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
         self._closing = False
@@ -321,9 +338,8 @@ class Stream:
         self.muxer: FlvMuxer | None = None
         self._key_pending = False
         self._last_key_at: float | None = None
-        self._ts_base: int | None = None
-        self._ts_offset = 0
-        self._last_ts = 0
+        # every viewer (FLV, WS-FLV, WebRTC) sees one timeline across source changes (issue 12.1)
+        self.timeline = TimelineRebaser()
 
     # -- sink API (called by the receiver / opener) ------------------------------------------
 
@@ -343,6 +359,13 @@ class Stream:
         self.hub.counters["reinvites"] += 1
         if self.traces:
             self.traces[-1].add("reinvite", reason=reason)
+        self.new_source("reinvite")
+
+    def new_source(self, reason: str) -> None:
+        """The next frames come from a new source (`reinvite`, `new_port`, `ssrc_switch`): viewers'
+        timestamps continue one frame after the last instead of following the new source's clock."""
+        self.timeline.new_source()
+        self.hub.counters[f"source_changes:{reason}"] += 1
 
     def push(self, frame: MediaFrame) -> None:
         """One demuxed frame from the ingest. O(subscribers), never waits."""
@@ -351,7 +374,7 @@ class Stream:
         if self.state != "live" and self.ready.done():
             self.state = "live"
         st = self.stats
-        now = time.monotonic()
+        now = self.hub.clock()
         was_pending = self._key_pending  # ready one frame after the first keyframe (see _keyframe)
         video = frame.kind == "video"
         if video:
@@ -371,8 +394,14 @@ class Stream:
                 st.audio_codec = frame.codec.value
             st.audio_frames += 1
         st.bytes += len(frame.data)
+        st.count(now, len(frame.data), video)
         st.last_frame_at = now
-        entry = _Entry(frame, self._ts_ms(frame))
+        tl = self.timeline
+        changes = tl.changes
+        dts, pts = tl.map(video, frame.dts, frame.pts)
+        if tl.changes != changes:
+            st.ts_rebases += 1
+        entry = _Entry(frame, dts, pts)
         if self._gop_valid:
             self.gop.append(entry)
             self._gop_bytes += len(frame.data)
@@ -394,8 +423,10 @@ class Stream:
                     if data is None:
                         data = framed[framing] = framing(tag)
                     sub._write(data, key)
-        for sub in tuple(self.frame_subs):
-            sub._put(frame, key)
+        if self.frame_subs:
+            out = entry.out()  # frame viewers (WebRTC, snapshots) get the same timeline
+            for sub in tuple(self.frame_subs):
+                sub._put(out, key)
         if was_pending and self._key_pending:
             self._key_pending = False
             self._become_ready(now)
@@ -462,23 +493,6 @@ class Stream:
         if self.traces:
             self.traces[-1].once("ready", gop_frames=len(self.gop))
 
-    def _ts_ms(self, frame: MediaFrame) -> int:
-        """Stream-relative milliseconds, monotonic across 33-bit wrap and device restarts."""
-        ts = frame.dts if frame.dts is not None else frame.pts
-        if ts is None:
-            return self._last_ts
-        if self._ts_base is None:
-            self._ts_base = ts
-        rel = ((ts - self._ts_base) % _TS_WRAP) // 90 + self._ts_offset
-        if rel < self._last_ts - 1000 or rel > self._last_ts + 10_000:
-            # a jump (sender restarted / re-INVITE): continue just after the last timestamp
-            self.stats.ts_rebases += 1
-            self._ts_offset += self._last_ts + 40 - rel
-            rel = self._last_ts + 40
-        if rel > self._last_ts:
-            self._last_ts = rel
-        return rel
-
     def end(self, reason: str) -> None:
         """The source is gone for good (device BYE, device offline, opener gave up)."""
         self.end_reason = reason
@@ -510,6 +524,8 @@ class Stream:
         f = entry.frame
         try:
             if f.kind == "video":
+                if f.pts is not None and f.dts is not None and f.pts - f.dts != entry.pts - entry.dts:
+                    f = entry.out()  # the source's PTS wrapped before its DTS: use the kept composition time
                 entry.tag = m.video_tag(f, entry.ts_ms)
             elif m.audio_codec is not None and f.codec == m.audio_codec:
                 entry.tag = m.audio_tag(f, entry.ts_ms)
@@ -525,7 +541,7 @@ class Stream:
         st = self.stats
         fps = self._gop_fps()
         return m.header() + m.metadata(st.width, st.height, fps) + m.sequence_headers(self.gop[0].ts_ms if self.gop
-                                                                                       else self._last_ts)
+                                                                                       else self.timeline.last_ms)
 
     def _gop_fps(self) -> float:
         vids = [e.ts_ms for e in self.gop if e.frame.kind == "video"]
@@ -544,7 +560,7 @@ class Stream:
                 sub.need_key = True
             self.flv_subs.append(sub)
         else:
-            items = [e.frame for e in self.gop] if self._gop_valid else []
+            items = [e.out() for e in self.gop] if self._gop_valid else []
             if not self._gop_valid:
                 sub.need_key = True
             self.frame_subs.append(sub)
@@ -626,7 +642,7 @@ class Stream:
                 "fps": self._gop_fps() if self.gop else None}
 
     def snapshot(self) -> dict[str, Any]:
-        now = time.monotonic()
+        now = self.hub.clock()
         out: dict[str, Any] = {"channel_id": self.channel_id, "state": self.state, "viewers": self.viewers,
                                "viewers_by_kind": {FLV: len(self.flv_subs), FRAMES: len(self.frame_subs)},
                                "waiting": self.waiting, "age_s": round(now - self.created, 3)}
@@ -650,6 +666,7 @@ class StreamHub:
                  queue_size: int = 256, viewer_backlog: int = 4 << 20,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.opener = opener
+        self.clock = clock  # frame arrival times and the stream views (rates, idle, age)
         self.viewer_backlog = viewer_backlog  # bytes a direct viewer may fall behind before skipping
         self.linger = linger
         self.ready_timeout = ready_timeout

@@ -7,10 +7,15 @@ by `release()` or by leaving its `with` block — a second release is a no-op, s
 release unconditionally without leaking or double-freeing. Ports cycle round-robin so late RTP of
 a closed session does not land in the next one at once. A port found busy at bind time is
 `quarantine`d for a while instead of being handed out again immediately.
+
+Both cycles start at a random point on every start (issue 10.13): a lower platform's un-BYEd
+streams from before a restart keep sending to the old ports with the old SSRCs, and must not land
+on the first new sessions as they did when every start began at the first port and serial 0001.
 """
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections import deque
@@ -19,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from gateway.gb.errors import SsrcExhausted
-from gateway.gb.ssrc import SsrcAllocator, ssrc_to_int
+from gateway.gb.ssrc import SERIALS, SsrcAllocator, ssrc_to_int
 from gateway.media.errors import MediaError
 
 
@@ -59,17 +64,20 @@ class PortPool:
     """Even ports of a range plus SSRCs of a domain; thread-safe, O(1) allocate/release."""
 
     def __init__(self, port_min: int, port_max: int, domain: str, *,
-                 clock: Callable[[], float] | None = None, quarantine_s: float = 30.0) -> None:
+                 clock: Callable[[], float] | None = None, quarantine_s: float = 30.0,
+                 rng: random.Random | None = None) -> None:
         first = port_min + (port_min & 1)
         ports = list(range(first, port_max + 1, 2))
         if not ports:
             raise MediaError(f"no even port in {port_min}..{port_max}")
+        rng = rng or random.SystemRandom()
         self.port_min, self.port_max = port_min, port_max
         self._free: deque[int] = deque(ports)
+        self._free.rotate(-rng.randrange(len(ports)))
         self._all = frozenset(ports)
         self._used: set[int] = set()
         self._quarantined: dict[int, float] = {}
-        self._ssrc = SsrcAllocator(domain)
+        self._ssrc = SsrcAllocator(domain, start=rng.randrange(SERIALS))
         self._lock = threading.Lock()
         self._clock = clock
         self._quarantine_s = quarantine_s

@@ -5,10 +5,18 @@
     source check → RTP parse → SSRC check → reorder (UDP only) → frame assembly by timestamp
     → PS demux → MediaFrame → sink.push()
 
-Admission reaches the media plane (issue 3 item 2): a packet from an address other than the
-device's, or (once locked) from another source port, or with an SSRC other than the answer's
-`y=` (none in the answer: lock to the first seen, §5.4) is dropped and counted before it touches
-any state, so spoofed RTP never reaches a viewer. A frame with a sequence gap is dropped and
+Admission reaches the media plane (issue 3 item 2, issue 10.13): nothing is accepted before the
+session is `arm()`ed (the INVITE manager arms it as it sends the offer, so a stray sender that is
+already blasting the port cannot latch first); then only packets from the device's signalling
+host or its whitelisted source networks count — never from the answer's `c=`, which a device
+behind NAT fills with a private address and anyone could fill with a third party's. The session
+latches on the first such packet with the expected SSRC (the answer's `y=`; none in the answer:
+the first seen, §5.4) and drops and counts everything else before it touches any state, so
+spoofed RTP never reaches a viewer. A source that falls silent may be replaced without a
+re-INVITE (issue 12.1): after `relatch_after` s of silence, the expected SSRC from another port
+of an allowed host (a camera that rebooted onto a new port), or a new SSRC from the latched
+address (an SSRC switch) takes over, and the sink is told (`new_source`) so viewers' timestamps
+stay continuous. A frame with a sequence gap is dropped and
 the session waits for the next keyframe (ZLMediaKit's rule, §6.4), so viewers never decode
 half frames. Nothing a peer sends raises out of `feed` (house rule 8).
 
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 import struct
@@ -57,17 +66,23 @@ class FrameSink(Protocol):
 class RtpSession:
     """Checks, reorders, assembles and demuxes the RTP of one media session."""
 
-    __slots__ = ("_assembler", "_clock", "_demux", "_key_seen", "_need_key", "_peer", "_reorder", "_ssrc_locked",
-                 "allowed_hosts", "bytes", "counters", "expected_ssrc", "first_packet_at", "last_packet_at",
-                 "packets", "payload_bytes", "received", "sink", "source", "trace", "use_reorder")
+    __slots__ = ("_armed", "_assembler", "_clock", "_demux", "_key_seen", "_need_key", "_peer", "_reorder",
+                 "_ssrc_locked", "allowed_hosts", "allowed_nets", "bytes", "counters", "expected_ssrc",
+                 "first_packet_at", "last_packet_at", "packets", "payload_bytes", "received", "relatch_after",
+                 "sink", "source", "trace", "use_reorder")
 
     def __init__(self, sink: FrameSink, *, ssrc: int | None, allowed_hosts: Iterable[str] | None = None,
+                 allowed_nets: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
                  trace: Trace | None = None, reorder: bool = True, reorder_capacity: int = 64,
+                 armed: bool = True, relatch_after: float = 0.5,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.sink = sink
         self.expected_ssrc = ssrc
         self._ssrc_locked = ssrc is not None
         self.allowed_hosts = frozenset(_norm(h) for h in allowed_hosts) if allowed_hosts else None
+        self.allowed_nets = tuple(allowed_nets)  # the whitelist entry's allowed_sources
+        self._armed = armed
+        self.relatch_after = relatch_after
         self.source: Addr | None = None
         self._peer: Any = None  # the locked source exactly as the socket reports it (fast check)
         self.trace = trace
@@ -90,10 +105,21 @@ class RtpSession:
         self.source = None
         self._peer = None
 
-    def allow_host(self, host: str) -> None:
-        """Also accept RTP from the answer's c= address (a device may send from another NIC)."""
-        if self.allowed_hosts is not None:
-            self.allowed_hosts = self.allowed_hosts | {_norm(host)}
+    def arm(self) -> None:
+        """The offer is on its way: from now on RTP from an allowed host may latch."""
+        self._armed = True
+
+    def host_allowed(self, host: str) -> bool:
+        """The device's signalling host, or inside one of its whitelisted source networks."""
+        if self.allowed_hosts is None or host in self.allowed_hosts:
+            return True
+        if not self.allowed_nets:
+            return False
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.allowed_nets)
 
     # -- input -----------------------------------------------------------------------------
 
@@ -121,22 +147,35 @@ class RtpSession:
 
     def _feed_checked(self, data: bytes, addr: Addr) -> None:
         c = self.counters
+        if not self._armed:
+            c["dropped_before_offer"] += 1
+            if self.trace is not None:
+                self.trace.once("dropped_before_offer", source=f"{addr[0]}:{addr[1]}")
+            return
         host = _norm(addr[0])
-        if self.allowed_hosts is not None and host not in self.allowed_hosts:
+        if not self.host_allowed(host):
             self._drop_source(addr)
             return
-        if self.source is not None and (host, addr[1]) != self.source:
-            self._drop_source(addr)
-            return
+        moved = self.source is not None and (host, addr[1]) != self.source
         if len(data) >= 2 and data[1] in RTCP_PACKET_TYPES:
-            c["rtcp"] += 1
+            if moved:
+                self._drop_source(addr)
+            else:
+                c["rtcp"] += 1
             return
         try:
             pkt = parse_rtp(data)
         except RtpError:
             c["bad_rtp"] += 1
             return
+        if moved:
+            if pkt.ssrc != self.expected_ssrc or not self._silent():
+                self._drop_source(addr)
+                return
+            self._relatch(addr, pkt.ssrc, "new_port")
         if self._ssrc_locked:
+            if pkt.ssrc != self.expected_ssrc and self.source is not None and self._silent():
+                self._relatch(addr, pkt.ssrc, "ssrc_switch")
             if pkt.ssrc != self.expected_ssrc:
                 c["dropped_wrong_ssrc"] += 1
                 if self.trace is not None:
@@ -163,6 +202,31 @@ class RtpSession:
         else:
             for f in self._assembler.push(pkt):
                 self._frame(f.payload, f.gap)
+
+    def _silent(self) -> bool:
+        last = self.last_packet_at
+        return last is None or self._clock() - last >= self.relatch_after
+
+    def _relatch(self, addr: Addr, ssrc: int, why: str) -> None:
+        """The latched source fell silent and another allowed one took over: a new source for the
+        viewers' timeline; what was half-assembled from the old one is dropped."""
+        self.counters[f"relatched:{why}"] += 1
+        if self.trace is not None:
+            self.trace.add("relatched", why=why, source=f"{addr[0]}:{addr[1]}", ssrc=ssrc,
+                           was=None if self.source is None else f"{self.source[0]}:{self.source[1]}")
+        self.source = (_norm(addr[0]), addr[1])
+        self._peer = addr
+        self.expected_ssrc = ssrc
+        self._ssrc_locked = True
+        old = self._assembler
+        self._assembler = FrameAssembler(max_frame_bytes=old.max_frame_bytes)
+        self._assembler.frames, self._assembler.gap_frames = old.frames, old.gap_frames
+        self._reorder.restart()
+        self._demux.flush()
+        self._need_key = True
+        new_source = getattr(self.sink, "new_source", None)
+        if new_source is not None:
+            new_source(why)
 
     def flush(self) -> None:
         """Stream stopped: release held packets and the open frame."""
@@ -226,6 +290,8 @@ class RtpSession:
             "seq_resets": r.resets,
             "dropped_wrong_source": c["dropped_wrong_source"],
             "dropped_wrong_ssrc": c["dropped_wrong_ssrc"],
+            "dropped_before_offer": c["dropped_before_offer"],
+            "relatched": sum(v for k, v in c.items() if k.startswith("relatched:")),
             "bad_rtp": c["bad_rtp"],
             "rtcp": c["rtcp"],
             "frames": a.frames,
@@ -396,7 +462,7 @@ class TcpPassiveReceiver:
     def _accept(self, proto: _Gate, peer: Addr) -> _TcpRtp | None:
         """First connection from an allowed host wins (a=connection:new); others are refused."""
         s = self.session
-        if self.conn is not None or (s.allowed_hosts is not None and peer[0] not in s.allowed_hosts):
+        if self.conn is not None or not s._armed or not s.host_allowed(peer[0]):
             s._drop_source(peer)
             return None
         self.conn = _TcpRtp(s, max_rate=self.max_rate, max_garbage=self.max_garbage)

@@ -127,6 +127,15 @@ class ReorderBuffer:
             limit = stop - 4 * self.capacity
             self._given_up = {s for s in given if s >= limit}
 
+    def restart(self) -> None:
+        """A new sender took over (re-latch): drop what the old one left; the next packet starts
+        a new sequence (counted as a reset)."""
+        self._held.clear()
+        self._given_up.clear()
+        self._next = None
+        self._highest = -1
+        self.resets += 1
+
     def flush(self) -> list[RtpPacket]:
         """Release everything held, giving up every gap (stream end or timeout)."""
         out: list[RtpPacket] = []

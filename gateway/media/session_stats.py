@@ -63,6 +63,9 @@ class Trace:
         if self.has("tcp_connect_failed") and not self.has("tcp_connected"):
             return "could not connect to the device's TCP media port"
         if not self.has("first_rtp"):
+            if self.has("setup_conflict") and not self.has("tcp_connected"):
+                return ("setup roles: both active (we offered a=setup:active, the device answered "
+                        "a=setup:active too) and the device never connected to us")
             if self.has("dropped_wrong_source"):
                 return "RTP arrived only from an unexpected address (dropped)"
             if self.has("ssrc_mismatch"):
@@ -73,32 +76,53 @@ class Trace:
         return "PS arrived but no keyframe yet (waiting for an IDR, or the video codec is not H.264/H.265)"
 
 
-class RateMeter:
-    """Rate of a growing total over a sliding window of on-demand samples."""
+class FrameWindow:
+    """Frame rate and bit rate of a stream over its own last `window` seconds (issue 16.3).
 
-    __slots__ = ("_samples", "window")
+    Fed by every frame the hub takes (one deque append, amortised O(1) trimming), so the first
+    API call already shows the real rates instead of a rate measured between two API calls.
+    fps = (video frames − 1) / (now − first video frame in the window); bit rate likewise over all
+    bytes after the window's first frame. Both fall to 0 once nothing arrived for `window` s.
+    """
+
+    __slots__ = ("_bytes", "_frames", "_video", "window")
 
     def __init__(self, window: float = 5.0) -> None:
         self.window = window
-        self._samples: deque[tuple[float, float]] = deque()
+        self._video: deque[float] = deque()  # arrival times of video frames
+        self._frames: deque[tuple[float, int]] = deque()  # (arrival, bytes) of every frame
+        self._bytes = 0
 
-    def rate(self, now: float, total: float) -> float:
-        s = self._samples
-        s.append((now, total))
-        while len(s) > 2 and now - s[1][0] >= self.window:
-            s.popleft()
-        t0, v0 = s[0]
-        if now - t0 <= 0:
-            return 0.0
-        return (total - v0) / (now - t0)
+    def add(self, now: float, nbytes: int, video: bool) -> None:
+        if video:
+            self._video.append(now)
+        self._frames.append((now, nbytes))
+        self._bytes += nbytes
+        if now - self._frames[0][0] > self.window:
+            self._trim(now)
+
+    def _trim(self, now: float) -> None:
+        limit = now - self.window
+        v, f = self._video, self._frames
+        while v and v[0] < limit:
+            v.popleft()
+        while f and f[0][0] < limit:
+            self._bytes -= f.popleft()[1]
+
+    def rates(self, now: float) -> tuple[float, float]:
+        """(frames per second, bits per second) at `now`."""
+        self._trim(now)
+        v, f = self._video, self._frames
+        fps = (len(v) - 1) / (now - v[0]) if len(v) >= 2 and now > v[0] else 0.0
+        bps = (self._bytes - f[0][1]) * 8 / (now - f[0][0]) if len(f) >= 2 and now > f[0][0] else 0.0
+        return fps, bps
 
 
 class StreamStats:
     """What the hub measures per channel; `snapshot()` is the API's JSON view."""
 
     __slots__ = (
-        "_bitrate",
-        "_fps",
+        "_window",
         "audio_codec",
         "audio_frames",
         "bytes",
@@ -140,18 +164,22 @@ class StreamStats:
         self.last_frame_at: float | None = None
         self.ttff_open: float | None = None  # seconds from the first request to the first keyframe
         self.ttff_viewers: deque[float] = deque(maxlen=32)  # per-viewer join → first bytes
-        self._bitrate = RateMeter()
-        self._fps = RateMeter()
+        self._window = FrameWindow()
+
+    def count(self, now: float, nbytes: int, video: bool) -> None:
+        """One frame taken by the hub (feeds the sliding window of `fps` and `bitrate_bps`)."""
+        self._window.add(now, nbytes, video)
 
     def snapshot(self, now: float) -> dict[str, Any]:
         ttffs = list(self.ttff_viewers)
+        fps, bps = self._window.rates(now)
         return {
             "codec": self.codec,
             "audio_codec": self.audio_codec,
             "width": self.width,
             "height": self.height,
-            "bitrate_bps": round(self._bitrate.rate(now, self.bytes * 8)),
-            "fps": round(self._fps.rate(now, self.frames), 2),
+            "bitrate_bps": round(bps),
+            "fps": round(fps, 2),
             "keyframe_interval_s": None if self.keyframe_interval is None else round(self.keyframe_interval, 3),
             "frames": self.frames,
             "audio_frames": self.audio_frames,

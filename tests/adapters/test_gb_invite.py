@@ -13,7 +13,7 @@ import pytest
 from adapters.gb_invite import InviteFailed, InviteManager, MediaPlane, install_media, transport_of
 from adapters.outbound import LocalIdentity, RequestFactory
 from gateway.config import load_settings
-from gateway.gb.presence import Presence
+from gateway.gb.presence import OfflineCause, Presence
 from gateway.gb.sdp import MediaTransport, build_play_answer, parse_offer
 from gateway.gb.ssrc import ssrc_to_int
 from gateway.media.hub import FLV, FRAMES, ChannelNotFound, DeviceUnavailable, NotAdmitted, StreamHub, StreamTimeout
@@ -44,6 +44,9 @@ class FakeDevice:
     senders: list[asyncio.Task[Any]] = field(default_factory=list)
     stops: list[asyncio.Event] = field(default_factory=list)
     listen_port: int = 0
+    media_ip: str = "127.0.0.1"  # the answer's c=
+    setup_active: bool = False  # answer a=setup:active to an active offer too (firmware bug, issue 16.2)
+    answer_delay: float = 0.0  # a real camera takes a while to answer
 
     async def request(self, req: Request, peer: Peer, *, timeout: float | None = None) -> Response:
         if req.method == "BYE":
@@ -61,16 +64,20 @@ class FakeDevice:
             raise SipTimeout("no answer")
         if self.answer_status != 200:
             return make_response(req, self.answer_status, to_tag="dev1")
+        await asyncio.sleep(self.answer_delay)
         offer = parse_offer(req.body)
         ssrc = offer.ssrc if self.answer_ssrc == "same" else self.answer_ssrc
         port = 15060
-        if offer.transport is MediaTransport.TCP_ACTIVE:
+        answer_transport = offer.transport
+        if offer.transport is MediaTransport.TCP_ACTIVE and self.setup_active:
+            answer_transport = MediaTransport.TCP_PASSIVE  # → a=setup:active: "I connect to you"
+        elif offer.transport is MediaTransport.TCP_ACTIVE:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
             self.listen_port = port
-        body = build_play_answer(channel_id=CH, media_ip="127.0.0.1", media_port=port, ssrc=ssrc or "0",
-                                 transport=offer.transport)
+        body = build_play_answer(channel_id=CH, media_ip=self.media_ip, media_port=port, ssrc=ssrc or "0",
+                                 transport=answer_transport)
         if ssrc is None:
             body = body.replace(b"y=0\r\n", b"")
         if self.stream:
@@ -79,7 +86,7 @@ class FakeDevice:
             sender = PsRtpSender(ssrc=ssrc_to_int(ssrc) if ssrc else 4242)
             if offer.transport is MediaTransport.UDP:
                 coro = sender.run_udp(offer.ip, offer.port, stop=stop, seconds=self.stop_after)
-            elif offer.transport is MediaTransport.TCP_PASSIVE:
+            elif offer.transport is MediaTransport.TCP_PASSIVE or answer_transport is MediaTransport.TCP_PASSIVE:
                 coro = sender.run_tcp_connect(offer.ip, offer.port, stop=stop, seconds=self.stop_after)
             else:
                 coro = sender.run_tcp_listen("127.0.0.1", port, stop=stop, seconds=self.stop_after)
@@ -313,3 +320,129 @@ async def test_install_media_wires_hub_and_metrics(tmp_path: Any) -> None:
     counters = plane.counters()
     assert counters["rtp:received"] == 0 and "pool:capacity" in counters
     assert len(added) == 4
+
+
+# -- issue 10.13: who may feed a session -------------------------------------------------------
+
+
+async def test_answer_c_line_does_not_admit_a_third_party_host() -> None:
+    """The answer names c=127.0.0.3 (NAT garbage, or a hostile third party); RTP with the right
+    SSRC from 127.0.0.3 must not reach viewers: only the device's signalling host (127.0.0.1) or
+    its whitelisted sources count. Today the c= host was added to the allowed sources."""
+    dev = FakeDevice(stream=False, media_ip="127.0.0.3")
+    mgr, hub = make(dev)
+    hub.ready_timeout = 1.0
+    attacker: list[asyncio.Task[Any]] = []
+    stop = asyncio.Event()
+
+    async def attack() -> None:
+        while not dev.invites:
+            await asyncio.sleep(0.01)
+        offer = parse_offer(dev.invites[0].body)
+        sender = PsRtpSender(ssrc=ssrc_to_int(offer.ssrc or "0"))
+        await sender.run_udp(offer.ip, offer.port, stop=stop, local=("127.0.0.3", 0))
+    attacker.append(asyncio.create_task(attack()))
+    with pytest.raises(StreamTimeout) as info:
+        await hub.subscribe(CH, FLV)
+    stop.set()
+    await asyncio.gather(*attacker)
+    steps = [s["step"] for s in info.value.trace[0]["steps"]]
+    assert "answer_host_ignored" in steps and "first_rtp" not in steps
+    assert "unexpected address" in info.value.trace[0]["diagnosis"]
+    await asyncio.sleep(0.1)
+    assert mgr.pool.in_use == 0
+
+
+async def test_stray_stream_aimed_at_the_first_port_and_serial_does_not_take_over() -> None:
+    """After a restart a lower platform keeps sending its un-BYEd stream to the first port of the
+    range with serial 0001, from the device's own host. The pool now starts at random points, so
+    the new session is not that one, and the real camera's RTP is what is latched (today the first
+    session got port 35400 / SSRC …0001 and locked onto the stray sender)."""
+    dev = FakeDevice(answer_delay=0.1)
+    mgr, hub = make(dev)
+    mgr.pool = PortPool(35400, 35499, "3402000000")  # a range no other test of this file uses
+    stop = asyncio.Event()
+    stray = PsRtpSender(ssrc=ssrc_to_int("0" + "3402000000"[3:8] + "0001"), fps=250)  # always first
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    stray_port = sock.getsockname()[1]
+    sock.close()
+    task = asyncio.create_task(stray.run_udp("127.0.0.1", 35400, stop=stop, local=("127.0.0.1", stray_port)))
+    await asyncio.sleep(0.1)
+    sub = await hub.subscribe(CH, FRAMES)
+    got = await frames(sub, 10)
+    rtp = hub.snapshot(CH)["rtp"]
+    assert got and rtp["source"] != f"127.0.0.1:{stray_port}"
+    stop.set()
+    await task
+    await dev.close()
+    await hub.stop()
+
+
+async def test_tcp_active_connects_only_to_the_device_host_not_the_answer_c_line() -> None:
+    """The device listens on 127.0.0.1 but its answer says c=127.0.0.3: we connect to the device's
+    signalling host (today: to 127.0.0.3, refused, no stream)."""
+    dev = FakeDevice(media_ip="127.0.0.3")
+    _mgr, hub = make(dev, mode="tcp-active")
+    sub = await hub.subscribe(CH, FRAMES)
+    assert await frames(sub, 5)
+    steps = [s["step"] for s in hub.snapshot(CH)["trace"][0]["steps"]]
+    assert "answer_host_ignored" in steps
+    tcp = next(s for s in hub.snapshot(CH)["trace"][0]["steps"] if s["step"] == "tcp_connected")
+    assert tcp["peer"].startswith("127.0.0.1:")
+    await dev.close()
+    await hub.stop()
+
+
+# -- issue 16.2: both sides active ------------------------------------------------------------------
+
+
+async def test_setup_active_answer_to_an_active_offer_is_accepted(caplog: pytest.LogCaptureFixture) -> None:
+    """We offer a=setup:active; the camera answers a=setup:active too and dials our offer port.
+    We listen there since before the INVITE, so the stream plays; the trace and an INFO log say why."""
+    dev = FakeDevice(setup_active=True)
+    mgr, hub = make(dev, mode="tcp-active")
+    with caplog.at_level("INFO", logger="adapters.gb_invite"):
+        sub = await hub.subscribe(CH, FRAMES)
+        assert await frames(sub, 5)
+    steps = [s["step"] for s in hub.snapshot(CH)["trace"][0]["steps"]]
+    assert "setup_conflict" in steps and "first_keyframe" in steps
+    assert mgr.counters["setup_conflict"] == 1
+    assert any("setup roles: both active" in r.getMessage() and r.levelname == "INFO" for r in caplog.records)
+    await dev.close()
+    await hub.stop()
+
+
+async def test_setup_active_answer_without_a_connection_names_the_cause() -> None:
+    dev = FakeDevice(setup_active=True, stream=False)
+    mgr, hub = make(dev, mode="tcp-active")
+    hub.ready_timeout = 0.5
+    with pytest.raises(StreamTimeout) as info:
+        await hub.subscribe(CH, FLV)
+    assert info.value.trace[0]["diagnosis"].startswith("setup roles: both active")
+    await asyncio.sleep(0.1)
+    assert mgr.pool.in_use == 0
+
+
+# -- issue 12.2: unregister while streaming ---------------------------------------------------------
+
+
+async def test_unregister_while_streaming_sends_bye_ends_viewers_and_never_reinvites() -> None:
+    dev = FakeDevice()
+    mgr, hub = make(dev, timeout=0.3)
+    sub = await hub.subscribe(CH, FRAMES)
+    await frames(sub, 3)
+    mgr.adapter.presence.unregister(DEV, 1.0, OfflineCause.UNREGISTERED)
+    mgr.on_device_gone(DEV, "unregistered")
+    async with asyncio.timeout(1.0):
+        while not dev.byes:
+            await asyncio.sleep(0.01)
+    assert dev.byes[0].call_id == dev.invites[0].call_id
+    rest = [f async for f in sub]
+    assert sub.reason == "device_unregistered" and isinstance(rest, list)
+    await asyncio.sleep(0.8)  # > media timeout: still no re-INVITE
+    assert len(dev.invites) == 1 and mgr.pool.in_use == 0 and hub.get(CH) is None
+    with pytest.raises(DeviceUnavailable):
+        await hub.subscribe(CH, FLV)
+    assert len(dev.invites) == 1
+    await dev.close()

@@ -52,12 +52,13 @@ def free_tcp_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def rig(tmp_path: Path, mode: str) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, mode: str, **env: str) -> AsyncIterator[Rig]:
     require_tool("sipp")
     base = 32000 + 200 * MODES.index(mode)
-    settings = gateway_settings(tmp_path, GBGATE_MEDIA__TRANSPORT=mode, GBGATE_MEDIA__TIMEOUT="1.5",
-                                GBGATE_MEDIA__LINGER="0.5", GBGATE_MEDIA__INVITE_TIMEOUT="6",
-                                GBGATE_MEDIA__PORT_MIN=str(base), GBGATE_MEDIA__PORT_MAX=str(base + 99))
+    overrides = {"GBGATE_MEDIA__TRANSPORT": mode, "GBGATE_MEDIA__TIMEOUT": "1.5", "GBGATE_MEDIA__LINGER": "0.5",
+                 "GBGATE_MEDIA__INVITE_TIMEOUT": "6", "GBGATE_MEDIA__PORT_MIN": str(base),
+                 "GBGATE_MEDIA__PORT_MAX": str(base + 99), **env}
+    settings = gateway_settings(tmp_path, **overrides)
     gw = Gateway(settings)
     await gw.start()
     runner = None
@@ -91,7 +92,8 @@ async def rig(tmp_path: Path, mode: str) -> AsyncIterator[Rig]:
         await gw.stop()
 
 
-async def start_camera(r: Rig, tmp_path: Path, mode: str, media_port: int) -> None:
+async def start_camera(r: Rig, tmp_path: Path, mode: str, media_port: int, *,
+                       scenario: str = "camera_media.xml") -> None:
     sipp = require_tool("sipp")
     inf = tmp_path / "cam.csv"
     inf.write_text(f"SEQUENTIAL\n{CAM};[authentication username={CAM} password={PASSWORD}]\n")
@@ -100,7 +102,7 @@ async def start_camera(r: Rig, tmp_path: Path, mode: str, media_port: int) -> No
     uas = SIPP / f"camera_media_uas_{mode.replace('-', '_')}.xml"
     assert r.gw.endpoint is not None
     r.sipp = await asyncio.create_subprocess_exec(
-        sipp, f"127.0.0.1:{r.gw.endpoint.udp_port}", "-sf", str(SIPP / "camera_media.xml"), "-oocsf", str(uas),
+        sipp, f"127.0.0.1:{r.gw.endpoint.udp_port}", "-sf", str(SIPP / scenario), "-oocsf", str(uas),
         "-inf", str(inf), "-m", "1", "-t", "u1", "-i", "127.0.0.1", "-p", str(free_port()), "-nostdin",
         "-trace_msg", "-trace_err", "-key", "cam_media_port", str(media_port), "-timeout", "90s",
         cwd=r.sipp_dir, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)

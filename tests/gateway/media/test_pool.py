@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -19,7 +20,7 @@ DOMAIN = "3402000000"
 def test_even_ports_in_range_and_unique_ssrcs() -> None:
     pool = PortPool(30001, 30010, DOMAIN)
     leases = [pool.allocate() for _ in range(pool.capacity)]
-    assert [lease.port for lease in leases] == [30002, 30004, 30006, 30008, 30010]
+    assert sorted(lease.port for lease in leases) == [30002, 30004, 30006, 30008, 30010]
     assert len({lease.ssrc for lease in leases}) == 5
     assert all(lease.ssrc.startswith("0" + DOMAIN[3:8]) for lease in leases)
     assert leases[0].ssrc_int == ssrc_to_int(leases[0].ssrc)
@@ -132,3 +133,36 @@ def test_random_operation_sequences_never_leak(ops: list[tuple[bool, int]]) -> N
     for lease in live:
         lease.release()
     assert pool.in_use == 0 and pool.free == 10
+
+
+class _Start(random.Random):
+    """An rng whose randrange(n) is a chosen value: the pool's start points, made visible."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def randrange(self, *args: Any, **kw: Any) -> int:  # type: ignore[override]
+        return self.value
+
+
+def test_ports_and_ssrc_serials_start_at_a_random_point_and_cycle_from_there() -> None:
+    """Start point 3 of ports 30000..30018 (10 even ports) → 30006 first; serial 3 → ...0003 first.
+    A restart with another start point hands out other ports and SSRCs first (issue 10.13)."""
+    pool = PortPool(30000, 30019, DOMAIN, rng=_Start(3))
+    a = pool.allocate()
+    assert (a.port, a.ssrc[-4:]) == (30006, "0003")
+    assert pool.allocate().port == 30008
+    restarted = PortPool(30000, 30019, DOMAIN, rng=_Start(7))
+    b = restarted.allocate()
+    assert (b.port, b.ssrc[-4:]) == (30014, "0007")
+    # the wrap: start 9 → 30018, then 30000
+    late = PortPool(30000, 30019, DOMAIN, rng=_Start(9))
+    assert [late.allocate().port for _ in range(2)] == [30018, 30000]
+
+
+def test_default_start_points_differ_between_starts() -> None:
+    """With the system's randomness, 20 pools of 500 ports × 10,000 serials do not all start alike
+    (a fixed start fails this: every pool's first lease would be port 30000, serial 0000/0001)."""
+    firsts = {(p.port, p.ssrc) for p in (PortPool(30000, 30999, DOMAIN).allocate() for _ in range(20))}
+    assert len(firsts) > 1

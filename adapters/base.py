@@ -17,6 +17,10 @@ class Inventory(Protocol):
 
     def add_event(self, device_id: str, kind: str, ts: float, **detail: Any) -> None: ...
 
+    def update_alarm(self, device_id: str, kind: str, first_ts: float, **detail: Any) -> None:
+        """Merge `detail` (count, last) into the alarm event written at `first_ts`."""
+        ...
+
     def all_channels(self) -> Awaitable[Mapping[str, Mapping[str, Any]]]: ...
 
     def apply_catalog(

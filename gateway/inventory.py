@@ -19,6 +19,9 @@ class StoreInventory:
     def add_event(self, device_id: str, kind: str, ts: float, **detail: Any) -> None:
         self.repo.add_event(device_id, kind, ts, **detail)
 
+    def update_alarm(self, device_id: str, kind: str, first_ts: float, **detail: Any) -> None:
+        self.repo.update_event(device_id, kind, first_ts, **detail)
+
     async def all_channels(self) -> Mapping[str, Mapping[str, CatalogItem]]:
         """Every device's channels (removed ones excluded), for the adapter's in-memory diff."""
         out: dict[str, dict[str, CatalogItem]] = {}

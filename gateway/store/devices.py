@@ -118,6 +118,19 @@ class DeviceRepository:
         self._pending_events.append({"device_id": device_id, "kind": kind, "ts": ts_to_dt(ts), "detail": detail})
         self._wake.set()
 
+    def update_event(self, device_id: str, kind: str, ts: float, **detail: Any) -> None:
+        """Merge `detail` into the event (device, kind, ts) — a de-duplicated alarm's count.
+        Queued like the rest; applied after the batch's inserts, so the event may be in it."""
+        when = ts_to_dt(ts)
+
+        async def job(session: AsyncSession) -> None:
+            where = (_EVENTS.c.device_id == device_id) & (_EVENTS.c.kind == kind) & (_EVENTS.c.ts == when)
+            for event_id, old in (await session.execute(select(_EVENTS.c.id, _EVENTS.c.detail).where(where))).all():
+                await session.execute(update(_EVENTS).where(_EVENTS.c.id == event_id).values(detail={**old, **detail}))
+
+        self._jobs.append((job, None))
+        self._wake.set()
+
     def submit(self, job: Job) -> asyncio.Future[None]:
         """Queue an arbitrary write job; the future resolves once it is committed."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -37,7 +37,7 @@ async def test_camera_registers_with_digest_and_keepalive(gateway: Gateway, tmp_
     assert stats["auth:ok"] == 1 and stats["manscdp:Notify:Keepalive"] == 1
 
 
-async def test_wrong_password_is_challenged_again_and_counted(gateway: Gateway, tmp_path: Path) -> None:
+async def test_wrong_password_is_refused_like_an_unknown_id_and_counted(gateway: Gateway, tmp_path: Path) -> None:
     await whitelist(gateway, CAM, PASSWORD)
     result = await run_sipp(gateway, "reg_badpass.xml", [[CAM, auth(CAM, "wrong")]], tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.messages[-3000:]

@@ -142,6 +142,7 @@ class GbDeviceAdapter:
         self.endpoint = endpoint
 
     async def start(self) -> None:
+        await self._restore_bindings()
         self._timer_task = asyncio.create_task(self._tick(), name="gb-device-timers")
         for i in range(self.settings.sync_concurrency):
             self.spawn(self._sync_worker(), name=f"device-sync-{i}")
@@ -156,6 +157,45 @@ class GbDeviceAdapter:
         for rec in list(self.presence.records()):
             if rec.online:
                 self.inventory.update_device(rec.device_id, online=False, last_keepalive=_dt(rec.last_keepalive))
+
+    async def _restore_bindings(self) -> None:
+        """Registrations persisted by the previous process (issue 16 #1). An unexpired UDP binding
+        is restored as registered-but-not-online, so the device's next keepalive from exactly that
+        address is accepted and brings it online. A binding that expired while we were down is
+        recorded offline from its expiry. TCP/TLS bindings died with their connections."""
+        now = self.clock()
+        self.replays.forget_before(now)  # the old process's accepted (nonce, nc) pairs are unknown
+        try:
+            bindings = await self.inventory.bindings()
+        except Exception:
+            log.exception("cannot load registration bindings; devices must register again")
+            return
+        expired: list[dict[str, Any]] = []
+        for b in bindings:
+            device_id = b["device_id"]
+            usable = b["transport"] == "udp" and b["realm"] == self.settings.realm
+            if b["expires_at"] <= now:
+                expired.append(b)
+            if b["expires_at"] <= now or not usable:
+                self.inventory.delete_binding(device_id)
+                continue
+            self.presence.restore(
+                device_id, transport=b["transport"], host=b["host"], port=b["port"], call_id=b["call_id"],
+                contact=b["contact"], expires_at=b["expires_at"], registered_at=b["registered_at"], now=now,
+                user_agent=b["user_agent"],
+            )
+            entry = self.policy.get(device_id)
+            self._channel_limits[device_id] = entry.max_channels if entry is not None else None
+            self.stats["bindings:restored"] += 1
+        if expired:
+            await self._known_fingerprints(expired[0]["device_id"])  # loads every device's channels
+        for b in expired:
+            device_id, ts = b["device_id"], b["expires_at"]
+            evidence = {"device_id": device_id, "expired_while_down": True}
+            self.health.set_state(f"device:{device_id}", "offline", OfflineCause.EXPIRED.value, ts, evidence)
+            for channel_id in self._catalog_cache.get(device_id, {}):
+                self.health.set_state(f"channel:{channel_id}", "offline", OfflineCause.EXPIRED.value, ts, evidence)
+            self.stats["bindings:expired_while_down"] += 1
 
     def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -361,6 +401,11 @@ class GbDeviceAdapter:
             now=now,
             user_agent=request.headers.get("User-Agent") or "",
         )
+        self.inventory.save_binding(
+            device_id, transport=peer.transport, host=peer.host, port=peer.port, contact=contact[:400],
+            call_id=request.call_id[:200], realm=self.settings.realm, user_agent=rec.user_agent[:200],
+            registered_at=rec.registered_at, expires_at=rec.expires_at,
+        )
         entry = decision.entry
         self._channel_limits[device_id] = entry.max_channels if entry is not None else None
         ok_headers = [("Contact", contact or f"<sip:{device_id}@{peer.host}:{peer.port}>"), ("Expires", str(expires))]
@@ -395,6 +440,9 @@ class GbDeviceAdapter:
             if pending is not None:
                 await pending
         self._respond(key, request, 200, peer, headers=headers)
+        self._queue_sync(device_id)
+
+    def _queue_sync(self, device_id: str) -> None:
         if self.settings.query_on_register and device_id not in self._sync_pending:
             self._sync_pending.add(device_id)
             self._syncing.add(device_id)
@@ -485,6 +533,7 @@ class GbDeviceAdapter:
         await self.whitelist_actions.audit_event(action, device_id, {"source": peer.host}, reason)
 
     def _unregister(self, device_id: str, now: float, cause: OfflineCause) -> None:
+        self.inventory.delete_binding(device_id)
         t = self.presence.unregister(device_id, now, cause)
         if t is not None:
             self._apply_transition(t)
@@ -508,6 +557,10 @@ class GbDeviceAdapter:
         pending = self._health_device(t)
         if pending is not None:
             self.spawn(_await(pending))
+        if t.cause in (OfflineCause.EXPIRED.value, OfflineCause.CONNECTION_CLOSED.value):
+            self.inventory.delete_binding(t.device_id)
+        if online and t.device_id not in self._channels:
+            self._queue_sync(t.device_id)  # back from a restored binding: learn its channels again
         if not online and self.media is not None:
             self.media.on_device_gone(t.device_id)
 

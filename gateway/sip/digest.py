@@ -130,6 +130,11 @@ class ReplayGuard:
     def __len__(self) -> int:
         return len(self._seen)
 
+    def forget_before(self, ts: float) -> None:
+        """Refuse (as stale) every nonce issued at or before `ts` that is not remembered: at start,
+        pairs accepted by the previous process are unknown, so their nonces must not be reused."""
+        self._floor = max(self._floor, ts)
+
     def accept(self, nonce: str, nc: str | None, issued: float, now: float) -> NonceState:
         """VALID (and remembered) the first time a pair is seen; INVALID for a replay; STALE when
         the nonce's memory was evicted (ask the device for a fresh nonce)."""

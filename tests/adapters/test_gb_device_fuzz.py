@@ -66,6 +66,15 @@ class Inventory:
     async def all_channels(self) -> Mapping[str, Mapping[str, Any]]:
         return {}
 
+    def save_binding(self, device_id: str, **values: Any) -> None:
+        self.touched.append(("save_binding", device_id))
+
+    def delete_binding(self, device_id: str) -> None:
+        self.touched.append(("delete_binding", device_id))
+
+    async def bindings(self) -> list[dict[str, Any]]:
+        return []
+
     def apply_catalog(self, device_id: str, added: Any, updated: Any, removed: Any, exposed: set[str]) -> Any:
         self.touched.append(("catalog", device_id))
         self.touched.extend(("channel", i.device_id) for i in [*added, *updated])

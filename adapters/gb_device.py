@@ -39,6 +39,7 @@ from whitelist.alarms import AlarmDeduper
 from whitelist.decide import Decision, Policy, Reason, RequestKind, check_device_info
 from whitelist.decide import Request as WlRequest
 from whitelist.lockout import FloodGuard, Lockout
+from whitelist.model import EntryStatus
 
 log = logging.getLogger(__name__)
 BEIJING = timezone(timedelta(hours=8))
@@ -165,7 +166,10 @@ class GbDeviceAdapter:
         recorded offline from its expiry. TCP/TLS bindings died with their connections."""
         now = self.clock()
         self.replays.forget_before(now)  # the old process's accepted (nonce, nc) pairs are unknown
+        # channel ownership is needed from the first MESSAGE on (a platform speaking for a channel)
+        self._catalog_loaded = asyncio.ensure_future(self._load_catalogs())
         try:
+            await asyncio.shield(self._catalog_loaded)
             bindings = await self.inventory.bindings()
         except Exception:
             log.exception("cannot load registration bindings; devices must register again")
@@ -187,8 +191,6 @@ class GbDeviceAdapter:
             entry = self.policy.get(device_id)
             self._channel_limits[device_id] = entry.max_channels if entry is not None else None
             self.stats["bindings:restored"] += 1
-        if expired:
-            await self._known_fingerprints(expired[0]["device_id"])  # loads every device's channels
         for b in expired:
             device_id, ts = b["device_id"], b["expires_at"]
             evidence = {"device_id": device_id, "expired_while_down": True}
@@ -802,9 +804,13 @@ class GbDeviceAdapter:
     def _claimable(self, device_id: str, channel_id: str) -> str | None:
         """Who else owns `channel_id` (another device's channel, or another device's own ID), or None."""
         owner = self._owners.get(channel_id)
-        if owner is not None and owner != device_id:
-            return owner
-        if channel_id != device_id and (channel_id in self.presence or self.policy.get(channel_id) is not None):
+        if owner is not None:
+            return None if owner == device_id else owner
+        if channel_id == device_id:
+            return None
+        entry = self.policy.get(channel_id)
+        # a pending entry is only what some caller claimed: it must not let anyone block a channel
+        if channel_id in self.presence or (entry is not None and entry.status is not EntryStatus.PENDING):
             return channel_id
         return None
 

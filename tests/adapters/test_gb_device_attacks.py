@@ -124,6 +124,24 @@ async def test_channel_owned_by_another_device_is_refused_and_alarmed(
     assert alarms[0].detail["count"] == 2
 
 
+async def test_a_pending_claim_on_a_channel_id_does_not_block_its_owner(
+        gw: Gateway, phones: tuple[UdpPhone, UdpPhone]) -> None:
+    """Someone registers with B's (not yet catalogued) channel ID: it becomes `pending`, which must
+    not let it refuse B's channel later, nor take over a channel B already owns."""
+    _, b = phones
+    squatter = UdpPhone(gw, host="127.0.0.3")
+    try:
+        assert (await squatter.register(device_id=B_CH, password="guess", call_id="sq")).status == 403
+        await asyncio.sleep(0.3)  # the pending entry is written and synced into the policy
+        await gw.services.admission.sync()  # type: ignore[union-attr]
+        assert gw.adapter.policy.get(B_CH) is not None  # type: ignore[union-attr]
+    finally:
+        squatter.close()
+    await answer_catalog(gw, b, B, [CatalogItem(device_id=B_CH, name="B's camera", status="ON")])
+    assert await channel_rows(gw, B) == [B_CH]
+    assert gw.adapter.stats["refused:channel_owned"] == 0  # type: ignore[union-attr]
+
+
 # ------------------------------------------------------------------ item 4: events on own channels only
 async def test_vlost_for_another_devices_channel_changes_nothing(
         gw: Gateway, phones: tuple[UdpPhone, UdpPhone]) -> None:

@@ -219,6 +219,8 @@ class GbDeviceAdapter:
             try:
                 for t in self.presence.expire(now):
                     self._apply_transition(t)
+                for device_id in self.presence.drain_dropped():
+                    self.inventory.delete_binding(device_id)  # ran out while offline
                 for result in self.catalogs.handle_timer(now):
                     self._catalog_done(result)
                 self._flush_alarms(now)

@@ -69,6 +69,7 @@ class Presence:
         self.keepalive_count = keepalive_count
         self._devices: dict[str, DeviceRecord] = {}
         self._heap: list[tuple[float, str]] = []
+        self._dropped: list[str] = []  # registrations that ran out while offline (no transition)
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -221,12 +222,19 @@ class Presence:
                 del self._devices[device_id]
                 if rec.online:
                     out.append(Transition(device_id, PresenceState.OFFLINE, now, OfflineCause.EXPIRED.value))
+                else:
+                    self._dropped.append(device_id)
             elif rec.online:
                 rec.online = False
                 out.append(Transition(device_id, PresenceState.OFFLINE, now, OfflineCause.KEEPALIVE_LOST.value))
                 # keep watching for the registration to expire
                 rec.deadline = rec.expires_at
                 heapq.heappush(self._heap, (rec.deadline, device_id))
+        return out
+
+    def drain_dropped(self) -> list[str]:
+        """Devices whose registration ran out while already offline since the last call."""
+        out, self._dropped = self._dropped, []
         return out
 
     def drop_connection(self, conn_id: int, now: float) -> list[Transition]:

@@ -109,6 +109,22 @@ async def sipp(served: Served, scenario: str, row: list[str], local_port: int, t
     return trace
 
 
+def raw_keepalive(served: Served, device_id: str, local_port: int) -> bytes:
+    """One keepalive MESSAGE from 127.0.0.1:local_port over a plain UDP socket; the raw answer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", local_port))
+        s.settimeout(5)
+        body = (f'<?xml version="1.0"?><Notify><CmdType>Keepalive</CmdType><SN>9</SN>'
+                f"<DeviceID>{device_id}</DeviceID><Status>OK</Status></Notify>").encode()
+        head = (f"MESSAGE sip:34020000002000000001@3402000000 SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};rport;branch=z9hG4bKka{local_port}\r\n"
+                f"From: <sip:{device_id}@3402000000>;tag=c2\r\nTo: <sip:34020000002000000001@3402000000>\r\n"
+                f"Call-ID: ka-{local_port}\r\nCSeq: 1 MESSAGE\r\nContent-Type: Application/MANSCDP+xml\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")
+        s.sendto(head.encode() + body, ("127.0.0.1", served.sip_port))
+        return s.recv(65536)
+
+
 async def poll(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
@@ -138,19 +154,11 @@ async def test_keepalive_after_sigkill_restart_is_accepted_and_expired_binding_i
     assert "SIP/2.0 200" in trace
     await poll(lambda: served.query("SELECT online FROM device WHERE id = ?", CAM1) == [(1,)])
 
+    # only from exactly the registered address: the same camera ID from another port is refused
+    assert raw_keepalive(served, CAM1, free_port()).startswith(b"SIP/2.0 404")
+
     # camera 2 expired while we were down: refused, and offline from its expiry in the ledger
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", port2))
-        s.settimeout(5)
-        body = (f'<?xml version="1.0"?><Notify><CmdType>Keepalive</CmdType><SN>9</SN>'
-                f"<DeviceID>{CAM2}</DeviceID><Status>OK</Status></Notify>").encode()
-        head = (f"MESSAGE sip:34020000002000000001@3402000000 SIP/2.0\r\n"
-                f"Via: SIP/2.0/UDP 127.0.0.1:{port2};rport;branch=z9hG4bKcam2ka\r\n"
-                f"From: <sip:{CAM2}@3402000000>;tag=c2\r\nTo: <sip:34020000002000000001@3402000000>\r\n"
-                f"Call-ID: cam2-ka\r\nCSeq: 1 MESSAGE\r\nContent-Type: Application/MANSCDP+xml\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n")
-        s.sendto(head.encode() + body, ("127.0.0.1", served.sip_port))
-        answer = s.recv(65536)
+    answer = raw_keepalive(served, CAM2, port2)
     assert answer.startswith(b"SIP/2.0 404"), answer[:80]
     assert served.query("SELECT online FROM device WHERE id = ?", CAM2) == [(0,)]
     assert served.query("SELECT device_id FROM device_binding") == [(CAM1,)]

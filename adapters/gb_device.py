@@ -170,6 +170,10 @@ class GbDeviceAdapter:
         self._catalog_loaded = asyncio.ensure_future(self._load_catalogs())
         try:
             await asyncio.shield(self._catalog_loaded)
+        except Exception:
+            log.exception("cannot load stored channels now; the first catalog sync tries again")
+            self._catalog_loaded = None
+        try:
             bindings = await self.inventory.bindings()
         except Exception:
             log.exception("cannot load registration bindings; devices must register again")

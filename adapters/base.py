@@ -17,7 +17,19 @@ class Inventory(Protocol):
 
     def add_event(self, device_id: str, kind: str, ts: float, **detail: Any) -> None: ...
 
+    def update_alarm(self, device_id: str, kind: str, first_ts: float, **detail: Any) -> None:
+        """Merge `detail` (count, last) into the alarm event written at `first_ts`."""
+        ...
+
     def all_channels(self) -> Awaitable[Mapping[str, Mapping[str, Any]]]: ...
+
+    def save_binding(self, device_id: str, **values: Any) -> None:
+        """Persist a registration binding (issue 16 #1); times as epoch seconds."""
+        ...
+
+    def delete_binding(self, device_id: str) -> None: ...
+
+    def bindings(self) -> Awaitable[list[dict[str, Any]]]: ...
 
     def apply_catalog(
         self, device_id: str, added: Iterable[Any], updated: Iterable[Any], removed: Iterable[str], exposed: set[str]

@@ -1,9 +1,15 @@
 """GB/T 28181 devices (IPC, NVR, lower platforms): registration, keepalive, queries, catalog.
 
 The SIP endpoint hands every request here. Admission is decided by the whitelist at every
-request (REGISTER, MESSAGE, NOTIFY): unknown devices get 403 and become `pending`; a request
-whose source does not match the current registration binding gets 403; wrong credentials get
-401 and count toward a lockout. Keepalives are answered inline and touch memory only.
+request (REGISTER, MESSAGE, NOTIFY). A REGISTER that has not proven its credential gets one
+uniform answer, 403, whatever the real reason (unknown ID → also recorded `pending`, wrong
+password → counts toward a lockout, wrong source, locked); the stats and audit keep the reason.
+A digest (nonce, nc) pair is accepted once and only from the address it was issued to.
+The signalling binding (address, port, transport) changes only on an authenticated REGISTER:
+a MESSAGE from anywhere else is answered like one from an unregistered device. A MESSAGE body
+speaks only for the sending device (or, for a platform, its own channels); catalog pages count
+only for a query we sent, and a channel ID owned by another device is refused with an alarm.
+Security alarms are de-duplicated per (device, kind, source). Keepalives touch memory only.
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ from gateway.sip import digest
 from gateway.sip.errors import SipError, SipParseError, SipTimeout
 from gateway.sip.message import Request, Response, make_response, new_tag, stateless_tag
 from gateway.sip.transaction import Peer
+from whitelist.alarms import AlarmDeduper
 from whitelist.decide import Decision, Policy, Reason, RequestKind, check_device_info
 from whitelist.decide import Request as WlRequest
 from whitelist.lockout import FloodGuard, Lockout
+from whitelist.model import EntryStatus
 
 log = logging.getLogger(__name__)
 BEIJING = timezone(timedelta(hours=8))
@@ -54,6 +62,7 @@ class DeviceSettings:
     catalog_first_timeout: float = 120.0
     sync_concurrency: int = 16
     query_on_register: bool = True
+    play_catalog_wait: float = 5.0  # a play request waits this long for an in-flight catalog sync
 
 
 _DATE_SECOND: list[Any] = [None, ""]  # (whole second, its formatted prefix): strftime once a second
@@ -122,12 +131,20 @@ class GbDeviceAdapter:
         self._sync_pending: set[str] = set()
         # sip.default_password: a shared credential for admitted entries that have none (off by default)
         self.default_credential: Callable[[str], Any] | None = None
+        self.replays = digest.ReplayGuard(ttl=nonces.ttl)
+        self.alarms = AlarmDeduper()
+        # channel ID → the device that owns it (every stored or accepted catalog item): ownership
+        # never moves silently, and the play resolver sees accepted items before the store does
+        self._owners: dict[str, str] = {}
+        self._syncing: set[str] = set()  # devices whose post-login catalog sync has not finished
+        self._catalog_applied = asyncio.Event()  # pulsed whenever a catalog is applied or a sync ends
 
     # ------------------------------------------------------------------ lifecycle
     def attach(self, endpoint: Any) -> None:
         self.endpoint = endpoint
 
     async def start(self) -> None:
+        await self._restore_bindings()
         self._timer_task = asyncio.create_task(self._tick(), name="gb-device-timers")
         for i in range(self.settings.sync_concurrency):
             self.spawn(self._sync_worker(), name=f"device-sync-{i}")
@@ -142,6 +159,50 @@ class GbDeviceAdapter:
         for rec in list(self.presence.records()):
             if rec.online:
                 self.inventory.update_device(rec.device_id, online=False, last_keepalive=_dt(rec.last_keepalive))
+
+    async def _restore_bindings(self) -> None:
+        """Registrations persisted by the previous process (issue 16 #1). An unexpired UDP binding
+        is restored as registered-but-not-online, so the device's next keepalive from exactly that
+        address is accepted and brings it online. A binding that expired while we were down is
+        recorded offline from its expiry. TCP/TLS bindings died with their connections."""
+        now = self.clock()
+        self.replays.forget_before(now)  # the old process's accepted (nonce, nc) pairs are unknown
+        # channel ownership is needed from the first MESSAGE on (a platform speaking for a channel)
+        self._catalog_loaded = asyncio.ensure_future(self._load_catalogs())
+        try:
+            await asyncio.shield(self._catalog_loaded)
+        except Exception:
+            log.exception("cannot load stored channels now; the first catalog sync tries again")
+            self._catalog_loaded = None
+        try:
+            bindings = await self.inventory.bindings()
+        except Exception:
+            log.exception("cannot load registration bindings; devices must register again")
+            return
+        expired: list[dict[str, Any]] = []
+        for b in bindings:
+            device_id = b["device_id"]
+            usable = b["transport"] == "udp" and b["realm"] == self.settings.realm
+            if b["expires_at"] <= now:
+                expired.append(b)
+            if b["expires_at"] <= now or not usable:
+                self.inventory.delete_binding(device_id)
+                continue
+            self.presence.restore(
+                device_id, transport=b["transport"], host=b["host"], port=b["port"], call_id=b["call_id"],
+                contact=b["contact"], expires_at=b["expires_at"], registered_at=b["registered_at"], now=now,
+                user_agent=b["user_agent"],
+            )
+            entry = self.policy.get(device_id)
+            self._channel_limits[device_id] = entry.max_channels if entry is not None else None
+            self.stats["bindings:restored"] += 1
+        for b in expired:
+            device_id, ts = b["device_id"], b["expires_at"]
+            evidence = {"device_id": device_id, "expired_while_down": True}
+            self.health.set_state(f"device:{device_id}", "offline", OfflineCause.EXPIRED.value, ts, evidence)
+            for channel_id in self._catalog_cache.get(device_id, {}):
+                self.health.set_state(f"channel:{channel_id}", "offline", OfflineCause.EXPIRED.value, ts, evidence)
+            self.stats["bindings:expired_while_down"] += 1
 
     def spawn(self, coro: Any, name: str | None = None) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -163,8 +224,11 @@ class GbDeviceAdapter:
             try:
                 for t in self.presence.expire(now):
                     self._apply_transition(t)
+                for device_id in self.presence.drain_dropped():
+                    self.inventory.delete_binding(device_id)  # ran out while offline
                 for result in self.catalogs.handle_timer(now):
                     self._catalog_done(result)
+                self._flush_alarms(now)
             except Exception:
                 log.exception("device timer failed")
 
@@ -238,11 +302,25 @@ class GbDeviceAdapter:
         self.stats[f"refused:{reason}"] += 1
         self._respond(key, request, status, peer, reason="Forbidden" if status == 403 else None)
 
+    def _deny(self, key: Hashable, request: Request, peer: Peer, reason: str, creds: digest.Credentials) -> None:
+        """The one answer to a REGISTER that has not proven its credential (issue 10 #9): 403
+        Forbidden for an unknown ID, a wrong password, a wrong source or a lock alike, after the
+        same digest work, so neither status, reason phrase nor timing tells them apart."""
+        if reason != "bad_credentials":
+            digest.verify(creds, "REGISTER", "0" * 32)
+        self._refuse(key, request, peer, reason)
+
     # ------------------------------------------------------------------ REGISTER
+    @staticmethod
+    def _nonce_source(peer: Peer) -> str:
+        """What a nonce is bound to: the exact address and port the challenge went to."""
+        return f"{peer.transport}:{peer.host}:{peer.port}"
+
     def _challenge(self, key: Hashable, request: Request, peer: Peer, *, stale: bool = False) -> None:
         now = self.clock()
         alg = digest.Algorithm(self.settings.digest_algorithm)
-        value = digest.challenge(self.settings.realm, self.nonces.issue(now), alg, qop=True, stale=stale)
+        nonce = self.nonces.issue(now, self._nonce_source(peer))
+        value = digest.challenge(self.settings.realm, nonce, alg, qop=True, stale=stale)
         # A registrar's challenge is the textbook stateless answer (RFC 3261 §8.2.7): a
         # registration storm then keeps no transaction per device for 32 s.
         self._respond(key, request, 401, peer, headers=[("WWW-Authenticate", value)], stateless=True)
@@ -266,12 +344,14 @@ class GbDeviceAdapter:
             # Unknown, locked and known IDs all look the same until credentials are presented.
             self._challenge(key, request, peer)
             return
-        locked = self.lockout.is_locked(device_id, peer.host, now)
-        if locked is not None:
-            self._refuse(key, request, peer, str(locked))
-            return
         creds = digest.parse_credentials(auth)
-        state = self.nonces.check(creds.nonce, now)
+        bound = self.presence.get(device_id)
+        binding_matches = bound is not None and (bound.host, bound.transport) == (peer.host, peer.transport)
+        locked = self.lockout.is_locked(device_id, peer.host, now, binding_matches=binding_matches)
+        if locked is not None:
+            self._deny(key, request, peer, str(locked), creds)
+            return
+        state = self.nonces.check(creds.nonce, now, self._nonce_source(peer))
         if state is not digest.NonceState.VALID:
             self.stats[f"auth:nonce_{state.value.lower()}"] += 1
             self._challenge(key, request, peer, stale=state is digest.NonceState.STALE)
@@ -286,16 +366,21 @@ class GbDeviceAdapter:
         if not decision.allowed:
             if decision.reason is Reason.UNKNOWN_DEVICE:
                 self._record_pending(device_id, request, peer, now)
-            self._refuse(key, request, peer, decision.reason.value)
+            self._deny(key, request, peer, decision.reason.value, creds)
             return
         if not self._verify(creds, decision):
-            self.lockout.record_failure(device_id, peer.host, now)
             self.stats["auth:failed"] += 1
-            if self.lockout.is_locked(device_id, peer.host, now) is not None:
+            if self.lockout.record_failure(device_id, peer.host, now) is not None:
                 self._alarm(device_id, "alarm_lockout", peer, "too many failed authentications")
-                self._refuse(key, request, peer, "locked_now")
-            else:
-                self._challenge(key, request, peer)
+            self._deny(key, request, peer, "bad_credentials", creds)
+            return
+        replay = self.replays.accept(creds.nonce, creds.nc, self.nonces.issued_at(creds.nonce), now)
+        if replay is not digest.NonceState.VALID:
+            # a (nonce, nc) pair seen before: a captured Authorization played back (issue 10 #6)
+            self.stats["auth:replay" if replay is digest.NonceState.INVALID else "auth:nonce_forgotten"] += 1
+            if replay is digest.NonceState.INVALID:
+                self._alarm(device_id, "alarm_digest_replay", peer, "digest (nonce, nc) replayed")
+            self._challenge(key, request, peer, stale=replay is digest.NonceState.STALE)
             return
         self.lockout.record_success(device_id, peer.host, now)
         self.stats["auth:ok"] += 1
@@ -324,6 +409,11 @@ class GbDeviceAdapter:
             expires=expires,
             now=now,
             user_agent=request.headers.get("User-Agent") or "",
+        )
+        self.inventory.save_binding(
+            device_id, transport=peer.transport, host=peer.host, port=peer.port, contact=contact[:400],
+            call_id=request.call_id[:200], realm=self.settings.realm, user_agent=rec.user_agent[:200],
+            registered_at=rec.registered_at, expires_at=rec.expires_at,
         )
         entry = decision.entry
         self._channel_limits[device_id] = entry.max_channels if entry is not None else None
@@ -359,8 +449,12 @@ class GbDeviceAdapter:
             if pending is not None:
                 await pending
         self._respond(key, request, 200, peer, headers=headers)
+        self._queue_sync(device_id)
+
+    def _queue_sync(self, device_id: str) -> None:
         if self.settings.query_on_register and device_id not in self._sync_pending:
             self._sync_pending.add(device_id)
+            self._syncing.add(device_id)
             self._sync_queue.put_nowait(device_id)
 
     async def _sync_worker(self) -> None:
@@ -372,20 +466,30 @@ class GbDeviceAdapter:
         while True:
             device_id = await self._sync_queue.get()
             self._sync_pending.discard(device_id)
-            if device_id not in self.presence:
-                continue
             try:
-                await self.refresh_device_info(device_id)
-            except (QueryFailed, SipError) as exc:
-                log.info("DeviceInfo from %s failed: %s", device_id, exc)
-            if device_id not in self.presence:
-                continue  # dropped (model mismatch) or gone meanwhile
-            try:
-                await self.sync_catalog(device_id, wait_written=False)
-            except (QueryFailed, SipError) as exc:
-                log.info("Catalog from %s failed: %s", device_id, exc)
+                await self._sync_one(device_id)
             except Exception:
-                log.exception("catalog sync of %s failed", device_id)
+                log.exception("post-login sync of %s failed", device_id)
+            finally:
+                if device_id not in self._sync_pending:
+                    self._syncing.discard(device_id)
+                self._pulse_catalog()
+
+    async def _sync_one(self, device_id: str) -> None:
+        if device_id not in self.presence:
+            return
+        try:
+            await self.refresh_device_info(device_id)
+        except (QueryFailed, SipError) as exc:
+            log.info("DeviceInfo from %s failed: %s", device_id, exc)
+        if device_id not in self.presence:
+            return  # dropped (model mismatch) or gone meanwhile
+        try:
+            await self.sync_catalog(device_id, wait_written=False)
+        except (QueryFailed, SipError) as exc:
+            log.info("Catalog from %s failed: %s", device_id, exc)
+        except Exception:
+            log.exception("catalog sync of %s failed", device_id)
 
     def _cert_fingerprint(self, peer: Peer) -> str | None:
         """The client-certificate pin of the TLS connection `peer` came on (whitelist CERT_MISMATCH)."""
@@ -414,16 +518,31 @@ class GbDeviceAdapter:
         self.spawn(self.whitelist_actions.record_pending(evidence, now), name=f"pending-{device_id}")
 
     def _alarm(self, device_id: str, kind: str, peer: Peer, reason: str) -> None:
-        """A security alarm: a device event (visible in the API) and an audit record."""
+        """A security alarm: a device event (visible in the API) and an audit record — once per
+        (device, kind, source) while it keeps happening; repeats only raise the event's count."""
         self.stats[f"alarms:{kind}"] += 1
         now = self.clock()
-        self.inventory.add_event(device_id, kind, now, source=peer.host, transport=peer.transport, reason=reason)
+        hit = self.alarms.hit(device_id, kind, peer.host, now)
+        if not hit.new:
+            self.stats["alarms_deduplicated"] += 1
+            return
+        self.inventory.add_event(device_id, kind, now, source=hit.alarm.source, transport=peer.transport,
+                                 reason=reason, count=1, first=now, last=now)
         self.spawn(self._audit(kind, device_id, peer, reason))
+
+    def _flush_alarms(self, now: float) -> None:
+        """Write the counts of alarms that repeated (one UPDATE of their event each), then close
+        the quiet ones."""
+        for alarm in self.alarms.changed():
+            self.inventory.update_alarm(alarm.device_id, alarm.kind, alarm.first, count=alarm.count,
+                                        last=alarm.last)
+        self.alarms.expire(now)
 
     async def _audit(self, action: str, device_id: str, peer: Peer, reason: str) -> None:
         await self.whitelist_actions.audit_event(action, device_id, {"source": peer.host}, reason)
 
     def _unregister(self, device_id: str, now: float, cause: OfflineCause) -> None:
+        self.inventory.delete_binding(device_id)
         t = self.presence.unregister(device_id, now, cause)
         if t is not None:
             self._apply_transition(t)
@@ -447,6 +566,10 @@ class GbDeviceAdapter:
         pending = self._health_device(t)
         if pending is not None:
             self.spawn(_await(pending))
+        if t.cause in (OfflineCause.EXPIRED.value, OfflineCause.CONNECTION_CLOSED.value):
+            self.inventory.delete_binding(t.device_id)
+        if online and t.device_id not in self._channels:
+            self._queue_sync(t.device_id)  # back from a restored binding: learn its channels again
         if not online and self.media is not None:
             self.media.on_device_gone(t.device_id, t.cause)  # BYE + end viewers (issue 12.2)
 
@@ -475,10 +598,14 @@ class GbDeviceAdapter:
             self.stats["refused:not_registered"] += 1
             self._respond(key, request, 404, peer, reason="Device Not Registered")
             return
-        if rec.host != peer.host or rec.transport != peer.transport:
+        if (rec.host, rec.port, rec.transport) != (peer.host, peer.port, peer.transport):
+            # Only an authenticated REGISTER moves the binding (issue 10 #5): a MESSAGE from another
+            # address or port — a NAT neighbour, or the camera itself after its NAT mapping changed —
+            # gets the same answer as an unregistered device, so a real camera registers again.
             self.stats["refused:binding_mismatch"] += 1
-            self._alarm(device_id, "alarm_binding_mismatch", peer, f"registered from {rec.host}/{rec.transport}")
-            self._respond(key, request, 403, peer, reason="Forbidden")
+            self._alarm(device_id, "alarm_binding_mismatch", peer,
+                        f"registered from {rec.host}:{rec.port}/{rec.transport}")
+            self._respond(key, request, 404, peer, reason="Device Not Registered")
             return
         decision = self.policy.decide(
             WlRequest(
@@ -495,9 +622,11 @@ class GbDeviceAdapter:
         if request.body and "manscdp" not in ctype:
             self._respond(key, request, 415, peer)
             return
-        if peer.port != rec.port:
-            rec.port = peer.port  # NAT rebinding (§4.3)
-        if quick_keepalive(request.body) is not None:
+        quick = quick_keepalive(request.body)
+        if quick is not None and not self._speaks_for(device_id, quick.device_id):
+            self._foreign_body(key, request, peer, device_id, quick.device_id)
+            return
+        if quick is not None:
             # the plain keepalive shape: no XML parser needed (anything unusual takes the full path);
             # a keepalive seen twice is still one keepalive, so no transaction is kept for it
             self._respond(key, request, 200, peer, stateless=True)
@@ -512,6 +641,9 @@ class GbDeviceAdapter:
             self.stats[f"refused:bad_manscdp:{exc.reason}"] += 1
             self._respond(key, request, 400, peer, reason=exc.reason)
             return
+        if not self._speaks_for(device_id, msg.device_id, catalog=msg.cmd_type == "Catalog"):
+            self._foreign_body(key, request, peer, device_id, msg.device_id)
+            return
         # Answer first, then process (§2.3): retransmissions are absorbed by the transaction layer,
         # except for keepalives and answers to our queries, which are harmless to see twice (the
         # catalog assembler ignores pages of a finished catalog; a late DeviceInfo has no waiter).
@@ -522,6 +654,17 @@ class GbDeviceAdapter:
             self._apply_transition(transition)
         self._dispatch(device_id, msg, now)
 
+    def _speaks_for(self, device_id: str, body_id: str, *, catalog: bool = False) -> bool:
+        """A body's DeviceID must be the sender, or (not for a catalog) one of the sender's own
+        channels — how a platform reports for a camera behind it (issue 10 #3)."""
+        if body_id == device_id:
+            return True
+        return not catalog and self._owners.get(body_id) == device_id
+
+    def _foreign_body(self, key: Hashable, request: Request, peer: Peer, device_id: str, body_id: str) -> None:
+        self._alarm(device_id, "alarm_foreign_device_id", peer, f"body DeviceID {body_id[:40]!r} is not its own")
+        self._refuse(key, request, peer, "foreign_device_id")
+
     def _dispatch(self, device_id: str, msg: manscdp.Manscdp, now: float) -> None:
         cmd = msg.cmd_type
         self.stats[f"manscdp:{msg.root.value}:{bounded(cmd, MANSCDP_CMD_TYPES)}"] += 1
@@ -530,6 +673,9 @@ class GbDeviceAdapter:
         try:
             if cmd == "Catalog" and msg.root is manscdp.Root.RESPONSE:
                 page = manscdp.catalog_response(msg)
+                if (device_id, "Catalog", page.sn) not in self._waiters:
+                    self.stats["refused:unsolicited_catalog"] += 1  # not an answer to a query we sent
+                    return
                 result = self.catalogs.feed(page, now)
                 if result is not None:
                     self._catalog_done(result)
@@ -658,11 +804,36 @@ class GbDeviceAdapter:
     async def _load_catalogs(self) -> None:
         for dev, items in (await self.inventory.all_channels()).items():
             self._catalog_cache.setdefault(dev, {cid: _fingerprint(item) for cid, item in items.items()})
+        for dev, fps in self._catalog_cache.items():
+            for cid in fps:
+                self._owners.setdefault(cid, dev)
+
+    def _claimable(self, device_id: str, channel_id: str) -> str | None:
+        """Who else owns `channel_id` (another device's channel, or another device's own ID), or None."""
+        owner = self._owners.get(channel_id)
+        if owner is not None:
+            return None if owner == device_id else owner
+        if channel_id == device_id:
+            return None
+        entry = self.policy.get(channel_id)
+        # a pending entry is only what some caller claimed: it must not let anyone block a channel
+        if channel_id in self.presence or (entry is not None and entry.status is not EntryStatus.PENDING):
+            return channel_id
+        return None
 
     async def _apply_catalog(self, result: CatalogResult) -> None:
         device_id = result.device_id
         old = await self._known_fingerprints(device_id)
         new = {i.device_id: i for i in result.items if is_playable_channel(i.device_id)}
+        for cid in list(new):
+            other = self._claimable(device_id, cid)
+            if other is not None:
+                # ownership never moves silently: the item is dropped and the claim alarmed
+                del new[cid]
+                self.stats["refused:channel_owned"] += 1
+                rec0 = self.presence.get(device_id)
+                src = Peer(rec0.transport, rec0.host, rec0.port, rec0.conn_id) if rec0 else Peer("udp", "", 0, None)
+                self._alarm(device_id, "alarm_channel_conflict", src, f"channel {cid} belongs to {other}")
         fps = {cid: _fingerprint(item) for cid, item in new.items()}
         added = [item for cid, item in new.items() if cid not in old]
         updated = [item for cid, item in new.items() if cid in old and fps[cid] != old[cid]]
@@ -676,6 +847,11 @@ class GbDeviceAdapter:
         written.add_done_callback(lambda f: self._write_done(device_id, f))
         self._catalog_writes[device_id] = written
         self._catalog_cache[device_id] = {**kept, **fps}
+        for cid in removed:
+            if self._owners.get(cid) == device_id:
+                del self._owners[cid]
+        for cid in fps:
+            self._owners[cid] = device_id
         d = CatalogDiff(added, updated, removed, len(new) - len(added) - len(updated))
         self.inventory.update_device(device_id, channel_count=len(exposed))
         if d.added or d.removed or d.updated:
@@ -709,6 +885,7 @@ class GbDeviceAdapter:
                 now,
                 {"device_id": device_id, "status": item.status},
             )
+        self._pulse_catalog()
 
     def _write_done(self, device_id: str, fut: asyncio.Future[Any]) -> None:
         if self._catalog_writes.get(device_id) is fut:
@@ -719,13 +896,48 @@ class GbDeviceAdapter:
 
     async def _apply_catalog_notify(self, device_id: str, items: list[Any]) -> None:
         now = self.clock()
+        own = self._channels.get(device_id, {})
         for item in items:
             event = (item.event or "").upper()
+            if event in ("ON", "OFF", "VLOST", "DEFECT") and item.device_id not in own:
+                # a device's events change only its own (exposed) channels' state (issue 10 #4)
+                self.stats["refused:foreign_channel_event"] += 1
+                continue
             if event in ("ON", "OFF", "VLOST", "DEFECT"):
                 state = {"ON": "online", "OFF": "offline", "VLOST": "no_video", "DEFECT": "offline"}[event]
                 self.health.set_state(f"channel:{item.device_id}", state, f"notify_{event.lower()}", now, {})
         if any((i.event or "").upper() in ("ADD", "DEL", "UPDATE") for i in items):
             await self.sync_catalog(device_id)
+
+    # ------------------------------------------------------------------ play resolution
+    def _pulse_catalog(self) -> None:
+        self._catalog_applied.set()
+        self._catalog_applied = asyncio.Event()
+
+    def channel_owner(self, channel_id: str) -> str | None:
+        """The device whose accepted catalog exposes `channel_id` (before the batched write lands)."""
+        owner = self._owners.get(channel_id)
+        if owner is not None and channel_id in self._channels.get(owner, {}):
+            return owner
+        return None
+
+    def catalog_sync_in_flight(self) -> bool:
+        return bool(self._syncing) or len(self.catalogs) > 0
+
+    async def locate_channel(self, channel_id: str, timeout: float | None = None) -> str | None:
+        """The owner of `channel_id`; while catalog syncs are in flight, wait for them (bounded)
+        instead of answering "unknown" (issue 12 #3)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + (self.settings.play_catalog_wait if timeout is None else timeout)
+        while True:
+            owner = self.channel_owner(channel_id)
+            left = end - loop.time()
+            if owner is not None or left <= 0 or not self.catalog_sync_in_flight():
+                return owner
+            try:
+                await asyncio.wait_for(self._catalog_applied.wait(), min(left, 0.5))
+            except TimeoutError:
+                pass
 
     # ------------------------------------------------------------------ views for the API
     def live_view(self, device_id: str) -> dict[str, Any] | None:

@@ -185,12 +185,17 @@ class InviteManager:
     async def _admit(self, channel_id: str) -> tuple[str, Any, tuple[Any, ...]]:
         """`resolve`, plus the networks the device's RTP may come from besides its signalling host."""
         presence = self.adapter.presence
-        device_id: str | None = None
-        row = await self.repo.find_channel(channel_id)
-        if row is not None:
-            device_id = row.device_id
-        elif presence.get(channel_id) is not None:
-            device_id = channel_id  # an IPC addressed by its own ID
+        # an accepted catalog item first (it reaches the store only with the next batch); while a
+        # catalog sync is in flight the lookup waits for it, bounded (issue 12 #3)
+        device_id: str | None = self.adapter.channel_owner(channel_id)
+        if device_id is None:
+            row = await self.repo.find_channel(channel_id)
+            if row is not None:
+                device_id = row.device_id
+            elif presence.get(channel_id) is not None:
+                device_id = channel_id  # an IPC addressed by its own ID
+            else:
+                device_id = await self.adapter.locate_channel(channel_id)
         if device_id is None:
             raise ChannelNotFound(f"unknown channel {channel_id}")
         rec = presence.get(device_id)

@@ -150,7 +150,9 @@ class Gateway:
             identity=identity,
             policy=policy,
             lockout=Lockout(
-                max_failures=s.whitelist.max_failures, window=s.whitelist.failure_window, lock_for=s.whitelist.lock_for
+                max_failures=s.whitelist.max_failures, window=s.whitelist.failure_window, lock_for=s.whitelist.lock_for,
+                source_distinct_ids=s.whitelist.source_distinct_ids,
+                source_max_failures=s.whitelist.source_max_failures,
             ),
             flood=FloodGuard(max_per_second=s.whitelist.flood_max_per_second, ban_for=s.whitelist.flood_ban_for),
             presence=presence,

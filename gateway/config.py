@@ -83,6 +83,8 @@ class WhitelistSettings:
     max_failures: int = 5
     failure_window: float = 60.0
     lock_for: float = 900.0
+    source_distinct_ids: int = 3  # a source locks when failures name this many IDs in the window ...
+    source_max_failures: int = 50  # ... or reach this count (a NATed site shares one address)
     flood_max_per_second: int = 200  # per source address; a NATed site of a few hundred cameras re-registers at once
     flood_ban_for: float = 60.0
     signing_key: str = "./gbgate-data/keys/policy_ed25519.pem"

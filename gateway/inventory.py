@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.gb.items import CatalogItem
@@ -19,6 +20,28 @@ class StoreInventory:
     def add_event(self, device_id: str, kind: str, ts: float, **detail: Any) -> None:
         self.repo.add_event(device_id, kind, ts, **detail)
 
+    def update_alarm(self, device_id: str, kind: str, first_ts: float, **detail: Any) -> None:
+        self.repo.update_event(device_id, kind, first_ts, **detail)
+
+    def save_binding(self, device_id: str, **values: Any) -> None:
+        for key in ("registered_at", "expires_at"):
+            values[key] = datetime.fromtimestamp(values[key], UTC)
+        self.repo.save_binding(device_id, **values)
+
+    def delete_binding(self, device_id: str) -> None:
+        self.repo.delete_binding(device_id)
+
+    async def bindings(self) -> list[dict[str, Any]]:
+        """Every persisted registration binding, as plain values (times as epoch seconds)."""
+        out = []
+        for b in await self.repo.bindings():
+            out.append({
+                "device_id": b.device_id, "transport": b.transport, "host": b.host, "port": b.port,
+                "contact": b.contact, "call_id": b.call_id, "realm": b.realm, "user_agent": b.user_agent,
+                "registered_at": _ts(b.registered_at), "expires_at": _ts(b.expires_at),
+            })
+        return out
+
     async def all_channels(self) -> Mapping[str, Mapping[str, CatalogItem]]:
         """Every device's channels (removed ones excluded), for the adapter's in-memory diff."""
         out: dict[str, dict[str, CatalogItem]] = {}
@@ -31,6 +54,11 @@ class StoreInventory:
     ) -> Awaitable[None]:
         """Queue the channel changes on the batched writer; the future resolves once committed."""
         return self.repo.submit(make_catalog_job(device_id, added, updated, removed, exposed))
+
+
+def _ts(value: datetime) -> float:
+    """Epoch seconds; a naive datetime (SQLite may return one) is UTC."""
+    return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).timestamp()
 
 
 def _item(row: Any) -> CatalogItem:

@@ -1,10 +1,15 @@
 """Failed-authentication lockout and per-source flood control — pure, `now` (seconds) passed in.
 
-Lockout: K failures within T seconds lock the device ID, and by a separate counter the source
-address, for `lock_for` seconds (defaults after Kamailio pike / fail2ban practice: 5 in 60 s →
-15 min). A success clears the device ID's failure count but never the source's: otherwise anyone
-holding one valid device could interleave its logins to guess other devices' passwords from the
-same address. Existing locks are never lifted by a success.
+Lockout: K failures within T seconds lock the device ID for `lock_for` seconds (defaults after
+Kamailio pike / fail2ban practice: 5 in 60 s → 15 min). The source address has its own counter
+with a different trigger (issue 10 #15): a NATed site puts hundreds of cameras behind one address,
+so one camera with a wrong password must not lock its neighbours out. A source is locked only when
+its failures in the window name `source_distinct_ids` different IDs (someone guessing IDs or
+passwords across devices) or reach `source_max_failures` in all; and a source lock never refuses
+an approved ID whose live registration binding is that very address (the caller says so).
+A success clears the device ID's failure count but never the source's: otherwise anyone holding
+one valid device could interleave its logins to guess other devices' passwords from the same
+address. Existing locks are never lifted by a success.
 
 FloodGuard: a token bucket per source (burst = rate = `max_per_second`); an empty bucket bans the
 source for `ban_for` seconds, during which its packets are ignored without answer.
@@ -23,16 +28,19 @@ from whitelist.decide import Decision, Reason, Request
 @dataclass(slots=True)
 class _Failures:
     times: list[float] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)  # the device ID of each failure (source counter)
 
 
 class _Counter:
     """Sliding-window failure counter plus lock table for one kind of key."""
 
-    __slots__ = ("_fails", "_locks", "lock_for", "max_failures", "max_keys", "window")
+    __slots__ = ("_fails", "_locks", "distinct_ids", "lock_for", "max_failures", "max_keys", "window")
 
-    def __init__(self, max_failures: int, window: float, lock_for: float, max_keys: int) -> None:
+    def __init__(self, max_failures: int, window: float, lock_for: float, max_keys: int,
+                 distinct_ids: int | None = None) -> None:
         self.max_failures, self.window = max_failures, window
         self.lock_for, self.max_keys = lock_for, max_keys
+        self.distinct_ids = distinct_ids  # also lock once this many different IDs failed in the window
         self._fails: dict[str, _Failures] = {}
         self._locks: dict[str, float] = {}     # key → locked until; insertion order ≈ expiry order
 
@@ -45,20 +53,26 @@ class _Counter:
         del self._locks[key]
         return False
 
-    def failure(self, key: str, now: float) -> bool:
-        """Count one failure; True when this failure locks the key."""
+    def failure(self, key: str, now: float, device_id: str = "") -> bool:
+        """Count one failure (of `device_id`); True when this failure locks the key."""
         if self.locked(key, now):
             return False
         rec = self._fails.pop(key, None)       # pop + reinsert keeps dict order = least recently used
         if rec is None:
             rec = _Failures()
         horizon = now - self.window
-        times = [t for t in rec.times if t > horizon]
+        keep = [i for i, t in enumerate(rec.times) if t > horizon]
+        times = [rec.times[i] for i in keep]
         times.append(now)
-        if len(times) >= self.max_failures:
+        ids: list[str] = []
+        if self.distinct_ids is not None:
+            ids = [rec.ids[i] for i in keep]
+            ids.append(device_id)
+        if len(times) >= self.max_failures or (
+                self.distinct_ids is not None and len(set(ids)) >= self.distinct_ids):
             self._lock(key, now)
             return True
-        rec.times = times
+        rec.times, rec.ids = times, ids
         self._fails[key] = rec
         while len(self._fails) > self.max_keys:
             del self._fails[next(iter(self._fails))]
@@ -83,16 +97,21 @@ class Lockout:
     __slots__ = ("_ids", "_sources")
 
     def __init__(self, *, max_failures: int = 5, window: float = 60.0, lock_for: float = 900.0,
-                 max_keys: int = 100_000) -> None:
-        if max_failures < 1 or window <= 0 or lock_for <= 0 or max_keys < 1:
-            raise ValueError("max_failures, window, lock_for and max_keys must be positive")
+                 max_keys: int = 100_000, source_distinct_ids: int = 3,
+                 source_max_failures: int | None = None) -> None:
+        """`source_max_failures` defaults to 10 × `max_failures` (a NATed site's bad camera retrying)."""
+        source_max = source_max_failures if source_max_failures is not None else 10 * max_failures
+        if (max_failures < 1 or window <= 0 or lock_for <= 0 or max_keys < 1 or source_distinct_ids < 2
+                or source_max < 1):
+            raise ValueError("max_failures, window, lock_for, max_keys and source limits must be positive "
+                             "(source_distinct_ids at least 2)")
         self._ids = _Counter(max_failures, window, lock_for, max_keys)
-        self._sources = _Counter(max_failures, window, lock_for, max_keys)
+        self._sources = _Counter(source_max, window, lock_for, max_keys, distinct_ids=source_distinct_ids)
 
     def record_failure(self, device_id: str, source: str, now: float) -> Reason | None:
         """Count a failed authentication; returns the lock it caused (LOCKED_ID first) or None."""
         id_locked = self._ids.failure(device_id, now)
-        source_locked = self._sources.failure(source, now)
+        source_locked = self._sources.failure(source, now, device_id)
         if id_locked:
             return Reason.LOCKED_ID
         return Reason.LOCKED_SOURCE if source_locked else None
@@ -101,10 +120,12 @@ class Lockout:
         """A verified login clears the device ID's failures (not the source's, not any lock)."""
         self._ids.clear(device_id)
 
-    def is_locked(self, device_id: str, source: str, now: float) -> Reason | None:
+    def is_locked(self, device_id: str, source: str, now: float, *, binding_matches: bool = False) -> Reason | None:
+        """`binding_matches`: the ID is approved and registered from this very address, so a
+        lock of the (shared, NATed) source is not its doing and does not apply to it."""
         if self._ids.locked(device_id, now):
             return Reason.LOCKED_ID
-        if self._sources.locked(source, now):
+        if self._sources.locked(source, now) and not binding_matches:
             return Reason.LOCKED_SOURCE
         return None
 

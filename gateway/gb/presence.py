@@ -69,6 +69,7 @@ class Presence:
         self.keepalive_count = keepalive_count
         self._devices: dict[str, DeviceRecord] = {}
         self._heap: list[tuple[float, str]] = []
+        self._dropped: list[str] = []  # registrations that ran out while offline (no transition)
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -139,6 +140,34 @@ class Presence:
         transition = None if was_online else Transition(device_id, PresenceState.ONLINE, now, "registered")
         return rec, transition, new_login
 
+    def restore(
+        self,
+        device_id: str,
+        *,
+        transport: str,
+        host: str,
+        port: int,
+        call_id: str,
+        contact: str,
+        expires_at: float,
+        registered_at: float,
+        now: float,
+        user_agent: str = "",
+    ) -> DeviceRecord:
+        """A registration persisted before a restart (issue 16 #1): registered, not yet online.
+        The device's next keepalive from this binding brings it online (`activity`); without
+        one the record is dropped at `expires_at`."""
+        rec = DeviceRecord(
+            device_id=device_id, transport=transport, host=host, port=port, conn_id=None, call_id=call_id,
+            contact=contact, expires_at=expires_at, registered_at=registered_at, last_seen=now,
+            keepalive_interval=self.keepalive_interval, keepalive_count=self.keepalive_count,
+            online=False, user_agent=user_agent,
+        )
+        self._devices[device_id] = rec
+        rec.deadline = expires_at
+        heapq.heappush(self._heap, (rec.deadline, device_id))
+        return rec
+
     def activity(self, device_id: str, now: float, *, keepalive: bool = False) -> Transition | None:
         """A keepalive (or any request) from a registered device: push its deadline."""
         rec = self._devices.get(device_id)
@@ -193,12 +222,19 @@ class Presence:
                 del self._devices[device_id]
                 if rec.online:
                     out.append(Transition(device_id, PresenceState.OFFLINE, now, OfflineCause.EXPIRED.value))
+                else:
+                    self._dropped.append(device_id)
             elif rec.online:
                 rec.online = False
                 out.append(Transition(device_id, PresenceState.OFFLINE, now, OfflineCause.KEEPALIVE_LOST.value))
                 # keep watching for the registration to expire
                 rec.deadline = rec.expires_at
                 heapq.heappush(self._heap, (rec.deadline, device_id))
+        return out
+
+    def drain_dropped(self) -> list[str]:
+        """Devices whose registration ran out while already offline since the last call."""
+        out, self._dropped = self._dropped, []
         return out
 
     def drop_connection(self, conn_id: int, now: float) -> list[Transition]:

@@ -1,9 +1,11 @@
 """HTTP Digest for SIP, server and client side (RFC 2617, RFC 7616, RFC 3261 §22.4; gb28181 §3.3).
 
 MD5 always; SHA-256 (RFC 7616 formulas) as an opt-in challenge. Nonces are stateless: the
-issue time and a random part are MAC'd with a server secret, so any node holding the secret
-can check them and a stale nonce is told apart from a forged one (RFC 2617 §3.2.1 `stale`).
-The username, realm and uri are used exactly as the peer sent them (gb28181 §3.3).
+issue time and a random part are MAC'd with a server secret, together with the source the
+challenge went to, so any node holding the secret can check them, a stale nonce is told apart
+from a forged one (RFC 2617 §3.2.1 `stale`), and a nonce presented from another address or port
+is not ours. Replays are stopped by `ReplayGuard`, a bounded memory of the (nonce, nc) pairs
+already accepted. The username, realm and uri are used exactly as the peer sent them (gb28181 §3.3).
 """
 
 from __future__ import annotations
@@ -63,7 +65,11 @@ def response_value(
 
 
 class NonceIssuer:
-    """Stateless nonces: hex(time) + random + HMAC; STALE once older than `ttl` seconds."""
+    """Stateless nonces: hex(time) + random + HMAC(source); STALE once older than `ttl` seconds.
+
+    `source` (e.g. "udp:192.0.2.7:5060") is MAC'd in, not stored: a nonce checked with
+    another source is INVALID, so a captured Authorization is worthless from any other port.
+    """
 
     __slots__ = ("_secret", "ttl")
 
@@ -73,19 +79,25 @@ class NonceIssuer:
         self._secret = secret
         self.ttl = ttl
 
-    def _mac(self, body: str) -> str:
-        return hmac.new(self._secret, body.encode("ascii"), hashlib.sha256).hexdigest()[:24]
+    def _mac(self, body: str, source: str) -> str:
+        msg = f"{body}|{source}".encode("utf-8", "surrogateescape")
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()[:24]
 
-    def issue(self, now: float) -> str:
+    def issue(self, now: float, source: str = "") -> str:
         body = f"{int(now * 1000):012x}{os.urandom(6).hex()}"
-        return body + self._mac(body)
+        return body + self._mac(body, source)
 
-    def check(self, nonce: str, now: float) -> NonceState:
+    @staticmethod
+    def issued_at(nonce: str) -> float:
+        """The issue time encoded in a nonce that `check` found VALID."""
+        return int(nonce[:12], 16) / 1000.0
+
+    def check(self, nonce: str, now: float, source: str = "") -> NonceState:
         if len(nonce) != 48:
             return NonceState.INVALID
         body, mac = nonce[:24], nonce[24:]
         try:
-            if not hmac.compare_digest(self._mac(body), mac):
+            if not hmac.compare_digest(self._mac(body, source), mac):
                 return NonceState.INVALID
             issued = int(body[:12], 16) / 1000.0
         except (ValueError, UnicodeEncodeError):
@@ -93,6 +105,69 @@ class NonceIssuer:
         if issued > now + 5.0:  # from the future beyond clock jitter: not ours to trust
             return NonceState.INVALID
         return NonceState.STALE if now - issued > self.ttl else NonceState.VALID
+
+
+class ReplayGuard:
+    """The (nonce, nc) pairs already accepted, so each is accepted once (RFC 7616 §3.3 / §5.12).
+
+    Per nonce it keeps the highest nc accepted (a nonce without qop counts as nc 0 and is good
+    once); a pair at or below it is a replay. Entries are dropped `ttl` (+6 s) after first use —
+    the nonce is stale by then anyway. Memory is bounded by `max_entries`: when full, the oldest
+    entry is evicted and every nonce issued no later than it is refused as stale from then on
+    (the device is re-challenged), so eviction can never re-open a replay.
+    """
+
+    __slots__ = ("_floor", "_seen", "max_entries", "ttl")
+
+    def __init__(self, ttl: float = 300.0, max_entries: int = 200_000) -> None:
+        if ttl <= 0 or max_entries < 1:
+            raise ValueError("ttl and max_entries must be positive")
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._seen: dict[str, tuple[float, float, int]] = {}  # nonce → (first use, issued, highest nc)
+        self._floor = float("-inf")  # nonces issued at or before this are forgotten: refuse them
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def forget_before(self, ts: float) -> None:
+        """Refuse (as stale) every nonce issued at or before `ts` that is not remembered: at start,
+        pairs accepted by the previous process are unknown, so their nonces must not be reused."""
+        self._floor = max(self._floor, ts)
+
+    def accept(self, nonce: str, nc: str | None, issued: float, now: float) -> NonceState:
+        """VALID (and remembered) the first time a pair is seen; INVALID for a replay; STALE when
+        the nonce's memory was evicted (ask the device for a fresh nonce)."""
+        self._expire(now)
+        try:
+            count = int(nc, 16) if nc else 0
+        except ValueError:
+            return NonceState.INVALID
+        seen = self._seen.get(nonce)
+        if seen is None:
+            if issued <= self._floor:
+                return NonceState.STALE
+            self._seen[nonce] = (now, issued, count)
+            while len(self._seen) > self.max_entries:
+                oldest = next(iter(self._seen))
+                self._floor = max(self._floor, self._seen.pop(oldest)[1])
+            return NonceState.VALID
+        first, issued0, highest = seen
+        if count <= highest:
+            return NonceState.INVALID
+        self._seen[nonce] = (first, issued0, count)
+        return NonceState.VALID
+
+    def _expire(self, now: float) -> None:
+        """Entries are in first-use order: pop from the front while expired (the margin covers a
+        nonce issued up to 5 s in the future by a node whose clock is ahead)."""
+        seen = self._seen
+        horizon = now - self.ttl - 6.0
+        while seen:
+            key = next(iter(seen))
+            if seen[key][0] > horizon:
+                break
+            del seen[key]
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.store.models import Channel, Device, DeviceEvent
+from gateway.store.models import Channel, Device, DeviceBinding, DeviceEvent
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,30 @@ Job = Callable[[AsyncSession], Awaitable[None]]
 _DEVICES = Device.__table__  # type: ignore[attr-defined]
 _CHANNELS = Channel.__table__  # type: ignore[attr-defined]
 _EVENTS = DeviceEvent.__table__  # type: ignore[attr-defined]
+_BINDINGS = DeviceBinding.__table__  # type: ignore[attr-defined]
+
+
+async def _write_bindings(session: AsyncSession, bindings: dict[str, dict[str, Any] | None], now: datetime) -> None:
+    """Upsert (dict) or delete (None) registration bindings, a few statements per batch."""
+    gone = [d for d, v in bindings.items() if v is None]
+    for i in range(0, len(gone), 500):
+        await session.execute(_BINDINGS.delete().where(_BINDINGS.c.device_id.in_(gone[i:i + 500])))
+    rows = {d: {**v, "device_id": d, "updated_at": now} for d, v in bindings.items() if v is not None}
+    if not rows:
+        return
+    ids = list(rows)
+    existing: set[str] = set()
+    for i in range(0, len(ids), 500):
+        q = select(_BINDINGS.c.device_id).where(_BINDINGS.c.device_id.in_(ids[i:i + 500]))
+        existing.update((await session.execute(q)).scalars())
+    inserts = [r for d, r in rows.items() if d not in existing]
+    if inserts:
+        await session.execute(insert(_BINDINGS), inserts)
+    updates = [{f"v_{k}": v for k, v in r.items()} | {"b_id": d} for d, r in rows.items() if d in existing]
+    if updates:
+        keys = [k[2:] for k in updates[0] if k.startswith("v_")]
+        stmt = update(_BINDINGS).where(_BINDINGS.c.device_id == bindparam("b_id"))
+        await session.execute(stmt.values({k: bindparam(f"v_{k}") for k in keys}), updates)
 
 
 async def _write_devices(session: AsyncSession, devices: dict[str, dict[str, Any]], now: datetime) -> None:
@@ -79,6 +103,7 @@ class DeviceRepository:
         self._interval = interval
         self._pending_devices: dict[str, dict[str, Any]] = {}
         self._pending_events: list[dict[str, Any]] = []
+        self._pending_bindings: dict[str, dict[str, Any] | None] = {}  # None: delete
         self._jobs: list[tuple[Job, asyncio.Future[None] | None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -118,6 +143,33 @@ class DeviceRepository:
         self._pending_events.append({"device_id": device_id, "kind": kind, "ts": ts_to_dt(ts), "detail": detail})
         self._wake.set()
 
+    def update_event(self, device_id: str, kind: str, ts: float, **detail: Any) -> None:
+        """Merge `detail` into the event (device, kind, ts) — a de-duplicated alarm's count.
+        Queued like the rest; applied after the batch's inserts, so the event may be in it."""
+        when = ts_to_dt(ts)
+
+        async def job(session: AsyncSession) -> None:
+            where = (_EVENTS.c.device_id == device_id) & (_EVENTS.c.kind == kind) & (_EVENTS.c.ts == when)
+            for event_id, old in (await session.execute(select(_EVENTS.c.id, _EVENTS.c.detail).where(where))).all():
+                await session.execute(update(_EVENTS).where(_EVENTS.c.id == event_id).values(detail={**old, **detail}))
+
+        self._jobs.append((job, None))
+        self._wake.set()
+
+    def save_binding(self, device_id: str, **values: Any) -> None:
+        """Queue the device's registration binding (transport, host, port, contact, call_id, realm,
+        user_agent, registered_at, expires_at as datetimes); the last one queued wins."""
+        self._pending_bindings[device_id] = values
+        self._wake.set()
+
+    def delete_binding(self, device_id: str) -> None:
+        self._pending_bindings[device_id] = None
+        self._wake.set()
+
+    async def bindings(self) -> list[DeviceBinding]:
+        async with self._sessions() as session:
+            return list((await session.execute(select(DeviceBinding))).scalars())
+
     def submit(self, job: Job) -> asyncio.Future[None]:
         """Queue an arbitrary write job; the future resolves once it is committed."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -130,10 +182,11 @@ class DeviceRepository:
             await self._flush()
 
     async def _flush(self) -> None:
-        if not (self._pending_devices or self._pending_events or self._jobs):
+        if not (self._pending_devices or self._pending_events or self._jobs or self._pending_bindings):
             return
         devices, self._pending_devices = self._pending_devices, {}
         events, self._pending_events = self._pending_events, []
+        bindings, self._pending_bindings = self._pending_bindings, {}
         jobs, self._jobs = self._jobs, []
         now = datetime.now(UTC)
         try:
@@ -142,6 +195,8 @@ class DeviceRepository:
                     await _write_devices(session, devices, now)
                 if events:
                     await session.execute(insert(_EVENTS), events)
+                if bindings:
+                    await _write_bindings(session, bindings, now)
                 catalogs = [job for job, _ in jobs if isinstance(job, CatalogWrite)]
                 if catalogs:
                     await _write_catalogs(session, catalogs, now)
@@ -153,6 +208,8 @@ class DeviceRepository:
             for device_id, values in devices.items():
                 self._pending_devices.setdefault(device_id, {}).update(values)
             self._pending_events[:0] = events
+            for device_id, binding in bindings.items():
+                self._pending_bindings.setdefault(device_id, binding)
             for _, fut in jobs:
                 if fut is not None and not fut.done():
                     fut.set_exception(exc)

@@ -99,6 +99,25 @@ class DeviceEvent(SQLModel, table=True):
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
 
+class DeviceBinding(SQLModel, table=True):
+    """A device's live registration binding (issue 16 #1): written on every accepted REGISTER,
+    deleted when the registration ends, so a restarted gateway accepts the device's keepalives
+    from exactly this address until `expires_at` without waiting for it to register again."""
+
+    __tablename__ = "device_binding"
+    device_id: str = Field(primary_key=True, min_length=20, max_length=20)
+    transport: str = Field(max_length=8)
+    host: str = Field(max_length=64)
+    port: int
+    contact: str = Field(default="", max_length=400)
+    call_id: str = Field(default="", max_length=200)
+    realm: str = Field(default="", max_length=64)
+    user_agent: str = Field(default="", max_length=200)
+    registered_at: datetime
+    expires_at: datetime = Field(index=True)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class ApiToken(SQLModel, table=True):
     """A bearer token for the HTTP API; only its SHA-256 is stored. Refused once revoked or expired."""
 

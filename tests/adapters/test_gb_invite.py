@@ -122,6 +122,11 @@ class Repo:
         return SimpleNamespace(stream_mode=self.mode)
 
 
+async def _no_owner(channel_id: str) -> None:
+    """The fake adapter has no catalog in flight: the repo alone decides."""
+    return None
+
+
 def make(device: FakeDevice, *, mode: str | None = None, timeout: float = 0.6, online: bool = True,
          allowed: bool = True) -> tuple[InviteManager, StreamHub]:
     identity = LocalIdentity(sip_id=SIP_ID, domain="3402000000", host="127.0.0.1", port=5060, user_agent="t")
@@ -130,7 +135,8 @@ def make(device: FakeDevice, *, mode: str | None = None, timeout: float = 0.6, o
         presence.register(DEV, transport="udp", host="127.0.0.1", port=5062, conn_id=None, call_id="c",
                           contact="", expires=3600, now=0.0, user_agent="")
     adapter = SimpleNamespace(presence=presence, requests=RequestFactory(identity), endpoint=device,
-                              identity=identity, policy=Policy(allowed), media=None)
+                              identity=identity, policy=Policy(allowed), media=None,
+                              channel_owner=lambda channel_id: None, locate_channel=_no_owner)
     media = SimpleNamespace(host="127.0.0.1", transport="udp", timeout=timeout, linger=0.1, invite_timeout=2.0,
                             rcvbuf=1 << 20, viewer_queue=256)
     mgr = InviteManager(adapter=adapter, pool=PortPool(31000, 31099, "3402000000"), media=media,

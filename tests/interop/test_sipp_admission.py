@@ -60,7 +60,7 @@ async def test_unknown_then_approved_via_cli(gw: Gateway, tmp_path: Path) -> Non
 async def test_wrong_password_locks_even_the_right_one(gw: Gateway, tmp_path: Path) -> None:
     await whitelist(gw, CAM, PW)
     r = await run_sipp(gw, "reg_badpass.xml", [[CAM, auth(CAM, "nope")]] * 2, tmp_path)
-    assert r.returncode == 0, r.messages[-3000:]  # 401, 401
+    assert r.returncode == 0, r.messages[-3000:]  # 403, 403 (the uniform answer)
     r = await run_sipp(gw, "reg_expect_403.xml", [[CAM, auth(CAM, "nope")]], tmp_path)
     assert r.returncode == 0, r.messages[-3000:]  # third failure: locked
     r = await run_sipp(gw, "reg_expect_403.xml", [[CAM, auth(CAM, PW)]], tmp_path)

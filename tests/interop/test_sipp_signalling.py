@@ -59,7 +59,7 @@ async def test_camera_registers_over_tcp(gateway: Gateway, tmp_path: Path) -> No
     await wait_for(lambda: _async(gateway.adapter.presence.get(CAM) is None))  # type: ignore[union-attr]
 
 
-async def test_wrong_password_is_challenged_again_and_counted(gateway: Gateway, tmp_path: Path) -> None:
+async def test_wrong_password_is_refused_like_an_unknown_id_and_counted(gateway: Gateway, tmp_path: Path) -> None:
     await whitelist(gateway, CAM, PASSWORD)
     result = await run_sipp(gateway, "reg_badpass.xml", [[CAM, auth(CAM, "wrong")]], tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.messages[-3000:]

@@ -86,7 +86,7 @@ def test_lock_and_flood_reasons_reachable() -> None:
     lock.record_failure(ID, "10.0.0.98", 1.1)
     d = precheck(lock, flood, r, 1.2)
     assert d is not None and d.reason is Reason.LOCKED_ID and not d.allowed
-    lock2 = Lockout(max_failures=2)
+    lock2 = Lockout(max_failures=2, source_distinct_ids=2)
     lock2.record_failure("34020000001320000002", "10.0.0.5", 1.0)
     lock2.record_failure("34020000001320000003", "10.0.0.5", 1.0)
     d = precheck(lock2, FloodGuard(), r, 1.2)

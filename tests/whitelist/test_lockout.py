@@ -44,13 +44,41 @@ def test_source_counter_is_separate() -> None:
 
 
 def test_success_clears_id_failures_not_source_failures() -> None:
-    lock = Lockout(max_failures=3, window=60, lock_for=100)
+    lock = Lockout(max_failures=3, window=60, lock_for=100, source_distinct_ids=3)
     lock.record_failure(DEV, "192.0.2.1", 0.0)
-    lock.record_failure(DEV, "192.0.2.1", 1.0)
+    lock.record_failure(DEV2, "192.0.2.1", 1.0)
     lock.record_success(DEV, "192.0.2.1", 2.0)
     assert lock.record_failure(DEV, "192.0.2.2", 3.0) is None             # ID count restarted
-    # the source kept its two failures: one more from it (any ID) locks it
-    assert lock.record_failure(DEV2, "192.0.2.1", 4.0) is Reason.LOCKED_SOURCE
+    # the source kept its failures of two IDs: a third ID from it locks it
+    assert lock.record_failure("34020000001320000003", "192.0.2.1", 4.0) is Reason.LOCKED_SOURCE
+
+
+def test_one_bad_camera_behind_nat_does_not_lock_its_neighbours() -> None:
+    """Issue 10 #15: 5 wrong passwords from one camera lock that ID only, not the site's address.
+    By hand: max_failures 5 → DEV locked at the 5th; the source saw 5 failures of 1 ID, under both
+    source_distinct_ids (3) and source_max_failures (10 × 5 = 50)."""
+    lock = Lockout(max_failures=5, window=60, lock_for=900)
+    for i in range(5):
+        lock.record_failure(DEV, "198.51.100.7", float(i))
+    assert lock.is_locked(DEV, "198.51.100.7", 5.0) is Reason.LOCKED_ID
+    assert lock.is_locked(DEV2, "198.51.100.7", 5.0) is None
+
+
+def test_source_locks_at_the_higher_count_even_for_one_id() -> None:
+    lock = Lockout(max_failures=5, window=60, lock_for=900, source_max_failures=8)
+    reasons = [lock.record_failure(f"3402000000132000{i % 1:04d}", "198.51.100.7", i * 0.1) for i in range(8)]
+    assert reasons[-1] is Reason.LOCKED_SOURCE and Reason.LOCKED_SOURCE not in reasons[:-1]
+
+
+def test_source_lock_never_blocks_an_approved_id_whose_binding_matches() -> None:
+    lock = Lockout(max_failures=5, window=60, lock_for=900, source_distinct_ids=2)
+    lock.record_failure("34020000001320000101", "198.51.100.7", 0.0)
+    assert lock.record_failure("34020000001320000102", "198.51.100.7", 1.0) is Reason.LOCKED_SOURCE
+    assert lock.is_locked(DEV, "198.51.100.7", 2.0) is Reason.LOCKED_SOURCE
+    assert lock.is_locked(DEV, "198.51.100.7", 2.0, binding_matches=True) is None
+    for i in range(5):
+        lock.record_failure(DEV, "198.51.100.7", 3.0 + i)
+    assert lock.is_locked(DEV, "198.51.100.7", 9.0, binding_matches=True) is Reason.LOCKED_ID  # own lock holds
 
 
 @given(st.lists(st.floats(min_value=0, max_value=10_000, allow_nan=False), min_size=1, max_size=40))
@@ -76,6 +104,8 @@ def test_lockout_memory_bounded() -> None:
 def test_lockout_rejects_bad_config() -> None:
     with pytest.raises(ValueError):
         Lockout(max_failures=0)
+    with pytest.raises(ValueError):
+        Lockout(source_distinct_ids=1)
 
 
 def test_flood_guard_bucket_and_ban() -> None:

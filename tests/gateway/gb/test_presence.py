@@ -84,3 +84,30 @@ def test_online_iff_recent_keepalive(gaps: list[float]) -> None:
     assert rec.online
     p.expire(now + 180)
     assert not rec.online
+
+
+def test_registration_running_out_while_offline_is_reported_for_cleanup() -> None:
+    """keepalive 60 × 3 → offline at 180 (keepalive_lost); the registration (expires 300) runs out at
+    300 without a transition, so it is reported by drain_dropped() once (its stored binding goes)."""
+    from gateway.gb.presence import Presence
+
+    p = Presence(keepalive_interval=60, keepalive_count=3)
+    p.register("34020000001320000001", transport="udp", host="h", port=1, conn_id=None, call_id="c",
+               contact="", expires=300, now=0.0)
+    assert [t.cause for t in p.expire(180.0)] == ["keepalive_lost"]
+    assert p.drain_dropped() == []
+    assert p.expire(300.0) == []
+    assert p.drain_dropped() == ["34020000001320000001"]
+    assert p.drain_dropped() == []
+
+
+def test_restored_registration_comes_online_with_its_first_keepalive() -> None:
+    from gateway.gb.presence import Presence
+
+    p = Presence(keepalive_interval=60, keepalive_count=3)
+    rec = p.restore("34020000001320000001", transport="udp", host="h", port=1, call_id="c", contact="",
+                    expires_at=1000.0, registered_at=100.0, now=500.0)
+    assert not rec.online and p.next_deadline() == 1000.0
+    t = p.activity("34020000001320000001", 510.0, keepalive=True)
+    assert t is not None and t.cause == "keepalive_resumed" and rec.online
+    assert p.next_deadline() == 690.0  # 510 + 60 × 3, before the expiry

@@ -1,7 +1,7 @@
 """api_token.expires_at: API tokens expire (issue 10 item 11)
 
 Revision ID: sec_admin_0001
-Revises: 7315c7f3b108
+Revises: see down_revision
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sqlmodel
 from alembic import op
 
 revision = 'sec_admin_0001'
-down_revision = '7315c7f3b108'
+down_revision = 'money_0001'
 branch_labels = None
 depends_on = None
 

@@ -194,7 +194,7 @@ async def contract_checks(request: web.Request) -> web.Response:
     """Alarms from checking the live system against the contract (before /contract/{kind})."""
     from gateway.reports.service import contract_checks as checks
 
-    alarms = await checks(_runtime(request).sessions, _settings(request), now=time.time())
+    alarms = await checks(_runtime(request).sessions, _settings(request), now=_now(request))
     return web.json_response({"alarms": alarms, "count": len(alarms)})
 
 
@@ -366,7 +366,7 @@ async def reissue(request: web.Request) -> web.Response:
             reason=reason,
             station=_text(data, "station", 200) or None,
             group_by=group_by,
-            now=time.time(),
+            now=_now(request),
         )
     except PeriodError as exc:
         raise ApiError(422, "invalid_period", str(exc), field="period") from None

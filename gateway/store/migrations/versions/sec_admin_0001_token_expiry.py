@@ -1,7 +1,7 @@
 """api_token.expires_at: API tokens expire (issue 10 item 11)
 
 Revision ID: sec_admin_0001
-Revises: see down_revision
+Revises: money_0001
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """device_binding: registration bindings that survive a restart (issue 16 #1)
 
 Revision ID: sec_device_0001
-Revises: see down_revision
+Revises: sec_admin_0001
 Create Date: 2026-12-02 23:20:00
 """
 from __future__ import annotations

@@ -336,7 +336,10 @@ class WhitelistStore:
                 except (IntegrityError, OperationalError) as exc:
                     # retry only a lost race for the next seq (another process/node appended first)
                     # or a busy database; anything else is a real refusal
-                    raced = isinstance(exc, OperationalError) or await self._head_seq() != head_seq
+                    # (a clash on the audit key itself is a lost race even when the winner has not
+                    # committed yet, so its seq is not visible to _head_seq())
+                    raced = (isinstance(exc, OperationalError) or "whitelist_audit" in str(exc.orig)
+                             or await self._head_seq() != head_seq)
                     if not raced or attempt == _RETRIES - 1:
                         raise StoreError(f"whitelist write refused: {exc.orig or exc}") from exc
                     log.debug("whitelist write conflict, retrying: %s", exc)

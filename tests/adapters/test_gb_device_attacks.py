@@ -52,7 +52,7 @@ async def next_request(phone: UdpPhone, timeout: float = 3.0) -> Request:
         raw = await asyncio.wait_for(loop.sock_recv(phone.sock, 65536), timeout)
         msg = parse_message(raw)
         if isinstance(msg, Request):
-            await loop.sock_sendto(phone.sock, serialize(make_response(msg, 200, to_tag="dev")), phone.server)
+            phone.sock.sendto(serialize(make_response(msg, 200, to_tag="dev")), phone.server)
             return msg
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import sys
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -49,7 +51,26 @@ from whitelist.model import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_RETRIES = 5
+_RETRIES = 12
+
+# Stores on one engine in one process queue behind one lock: the audit chain has a single head, so
+# concurrent appends from the same process would only race each other. Other processes are handled
+# by the retry loop in _transact.
+_WRITER_LOCKS: weakref.WeakKeyDictionary[Any, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _writer_lock(session_factory: async_sessionmaker[AsyncSession], own: asyncio.Lock) -> asyncio.Lock:
+    """The lock shared by every store on this engine in the running loop (`own` without an engine)."""
+    bind = session_factory.kw.get("bind")
+    key = getattr(bind, "sync_engine", bind)
+    if key is None:
+        return own
+    loop = asyncio.get_running_loop()
+    held = _WRITER_LOCKS.get(key)
+    if held is None or held[0] is not loop:
+        held = _WRITER_LOCKS[key] = (loop, asyncio.Lock())
+    return held[1]
 
 
 class WhitelistEntryRow(SQLModel, table=True):
@@ -320,7 +341,7 @@ class WhitelistStore:
 
     async def _transact(self, now: datetime | None, work: Callable[[_Tx], Awaitable[T]]) -> T:
         now = _utc(now) or datetime.now(UTC)
-        async with self._lock:
+        async with _writer_lock(self._sessions, self._lock):
             for attempt in range(_RETRIES):
                 head_seq = 0
                 try:
@@ -343,7 +364,8 @@ class WhitelistStore:
                     if not raced or attempt == _RETRIES - 1:
                         raise StoreError(f"whitelist write refused: {exc.orig or exc}") from exc
                     log.debug("whitelist write conflict, retrying: %s", exc)
-                    await asyncio.sleep(0.01 * (attempt + 1))
+                    # jittered so two nodes that collided do not collide again in lockstep
+                    await asyncio.sleep(random.uniform(0.005, 0.02) * (attempt + 1))
         raise AssertionError("unreachable")
 
     async def append_audit(self, *, actor: str, action: str, target: str, before: dict[str, Any] | None,

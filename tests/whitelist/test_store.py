@@ -210,6 +210,21 @@ async def test_concurrent_writers_keep_one_chain(store: WhitelistStore, engine: 
     assert [r.seq for r in recs] == list(range(1, 21)) and (await store.verify_audit()).ok
 
 
+async def test_second_node_on_the_same_database_retries_its_lost_races(
+        store: WhitelistStore, tmp_path: Path) -> None:
+    """Another engine on the same file shares no lock with us: only the retry loop keeps the chain."""
+    import asyncio
+    node2 = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'wl.db'}")
+    try:
+        other = WhitelistStore(async_sessionmaker(node2, expire_on_commit=False))
+        await asyncio.gather(*[(store if i % 2 else other).save_entry(approved(f"{i:020d}"), actor="sec",
+                                                                      action="add") for i in range(12)])
+    finally:
+        await node2.dispose()
+    recs = await store.audit_records()
+    assert [r.seq for r in recs] == list(range(1, 13)) and (await store.verify_audit()).ok
+
+
 async def test_append_audit_event(store: WhitelistStore) -> None:
     await store.save_entry(approved(), actor="sec", action="add")
     rec = await store.append_audit(actor="gateway", action="model_mismatch", target=ID, before=None,

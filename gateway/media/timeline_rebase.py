@@ -130,6 +130,7 @@ class TimelineRebaser:
                 out = self._ref_out + d
                 self._ref_src, self._ref_out = t, out
         if video:
+            same_source = self._src_v >= 0  # the step is learnt only between frames of one source
             self._src_v = t
             if self._await_video:
                 self._await_video = False
@@ -139,7 +140,7 @@ class TimelineRebaser:
                     out = need
             if out <= self._last_v:
                 out = self._last_v + 1
-            elif self._last_v >= 0 and out - self._last_v <= self.max_step:
+            elif same_source and out - self._last_v <= self.max_step:
                 self.step = out - self._last_v
             self._last_v = out
             p = out + cts

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.api.auth import Principal, Role
+from gateway.media.errors import ChannelNotFound, DeviceUnavailable, NotAdmitted, StreamTimeout
 from gateway.media.frames import Codec, MediaFrame
-from gateway.media.hub import ChannelNotFound, DeviceUnavailable, NotAdmitted, StreamTimeout
 from gateway.media.nal import is_keyframe, parameter_sets, split_access_units
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "media"

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from gateway.media.errors import ChannelNotFound
 from gateway.media.frames import Codec, MediaFrame
-from gateway.media.hub import ChannelNotFound
 from gateway.media.nal import is_keyframe, parameter_sets, split_access_units
 from gateway.outputs.snapshot import (
     SnapshotCache,

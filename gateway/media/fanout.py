@@ -123,7 +123,9 @@ class Subscription:
                 self.dropped += 1
                 return
         q.append(item)
-        self._wake()
+        w = self._waiter  # inline _wake: this runs per frame and viewer
+        if w is not None and not w.done():
+            w.set_result(None)
 
     def write(self, data: bytes, key: bool) -> None:
         """Direct mode: one frame, already framed, into the viewer's transport."""

@@ -101,7 +101,8 @@ class _Entry:
 
 
 class Stream:
-    """One channel's ingest and its subscribers; also the receiver's `FrameSink`."""
+    """One channel's ingest and its subscribers; the receiver's `FrameSink` and the
+    `SubscriptionOwner` of its subscriptions (gateway.media.fanout)."""
 
     def __init__(self, hub: StreamHub, channel_id: str) -> None:
         self.hub = hub
@@ -133,6 +134,7 @@ class Stream:
         self.timeline = TimelineRebaser()
 
     def _to(self, event: StreamInput) -> None:
+        """Every state change goes through the table (stream_state.py)."""
         self.state = next_state(self.state, event)
 
     # -- sink API (called by the receiver / opener) ------------------------------------------

@@ -488,7 +488,7 @@ async def ticket_dispute(request: web.Request) -> web.Response:
 @require("ops")
 async def probe_channel(request: web.Request) -> web.Response:
     from gateway.health.errors import ProbeError
-    from gateway.media.hub import StreamError
+    from gateway.media.errors import StreamError
 
     channel_id = request.match_info["channel_id"]
     if not (len(channel_id) == 20 and channel_id.isdigit()):

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from gateway.health.journal import Journal, recover
 from gateway.health.timeline import Event, State, to_ms
+from gateway.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class HealthRecorder:
         self.silent_after = silent_after
         self.started: float | None = None
         self._heard: set[str] = set()
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks = TaskSet("health-recorder", logger=log)  # journal writer, copy, heartbeat loops
         self.recorded = 0
 
     async def start(self) -> list[Event]:
@@ -116,13 +117,11 @@ class HealthRecorder:
         self._beat()
         self.started = now
         self._heard = set()
-        self._tasks = [
-            asyncio.create_task(self.journal.run(), name="journal"),
-            asyncio.create_task(self._copy_loop(), name="journal-copy"),
-            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-        ]
+        self._tasks.spawn(self.journal.run(), name="journal")
+        self._tasks.spawn(self._copy_loop(), name="journal-copy")
+        self._tasks.spawn(self._heartbeat_loop(), name="heartbeat")
         if self.silent_after is not None:
-            self._tasks.append(asyncio.create_task(self._silent_check(self.silent_after), name="silent-after-restart"))
+            self._tasks.spawn(self._silent_check(self.silent_after), name="silent-after-restart")
         return gap
 
     def expire_silent(self) -> list[Event]:
@@ -149,9 +148,7 @@ class HealthRecorder:
         for subject, state in list(self._last.items()):
             if state is not State.unknown:
                 self.journal.append(Event(str(uuid.uuid4()), subject, now, State.unknown, "gateway_stopped", {}))
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         await self.journal.flush()
         try:
             await self._copy_once()

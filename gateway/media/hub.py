@@ -10,26 +10,13 @@ receiver, cached from the last keyframe (GOP cache) and offered to every subscri
   to every FLV subscriber (§5 hot paths).
 * kind "frames": MediaFrame objects (WebRTC, snapshots), starting at the cached keyframe.
 
-Queues are bounded (media.viewer_queue items). The source never waits: a full queue is emptied
-and the subscriber skips to the next keyframe (counted); one that overflows again too often is
-disconnected ("slow"). After the last subscriber leaves, the ingest closes after `linger` s.
+The viewer's side (bounded queue, direct writes, "slow" rule) is `gateway.media.fanout`; a
+stream's life (opening → live ⇄ reinviting → closed) is the table in
+`gateway.media.stream_state`. After the last subscriber leaves, the ingest closes after
+`linger` s. Every time the hub reads comes from the `clock` it is given (frame arrival, viewer
+joins and drops, stream views), so tests drive it with a fake clock.
 
-An FLV subscriber can go *direct* (`Subscription.go_direct`): the stream then writes each frame
-straight into the viewer's transport, framed once per frame for every viewer using the same
-framing (HTTP chunk, WebSocket message), with no queue, future or task wake-up per viewer and
-frame — the fan-out cost is one `transport.write` (§5). The bound is then the transport's write
-buffer (media.viewer_backlog bytes), with the same skip-to-keyframe and "slow" rules.
-
-Errors raised to viewers (`StreamError` subclasses carry an HTTP status hint and the INVITE
-trace, so the API can say why there is no stream):
-
-    MediaError
-    └── StreamError            status 502
-        ├── ChannelNotFound    404
-        ├── DeviceUnavailable  409 (offline / not registered)
-        ├── NotAdmitted        403 (whitelist says no)
-        ├── StreamTimeout      504 (no keyframe within media.invite_timeout)
-        └── StreamEnded        410 (device BYE / gone while waiting)
+Errors raised to viewers are the `StreamError` tree of `gateway.media.errors` (re-exported here).
 """
 
 from __future__ import annotations
@@ -41,48 +28,36 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from gateway.media.errors import FlvError, MediaError, NalError
+from gateway.media.errors import (
+    ChannelNotFound,
+    DeviceUnavailable,
+    FlvError,
+    NalError,
+    NotAdmitted,
+    StreamEnded,
+    StreamError,
+    StreamTimeout,
+)
+from gateway.media.fanout import FLV, FRAMES, Framing, Subscription, WireWriter
 from gateway.media.flv import FlvMuxer
 from gateway.media.frames import Codec, MediaFrame
 from gateway.media.nal import ParameterSets, parameter_sets, parse_sps
 from gateway.media.session_stats import StreamStats, Trace
+from gateway.media.stream_state import StreamInput, StreamState, next_state
 from gateway.media.timeline_rebase import WRAP33, TimelineRebaser
+from gateway.tasks import TaskSet
+
+# re-exported: callers import the stream errors and the fan-out names from the hub
+__all__ = ["FLV", "FRAMES", "ChannelNotFound", "DeviceUnavailable", "Framing", "NotAdmitted", "Stream",
+           "StreamEnded", "StreamError", "StreamHandle", "StreamHub", "StreamOpener", "StreamState",
+           "StreamTimeout", "Subscription", "WireWriter"]
 
 log = logging.getLogger(__name__)
 
-FLV, FRAMES = "flv", "frames"
 MAX_GOP_FRAMES = 600
 MAX_GOP_BYTES = 16 << 20
 _PTS_MASK = WRAP33 - 1
-
-
-class StreamError(MediaError):
-    status = 502
-    code = "stream_failed"
-
-    def __init__(self, message: str, *, trace: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.trace = trace or []
-
-
-class ChannelNotFound(StreamError):
-    status, code = 404, "channel_not_found"
-
-
-class DeviceUnavailable(StreamError):
-    status, code = 409, "device_unavailable"
-
-
-class NotAdmitted(StreamError):
-    status, code = 403, "not_admitted"
-
-
-class StreamTimeout(StreamError):
-    status, code = 504, "stream_timeout"
-
-
-class StreamEnded(StreamError):
-    status, code = 410, "stream_ended"
+_LIVE = StreamState.LIVE
 
 
 class StreamHandle(Protocol):
@@ -98,190 +73,6 @@ class StreamOpener(Protocol):
     that is gone for good calls `sink.end(reason)`; each INVITE attempt gets `sink.new_trace()`."""
 
     async def open(self, channel_id: str, sink: Stream) -> StreamHandle: ...
-
-
-class WireWriter(Protocol):
-    """A viewer's socket as the hub sees it (an asyncio.Transport is one)."""
-
-    def write(self, data: bytes) -> None: ...
-
-    def get_write_buffer_size(self) -> int: ...
-
-    def is_closing(self) -> bool: ...
-
-
-Framing = Callable[[bytes], bytes]
-
-
-class Subscription:
-    """One viewer's bounded queue. `async for item in sub`; `sub.close()` when done."""
-
-    __slots__ = ("_burst", "_drop_times", "_framing", "_queue", "_stream", "_waiter", "_wire", "channel_id",
-                 "closed", "delivered", "drop_events", "dropped", "joined_at", "kind", "max_backlog", "maxsize",
-                 "need_key", "reason")
-
-    def __init__(self, stream: Stream, kind: str, maxsize: int) -> None:
-        self._stream = stream
-        self.channel_id = stream.channel_id
-        self.kind = kind
-        self.maxsize = maxsize
-        self._queue: deque[Any] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self.closed = False
-        self.reason: str | None = None
-        self.need_key = False
-        self.dropped = 0  # items skipped (overflow or waiting for a keyframe)
-        self.drop_events = 0
-        self._drop_times: deque[float] = deque(maxlen=4)
-        self._burst = 0  # the initial GOP may exceed maxsize once
-        self.delivered = 0
-        self.joined_at = time.monotonic()
-        self._wire: WireWriter | None = None
-        self._framing: Framing | None = None
-        self.max_backlog = 0
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def _put(self, item: Any, key: bool) -> None:
-        """Called by the stream for every item; never blocks."""
-        if self.closed:
-            return
-        if self.need_key:
-            if not key:
-                self.dropped += 1
-                return
-            self.need_key = False
-        q = self._queue
-        if len(q) >= self.maxsize + self._burst:
-            self.dropped += len(q)
-            q.clear()
-            if self._note_drop():
-                return
-            if not key:
-                self.need_key = True
-                self.dropped += 1
-                return
-        q.append(item)
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def _note_drop(self) -> bool:
-        """Count an overflow; True if this one makes the viewer "slow" (closed)."""
-        self.drop_events += 1
-        now = time.monotonic()
-        self._drop_times.append(now)
-        self._stream.stats.viewer_drops += 1
-        self._stream.hub.counters[f"viewer_drops:{self.kind}"] += 1
-        if len(self._drop_times) == self._drop_times.maxlen and now - self._drop_times[0] < 30.0:
-            self._stream.stats.viewers_disconnected += 1
-            self._stream.hub.counters["viewers_disconnected:slow"] += 1
-            self.close("slow")
-            return True
-        return False
-
-    def go_direct(self, wire: WireWriter, framing: Framing, *, max_backlog: int | None = None) -> None:
-        """From now on the stream writes `framing(tag)` straight to `wire` (FLV only).
-
-        What is still queued (the preamble and GOP not yet taken) is written first, as one
-        message. `max_backlog` bytes in the transport's buffer beyond what is there now count
-        as an overflow (skip to the next keyframe)."""
-        if self.kind != FLV:
-            raise ValueError("only FLV subscriptions can go direct")
-        if self._queue:
-            pending = b"".join(self._queue)
-            self._queue.clear()
-            wire.write(framing(pending))
-            self._delivered_one()
-        self._burst = 0
-        limit = self._stream.hub.viewer_backlog if max_backlog is None else max_backlog
-        self.max_backlog = limit + wire.get_write_buffer_size()
-        self._wire = wire
-        self._framing = framing
-
-    def _write(self, data: bytes, key: bool) -> None:
-        """Direct mode: one frame, already framed, into the viewer's transport."""
-        wire = self._wire
-        if self.closed or wire is None:
-            return
-        if wire.is_closing():
-            self.close("viewer_left")
-            return
-        backlog = wire.get_write_buffer_size()
-        if self.need_key:
-            if not key or backlog > self.max_backlog // 2:
-                self.dropped += 1
-                return
-            self.need_key = False
-        elif backlog > self.max_backlog:
-            self.dropped += 1
-            if not self._note_drop():
-                self.need_key = True
-            return
-        wire.write(data)
-        self._delivered_one()
-
-    async def wait_closed(self) -> None:
-        """Until the subscription is closed (direct mode: the hub or the viewer ended it)."""
-        while not self.closed:
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-            self._waiter = None
-
-    def _put_many(self, items: list[Any]) -> None:
-        self._burst = len(items)
-        self._queue.extend(items)
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> Any:
-        while not self._queue:
-            if self.closed:
-                raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-            self._waiter = None
-        self._delivered_one()
-        item = self._queue.popleft()
-        if self._burst and len(self._queue) < self.maxsize:
-            self._burst = 0
-        return item
-
-    async def get_batch(self, limit: int = 64) -> list[Any]:
-        """At least one item (waits), at most `limit`; [] once closed and drained."""
-        while not self._queue:
-            if self.closed:
-                return []
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-            self._waiter = None
-        q = self._queue
-        n = min(limit, len(q))
-        out = [q.popleft() for _ in range(n)]
-        if self._burst and len(q) < self.maxsize:
-            self._burst = 0
-        self._delivered_one()
-        return out
-
-    def _delivered_one(self) -> None:
-        if self.delivered == 0:
-            self._stream.stats.ttff_viewers.append(time.monotonic() - self.joined_at)
-        self.delivered += 1
-
-    def close(self, reason: str = "closed") -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.reason = reason
-        w = self._waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-        self._stream._remove(self)
 
 
 class _Entry:
@@ -310,7 +101,8 @@ class _Entry:
 
 
 class Stream:
-    """One channel's ingest and its subscribers; also the receiver's `FrameSink`."""
+    """One channel's ingest and its subscribers; the receiver's `FrameSink` and the
+    `SubscriptionOwner` of its subscriptions (gateway.media.fanout)."""
 
     def __init__(self, hub: StreamHub, channel_id: str) -> None:
         self.hub = hub
@@ -323,7 +115,7 @@ class Stream:
         self.handle: StreamHandle | None = None
         self.traces: deque[Trace] = deque(maxlen=4)
         self.stats = StreamStats()
-        self.state = "opening"
+        self.state = StreamState.OPENING
         self.end_reason: str | None = None
         self.created = hub.clock()
         self._open_task: asyncio.Task[None] | None = None
@@ -341,6 +133,10 @@ class Stream:
         # every viewer (FLV, WS-FLV, WebRTC) sees one timeline across source changes (issue 12.1)
         self.timeline = TimelineRebaser()
 
+    def _to(self, event: StreamInput) -> None:
+        """Every state change goes through the table (stream_state.py)."""
+        self.state = next_state(self.state, event)
+
     # -- sink API (called by the receiver / opener) ------------------------------------------
 
     def new_trace(self) -> Trace:
@@ -355,7 +151,7 @@ class Stream:
     def note_reinvite(self, reason: str) -> None:
         """The opener lost the media and is re-INVITing (subscribers stay; state says so)."""
         self.stats.reopens += 1
-        self.state = "reinviting"
+        self._to(StreamInput.REINVITE)
         self.hub.counters["reinvites"] += 1
         if self.traces:
             self.traces[-1].add("reinvite", reason=reason)
@@ -371,8 +167,8 @@ class Stream:
         """One demuxed frame from the ingest. O(subscribers), never waits."""
         if self._closing:
             return
-        if self.state != "live" and self.ready.done():
-            self.state = "live"
+        if self.state is not _LIVE and self.ready.done():
+            self._to(StreamInput.MEDIA)
         st = self.stats
         now = self.hub.clock()
         was_pending = self._key_pending  # ready one frame after the first keyframe (see _keyframe)
@@ -415,18 +211,18 @@ class Stream:
             if tag:
                 framed: dict[Framing, bytes] = {}
                 for sub in tuple(self.flv_subs):  # a slow or gone viewer is removed as we go
-                    framing = sub._framing
+                    framing = sub.framing
                     if framing is None:
-                        sub._put(tag, key)
+                        sub.offer(tag, key)
                         continue
                     data = framed.get(framing)
                     if data is None:
                         data = framed[framing] = framing(tag)
-                    sub._write(data, key)
+                    sub.write(data, key)
         if self.frame_subs:
             out = entry.out()  # frame viewers (WebRTC, snapshots) get the same timeline
             for sub in tuple(self.frame_subs):
-                sub._put(out, key)
+                sub.offer(out, key)
         if was_pending and self._key_pending:
             self._key_pending = False
             self._become_ready(now)
@@ -467,7 +263,7 @@ class Stream:
     def _ready_fallback(self) -> None:
         if self._key_pending:
             self._key_pending = False
-            self._become_ready(time.monotonic())
+            self._become_ready(self.hub.clock())
 
     def _set_codec(self, codec: Codec, ps: ParameterSets) -> None:
         self.codec = codec
@@ -487,7 +283,7 @@ class Stream:
     def _become_ready(self, now: float) -> None:
         if self.ready.done():
             return
-        self.state = "live"
+        self._to(StreamInput.READY)
         self.ready.set_result(None)
         self.hub._video_event(self.channel_id, True, "video_ok", {"codec": str(self.codec) if self.codec else ""})
         if self.traces:
@@ -500,7 +296,7 @@ class Stream:
         if not self.ready.done():
             self.ready.set_exception(StreamEnded(f"stream ended: {reason}", trace=self.trace))
             self.ready.exception()  # mark retrieved
-        self.hub._spawn(self._close(reason))
+        self.hub.tasks.spawn(self._close(reason), name=f"close:{self.channel_id}")
 
     # -- FLV -------------------------------------------------------------------------------
 
@@ -565,10 +361,30 @@ class Stream:
                 sub.need_key = True
             self.frame_subs.append(sub)
         self.subs.append(sub)
-        sub._put_many(items)
+        sub.prime(items)
         self._cancel_linger()
 
-    def _remove(self, sub: Subscription) -> None:
+    # -- SubscriptionOwner (gateway.media.fanout) ----------------------------------------------
+
+    @property
+    def viewer_backlog(self) -> int:
+        return self.hub.viewer_backlog
+
+    def now(self) -> float:
+        return self.hub.clock()
+
+    def viewer_dropped(self, kind: str) -> None:
+        self.stats.viewer_drops += 1
+        self.hub.counters[f"viewer_drops:{kind}"] += 1
+
+    def viewer_slow(self, kind: str) -> None:
+        self.stats.viewers_disconnected += 1
+        self.hub.counters["viewers_disconnected:slow"] += 1
+
+    def viewer_first_item(self, waited: float) -> None:
+        self.stats.ttff_viewers.append(waited)
+
+    def unsubscribe(self, sub: Subscription) -> None:
         for lst in (self.subs, self.flv_subs, self.frame_subs):
             if sub in lst:
                 lst.remove(sub)
@@ -592,13 +408,13 @@ class Stream:
     def _linger_fire(self) -> None:
         self._linger = None
         if not self.subs and not self.waiting:
-            self.hub._spawn(self._close("linger"))
+            self.hub.tasks.spawn(self._close("linger"), name=f"close:{self.channel_id}")
 
     async def _close(self, reason: str) -> None:
         if self._closing:
             return
         self._closing = True
-        self.state = "closed"
+        self._to(StreamInput.CLOSE)
         self._cancel_linger()
         if self.hub._streams.get(self.channel_id) is self:
             del self.hub._streams[self.channel_id]
@@ -643,7 +459,7 @@ class Stream:
 
     def snapshot(self) -> dict[str, Any]:
         now = self.hub.clock()
-        out: dict[str, Any] = {"channel_id": self.channel_id, "state": self.state, "viewers": self.viewers,
+        out: dict[str, Any] = {"channel_id": self.channel_id, "state": self.state.value, "viewers": self.viewers,
                                "viewers_by_kind": {FLV: len(self.flv_subs), FRAMES: len(self.frame_subs)},
                                "waiting": self.waiting, "age_s": round(now - self.created, 3)}
         out.update(self.stats.snapshot(now))
@@ -674,7 +490,7 @@ class StreamHub:
         self.on_video: Callable[[str, bool, str, dict[str, Any]], None] | None = None
         self.queue_size = queue_size
         self._streams: dict[str, Stream] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = TaskSet("stream-hub", logger=log)  # stream opens and closes
         self.counters: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last: dict[str, dict[str, Any]] = {}  # channel → how its last stream ended (bounded)
@@ -684,12 +500,6 @@ class StreamHub:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         return self._loop
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = self.loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def get(self, channel_id: str) -> Stream | None:
         return self._streams.get(channel_id)
@@ -709,7 +519,7 @@ class StreamHub:
             stream = Stream(self, channel_id)
             self._streams[channel_id] = stream
             self.counters["streams_requested"] += 1
-            stream._open_task = self._spawn(stream._open())
+            stream._open_task = self.tasks.spawn(stream._open(), name=f"open:{channel_id}")
         stream._cancel_linger()
         if not stream.ready.done():
             stream.waiting += 1
@@ -784,5 +594,4 @@ class StreamHub:
     async def stop(self) -> None:
         for s in list(self._streams.values()):
             await s._close("shutdown")
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.tasks.join()

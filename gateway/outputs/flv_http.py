@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from typing import Any
+from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
+
+from gateway.media.fanout import Subscription
 
 IDLE_CHECK_S = 1.0
 
@@ -47,7 +49,7 @@ def _gone(request: web.Request) -> bool:
     return t is None or t.is_closing()
 
 
-async def _until_closed(sub: Any, gone: Any) -> None:
+async def _until_closed(sub: Subscription, gone: Callable[[], bool]) -> None:
     """Wait for the hub or the viewer to end the subscription."""
     while not sub.closed:
         with contextlib.suppress(TimeoutError):
@@ -56,7 +58,7 @@ async def _until_closed(sub: Any, gone: Any) -> None:
             sub.close("viewer_left")
 
 
-async def serve_http_flv(request: web.Request, sub: Any) -> web.StreamResponse:
+async def serve_http_flv(request: web.Request, sub: Subscription) -> web.StreamResponse:
     """Stream `sub` (kind "flv") as an endless chunked HTTP response."""
     resp = web.StreamResponse(headers={
         "Content-Type": "video/x-flv",
@@ -88,7 +90,7 @@ async def serve_http_flv(request: web.Request, sub: Any) -> web.StreamResponse:
     return resp
 
 
-async def serve_ws_flv(request: web.Request, sub: Any) -> web.WebSocketResponse:
+async def serve_ws_flv(request: web.Request, sub: Subscription) -> web.WebSocketResponse:
     """Stream `sub` as WebSocket binary messages; closes when either side goes away."""
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=64 * 1024, compress=False)
     await ws.prepare(request)

@@ -40,12 +40,15 @@ import logging
 import secrets
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from gateway.errors import GbgateError
 from gateway.media.frames import Codec
 from gateway.media.nal import ParameterSets
+from gateway.outputs.frame_source import FrameSource
+from gateway.tasks import TaskSet
 
 if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
@@ -53,19 +56,6 @@ if TYPE_CHECKING:
     from gateway.outputs.whep_track import FrameTrack
 
 log = logging.getLogger(__name__)
-
-_TRACK_NAMES = frozenset({"FrameTrack", "HevcTranscoder", "with_parameter_sets", "h264_preferences",
-                          "VIDEO_TIME_BASE", "BURST_STEP", "DEFAULT_STEP", "MAX_STEP"})
-
-
-def __getattr__(name: str) -> Any:
-    """The aiortc-backed names live in whep_track (loaded lazily); keep them importable from here."""
-    if name in _TRACK_NAMES:
-        from gateway.outputs import whep_track
-
-        return getattr(whep_track, name)
-    raise AttributeError(name)
-
 
 class WhepError(GbgateError):
     status = 500
@@ -92,18 +82,6 @@ class TranscodeBusy(WhepError):
     status, code = 503, "transcode_busy"
 
 
-class FrameSource(Protocol):
-    """A hub subscription of kind "frames" (gateway.media.hub.Subscription)."""
-
-    closed: bool
-
-    def __aiter__(self) -> Any: ...
-
-    def __len__(self) -> int: ...
-
-    def close(self, reason: str = ...) -> None: ...
-
-
 @dataclass(slots=True, eq=False)
 class WhepSession:
     """One viewer: its peer connection, track and hub subscription."""
@@ -114,15 +92,15 @@ class WhepSession:
     track: FrameTrack
     source: FrameSource
     transcoding: bool
-    created: float = field(default_factory=time.monotonic)
+    created: float
     closed: bool = False
     close_reason: str | None = None
     timer: asyncio.TimerHandle | None = None
 
-    def info(self) -> dict[str, Any]:
+    def info(self, now: float) -> dict[str, Any]:
         t = self.track
         return {"session_id": self.id, "channel_id": self.channel_id, "state": self.pc.connectionState,
-                "age_s": round(time.monotonic() - self.created, 3), "frames_sent": t.sent,
+                "age_s": round(now - self.created, 3), "frames_sent": t.sent,
                 "frames_dropped": t.dropped, "drop_events": t.drop_events, "transcoding": self.transcoding}
 
 
@@ -148,14 +126,15 @@ class WhepSessions:
     """Every open WHEP session of this process, bounded; closes them on shutdown."""
 
     def __init__(self, *, max_sessions: int = 128, max_transcodes: int = 4, queue_size: int = 64,
-                 connect_timeout: float = 20.0) -> None:
+                 connect_timeout: float = 20.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock  # session ages
         self.max_sessions = max_sessions
         self.max_transcodes = max_transcodes
         self.queue_size = queue_size
         self.connect_timeout = connect_timeout
         self.sessions: dict[str, WhepSession] = {}
         self.counters: Counter[str] = Counter()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("whep", logger=log)  # closes started from aiortc callbacks and timers
 
     @property
     def transcodes(self) -> int:
@@ -198,7 +177,8 @@ class WhepSessions:
             except Exception as exc:  # aiortc OperationError / InvalidStateError
                 raise NoCommonCodec(f"cannot answer the offer: {exc}") from None
             await pc.setLocalDescription(await pc.createAnswer())
-            session = WhepSession(secrets.token_urlsafe(16), channel_id, pc, track, source, transcoding)
+            session = WhepSession(secrets.token_urlsafe(16), channel_id, pc, track, source, transcoding,
+                                  self.clock())
         except BaseException:
             source.close("whep_failed")
             if track is not None:
@@ -221,22 +201,17 @@ class WhepSessions:
             if state == "connected":
                 self.counters["connected"] += 1
             if state in ("failed", "closed"):
-                self._spawn(self.close(s.id, f"ice_{state}"))
+                self._tasks.spawn(self.close(s.id, f"ice_{state}"))
 
         @s.track.on("ended")
         def _ended() -> None:
-            self._spawn(self.close(s.id, s.track.end_reason or "track_ended"))
+            self._tasks.spawn(self.close(s.id, s.track.end_reason or "track_ended"))
 
         def _timeout() -> None:
             if pc.connectionState != "connected":
-                self._spawn(self.close(s.id, "connect_timeout"))
+                self._tasks.spawn(self.close(s.id, "connect_timeout"))
 
         s.timer = asyncio.get_running_loop().call_later(self.connect_timeout, _timeout)
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def get(self, session_id: str) -> WhepSession | None:
         return self.sessions.get(session_id)
@@ -261,8 +236,8 @@ class WhepSessions:
     async def close_all(self, reason: str = "shutdown") -> None:
         for sid in list(self.sessions):
             await self.close(sid, reason)
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.join()
 
     def snapshot(self) -> list[dict[str, Any]]:
-        return [s.info() for s in self.sessions.values()]
+        now = self.clock()
+        return [s.info(now) for s in self.sessions.values()]

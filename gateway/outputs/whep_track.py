@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import fractions
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +19,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from gateway.media.frames import Codec, MediaFrame
 from gateway.media.nal import ParameterSets, parameter_sets
-from gateway.outputs.whep import FrameSource
+from gateway.outputs.frame_source import FrameSource
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +114,6 @@ class FrameTrack(MediaStreamTrack):
         self.sent = 0
         self.dropped = 0
         self.drop_events = 0
-        self.first_sent_at: float | None = None
         self.end_reason: str | None = None
         self._pump_task = asyncio.get_running_loop().create_task(self._pump())
 
@@ -233,8 +231,6 @@ class FrameTrack(MediaStreamTrack):
         packet.pts = pts
         packet.dts = pts
         packet.time_base = VIDEO_TIME_BASE
-        if self.first_sent_at is None:
-            self.first_sent_at = time.monotonic()
         self.sent += 1
         return packet
 

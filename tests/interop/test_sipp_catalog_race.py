@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from gateway.app import Gateway
-from gateway.media.hub import StreamError
+from gateway.media.errors import StreamError
 from tests.interop.conftest import run_sipp, whitelist
 from tests.interop.test_sipp_signalling import auth, wait_for
 

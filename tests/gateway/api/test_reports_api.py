@@ -43,7 +43,7 @@ class FakeProber:
 
         self.calls.append((channel_id, open_stream))
         if channel_id.endswith("9"):
-            from gateway.media.hub import ChannelNotFound
+            from gateway.media.errors import ChannelNotFound
 
             raise ChannelNotFound(f"no channel {channel_id}")
         return ProbeResult(channel_id, 1.0, ["black"], {"p98": 3.0}, None, False, 352, 288)

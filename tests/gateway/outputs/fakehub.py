@@ -13,9 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from gateway.api.auth import Principal, Role
+from gateway.media.errors import ChannelNotFound, DeviceUnavailable, NotAdmitted, StreamTimeout
 from gateway.media.frames import Codec, MediaFrame
-from gateway.media.hub import ChannelNotFound, DeviceUnavailable, NotAdmitted, StreamTimeout
-from gateway.media.nal import is_keyframe, parameter_sets, split_access_units
+from gateway.media.nal import (
+    H264_PPS,
+    H264_SPS,
+    is_keyframe,
+    nal_type,
+    parameter_sets,
+    split_access_units,
+    split_annexb,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "media"
 CH = "34020000001320000001"
@@ -69,6 +77,21 @@ class FakeSub:
         self.reason = reason
         self._event.set()
         self.hub.subs.discard(self)
+
+
+def strip_ps(frame: MediaFrame) -> MediaFrame:
+    nals = [bytes(n) for n in split_annexb(frame.data) if nal_type(Codec.H264, n) not in (H264_SPS, H264_PPS)]
+    data = b"".join(b"\x00\x00\x00\x01" + n for n in nals)
+    return MediaFrame("video", frame.codec, data, frame.pts, frame.dts, frame.keyframe)
+
+
+class ListSub(FakeSub):
+    """A subscription fed by the test."""
+
+    def __init__(self, frames: list[MediaFrame] | None = None) -> None:
+        super().__init__(FakeHub(), CH)
+        for f in frames or []:
+            self.put(f)
 
 
 class FakeHub:

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from gateway.media.errors import ChannelNotFound
 from gateway.media.frames import Codec, MediaFrame
-from gateway.media.hub import ChannelNotFound
 from gateway.media.nal import is_keyframe, parameter_sets, split_access_units
 from gateway.outputs.snapshot import (
     SnapshotCache,
@@ -22,8 +22,18 @@ from gateway.outputs.snapshot import (
     first_keyframe,
     take_snapshot,
 )
-from tests.gateway.outputs.fakehub import CH, CH265, DATA, DENIED, OFFLINE, SILENT, FakeHub, vector_frames
-from tests.gateway.outputs.test_whep import ListSub, strip_ps
+from tests.gateway.outputs.fakehub import (
+    CH,
+    CH265,
+    DATA,
+    DENIED,
+    OFFLINE,
+    SILENT,
+    FakeHub,
+    ListSub,
+    strip_ps,
+    vector_frames,
+)
 
 
 def jpeg_shape(data: bytes) -> tuple[int, ...]:

@@ -78,14 +78,7 @@ KNOWN_LAZY_CYCLES: set[tuple[str, ...]] = {("gateway.outputs.whep", "gateway.out
 KNOWN_LAYER_BREACHES: set[tuple[str, str]] = set()
 
 # Private names crossing modules: (importer, "module._name"), to be made public by their owners.
-KNOWN_PRIVATE: set[tuple[str, str]] = {
-    ("gateway.reports.deductions", "gateway.reports.faults._match"),
-    ("gateway.sip.message", "gateway.sip.address._BAD_URI"),
-    ("gateway.sip.message", "gateway.sip.address._SCHEME"),
-    ("whitelist.bundle", "whitelist.model._opt_int"),
-    ("whitelist.bundle", "whitelist.model._opt_text"),
-    ("whitelist.bundle", "whitelist.model._text"),
-}
+KNOWN_PRIVATE: set[tuple[str, str]] = set()
 
 CORE_MODULES = (
     "gateway/sip/message.py",

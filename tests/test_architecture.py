@@ -45,15 +45,11 @@ LAYERS: dict[str, int] = {
     "gateway.store": 2,
     # 3 services: health, reports, outputs, adapters, the device simulator
     "gateway.health": 3,
-    "gateway.metrics": 3,
-    "gateway.inventory": 3,
-    "gateway.admission": 3,
     "gateway.reports": 3,
     "gateway.outputs": 3,
     "adapters": 3,
     "devsim": 3,
     # 4 interfaces served over HTTP
-    "gateway.services": 4,
     "gateway.api": 4,
     "gateway.console": 4,
     # 5 the composition root

@@ -24,10 +24,10 @@ from aiohttp import web
 from gateway.api import live
 from gateway.api.errors import ApiError
 from gateway.api.security import require
+from gateway.api.services import SERVICES
 from gateway.media.hub import FRAMES, StreamError
 from gateway.outputs.snapshot import SnapshotCache, SnapshotError, snapshot_from
 from gateway.outputs.whep import WhepError, WhepSessions, check_offer
-from gateway.services import SERVICES
 
 routes = web.RouteTableDef()
 VIEWERS = live.VIEWERS

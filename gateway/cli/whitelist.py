@@ -1,7 +1,7 @@
 """`gbgate whitelist …` and `gbgate audit …` (contract.md).
 
 The CLI writes through whitelist.store (entry + audit record in one transaction); a running
-gateway picks the change up from the audit feed within a second (gateway.admission).
+gateway picks the change up from the audit feed within a second (whitelist.admission).
 """
 
 from __future__ import annotations

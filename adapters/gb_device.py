@@ -31,7 +31,7 @@ from gateway.gb.errors import GbError, ManscdpError
 from gateway.gb.ids import is_playable_channel, is_valid_id
 from gateway.gb.keepalive_fast import quick_keepalive
 from gateway.gb.presence import OfflineCause, Presence, PresenceState, Transition
-from gateway.metrics import MANSCDP_CMD_TYPES, SIP_METHODS, bounded
+from gateway.health.metrics import MANSCDP_CMD_TYPES, SIP_METHODS, bounded
 from gateway.sip import digest
 from gateway.sip.errors import SipError, SipParseError, SipTimeout
 from gateway.sip.message import Request, Response, make_response, new_tag, stateless_tag

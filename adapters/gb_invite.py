@@ -610,7 +610,7 @@ def install_media(*, adapter: Any, settings: Any, repo: Any, metrics: Any = None
     adapter.media = invites
     plane = MediaPlane(pool, invites, hub)
     if metrics is not None:
-        from gateway.metrics import CounterSource
+        from gateway.health.metrics import CounterSource
 
         metrics.add_counters(CounterSource(plane.counters, MEDIA_FAMILIES))
         metrics.add_gauge("gbgate_media_streams", "Live streams open now", lambda: len(hub.streams()))

@@ -23,18 +23,15 @@ from adapters.outbound import LocalIdentity
 from certs.errors import CertError
 from certs.files import write_private
 from certs.tls import server_context
-from gateway.admission import Admission
 from gateway.api import build_web_app, live, webrtc
 from gateway.api.auth import TokenStore
 from gateway.api.reports import ReportsRuntime
+from gateway.api.services import Services
 from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.gb.presence import Presence
 from gateway.health.journal import Journal
-from gateway.health.probe_runner import ProbeRunner
-from gateway.health.recorder import HealthRecorder
-from gateway.inventory import StoreInventory
-from gateway.metrics import (
+from gateway.health.metrics import (
     MANSCDP_CMD_TYPES,
     MANSCDP_ROOTS,
     SIP_METHODS,
@@ -42,14 +39,17 @@ from gateway.metrics import (
     CounterSource,
     Metrics,
 )
+from gateway.health.probe_runner import ProbeRunner
+from gateway.health.recorder import HealthRecorder
 from gateway.reports.notice import make_scheduler
-from gateway.services import Services
 from gateway.sip import digest
 from gateway.sip.transport import SipEndpoint
 from gateway.store import migrate
 from gateway.store.db import make_engine, make_sessionmaker
 from gateway.store.devices import DeviceRepository
 from gateway.store.health_events import SqlHealthEvents
+from gateway.store.inventory import StoreInventory
+from whitelist.admission import Admission
 from whitelist.lockout import FloodGuard, Lockout
 from whitelist.store import WhitelistStore
 

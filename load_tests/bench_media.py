@@ -473,13 +473,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--viewers-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.viewers_child:
-        from gateway.cli import event_loop_factory
+        from gateway.cli.common import event_loop_factory
         with asyncio.Runner(loop_factory=event_loop_factory("auto")) as r:
             r.run(_viewers_child())
         return 0
     if args.child:
         with contextlib.suppress(KeyboardInterrupt):
-            from gateway.cli import event_loop_factory
+            from gateway.cli.common import event_loop_factory
             choice = os.environ.get("GBGATE_RUNTIME__EVENT_LOOP", "auto")
             with asyncio.Runner(loop_factory=event_loop_factory(choice)) as r:
                 r.run(_child(args.child, args.transport))

@@ -122,7 +122,7 @@ class Gateway:
 
 def run_swarm(gw: Gateway, args: argparse.Namespace, plan: str) -> list[dict[str, Any]]:
     """Start the swarm process and measure the gateway between each phase's begin and end lines."""
-    cmd = [sys.executable, "-m", "load_tests.simulator", "--server", f"127.0.0.1:{gw.sip_port}",
+    cmd = [sys.executable, "-m", "devsim", "--server", f"127.0.0.1:{gw.sip_port}",
            "--count", str(args.devices), "--password", gen_devices.PASSWORD, "--prefix", gen_devices.PREFIX,
            "--channels", "1", "--keepalive-interval", "60", "--concurrency", str(args.concurrency),
            "--no-media", "--plan", plan, "--quiet"]

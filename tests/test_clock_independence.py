@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SUITES = [
     "tests/gateway/reports",
     "tests/gateway/api",
-    "tests/gateway/test_cli_ops.py",
+    "tests/gateway/cli/test_ops.py",
     "tests/gateway/health",
     "tests/whitelist",
 ]

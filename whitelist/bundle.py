@@ -41,10 +41,10 @@ from whitelist.model import (
     Entry,
     EntryStatus,
     Rule,
-    _opt_int,
-    _opt_text,
-    _text,
+    checked_text,
     iso,
+    optional_int,
+    optional_text,
     parse_networks,
     parse_timestamp,
     validate_device_id,
@@ -205,12 +205,12 @@ def _row_entry(row: Mapping[str, Any], line: int, realm: str, status: EntryStatu
         password = None
     ip = row.get("ip")
     nets = field(parse_networks, ip, field="ip")
-    max_channels = field(_opt_int, row.get("max_channels"), field="max_channels")
+    max_channels = field(optional_int, row.get("max_channels"), field="max_channels")
     not_before = field(parse_timestamp, row.get("not_before"), field="not_before")
     not_after = field(parse_timestamp, row.get("not_after"), field="not_after")
-    texts = {k: field(_text, row.get(k), field=k) for k in ("name", "site", "link", "owner", "contract_ref")}
-    manufacturer = field(_opt_text, row.get("manufacturer"), field="manufacturer")
-    model = field(_opt_text, row.get("model"), field="model")
+    texts = {k: field(checked_text, row.get(k), field=k) for k in ("name", "site", "link", "owner", "contract_ref")}
+    manufacturer = field(optional_text, row.get("manufacturer"), field="manufacturer")
+    model = field(optional_text, row.get("model"), field="model")
     if not_before and not_after and not_after <= not_before:
         found.append(ValidationError("not_after", "must be later than not_before", line=line))
     for k in _TEXT_COLUMNS:

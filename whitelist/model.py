@@ -144,7 +144,8 @@ def validate_action(value: object, *, field: str = "action", line: int | None = 
         raise ValidationError(field, f"must be allow or deny, got {value!r}", line=line) from None
 
 
-def _opt_int(value: object, *, field: str, line: int | None, minimum: int = 0) -> int | None:
+def optional_int(value: object, *, field: str, line: int | None, minimum: int = 0) -> int | None:
+    """An optional whole number from a JSON/CSV cell (None when empty), ValidationError otherwise."""
     if value is None or value == "":
         return None
     if isinstance(value, bool):
@@ -159,11 +160,12 @@ def _opt_int(value: object, *, field: str, line: int | None, minimum: int = 0) -
 
 
 def _priority(value: object, *, line: int | None) -> int:
-    n = _opt_int(value, field="priority", line=line, minimum=-(10**9))
+    n = optional_int(value, field="priority", line=line, minimum=-(10**9))
     return 100 if n is None else n
 
 
-def _text(value: object, *, field: str, line: int | None, limit: int = 256) -> str:
+def checked_text(value: object, *, field: str, line: int | None, limit: int = 256) -> str:
+    """A bounded text cell ("" when absent), ValidationError naming field and line otherwise."""
     if value is None:
         return ""
     if not isinstance(value, str):
@@ -176,8 +178,9 @@ def _text(value: object, *, field: str, line: int | None, limit: int = 256) -> s
     return value
 
 
-def _opt_text(value: object, *, field: str, line: int | None) -> str | None:
-    return _text(value, field=field, line=line) or None
+def optional_text(value: object, *, field: str, line: int | None) -> str | None:
+    """Like checked_text, with None for an empty cell."""
+    return checked_text(value, field=field, line=line) or None
 
 
 def iso(dt: datetime | None) -> str | None:
@@ -355,23 +358,23 @@ class Entry:
                 credential=None if cred_data is None else Credential.from_dict(cred_data, line=line),
                 allowed_sources=parse_networks(data.get("allowed_sources"), line=line),
                 cert_fingerprint=normalize_fingerprint(data.get("cert_fingerprint"), line=line),
-                expected_manufacturer=_opt_text(data.get("expected_manufacturer"),
+                expected_manufacturer=optional_text(data.get("expected_manufacturer"),
                                                 field="expected_manufacturer", line=line),
-                expected_model=_opt_text(data.get("expected_model"), field="expected_model", line=line),
-                expected_firmware_prefix=_opt_text(data.get("expected_firmware_prefix"),
+                expected_model=optional_text(data.get("expected_model"), field="expected_model", line=line),
+                expected_firmware_prefix=optional_text(data.get("expected_firmware_prefix"),
                                                    field="expected_firmware_prefix", line=line),
-                site=_text(data.get("site"), field="site", line=line),
-                link=_text(data.get("link"), field="link", line=line),
+                site=checked_text(data.get("site"), field="site", line=line),
+                link=checked_text(data.get("link"), field="link", line=line),
                 not_before=parse_timestamp(data.get("not_before"), field="not_before", line=line),
                 not_after=parse_timestamp(data.get("not_after"), field="not_after", line=line),
-                max_channels=_opt_int(data.get("max_channels"), field="max_channels", line=line),
-                owner=_text(data.get("owner"), field="owner", line=line),
-                contract_ref=_text(data.get("contract_ref"), field="contract_ref", line=line),
-                name=_text(data.get("name"), field="name", line=line),
+                max_channels=optional_int(data.get("max_channels"), field="max_channels", line=line),
+                owner=checked_text(data.get("owner"), field="owner", line=line),
+                contract_ref=checked_text(data.get("contract_ref"), field="contract_ref", line=line),
+                name=checked_text(data.get("name"), field="name", line=line),
                 evidence=dict(evidence),
                 created_at=parse_timestamp(data.get("created_at"), field="created_at", line=line) or _EPOCH,
                 updated_at=parse_timestamp(data.get("updated_at"), field="updated_at", line=line) or _EPOCH,
-                version=_opt_int(data.get("version"), field="version", line=line) or 0,
+                version=optional_int(data.get("version"), field="version", line=line) or 0,
             )
         except ValidationError as exc:
             raise _at_line(exc, line) from None
@@ -453,7 +456,7 @@ class Rule:
         cred_data = data.get("credential")
         try:
             return cls(
-                id=_text(data.get("id"), field="id", line=line),
+                id=checked_text(data.get("id"), field="id", line=line),
                 id_prefix=str(data.get("id_prefix") or ""),
                 type_code=data.get("type_code") or None,
                 allowed_sources=parse_networks(data.get("allowed_sources"), line=line),
@@ -461,10 +464,10 @@ class Rule:
                 status=validate_status(data.get("status", "approved"), line=line),
                 priority=_priority(data.get("priority"), line=line),
                 credential=None if cred_data is None else Credential.from_dict(cred_data, line=line),
-                name=_text(data.get("name"), field="name", line=line),
+                name=checked_text(data.get("name"), field="name", line=line),
                 created_at=parse_timestamp(data.get("created_at"), field="created_at", line=line) or _EPOCH,
                 updated_at=parse_timestamp(data.get("updated_at"), field="updated_at", line=line) or _EPOCH,
-                version=_opt_int(data.get("version"), field="version", line=line) or 0,
+                version=optional_int(data.get("version"), field="version", line=line) or 0,
             )
         except ValidationError as exc:
             raise _at_line(exc, line) from None

@@ -8,7 +8,7 @@ from gateway import console
 from gateway.api import devices, openapi, reports, system, whitelist
 from gateway.api.errors import error_middleware
 from gateway.api.security import auth_middleware
-from gateway.services import SERVICES, Services
+from gateway.api.services import SERVICES, Services
 
 ROUTE_TABLES: list[web.RouteTableDef] = [
     system.routes, devices.routes, whitelist.routes, reports.routes, openapi.routes, console.routes,

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from gateway.api.errors import ApiError
 from gateway.api.security import require
+from gateway.api.services import SERVICES
 from gateway.gb.ids import is_valid_id
-from gateway.services import SERVICES
 
 routes = web.RouteTableDef()
 READERS = ("integrator", "security", "ops", "platform", "admin")

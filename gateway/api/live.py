@@ -14,10 +14,10 @@ from aiohttp import web
 
 from gateway.api.errors import ApiError
 from gateway.api.security import require
+from gateway.api.services import SERVICES
 from gateway.media.errors import StreamError
 from gateway.media.fanout import FLV
 from gateway.outputs.flv_http import serve_http_flv, serve_ws_flv
-from gateway.services import SERVICES
 
 routes = web.RouteTableDef()
 VIEWERS = ("platform", "ops", "security", "integrator", "admin")

@@ -33,7 +33,7 @@ from aiohttp import web
 
 from gateway.api.errors import ApiError, json_body
 from gateway.api.security import principal_of, require
-from gateway.services import SERVICES
+from gateway.api.services import SERVICES
 
 routes = web.RouteTableDef()
 

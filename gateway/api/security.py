@@ -10,7 +10,7 @@ from aiohttp import web
 
 from gateway.api.auth import PLAY_PREFIX, Principal, Role
 from gateway.api.errors import ApiError
-from gateway.services import SERVICES
+from gateway.api.services import SERVICES
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

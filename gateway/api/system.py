@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway import __version__
-from gateway.services import SERVICES
+from gateway.api.services import SERVICES
 
 routes = web.RouteTableDef()
 

@@ -24,11 +24,11 @@ from aiohttp import web
 from gateway.api import live
 from gateway.api.errors import ApiError
 from gateway.api.security import require
+from gateway.api.services import SERVICES
 from gateway.media.errors import StreamError
 from gateway.media.fanout import FRAMES
 from gateway.outputs.snapshot import SnapshotCache, SnapshotError, snapshot_from
 from gateway.outputs.whep import WhepError, WhepSessions, check_offer
-from gateway.services import SERVICES
 
 routes = web.RouteTableDef()
 VIEWERS = live.VIEWERS

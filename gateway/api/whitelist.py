@@ -3,7 +3,7 @@
 `security` (and `admin`) may add, approve, suspend, revoke and import; an `integrator` token
 may only propose entries, which are stored as `pending` whatever status it asks for. Every
 change goes through whitelist.store (row + audit record in one transaction) and then through
-gateway.admission so a suspended or revoked device is dropped at once.
+whitelist.admission so a suspended or revoked device is dropped at once.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from aiohttp import web
 from gateway.api.auth import Role
 from gateway.api.errors import ApiError, json_body
 from gateway.api.security import principal_of, require
-from gateway.services import SERVICES
+from gateway.api.services import SERVICES
 from whitelist.bundle import FORMULA_PREFIXES
 from whitelist.errors import BundleError, ConflictErrors, NotFoundError, ValidationError, ValidationErrors
 from whitelist.model import Credential, Entry, EntryStatus, parse_networks, parse_timestamp, validate_device_id

@@ -503,7 +503,7 @@ def repairs_table(
     """The 17:00 publication (maintenance regulation): every fault that ended within `window`, with
     the deduction it leads to — the episode charged on its own under the policy (grace, hourly and
     deadline parts, capped at a month's rent); 0 while its ticket is disputed (held out)."""
-    from gateway.reports.faults import _match, notice_episodes
+    from gateway.reports.faults import match_ticket, notice_episodes
 
     by_channel: dict[str, list[Ticket]] = defaultdict(list)
     for tk in tickets:
@@ -516,7 +516,7 @@ def repairs_table(
         for ep in notice_episodes(ledger, ch.channel_id):
             if ep.ongoing or not window[0] <= ep.end <= window[1]:
                 continue
-            t = _match(by_channel.get(ch.channel_id, []), ep, ledger.period.start)
+            t = match_ticket(by_channel.get(ch.channel_id, []), ep, ledger.period.start)
             held = t is not None and t.status is TicketStatus.disputed
             part = clip(ledger.intervals[ch.channel_id], ep.start, ep.end)
             charge = channel_charge(ch.channel_id, part, policy, rent=contract.rent_of(ch))

@@ -182,7 +182,7 @@ def tickets_to_open(
         eps = notice_episodes(ledger, ch.channel_id)
         if not eps or not eps[-1].ongoing or eps[-1].end - eps[-1].start < min_duration_s:
             continue
-        if _match(by_channel.get(ch.channel_id, []), eps[-1], ledger.period.start) is None:
+        if match_ticket(by_channel.get(ch.channel_id, []), eps[-1], ledger.period.start) is None:
             out.append(eps[-1])
     return out
 
@@ -199,7 +199,7 @@ def tickets_to_recover(ledger: Ledger, tickets: Iterable[Ticket]) -> list[tuple[
         for ep in notice_episodes(ledger, channel_id):
             if ep.ongoing:
                 continue
-            t = _match(mine, ep, ledger.period.start)
+            t = match_ticket(mine, ep, ledger.period.start)
             if t is not None and t.status in LIVE:
                 out.append((t, ep.end))
     return sorted(out, key=lambda x: x[0].id)
@@ -212,7 +212,7 @@ def _by_channel(tickets: Iterable[Ticket]) -> dict[str, list[Ticket]]:
     return by_channel
 
 
-def _match(tickets: list[Ticket], ep: Episode, ledger_start: float | None = None) -> Ticket | None:
+def match_ticket(tickets: list[Ticket], ep: Episode, ledger_start: float | None = None) -> Ticket | None:
     """The ticket of this episode: the first whose `since` lies in it; for an episode already under
     way at the ledger's start, the latest earlier ticket not yet recovered. Never an older one."""
     inside = [t for t in tickets if ep.start - 1 <= t.since_ts <= ep.end]
@@ -265,7 +265,7 @@ def daily_faults_table(
         for ep in notice_episodes(ledger, ch.channel_id):
             if ep.end <= window[0] or ep.start >= window[1]:
                 continue
-            t = _match(by_channel.get(ch.channel_id, []), ep, ledger.period.start)
+            t = match_ticket(by_channel.get(ch.channel_id, []), ep, ledger.period.start)
             status = str(t.status) if t else ("ongoing" if ep.ongoing else "recovered")
             table.rows.append(
                 {
@@ -335,7 +335,7 @@ def reconciliation_table(
         for ep in notice_episodes(ledger, ch.channel_id):
             if ep.end <= window[0] or ep.start >= window[1]:
                 continue
-            t = _match(by_channel.get(ch.channel_id, []), ep, ledger.period.start)
+            t = match_ticket(by_channel.get(ch.channel_id, []), ep, ledger.period.start)
             recovered = None if ep.ongoing else ep.end
             vendor_repaired = t.repaired_ts if t else None
             diff = None

@@ -28,8 +28,8 @@ _SPLIT_SPECIAL = {",": re.compile(r'["<,]'), ";": re.compile(r'["<;]')}
 _QUOTED_TAIL = re.compile(r'(?:[^"\\]|\\.)*"', re.S)
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)
 _UNESCAPE = re.compile(r"\\(.)", re.S)
-_BAD_URI = re.compile(r'[\s<>"]')
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
+BAD_URI_CHARS = re.compile(r'[\s<>"]')  # never inside a URI (RFC 3261 §25.1); message.py checks Request-URIs too
+URI_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*\Z")
 _HOSTNAME = re.compile(r"[A-Za-z0-9._\-]+\Z")
 _IPV6 = re.compile(r"[0-9A-Fa-f:.]+\Z")
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
@@ -195,7 +195,7 @@ def _parse_uri(text: str) -> SipUri:
         return SipUri(f_scheme.lower(), f_user or "", f_password, f_host, f_port, f_params, f_headers or "")
     s = text.strip()
     colon = s.find(":")
-    if colon <= 0 or _BAD_URI.search(s) or not _SCHEME.match(s[:colon]):
+    if colon <= 0 or BAD_URI_CHARS.search(s) or not URI_SCHEME.match(s[:colon]):
         raise SipParseError("Bad URI")
     scheme = s[:colon].lower()
     rest = s[colon + 1 :]

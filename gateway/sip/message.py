@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .address import (
-    _BAD_URI,
-    _SCHEME,
+    BAD_URI_CHARS,
+    URI_SCHEME,
     NameAddr,
     SipUri,
     Via,
@@ -400,7 +400,7 @@ def parse_message(data: bytes, *, max_size: int = 65536, max_headers: int = 256)
         msg = Request(method, uri, headers, b"", version)
         # Request-URI: checked cheaply here, parsed on first use of .request_uri.
         colon = uri.find(":")
-        if colon <= 0 or _BAD_URI.search(uri) or not _SCHEME.match(uri, 0, colon):
+        if colon <= 0 or BAD_URI_CHARS.search(uri) or not URI_SCHEME.match(uri, 0, colon):
             raise SipParseError("Bad Request-URI")
         if not _is_token(method):
             raise SipParseError("Bad method")

@@ -91,7 +91,7 @@ def test_event_loop_choice() -> None:
 
     import uvloop
 
-    from gateway.cli import event_loop_factory
+    from gateway.cli.common import event_loop_factory
 
     assert load_settings(env={}).runtime.event_loop == "auto"
     assert event_loop_factory("asyncio") is None

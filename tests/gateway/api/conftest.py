@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from gateway.admission import Admission
 from gateway.api import build_web_app
 from gateway.api.auth import TokenStore
+from gateway.api.services import Services
 from gateway.config import load_settings
-from gateway.metrics import Metrics
-from gateway.services import Services
+from gateway.health.metrics import Metrics
 from gateway.store.db import make_engine, make_sessionmaker
 from gateway.store.devices import DeviceRepository
 from gateway.store.migrate import upgrade
+from whitelist.admission import Admission
 from whitelist.store import WhitelistStore
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from gateway.api.auth import Role
-from gateway.services import Services
+from gateway.api.services import Services
 from whitelist.audit import AuditRecord
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)

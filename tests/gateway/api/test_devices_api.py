@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.api.auth import Role
+from gateway.api.services import Services
 from gateway.gb.items import CatalogItem
-from gateway.services import Services
 from gateway.store.devices import make_catalog_job
 
 DEV = "34020000001320000001"

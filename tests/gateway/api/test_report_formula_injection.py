@@ -20,11 +20,11 @@ from sqlalchemy import update
 from gateway.api import build_web_app
 from gateway.api import reports as reports_api
 from gateway.api.auth import Role
+from gateway.api.services import Services
 from gateway.health.timeline import UTC8
 from gateway.reports.demo_history import seed_history
 from gateway.reports.render import Report, neutralise, to_csv
 from gateway.reports.table import Column, Table
-from gateway.services import Services
 from gateway.store import contract as T
 
 IDS = [(f"3402000000111000000{i}", f"3402000000132000000{i}") for i in range(1, 4)]

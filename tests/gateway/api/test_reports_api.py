@@ -21,10 +21,10 @@ from sqlalchemy import func, select
 from gateway.api import build_web_app
 from gateway.api import reports as reports_api
 from gateway.api.auth import Role
+from gateway.api.services import Services
 from gateway.health.timeline import UTC8
 from gateway.reports.demo_history import seed_history
 from gateway.reports.i18n import t
-from gateway.services import Services
 from gateway.store import contract as T
 
 IDS = [(f"3402000000111000000{i}", f"3402000000132000000{i}") for i in range(1, 6)]

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.api import build_web_app, live
 from gateway.api.auth import DEFAULT_TTL, Role, TokenStore
-from gateway.services import Services
+from gateway.api.services import Services
 
 CH = "34020000001310000001"
 OTHER_CH = "34020000001310000002"

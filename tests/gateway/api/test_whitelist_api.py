@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.api.auth import Role
-from gateway.services import Services
+from gateway.api.services import Services
 from whitelist.decide import Request as WlRequest
 from whitelist.decide import RequestKind
 

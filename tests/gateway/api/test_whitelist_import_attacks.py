@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.api.auth import Role
+from gateway.api.services import Services
 from gateway.config import load_settings
-from gateway.services import Services
 from whitelist.bundle import export_json, export_signed
 from whitelist.decide import Policy, RequestKind
 from whitelist.decide import Request as WlRequest

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from gateway.api import ROUTE_TABLES, build_web_app
+from gateway.api.services import Services
 from gateway.config import load_settings
 from gateway.console import STATIC_DIR, routes
-from gateway.services import Services
 
 FILES = sorted(p for p in STATIC_DIR.iterdir() if p.is_file())
 JS = [p for p in FILES if p.suffix == ".js"]

@@ -7,9 +7,9 @@ import pytest
 from aiohttp import web
 
 from gateway.api import build_web_app
+from gateway.api.services import Services
 from gateway.api.webrtc import WebrtcState, setup_webrtc
 from gateway.config import load_settings
-from gateway.services import Services
 from tests.gateway.outputs.fakehub import FakeHub, FakeTokens
 
 

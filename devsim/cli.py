@@ -1,4 +1,4 @@
-"""Command line of the device swarm: `python -m load_tests.simulator --server HOST:PORT --count N …`.
+"""Command line of the device swarm: `python -m devsim --server HOST:PORT --count N …`.
 
 A run is a plan of phases, comma-separated:
   register[:RATE]    register every device (RATE starts/s, default: as fast as answered)
@@ -20,11 +20,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from load_tests.simulator import DeviceSwarm, make_devices
+from devsim.swarm import DeviceSwarm, make_devices
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m load_tests.simulator", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m devsim", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", default="127.0.0.1:5060", help="gateway SIP HOST:PORT")
     p.add_argument("--server-id", default="34020000002000000001")

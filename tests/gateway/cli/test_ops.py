@@ -1,7 +1,8 @@
 """`gbgate contract|maintenance|ticket|policy|notice` run in-process on a migrated SQLite store.
 
-The sub-parsers are mounted on a parser of our own, the way gateway/cli.py mounts them, and
-`run_ops` gets the same settings object `gbgate` would build.
+The sub-parsers are mounted on a parser of our own, the way gateway/cli/commands.py mounts them, and
+`execute` (the command table, failures reported as `gbgate` reports them) gets the same settings
+object `gbgate` would build.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.cli_ops import OPS_COMMANDS, add_ops_parsers, run_ops
+from gateway.cli import ops
+from gateway.cli.commands import execute
+from gateway.cli.common import Invocation
 from gateway.config import load_settings
 from gateway.health.timeline import UTC8
 from gateway.reports.demo_history import seed_history
@@ -31,7 +34,7 @@ TICKET = "T20261026-0001"
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gbgate")
-    add_ops_parsers(p.add_subparsers(dest="command", required=True))
+    ops.add_parsers(p.add_subparsers(dest="command", required=True))
     return p
 
 
@@ -47,8 +50,8 @@ async def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
 
     async def run(*argv: str, settings_: Any = None) -> tuple[int, str, str]:
         args = parser().parse_args(argv)
-        assert args.command in OPS_COMMANDS
-        code = await run_ops(settings_ or settings, args, clock=lambda: SEEDED_AT)
+        assert args.command in ops.GROUPS
+        code = await execute(Invocation(settings=settings_ or settings, args=args, clock=lambda: SEEDED_AT))
         out, err = capsys.readouterr()
         return code, out, err
 

@@ -31,9 +31,9 @@ from gateway.media.rfc4571 import frame as rfc4571_frame
 from gateway.media.rtp import packetize
 
 if TYPE_CHECKING:
+    from devsim.serve import RequestHandler
+    from devsim.swarm import DevState
     from gateway.sip.message import Request
-    from load_tests.sim_serve import RequestHandler
-    from load_tests.simulator import DevState
 
 log = logging.getLogger(__name__)
 

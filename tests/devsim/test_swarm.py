@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from devsim import messages as sim_sip
+from devsim.net import TxTable
+from devsim.stats import percentile
+from devsim.swarm import DeviceSwarm, SimChannel, SimDevice, make_devices
 from gateway.gb import manscdp
 from gateway.sip import digest
 from gateway.sip.message import Request, Response, make_response, parse_message, serialize
-from load_tests import sim_sip
-from load_tests.sim_net import TxTable
-from load_tests.sim_stats import percentile
-from load_tests.simulator import DeviceSwarm, SimChannel, SimDevice, make_devices
 
 REALM = "3402000000"
 DEV = "34020000001320000001"
@@ -212,10 +212,10 @@ def test_three_devices_register_keepalive_and_report_catalog(tmp_path):
 def test_prepared_pattern_streams_valid_ps_with_monotonic_timestamps_across_the_loop():
     import socket as _socket
 
+    from devsim import media as sim_media
     from gateway.gb.sdp import MediaTransport
     from gateway.media.ps import PsDemuxer
     from gateway.media.rtp import parse_rtp
-    from load_tests import sim_media
 
     aus = sim_media.load_pattern("h264")
     assert len(aus) == sim_media.LOOP_FRAMES and sum(k for k, _ in aus) == sim_media.LOOP_FRAMES // sim_media.GOP

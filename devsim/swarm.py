@@ -4,11 +4,11 @@ Used by `gbgate demo`, the benchmarks and tests. Each device registers with dige
 401 → REGISTER with Authorization → 200, §3.1), sends Keepalive MESSAGEs spread evenly over the
 interval (§4.3), answers the gateway's MESSAGE queries with 200 OK and then Response MESSAGEs
 (Catalog in pages of ≤ 4 items with SumNum, DeviceInfo, DeviceStatus; §4.4–4.6), and — when
-asked to stream — answers INVITE and sends PS over RTP (load_tests/sim_media.py, §5).
+asked to stream — answers INVITE and sends PS over RTP (devsim/media.py, §5).
 
-    python -m load_tests.simulator --server 127.0.0.1:5060 --count 8 --password 12345678
+    python -m devsim --server 127.0.0.1:5060 --count 8 --password 12345678
 
-The per-message work is a template format and a `bytes.find`; see sim_sip.py and sim_net.py.
+The per-message work is a template format and a `bytes.find`; see messages.py and net.py.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from load_tests import sim_sip
-from load_tests.sim_devices import DevState, KeepaliveRun, SimChannel, SimDevice, make_devices
-from load_tests.sim_net import SipStreamProtocol, TxTable, open_udp
-from load_tests.sim_serve import RequestHandler
-from load_tests.sim_stats import LatencyLog, percentile
+from devsim import messages
+from devsim.devices import DevState, KeepaliveRun, SimChannel, SimDevice, make_devices
+from devsim.net import SipStreamProtocol, TxTable, open_udp
+from devsim.serve import RequestHandler
+from devsim.stats import LatencyLog, percentile
 
 __all__ = ["DevState", "DeviceSwarm", "KeepaliveRun", "SimChannel", "SimDevice", "make_devices"]
 
@@ -89,14 +89,14 @@ class DeviceSwarm:
         self.loop = asyncio.get_running_loop()
         self.tx = TxTable(self.loop)
         self.tx.start()
-        locals_: list[sim_sip.Local] = []
+        locals_: list[messages.Local] = []
         for _ in range(self.n_sockets):
             tr, proto = await open_udp(self.loop, self.local_host, 0, self.on_data, self.rcvbuf)
             self._udp.append((tr, proto))
             port = tr.get_extra_info("sockname")[1]
-            locals_.append(sim_sip.Local("UDP", self.local_host, port, self.server_id, self.domain))
+            locals_.append(messages.Local("UDP", self.local_host, port, self.server_id, self.domain))
         for i, dev in enumerate(self.devices):
-            local = locals_[i % len(locals_)] if locals_ else sim_sip.Local(
+            local = locals_[i % len(locals_)] if locals_ else messages.Local(
                 "TCP", self.local_host, 0, self.server_id, self.domain)
             st = DevState(dev, local, i % max(1, len(locals_)))
             self.states.append(st)
@@ -146,7 +146,7 @@ class DeviceSwarm:
 
     def on_data(self, data: bytes, addr: Any, reply: Callable[[bytes], None]) -> None:
         if data[:8] == b"SIP/2.0 ":
-            peek = sim_sip.peek_response(data)
+            peek = messages.peek_response(data)
             if peek is None:
                 self.counts["bad_response"] += 1
                 return
@@ -176,7 +176,7 @@ class DeviceSwarm:
             self.reg_failures["connect"] += 1
             return False
         st.conn = proto
-        st.local = sim_sip.Local("TCP", self.local_host, proto.local[1], self.server_id, self.domain)
+        st.local = messages.Local("TCP", self.local_host, proto.local[1], self.server_id, self.domain)
         return True
 
     def _await_tx(self, st: DevState, data: bytes, branch: str) -> asyncio.Future[tuple[int, bytes | None]]:
@@ -198,15 +198,15 @@ class DeviceSwarm:
         if self.transport == "tcp" and not await self._connect(st):
             return 0
         if not st.call_id:
-            st.call_id = sim_sip.new_call_id(self.local_host)
+            st.call_id = messages.new_call_id(self.local_host)
         dev = st.dev
         t0 = self.loop.time()
         auth: str | None = None
         status = 0
         for _ in range(3):  # initial, answer to the challenge, one more for a stale nonce
             st.cseq += 1
-            branch = sim_sip.new_branch()
-            data = sim_sip.register_request(st.local, dev.device_id, tag=st.tag, call_id=st.call_id,
+            branch = messages.new_branch()
+            data = messages.register_request(st.local, dev.device_id, tag=st.tag, call_id=st.call_id,
                                             cseq=st.cseq, expires=exp, branch=branch, authorization=auth)
             status, resp = await self._await_tx(st, data, branch)
             if status != 401 or resp is None:
@@ -214,7 +214,7 @@ class DeviceSwarm:
             challenge = _header(resp, "WWW-Authenticate")
             if challenge is None:
                 break
-            auth = sim_sip.authorization(challenge, method="REGISTER",
+            auth = messages.authorization(challenge, method="REGISTER",
                                          uri=f"sip:{self.server_id}@{self.domain}",
                                          username=dev.device_id, password=dev.password)
         if status == 200:
@@ -293,10 +293,10 @@ class DeviceSwarm:
         assert self.loop is not None
         loop = self.loop
         st.ka_sn += 1
-        branch = sim_sip.new_branch()
-        body = sim_sip.keepalive_body(st.dev.device_id, st.ka_sn, self.charset)
-        data = sim_sip.message_request(st.local, st.dev.device_id, body, tag=st.tag,
-                                       call_id=sim_sip.new_call_id(self.local_host), cseq=20, branch=branch)
+        branch = messages.new_branch()
+        body = messages.keepalive_body(st.dev.device_id, st.ka_sn, self.charset)
+        data = messages.message_request(st.local, st.dev.device_id, body, tag=st.tag,
+                                       call_id=messages.new_call_id(self.local_host), cseq=20, branch=branch)
         t0 = loop.time()
         self.counts["keepalives_sent"] += 1
         if run is not None:
@@ -404,12 +404,3 @@ def _header(data: bytes, name: str) -> str | None:
     except Exception:
         return None
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from load_tests.sim_cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,7 +4,7 @@ A MESSAGE is answered 200 OK at once, then the real answer goes back as a separa
 Response MESSAGE with the same SN on a new Call-ID (§4.1). Catalog answers are split into
 pages of ≤ 4 items, each with SumNum = the total, sent one after the other's 200 (§4.4).
 Retransmitted requests (same Call-ID, CSeq and method) get the cached response and are
-not processed again (§2.3). INVITE/ACK/BYE go to load_tests/sim_media.py.
+not processed again (§2.3). INVITE/ACK/BYE go to devsim/media.py.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from devsim import messages
 from gateway.gb import manscdp
 from gateway.sip.message import Request, make_response, parse_message, serialize
-from load_tests import sim_sip
 
 if TYPE_CHECKING:
-    from load_tests.simulator import DeviceSwarm, DevState
+    from devsim.swarm import DeviceSwarm, DevState
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,12 @@ class RequestHandler:
         self.swarm = swarm
         self._answered: OrderedDict[tuple[str, int, str], bytes] = OrderedDict()
         self._to_tags: dict[str, str] = {}
-        self.media: Any = None  # sim_media.MediaSessions, created on the first INVITE
+        self.media: Any = None  # devsim.media.MediaSessions, created on the first INVITE
 
     # ------------------------------------------------------------------ plumbing
     def respond(self, req: Request, status: int, reply: Reply, *, headers: list[tuple[str, str]] | None = None,
                 body: bytes = b"", to_tag: str | None = None, cache: bool = True) -> bytes:
-        tag = to_tag or self._to_tags.get(req.call_id) or sim_sip.new_tag()
+        tag = to_tag or self._to_tags.get(req.call_id) or messages.new_tag()
         resp = make_response(req, status, to_tag=tag, headers=headers or [], body=body)
         data = serialize(resp)
         if cache and status >= 200:
@@ -91,7 +91,7 @@ class RequestHandler:
                 if not self.swarm.media_enabled or st is None:
                     self.respond(req, 488 if st is not None else 404, reply)
                     return
-                from load_tests.sim_media import MediaSessions
+                from devsim.media import MediaSessions
 
                 self.media = MediaSessions(self)
             self.media.on_request(req, method, st, addr, reply)
@@ -127,9 +127,9 @@ class RequestHandler:
         if msg.root is manscdp.Root.QUERY:
             if cmd == "catalog":
                 if st.items is None:
-                    st.items = sim_sip.channel_items(dev.device_id, dev.channels, manufacturer=dev.manufacturer,
+                    st.items = messages.channel_items(dev.device_id, dev.channels, manufacturer=dev.manufacturer,
                                                      model=dev.model, civil_code=self.swarm.domain[:6])
-                return sim_sip.catalog_pages(dev.device_id, msg.sn, st.items, charset=cs)
+                return messages.catalog_pages(dev.device_id, msg.sn, st.items, charset=cs)
             if cmd == "deviceinfo":
                 return [manscdp.build_device_info_response(
                     dev.device_id, msg.sn, name=dev.name or dev.device_id, manufacturer=dev.manufacturer,
@@ -154,9 +154,9 @@ class RequestHandler:
             if i >= len(bodies):
                 self.swarm.counts["queries_answered"] += 1
             return
-        branch = sim_sip.new_branch()
-        data = sim_sip.message_request(st.local, st.dev.device_id, bodies[i], tag=st.tag,
-                                       call_id=sim_sip.new_call_id(self.swarm.local_host), cseq=20, branch=branch)
+        branch = messages.new_branch()
+        data = messages.message_request(st.local, st.dev.device_id, bodies[i], tag=st.tag,
+                                       call_id=messages.new_call_id(self.swarm.local_host), cseq=20, branch=branch)
 
         def done(status: int, _resp: bytes | None) -> None:
             if status != 200:

@@ -6,9 +6,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from devsim import messages
+from devsim.net import SipStreamProtocol
 from gateway.gb.items import CatalogItem
-from load_tests import sim_sip
-from load_tests.sim_net import SipStreamProtocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +40,7 @@ def make_devices(count: int, *, password: str, prefix: str = "3402000000132", st
     out = []
     for n in range(start, start + count):
         dev_id = f"{prefix}{n:0{width}d}"
-        chans = [SimChannel(sim_sip.channel_id(dev_id, k), f"Sim camera {n}-{k + 1}") for k in range(channels)]
+        chans = [SimChannel(messages.channel_id(dev_id, k), f"Sim camera {n}-{k + 1}") for k in range(channels)]
         codec = "h265" if h265_every and (n - start) % h265_every == h265_every - 1 else "h264"
         out.append(SimDevice(dev_id, password, chans, model="SIM-NVR" if channels > 1 else "SIM-IPC",
                              codec=codec, name=f"sim-{n}"))
@@ -53,11 +53,11 @@ class DevState:
     __slots__ = ("call_id", "conn", "cseq", "dev", "items", "ka_sn", "local", "registered", "sock",
                  "tag")
 
-    def __init__(self, dev: SimDevice, local: sim_sip.Local, sock: int) -> None:
+    def __init__(self, dev: SimDevice, local: messages.Local, sock: int) -> None:
         self.dev = dev
         self.local = local
         self.sock = sock
-        self.tag = sim_sip.new_tag()
+        self.tag = messages.new_tag()
         self.call_id = ""
         self.cseq = 0
         self.ka_sn = 0

@@ -1,4 +1,4 @@
-"""Transaction table and transports for the device swarm (asyncio shell around sim_sip).
+"""Transaction table and transports for the device swarm (asyncio shell around messages.py).
 
 Client transactions are matched by Via branch. UDP retransmission follows RFC 3261 Timer E
 (T1 = 0.5 s, doubling) for at most `MAX_TRIES` sends; instead of one timer per transaction

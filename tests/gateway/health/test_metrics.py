@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from gateway.app import Gateway
-from gateway.metrics import OTHER, CounterSource, Metrics
+from gateway.health.metrics import OTHER, CounterSource, Metrics
 from tests.adapters.test_gb_device import DEV, PW, UdpPhone
 from tests.interop.conftest import gateway_settings, whitelist
 

@@ -1,0 +1,3 @@
+from devsim.cli import main
+
+raise SystemExit(main())

@@ -65,9 +65,8 @@ LAYER_NAMES = ("foundation", "core", "store", "service", "interface", "compositi
 
 # Import cycles still present, as sorted module lists.
 KNOWN_CYCLES: set[tuple[str, ...]] = set()
-# Cycles closed only through imports inside functions (no import-time deadlock, still one design
-# knot). Owned by the outputs rework of issue 13: whep.py imports whep_track lazily and back.
-KNOWN_LAZY_CYCLES: set[tuple[str, ...]] = {("gateway.outputs.whep", "gateway.outputs.whep_track")}
+# Cycles closed only through imports inside functions (no import-time deadlock, still one design knot).
+KNOWN_LAZY_CYCLES: set[tuple[str, ...]] = set()
 
 # Lower layer → higher layer imports still present: (importer, imported). None today; a rework that
 # must land one in steps lists it here with its reason.

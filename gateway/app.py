@@ -116,13 +116,13 @@ class MediaPlane:
         return out
 
 
-def install_media(*, adapter: GbDeviceAdapter, router: SipRouter, settings: Settings, repo: Any,
-                  metrics: Metrics | None = None, clock: Any = time.time) -> MediaPlane:
+def install_media(*, adapter: GbDeviceAdapter, router: SipRouter, endpoint: SipEndpoint, settings: Settings,
+                  repo: Any, metrics: Metrics | None = None, clock: Any = time.time) -> MediaPlane:
     """Build the media plane: INVITE dialogs through the device adapter's endpoint, routed back by
     `router`, torn down when the adapter reports a device offline."""
     m = settings.media
     pool = PortPool(m.port_min, m.port_max, settings.sip.domain)
-    invites = InviteManager(endpoint=adapter.endpoint, requests=adapter.requests, presence=adapter.presence,
+    invites = InviteManager(endpoint=endpoint, requests=adapter.requests, presence=adapter.presence,
                             policy=adapter.policy, channels=adapter.catalog, dialogs=router, pool=pool, media=m,
                             repo=repo, wall_clock=clock)
     adapter.offline_listeners.append(invites.on_device_gone)
@@ -258,7 +258,8 @@ class Gateway:
         metrics.add_gauge("gbgate_devices_online", "Devices online now", lambda: presence.online_count())
         metrics.add_gauge("gbgate_health_events_total", "Health state changes recorded", lambda: health.recorded)
 
-        plane = install_media(adapter=adapter, router=router, settings=s, repo=repo, metrics=metrics, clock=self.clock)
+        plane = install_media(adapter=adapter, router=router, endpoint=endpoint, settings=s, repo=repo,
+                              metrics=metrics, clock=self.clock)
         await plane.start()
         self._closers.append(plane.stop)  # before the endpoint stops, so BYEs still go out
         self.media = plane

@@ -220,7 +220,11 @@ class CatalogSync:
         waiter = self.queries.waiter(result.device_id, "Catalog", result.sn)
         task = self.spawn(self._apply(result), name=f"catalog-{result.device_id}")
         if waiter is not None:
-            task.add_done_callback(lambda t: waiter.done() or waiter.set_result(result))
+            def wake(_task: asyncio.Task[Any]) -> None:
+                if not waiter.done():
+                    waiter.set_result(result)
+
+            task.add_done_callback(wake)
 
     def _exposed(self, device_id: str, channel_ids: list[str]) -> set[str]:
         """Channels beyond the whitelist entry's max_channels are not exposed (issue 3)."""

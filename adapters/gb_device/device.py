@@ -35,9 +35,9 @@ from gateway.gb.keepalive_fast import quick_keepalive
 from gateway.gb.presence import OfflineCause, Presence, PresenceState, Transition
 from gateway.metrics import MANSCDP_CMD_TYPES, bounded
 from gateway.sip import digest
+from gateway.sip.events import Peer
 from gateway.sip.message import Request, Response, make_response, new_tag, stateless_tag
 from gateway.sip.router import SipRouter
-from gateway.sip.transaction import Peer
 from whitelist.alarms import AlarmDeduper
 from whitelist.decide import Policy, RequestKind, check_device_info
 from whitelist.decide import Request as WlRequest

@@ -321,11 +321,11 @@ async def test_retransmitted_2xx_is_reacked_and_late_2xx_gets_bye() -> None:
 
 async def test_install_media_wires_hub_and_metrics(tmp_path: Any) -> None:
     settings = load_settings(env={"GBGATE_DATA_DIR": str(tmp_path)})
-    adapter = SimpleNamespace(endpoint=FakeDevice(), requests=None, presence=Presence(), policy=Policy(),
+    adapter = SimpleNamespace(requests=None, presence=Presence(), policy=Policy(),
                               catalog=NoCatalog(), offline_listeners=[])
     added: list[Any] = []
     metrics = SimpleNamespace(add_counters=added.append, add_gauge=lambda *a: added.append(a))
-    plane = install_media(adapter=adapter, router=SipRouter(), settings=settings, repo=Repo(),  # type: ignore[arg-type]
+    plane = install_media(adapter=adapter, router=SipRouter(), endpoint=FakeDevice(), settings=settings, repo=Repo(),  # type: ignore[arg-type]
                           metrics=metrics)  # type: ignore[arg-type]
     assert isinstance(plane, MediaPlane) and plane.hub.opener is plane.invites
     assert adapter.offline_listeners == [plane.invites.on_device_gone]  # devices going offline end their streams

@@ -46,14 +46,6 @@ class HealthSink(Protocol):
         ...
 
 
-class MediaSessions(Protocol):
-    """Hook for media sessions the device adapter must tear down or route BYEs to."""
-
-    def on_device_gone(self, device_id: str, cause: str | None = None) -> None: ...
-
-    def on_remote_bye(self, call_id: str) -> bool: ...
-
-
 class Source(Protocol):
     """A kind of outside system that provides channels (GB device, GB platform, RTSP)."""
 

@@ -11,6 +11,7 @@ import gc
 import logging
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from adapters.gb_device import DeviceSettings, GbDeviceAdapter
-from adapters.gb_invite import MediaPlane, install_media
+from adapters.gb_media import InviteManager
 from adapters.outbound import LocalIdentity
 from certs.errors import CertError
 from certs.files import write_private
@@ -41,8 +42,11 @@ from gateway.health.metrics import (
 )
 from gateway.health.probe_runner import ProbeRunner
 from gateway.health.recorder import HealthRecorder
+from gateway.media.hub import StreamHub
+from gateway.media.pool import PortPool
 from gateway.reports.notice import make_scheduler
 from gateway.sip import digest
+from gateway.sip.router import SipRouter
 from gateway.sip.transport import SipEndpoint
 from gateway.store import migrate
 from gateway.store.db import make_engine, make_sessionmaker
@@ -76,6 +80,61 @@ ENDPOINT_FAMILIES = {
         "gbgate_sip_tls_handshake_failures_total", "TLS handshakes refused, by reason", ("reason",)
     ),
 }
+#: Families for CounterSource(plane.counters, MEDIA_FAMILIES).
+MEDIA_FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "invite": ("gbgate_media_invites_total", "INVITEs sent and their outcomes", ("outcome",)),
+    "reinvite": ("gbgate_media_reinvites_total", "re-INVITEs after a media timeout", ("outcome",)),
+    "bye": ("gbgate_media_byes_total", "BYEs sent/received and outcomes", ("outcome",)),
+    "rtp": ("gbgate_rtp_packets_total", "RTP counters of all media sessions", ("kind",)),
+    "hub": ("gbgate_media_hub_events_total", "Stream hub events (opens, closes, viewer drops)", ("event",)),
+}
+
+
+@dataclass(slots=True)
+class MediaPlane:
+    """Everything install_media built; start/stop in this order."""
+
+    pool: PortPool
+    invites: InviteManager
+    hub: StreamHub
+
+    async def start(self) -> None:
+        await self.hub.start()
+        await self.invites.start()
+
+    async def stop(self) -> None:
+        await self.hub.stop()
+        await self.invites.stop()
+
+    def counters(self) -> Counter[str]:
+        """One Counter for gateway.health.metrics.CounterSource (see MEDIA_FAMILIES)."""
+        out = self.invites.metrics_counters()
+        for k, v in self.hub.counters.items():
+            out[f"hub:{k}"] = v
+        for k, v in self.pool.stats().items():
+            out[f"pool:{k}"] = v
+        return out
+
+
+def install_media(*, adapter: GbDeviceAdapter, router: SipRouter, endpoint: SipEndpoint, settings: Settings,
+                  repo: Any, metrics: Metrics | None = None, clock: Any = time.time) -> MediaPlane:
+    """Build the media plane: INVITE dialogs through the device adapter's endpoint, routed back by
+    `router`, torn down when the adapter reports a device offline."""
+    m = settings.media
+    pool = PortPool(m.port_min, m.port_max, settings.sip.domain)
+    invites = InviteManager(endpoint=endpoint, requests=adapter.requests, presence=adapter.presence,
+                            policy=adapter.policy, channels=adapter.catalog, dialogs=router, pool=pool, media=m,
+                            repo=repo, wall_clock=clock)
+    adapter.offline_listeners.append(invites.on_device_gone)
+    hub = StreamHub(invites, linger=m.linger, ready_timeout=m.invite_timeout, queue_size=m.viewer_queue,
+                    viewer_backlog=m.viewer_backlog)
+    plane = MediaPlane(pool, invites, hub)
+    if metrics is not None:
+        metrics.add_counters(CounterSource(plane.counters, MEDIA_FAMILIES))
+        metrics.add_gauge("gbgate_media_streams", "Live streams open now", lambda: len(hub.streams()))
+        metrics.add_gauge("gbgate_media_viewers", "Viewers connected now", lambda: hub.gauges()["viewers"])
+        metrics.add_gauge("gbgate_media_ports_in_use", "Media ports leased now", lambda: pool.in_use)
+    return plane
 
 
 @dataclass(slots=True)
@@ -86,6 +145,7 @@ class Gateway:
     clock: Any = time.time
     services: Services | None = None
     adapter: GbDeviceAdapter | None = None
+    router: SipRouter | None = None
     endpoint: SipEndpoint | None = None
     runner: web.AppRunner | None = None
     http_port: int = 0
@@ -135,6 +195,26 @@ class Gateway:
             sip_id=s.sip.id, domain=s.sip.domain, host=s.sip.host, port=s.sip.port, user_agent=s.sip.user_agent
         )
         admission = Admission(wl_store, policy, realm=s.sip.domain, clock=self.clock)
+        tls_context = None
+        if s.sip.tls_port is not None:
+            try:
+                tls_context = server_context(s.sip.tls_cert, s.sip.tls_key, s.sip.tls_ca, s.sip.tls_require_client_cert)
+            except CertError as exc:
+                raise ConfigError("sip.tls_cert", f"cannot load the TLS certificate/key/CA: {exc}") from None
+        router = SipRouter()
+        endpoint = await SipEndpoint.start(
+            s.sip.host, s.sip.port, router, rcvbuf=s.sip.rcvbuf, max_message=s.sip.max_message,
+            tls_port=s.sip.tls_port, tls_context=tls_context,
+        )
+        self._closers.append(endpoint.stop)
+        router.bind(endpoint)
+        identity.port = endpoint.udp_port
+        default_credential = None
+        if s.sip.default_password:
+            from whitelist.model import Credential
+
+            shared = s.sip.default_password
+            default_credential = lambda dev: Credential.from_password(dev, s.sip.domain, shared)  # noqa: E731
         adapter = GbDeviceAdapter(
             settings=DeviceSettings(
                 realm=s.sip.domain,
@@ -148,6 +228,7 @@ class Gateway:
                 query_on_register=s.sip.query_on_register,
             ),
             identity=identity,
+            endpoint=endpoint,
             policy=policy,
             lockout=Lockout(
                 max_failures=s.whitelist.max_failures, window=s.whitelist.failure_window, lock_for=s.whitelist.lock_for,
@@ -161,39 +242,24 @@ class Gateway:
             health=health,
             whitelist_actions=admission,
             clock=self.clock,
+            default_credential=default_credential,
         )
+        adapter.install(router)
         admission.on_drop.append(adapter.drop_device)
-        if s.sip.default_password:
-            from whitelist.model import Credential
-
-            shared = s.sip.default_password
-            adapter.default_credential = lambda dev: Credential.from_password(dev, s.sip.domain, shared)
-        tls_context = None
-        if s.sip.tls_port is not None:
-            try:
-                tls_context = server_context(s.sip.tls_cert, s.sip.tls_key, s.sip.tls_ca, s.sip.tls_require_client_cert)
-            except CertError as exc:
-                raise ConfigError("sip.tls_cert", f"cannot load the TLS certificate/key/CA: {exc}") from None
-        endpoint = await SipEndpoint.start(
-            s.sip.host, s.sip.port, adapter, rcvbuf=s.sip.rcvbuf, max_message=s.sip.max_message,
-            tls_port=s.sip.tls_port, tls_context=tls_context,
-        )
-        self._closers.append(endpoint.stop)
-        identity.port = endpoint.udp_port
-        adapter.attach(endpoint)
         await adapter.start()
         self._closers.append(adapter.stop)
         await admission.start()
         self._closers.append(admission.stop)
 
         metrics = Metrics()
-        metrics.add_counters(CounterSource(lambda: adapter.stats, SIP_FAMILIES, SIP_ALLOWED))
+        metrics.add_counters(CounterSource(lambda: adapter.stats + router.stats, SIP_FAMILIES, SIP_ALLOWED))
         metrics.add_counters(CounterSource(lambda: endpoint.stats, ENDPOINT_FAMILIES, ENDPOINT_ALLOWED))
         metrics.add_gauge("gbgate_devices_registered", "Devices with a live registration", lambda: len(presence))
         metrics.add_gauge("gbgate_devices_online", "Devices online now", lambda: presence.online_count())
         metrics.add_gauge("gbgate_health_events_total", "Health state changes recorded", lambda: health.recorded)
 
-        plane = install_media(adapter=adapter, settings=s, repo=repo, metrics=metrics)
+        plane = install_media(adapter=adapter, router=router, endpoint=endpoint, settings=s, repo=repo,
+                              metrics=metrics, clock=self.clock)
         await plane.start()
         self._closers.append(plane.stop)  # before the endpoint stops, so BYEs still go out
         self.media = plane
@@ -229,7 +295,7 @@ class Gateway:
         self.services.reports = ReportsRuntime(sessions=sessions, prober=prober, scheduler=scheduler)
         housekeeping = asyncio.create_task(_housekeeping(), name="memory-housekeeping")
         self._closers.append(housekeeping.cancel)
-        self.adapter, self.endpoint = adapter, endpoint
+        self.adapter, self.router, self.endpoint = adapter, router, endpoint
         app = build_web_app(self.services, [live.routes])
         whep = webrtc.setup_webrtc(app)  # WHEP + snapshot routes, peer connections closed at shutdown
         metrics.add_gauge("gbgate_webrtc_sessions", "Open WHEP sessions", lambda: len(whep.sessions.sessions))

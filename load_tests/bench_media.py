@@ -182,10 +182,9 @@ async def _child(data_dir: str, media_transport: str) -> None:
     """Run the gateway (the real Gateway; the media plane wired here until app.py does it)."""
     from aiohttp import web
 
-    from adapters.gb_invite import install_media
     from gateway.api import build_web_app, live
     from gateway.api.auth import Role
-    from gateway.app import Gateway
+    from gateway.app import Gateway, install_media
     from gateway.config import load_settings
     from whitelist.model import Credential, Entry, EntryStatus
 
@@ -205,7 +204,9 @@ async def _child(data_dir: str, media_transport: str) -> None:
     assert svc is not None and gw.adapter is not None and gw.endpoint is not None
     url = gw.http_url
     if svc.streams is None:
-        plane = install_media(adapter=gw.adapter, settings=settings, repo=svc.repo)
+        assert gw.router is not None
+        plane = install_media(adapter=gw.adapter, router=gw.router, endpoint=gw.endpoint, settings=settings,
+                              repo=svc.repo)
         await plane.start()
         svc.streams = plane.hub
         runner = web.AppRunner(build_web_app(svc, [live.routes]), access_log=None)

@@ -23,6 +23,7 @@ from gateway.gb.presence import Presence
 from gateway.sip import digest
 from gateway.sip.errors import SipTimeout
 from gateway.sip.message import Request, parse_message
+from gateway.sip.router import SipRouter
 from gateway.sip.transaction import Peer
 from whitelist.decide import Policy
 from whitelist.lockout import FloodGuard, Lockout
@@ -100,29 +101,32 @@ class Audit:
         self.records.append((action, device_id))
 
 
-def make_adapter() -> tuple[GbDeviceAdapter, Inventory, Health]:
+def make_adapter() -> tuple[GbDeviceAdapter, SipRouter, Inventory, Health]:
     realm = "3402000000"
     entries = [Entry(device_id=d, status=EntryStatus.APPROVED, credential=Credential.from_password(d, realm, "p"))
                for d in (A, B)]
     inventory, health = Inventory(), Health()
+    endpoint, router = Endpoint(), SipRouter()
+    router.bind(endpoint)  # type: ignore[arg-type]
     adapter = GbDeviceAdapter(
         settings=DeviceSettings(realm=realm, query_timeout=0.01),
         identity=LocalIdentity(sip_id="34020000002000000001", domain=realm, host="127.0.0.1", port=5060,
                                user_agent="fuzz"),
+        endpoint=endpoint,  # type: ignore[arg-type]
         policy=Policy(entries), lockout=Lockout(), flood=FloodGuard(max_per_second=1e9),
         presence=Presence(), nonces=digest.NonceIssuer(b"k" * 32), inventory=inventory, health=health,
         whitelist_actions=Audit(), clock=lambda: 1000.0,
     )
-    adapter.attach(Endpoint())
+    adapter.install(router)
     for dev, peer, ch in ((A, A_PEER, A_CH), (B, B_PEER, B_CH)):
         adapter.presence.register(dev, transport="udp", host=peer.host, port=peer.port, conn_id=None,
                                   call_id=f"reg-{dev}", contact="", expires=3600, now=1000.0)
-        adapter._channels[dev] = {ch: True}
-        adapter._catalog_cache[dev] = {ch: 1}
-        adapter._owners[ch] = dev
-    adapter.catalogs.start(A, SN, 1000.0)  # B's own sync is not A's doing: only A's is in flight
-    adapter._waiters[(A, "Catalog", SN)] = asyncio.get_running_loop().create_future()
-    return adapter, inventory, health
+        adapter.catalog._channels[dev] = {ch: True}
+        adapter.catalog._catalog_cache[dev] = {ch: 1}
+        adapter.catalog._owners[ch] = dev
+    adapter.catalog.assembler.start(A, SN, 1000.0)  # B's own sync is not A's doing: only A's is in flight
+    adapter.queries.expect(A, "Catalog", SN)
+    return adapter, router, inventory, health
 
 
 def message(device_id: str, body: bytes, method: str = "MESSAGE") -> Request:
@@ -169,9 +173,9 @@ def snapshot(adapter: GbDeviceAdapter) -> dict[str, Any]:
     rec = adapter.presence.get(B)
     return {
         "presence": dataclasses.asdict(rec) if rec is not None else None,
-        "channels": dict(adapter._channels.get(B, {})),
-        "cache": dict(adapter._catalog_cache.get(B, {})),
-        "owners": {c: d for c, d in adapter._owners.items() if d == B or c in (B_CH, B)},
+        "channels": dict(adapter.catalog._channels.get(B, {})),
+        "cache": dict(adapter.catalog._catalog_cache.get(B, {})),
+        "owners": {c: d for c, d in adapter.catalog._owners.items() if d == B or c in (B_CH, B)},
     }
 
 
@@ -179,22 +183,20 @@ def snapshot(adapter: GbDeviceAdapter) -> dict[str, Any]:
 @given(st.lists(st.tuples(bodies(), st.sampled_from(["MESSAGE", "NOTIFY"])), min_size=1, max_size=4))
 def test_bodies_from_a_never_change_b(sends: list[tuple[bytes, str]]) -> None:
     async def run() -> None:
-        adapter, inventory, health = make_adapter()
+        adapter, router, inventory, health = make_adapter()
         before = snapshot(adapter)
         for body, method in sends:
-            adapter.on_request(message(A, body, method), A_PEER, key=object())
+            router.on_request(message(A, body, method), A_PEER, key=object())
             for _ in range(5):  # let spawned catalog work run (the store fakes resolve at once)
                 await asyncio.sleep(0)
-            results = adapter.catalogs.handle_timer(1e12)  # commit anything half-assembled too
-            for result in results:
-                adapter._catalog_done(result)
+            adapter.catalog.handle_timer(1e12)  # commit anything half-assembled too
         for task in list(adapter._tasks):
             task.cancel()
         await asyncio.gather(*adapter._tasks, return_exceptions=True)
         assert snapshot(adapter) == before
         assert not [t for t in inventory.touched if t[1] in (B, B_CH)]
         assert not [c for c in health.calls if c[0] in (f"device:{B}", f"channel:{B}", f"channel:{B_CH}")]
-        assert adapter.stats["internal_errors"] == 0
+        assert adapter.stats["internal_errors"] == 0 and router.stats["internal_errors"] == 0
         assert not [r for r in adapter.whitelist_actions.records if r[1] != A]  # alarms name the sender
 
     asyncio.run(run())

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from adapters.gb_invite import InviteFailed, InviteManager, MediaPlane, install_media, transport_of
+from adapters.gb_media import InviteFailed, InviteManager, transport_of
 from adapters.outbound import LocalIdentity, RequestFactory
+from gateway.app import MediaPlane, install_media
 from gateway.config import load_settings
 from gateway.gb.presence import OfflineCause, Presence
 from gateway.gb.sdp import MediaTransport, build_play_answer, parse_offer
@@ -21,6 +22,7 @@ from gateway.media.pool import PortPool
 from gateway.sip.errors import SipTimeout
 from gateway.sip.events import Peer
 from gateway.sip.message import Request, Response, make_response
+from gateway.sip.router import SipRouter
 from load_tests.bench_media import PsRtpSender
 
 DEV = "34020000001320000001"
@@ -122,9 +124,14 @@ class Repo:
         return SimpleNamespace(stream_mode=self.mode)
 
 
-async def _no_owner(channel_id: str) -> None:
-    """The fake adapter has no catalog in flight: the repo alone decides."""
-    return None
+class NoCatalog:
+    """No catalog in flight: the repo alone decides."""
+
+    def channel_owner(self, channel_id: str) -> None:
+        return None
+
+    async def locate_channel(self, channel_id: str, timeout: float | None = None) -> None:
+        return None
 
 
 def make(device: FakeDevice, *, mode: str | None = None, timeout: float = 0.6, online: bool = True,
@@ -134,14 +141,11 @@ def make(device: FakeDevice, *, mode: str | None = None, timeout: float = 0.6, o
     if online:
         presence.register(DEV, transport="udp", host="127.0.0.1", port=5062, conn_id=None, call_id="c",
                           contact="", expires=3600, now=0.0, user_agent="")
-    adapter = SimpleNamespace(presence=presence, requests=RequestFactory(identity), endpoint=device,
-                              identity=identity, policy=Policy(allowed), media=None,
-                              channel_owner=lambda channel_id: None, locate_channel=_no_owner)
     media = SimpleNamespace(host="127.0.0.1", transport="udp", timeout=timeout, linger=0.1, invite_timeout=2.0,
                             rcvbuf=1 << 20, viewer_queue=256)
-    mgr = InviteManager(adapter=adapter, pool=PortPool(31000, 31099, "3402000000"), media=media,
-                        repo=Repo(mode))
-    adapter.media = mgr
+    mgr = InviteManager(endpoint=device, requests=RequestFactory(identity), presence=presence,
+                        policy=Policy(allowed), channels=NoCatalog(), dialogs=SipRouter(),  # type: ignore[arg-type]
+                        pool=PortPool(31000, 31099, "3402000000"), media=media, repo=Repo(mode))
     return mgr, StreamHub(mgr, linger=0.1, ready_timeout=2.0)
 
 
@@ -317,11 +321,14 @@ async def test_retransmitted_2xx_is_reacked_and_late_2xx_gets_bye() -> None:
 
 async def test_install_media_wires_hub_and_metrics(tmp_path: Any) -> None:
     settings = load_settings(env={"GBGATE_DATA_DIR": str(tmp_path)})
-    adapter = SimpleNamespace(media=None)
+    adapter = SimpleNamespace(requests=None, presence=Presence(), policy=Policy(),
+                              catalog=NoCatalog(), offline_listeners=[])
     added: list[Any] = []
     metrics = SimpleNamespace(add_counters=added.append, add_gauge=lambda *a: added.append(a))
-    plane = install_media(adapter=adapter, settings=settings, repo=Repo(), metrics=metrics)
-    assert isinstance(plane, MediaPlane) and adapter.media is plane.invites and plane.hub.opener is plane.invites
+    plane = install_media(adapter=adapter, router=SipRouter(), endpoint=FakeDevice(), settings=settings, repo=Repo(),  # type: ignore[arg-type]
+                          metrics=metrics)  # type: ignore[arg-type]
+    assert isinstance(plane, MediaPlane) and plane.hub.opener is plane.invites
+    assert adapter.offline_listeners == [plane.invites.on_device_gone]  # devices going offline end their streams
     assert plane.pool.capacity == (settings.media.port_max - settings.media.port_min + 1) // 2
     counters = plane.counters()
     assert counters["rtp:received"] == 0 and "pool:capacity" in counters
@@ -408,7 +415,7 @@ async def test_setup_active_answer_to_an_active_offer_is_accepted(caplog: pytest
     We listen there since before the INVITE, so the stream plays; the trace and an INFO log say why."""
     dev = FakeDevice(setup_active=True)
     mgr, hub = make(dev, mode="tcp-active")
-    with caplog.at_level("INFO", logger="adapters.gb_invite"):
+    with caplog.at_level("INFO", logger="adapters.gb_media"):
         sub = await hub.subscribe(CH, FRAMES)
         assert await frames(sub, 5)
     steps = [s["step"] for s in hub.snapshot(CH)["trace"][0]["steps"]]
@@ -438,7 +445,7 @@ async def test_unregister_while_streaming_sends_bye_ends_viewers_and_never_reinv
     mgr, hub = make(dev, timeout=0.3)
     sub = await hub.subscribe(CH, FRAMES)
     await frames(sub, 3)
-    mgr.adapter.presence.unregister(DEV, 1.0, OfflineCause.UNREGISTERED)
+    mgr.presence.unregister(DEV, 1.0, OfflineCause.UNREGISTERED)
     mgr.on_device_gone(DEV, "unregistered")
     async with asyncio.timeout(1.0):
         while not dev.byes:

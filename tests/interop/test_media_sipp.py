@@ -20,9 +20,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from adapters.gb_invite import install_media
 from gateway.api import build_web_app, live
-from gateway.app import Gateway
+from gateway.app import Gateway, install_media
 from gateway.gb.ssrc import ssrc_to_int
 from load_tests.bench_media import PsRtpSender
 from tests.interop.conftest import free_port, gateway_settings, require_tool, whitelist
@@ -67,7 +66,9 @@ async def rig(tmp_path: Path, mode: str, **env: str) -> AsyncIterator[Rig]:
         svc = gw.services
         assert svc is not None and gw.adapter is not None
         if svc.streams is None:  # until app.py wires the media plane itself
-            plane = install_media(adapter=gw.adapter, settings=settings, repo=svc.repo)
+            assert gw.router is not None and gw.endpoint is not None
+            plane = install_media(adapter=gw.adapter, router=gw.router, endpoint=gw.endpoint, settings=settings,
+                                  repo=svc.repo)
             await plane.start()
             svc.streams = plane.hub
             runner = web.AppRunner(build_web_app(svc, [live.routes]))

@@ -195,9 +195,9 @@ async def test_certificate_from_another_ca_never_gets_a_session(gw: Gateway, pki
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             await dev.register()
         assert await dev.response() is None  # the gateway closed the connection; no SIP came back
-        assert gw.endpoint is not None and gw.adapter is not None
+        assert gw.endpoint is not None and gw.adapter is not None and gw.router is not None
         assert gw.endpoint.stats["tls_handshake_failed"] >= 1
         assert gw.endpoint.stats["tls_handshake_error:certificate_verify_failed"] >= 1
-        assert gw.adapter.stats["requests:REGISTER"] == 0
+        assert gw.router.stats["requests:REGISTER"] == 0
     finally:
         await dev.close()

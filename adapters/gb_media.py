@@ -1,6 +1,9 @@
 """Live media sessions with GB/T 28181 devices: INVITE → 200 (SDP) → ACK → RTP/PS … BYE (gb28181.md §5).
 
-`InviteManager` is the hub's `StreamOpener` and the device adapter's `MediaSessions` hook. One
+`InviteManager` is the hub's `StreamOpener`, the owner of its dialogs in the SIP router (the
+device's BYE and retransmitted 2xx come back through `on_dialog_request`/`on_dialog_response`)
+and a listener of devices going offline. It is given what it talks to — the endpoint, the
+request factory, presence, the whitelist policy, the channel locator and a clock — explicitly. One
 INVITE goes straight to the device with an SDP pointing at our own receiver (the collapsed
 third-party flow of §5.1). Per device the transport is UDP, TCP passive (we listen BEFORE the
 INVITE) or TCP active (we connect to the answer's c=/m= AFTER the ACK, retrying, §5.5); the
@@ -23,23 +26,25 @@ import errno
 import logging
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Hashable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+from adapters.outbound import RequestFactory
 from gateway.gb.errors import GbError
+from gateway.gb.presence import DeviceRecord, Presence
 from gateway.gb.sdp import MediaTransport, PlayAnswer, build_play_offer, parse_answer
 from gateway.gb.ssrc import ssrc_to_int
-from gateway.media.errors import MediaError
-from gateway.media.hub import (
+from gateway.media.errors import (
     ChannelNotFound,
     DeviceUnavailable,
+    MediaError,
     NotAdmitted,
-    Stream,
     StreamError,
-    StreamHub,
     StreamTimeout,
 )
+from gateway.media.hub import Stream
 from gateway.media.pool import Lease, PortPool
 from gateway.media.receiver import (
     RTP_COUNTER_KEYS,
@@ -52,13 +57,37 @@ from gateway.media.session_stats import Trace
 from gateway.sip.errors import SipError, SipTimeout
 from gateway.sip.events import Peer
 from gateway.sip.message import Request, Response, new_tag
+from whitelist.decide import Policy, RequestKind
 from whitelist.decide import Request as WlRequest
-from whitelist.decide import RequestKind
 
 log = logging.getLogger(__name__)
 
 _MODES = {"udp": MediaTransport.UDP, "tcp-passive": MediaTransport.TCP_PASSIVE,
           "tcp-active": MediaTransport.TCP_ACTIVE, "tcp": MediaTransport.TCP_PASSIVE}
+
+
+class MediaEndpoint(Protocol):
+    """The client side of the SIP endpoint the INVITE dialogs go through."""
+
+    async def request(self, request: Request, peer: Peer, *, timeout: float | None = None) -> Response: ...
+
+    def send_stateless(self, msg: Request | Response, peer: Peer) -> None: ...
+
+
+class ChannelLocator(Protocol):
+    """Which device owns a channel (the device adapter's catalog: accepted items before the store)."""
+
+    def channel_owner(self, channel_id: str) -> str | None: ...
+
+    async def locate_channel(self, channel_id: str, timeout: float | None = None) -> str | None: ...
+
+
+class DialogTable(Protocol):
+    """Where our dialogs are registered so in-dialog requests and stray 2xx reach us (SipRouter)."""
+
+    def add_dialog(self, call_id: str, owner: Any) -> None: ...
+
+    def remove_dialog(self, call_id: str) -> None: ...
 
 
 class InviteFailed(StreamError):
@@ -95,7 +124,7 @@ class Leg:
     invite: Request | None = None
     answer: PlayAnswer | None = None
     ack: Request | None = None
-    started: float = field(default_factory=time.monotonic)
+    started: float = 0.0  # the manager's clock
     established: bool = False
     closed: bool = False
 
@@ -141,11 +170,20 @@ class MediaSession:
 
 
 class InviteManager:
-    """StreamOpener (for StreamHub) + MediaSessions (for GbDeviceAdapter)."""
+    """StreamOpener (for StreamHub), DialogOwner (for SipRouter), offline listener (for the device adapter)."""
 
-    def __init__(self, *, adapter: Any, pool: PortPool, media: Any, repo: Any,
-                 clock: Any = time.monotonic, bye_timeout: float = 3.0) -> None:
-        self.adapter = adapter
+    def __init__(self, *, endpoint: MediaEndpoint, requests: RequestFactory, presence: Presence, policy: Policy,
+                 channels: ChannelLocator, dialogs: DialogTable, pool: PortPool, media: Any, repo: Any,
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
+                 bye_timeout: float = 3.0) -> None:
+        """`clock` (monotonic) times media and the watchdog; `wall_clock` dates whitelist decisions."""
+        self.endpoint = endpoint
+        self.requests = requests
+        self.presence = presence
+        self.policy = policy
+        self.channels = channels
+        self.dialogs = dialogs
+        self.wall_clock = wall_clock
         self.pool = pool
         self.media = media
         self.repo = repo
@@ -170,24 +208,24 @@ class InviteManager:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
     # ------------------------------------------------------------------ StreamOpener
-    async def resolve(self, channel_id: str) -> tuple[str, Any]:
+    async def resolve(self, channel_id: str) -> tuple[str, DeviceRecord]:
         """(device_id, presence record) or the StreamError saying why not (404/409/403)."""
         device_id, rec, _nets = await self._admit(channel_id)
         return device_id, rec
 
-    async def _admit(self, channel_id: str) -> tuple[str, Any, tuple[Any, ...]]:
+    async def _admit(self, channel_id: str) -> tuple[str, DeviceRecord, tuple[Any, ...]]:
         """`resolve`, plus the networks the device's RTP may come from besides its signalling host."""
-        presence = self.adapter.presence
+        presence = self.presence
         # an accepted catalog item first (it reaches the store only with the next batch); while a
         # catalog sync is in flight the lookup waits for it, bounded (issue 12 #3)
-        device_id: str | None = self.adapter.channel_owner(channel_id)
+        device_id: str | None = self.channels.channel_owner(channel_id)
         if device_id is None:
             row = await self.repo.find_channel(channel_id)
             if row is not None:
@@ -195,16 +233,16 @@ class InviteManager:
             elif presence.get(channel_id) is not None:
                 device_id = channel_id  # an IPC addressed by its own ID
             else:
-                device_id = await self.adapter.locate_channel(channel_id)
+                device_id = await self.channels.locate_channel(channel_id)
         if device_id is None:
             raise ChannelNotFound(f"unknown channel {channel_id}")
         rec = presence.get(device_id)
         if rec is None or not rec.online:
             raise DeviceUnavailable(f"device {device_id} of channel {channel_id} is "
                                     f"{'not registered' if rec is None else 'offline'}")
-        decision = self.adapter.policy.decide(
+        decision = self.policy.decide(
             WlRequest(device_id=device_id, source_ip=rec.host, transport=rec.transport, kind=RequestKind.INVITE),
-            datetime.now(UTC))
+            datetime.fromtimestamp(self.wall_clock(), UTC))
         if not decision.allowed:
             raise NotAdmitted(f"device {device_id} is not admitted: {decision.reason.value}")
         source = getattr(decision, "entry", None) or getattr(decision, "rule", None)
@@ -234,7 +272,7 @@ class InviteManager:
         """One INVITE attempt; on success `session.leg` is streaming (or about to)."""
         trace = session.sink.new_trace()
         channel_id, device_id = session.channel_id, session.device_id
-        rec = self.adapter.presence.get(device_id)
+        rec = self.presence.get(device_id)
         if rec is None or not rec.online:
             trace.add("device_unavailable")
             raise DeviceUnavailable(f"device {device_id} is offline", trace=session.sink.trace)
@@ -242,21 +280,22 @@ class InviteManager:
         peer = Peer(rec.transport, rec.host, rec.port, rec.conn_id)
         leg = await self._prepare(session, trace, mode, peer, rec)
         session.leg = leg
-        reqs = self.adapter.requests
+        reqs = self.requests
+        sip_id = reqs.me.sip_id
         try:
             offer = build_play_offer(channel_id=channel_id, media_ip=self.media.host, media_port=leg.lease.port,
-                                     ssrc=leg.lease.ssrc, transport=mode, origin_user=self.adapter.identity.sip_id)
+                                     ssrc=leg.lease.ssrc, transport=mode, origin_user=sip_id)
             invite = reqs.request(
                 "INVITE", channel_id, rec.host, rec.port, transport=rec.transport, body=offer,
                 content_type="APPLICATION/SDP", call_id=leg.call_id, from_tag=leg.from_tag, cseq=leg.cseq,
-                extra=[("Subject", f"{channel_id}:{leg.lease.ssrc},{self.adapter.identity.sip_id}:0")])
+                extra=[("Subject", f"{channel_id}:{leg.lease.ssrc},{sip_id}:0")])
             leg.invite = invite
             leg.rtp.arm()  # RTP before this instant is a stray sender's, never the answer to our offer
             trace.add("offer_sent", to=f"{rec.host}:{rec.port}/{rec.transport}", transport=mode.value,
                       port=leg.lease.port, ssrc=leg.lease.ssrc)
             self.counters["invite:sent"] += 1
             try:
-                resp = await self.adapter.endpoint.request(invite, peer, timeout=self.media.invite_timeout)
+                resp = await self.endpoint.request(invite, peer, timeout=self.media.invite_timeout)
             except SipTimeout:
                 trace.add("answer", status=None, reason="no final response")
                 self.counters["invite:timeout"] += 1
@@ -280,17 +319,17 @@ class InviteManager:
             raise
 
     async def _prepare(self, session: MediaSession, trace: Trace, mode: MediaTransport, peer: Peer,
-                       rec: Any) -> Leg:
+                       rec: DeviceRecord) -> Leg:
         """Lease a port + SSRC and, for UDP / TCP passive, start listening before the INVITE."""
         last_exc: Exception | None = None
         for _ in range(4):
             lease = self.pool.allocate()
             rtp = RtpSession(session.sink, ssrc=lease.ssrc_int, allowed_hosts={rec.host},
                              allowed_nets=session.allowed_nets, trace=trace, reorder=mode is MediaTransport.UDP,
-                             armed=False)
+                             armed=False, clock=self.clock)
             leg = Leg(call_id=f"{new_tag()}@{self.media.host}", from_tag=new_tag(),
-                      cseq=self.adapter.requests.next_cseq(), peer=peer, target=(rec.host, rec.port),
-                      lease=lease, rtp=rtp, trace=trace, mode=mode)
+                      cseq=self.requests.next_cseq(), peer=peer, target=(rec.host, rec.port),
+                      lease=lease, rtp=rtp, trace=trace, mode=mode, started=self.clock())
             try:
                 if mode is MediaTransport.UDP:
                     leg.receiver = await UdpReceiver.open(rtp, self.media.host, lease.port, rcvbuf=self.media.rcvbuf)
@@ -318,6 +357,7 @@ class InviteManager:
             raise InviteFailed(f"device answered {resp.status} {resp.reason}", trace=session.sink.trace)
         leg.to_tag = resp.to.params.get("tag") or ""
         self._by_call[leg.call_id] = session
+        self.dialogs.add_dialog(leg.call_id, self)
         self.counters["invite:200"] += 1
         self._send_ack(leg)
         try:
@@ -343,13 +383,13 @@ class InviteManager:
         leg.established = True
 
     def _send_ack(self, leg: Leg) -> None:
-        ack = self.adapter.requests.request(
+        ack = self.requests.request(
             "ACK", leg.invite.request_uri.user if leg.invite else "", leg.target[0], leg.target[1],
             transport=leg.peer.transport, call_id=leg.call_id, from_tag=leg.from_tag, to_tag=leg.to_tag,
             cseq=leg.cseq)
         leg.ack = ack
         self._acks[leg.call_id] = (ack, leg.peer)
-        self.adapter.endpoint.send_stateless(ack, leg.peer)
+        self.endpoint.send_stateless(ack, leg.peer)
         leg.trace.add("ack_sent")
 
     async def _after_ack(self, session: MediaSession, leg: Leg) -> None:
@@ -389,20 +429,23 @@ class InviteManager:
     def _abandon(self, leg: Leg, *, send_cancel: bool) -> None:
         """No final answer: CANCEL (§5.9); a 200 arriving later gets ACK + BYE (on_stray_response)."""
         self._abandoned[leg.call_id] = (leg.peer, leg.from_tag, leg.target, leg.cseq)
+        self.dialogs.add_dialog(leg.call_id, self)  # an early dialog: a late 2xx must reach us
         if len(self._abandoned) > 256:
-            self._abandoned.pop(next(iter(self._abandoned)))
+            oldest = next(iter(self._abandoned))
+            del self._abandoned[oldest]
+            self._release_dialog(oldest)
         if send_cancel and leg.invite is not None:
             self._spawn(self._cancel(leg))
 
     async def _cancel(self, leg: Leg) -> None:
         assert leg.invite is not None
-        cancel = self.adapter.requests.request(
+        cancel = self.requests.request(
             "CANCEL", leg.invite.request_uri.user or "", leg.target[0], leg.target[1], transport=leg.peer.transport,
             call_id=leg.call_id, from_tag=leg.from_tag, cseq=leg.cseq)
         cancel.headers.set("Via", leg.invite.headers.get("Via") or "")  # same branch (RFC 3261 §9.1)
         self.counters["cancel:sent"] += 1
         with contextlib.suppress(SipError, OSError):
-            await self.adapter.endpoint.request(cancel, leg.peer, timeout=self.bye_timeout)
+            await self.endpoint.request(cancel, leg.peer, timeout=self.bye_timeout)
 
     async def _end_leg(self, session: MediaSession, *, bye: bool) -> None:
         leg = session.leg
@@ -411,6 +454,7 @@ class InviteManager:
         leg.closed = True
         self._by_call.pop(leg.call_id, None)
         self._acks.pop(leg.call_id, None)
+        self._release_dialog(leg.call_id)
         if leg.receiver is not None:
             with contextlib.suppress(Exception):
                 await leg.receiver.close()
@@ -423,13 +467,13 @@ class InviteManager:
             self._spawn(self._bye(leg))
 
     async def _bye(self, leg: Leg) -> None:
-        bye = self.adapter.requests.request(
+        bye = self.requests.request(
             "BYE", leg.invite.request_uri.user if leg.invite else "", leg.target[0], leg.target[1],
             transport=leg.peer.transport, call_id=leg.call_id, from_tag=leg.from_tag, to_tag=leg.to_tag)
         self.counters["bye:sent"] += 1
         leg.trace.add("bye_sent")
         try:
-            resp = await self.adapter.endpoint.request(bye, leg.peer, timeout=self.bye_timeout)
+            resp = await self.endpoint.request(bye, leg.peer, timeout=self.bye_timeout)
             self.counters[f"bye:{resp.status}"] += 1
         except (SipError, OSError):
             self.counters["bye:no_answer"] += 1
@@ -446,7 +490,7 @@ class InviteManager:
             leg = session.leg
             if leg is None or session.closed:
                 continue
-            now = time.monotonic()
+            now = self.clock()
             last = leg.rtp.last_packet_at
             limit = loss if last is not None and session.sink.viewers else timeout
             if last is None:
@@ -455,7 +499,7 @@ class InviteManager:
                 continue
             if session.sink.viewers == 0 and session.sink.waiting == 0:
                 continue  # lingering: the hub closes it, no point re-inviting
-            rec = self.adapter.presence.get(session.device_id)
+            rec = self.presence.get(session.device_id)
             if rec is None or not rec.online:
                 self._finish(session, "device_offline")
                 return
@@ -471,7 +515,7 @@ class InviteManager:
             except StreamError as exc:
                 self.counters["reinvite:failed"] += 1
                 log.info("re-INVITE of %s failed: %s", session.channel_id, exc)
-                backoff = time.monotonic() + min(timeout, 5.0)
+                backoff = self.clock() + min(timeout, 5.0)
                 if isinstance(exc, DeviceUnavailable):
                     self._finish(session, "device_offline")
                     return
@@ -481,7 +525,19 @@ class InviteManager:
             session.remote_ended = reason
         session.sink.end(reason)
 
-    # ------------------------------------------------------------------ MediaSessions hook
+    # ------------------------------------------------------------------ dialogs (SipRouter) and devices
+    def _release_dialog(self, call_id: str) -> None:
+        """Stop routing `call_id` here once nothing of ours is left under it."""
+        if call_id not in self._by_call and call_id not in self._acks and call_id not in self._abandoned:
+            self.dialogs.remove_dialog(call_id)
+
+    def on_dialog_request(self, request: Request, peer: Peer, key: Hashable) -> int:
+        """In one of our dialogs: a BYE ends the session (200); anything else has no transaction (481)."""
+        return 200 if request.method == "BYE" and self.on_remote_bye(request.call_id) else 481
+
+    def on_dialog_response(self, response: Response, peer: Peer) -> bool:
+        return self.on_stray_response(response, peer)
+
     def on_remote_bye(self, call_id: str) -> bool:
         """The device hung up (§5.9): release everything, tell viewers, no re-INVITE."""
         session = self._by_call.get(call_id)
@@ -520,23 +576,24 @@ class InviteManager:
         ack = self._acks.get(call_id)
         if ack is not None:
             self.counters["ack:resent"] += 1
-            self.adapter.endpoint.send_stateless(ack[0], ack[1])
+            self.endpoint.send_stateless(ack[0], ack[1])
             return True
         gone = self._abandoned.pop(call_id, None)
         if gone is None:
             return False
+        self._release_dialog(call_id)
         leg_peer, from_tag, target, invite_cseq = gone
         to_tag = response.to.params.get("tag") or ""
         user = response.to.uri.user or ""
-        reqs = self.adapter.requests
-        self.adapter.endpoint.send_stateless(reqs.request(
+        reqs = self.requests
+        self.endpoint.send_stateless(reqs.request(
             "ACK", user, target[0], target[1], transport=leg_peer.transport, call_id=call_id, from_tag=from_tag,
             to_tag=to_tag, cseq=invite_cseq), leg_peer)
         self.counters["late_2xx:bye"] += 1
 
         async def bye() -> None:
             with contextlib.suppress(SipError, OSError):
-                await self.adapter.endpoint.request(reqs.request(
+                await self.endpoint.request(reqs.request(
                     "BYE", user, target[0], target[1], transport=leg_peer.transport, call_id=call_id,
                     from_tag=from_tag, to_tag=to_tag), leg_peer, timeout=self.bye_timeout)
         self._spawn(bye())
@@ -555,65 +612,3 @@ class InviteManager:
         for k in RTP_COUNTER_KEYS:
             out[f"rtp:{k}"] = rtp[k]
         return out
-
-
-@dataclass(slots=True)
-class MediaPlane:
-    """Everything install_media built; start/stop in this order."""
-
-    pool: PortPool
-    invites: InviteManager
-    hub: StreamHub
-
-    async def start(self) -> None:
-        await self.hub.start()
-        await self.invites.start()
-
-    async def stop(self) -> None:
-        await self.hub.stop()
-        await self.invites.stop()
-
-    def counters(self) -> Counter[str]:
-        """One Counter for gateway.metrics.CounterSource (see MEDIA_FAMILIES)."""
-        out = self.invites.metrics_counters()
-        for k, v in self.hub.counters.items():
-            out[f"hub:{k}"] = v
-        for k, v in self.pool.stats().items():
-            out[f"pool:{k}"] = v
-        return out
-
-
-#: Families for gateway.metrics.CounterSource(plane.counters, MEDIA_FAMILIES).
-MEDIA_FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
-    "invite": ("gbgate_media_invites_total", "INVITEs sent and their outcomes", ("outcome",)),
-    "reinvite": ("gbgate_media_reinvites_total", "re-INVITEs after a media timeout", ("outcome",)),
-    "bye": ("gbgate_media_byes_total", "BYEs sent/received and outcomes", ("outcome",)),
-    "rtp": ("gbgate_rtp_packets_total", "RTP counters of all media sessions", ("kind",)),
-    "hub": ("gbgate_media_hub_events_total", "Stream hub events (opens, closes, viewer drops)", ("event",)),
-}
-
-
-def install_media(*, adapter: Any, settings: Any, repo: Any, metrics: Any = None) -> MediaPlane:
-    """Build the media plane and hook it into the device adapter; the lead's wiring is:
-
-        plane = install_media(adapter=adapter, settings=s, repo=repo, metrics=metrics)
-        await plane.start(); self._closers.append(plane.stop)
-        Services(..., streams=plane.hub)
-        build_web_app(services, [gateway.api.live.routes])
-        adapter.on_stray_response → also call plane.invites.on_stray_response(response, peer)
-    """
-    m = settings.media
-    pool = PortPool(m.port_min, m.port_max, settings.sip.domain)
-    invites = InviteManager(adapter=adapter, pool=pool, media=m, repo=repo)
-    hub = StreamHub(invites, linger=m.linger, ready_timeout=m.invite_timeout, queue_size=m.viewer_queue,
-                    viewer_backlog=m.viewer_backlog)
-    adapter.media = invites
-    plane = MediaPlane(pool, invites, hub)
-    if metrics is not None:
-        from gateway.health.metrics import CounterSource
-
-        metrics.add_counters(CounterSource(plane.counters, MEDIA_FAMILIES))
-        metrics.add_gauge("gbgate_media_streams", "Live streams open now", lambda: len(hub.streams()))
-        metrics.add_gauge("gbgate_media_viewers", "Viewers connected now", lambda: hub.gauges()["viewers"])
-        metrics.add_gauge("gbgate_media_ports_in_use", "Media ports leased now", lambda: pool.in_use)
-    return plane

@@ -31,9 +31,9 @@ async def run(n: int, url: str) -> None:
     repo.update_device(DEV, online=True)
     await repo.flush()
     items = [CatalogItem(device_id=f"3402000000131{i:07d}", name=f"cam{i}", status="ON", manufacturer="Hikvision",
-                         model="DS-2CD", longitude="120.1", latitude="30.2", parent_id=DEV) for i in range(n)]
+                         model="DS-2CD", longitude=120.1, latitude=30.2, parent_id=DEV) for i in range(n)]
     ids = {i.device_id for i in items}
-    changed = [CatalogItem(device_id=i.device_id, name=i.name + " moved", status="OFF") for i in items]
+    changed = [CatalogItem(device_id=i.device_id, name=f"{i.name} moved", status="OFF") for i in items]
     for label, job in (("first sync (insert)", make_catalog_job(DEV, items, [], [], ids)),
                        ("every channel changed (update)", make_catalog_job(DEV, [], changed, [], ids)),
                        ("every channel removed", make_catalog_job(DEV, [], [], sorted(ids), set()))):

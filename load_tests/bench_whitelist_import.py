@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = "device_id,name,password,ip,site,link,owner,contract_ref,manufacturer,model,max_channels"
@@ -41,7 +42,7 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def run_once(n: int, status: str) -> dict[str, float]:
+def run_once(n: int, status: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-wl-import-") as d:
         tmp = Path(d)
         csv_path = tmp / "list.csv"
@@ -62,7 +63,7 @@ def run_once(n: int, status: str) -> dict[str, float]:
         verify = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify"], cwd=tmp, env=env,
                                 capture_output=True, text=True)
         return {"wall": wall, "cpu": cpu, "rss_mb": after.ru_maxrss / 1024, "stdout": res.stdout.strip(),
-                "verify": verify.stdout.strip() or verify.stderr.strip()}   # type: ignore[dict-item]
+                "verify": verify.stdout.strip() or verify.stderr.strip()}
 
 
 def main() -> None:

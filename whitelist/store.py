@@ -497,7 +497,7 @@ class WhitelistStore:
             ids = [e.device_id for e in entries]
             for i in range(0, len(ids), _IN_CHUNK):
                 result = await tx.session.execute(select(table).where(table.c.device_id.in_(ids[i:i + _IN_CHUNK])))
-                existing.update((r.device_id, _entry_from_row(r)) for r in result)  # type: ignore[arg-type]
+                existing.update((r.device_id, _entry_from_row(r)) for r in result)
                 report("checking", min(i + _IN_CHUNK, len(ids)), len(ids))
             todo = entries
             if proposals_only:
@@ -600,7 +600,7 @@ class WhitelistStore:
         async with self._sessions() as s:
             for i in range(0, len(ids), _IN_CHUNK):
                 result = await s.execute(select(table).where(table.c.device_id.in_(ids[i:i + _IN_CHUNK])))
-                found.update((r.device_id, _entry_from_row(r)) for r in result)  # type: ignore[arg-type]
+                found.update((r.device_id, _entry_from_row(r)) for r in result)
         return found
 
     # -- rules --------------------------------------------------------------------------------

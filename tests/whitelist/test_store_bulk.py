@@ -19,7 +19,7 @@ from gateway.admission import Admission
 from whitelist.audit import BATCH_ACTION, batch_digest
 from whitelist.decide import Policy
 from whitelist.errors import ConflictErrors
-from whitelist.model import Credential, Entry, EntryStatus, Rule, RuleAction
+from whitelist.model import Credential, Entry, EntryStatus, Rule, RuleAction, parse_networks
 from whitelist.store import WhitelistStore
 
 NOW = datetime(2026, 12, 3, 8, tzinfo=UTC)
@@ -32,7 +32,7 @@ def dev(i: int) -> str:
 
 def entries(n: int, status: EntryStatus = EntryStatus.APPROVED, start: int = 0) -> list[Entry]:
     return [Entry(device_id=dev(i), status=status, credential=Credential.from_password(dev(i), REALM, f"pw{i}"),
-                  allowed_sources=(f"10.{(i >> 8) & 255}.{i & 255}.7",), name=f"cam {i}")
+                  allowed_sources=parse_networks(f"10.{(i >> 8) & 255}.{i & 255}.7"), name=f"cam {i}")
             for i in range(start, start + n)]
 
 

@@ -6,6 +6,9 @@ the attached in-memory Policy (see `policy`). Appends are serialised in-process 
 processes/nodes the audit `seq` primary key makes a concurrent append fail, and the whole
 transaction is retried on top of the new head.
 
+A bulk import is the exception to "one record per change": it writes ONE batch record whose digest
+covers its items, kept in whitelist_audit_item (see whitelist.audit), and its rows with executemany.
+
 Lists and dicts are JSON text columns (portable between SQLite and PostgreSQL, and byte-stable so
 audit hashes re-verify). Credentials are stored as HA1 only.
 """

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from whitelist.audit import BATCH_ACTION
 from whitelist.decide import Policy
 from whitelist.model import Entry, EntryStatus, PendingEvidence
 from whitelist.store import WhitelistStore
@@ -71,14 +72,17 @@ class Admission:
         if not records:
             return 0
         self._seq = records[-1].seq
-        targets = {r.target for r in records}
-        reload_rules = False
-        for target in targets:
-            if len(target) == 20 and target.isdigit():
-                entry = await self.store.get(target)
-                self._apply(target, entry)
+        targets: set[str] = set()
+        for r in records:
+            if r.action == BATCH_ACTION:          # a bulk import: its items name what changed
+                targets.update(await self.store.batch_targets(r.seq))
             else:
-                reload_rules = True
+                targets.add(r.target)
+        device_ids = [t for t in targets if len(t) == 20 and t.isdigit()]
+        found = await self.store.get_many(device_ids)
+        for device_id in device_ids:
+            self._apply(device_id, found.get(device_id))
+        reload_rules = len(device_ids) != len(targets)
         if reload_rules:
             for rule in await self.store.list_rules():
                 self.policy.upsert_rule(rule)

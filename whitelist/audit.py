@@ -14,6 +14,18 @@ verify() names the first problem in list order and the seq it concerns:
                the intruder's seq.
 A chain cannot prove its own tail: rewriting or dropping the last records is only detectable
 against a remembered (seq, hash) — `verify(records, anchor=...)` — kept somewhere else.
+
+Batches (issue 15): a bulk import is ONE record, action "import_batch", target "batch:<items>",
+before = null, after = {"format": "gbgate-audit-batch-v1", "items": N, "entries": E, "rules": R,
+"digest": hex}. Its items — what N single records would have said — are stored beside the chain
+(table whitelist_audit_item: seq, n, target, line), one canonical JSON line per item, n = 1…N:
+    line_n = canonical JSON of {"after": …, "before": …, "n": n, "target": …}
+             (sorted keys, separators "," ":", UTF-8, no ASCII escaping; before/after as in a record)
+    digest = SHA-256 hex of line_1 + "\n" + line_2 + "\n" + … + line_N + "\n"
+so by hand: `sqlite3 gbgate.db "select line from whitelist_audit_item where seq=S order by n" |
+sha256sum` equals the record's digest. The digest is inside a hashed record, so the chain vouches
+for it and the digest vouches for every item: verify(..., batch_digests=…) reports a batch whose
+stored items no longer give its digest (an item edited, dropped, added or reordered) as "edited".
 """
 
 from __future__ import annotations
@@ -21,13 +33,16 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from whitelist.errors import AuditChainError
 
 GENESIS_HASH = "0" * 64
+BATCH_ACTION = "import_batch"
+BATCH_FORMAT = "gbgate-audit-batch-v1"
+EMPTY_DIGEST = hashlib.sha256(b"").hexdigest()
 
 Problem = Literal["edited", "removed", "reordered", "inserted"]
 
@@ -119,12 +134,64 @@ class AuditChain:
         return record
 
 
+def batch_line(n: int, target: str, before: Mapping[str, Any] | None,
+               after: Mapping[str, Any] | None) -> str:
+    """One item of a batch as the canonical JSON line that is stored and digested."""
+    return json.dumps({"n": n, "target": target, "before": before, "after": after}, sort_keys=True,
+                      separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def batch_digest(lines: Iterable[str]) -> str:
+    """SHA-256 hex over every item line followed by a newline, in item order (n = 1…N)."""
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.encode("utf-8"))
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+@dataclass(slots=True)
+class AuditBatch:
+    """Collects the items of one bulk change; summary() is the `after` of its single record."""
+
+    lines: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    entries: int = 0
+    rules: int = 0
+
+    def add(self, target: str, before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> None:
+        try:
+            line = batch_line(len(self.lines) + 1, target, before, after)
+        except (TypeError, ValueError) as exc:
+            raise AuditChainError(f"batch item {target} is not JSON-serialisable: {exc}") from None
+        self.lines.append(line)
+        self.targets.append(target)
+        if target.startswith("rule:"):
+            self.rules += 1
+        else:
+            self.entries += 1
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @property
+    def target(self) -> str:
+        return f"batch:{len(self.lines)}"
+
+    def summary(self) -> dict[str, Any]:
+        return {"format": BATCH_FORMAT, "items": len(self.lines), "entries": self.entries,
+                "rules": self.rules, "digest": batch_digest(self.lines)}
+
+
 def verify(records: Iterable[AuditRecord], *, anchor: tuple[int, str] | None = None,
-           after: tuple[int, str] | None = None) -> VerifyResult:
+           after: tuple[int, str] | None = None,
+           batch_digests: Mapping[int, str] | None = None) -> VerifyResult:
     """Check a chain in stored order; `anchor` = (seq, hash) remembered elsewhere guards the tail.
 
     `after` = (seq, hash) of an already verified record makes `records` the continuation of the
-    chain from there (incremental verification: only what was appended since is hashed)."""
+    chain from there (incremental verification: only what was appended since is hashed).
+    `batch_digests` = {seq: batch_digest(stored item lines)} checks every batch record in
+    `records` against its items (a seq without items counts as EMPTY_DIGEST); None skips that."""
     start_seq, start_hash = (0, GENESIS_HASH) if after is None else after
     recs = list(records)
     present = {r.seq for r in recs}
@@ -138,6 +205,9 @@ def verify(records: Iterable[AuditRecord], *, anchor: tuple[int, str] | None = N
         exp_prev = start_hash if prev is None else prev.hash
         hash_ok = r.computed_hash() == r.hash
         if hash_ok and r.seq == exp_seq and r.prev_hash == exp_prev:
+            if (batch_digests is not None and r.action == BATCH_ACTION
+                    and batch_digests.get(r.seq, EMPTY_DIGEST) != (r.after or {}).get("digest")):
+                return VerifyResult(False, r.seq, "edited", i)
             seen.add(r.seq)
             prev = r
             continue

@@ -50,6 +50,7 @@ def add_parsers(sub: Any) -> None:
         "--status", default="approved", choices=["approved", "pending"],
         help="status of imported CSV/JSON rows (an operator's import is approved by default)",
     )
+    imp.add_argument("--progress", action="store_true", help="progress line on stderr even when it is not a terminal")
     exp = wl.add_parser("export", help="export the whitelist as JSON")
     exp.add_argument("--signed", action="store_true", help="sign with the policy key (gbgate certs signing-key)")
     exp.add_argument("--out", help="file (default: standard output)")
@@ -167,6 +168,7 @@ async def whitelist_set_status(store: Any, inv: Invocation) -> int:
 @on_store
 async def whitelist_import(store: Any, inv: Invocation) -> int:
     """An operator's import: CSV/JSON rows, or a bundle only when signed by the trusted key."""
+    from gateway.progress import ProgressLine
     from whitelist import bundle
 
     args, settings = inv.args, inv.settings
@@ -181,14 +183,19 @@ async def whitelist_import(store: Any, inv: Invocation) -> int:
 
         public_key = load_public(args.public_key or settings.whitelist.signing_pub)
     status = EntryStatus(args.status)
-    loaded = bundle.load_any(
-        data, realm=settings.sip.domain, public_key=public_key, status=status,
-        require_signature=bool(args.public_key),
-    )
-    entries, rules = loaded.entries, loaded.rules
-    saved = await store.import_entries(
-        entries, cli_actor(), rules=rules, lines=loaded.lines,
-        proposals_only=loaded.key_id is None and status is EntryStatus.PENDING)
+    progress = ProgressLine.for_stream(sys.stderr, "import", force=getattr(args, "progress", False))
+    try:
+        progress(f"reading {path.name}", 0, 0)
+        loaded = bundle.load_any(
+            data, realm=settings.sip.domain, public_key=public_key, status=status,
+            require_signature=bool(args.public_key),
+        )
+        entries, rules = loaded.entries, loaded.rules
+        saved = await store.import_entries(
+            entries, cli_actor(), rules=rules, lines=loaded.lines,
+            proposals_only=loaded.key_id is None and status is EntryStatus.PENDING, progress=progress)
+    finally:
+        progress.finish()
     counts: dict[str, int] = {}
     for e in saved:
         counts[e.status.value] = counts.get(e.status.value, 0) + 1

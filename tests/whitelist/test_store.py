@@ -159,7 +159,12 @@ async def test_import_all_or_nothing(store: WhitelistStore) -> None:
                                        rules=[Rule(id="r", id_prefix="44", action=RuleAction.DENY)])
     assert [e.version for e in saved] == [1, 1, 2]
     assert len(await store.list_entries()) == 3 and len(await store.list_rules()) == 1
-    assert [r.action for r in await store.audit_records()][1:] == ["import"] * 3 + ["rule_import"]
+    # issue 15: the import is audited as ONE batch record whose items name every entry and rule
+    records = await store.audit_records()
+    assert [r.action for r in records][1:] == ["import_batch"]
+    assert records[-1].after is not None and records[-1].after["items"] == 4
+    assert await store.batch_targets(records[-1].seq) == [
+        "34020000001320000002", "34020000001320000003", ID, "rule:r"]
     assert (await store.verify_audit()).ok
 
 

@@ -100,3 +100,27 @@ async def test_edit_of_checkpoint_or_old_record_is_found(client: Any, services: 
     assert body["ok"] is False and body["first_bad_seq"] == 6      # the remembered checkpoint
     full = await (await client.get("/api/v1/audit?verify=full", headers=sec)).json()
     assert full["ok"] is False and full["first_bad_seq"] == 2 and full["verify"] == "full"
+
+
+async def test_api_import_is_one_batch_record_and_item_tampering_is_found(client: Any, services: Services,
+                                                                          tmp_path: Path) -> None:
+    """Issue 15: a 2,000-row import through the API is one audit record; the API shows its digest
+    and both verification modes find an edited item (an attacker widening one device's sources)."""
+    sec = await _sec(services)
+    csv = "device_id,name,password,ip\n" + "".join(f"3402000000132{i:07d},cam {i},pw{i},10.1.{i % 250}.{i // 250}\n"
+                                                  for i in range(2000))
+    resp = await client.post("/api/v1/whitelist/import", data=csv.encode(), headers=sec)
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["imported"] == 2000
+    body = await (await client.get("/api/v1/audit?verify=full", headers=sec)).json()
+    assert body["ok"] is True and len(body["records"]) == 1
+    rec = body["records"][0]
+    assert (rec["action"], rec["target"], rec["after"]["items"]) == ("import_batch", "batch:2000", 2000)
+    db = sqlite3.connect(tmp_path / "api.db")
+    db.execute("update whitelist_audit_item set line = replace(line, '10.1.5.0/32', '0.0.0.0/0') "
+               "where seq = ? and n = 6", (rec["seq"],))
+    db.commit()
+    db.close()
+    for mode in ("full", "incremental"):
+        body = await (await client.get(f"/api/v1/audit?verify={mode}", headers=sec)).json()
+        assert (body["ok"], body["first_bad_seq"], body["problem"]) == (False, rec["seq"], "edited"), mode

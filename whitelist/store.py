@@ -288,7 +288,7 @@ class WhitelistStore:
         async with self._sessions() as s:
             result = await s.stream(select(table).execution_options(yield_per=2000))
             async for batch in result.partitions():
-                entries.extend(_entry_from_row(r) for r in batch)  # type: ignore[arg-type]
+                entries.extend(_entry_from_row(r) for r in batch)
             rules = [_rule_from_row(r) for r in (await s.execute(select(WhitelistRuleRow))).scalars()]
         self.policy = Policy(entries, rules)
         return self.policy

@@ -105,9 +105,9 @@ class Metrics(Collector):
                 fam.add_metric(list(label_set), total)
             yield fam
         for g in self.gauges:
-            fam = GaugeMetricFamily(g.name, g.help)
-            fam.add_metric([], g.value())
-            yield fam
+            gauge = GaugeMetricFamily(g.name, g.help)
+            gauge.add_metric([], g.value())
+            yield gauge
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

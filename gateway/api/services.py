@@ -8,11 +8,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from gateway.api.auth import TokenStore
 from gateway.config import Settings
+from gateway.health.metrics import Metrics
+from gateway.health.recorder import HealthRecorder
+from gateway.media.hub import StreamHub
+from gateway.store.devices import DeviceRepository
+from whitelist.admission import Admission
+
+if TYPE_CHECKING:
+    from gateway.api.reports import ReportsRuntime
 
 
 class LiveDevices(Protocol):
@@ -32,14 +41,14 @@ class LiveDevices(Protocol):
 @dataclass(slots=True)
 class Services:
     settings: Settings
-    repo: Any
-    tokens: Any
+    repo: DeviceRepository
+    tokens: TokenStore
     live: LiveDevices | None = None
-    admission: Any = None
-    metrics: Any = None
-    streams: Any = None
-    health: Any = None
-    reports: Any = None
+    admission: Admission | None = None
+    metrics: Metrics | None = None
+    streams: StreamHub | None = None
+    health: HealthRecorder | None = None
+    reports: ReportsRuntime | None = None
     components: dict[str, str] = field(default_factory=dict)
     clock: Callable[[], float] = time.time  # wall clock (unix seconds): "today", ticket and import times
     extra: Mapping[str, Any] = field(default_factory=dict)

@@ -52,7 +52,7 @@ class ReportsRuntime:
 
     sessions: Any
     prober: Any = None  # gateway.health.probe_runner.ProbeRunner
-    scheduler: Any = None  # gateway.health.scheduler.Scheduler
+    scheduler: Any = None  # gateway.reports.scheduler.Scheduler
 
 
 def _now(request: web.Request) -> float:

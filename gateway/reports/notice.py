@@ -1,7 +1,7 @@
 """The daily fault notice as webhook messages, and the ledger scheduler wired to the report service.
 
-`gateway.health.scheduler` runs the minute loop but may not import reports (architecture.md §2),
-so this module hands it its two jobs: open due tickets (`service.open_due_tickets`, faults ≥ 10
+`gateway.reports.scheduler` runs the minute loop and knows no report service, so this module
+hands it its jobs: open due tickets (`service.open_due_tickets`, faults ≥ 10
 min) and build the notice targets — `report.webhook_url` gets every station's rows, each police
 station with a `webhook_url` gets its own rows (DingTalk or WeCom payload chosen by the URL).
 """
@@ -14,9 +14,9 @@ from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 from typing import Any
 
-from gateway.health.scheduler import DailyJob, NoticeResult, NoticeTarget, Scheduler, post_robot, send_notice
 from gateway.reports import records, service
 from gateway.reports.notify import reconciliation_markdown, repairs_markdown, robot_kind, robot_payload
+from gateway.reports.scheduler import DailyJob, NoticeResult, NoticeTarget, Scheduler, post_robot, send_notice
 from gateway.reports.table import Table
 
 TICKET_AFTER_S = 600.0

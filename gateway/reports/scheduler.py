@@ -16,8 +16,8 @@ again that day. Nothing here may end the loop: each job catches and logs its own
 gateway started after the notice hour sends no notice that day (`gbgate notice send` does).
 
 The jobs themselves are injected (`gateway.reports.notice.make_scheduler` wires the report
-service in; health may not import reports), as is the clock, and `run_once(now)` does one tick,
-so tests drive it without sleeping.
+service in), as is the clock, and `run_once(now)` does one tick, so tests drive it without sleeping.
+It lives with the reports it schedules and delivers: the health ledger only records.
 """
 
 from __future__ import annotations

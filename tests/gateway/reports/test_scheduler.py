@@ -21,10 +21,10 @@ from sqlmodel import SQLModel
 
 import gateway.store.all_tables  # noqa: F401 - every table into the metadata
 from gateway.config import load_settings
-from gateway.health.scheduler import NoticeTarget, Scheduler
 from gateway.health.timeline import UTC8
 from gateway.reports.demo_history import seed_history
 from gateway.reports.notice import make_scheduler, send_now
+from gateway.reports.scheduler import NoticeTarget, Scheduler
 from gateway.store import contract as T
 
 IDS = [(f"3402000000111000000{i}", f"3402000000132000000{i}") for i in range(1, 6)]

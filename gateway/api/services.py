@@ -40,7 +40,7 @@ class Services:
     streams: Any = None
     health: Any = None
     reports: Any = None
-    components: dict[str, str] = field(default_factory=dict)
+    components: Mapping[str, str] = field(default_factory=dict)  # name → "ok" or what is wrong, read per request
     clock: Callable[[], float] = time.time  # wall clock (unix seconds): "today", ticket and import times
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -158,6 +158,11 @@ class SipEndpoint:
         return self
 
     @property
+    def serving(self) -> bool:
+        """The UDP socket is open (between start() and stop()), for the node's /healthz."""
+        return self._udp is not None and not self._udp.is_closing()
+
+    @property
     def tls_port(self) -> int | None:
         """The bound TLS port, or None when TLS is off."""
         return self._tls_port

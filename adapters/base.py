@@ -1,7 +1,7 @@
 """What adapters need from the rest of the gateway, as protocols (architecture.md rule 9).
 
 Adapters import cores (sip, gb, media) and the whitelist; everything with I/O beyond the
-network (store, health ledger) reaches them through these protocols, wired in gateway/app.py.
+network (store, health ledger) reaches them through these protocols, wired in gateway/app/.
 """
 
 from __future__ import annotations

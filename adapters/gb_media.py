@@ -57,6 +57,7 @@ from gateway.media.session_stats import Trace
 from gateway.sip.errors import SipError, SipTimeout
 from gateway.sip.events import Peer
 from gateway.sip.message import Request, Response, new_tag
+from gateway.tasks import TaskSet
 from whitelist.decide import Policy, RequestKind
 from whitelist.decide import Request as WlRequest
 
@@ -193,7 +194,7 @@ class InviteManager:
         self._by_call: dict[str, MediaSession] = {}
         self._acks: dict[str, tuple[Request, Peer]] = {}  # call-id → ACK to resend on a 2xx retransmission
         self._abandoned: dict[str, tuple[Peer, str, tuple[str, int], int]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("gb-media", logger=log)  # BYEs, re-INVITEs, teardown started from callbacks
         self.counters: Counter[str] = Counter()
         self._closed_rtp: Counter[str] = Counter()
 
@@ -204,15 +205,10 @@ class InviteManager:
     async def stop(self) -> None:
         for s in list(self._sessions.values()):
             await s.close()
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tasks.spawn(coro)
 
     # ------------------------------------------------------------------ StreamOpener
     async def resolve(self, channel_id: str) -> tuple[str, DeviceRecord]:

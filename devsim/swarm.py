@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 from devsim import messages
@@ -24,6 +24,7 @@ from devsim.devices import DevState, KeepaliveRun, SimChannel, SimDevice, make_d
 from devsim.net import SipStreamProtocol, TxTable, open_udp
 from devsim.serve import RequestHandler
 from devsim.stats import LatencyLog, percentile
+from gateway.tasks import TaskSet
 
 __all__ = ["DevState", "DeviceSwarm", "KeepaliveRun", "SimChannel", "SimDevice", "make_devices"]
 
@@ -76,7 +77,7 @@ class DeviceSwarm:
         self.ka_failures: Counter[str] = Counter()
         self.counts: Counter[str] = Counter()
         self._stopping = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("devsim-swarm", logger=log)  # registrations, media sessions, re-registers
 
     # ------------------------------------------------------------------ life cycle
     @property
@@ -109,13 +110,7 @@ class DeviceSwarm:
         """Stop streams, tasks, the ticker and close every socket (no unregister; see unregister_all)."""
         self._stopping = True
         await self.handler.close()
-        for t in list(self._tasks):
-            t.cancel()
-        for t in list(self._tasks):
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await self._tasks.close()
         if self.tx is not None:
             await self.tx.stop()
         for tr, _ in self._udp:
@@ -125,12 +120,8 @@ class DeviceSwarm:
             if st.conn is not None and st.conn.transport is not None:
                 st.conn.transport.close()
 
-    def spawn(self, coro: Any) -> asyncio.Task[Any]:
-        assert self.loop is not None
-        task = self.loop.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        return self._tasks.spawn(coro)
 
     # ------------------------------------------------------------------ sending and receiving
     def sender(self, st: DevState) -> Callable[[bytes], None]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -23,11 +23,13 @@ log = logging.getLogger(__name__)
 class TaskSet:
     """Tasks spawned by one owner; each is referenced until done and its failure is logged."""
 
-    __slots__ = ("_log", "_tasks", "name")
+    __slots__ = ("_log", "_on_error", "_tasks", "name")
 
-    def __init__(self, name: str, *, logger: logging.Logger | None = None) -> None:
+    def __init__(self, name: str, *, logger: logging.Logger | None = None,
+                 on_error: Callable[[asyncio.Task[Any], BaseException], None] | None = None) -> None:
         self.name = name  # used in log lines and as the task names' prefix
         self._log = logger or log
+        self._on_error = on_error  # after the failure is logged: the owner's counters
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def spawn(self, coro: Coroutine[Any, Any, T], *, name: str | None = None) -> asyncio.Task[T]:
@@ -44,6 +46,8 @@ class TaskSet:
         exc = task.exception()  # retrieved here, so asyncio does not warn about it at GC
         if exc is not None:
             self._log.error("%s: task %s failed", self.name, task.get_name(), exc_info=exc)
+            if self._on_error is not None:
+                self._on_error(task, exc)
 
     def __len__(self) -> int:
         return len(self._tasks)

@@ -38,6 +38,7 @@ from gateway.sip import digest
 from gateway.sip.events import Peer
 from gateway.sip.message import Request, Response, make_response, new_tag, stateless_tag
 from gateway.sip.router import SipRouter
+from gateway.tasks import TaskSet
 from whitelist.alarms import AlarmDeduper
 from whitelist.decide import Policy, RequestKind, check_device_info
 from whitelist.decide import Request as WlRequest
@@ -123,7 +124,7 @@ class GbDeviceAdapter:
         self.clock = clock
         self.stats: Counter[str] = Counter()
         self.offline_listeners: list[OfflineListener] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("gb-device", logger=log, on_error=self._task_failed)  # queries, syncs, offline work
         self._timer_task: asyncio.Task[None] | None = None
         self.replays = digest.ReplayGuard(ttl=nonces.ttl)
         self.alarms = AlarmDeduper()
@@ -160,9 +161,7 @@ class GbDeviceAdapter:
         if self._timer_task:
             self._timer_task.cancel()
             await asyncio.gather(self._timer_task, return_exceptions=True)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
         for rec in list(self.presence.records()):
             if rec.online:
                 self.inventory.update_device(rec.device_id, online=False, last_keepalive=_dt(rec.last_keepalive))
@@ -206,16 +205,10 @@ class GbDeviceAdapter:
             self.stats["bindings:expired_while_down"] += 1
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+        return self._tasks.spawn(coro, name=name)
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.stats["task_errors"] += 1
-            log.warning("device task %s failed: %r", task.get_name(), task.exception())
+    def _task_failed(self, task: asyncio.Task[Any], exc: BaseException) -> None:
+        self.stats["task_errors"] += 1
 
     async def _tick(self) -> None:
         """One timer for all deadlines: presence expiry and catalog assembly timeouts."""

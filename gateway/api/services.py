@@ -49,7 +49,7 @@ class Services:
     streams: StreamHub | None = None
     health: HealthRecorder | None = None
     reports: ReportsRuntime | None = None
-    components: dict[str, str] = field(default_factory=dict)
+    components: Mapping[str, str] = field(default_factory=dict)  # name → "ok" or what is wrong, read per request
     clock: Callable[[], float] = time.time  # wall clock (unix seconds): "today", ticket and import times
     extra: Mapping[str, Any] = field(default_factory=dict)
 

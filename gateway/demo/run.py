@@ -18,6 +18,7 @@ from devsim.swarm import DeviceSwarm
 from gateway.app import Gateway
 from gateway.config import Settings
 from gateway.demo.site import sim_devices, whitelist_cameras
+from gateway.tasks import TaskSet
 
 
 async def run_demo(
@@ -29,6 +30,7 @@ async def run_demo(
     gw = Gateway(settings)
     await gw.start()
     swarm = None
+    background = TaskSet("demo")  # the keepalive loop, cancelled however the demo ends
     try:
         assert gw.services is not None
         password = secrets.token_hex(8)
@@ -64,12 +66,12 @@ async def run_demo(
         print("             gbgate devices list   (with the same --config / GBGATE_* settings)", flush=True)
         watcher = asyncio.create_task(watch_online(gw, count, until))
         await swarm.register_all()
-        keepalives = asyncio.create_task(swarm.run_keepalives())
+        background.spawn(swarm.run_keepalives(), name="keepalives")
         await watcher
-        keepalives.cancel()
-        await asyncio.gather(keepalives, return_exceptions=True)
+        await background.close()
         await swarm.unregister_all()
     finally:
+        await background.close()
         if swarm is not None:
             await swarm.stop()
         await gw.stop()

@@ -89,6 +89,12 @@ class HealthRecorder:
         self._heard: set[str] = set()
         self._tasks = TaskSet("health-recorder", logger=log)  # journal writer, copy, heartbeat loops
         self.recorded = 0
+        self._journal_task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        """The journal writer is alive (for the node's /healthz)."""
+        return self._journal_task is not None and not self._journal_task.done()
 
     async def start(self) -> list[Event]:
         """Open the journal, restore last states, record the crash gap. Returns the gap events."""
@@ -117,7 +123,7 @@ class HealthRecorder:
         self._beat()
         self.started = now
         self._heard = set()
-        self._tasks.spawn(self.journal.run(), name="journal")
+        self._journal_task = self._tasks.spawn(self.journal.run(), name="journal")
         self._tasks.spawn(self._copy_loop(), name="journal-copy")
         self._tasks.spawn(self._heartbeat_loop(), name="heartbeat")
         if self.silent_after is not None:

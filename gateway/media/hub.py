@@ -493,6 +493,7 @@ class StreamHub:
         self.tasks = TaskSet("stream-hub", logger=log)  # stream opens and closes
         self.counters: Counter[str] = Counter()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.running = False  # between start() and stop(), for the node's /healthz
         self._last: dict[str, dict[str, Any]] = {}  # channel → how its last stream ended (bounded)
 
     @property
@@ -590,8 +591,10 @@ class StreamHub:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.running = True
 
     async def stop(self) -> None:
+        self.running = False
         for s in list(self._streams.values()):
             await s._close("shutdown")
         await self.tasks.join()

@@ -152,6 +152,11 @@ class Scheduler:
         self._http = aiohttp.ClientSession()
         self._task = asyncio.create_task(self._loop(), name="ledger-scheduler")
 
+    @property
+    def running(self) -> bool:
+        """The minute loop is alive (for the node's /healthz)."""
+        return self._task is not None and not self._task.done()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()

@@ -28,6 +28,8 @@ from collections import Counter
 from collections.abc import Hashable
 from typing import Protocol, cast
 
+from gateway.tasks import TaskSet
+
 from .errors import MessageTooLarge, SipError, SipParseError, SipTimeout, TransactionError
 from .events import (
     AckReceived,
@@ -89,14 +91,14 @@ class SipEndpoint:
         self._tls_context: ssl.SSLContext | None = None
         self._tls_port: int | None = None
         self.tls_handshake_timeout = 10.0
-        self._handshakes: set[asyncio.Task[None]] = set()
+        self._handshakes = TaskSet("sip-tls-handshake", logger=log)  # counted against _MAX_TLS_HANDSHAKES
         self._conns: dict[int, _TcpConnection] = {}
         self._by_addr: dict[tuple[str, str, int], int] = {}  # (transport, host, port) -> conn_id
         self._next_conn = 0
         self._pending: dict[Hashable, tuple[asyncio.Future[Response], Peer]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("sip-connect", logger=log)  # outbound TCP/TLS connects carrying a message
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
@@ -158,6 +160,11 @@ class SipEndpoint:
         return self
 
     @property
+    def serving(self) -> bool:
+        """The UDP socket is open (between start() and stop()), for the node's /healthz."""
+        return self._udp is not None and not self._udp.is_closing()
+
+    @property
     def tls_port(self) -> int | None:
         """The bound TLS port, or None when TLS is off."""
         return self._tls_port
@@ -183,11 +190,11 @@ class SipEndpoint:
             self._tls_listener = None
         for conn in list(self._conns.values()):
             conn.close()
-        for handshake in list(self._handshakes):
+        for handshake in self._handshakes:
             handshake.cancel()
         if self._udp is not None:
             self._udp.close()
-        for t in list(self._tasks):
+        for t in self._tasks:
             t.cancel()
         for server in servers:
             with contextlib.suppress(Exception):
@@ -355,9 +362,7 @@ class SipEndpoint:
         if conn is not None:
             conn.write(data)
             return
-        task = self._loop.create_task(self._connect_and_send(peer, data))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._connect_and_send(peer, data))
 
     async def _connect_and_send(self, peer: Peer, data: bytes) -> None:
         try:
@@ -435,11 +440,7 @@ class SipEndpoint:
             self._tls_failed("busy")
             sock.close()
             return
-        task = self._loop.create_task(self._tls_handshake(sock))
-        self._handshakes.add(task)
-        self._tasks.add(task)
-        task.add_done_callback(self._handshakes.discard)
-        task.add_done_callback(self._tasks.discard)
+        self._handshakes.spawn(self._tls_handshake(sock))
 
     async def _tls_handshake(self, sock: socket.socket) -> None:
         assert self._tls_context is not None

@@ -109,10 +109,16 @@ class DeviceRepository:
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()  # one writer: batches never overlap
         self.batches = 0
+        self.last_error: str | None = None  # why the last background flush failed; None after a good one
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="device-writer")
+
+    @property
+    def running(self) -> bool:
+        """The background writer is alive (for the node's /healthz)."""
+        return self._task is not None and not self._task.done()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -131,8 +137,11 @@ class DeviceRepository:
             await asyncio.sleep(self._interval)
             try:
                 await self.flush()
-            except Exception:  # keep the writer alive; the batch is retried on the next tick
+            except Exception as exc:  # keep the writer alive; the batch is retried on the next tick
+                self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("device store flush failed")
+            else:
+                self.last_error = None
 
     # -- queued writes ---------------------------------------------------------------------
     def update_device(self, device_id: str, **values: Any) -> None:

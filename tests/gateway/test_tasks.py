@@ -100,3 +100,18 @@ async def test_a_task_of_the_set_may_close_or_join_it() -> None:
     closer = ts.spawn(shutdown())
     assert await asyncio.wait_for(closer, 5) == "closed"
     assert sleeper.cancelled()
+
+
+async def test_on_error_hears_each_failure_once_and_cancellations_never() -> None:
+    heard: list[tuple[str, type[BaseException]]] = []
+    ts = TaskSet("o", on_error=lambda task, exc: heard.append((task.get_name(), type(exc))))
+
+    async def boom() -> None:
+        raise ValueError("x")
+
+    ts.spawn(boom(), name="boom")
+    ts.spawn(asyncio.sleep(10), name="loop")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    await ts.close()
+    assert heard == [("o:boom", ValueError)]

@@ -75,7 +75,11 @@ StoreCommand = Callable[[Any, Invocation], Awaitable[int]]
 
 
 def on_store(fn: StoreCommand) -> Callable[[Invocation], Awaitable[int]]:
-    """A handler run against a loaded WhitelistStore, whitelist errors translated to CliError."""
+    """A handler run against a WhitelistStore, whitelist errors translated to CliError.
+
+    The store's in-memory policy is not loaded: a one-shot command reads what it needs from the
+    database (export loads it itself), and an import of 20,000 entries should not first read and
+    then re-index every existing one (issue 15)."""
 
     async def run(inv: Invocation) -> int:
         from whitelist.store import WhitelistStore
@@ -83,7 +87,6 @@ def on_store(fn: StoreCommand) -> Callable[[Invocation], Awaitable[int]]:
         async def go(sessions: Any) -> int:
             with reasons(WhitelistError, describe=validation_message):
                 store = WhitelistStore(sessions)
-                await store.load_policy()
                 return await fn(store, inv)
 
         return await with_store(inv.settings, go)

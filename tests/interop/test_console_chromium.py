@@ -295,3 +295,71 @@ async def test_whitelist_form_errors_and_approve(console: Console, tmp_path: Pat
     records = await store.audit_records(after_seq=0, limit=100)
     assert any(r.target == STRANGER and r.reason == "现场核实 ticket 42" and r.actor.startswith("admin")
                for r in records)
+
+
+async def _seed_ops(console: Console) -> None:
+    """Contract data with two alarms (batch over its count, a missing policy) and three tickets."""
+    from gateway.reports import records
+    from gateway.store.contract import FaultTicket
+
+    svc = console.gw.services
+    assert svc is not None and svc.reports is not None
+    sessions = svc.reports.sessions
+    files = {
+        "vendors": "id,name\nV1,海康运维\n",
+        "batches": "id,vendor_id,year,channel_count,monthly_rent_per_channel,policy_name\n"
+                   "B1,V1,2026,1,100.00,no-such-policy\n",
+        "stations": "id,name\nS1,城东派出所\n",
+        "channels": "channel_id,vendor_id,batch_id,station_id,admitted_ts\n"
+                    f"{CHANNELS[0]},V1,B1,S1,2020-01-01 00:00\n{CHANNELS[1]},V1,B1,S1,2020-01-01 00:00\n",
+    }
+    for kind, text in files.items():
+        await records.import_contract(sessions, kind, f"{kind}.csv", text.encode(), now=1_600_000_000.0)
+    base = 1_700_000_000.0
+    async with sessions() as s, s.begin():
+        for n, (status, recovered) in enumerate((("open", None), ("recovered", base + 600), ("confirmed", None)), 1):
+            s.add(FaultTicket(id=f"T20231114-000{n}", channel_id=CHANNELS[n % 2], station_id="S1", vendor_id="V1",
+                              fault="offline", cause="keepalive_lost", since_ts=base + n, opened_ts=base + n,
+                              status=status, recovered_ts=recovered, updated_ts=base + n))
+
+
+async def test_ops_view_shows_contract_alarms_and_tickets_and_disputes_one(console: Console, tmp_path: Path) -> None:
+    """The ops view: contract alarms, tickets with `recovered` ones, and a dispute with its reason."""
+    await _seed_ops(console)
+    page = await DevTools.open(tmp_path)
+    try:
+        await page.call("Page.navigate", url=f"{console.url}/?token={console.admin}#ops")
+        await page.wait("document.querySelectorAll('tr[data-ticket]').length === 3")
+        alarms = await page.eval("[...document.querySelectorAll('tr[data-alarm]')].map((r) => r.dataset.alarm)")
+        assert sorted(alarms) == ["batch_over_contract", "no_policy"]
+        assert "批次超出合同路数" in await page.eval("document.body.innerText")
+        recovered = await page.eval("document.querySelector('tr[data-ticket=\"T20231114-0002\"]').innerText")
+        assert "已恢复" in recovered and "确认" in recovered and "提出异议" in recovered
+        # an open ticket offers neither (the state machine accepts neither), a confirmed one nothing
+        for tid in ("T20231114-0001", "T20231114-0003"):
+            assert await page.eval(f"document.querySelector('tr[data-ticket=\"{tid}\"]').querySelectorAll('button').length") == 0
+        # filter on `recovered`: only that ticket is listed
+        await page.eval("""(() => { const s = document.getElementById('ops-status');
+            s.value = 'recovered'; s.dispatchEvent(new Event('change')); })()""")
+        await page.wait("document.querySelectorAll('tr[data-ticket]').length === 1")
+        await page.eval("""(() => {
+            const row = document.querySelector('tr[data-ticket="T20231114-0002"]');
+            [...row.querySelectorAll('button')].find((b) => b.textContent === '提出异议').click(); })()""")
+        await page.wait("document.getElementById('confirm').open")
+        await page.eval("""(() => {
+            document.getElementById('confirm-reason').value = '现场核实仍黑屏';
+            document.getElementById('confirm-ok').click(); })()""")
+        await page.wait("document.querySelector('.flash .notice.ok') !== null")
+    finally:
+        await page.close()
+    from gateway.reports import records
+
+    assert console.gw.services is not None and console.gw.services.reports is not None
+    detail = await records.ticket_detail(console.gw.services.reports.sessions, "T20231114-0002")
+    assert detail is not None and detail["status"] == "disputed" and detail["dispute_reason"] == "现场核实仍黑屏"
+    assert detail["history"][-1]["actor"].startswith("admin")
+
+
+async def test_ops_view_is_refused_to_a_platform_token(console: Console, tmp_path: Path) -> None:
+    dom = await chromium(tmp_path, f"{console.url}/?token={console.platform}#ops")
+    assert "无权限" in dom and "T2023" not in dom

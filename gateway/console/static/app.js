@@ -6,6 +6,7 @@ import * as live from "./live.js";
 import * as whitelist from "./whitelist.js";
 import * as security from "./security.js";
 import * as reports from "./reports.js";
+import * as ops from "./ops.js";
 
 const VIEWS = {
   devices: devices.mount,
@@ -14,6 +15,7 @@ const VIEWS = {
   alarms: security.mountAlarms,
   audit: security.mountAudit,
   reports: reports.mount,
+  ops: ops.mount,
 };
 
 const $ = (id) => document.getElementById(id);

@@ -5,8 +5,8 @@ import { api } from "./api.js";
 import { clear, h } from "./dom.js";
 import { t } from "./i18n.js";
 
-const KINDS = ["daily-faults", "availability", "link-fees", "deductions", "reconciliation", "annual-offline"];
-const DEFAULT_SCALE = { "daily-faults": "day", reconciliation: "day", "annual-offline": "year" };
+const KINDS = ["daily-faults", "availability", "link-fees", "deductions", "reconciliation", "annual-offline", "repairs"];
+const DEFAULT_SCALE = { "daily-faults": "day", reconciliation: "day", repairs: "day", "annual-offline": "year" };
 const pad = (n) => String(n).padStart(2, "0");
 
 export function mount(root) {

@@ -299,3 +299,37 @@ async def audit(request: web.Request) -> web.Response:
             ],
         }
     )
+
+
+@routes.get("/api/v1/audit/{seq}/items")
+@require("security")
+async def audit_batch_items(request: web.Request) -> web.Response:
+    """The items of one bulk record (`import_batch`): what one record per entry would have said.
+
+    The digest is recomputed over every stored item line and compared with the one the chained
+    record carries, so a page of items is never shown as trustworthy when the set was altered."""
+    import json
+
+    from whitelist.audit import BATCH_ACTION, batch_digest
+
+    store = _store(request)
+    try:
+        seq = int(request.match_info["seq"])
+    except ValueError:
+        raise ApiError(400, "invalid_value", "seq must be an integer", field="seq") from None
+    offset = _int_query(request, "offset", 0, 0)
+    limit = min(_int_query(request, "limit", AUDIT_LIMIT_DEFAULT, 1), AUDIT_LIMIT_MAX)
+    found = await store.audit_records(after_seq=seq - 1, limit=1) if seq >= 1 else []
+    if not found or found[0].seq != seq:
+        raise ApiError(404, "not_found", f"no audit record {seq}", field="seq")
+    record = found[0]
+    if record.action != BATCH_ACTION:
+        raise ApiError(404, "not_found", f"audit record {seq} is a single change, not a batch", field="seq")
+    lines = await store.batch_lines(seq)
+    recorded = (record.after or {}).get("digest")
+    computed = batch_digest(lines)
+    return web.json_response({
+        "seq": seq, "digest": recorded, "computed_digest": computed, "ok": recorded == computed,
+        "total": len(lines), "offset": offset, "limit": limit,
+        "items": [json.loads(line) for line in lines[offset:offset + limit]],
+    })

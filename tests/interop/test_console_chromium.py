@@ -337,7 +337,8 @@ async def test_ops_view_shows_contract_alarms_and_tickets_and_disputes_one(conso
         assert "已恢复" in recovered and "确认" in recovered and "提出异议" in recovered
         # an open ticket offers neither (the state machine accepts neither), a confirmed one nothing
         for tid in ("T20231114-0001", "T20231114-0003"):
-            assert await page.eval(f"document.querySelector('tr[data-ticket=\"{tid}\"]').querySelectorAll('button').length") == 0
+            buttons = f"document.querySelector('tr[data-ticket=\"{tid}\"]').querySelectorAll('button').length"
+            assert await page.eval(buttons) == 0
         # filter on `recovered`: only that ticket is listed
         await page.eval("""(() => { const s = document.getElementById('ops-status');
             s.value = 'recovered'; s.dispatchEvent(new Event('change')); })()""")

@@ -124,3 +124,44 @@ async def test_api_import_is_one_batch_record_and_item_tampering_is_found(client
     for mode in ("full", "incremental"):
         body = await (await client.get(f"/api/v1/audit?verify={mode}", headers=sec)).json()
         assert (body["ok"], body["first_bad_seq"], body["problem"]) == (False, rec["seq"], "edited"), mode
+
+
+async def test_batch_items_are_paged_checked_and_refused_to_other_roles(client: Any, services: Services,
+                                                                         tmp_path: Path) -> None:
+    """GET /api/v1/audit/{seq}/items: an auditor reads what one batch record stands for, page by page,
+    with the digest recomputed over every stored item, so an edited item set is flagged on any page."""
+    sec = await _sec(services)
+    csv = "device_id,name,password,ip\n" + "".join(f"3402000000132{i:07d},cam {i},pw{i},10.2.0.{i}\n"
+                                                  for i in range(1, 8))
+    assert (await client.post("/api/v1/whitelist/import", data=csv.encode(), headers=sec)).status == 200
+    await services.admission.store.append_audit(actor="gateway", action="alarm", target="dev",
+                                                before=None, after={"x": 1}, now=T0)
+    records = (await (await client.get("/api/v1/audit", headers=sec)).json())["records"]
+    batch = next(r for r in records if r["action"] == "import_batch")
+    single = next(r for r in records if r["action"] == "alarm")
+
+    body = await (await client.get(f"/api/v1/audit/{batch['seq']}/items?offset=2&limit=3", headers=sec)).json()
+    assert (body["total"], body["ok"], body["digest"]) == (7, True, batch["after"]["digest"])
+    assert [i["n"] for i in body["items"]] == [3, 4, 5]
+    assert [i["target"] for i in body["items"]] == [f"3402000000132{i:07d}" for i in (3, 4, 5)]
+    assert body["items"][0]["before"] is None and body["items"][0]["after"]["allowed_sources"] == ["10.2.0.3/32"]
+    assert "ha1_md5" not in str(body) and "pw3" not in str(body)  # items are public views: no HA1
+
+    db = sqlite3.connect(tmp_path / "api.db")
+    db.execute("update whitelist_audit_item set line = replace(line, '10.2.0.7/32', '0.0.0.0/0') "
+               "where seq = ? and n = 7", (batch["seq"],))
+    db.commit()
+    db.close()
+    body = await (await client.get(f"/api/v1/audit/{batch['seq']}/items?limit=1", headers=sec)).json()
+    assert body["ok"] is False and body["computed_digest"] != body["digest"] and len(body["items"]) == 1
+
+    for path, status, field in ((f"/api/v1/audit/{single['seq']}/items", 404, "seq"),
+                                ("/api/v1/audit/999/items", 404, "seq"), ("/api/v1/audit/0/items", 404, "seq"),
+                                ("/api/v1/audit/x1/items", 400, "seq"),
+                                (f"/api/v1/audit/{batch['seq']}/items?offset=-1", 400, "offset")):
+        resp = await client.get(path, headers=sec)
+        assert resp.status == status, path
+        assert (await resp.json())["error"]["field"] == field, path
+    for role in (Role.INTEGRATOR, Role.OPS, Role.PLATFORM):
+        h = {"Authorization": f"Bearer {await services.tokens.create(role, role.value)}"}
+        assert (await client.get(f"/api/v1/audit/{batch['seq']}/items", headers=h)).status == 403

@@ -161,7 +161,8 @@ def parse(raw: bytes, *, charset_hint: str | None = None, max_size: int = MAX_BO
     tag = local_name(elem.tag)
     root = _ROOTS.get(tag.lower())
     if root is None:
-        raise ManscdpError(f"Unsupported root <{tag[:40]}>")
+        # the tag is the sender's: detail only, so reason phrases and metric labels stay a fixed set
+        raise ManscdpError("Unsupported root", f"<{tag[:40]}>")
     fields: dict[str, str] = {}
     for child in elem:
         fields.setdefault(local_name(child.tag), text_of(child))

@@ -221,7 +221,7 @@ def test_wrong_decoder_refused():
 @pytest.mark.parametrize(
     ("name", "reason"),
     [
-        ("unknown_root.xml", "Unsupported root <Request>"),
+        ("unknown_root.xml", "Unsupported root"),
         ("missing_sn.xml", "Missing SN"),
         ("missing_cmdtype.xml", "Missing CmdType"),
         ("missing_deviceid.xml", "Missing DeviceID"),
@@ -233,6 +233,15 @@ def test_refusals_carry_short_reason(name, reason):
         parse(raw(name))
     assert info.value.reason == reason
     assert not isinstance(info.value, HostileXml)
+
+
+def test_unsupported_root_keeps_the_senders_tag_out_of_the_reason():
+    """The reason becomes a SIP reason phrase and a metric label: a sender must not choose its text."""
+    body = b'<?xml version="1.0"?><Evil_' + b"x" * 200 + b"><CmdType>Keepalive</CmdType></Evil_" + b"x" * 200 + b">"
+    with pytest.raises(ManscdpError) as info:
+        parse(body)
+    assert info.value.reason == "Unsupported root"
+    assert info.value.detail is not None and info.value.detail.startswith("<Evil_x") and len(info.value.detail) <= 42
 
 
 @pytest.mark.parametrize("name", ["entity_bomb.xml", "external_entity.xml", "doctype_only.xml"])

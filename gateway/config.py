@@ -97,6 +97,9 @@ class ReportSettings:
     language: str = "zh-CN"
     notice_hour: int = 10
     webhook_url: str | None = None
+    # A month/year report is frozen when first issued this long after its period ends (late
+    # events, vendors' feedback and the station's confirmations arrive in the meantime).
+    freeze_after: float = 86_400.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -242,6 +245,8 @@ def _validate(s: Settings) -> None:
         raise ConfigError("health.fsync_interval", "expected a number of seconds in (0, 1]")
     if not 0 <= s.report.notice_hour <= 23:
         raise ConfigError("report.notice_hour", "expected an hour 0-23")
+    if not 0 <= s.report.freeze_after <= 90 * 86_400:
+        raise ConfigError("report.freeze_after", "expected seconds from 0 to 7776000 (90 days)")
     if s.report.language not in ("zh-CN", "en"):
         raise ConfigError("report.language", "expected zh-CN or en")
     if s.runtime.event_loop not in ("auto", "uvloop", "asyncio"):

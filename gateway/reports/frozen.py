@@ -42,9 +42,9 @@ FROZEN_KINDS = frozenset({"availability", "deductions", "link-fees", "annual-off
 CLOSE_AFTER_S = 86_400.0
 
 
-def closed(kind: str, period: Period, now: float) -> bool:
-    """Is this report of a closed period (frozen once issued)?"""
-    return kind in FROZEN_KINDS and period.kind in ("month", "year") and now >= period.full_end + CLOSE_AFTER_S
+def closed(kind: str, period: Period, now: float, after: float = CLOSE_AFTER_S) -> bool:
+    """Is this report of a closed period (frozen once issued)? `after` = `report.freeze_after`."""
+    return kind in FROZEN_KINDS and period.kind in ("month", "year") and now >= period.full_end + after
 
 
 def _enc(v: Any) -> Any:

@@ -68,6 +68,11 @@ _FIXED_ZONES = {
 }
 
 
+def _freeze_after(settings: Any) -> float:
+    """`report.freeze_after`: how long after its end a month or year is closed (and frozen once issued)."""
+    return float(getattr(getattr(settings, "report", None), "freeze_after", frozen.CLOSE_AFTER_S))
+
+
 def report_timezone(name: str) -> tzinfo:
     """report.timezone as a fixed offset: a zone without daylight saving, or "+08:00" / "UTC+8"."""
     key = name.strip().lower()
@@ -381,7 +386,7 @@ async def build_report(
     tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
     p = parse_period(period, now=now, tz=tz)
     language = _lang(lang or getattr(getattr(settings, "report", None), "language", "zh"))
-    if frozen.closed(kind, p, now):
+    if frozen.closed(kind, p, now, _freeze_after(settings)):
         key = (kind, p.label, station or "", group_by)
         row = await frozen.latest(sessions, *key)
         if row is None:
@@ -426,7 +431,7 @@ async def reissue_report(
         raise ReportError("reason: a re-issue needs a reason")
     tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
     p = parse_period(period, now=now, tz=tz)
-    if not frozen.closed(kind, p, now):
+    if not frozen.closed(kind, p, now, _freeze_after(settings)):
         raise ReportError(f"period: {kind} {p.label} is not closed yet; it is computed afresh on every download")
     key = (kind, p.label, station or "", group_by)
     before = await frozen.latest(sessions, *key)

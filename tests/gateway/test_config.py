@@ -49,6 +49,8 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
         ({"GBGATE_SIP__NOPE": "1"}, "sip.nope"),
         ({"GBGATE_NOSECTION__X": "1"}, "GBGATE_NOSECTION__X"),
         ({"GBGATE_RUNTIME__EVENT_LOOP": "trio"}, "runtime.event_loop"),
+        ({"GBGATE_REPORT__FREEZE_AFTER": "-1"}, "report.freeze_after"),
+        ({"GBGATE_REPORT__FREEZE_AFTER": "8000000"}, "report.freeze_after"),
     ],
 )
 def test_invalid_values_name_the_key(env: dict[str, str], key: str) -> None:

@@ -294,6 +294,23 @@ async def test_open_period_is_not_frozen_and_cannot_be_reissued(sessions) -> Non
         await service.reissue_report(sessions, SETTINGS, "deductions", "2026-12", actor="a", reason="r", now=NOW)
 
 
+async def test_freeze_after_setting_moves_the_close(sessions) -> None:  # type: ignore[no-untyped-def]
+    """`report.freeze_after` = 7 days: on 5 Dec November is still open (computed afresh, nothing
+    stored, no re-issue); from 8 Dec 00:00 local (its end + 7 days) the first download freezes it."""
+    from gateway.reports import frozen
+
+    week = SimpleNamespace(report=SimpleNamespace(timezone="Asia/Shanghai", language="zh-CN", freeze_after=7 * 86_400))
+    await service.build_report(sessions, week, "deductions", "2026-11", now=NOW)
+    assert await frozen.latest(sessions, "deductions", "2026-11", "", "channel") is None
+    with pytest.raises(ReportError, match=r"^period:"):
+        await service.reissue_report(sessions, week, "deductions", "2026-11", actor="a", reason="r", now=NOW)
+    await service.build_report(sessions, week, "deductions", "2026-11", now=S.L(12, 8) - 1)
+    assert await frozen.latest(sessions, "deductions", "2026-11", "", "channel") is None
+    await service.build_report(sessions, week, "deductions", "2026-11", now=S.L(12, 8))
+    row = await frozen.latest(sessions, "deductions", "2026-11", "", "channel")
+    assert row is not None and row.revision == 1
+
+
 async def test_jurisdiction_history_is_used_as_of_the_date(sessions) -> None:  # type: ignore[no-untyped-def]
     """Issue 11.9: C1 (offline 10 Nov 10:00-15:00) belonged to 城北派出所 (S2) until 15 Nov and
     to 城东派出所 (S1, its current station) since. The notice of 10 Nov lists it under 城北派出所

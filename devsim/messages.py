@@ -243,6 +243,12 @@ def catalog_pages(device_id: str, sn: int, items: Sequence[CatalogItem], *, page
 
 
 def channel_id(device_id: str, index: int) -> str:
-    """A camera-channel ID (type 131) derived from the device ID: same centre, serial × 32 + index."""
-    base = int(device_id[13:]) * 32 + index % 32 if len(device_id) == 20 and device_id.isdigit() else index
+    """A camera-channel ID (type 131) derived from the device ID: same centre, serial × 32 + index.
+
+    A platform-sized device (more than 32 channels) numbers the rest from 5,000,000 up, 100,000
+    per device serial (mod 50), so a 5,000-channel platform has 5,000 distinct IDs."""
+    if not (len(device_id) == 20 and device_id.isdigit()):
+        return f"{device_id[:10]}131{index % 10_000_000:07d}"
+    serial = int(device_id[13:])
+    base = serial * 32 + index if index < 32 else 5_000_000 + (serial % 50) * 100_000 + index % 100_000
     return f"{device_id[:10]}131{base % 10_000_000:07d}"

@@ -354,3 +354,15 @@ def test_device_answers_invite_and_streams_until_bye(mode):
                     s_.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 25))
+
+
+def test_platform_sized_device_has_distinct_channel_ids() -> None:
+    """A 5,000-channel simulated platform (bench_catalog_sync) must not wrap its IDs at 32 channels;
+    the first 32 keep their old numbering, so existing scenarios see the same IDs."""
+    from devsim.messages import channel_id
+
+    dev, other = "34020000001320000001", "34020000001320000002"
+    ids = [channel_id(dev, i) for i in range(5000)]
+    assert len(set(ids)) == 5000 and all(len(i) == 20 and i[10:13] == "131" for i in ids)
+    assert ids[:32] == [f"3402000000131{32 + k:07d}" for k in range(32)]
+    assert not set(ids) & {channel_id(other, i) for i in range(5000)}

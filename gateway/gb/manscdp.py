@@ -12,7 +12,7 @@ what the matching encoder wrote.
 
 import re
 from dataclasses import dataclass, field
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import Element, ParseError, XMLParser
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
@@ -65,6 +65,8 @@ MAX_BODY = 65536
 
 _BARE_AMP = re.compile(r"&(?!(?:amp|lt|gt|quot|apos|#[0-9]+|#x[0-9a-fA-F]+);)")
 _HOSTILE = re.compile(r"<!(?:DOCTYPE|ENTITY)", re.IGNORECASE)
+#: Any markup declaration other than a comment or CDATA: such a body goes through defusedxml.
+_DECLARATION = re.compile(r"<!(?!--|\[CDATA\[)")
 _DECL_TEXT = re.compile(r"\A\s*<\?xml[^>]*\?>")
 _ADDRESS = re.compile(r"(<Address\b[^>]*>)(.*?)(</Address\s*>)", re.IGNORECASE | re.DOTALL)
 
@@ -111,6 +113,14 @@ def _repair_address(match: re.Match[str]) -> str:
 
 
 def _parse_text(text: str) -> Element:
+    """A body with no markup declaration cannot declare or reference a custom entity (undefined
+    entities are a ParseError), so it is parsed by the C expat tree builder — about four times
+    faster than defusedxml's pure-Python one on a catalog page. Anything with `<!` other than a
+    comment or CDATA takes defusedxml, which refuses DTDs and entities."""
+    if _DECLARATION.search(text) is None:
+        parser = XMLParser()
+        parser.feed(text)
+        return parser.close()
     try:
         return SafeET.fromstring(text, forbid_dtd=True)  # type: ignore[no-any-return]
     except DefusedXmlException as exc:

@@ -244,6 +244,22 @@ def test_unsupported_root_keeps_the_senders_tag_out_of_the_reason():
     assert info.value.detail is not None and info.value.detail.startswith("<Evil_x") and len(info.value.detail) <= 42
 
 
+def test_comments_and_cdata_parse_and_other_declarations_are_refused():
+    """Plain bodies (comments and CDATA included) take the C parser; any other `<!` declaration
+    goes through defusedxml and is refused, never expanded."""
+    ok = (b'<?xml version="1.0"?><Notify><!-- fw 5.4 --><CmdType>Keepalive</CmdType><SN>7</SN>'
+          b"<DeviceID>34020000001320000001</DeviceID><Status><![CDATA[OK]]></Status></Notify>")
+    msg = parse(ok)
+    assert (msg.cmd_type, msg.sn, msg.get("Status")) == ("Keepalive", 7, "OK")
+    for decl in (b"<!NOTATION n SYSTEM 'file:///etc/passwd'>", b"<!ELEMENT Notify ANY>", b"<!ATTLIST a b CDATA 'c'>"):
+        bad = b'<?xml version="1.0"?>' + decl + ok.split(b"?>", 1)[1]
+        with pytest.raises(ManscdpError):
+            parse(bad)
+    # an undeclared entity is never resolved: the bare-& repair keeps it as literal text
+    odd = parse(ok.replace(b"<![CDATA[OK]]>", b"&custom;"))
+    assert odd.get("Status") == "&custom;"
+
+
 @pytest.mark.parametrize("name", ["entity_bomb.xml", "external_entity.xml", "doctype_only.xml"])
 def test_hostile_xml_refused_without_expansion(name):
     started = time.perf_counter()

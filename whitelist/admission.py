@@ -46,6 +46,7 @@ class Admission:
         self.on_drop: list[Callable[[str], Any]] = []
         self._seq = 0
         self._task: asyncio.Task[None] | None = None
+        self._syncing = asyncio.Lock()
         self.reloads = 0
 
     async def start(self) -> None:
@@ -67,7 +68,14 @@ class Admission:
                 log.exception("whitelist sync failed; retrying")
 
     async def sync(self) -> int:
-        """Apply every change recorded since the last sync; returns how many targets changed."""
+        """Apply every change recorded since the last sync; returns how many targets changed.
+
+        One sync at a time: the poller and an explicit call would otherwise both read the records
+        after the same seq and apply (and drop devices for) each change twice."""
+        async with self._syncing:
+            return await self._sync()
+
+    async def _sync(self) -> int:
         records = await self.store.audit_records(after_seq=self._seq, limit=5000)
         if not records:
             return 0

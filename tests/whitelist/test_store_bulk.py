@@ -140,3 +140,19 @@ async def test_admission_follows_a_batch_from_another_process(store: WhitelistSt
     await admission.stop()
     assert policy.get(dev(19)) is not None and [r.id for r in policy.rules()] == ["r"]
     assert dropped == [dev(99)]
+
+
+async def test_concurrent_syncs_apply_each_change_once(store: WhitelistStore) -> None:
+    """The poller and an explicit sync racing on the same records: a revoked device is dropped once
+    (found under libfaketime, where the poller's 0.5 s sleep lined up with the explicit call)."""
+    import asyncio
+
+    policy = Policy([], [])
+    admission = Admission(WhitelistStore(store._sessions, policy=policy), policy, realm=REALM)
+    dropped: list[str] = []
+    admission.on_drop.append(dropped.append)
+    await store.import_entries([*entries(5), Entry(device_id=dev(99), status=EntryStatus.REVOKED)], "cli:bob",
+                               now=NOW)
+    counts = await asyncio.gather(*(admission.sync() for _ in range(4)))
+    assert sorted(counts) == [0, 0, 0, 6]
+    assert dropped == [dev(99)] and admission.reloads == 1

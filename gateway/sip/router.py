@@ -11,10 +11,11 @@ matched to a dialog first (in-dialog BYE from a camera goes to the media session
 Call-ID; RFC 3261 §12.2.2), then to its sender (a MESSAGE or INVITE whose From user is an upper
 platform's ID goes to that cascade uplink, not to the device adapter), then to its method. The
 sender table only routes: the handler still checks that the request came from where that peer
-lives (a From header is the peer's word, not proof). An ACK goes to the owner of its dialog. A response that matches no client transaction
-(a retransmitted or late 2xx to our INVITE, §13.2.2.4) goes to the dialog's owner, else is
-counted and dropped. Peer garbage never escapes a handler (house rule 8): a malformed header
-touched by a handler is answered 400 with its reason, anything else 500, and counted.
+lives (a From header is the peer's word, not proof). An ACK goes to the owner of its dialog. A
+response that matches no client transaction (a retransmitted or late 2xx to our INVITE,
+§13.2.2.4) goes to the dialog's owner, else is counted and dropped. Peer garbage never escapes
+a handler (house rule 8): a malformed header touched by a handler is answered 400 with its
+reason, anything else 500, and counted.
 
 Errors: none of its own; handlers raise `SipParseError` (→ 400) or anything (→ 500).
 """

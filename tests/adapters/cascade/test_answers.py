@@ -46,7 +46,8 @@ def item(cid: str, parent: str | None = None, **kw: object) -> CatalogItem:
 
 
 def test_only_selected_channels_are_shared_and_rooted_at_us() -> None:
-    items = [item("44010600001310000003", "34020000001110000001"), item(CAM, "34020000001110000001", civil_code="440106"),
+    nvr = "34020000001110000001"
+    items = [item("44010600001310000003", nvr), item(CAM, nvr, civil_code="440106"),
              item("44010600001310000002", CAM)]
     everything = share_items(items, US)
     assert [i.device_id for i in everything] == [CAM, "44010600001310000002", "44010600001310000003"]

@@ -238,19 +238,9 @@ class UplinkSession:
         c = self.config
         self._keepalive_sn = self._keepalive_sn % 1_000_000 + 1
         body = builders.build_keepalive(c.our_id, self._keepalive_sn, charset=c.charset)
-        h = Headers()
-        h.add("From", f"<sip:{c.our_id}@{c.our_domain}>;tag={new_tag()}")
-        h.add("To", f"<sip:{c.upper_id}@{c.upper_domain}>")
-        h.add("Call-ID", new_call_id(c.our_domain))
-        h.add("CSeq", "1 MESSAGE")
-        h.add("Max-Forwards", "70")
-        h.add("User-Agent", c.user_agent)
-        h.add("Content-Type", "Application/MANSCDP+xml")
-        h.add("Content-Length", str(len(body)))
         seq = next(self._seq)
         self._keepalive_seq = seq
-        out.append(SendRequest(RequestKind.KEEPALIVE, seq,
-                               Request(method="MESSAGE", uri=c.request_uri, headers=h, body=body)))
+        out.append(SendRequest(RequestKind.KEEPALIVE, seq, manscdp_request(c, body)))
 
     def _keepalive_answer(self, response: Response | None, now: float, out: list[Action]) -> None:
         if self.state is not UplinkState.ONLINE:
@@ -283,6 +273,20 @@ class UplinkSession:
             return
         self._reported = state
         out.append(StateChanged(state, cause))
+
+
+def manscdp_request(c: UplinkConfig, body: bytes) -> Request:
+    """An out-of-dialog MESSAGE from us to the upper (keepalive, Response/Catalog…), no Via yet."""
+    h = Headers()
+    h.add("From", f"<sip:{c.our_id}@{c.our_domain}>;tag={new_tag()}")
+    h.add("To", f"<sip:{c.upper_id}@{c.upper_domain}>")
+    h.add("Call-ID", new_call_id(c.our_domain))
+    h.add("CSeq", "1 MESSAGE")
+    h.add("Max-Forwards", "70")
+    h.add("User-Agent", c.user_agent)
+    h.add("Content-Type", "Application/MANSCDP+xml")
+    h.add("Content-Length", str(len(body)))
+    return Request(method="MESSAGE", uri=c.request_uri, headers=h, body=body)
 
 
 def _granted(response: Response, asked: int) -> int:

@@ -1,0 +1,120 @@
+"""Cascade with a real peer: sipp is the upper platform (gb28181.md §7).
+
+gbgate registers to it as a lower platform (401 challenge → our digest, checked by sipp's
+verifyauth → 200), sends keepalives, and answers its Query/Catalog with one Response/Catalog
+MESSAGE per admitted channel (the upper's SN, our ID, SumNum)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from adapters.cascade.registration import UplinkState
+from gateway.app import Gateway
+from gateway.gb.items import CatalogItem
+from gateway.store.devices import make_catalog_job
+from tests.interop.conftest import free_port, gateway_settings, require_tool, whitelist
+
+pytestmark = [pytest.mark.interop, pytest.mark.requires("sipp")]
+
+SIPP = Path(__file__).resolve().parent / "sipp"
+UPPER = "44000000002000000001"
+US = "34020000002000000001"  # sip.id (the default)
+CAM = "34020000001320000301"
+CHANNELS = ("34020000001310000301", "34020000001310000302")
+PASSWORD = "cascade-secret"
+
+
+@dataclass
+class Upper:
+    proc: asyncio.subprocess.Process
+    trace: Path
+
+    async def finish(self, timeout: float = 25.0) -> tuple[int, str]:
+        out, err = await asyncio.wait_for(self.proc.communicate(), timeout)
+        messages = "".join(p.read_text(errors="replace") for p in self.trace.glob("*_messages.log"))
+        errors = "".join(p.read_text(errors="replace") for p in self.trace.glob("*_errors.log"))
+        return self.proc.returncode or 0, messages + "\n" + errors + out.decode(errors="replace") + \
+            err.decode(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def upper_and_gateway(tmp_path: Path, scenario: str = "cascade_upper.xml",
+                            password: str = PASSWORD) -> AsyncIterator[tuple[Upper, Gateway]]:
+    sipp = require_tool("sipp")
+    port = free_port()
+    trace = tmp_path / "sipp"
+    trace.mkdir()
+    proc = await asyncio.create_subprocess_exec(
+        sipp, "-sf", str(SIPP / scenario), "-i", "127.0.0.1", "-p", str(port), "-t", "u1", "-nostdin", "-trace_msg", "-trace_err",
+        "-timeout", "20s", cwd=trace, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    await asyncio.sleep(0.3)  # sipp binds its port
+    config = tmp_path / "cascade.toml"
+    config.write_text(
+        f'[[cascade]]\nid = "{UPPER}"\ndomain = "4400000000"\nhost = "127.0.0.1"\nport = {port}\n'
+        f'password = "{password}"\nkeepalive_interval = 1\nretry_interval = 1\n', encoding="utf-8")
+    gw = Gateway(gateway_settings(tmp_path, GBGATE_CONFIG=str(config)))
+    await gw.start()
+    try:
+        yield Upper(proc, trace), gw
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        await gw.stop()
+
+
+async def share_channels(gw: Gateway) -> None:
+    """An admitted camera with two exposed channels in the store, as a catalog sync leaves them."""
+    assert gw.services is not None
+    await whitelist(gw, CAM, "camera-pass")
+    items = [CatalogItem(device_id=c, name=f"gate {c[-1]}", manufacturer="Vendor", civil_code="340200",
+                         parent_id=CAM, status="ON", longitude=113.3, latitude=23.1) for c in CHANNELS]
+    gw.services.repo.update_device(CAM, name="gate camera")  # the device row first (channels refer to it)
+    await gw.services.repo.submit(make_catalog_job(CAM, items, [], [], set(CHANNELS)))
+
+
+def requests(trace: str, method: str) -> list[str]:
+    """The request messages sipp received (from its -trace_msg log), bodies included."""
+    blocks = re.split(r"-{10,} [^\n]*\n(?:UDP message received[^\n]*\n)?", trace)
+    return [b for b in blocks if b.lstrip().startswith(f"{method} sip:")]
+
+
+async def test_register_with_digest_keepalive_and_paced_catalog_answer(tmp_path: Path) -> None:
+    async with upper_and_gateway(tmp_path) as (upper, gw):
+        await share_channels(gw)
+        rc, trace = await upper.finish()
+        assert gw.cascade is not None
+        (uplink,) = gw.cascade.uplinks
+        assert rc == 0, trace[-3000:]
+        assert uplink.state is UplinkState.ONLINE
+        registers = requests(trace, "REGISTER")
+        assert len(registers) >= 2 and "Authorization: Digest" in registers[1]
+        assert f'username="{US}"' in registers[1] and "qop=auth" in registers[1]
+        messages = requests(trace, "MESSAGE")
+        assert any("<CmdType>Keepalive</CmdType>" in m and f"<DeviceID>{US}</DeviceID>" in m for m in messages)
+        pages = [m for m in messages if "<Response>" in m and "<CmdType>Catalog</CmdType>" in m]
+        assert len(pages) == 2, trace[-3000:]
+        for page in pages:
+            assert "<SN>4711</SN>" in page and f"<DeviceID>{US}</DeviceID>" in page
+            assert "<SumNum>2</SumNum>" in page and '<DeviceList Num="1">' in page
+            assert 'encoding="GB2312"' in page and f"<ParentID>{US}</ParentID>" in page
+        assert {c for c in CHANNELS if any(f"<DeviceID>{c}</DeviceID>" in p for p in pages)} == set(CHANNELS)
+        assert uplink.stats["catalog:pages"] == 2
+
+
+async def test_a_wrong_password_is_refused_by_the_upper_and_the_uplink_stays_offline(tmp_path: Path) -> None:
+    async with upper_and_gateway(tmp_path, password="not-the-password") as (upper, gw):
+        rc, trace = await upper.finish()
+        assert rc != 0  # verifyauth failed: sipp answered 403 and failed its call
+        assert gw.cascade is not None
+        (uplink,) = gw.cascade.uplinks
+        assert uplink.state is not UplinkState.ONLINE and uplink.session.last_cause.startswith("register")
+        assert "SIP/2.0 403 Forbidden" in trace

@@ -53,7 +53,8 @@ async def upper_and_gateway(tmp_path: Path, scenario: str = "cascade_upper.xml",
     trace.mkdir()
     proc = await asyncio.create_subprocess_exec(
         sipp, "-sf", str(SIPP / scenario), "-i", "127.0.0.1", "-p", str(port), "-t", "u1", "-nostdin",
-        "-trace_msg", "-trace_err", "-timeout", "20s", cwd=trace, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        "-trace_msg", "-trace_err", "-timeout", "20s",
+        cwd=trace, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     await asyncio.sleep(0.3)  # sipp binds its port
     config = tmp_path / "cascade.toml"

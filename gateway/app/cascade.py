@@ -10,8 +10,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from adapters.cascade.registration import UplinkConfig, UplinkState
+from adapters.cascade.relay import StreamRelay
 from adapters.cascade.uplink import CascadeUplink, UplinkOptions
 from gateway import __version__
+from gateway.app.media import MediaPlane
 from gateway.app.sip import SipPlane
 from gateway.config import CascadePlatform, Settings
 from gateway.gb.items import CatalogItem
@@ -66,23 +68,32 @@ def uplink_config(s: Settings, c: CascadePlatform, contact_host: str, sip_port: 
 
 
 @asynccontextmanager
-async def cascade_plane(settings: Settings, sip: SipPlane, inventory: StoreInventory, health: HealthRecorder,
-                        metrics: Metrics, clock: Callable[[], float]) -> AsyncIterator[CascadePlane]:
-    """Install and start one uplink per upper; on exit stop them (unregister) in reverse."""
+async def cascade_plane(settings: Settings, sip: SipPlane, media: MediaPlane, inventory: StoreInventory,
+                        health: HealthRecorder, metrics: Metrics,
+                        clock: Callable[[], float]) -> AsyncIterator[CascadePlane]:
+    """Install and start one uplink (and its stream relay) per upper; on exit stop them in reverse
+    (plays end, then each uplink unregisters)."""
     s = settings
+    sdp_host = s.media.host if s.media.host not in ("0.0.0.0", "::") else sip.endpoint.advertise
     directory = AdmittedChannels(inventory, sip.adapter.policy, sip.presence)
     plane = CascadePlane([])
     async with AsyncExitStack() as stack:
         for c in s.cascade:
+            config = uplink_config(s, c, sip.endpoint.advertise, sip.endpoint.udp_port)
+            relay = StreamRelay(endpoint=sip.endpoint, router=sip.router, hub=media.hub, pool=media.pool,
+                                media_host=s.media.host, sdp_host=sdp_host, contact=config.contact,
+                                invite_timeout=s.media.invite_timeout)
             uplink = CascadeUplink(
-                config=uplink_config(s, c, sip.endpoint.advertise, sip.endpoint.udp_port),
+                config=config,
                 options=UplinkOptions(channels=c.channels, catalog_per_message=c.catalog_per_message,
                                       catalog_wait=c.catalog_wait, catalog_spacing=c.catalog_spacing,
                                       name=f"gbgate {s.sip.id}", firmware=__version__),
                 endpoint=sip.endpoint, directory=directory, health=health, audit=sip.admission, clock=clock,
+                relay=relay,
             )
             uplink.install(sip.router)
             stack.push_async_callback(uplink.stop)
+            stack.push_async_callback(relay.stop)
             await uplink.start()
             plane.uplinks.append(uplink)
         if plane.uplinks:

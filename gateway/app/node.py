@@ -73,7 +73,7 @@ class Gateway:
                 metrics=metrics, health=health, clock=clock,
             ))
             cascade = await stack.enter_async_context(cascade_plane(
-                s, sip, StoreInventory(store.repo), health, metrics, clock,
+                s, sip, media, StoreInventory(store.repo), health, metrics, clock,
             ))
             monitors = await stack.enter_async_context(monitor_plane(s, store.sessions, media.hub, health, clock))
             services = Services(

@@ -179,18 +179,19 @@ class StreamRelay:
 
     # ------------------------------------------------------------------ INVITE
     def on_invite(self, request: Request, peer: Peer, key: Hashable, shared: Callable[[str], bool]) -> None:
-        self._answer(key, request, 100, peer)
+        tag = new_tag()  # one To tag for every response of this transaction, the 100 included
+        self._answer(key, request, 100, peer, tag=tag)
         verdict = check_offer(request, shared)
         if verdict.status or verdict.offer is None or verdict.offer.ssrc is None:
             self.stats[f"invite:refused:{verdict.reason}"] += 1
-            self._answer(key, request, verdict.status or 400, peer)
+            self._answer(key, request, verdict.status or 400, peer, tag=tag)
             return
         if request.call_id in self.sessions:
-            self._answer(key, request, 491, peer)  # a re-INVITE of a running play: not supported
+            self._answer(key, request, 491, peer, tag=tag)  # a re-INVITE of a running play: not supported
             return
         offer = verdict.offer
         session = RelaySession(call_id=request.call_id, channel_id=verdict.channel_id, dest=(offer.ip, offer.port),
-                               ssrc=offer.ssrc or "", invite=request, our_tag=new_tag(), peer=peer,
+                               ssrc=offer.ssrc or "", invite=request, our_tag=tag, peer=peer,
                                started_at=time.monotonic())
         self.sessions[session.call_id] = session
         self.router.add_dialog(session.call_id, self)
@@ -204,7 +205,7 @@ class StreamRelay:
             except MediaError as exc:
                 self.stats["invite:refused:no_stream"] += 1
                 log.info("cascade play %s: no stream: %s", session.channel_id, exc)
-                self._answer(key, request, 480, session.peer, reason="Stream Unavailable")
+                self._answer(key, request, 480, session.peer, tag=session.our_tag, reason="Stream Unavailable")
                 return
             try:
                 session.lease = self.pool.allocate()
@@ -212,7 +213,7 @@ class StreamRelay:
             except (MediaError, OSError) as exc:
                 self.stats["invite:refused:no_port"] += 1
                 log.warning("cascade play %s: no media port: %s", session.channel_id, exc)
-                self._answer(key, request, 503, session.peer)
+                self._answer(key, request, 503, session.peer, tag=session.our_tag)
                 return
             body = sdp.build_play_answer(channel_id=session.channel_id, media_ip=self.sdp_host,
                                          media_port=session.lease.port, ssrc=session.ssrc,
@@ -305,9 +306,9 @@ class StreamRelay:
         except Exception:
             self.stats["bye:failed"] += 1
 
-    def _answer(self, key: Hashable, request: Request, status: int, peer: Peer, *, reason: str | None = None) -> None:
+    def _answer(self, key: Hashable, request: Request, status: int, peer: Peer, *, tag: str,
+                reason: str | None = None) -> None:
         self.stats[f"responses:{status}"] += 1
-        tag = None if status == 100 else new_tag()
         self.endpoint.respond(key, make_response(request, status, reason, to_tag=tag, received=(peer.host, peer.port)))
 
     def snapshot(self) -> list[dict[str, Any]]:

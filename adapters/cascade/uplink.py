@@ -182,6 +182,8 @@ class CascadeUplink:
     def _state_changed(self, change: StateChanged) -> None:
         self.stats[f"state:{change.state.value}"] += 1
         log.info("cascade %s: %s (%s)", self.config.upper_id, change.state.value, change.cause)
+        if change.state is UplinkState.ONLINE:
+            self._tasks.spawn(self.shared_items(), name="shared")  # what an INVITE may ask for
         if self.health is not None:
             evidence = {"upper": self.config.upper_id, "remote": f"{self.peer.host}:{self.peer.port}"}
             pending = self.health.set_state(self.subject, change.state.value, change.cause, self.clock(), evidence)
@@ -214,9 +216,8 @@ class CascadeUplink:
         self._on_message(request, peer, key)
 
     def shares(self, channel_id: str) -> bool:
-        """The channel is one we offer this upper (from the last catalog, or the configured list)."""
-        if self.options.channels:
-            return channel_id in self.options.channels
+        """The channel is one we offer this upper: admitted and selected when we last looked (at
+        registration and at every Catalog answer)."""
         return channel_id in self._shared
 
     def _on_message(self, request: Request, peer: Peer, key: Hashable) -> None:

@@ -2,13 +2,17 @@
 
 gbgate registers to it as a lower platform (401 challenge → our digest, checked by sipp's
 verifyauth → 200), sends keepalives, and answers its Query/Catalog with one Response/Catalog
-MESSAGE per admitted channel (the upper's SN, our ID, SumNum)."""
+MESSAGE per admitted channel (the upper's SN, our ID, SumNum). Then sipp plays a channel of a
+simulated camera (devsim): INVITE → 200 with y= echoed → ACK → PS over RTP, read by ffprobe →
+BYE, after which the hub subscription is gone."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +20,12 @@ from pathlib import Path
 import pytest
 
 from adapters.cascade.registration import UplinkState
+from devsim.devices import make_devices
+from devsim.swarm import DeviceSwarm
 from gateway.app import Gateway
 from gateway.gb.items import CatalogItem
+from gateway.gb.ssrc import ssrc_to_int
+from gateway.media.rtp import parse_rtp
 from gateway.store.devices import make_catalog_job
 from tests.interop.conftest import free_port, gateway_settings, require_tool, whitelist
 
@@ -45,15 +53,16 @@ class Upper:
 
 
 @contextlib.asynccontextmanager
-async def upper_and_gateway(tmp_path: Path, scenario: str = "cascade_upper.xml",
-                            password: str = PASSWORD) -> AsyncIterator[tuple[Upper, Gateway]]:
+async def upper_and_gateway(tmp_path: Path, scenario: str = "cascade_upper.xml", password: str = PASSWORD,
+                            keys: dict[str, str] | None = None) -> AsyncIterator[tuple[Upper, Gateway]]:
     sipp = require_tool("sipp")
     port = free_port()
     trace = tmp_path / "sipp"
     trace.mkdir()
     proc = await asyncio.create_subprocess_exec(
         sipp, "-sf", str(SIPP / scenario), "-i", "127.0.0.1", "-p", str(port), "-t", "u1", "-nostdin",
-        "-trace_msg", "-trace_err", "-timeout", "20s",
+        "-trace_msg", "-trace_err", "-timeout", "30s",
+        *[arg for k, v in (keys or {}).items() for arg in ("-key", k, v)],
         cwd=trace, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     await asyncio.sleep(0.3)  # sipp binds its port
@@ -61,7 +70,8 @@ async def upper_and_gateway(tmp_path: Path, scenario: str = "cascade_upper.xml",
     config.write_text(
         f'[[cascade]]\nid = "{UPPER}"\ndomain = "4400000000"\nhost = "127.0.0.1"\nport = {port}\n'
         f'password = "{password}"\nkeepalive_interval = 1\nretry_interval = 1\n', encoding="utf-8")
-    gw = Gateway(gateway_settings(tmp_path, GBGATE_CONFIG=str(config)))
+    gw = Gateway(gateway_settings(tmp_path, GBGATE_CONFIG=str(config), GBGATE_MEDIA__LINGER="0.5",
+                                  GBGATE_MEDIA__PORT_MIN="34600", GBGATE_MEDIA__PORT_MAX="34699"))
     await gw.start()
     try:
         yield Upper(proc, trace), gw
@@ -119,3 +129,67 @@ async def test_a_wrong_password_is_refused_by_the_upper_and_the_uplink_stays_off
         (uplink,) = gw.cascade.uplinks
         assert uplink.state is not UplinkState.ONLINE and uplink.session.last_cause.startswith("register")
         assert "SIP/2.0 403 Forbidden" in trace
+
+
+async def ffprobe_streams(path: Path) -> list[dict[str, object]]:
+    exe = require_tool("ffprobe")
+    proc = await asyncio.create_subprocess_exec(
+        exe, "-v", "error", "-f", "mpeg", "-show_streams", "-of", "json", str(path),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode(errors="replace")
+    streams: list[dict[str, object]] = json.loads(out)["streams"]
+    return streams
+
+
+@pytest.mark.requires("sipp", "ffprobe")
+async def test_the_upper_plays_a_simulated_camera_and_ffprobe_reads_our_ps(tmp_path: Path) -> None:
+    (camera,) = make_devices(1, password="camera-pass", prefix="3402000000132", start=401)
+    channel = camera.channels[0].id
+    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rtp.bind(("127.0.0.1", 0))
+    rtp.setblocking(False)
+    keys = {"channel": channel, "rtp_port": str(rtp.getsockname()[1])}
+    swarm = None
+    try:
+        async with upper_and_gateway(tmp_path, "cascade_upper_play.xml", keys=keys) as (upper, gw):
+            await whitelist(gw, camera.device_id, "camera-pass")
+            swarm = DeviceSwarm(server_host="127.0.0.1", server_port=gw.sip_port, devices=[camera])
+            await swarm.start()
+            await swarm.register_all()
+            packets: list[bytes] = []
+
+            async def receive() -> None:
+                loop = asyncio.get_running_loop()
+                while True:
+                    packets.append(await loop.sock_recv(rtp, 65536))
+
+            receiver = asyncio.create_task(receive())
+            try:
+                rc, trace = await upper.finish(timeout=40)
+            finally:
+                receiver.cancel()
+            assert rc == 0, trace[-4000:]
+            assert gw.cascade is not None and gw.media is not None
+            (uplink,) = gw.cascade.uplinks
+            relay = uplink.relay
+            assert relay is not None
+            blocks = re.split(r"-{10,}[^\n]*\n", trace)
+            ok = [b for b in blocks if "SIP/2.0 200 OK" in b and "CSeq: 30 INVITE" in b]
+            assert ok and "y=0440000001" in ok[0] and "a=sendonly" in ok[0]
+            assert relay.stats["invite:ok"] == 1 and relay.stats["ended:upper_bye"] == 1
+            rtps = [parse_rtp(p) for p in packets]
+            assert len(rtps) > 20 and {p.ssrc for p in rtps} == {ssrc_to_int("0440000001")}
+            assert {p.payload_type for p in rtps} == {96}
+            ps = tmp_path / "relayed.ps"
+            ps.write_bytes(b"".join(bytes(p.payload) for p in sorted(rtps, key=lambda p: p.sequence)))
+            streams = await ffprobe_streams(ps)
+            assert [s["codec_name"] for s in streams if s["codec_type"] == "video"] == ["h264"]
+            async with asyncio.timeout(5):  # the BYE released our subscription: the ingest lingers, then closes
+                while gw.media.hub.get(channel) is not None:
+                    await asyncio.sleep(0.05)
+            assert not relay.sessions
+    finally:
+        if swarm is not None:
+            await swarm.stop()
+        rtp.close()

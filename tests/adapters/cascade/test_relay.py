@@ -156,6 +156,7 @@ async def test_invite_ack_rtp_then_bye_stops_and_unsubscribes() -> None:
                 await asyncio.sleep(0.01)
         trying, ok = endpoint.responses
         assert (trying.status, ok.status) == (100, 200) and ok.headers.get("Contact")
+        assert trying.to.tag == ok.to.tag  # one To tag for the whole transaction
         answer = sdp.parse_answer(ok.body)
         assert answer.ssrc == SSRC and answer.transport is sdp.MediaTransport.UDP
         assert ok.body.count(b"a=sendonly") == 1 and pool.in_use == 1

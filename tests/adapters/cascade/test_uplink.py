@@ -132,6 +132,7 @@ async def test_registers_with_digest_goes_online_and_keeps_alive() -> None:
         assert ledger.states == [(f"cascade:{UPPER}", "online", "registered")]
         ka = manscdp.parse(next(r for r in endpoint.sent if r.method == "MESSAGE").body)
         assert (ka.cmd_type, ka.device_id) == ("Keepalive", US)
+        assert uplink.shares("44010600001310000000")  # looked up when it went online
     finally:
         await uplink.stop()
     assert endpoint.sent[-1].method == "REGISTER" and endpoint.sent[-1].headers.get("Expires") == "0"

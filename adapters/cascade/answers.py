@@ -36,8 +36,10 @@ class Decision:
 
 
 def decide(msg: Manscdp, our_id: str) -> Decision:
-    """The answer kind for one MESSAGE body from the upper."""
-    cmd = msg.cmd_type
+    """The answer kind for one MESSAGE body from the upper (reasons carry the CmdType only when it
+    is a short plain name: they become metric labels)."""
+    cmd = msg.cmd_type if msg.cmd_type.isascii() and msg.cmd_type.isalnum() and len(msg.cmd_type) <= 32 \
+        else "other"
     if msg.root is Root.QUERY:
         if cmd == "Catalog":
             return Decision(Answer.CATALOG)

@@ -114,13 +114,17 @@ class UplinkSession:
         return self._register(now, [])
 
     def stop(self, now: float) -> list[Action]:
-        """Unregister (Expires: 0) when online; no more timers either way."""
+        """Unregister (Expires: 0) when online; no more timers either way. The ledger hears
+        "offline, stopped", so a node's downtime does not count as the link being up."""
         out: list[Action] = []
         was_online = self.state is UplinkState.ONLINE
         self._register_at = self._keepalive_at = _INF
         self._register_seq = self._keepalive_seq = 0
         if was_online:
             out.append(SendRequest(RequestKind.UNREGISTER, next(self._seq), self._register_request(0)))
+        if self._reported is UplinkState.ONLINE:
+            self._reported = UplinkState.OFFLINE
+            out.append(StateChanged(UplinkState.OFFLINE, "stopped"))
         self._set(UplinkState.IDLE, "stopped", out)
         return out
 

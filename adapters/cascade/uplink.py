@@ -150,6 +150,9 @@ class CascadeUplink:
                     await self.endpoint.request(action.request, self.peer, timeout=2.0)
                 except (SipError, OSError):
                     pass
+            else:
+                self._state_changed(action)
+        await self._tasks.join()  # the ledger write of "offline, stopped"
 
     def status(self) -> dict[str, Any]:
         s = self.session

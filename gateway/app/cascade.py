@@ -5,6 +5,7 @@ before them, so each uplink still unregisters from its upper on the way down."""
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from gateway.app.sip import SipPlane
 from gateway.config import CascadePlatform, Settings
 from gateway.gb.items import CatalogItem
 from gateway.gb.presence import Presence
-from gateway.health.metrics import Metrics
+from gateway.health.metrics import CounterSource, Metrics
 from gateway.health.recorder import HealthRecorder
 from gateway.store.inventory import StoreInventory
 from whitelist.decide import Policy
@@ -46,9 +47,27 @@ class AdmittedChannels:
         return out
 
 
+#: Families for CounterSource(plane.counters, CASCADE_FAMILIES): refusals and alarms join the SIP
+#: plane's families of the same name; the rest are the uplinks' own.
+CASCADE_FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "refused": ("gbgate_refusals_total", "Requests refused, by reason", ("reason",)),
+    "alarms": ("gbgate_security_alarms_total", "Security alarms raised, by kind", ("kind",)),
+    "state": ("gbgate_cascade_state_changes_total", "Uplink online/offline changes", ("state",)),
+    "invite": ("gbgate_cascade_invites_total", "INVITEs from upper platforms, by outcome", ("outcome",)),
+}
+
+
 @dataclass(slots=True)
 class CascadePlane:
     uplinks: list[CascadeUplink]
+
+    def counters(self) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for u in self.uplinks:
+            out.update(u.stats)
+            if u.relay is not None and isinstance(u.relay, StreamRelay):
+                out.update(u.relay.stats)
+        return out
 
     def online(self) -> int:
         return sum(u.state is UplinkState.ONLINE for u in self.uplinks)
@@ -79,7 +98,8 @@ async def cascade_plane(settings: Settings, sip: SipPlane, media: MediaPlane, in
     plane = CascadePlane([])
     async with AsyncExitStack() as stack:
         for c in s.cascade:
-            config = uplink_config(s, c, sip.endpoint.advertise, sip.endpoint.udp_port)
+            port = sip.endpoint.tcp_port if c.transport == "tcp" else sip.endpoint.udp_port
+            config = uplink_config(s, c, sip.endpoint.advertise, port)
             relay = StreamRelay(endpoint=sip.endpoint, router=sip.router, hub=media.hub, pool=media.pool,
                                 media_host=s.media.host, sdp_host=sdp_host, contact=config.contact,
                                 invite_timeout=s.media.invite_timeout)
@@ -97,6 +117,7 @@ async def cascade_plane(settings: Settings, sip: SipPlane, media: MediaPlane, in
             await uplink.start()
             plane.uplinks.append(uplink)
         if plane.uplinks:
+            metrics.add_counters(CounterSource(plane.counters, CASCADE_FAMILIES))
             metrics.add_gauge("gbgate_cascade_uplinks", "Configured upper platforms", lambda: len(plane.uplinks))
             metrics.add_gauge("gbgate_cascade_uplinks_online", "Upper platforms we are registered with",
                               plane.online)

@@ -180,6 +180,7 @@ def test_stop_unregisters_with_expires_0_when_online() -> None:
     out = s.stop(T0 + 5)
     unreg = one(out, RequestKind.UNREGISTER)
     assert unreg.request.headers.get("Expires") == "0" and unreg.request.headers.get("Authorization")
+    assert states(out) == [(UplinkState.OFFLINE, "stopped")]  # node down: the link is not up
     assert s.next_timer() is None and s.state is UplinkState.IDLE
 
 

@@ -136,6 +136,7 @@ async def test_registers_with_digest_goes_online_and_keeps_alive() -> None:
     finally:
         await uplink.stop()
     assert endpoint.sent[-1].method == "REGISTER" and endpoint.sent[-1].headers.get("Expires") == "0"
+    assert ledger.states[-1] == (f"cascade:{UPPER}", "offline", "stopped")
 
 
 async def test_keepalive_failures_are_recorded_offline_in_the_ledger() -> None:

@@ -119,6 +119,11 @@ async def test_register_with_digest_keepalive_and_paced_catalog_answer(tmp_path:
             assert 'encoding="GB2312"' in page and f"<ParentID>{US}</ParentID>" in page
         assert {c for c in CHANNELS if any(f"<DeviceID>{c}</DeviceID>" in p for p in pages)} == set(CHANNELS)
         assert uplink.stats["catalog:pages"] == 2
+        assert gw.services is not None and gw.services.health is not None  # the ledger has the link up
+        state = gw.services.health.state_of(f"cascade:{UPPER}")
+        assert state is not None and state.value == "online"
+        text = gw.services.metrics.render().decode()
+        assert "gbgate_cascade_uplinks_online 1.0" in text
 
 
 async def test_a_wrong_password_is_refused_by_the_upper_and_the_uplink_stays_offline(tmp_path: Path) -> None:

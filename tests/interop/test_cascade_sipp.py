@@ -54,13 +54,14 @@ class Upper:
 
 @contextlib.asynccontextmanager
 async def upper_and_gateway(tmp_path: Path, scenario: str = "cascade_upper.xml", password: str = PASSWORD,
-                            keys: dict[str, str] | None = None) -> AsyncIterator[tuple[Upper, Gateway]]:
+                            keys: dict[str, str] | None = None,
+                            transport: str = "udp") -> AsyncIterator[tuple[Upper, Gateway]]:
     sipp = require_tool("sipp")
     port = free_port()
     trace = tmp_path / "sipp"
     trace.mkdir()
     proc = await asyncio.create_subprocess_exec(
-        sipp, "-sf", str(SIPP / scenario), "-i", "127.0.0.1", "-p", str(port), "-t", "u1", "-nostdin",
+        sipp, "-sf", str(SIPP / scenario), "-i", "127.0.0.1", "-p", str(port), "-t", "u1" if transport == "udp" else "t1", "-nostdin",
         "-trace_msg", "-trace_err", "-timeout", "30s",
         *[arg for k, v in (keys or {}).items() for arg in ("-key", k, v)],
         cwd=trace, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -69,7 +70,7 @@ async def upper_and_gateway(tmp_path: Path, scenario: str = "cascade_upper.xml",
     config = tmp_path / "cascade.toml"
     config.write_text(
         f'[[cascade]]\nid = "{UPPER}"\ndomain = "4400000000"\nhost = "127.0.0.1"\nport = {port}\n'
-        f'password = "{password}"\nkeepalive_interval = 1\nretry_interval = 1\n', encoding="utf-8")
+        f'transport = "{transport}"\npassword = "{password}"\nkeepalive_interval = 1\nretry_interval = 1\n', encoding="utf-8")
     gw = Gateway(gateway_settings(tmp_path, GBGATE_CONFIG=str(config), GBGATE_MEDIA__LINGER="0.5",
                                   GBGATE_MEDIA__PORT_MIN="34600", GBGATE_MEDIA__PORT_MAX="34699"))
     await gw.start()
@@ -94,12 +95,13 @@ async def share_channels(gw: Gateway) -> None:
 
 def requests(trace: str, method: str) -> list[str]:
     """The request messages sipp received (from its -trace_msg log), bodies included."""
-    blocks = re.split(r"-{10,} [^\n]*\n(?:UDP message received[^\n]*\n)?", trace)
+    blocks = re.split(r"-{10,} [^\n]*\n(?:(?:UDP|TCP) message received[^\n]*\n)?", trace)
     return [b for b in blocks if b.lstrip().startswith(f"{method} sip:")]
 
 
-async def test_register_with_digest_keepalive_and_paced_catalog_answer(tmp_path: Path) -> None:
-    async with upper_and_gateway(tmp_path) as (upper, gw):
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_register_with_digest_keepalive_and_paced_catalog_answer(tmp_path: Path, transport: str) -> None:
+    async with upper_and_gateway(tmp_path, transport=transport) as (upper, gw):
         await share_channels(gw)
         rc, trace = await upper.finish()
         assert gw.cascade is not None

@@ -1,13 +1,16 @@
-"""Serving an upper platform's INVITE from the stream hub: PS over RTP/UDP (gb28181.md §7.5).
+"""Serving an upper platform's INVITE from the stream hub: PS over RTP, UDP or TCP (gb28181.md §7.5).
 
-    INVITE ─► 100 Trying ─► check (404 unshared, 415 no PS/96, 488 TCP, 400 bad SDP)
+    INVITE ─► 100 Trying ─► check (404 unshared, 415 no PS/96, 488 not Play, 400 bad SDP / no y=)
            ─► hub.subscribe(channel, frames) ─► 200 + our SDP (sendonly, y= = the upper's SSRC)
            ─► ACK ─► every frame: PsMuxer → RTP (PT 96, 90 kHz, the offer's SSRC) → the offer's c=/m=
+              UDP: datagrams from our leased port; TCP (RFC 4571 framing): the upper offered
+              a=setup:passive → we connect to c=/m= after the ACK (answer a=setup:active);
+              a=setup:active → we listen on our leased port before the 200 (answer a=setup:passive)
     BYE from the upper ─► stop sending, close the subscription (the hub keeps one ingest per
     channel, shared with local viewers; it closes after its linger when nobody watches).
 
 `check_offer` and `PsRtpPacketizer` are sans-IO; `StreamRelay` is the asyncio shell, one per
-uplink, owning its dialogs on the `SipRouter`. TCP active/passive media is not served yet (488).
+uplink, owning its dialogs on the `SipRouter`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from gateway.media.errors import MediaError, PsError
 from gateway.media.frames import Codec, MediaFrame
 from gateway.media.pool import Lease, PortPool
 from gateway.media.psmux import PsMuxer
+from gateway.media.rfc4571 import frame as rfc4571_frame
 from gateway.media.rtp import packetize
 from gateway.sip.errors import SipParseError
 from gateway.sip.events import Peer
@@ -52,8 +56,8 @@ class OfferCheck:
 
 def check_offer(request: Request, shared: Callable[[str], bool]) -> OfferCheck:
     """What we do with an upper's INVITE (§7.5 steps 1–2): the channel is the Request-URI user
-    (or the first ID of Subject); unshared → 404; no PS/96 offered → 415; TCP → 488 (not yet);
-    no `y=` → 400 (we echo the upper's SSRC); only live play (s=Play)."""
+    (or the first ID of Subject); unshared → 404; no PS/96 offered → 415; no `y=` → 400 (we echo
+    the upper's SSRC); only live play (s=Play), else 488."""
     channel_id = request.request_uri.user or ""
     subject = request.headers.get("Subject")
     if subject:
@@ -73,8 +77,6 @@ def check_offer(request: Request, shared: Callable[[str], bool]) -> OfferCheck:
         return OfferCheck(415, "no_ps_96", channel_id)
     if offer.session_name.lower() != "play":
         return OfferCheck(488, f"session_{offer.session_name.lower()[:16]}", channel_id)
-    if offer.transport.is_tcp:
-        return OfferCheck(488, "tcp_media_not_served", channel_id)
     if not offer.ssrc:
         return OfferCheck(400, "no_ssrc", channel_id)
     return OfferCheck(0, "ok", channel_id, offer)
@@ -140,6 +142,7 @@ class RelaySession:
     call_id: str
     channel_id: str
     dest: tuple[str, int]
+    transport: sdp.MediaTransport
     ssrc: str
     invite: Request
     our_tag: str
@@ -147,7 +150,10 @@ class RelaySession:
     started_at: float
     lease: Lease | None = None
     stream: FrameStream | None = None
-    sock: socket.socket | None = None
+    sock: socket.socket | None = None  # UDP
+    server: asyncio.Server | None = None  # TCP, the upper connects (it offered a=setup:active)
+    connected: asyncio.Future[asyncio.StreamWriter] | None = None
+    writer: asyncio.StreamWriter | None = None  # TCP
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     packets: int = 0
@@ -191,7 +197,7 @@ class StreamRelay:
             return
         offer = verdict.offer
         session = RelaySession(call_id=request.call_id, channel_id=verdict.channel_id, dest=(offer.ip, offer.port),
-                               ssrc=offer.ssrc or "", invite=request, our_tag=tag, peer=peer,
+                               transport=offer.transport, ssrc=offer.ssrc or "", invite=request, our_tag=tag, peer=peer,
                                started_at=time.monotonic())
         self.sessions[session.call_id] = session
         self.router.add_dialog(session.call_id, self)
@@ -209,7 +215,10 @@ class StreamRelay:
                 return
             try:
                 session.lease = self.pool.allocate()
-                session.sock = _udp_socket(self.media_host, session.lease.port)
+                if session.transport is sdp.MediaTransport.UDP:
+                    session.sock = _udp_socket(self.media_host, session.lease.port)
+                elif session.transport is sdp.MediaTransport.TCP_ACTIVE:
+                    await self._listen(session, session.lease.port)
             except (MediaError, OSError) as exc:
                 self.stats["invite:refused:no_port"] += 1
                 log.warning("cascade play %s: no media port: %s", session.channel_id, exc)
@@ -217,7 +226,7 @@ class StreamRelay:
                 return
             body = sdp.build_play_answer(channel_id=session.channel_id, media_ip=self.sdp_host,
                                          media_port=session.lease.port, ssrc=session.ssrc,
-                                         transport=sdp.MediaTransport.UDP)
+                                         transport=session.transport)
             self.stats["invite:ok"] += 1
             self.endpoint.respond(key, make_response(
                 request, 200, to_tag=session.our_tag, body=body, received=(session.peer.host, session.peer.port),
@@ -227,6 +236,10 @@ class StreamRelay:
                     await session.acked.wait()
             except TimeoutError:
                 self.stats["invite:no_ack"] += 1
+                return
+            if session.transport.is_tcp and not await self._connect(session):
+                session.ended = "tcp_connect_failed"
+                await self._bye(session)
                 return
             await self._pump(session)
             if session.ended is None:  # the stream ended under us: hang up towards the upper
@@ -238,19 +251,61 @@ class StreamRelay:
         finally:
             self._release(session, session.ended or "done")
 
+    async def _listen(self, session: RelaySession, port: int) -> None:
+        """TCP, the upper connects: listen on our port before the 200 says so; keep the first
+        connection (from the upper's address) and refuse the rest."""
+        loop = asyncio.get_running_loop()
+        connected: asyncio.Future[asyncio.StreamWriter] = loop.create_future()
+        session.connected = connected
+
+        def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            source = writer.get_extra_info("peername")
+            if connected.done() or not source or source[0] not in (session.peer.host, session.dest[0]):
+                writer.close()
+                return
+            connected.set_result(writer)
+
+        session.server = await asyncio.start_server(accept, self.media_host, port)
+
+    async def _connect(self, session: RelaySession) -> bool:
+        """TCP: the writer, by connecting to the offer's c=/m= (we are active) or by waiting for
+        the upper's connection (we are passive)."""
+        try:
+            async with asyncio.timeout(self.invite_timeout):
+                if session.connected is not None:
+                    session.writer = await session.connected
+                else:
+                    _reader, session.writer = await asyncio.open_connection(*session.dest)
+        except (TimeoutError, OSError) as exc:
+            self.stats["invite:tcp_failed"] += 1
+            log.info("cascade play %s: no TCP media connection: %s", session.channel_id, exc)
+            return False
+        if session.server is not None:
+            session.server.close()  # one connection per play
+        return True
+
     async def _pump(self, session: RelaySession) -> None:
-        assert session.stream is not None and session.sock is not None
+        assert session.stream is not None
         rtp = PsRtpPacketizer(ssrc_to_int(session.ssrc))
-        sock, dest = session.sock, session.dest
+        sock, writer, dest = session.sock, session.writer, session.dest
         async for frame in session.stream:
             if session.ended is not None:
                 break  # BYE: drop what is still queued
-            for packet in rtp.packets(frame):
-                try:
-                    sock.sendto(packet, dest)
-                    session.packets += 1
-                except OSError:
-                    self.stats["rtp:send_errors"] += 1
+            packets = rtp.packets(frame)
+            if not packets:
+                continue
+            try:
+                if writer is not None:
+                    writer.write(b"".join(rfc4571_frame(p) for p in packets))
+                    await writer.drain()  # a slow upper backs up into the hub's bounded queue
+                elif sock is not None:
+                    for packet in packets:
+                        sock.sendto(packet, dest)
+                session.packets += len(packets)
+            except (ConnectionError, OSError):
+                self.stats["rtp:send_errors"] += 1
+                if writer is not None:
+                    break  # the upper closed its media connection
         self.stats["rtp:packets"] += session.packets
 
     # ------------------------------------------------------------------ DialogOwner
@@ -286,6 +341,10 @@ class StreamRelay:
             session.stream.close(reason)
         if session.sock is not None:
             session.sock.close()
+        if session.writer is not None:
+            session.writer.close()
+        if session.server is not None:
+            session.server.close()
         if session.lease is not None:
             session.lease.release()
         self.stats[f"ended:{reason}"] += 1
@@ -313,6 +372,7 @@ class StreamRelay:
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [{"channel_id": s.channel_id, "dest": f"{s.dest[0]}:{s.dest[1]}", "ssrc": s.ssrc,
+                 "transport": s.transport.value,
                  "packets": s.packets, "playing": s.acked.is_set()} for s in self.sessions.values()]
 
 

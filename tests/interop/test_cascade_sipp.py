@@ -61,7 +61,8 @@ async def upper_and_gateway(tmp_path: Path, scenario: str = "cascade_upper.xml",
     trace = tmp_path / "sipp"
     trace.mkdir()
     proc = await asyncio.create_subprocess_exec(
-        sipp, "-sf", str(SIPP / scenario), "-i", "127.0.0.1", "-p", str(port), "-t", "u1" if transport == "udp" else "t1", "-nostdin",
+        sipp, "-sf", str(SIPP / scenario), "-i", "127.0.0.1", "-p", str(port),
+        "-t", "u1" if transport == "udp" else "t1", "-nostdin",
         "-trace_msg", "-trace_err", "-timeout", "30s",
         *[arg for k, v in (keys or {}).items() for arg in ("-key", k, v)],
         cwd=trace, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -70,7 +71,8 @@ async def upper_and_gateway(tmp_path: Path, scenario: str = "cascade_upper.xml",
     config = tmp_path / "cascade.toml"
     config.write_text(
         f'[[cascade]]\nid = "{UPPER}"\ndomain = "4400000000"\nhost = "127.0.0.1"\nport = {port}\n'
-        f'transport = "{transport}"\npassword = "{password}"\nkeepalive_interval = 1\nretry_interval = 1\n', encoding="utf-8")
+        f'transport = "{transport}"\npassword = "{password}"\nkeepalive_interval = 1\nretry_interval = 1\n',
+        encoding="utf-8")
     gw = Gateway(gateway_settings(tmp_path, GBGATE_CONFIG=str(config), GBGATE_MEDIA__LINGER="0.5",
                                   GBGATE_MEDIA__PORT_MIN="34600", GBGATE_MEDIA__PORT_MAX="34699"))
     await gw.start()
@@ -149,14 +151,52 @@ async def ffprobe_streams(path: Path) -> list[dict[str, object]]:
     return streams
 
 
+class MediaSink:
+    """The upper's media port: RTP datagrams (UDP) or RFC 4571 frames on a connection we accept
+    (TCP, the upper listens: it offered a=setup:passive)."""
+
+    def __init__(self, tcp: bool) -> None:
+        self.tcp = tcp
+        self.packets: list[bytes] = []
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.server: asyncio.Server | None = None
+
+    async def run(self) -> None:
+        if not self.tcp:
+            loop = asyncio.get_running_loop()
+            while True:
+                self.packets.append(await loop.sock_recv(self.sock, 65536))
+        self.sock.listen(1)
+        done = asyncio.Event()
+
+        async def read(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                while True:
+                    size = int.from_bytes(await reader.readexactly(2), "big")
+                    self.packets.append(await reader.readexactly(size))
+            writer.close()
+            done.set()
+
+        self.server = await asyncio.start_server(read, sock=self.sock)
+        await done.wait()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        self.sock.close()
+
+
 @pytest.mark.requires("sipp", "ffprobe")
-async def test_the_upper_plays_a_simulated_camera_and_ffprobe_reads_our_ps(tmp_path: Path) -> None:
+@pytest.mark.parametrize("media", ["udp", "tcp"])
+async def test_the_upper_plays_a_simulated_camera_and_ffprobe_reads_our_ps(tmp_path: Path, media: str) -> None:
     (camera,) = make_devices(1, password="camera-pass", prefix="3402000000132", start=401)
     channel = camera.channels[0].id
-    rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rtp.bind(("127.0.0.1", 0))
-    rtp.setblocking(False)
-    keys = {"channel": channel, "rtp_port": str(rtp.getsockname()[1])}
+    sink = MediaSink(tcp=media == "tcp")
+    keys = {"channel": channel, "rtp_port": str(sink.port),
+            "media_proto": "TCP/RTP/AVP" if media == "tcp" else "RTP/AVP"}
     swarm = None
     try:
         async with upper_and_gateway(tmp_path, "cascade_upper_play.xml", keys=keys) as (upper, gw):
@@ -164,14 +204,8 @@ async def test_the_upper_plays_a_simulated_camera_and_ffprobe_reads_our_ps(tmp_p
             swarm = DeviceSwarm(server_host="127.0.0.1", server_port=gw.sip_port, devices=[camera])
             await swarm.start()
             await swarm.register_all()
-            packets: list[bytes] = []
-
-            async def receive() -> None:
-                loop = asyncio.get_running_loop()
-                while True:
-                    packets.append(await loop.sock_recv(rtp, 65536))
-
-            receiver = asyncio.create_task(receive())
+            packets = sink.packets
+            receiver = asyncio.create_task(sink.run())
             try:
                 rc, trace = await upper.finish(timeout=40)
             finally:
@@ -199,4 +233,4 @@ async def test_the_upper_plays_a_simulated_camera_and_ffprobe_reads_our_ps(tmp_p
     finally:
         if swarm is not None:
             await swarm.stop()
-        rtp.close()
+        sink.close()

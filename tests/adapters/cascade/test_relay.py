@@ -66,7 +66,7 @@ def shared(channel_id: str) -> bool:
     ({}, CH, 0, "ok"),
     ({}, "34020000001310000999", 404, "not_shared"),
     ({"pts": "98"}, CH, 415, "no_ps_96"),
-    ({"proto": "TCP/RTP/AVP", "setup": "passive"}, CH, 488, "tcp_media_not_served"),
+    ({"proto": "TCP/RTP/AVP", "setup": "passive"}, CH, 0, "ok"),
     ({"ssrc": None}, CH, 400, "no_ssrc"),
     ({"session": "Playback"}, CH, 488, "session_playback"),
 ])
@@ -138,11 +138,71 @@ class Endpoint:
         raise AssertionError("no request expected")
 
 
-async def test_invite_ack_rtp_then_bye_stops_and_unsubscribes() -> None:
-    upper_rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    upper_rtp.bind(("127.0.0.1", 0))
-    upper_rtp.setblocking(False)
-    port = upper_rtp.getsockname()[1]
+class UpperMedia:
+    """The upper's media receiver for one transport: a UDP socket, a TCP listener (it offered
+    a=setup:passive) or a TCP client connecting to our answer's port (it offered a=setup:active)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.packets: asyncio.Queue[bytes] = asyncio.Queue()
+        self.udp: socket.socket | None = None
+        self.server: asyncio.Server | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.port = 9
+
+    async def start(self) -> None:
+        if self.mode == "udp":
+            self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.udp.bind(("127.0.0.1", 0))
+            self.udp.setblocking(False)
+            self.port = self.udp.getsockname()[1]
+            self.tasks.append(asyncio.create_task(self._udp_loop()))
+        elif self.mode == "tcp-passive":
+            self.server = await asyncio.start_server(
+                lambda r, w: self.tasks.append(asyncio.create_task(self._tcp_loop(r, w))), "127.0.0.1", 0)
+            self.port = self.server.sockets[0].getsockname()[1]
+
+    async def connect(self, port: int) -> None:
+        if self.mode == "tcp-active":
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            self.tasks.append(asyncio.create_task(self._tcp_loop(reader, writer)))
+
+    def offer(self) -> bytes:
+        if self.mode == "udp":
+            return offer(self.port)
+        setup = "passive" if self.mode == "tcp-passive" else "active"
+        return offer(self.port, proto="TCP/RTP/AVP", setup=setup)
+
+    async def _udp_loop(self) -> None:
+        assert self.udp is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            self.packets.put_nowait(await loop.sock_recv(self.udp, 65536))
+
+    async def _tcp_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                size = int.from_bytes(await reader.readexactly(2), "big")
+                self.packets.put_nowait(await reader.readexactly(size))
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.udp is not None:
+            self.udp.close()
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.mark.parametrize("mode", ["udp", "tcp-passive", "tcp-active"])
+async def test_invite_ack_rtp_then_bye_stops_and_unsubscribes(mode: str) -> None:
+    upper = UpperMedia(mode)
+    await upper.start()
     frames = video_frames(Codec.H264)
     hub, endpoint, router = FakeHub(frames), Endpoint(), SipRouter()
     router.bind(endpoint)
@@ -150,7 +210,7 @@ async def test_invite_ack_rtp_then_bye_stops_and_unsubscribes() -> None:
     relay = StreamRelay(endpoint=endpoint, router=router, hub=hub, pool=pool, media_host="127.0.0.1",
                         sdp_host="127.0.0.1", contact="<sip:34020000002000000001@127.0.0.1:5060>")
     try:
-        relay.on_invite(invite(offer(port)), PEER, "k", shared)
+        relay.on_invite(invite(upper.offer()), PEER, "k", shared)
         async with asyncio.timeout(2):
             while len(endpoint.responses) < 2:
                 await asyncio.sleep(0.01)
@@ -158,16 +218,17 @@ async def test_invite_ack_rtp_then_bye_stops_and_unsubscribes() -> None:
         assert (trying.status, ok.status) == (100, 200) and ok.headers.get("Contact")
         assert trying.to.tag == ok.to.tag  # one To tag for the whole transaction
         answer = sdp.parse_answer(ok.body)
-        assert answer.ssrc == SSRC and answer.transport is sdp.MediaTransport.UDP
-        assert ok.body.count(b"a=sendonly") == 1 and pool.in_use == 1
+        assert answer.ssrc == SSRC and ok.body.count(b"a=sendonly") == 1 and pool.in_use == 1
+        expected = {"udp": sdp.MediaTransport.UDP, "tcp-passive": sdp.MediaTransport.TCP_PASSIVE,
+                    "tcp-active": sdp.MediaTransport.TCP_ACTIVE}[mode]
+        assert answer.transport is expected  # as the upper sees it: our a=setup is the reverse of its own
+        await upper.connect(answer.port)
         router.on_ack(in_dialog("ACK"), PEER)
-        loop = asyncio.get_running_loop()
         received = []
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(3):
             while len(received) < len(frames):
-                data = await loop.sock_recv(upper_rtp, 2048)
-                pkt = parse_rtp(data)
-                assert pkt.ssrc == ssrc_to_int(SSRC)
+                pkt = parse_rtp(await upper.packets.get())
+                assert pkt.ssrc == ssrc_to_int(SSRC) and pkt.payload_type == 96
                 if pkt.marker:
                     received.append(pkt.timestamp)
         assert received == [f.pts for f in frames]
@@ -180,7 +241,7 @@ async def test_invite_ack_rtp_then_bye_stops_and_unsubscribes() -> None:
         assert relay.stats["invite:ok"] == 1 and relay.stats["ended:upper_bye"] == 1
     finally:
         await relay.stop()
-        upper_rtp.close()
+        await upper.close()
 
 
 async def test_refusals_are_answered_without_touching_the_hub() -> None:

@@ -148,6 +148,8 @@ class RelaySession:
     our_tag: str
     peer: Peer
     started_at: float
+    key: Hashable = None  # the INVITE's server transaction
+    answered: bool = False  # a final response went out (a CANCEL is too late after it)
     lease: Lease | None = None
     stream: FrameStream | None = None
     sock: socket.socket | None = None  # UDP
@@ -211,6 +213,7 @@ class StreamRelay:
             except MediaError as exc:
                 self.stats["invite:refused:no_stream"] += 1
                 log.info("cascade play %s: no stream: %s", session.channel_id, exc)
+                session.answered = True
                 self._answer(key, request, 480, session.peer, tag=session.our_tag, reason="Stream Unavailable")
                 return
             try:
@@ -222,12 +225,14 @@ class StreamRelay:
             except (MediaError, OSError) as exc:
                 self.stats["invite:refused:no_port"] += 1
                 log.warning("cascade play %s: no media port: %s", session.channel_id, exc)
+                session.answered = True
                 self._answer(key, request, 503, session.peer, tag=session.our_tag)
                 return
             body = sdp.build_play_answer(channel_id=session.channel_id, media_ip=self.sdp_host,
                                          media_port=session.lease.port, ssrc=session.ssrc,
                                          transport=session.transport)
             self.stats["invite:ok"] += 1
+            session.answered = True
             self.endpoint.respond(key, make_response(
                 request, 200, to_tag=session.our_tag, body=body, received=(session.peer.host, session.peer.port),
                 headers=[("Contact", self.contact), ("Content-Type", "application/sdp")]))
@@ -311,8 +316,16 @@ class StreamRelay:
     # ------------------------------------------------------------------ DialogOwner
     def on_dialog_request(self, request: Request, peer: Peer, key: Hashable) -> int:
         session = self.sessions.get(request.call_id)
-        if session is None or request.method != "BYE":
+        if session is None or request.method not in ("BYE", "CANCEL"):
             return 481
+        if request.method == "CANCEL":
+            if session.answered:
+                return 200  # too late: the INVITE has its final response (RFC 3261 §9.2)
+            self.stats["cancel:received"] += 1
+            session.answered = True
+            self._answer(session.key, session.invite, 487, peer, tag=session.our_tag)
+            self._end(session, "upper_cancel")
+            return 200
         self.stats["bye:received"] += 1
         self._end(session, "upper_bye")
         return 200

@@ -215,8 +215,10 @@ class CascadeUplink:
             return
         if request.method == "INVITE" and self.relay is not None:
             self.relay.on_invite(request, peer, key, self.shares)
-            return
-        self._on_message(request, peer, key)
+        elif request.method == "MESSAGE":
+            self._on_message(request, peer, key)
+        else:
+            self._answer(key, request, 405, peer)
 
     def shares(self, channel_id: str) -> bool:
         """The channel is one we offer this upper: admitted and selected when we last looked (at
@@ -249,7 +251,7 @@ class CascadeUplink:
         elif decision.answer is answers.Answer.DEVICE_STATUS:
             body = answers.device_status(self.config.our_id, msg.sn, device_time=_gb_time(self.clock()),
                                          charset=self.config.charset)
-            self._tasks.spawn(self._send_message(body), name="device-status")
+            self._tasks.spawn(self._message(body), name="device-status")
 
     def _answer(self, key: Hashable, request: Request, status: int, peer: Peer, *, reason: str | None = None) -> None:
         self.stats[f"responses:{status}"] += 1
@@ -311,9 +313,6 @@ class CascadeUplink:
         items = await self.shared_items()
         body = answers.device_info(self.config.our_id, sn, name=self.options.name, channels=len(items),
                                    firmware=self.options.firmware, charset=self.config.charset)
-        await self._send_message(body)
-
-    async def _send_message(self, body: bytes) -> None:
         await self._message(body)
 
     async def _message(self, body: bytes) -> Response | None:

@@ -54,6 +54,7 @@ CASCADE_FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "alarms": ("gbgate_security_alarms_total", "Security alarms raised, by kind", ("kind",)),
     "state": ("gbgate_cascade_state_changes_total", "Uplink online/offline changes", ("state",)),
     "invite": ("gbgate_cascade_invites_total", "INVITEs from upper platforms, by outcome", ("outcome",)),
+    "stream_seconds": ("gbgate_cascade_stream_seconds_total", "Seconds of plays served to upper platforms", ()),
 }
 
 

@@ -230,6 +230,9 @@ async def test_the_upper_plays_a_simulated_camera_and_ffprobe_reads_our_ps(tmp_p
                 while gw.media.hub.get(channel) is not None:
                     await asyncio.sleep(0.05)
             assert not relay.sessions
+            text = gw.services.metrics.render().decode()  # type: ignore[union-attr]
+            assert 'gbgate_cascade_invites_total{outcome="ok"} 1.0' in text
+            assert "gbgate_cascade_stream_seconds_total" in text
     finally:
         if swarm is not None:
             await swarm.stop()

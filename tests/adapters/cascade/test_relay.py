@@ -254,3 +254,26 @@ async def test_refusals_are_answered_without_touching_the_hub() -> None:
     assert [r.status for r in endpoint.responses] == [100, 404, 100, 415]
     assert hub.streams == [] and relay.sessions == {}
     await relay.stop()
+
+
+class SlowHub(FakeHub):
+    async def subscribe(self, channel_id: str, kind: str = "flv", *, timeout: float | None = None) -> FakeStream:
+        await asyncio.sleep(10)  # the camera takes its time
+        raise AssertionError("cancelled before")
+
+
+async def test_a_cancel_before_the_stream_is_up_answers_487_and_releases() -> None:
+    hub, endpoint, router = SlowHub([]), Endpoint(), SipRouter()
+    router.bind(endpoint)
+    relay = StreamRelay(endpoint=endpoint, router=router, hub=hub, pool=PortPool(41200, 41299, "3402000000"),
+                        media_host="127.0.0.1", sdp_host="127.0.0.1", contact="<sip:x@127.0.0.1>")
+    relay.on_invite(invite(offer(40000)), PEER, "k", shared)
+    await asyncio.sleep(0.01)
+    router.on_request(in_dialog("CANCEL"), PEER, "cancel")
+    assert [r.status for r in endpoint.responses] == [100, 487, 200]
+    assert endpoint.responses[1].cseq[1] == "INVITE" and endpoint.responses[2].cseq[1] == "CANCEL"
+    async with asyncio.timeout(2):
+        while relay.sessions:
+            await asyncio.sleep(0.01)
+    assert router.dialogs() == 0 and relay.stats["ended:upper_cancel"] == 1
+    await relay.stop()

@@ -133,6 +133,7 @@ class CascadePlatform:
     catalog_wait: float = 2.0  # wait this long for a page's 200, then fall back to catalog_spacing
     catalog_spacing: float = 0.1
     charset: str = "GB2312"
+    ptz: bool = False  # forward this upper's PTZ commands (DeviceControl/PTZCmd) for shared channels
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

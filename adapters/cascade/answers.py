@@ -2,8 +2,9 @@
 
 `decide(msg)` sorts a request into an answer kind or a refusal; `catalog_pages` and `share_items`
 build what a Catalog answer sends. The per-direction allow-list: from outside we answer queries
-about what we share; control (DeviceControl, DeviceConfig, reboot, upgrade…) is refused with 403
-and reported as a security event by the shell — PTZ included until forwarding it is configured.
+about what we share; a DeviceControl carrying only a valid PTZCmd is forwarded down when the
+upper's `ptz` is on; every other control (DeviceControl with TeleBoot/RecordCmd/…, DeviceConfig,
+upgrade…) — and PTZ when off — is refused with 403 and reported as a security event by the shell.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gateway.gb import builders
+from gateway.gb import builders, ptz
+from gateway.gb.errors import PtzError
 from gateway.gb.items import CatalogItem
 from gateway.gb.manscdp import Manscdp
 from gateway.gb.messages import Root
@@ -23,6 +25,7 @@ class Answer(enum.StrEnum):
     CATALOG = "catalog"
     DEVICE_INFO = "device_info"
     DEVICE_STATUS = "device_status"
+    PTZ = "ptz"  # forward the PTZCmd to the device owning the channel
     KEEPALIVE = "keepalive"  # an upper's Notify we take note of (200, nothing else)
     REFUSE = "refuse"
 
@@ -33,9 +36,14 @@ class Decision:
     status: int = 200
     reason: str = ""  # for a refusal: the counter/audit reason
     security: bool = False  # a refusal worth an audit record (control from outside)
+    ptz_cmd: str = ""
 
 
-def decide(msg: Manscdp, our_id: str) -> Decision:
+#: Children of a DeviceControl besides the envelope that a PTZ-only command may carry.
+_PTZ_FIELDS = frozenset({"cmdtype", "sn", "deviceid", "ptzcmd", "info"})
+
+
+def decide(msg: Manscdp, our_id: str, *, allow_ptz: bool = False) -> Decision:
     """The answer kind for one MESSAGE body from the upper (reasons carry the CmdType only when it
     is a short plain name: they become metric labels)."""
     cmd = msg.cmd_type if msg.cmd_type.isascii() and msg.cmd_type.isalnum() and len(msg.cmd_type) <= 32 \
@@ -49,7 +57,15 @@ def decide(msg: Manscdp, our_id: str) -> Decision:
             return Decision(Answer.DEVICE_INFO if cmd == "DeviceInfo" else Answer.DEVICE_STATUS)
         return Decision(Answer.REFUSE, 403, f"query_unsupported:{cmd}")
     if msg.root is Root.CONTROL:
-        what = "ptz" if cmd == "DeviceControl" and msg.get("PTZCmd") is not None else cmd
+        ptz_cmd = msg.get("PTZCmd") if cmd == "DeviceControl" else None
+        only_ptz = ptz_cmd is not None and all(k.lower() in _PTZ_FIELDS for k in msg.fields)
+        if only_ptz and allow_ptz and ptz_cmd is not None:
+            try:
+                ptz.decode(ptz_cmd)
+            except PtzError:
+                return Decision(Answer.REFUSE, 400, "ptz_invalid")
+            return Decision(Answer.PTZ, ptz_cmd=ptz_cmd.strip())
+        what = "ptz" if only_ptz else cmd
         return Decision(Answer.REFUSE, 403, f"control_refused:{what}", security=True)
     if msg.root is Root.NOTIFY:
         return Decision(Answer.KEEPALIVE)

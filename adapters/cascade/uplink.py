@@ -33,7 +33,7 @@ from adapters.cascade.registration import (
     manscdp_request,
 )
 from gateway.gb import manscdp
-from gateway.gb.errors import ManscdpError
+from gateway.gb.errors import GbError, ManscdpError
 from gateway.gb.items import CatalogItem
 from gateway.sip.errors import SipError
 from gateway.sip.events import Peer
@@ -66,6 +66,12 @@ class SecurityAudit(Protocol):
     async def audit_event(self, action: str, device_id: str, details: Mapping[str, Any], reason: str) -> None: ...
 
 
+class DeviceControl(Protocol):
+    """Forwards a control down to the device owning a channel (GbDeviceAdapter.device_control)."""
+
+    async def device_control(self, channel_id: str, fields: dict[str, str]) -> int: ...
+
+
 class InviteHandler(Protocol):
     """Serves the upper's INVITEs (relay.py); the uplink routes them there."""
 
@@ -82,6 +88,7 @@ class UplinkOptions:
     catalog_spacing: float = 0.1
     name: str = "gbgate"
     firmware: str = ""
+    ptz: bool = False  # forward the upper's PTZ commands for shared channels down to the devices
 
 
 class CascadeUplink:
@@ -89,7 +96,8 @@ class CascadeUplink:
 
     def __init__(self, *, config: UplinkConfig, options: UplinkOptions, endpoint: Endpoint,
                  directory: ChannelDirectory, health: HealthSink | None = None, audit: SecurityAudit | None = None,
-                 clock: Callable[[], float], relay: InviteHandler | None = None) -> None:
+                 clock: Callable[[], float], relay: InviteHandler | None = None,
+                 control: DeviceControl | None = None) -> None:
         self.config = config
         self.options = options
         self.endpoint = endpoint
@@ -98,6 +106,7 @@ class CascadeUplink:
         self.audit = audit
         self.clock = clock  # wall clock, for the ledger and DeviceStatus
         self.relay = relay
+        self.control = control
         self.session = UplinkSession(config)
         self.peer = Peer(config.transport, config.upper_host, config.upper_port)
         self.stats: Counter[str] = Counter()
@@ -235,7 +244,7 @@ class CascadeUplink:
             self.stats[f"refused:bad_manscdp:{exc.reason}"] += 1
             self._answer(key, request, 400, peer, reason=exc.reason)
             return
-        decision = answers.decide(msg, self.config.our_id)
+        decision = answers.decide(msg, self.config.our_id, allow_ptz=self.options.ptz and self.control is not None)
         self.stats[f"manscdp:{msg.root.value}:{msg.cmd_type[:40]}"] += 1
         if decision.answer is answers.Answer.REFUSE:
             self.stats[f"refused:{decision.reason[:60]}"] += 1
@@ -243,8 +252,14 @@ class CascadeUplink:
             if decision.security:
                 self._security(f"cascade_{decision.reason.split(':')[0]}", peer, decision.reason)
             return
+        if decision.answer is answers.Answer.PTZ and not self.shares(msg.device_id):
+            self.stats["refused:ptz_unshared"] += 1
+            self._answer(key, request, 404, peer)
+            return
         self._answer(key, request, 200, peer)
-        if decision.answer is answers.Answer.CATALOG:
+        if decision.answer is answers.Answer.PTZ:
+            self._tasks.spawn(self._forward_ptz(msg.device_id, decision.ptz_cmd), name="ptz")
+        elif decision.answer is answers.Answer.CATALOG:
             self._tasks.spawn(self.send_catalog(msg.sn), name=f"catalog-{msg.sn}")
         elif decision.answer is answers.Answer.DEVICE_INFO:
             self._tasks.spawn(self._device_info(msg.sn), name="device-info")
@@ -314,6 +329,16 @@ class CascadeUplink:
         body = answers.device_info(self.config.our_id, sn, name=self.options.name, channels=len(items),
                                    firmware=self.options.firmware, charset=self.config.charset)
         await self._message(body)
+
+    async def _forward_ptz(self, channel_id: str, ptz_cmd: str) -> None:
+        assert self.control is not None
+        try:
+            status = await self.control.device_control(channel_id, {"PTZCmd": ptz_cmd})
+        except GbError as exc:
+            self.stats["ptz:failed"] += 1
+            log.info("cascade %s: PTZ for %s not delivered: %s", self.config.upper_id, channel_id, exc)
+            return
+        self.stats[f"ptz:{'forwarded' if status < 300 else 'refused_by_device'}"] += 1
 
     async def _message(self, body: bytes) -> Response | None:
         try:

@@ -108,9 +108,9 @@ async def cascade_plane(settings: Settings, sip: SipPlane, media: MediaPlane, in
                 config=config,
                 options=UplinkOptions(channels=c.channels, catalog_per_message=c.catalog_per_message,
                                       catalog_wait=c.catalog_wait, catalog_spacing=c.catalog_spacing,
-                                      name=f"gbgate {s.sip.id}", firmware=__version__),
+                                      name=f"gbgate {s.sip.id}", firmware=__version__, ptz=c.ptz),
                 endpoint=sip.endpoint, directory=directory, health=health, audit=sip.admission, clock=clock,
-                relay=relay,
+                relay=relay, control=sip.adapter,
             )
             uplink.install(sip.router)
             stack.push_async_callback(uplink.stop)

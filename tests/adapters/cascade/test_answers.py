@@ -73,3 +73,19 @@ def test_device_info_and_status_are_about_our_platform() -> None:
     assert (info.device_id, info.name, info.channel_count) == (US, "gw", 12)
     status = manscdp.parse(device_status(US, 4, device_time="2026-12-03T08:00:00"))
     assert (status.cmd_type, status.sn, status.get("Online")) == ("DeviceStatus", 4, "ONLINE")
+
+
+GOOD_PTZ = "A50F010800FA00B7"  # pan right, speed 0xFA (checksum OK)
+
+
+def test_ptz_is_forwarded_only_when_allowed_valid_and_alone() -> None:
+    ptz_only = body("Control", "DeviceControl", CAM, f"<PTZCmd>{GOOD_PTZ}</PTZCmd>")
+    d = decide(ptz_only, US, allow_ptz=True)
+    assert (d.answer, d.ptz_cmd) == (Answer.PTZ, GOOD_PTZ)
+    assert decide(ptz_only, US).reason == "control_refused:ptz"  # off by default
+    bad = decide(body("Control", "DeviceControl", CAM, "<PTZCmd>A50F010800FA00B8</PTZCmd>"), US, allow_ptz=True)
+    assert (bad.answer, bad.status, bad.reason) == (Answer.REFUSE, 400, "ptz_invalid")
+    smuggled = decide(body("Control", "DeviceControl", CAM, f"<PTZCmd>{GOOD_PTZ}</PTZCmd><TeleBoot>Boot</TeleBoot>"),
+                      US, allow_ptz=True)
+    assert (smuggled.answer, smuggled.reason, smuggled.security) == (Answer.REFUSE, "control_refused:DeviceControl",
+                                                                      True)

@@ -95,12 +95,22 @@ def channels(n: int) -> list[CatalogItem]:
     return [CatalogItem(device_id=f"4401060000131000{i:04d}", name=f"cam {i}", status="ON") for i in range(n)]
 
 
+class Devices:
+    def __init__(self) -> None:
+        self.controls: list[tuple[str, dict[str, str]]] = []
+
+    async def device_control(self, channel_id: str, fields: dict[str, str]) -> int:
+        self.controls.append((channel_id, fields))
+        return 200
+
+
 def make(script: Callable[[Request], int | Response | None] = upper_script, items: int = 3,
-         **opts: Any) -> tuple[CascadeUplink, FakeEndpoint, Ledger, Audit, SipRouter]:
+         control: Devices | None = None, **opts: Any) -> tuple[CascadeUplink, FakeEndpoint, Ledger, Audit, SipRouter]:
     endpoint, ledger, audit, router = FakeEndpoint(script), Ledger(), Audit(), SipRouter()
     router.bind(endpoint)
     uplink = CascadeUplink(config=config(), options=UplinkOptions(**opts), endpoint=endpoint,
-                           directory=Directory(channels(items)), health=ledger, audit=audit, clock=lambda: 1e9)
+                           directory=Directory(channels(items)), health=ledger, audit=audit, clock=lambda: 1e9,
+                           control=control)
     uplink.install(router)
     return uplink, endpoint, ledger, audit, router
 
@@ -229,3 +239,19 @@ def serialize_keepalive() -> bytes:
             f"From: <sip:34020000001320000001@3402000000>;tag=c\r\nTo: <sip:{US}@4401060000>\r\nCall-ID: c\r\n"
             f"CSeq: 1 MESSAGE\r\nContent-Type: Application/MANSCDP+xml\r\nContent-Length: {len(body)}\r\n\r\n"
             ).encode() + body
+
+
+async def test_ptz_for_a_shared_channel_is_forwarded_when_the_upper_may() -> None:
+    devices = Devices()
+    uplink, endpoint, _, audit, router = make(control=devices, ptz=True, items=2)
+    await uplink.shared_items()
+    shared = "44010600001310000001"
+    router.on_request(from_upper("Control", "DeviceControl", device_id=shared,
+                                 extra="<PTZCmd>A50F010800FA00B7</PTZCmd>\r\n"), UPPER_PEER, "k1")
+    router.on_request(from_upper("Control", "DeviceControl", device_id="44010600001310000099",
+                                 extra="<PTZCmd>A50F010800FA00B7</PTZCmd>\r\n"), UPPER_PEER, "k2")
+    await wait_for(lambda: bool(devices.controls))
+    assert devices.controls == [(shared, {"PTZCmd": "A50F010800FA00B7"})]
+    assert [r.status for r in endpoint.responses] == [200, 404] and audit.events == []
+    assert uplink.stats["ptz:forwarded"] == 1
+    await uplink.stop()

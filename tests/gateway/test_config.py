@@ -85,7 +85,7 @@ def test_cascade_platforms(tmp_path: Path) -> None:
     assert "***" in to_toml(masked(s))
     c = s.cascade[0]  # the keys added for the uplink (issue 14) keep WVP's defaults
     assert (c.expires, c.keepalive_interval, c.keepalive_failures, c.retry_interval) == (3600, 60.0, 3, 60.0)
-    assert (c.catalog_per_message, c.catalog_spacing, c.charset, c.username) == (1, 0.1, "GB2312", None)
+    assert (c.catalog_per_message, c.catalog_spacing, c.charset, c.username, c.ptz) == (1, 0.1, "GB2312", None, False)
 
 
 @pytest.mark.parametrize(("extra", "key"), [

@@ -534,6 +534,9 @@ class InviteManager:
     def on_dialog_response(self, response: Response, peer: Peer) -> bool:
         return self.on_stray_response(response, peer)
 
+    def on_dialog_ack(self, request: Request, peer: Peer) -> None:
+        """We are the UAC of our dialogs: an ACK in one of them is none of ours to act on."""
+
     def on_remote_bye(self, call_id: str) -> bool:
         """The device hung up (§5.9): release everything, tell viewers, no re-INVITE."""
         session = self._by_call.get(call_id)

@@ -118,13 +118,25 @@ class RuntimeSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CascadePlatform:
+    """One upper platform gbgate registers with as a lower platform (gb28181.md §7.1)."""
+
     id: str
     domain: str
     host: str
     port: int = 5060
     transport: str = "udp"
     password: str | None = None
-    channels: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()  # channel IDs shared with this upper; empty = every admitted channel
+    username: str | None = None  # digest username; default our sip.id (WVP)
+    expires: int = 3600  # REGISTER Expires asked for; refreshed before it runs out
+    keepalive_interval: float = 60.0
+    keepalive_failures: int = 3  # consecutive keepalive failures before the upper counts as lost
+    retry_interval: float = 60.0  # re-register back-off while offline
+    catalog_per_message: int = 1  # items per Response/Catalog MESSAGE (WVP sends 1)
+    catalog_wait: float = 2.0  # wait this long for a page's 200, then fall back to catalog_spacing
+    catalog_spacing: float = 0.1
+    charset: str = "GB2312"
+    ptz: bool = False  # forward this upper's PTZ commands (DeviceControl/PTZCmd) for shared channels
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -249,6 +261,22 @@ def _validate(s: Settings) -> None:
         raise ConfigError("report.freeze_after", "expected seconds from 0 to 7776000 (90 days)")
     if s.report.language not in ("zh-CN", "en"):
         raise ConfigError("report.language", "expected zh-CN or en")
+    for i, c in enumerate(s.cascade):
+        key = f"cascade[{i}]"
+        if not is_valid_id(c.id):
+            raise ConfigError(f"{key}.id", f"expected a 20-digit GB/T 28181 ID, got {c.id!r}")
+        if c.transport not in ("udp", "tcp"):
+            raise ConfigError(f"{key}.transport", f"expected udp or tcp, got {c.transport!r}")
+        if not 0 < c.port <= 65535:
+            raise ConfigError(f"{key}.port", f"expected a port 1-65535, got {c.port}")
+        if c.expires < 60 or c.keepalive_interval <= 0 or c.retry_interval <= 0 or c.keepalive_failures < 1:
+            raise ConfigError(key, "expected expires >= 60, positive intervals and keepalive_failures >= 1")
+        if c.catalog_per_message < 1 or c.catalog_wait <= 0 or c.catalog_spacing < 0:
+            raise ConfigError(f"{key}.catalog_per_message", "expected >= 1 and positive catalog_wait/spacing")
+        if c.charset.upper() not in ("GB2312", "GB18030", "UTF-8"):
+            raise ConfigError(f"{key}.charset", f"expected GB2312, GB18030 or UTF-8, got {c.charset!r}")
+    if len({c.id for c in s.cascade}) != len(s.cascade):
+        raise ConfigError("cascade", "two [[cascade]] entries have the same id")
     if s.runtime.event_loop not in ("auto", "uvloop", "asyncio"):
         raise ConfigError("runtime.event_loop", f"expected auto, uvloop or asyncio, got {s.runtime.event_loop!r}")
 

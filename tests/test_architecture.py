@@ -98,6 +98,8 @@ CORE_MODULES = (
     "whitelist/decide.py",
     "whitelist/lockout.py",
     "whitelist/audit.py",
+    "adapters/cascade/registration.py",
+    "adapters/cascade/answers.py",
 )
 IO_MODULES = {"asyncio", "socket", "aiohttp", "av", "sqlmodel", "sqlalchemy", "selectors", "cv2", "aiortc"}
 

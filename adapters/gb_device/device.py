@@ -25,16 +25,17 @@ from typing import Any, Protocol
 
 from adapters.base import HealthSink, Inventory
 from adapters.gb_device.catalog_sync import CatalogSync
-from adapters.gb_device.queries import Queries, Requester
+from adapters.gb_device.queries import Queries, QueryFailed, Requester
 from adapters.gb_device.registrar import Accept, Challenge, Refuse, Registrar, RegistrarSettings
 from adapters.outbound import LocalIdentity, RequestFactory
-from gateway.gb import manscdp
+from gateway.gb import builders, manscdp
 from gateway.gb.catalog import CatalogResult
 from gateway.gb.errors import ManscdpError
 from gateway.gb.keepalive_fast import quick_keepalive
 from gateway.gb.presence import OfflineCause, Presence, PresenceState, Transition
 from gateway.health.metrics import MANSCDP_CMD_TYPES, bounded
 from gateway.sip import digest
+from gateway.sip.errors import SipError
 from gateway.sip.events import Peer
 from gateway.sip.message import Request, Response, make_response, new_tag, stateless_tag
 from gateway.sip.router import SipRouter
@@ -536,6 +537,21 @@ class GbDeviceAdapter:
                 self.stats["alarms:alarm_model_mismatch"] += 1
                 self.drop_device(device_id, OfflineCause.REVOKED)
         return info
+
+    async def device_control(self, channel_id: str, fields: dict[str, str]) -> int:
+        """Send Control/DeviceControl (e.g. {"PTZCmd": …}) to the device owning `channel_id` and
+        return the status of its answer (§4.8; no Response MESSAGE is awaited). QueryFailed when
+        no registered device owns the channel or it does not answer."""
+        owner = self.catalog.channel_owner(channel_id) or channel_id
+        rec, peer = self.queries.peer_of(owner)
+        body = builders.build_control("DeviceControl", self.queries.next_sn(), channel_id, extra=fields)
+        req = self.requests.manscdp(channel_id, rec.host, rec.port, body, transport=rec.transport)
+        try:
+            response = await self.endpoint.request(req, peer, timeout=self.settings.query_timeout)
+        except SipError:
+            raise QueryFailed(f"DeviceControl to {channel_id}: no answer") from None
+        self.stats[f"control:{response.status}"] += 1
+        return response.status
 
     async def device_status(self, device_id: str) -> manscdp.DeviceStatus:
         return manscdp.device_status(await self.query(device_id, "DeviceStatus"))

@@ -1,6 +1,6 @@
 """One gbgate node: the planes entered in order on one AsyncExitStack, left in reverse.
 
-store → health recorder → SIP → media → monitors (probes, scheduler) → HTTP. Each plane is an
+store → health recorder → SIP → media → cascade uplinks → monitors (probes, scheduler) → HTTP. Each plane is an
 async context manager owning its own start and stop, so a failed start unwinds exactly what was
 started and `stop()` is the stack's close.
 """
@@ -19,6 +19,7 @@ from aiohttp import web
 from adapters.gb_device import GbDeviceAdapter
 from gateway.api.reports import ReportsRuntime
 from gateway.api.services import Services
+from gateway.app.cascade import CascadePlane, cascade_plane
 from gateway.app.health import health_plane, journal_status, monitor_plane
 from gateway.app.http import http_plane
 from gateway.app.media import MediaPlane, media_plane
@@ -29,6 +30,7 @@ from gateway.config import Settings
 from gateway.health.metrics import Metrics
 from gateway.sip.router import SipRouter
 from gateway.sip.transport import SipEndpoint
+from gateway.store.inventory import StoreInventory
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ class Gateway:
     runner: web.AppRunner | None = None
     http_port: int = 0
     media: MediaPlane | None = None
+    cascade: CascadePlane | None = None
     _stack: AsyncExitStack | None = None
 
     @property
@@ -69,6 +72,9 @@ class Gateway:
                 adapter=sip.adapter, router=sip.router, endpoint=sip.endpoint, settings=s, repo=store.repo,
                 metrics=metrics, health=health, clock=clock,
             ))
+            cascade = await stack.enter_async_context(cascade_plane(
+                s, sip, media, StoreInventory(store.repo), health, metrics, clock,
+            ))
             monitors = await stack.enter_async_context(monitor_plane(s, store.sessions, media.hub, health, clock))
             services = Services(
                 settings=s,
@@ -91,7 +97,7 @@ class Gateway:
             )
             http = await stack.enter_async_context(http_plane(services, metrics))
             self._stack = stack.pop_all()
-        self.services, self.media = services, media
+        self.services, self.media, self.cascade = services, media, cascade
         self.adapter, self.router, self.endpoint = sip.adapter, sip.router, sip.endpoint
         self.runner, self.http_port = http.runner, http.port
         # Everything built so far (modules, the whitelist, routes) lives as long as the process:

@@ -1,16 +1,21 @@
 """The one SIP application: routes what the endpoint delivers to the handlers that registered.
 
     endpoint ──► SipRouter ──► by dialog (Call-ID of a dialog we hold) ──► that dialog's owner
+                            └► by sender (From user of a configured peer, e.g. an upper platform) ──► its handler
                             └► by method (REGISTER, MESSAGE, NOTIFY, …) ──► the method's handler
                             └► nobody: the answer RFC 3261 asks for (OPTIONS 200, 405, 481, 501)
 
 Handlers register; nothing here knows about devices or media. Device registrar and media
 sessions register today; cascade and lower-platform adapters plug in the same way. A request is
 matched to a dialog first (in-dialog BYE from a camera goes to the media session that owns the
-Call-ID; RFC 3261 §12.2.2), then to its method. A response that matches no client transaction
-(a retransmitted or late 2xx to our INVITE, §13.2.2.4) goes to the dialog's owner, else is
-counted and dropped. Peer garbage never escapes a handler (house rule 8): a malformed header
-touched by a handler is answered 400 with its reason, anything else 500, and counted.
+Call-ID; RFC 3261 §12.2.2), then to its sender (a MESSAGE or INVITE whose From user is an upper
+platform's ID goes to that cascade uplink, not to the device adapter), then to its method. The
+sender table only routes: the handler still checks that the request came from where that peer
+lives (a From header is the peer's word, not proof). An ACK goes to the owner of its dialog. A
+response that matches no client transaction (a retransmitted or late 2xx to our INVITE,
+§13.2.2.4) goes to the dialog's owner, else is counted and dropped. Peer garbage never escapes
+a handler (house rule 8): a malformed header touched by a handler is answered 400 with its
+reason, anything else 500, and counted.
 
 Errors: none of its own; handlers raise `SipParseError` (→ 400) or anything (→ 500).
 """
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Protocol
 
 from .errors import SipParseError
@@ -55,12 +60,17 @@ class DialogOwner(Protocol):
         """A response no client transaction matched, for this dialog; True when it was used."""
         ...
 
+    def on_dialog_ack(self, request: Request, peer: Peer) -> None:
+        """The ACK of a 2xx we sent in this dialog (a UAS starts sending media on it)."""
+        ...
+
 
 class SipRouter:
     """`SipApplication` for `SipEndpoint`: a method table, a dialog table and default answers."""
 
     def __init__(self, *, server_methods: str | None = None) -> None:
         self._methods: dict[str, RequestHandler] = {}
+        self._senders: dict[tuple[str, str], RequestHandler] = {}  # (From user, method) → handler
         self._dialogs: dict[str, DialogOwner] = {}
         self._on_closed: list[ConnectionListener] = []
         self._responder: Responder | None = None
@@ -78,6 +88,20 @@ class SipRouter:
         if method in self._methods:
             raise ValueError(f"{method} already has a handler")
         self._methods[method] = handler
+
+    def add_sender(self, user: str, methods: Iterable[str], handler: RequestHandler) -> None:
+        """Out-of-dialog requests of `methods` whose From URI user is `user` go to `handler` instead
+        of the method table (one handler per sender and method)."""
+        keys = [(user, m) for m in methods]
+        taken = [k for k in keys if k in self._senders]
+        if taken:
+            raise ValueError(f"{taken[0][1]} from {user} already has a handler")
+        for k in keys:
+            self._senders[k] = handler
+
+    def remove_sender(self, user: str) -> None:
+        for k in [k for k in self._senders if k[0] == user]:
+            del self._senders[k]
 
     def add_dialog(self, call_id: str, owner: DialogOwner) -> None:
         """Requests and stray responses carrying `call_id` go to `owner` until remove_dialog."""
@@ -108,7 +132,11 @@ class SipRouter:
             if owner is not None:
                 self._answer(key, request, owner.on_dialog_request(request, peer, key), peer)
                 return
-            handler = self._methods.get(method)
+            handler = None
+            if self._senders:  # empty unless a cascade is configured: no From parse on the hot path
+                handler = self._senders.get((request.from_.uri.user or "", method))
+            if handler is None:
+                handler = self._methods.get(method)
             if handler is not None:
                 handler(request, peer, key)
             elif method == "OPTIONS":
@@ -131,6 +159,15 @@ class SipRouter:
 
     def on_ack(self, request: Request, peer: Peer) -> None:
         self.stats["acks"] += 1
+        try:
+            owner = self._dialogs.get(request.call_id)
+            if owner is not None:
+                owner.on_dialog_ack(request, peer)
+        except SipParseError:
+            self.stats["refused:bad_ack"] += 1
+        except Exception:
+            self.stats["internal_errors"] += 1
+            log.exception("dialog ACK handler failed")
 
     def on_stray_response(self, response: Response, peer: Peer) -> None:
         try:

@@ -49,6 +49,10 @@ class StoreInventory:
             out.setdefault(row.device_id, {})[row.channel_id] = _item(row)
         return out
 
+    async def exposed_channels(self) -> list[tuple[str, CatalogItem]]:
+        """(device ID, item) of every exposed, not removed channel: what a cascade may share."""
+        return [(row.device_id, _item(row)) for row in await self.repo.list_channels(None)]
+
     def apply_catalog(
         self, device_id: str, added: Iterable[Any], updated: Iterable[Any], removed: Iterable[str], exposed: set[str]
     ) -> Awaitable[None]:

@@ -251,3 +251,28 @@ def test_gb_date_is_beijing_time_to_the_millisecond(ts: float) -> None:
 
     dt = datetime.fromtimestamp(ts, timezone(timedelta(hours=8)))
     assert gb_date(ts) == dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}"
+
+
+async def test_device_control_reaches_the_device(gw: Gateway, phone: UdpPhone) -> None:
+    """What the cascade forwards an upper's PTZ through: Control/DeviceControl to the owner, its status back."""
+    from gateway.sip.message import make_response
+
+    await whitelist(gw, DEV, PW)
+    assert (await phone.register()).status == 200
+    loop = asyncio.get_running_loop()
+
+    async def answer_everything() -> None:
+        while True:
+            msg = parse_message(await loop.sock_recv(phone.sock, 65536))
+            if isinstance(msg, Request):
+                phone.inbox.append(msg)
+                phone.sock.sendto(serialize(make_response(msg, 200, to_tag="dev")), phone.server)
+
+    task = asyncio.create_task(answer_everything())
+    try:
+        assert gw.adapter is not None
+        assert await gw.adapter.device_control(DEV, {"PTZCmd": "A50F010800FA00B7"}) == 200
+    finally:
+        task.cancel()
+    (ctl,) = [m for m in phone.inbox if b"<CmdType>DeviceControl</CmdType>" in m.body]
+    assert b"<PTZCmd>A50F010800FA00B7</PTZCmd>" in ctl.body and ctl.to.uri.user == DEV

@@ -85,6 +85,23 @@ def test_cascade_platforms(tmp_path: Path) -> None:
     s = load_settings(cfg, env={})
     assert s.cascade[0].channels == ("34020000001310000001",)
     assert "***" in to_toml(masked(s))
+    c = s.cascade[0]  # the keys added for the uplink (issue 14) keep WVP's defaults
+    assert (c.expires, c.keepalive_interval, c.keepalive_failures, c.retry_interval) == (3600, 60.0, 3, 60.0)
+    assert (c.catalog_per_message, c.catalog_spacing, c.charset, c.username, c.ptz) == (1, 0.1, "GB2312", None, False)
+
+
+@pytest.mark.parametrize(("extra", "key"), [
+    ('transport = "sctp"\n', "cascade[0].transport"),
+    ('expires = 10\n', "cascade[0]"),
+    ('catalog_per_message = 0\n', "cascade[0].catalog_per_message"),
+])
+def test_cascade_settings_are_checked(tmp_path: Path, extra: str, key: str) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[[cascade]]\nid = "44000000002000000001"\ndomain = "4400000000"\nhost = "127.0.0.1"\n' + extra,
+                   encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, env={})
+    assert err.value.key == key
 
 
 def test_event_loop_choice() -> None:

@@ -22,9 +22,9 @@ class Responder:
         self.sent.append(response)
 
 
-def req(method: str, call_id: str = "c1") -> Request:
+def req(method: str, call_id: str = "c1", sender: str = "a") -> Request:
     raw = (f"{method} sip:x@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK{method}\r\n"
-           f"From: <sip:a@example.com>;tag=f\r\nTo: <sip:x@example.com>\r\nCall-ID: {call_id}\r\n"
+           f"From: <sip:{sender}@example.com>;tag=f\r\nTo: <sip:x@example.com>\r\nCall-ID: {call_id}\r\n"
            f"CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n").encode()
     msg = parse_message(raw)
     assert isinstance(msg, Request)
@@ -80,6 +80,7 @@ class Dialog:
     def __init__(self) -> None:
         self.requests: list[str] = []
         self.responses: list[int] = []
+        self.acks: list[str] = []
 
     def on_dialog_request(self, request: Request, peer: Peer, key: Hashable) -> int:
         self.requests.append(request.method)
@@ -88,6 +89,9 @@ class Dialog:
     def on_dialog_response(self, response: Response, peer: Peer) -> bool:
         self.responses.append(response.status)
         return True
+
+    def on_dialog_ack(self, request: Request, peer: Peer) -> None:
+        self.acks.append(request.call_id)
 
 
 def test_in_dialog_requests_and_stray_responses_reach_the_dialog_owner() -> None:
@@ -113,3 +117,31 @@ def test_connection_listeners_hear_closed_connections() -> None:
     tcp = Peer("tcp", "192.0.2.1", 40000, 7)
     router.on_connection_closed(tcp)
     assert closed == [tcp]
+
+
+def test_requests_from_a_registered_sender_go_to_its_handler_others_to_the_method_table() -> None:
+    """A cascade upper's MESSAGE/INVITE reach the uplink; every other sender's MESSAGE the device adapter."""
+    router, out = make()
+    seen: list[tuple[str, str]] = []
+    router.add_method("MESSAGE", lambda r, p, k: seen.append(("devices", r.method)))
+    router.add_sender("upper", ("MESSAGE", "INVITE"), lambda r, p, k: seen.append(("upper", r.method)))
+    router.on_request(req("MESSAGE", sender="upper"), PEER, "k")
+    router.on_request(req("INVITE", sender="upper"), PEER, "k")
+    router.on_request(req("MESSAGE", sender="camera"), PEER, "k")
+    router.on_request(req("NOTIFY", sender="upper"), PEER, "k")  # not in its methods: default answer
+    assert seen == [("upper", "MESSAGE"), ("upper", "INVITE"), ("devices", "MESSAGE")]
+    assert [r.status for r in out.sent] == [501]
+    with pytest.raises(ValueError):
+        router.add_sender("upper", ("MESSAGE",), lambda r, p, k: None)
+    router.remove_sender("upper")
+    router.on_request(req("MESSAGE", sender="upper"), PEER, "k")
+    assert seen[-1] == ("devices", "MESSAGE")
+
+
+def test_an_ack_goes_to_its_dialog_owner() -> None:
+    router, _ = make()
+    dialog = Dialog()
+    router.add_dialog("d1", dialog)
+    router.on_ack(req("ACK", "d1"), PEER)
+    router.on_ack(req("ACK", "other"), PEER)
+    assert dialog.acks == ["d1"] and router.stats["acks"] == 2

@@ -1,0 +1,113 @@
+"""What we answer an upper platform's MANSCDP request, sans-IO (gb28181.md §7.3, issue 14 boundary hygiene).
+
+`decide(msg)` sorts a request into an answer kind or a refusal; `catalog_pages` and `share_items`
+build what a Catalog answer sends. The per-direction allow-list: from outside we answer queries
+about what we share; a DeviceControl carrying only a valid PTZCmd is forwarded down when the
+upper's `ptz` is on; every other control (DeviceControl with TeleBoot/RecordCmd/…, DeviceConfig,
+upgrade…) — and PTZ when off — is refused with 403 and reported as a security event by the shell.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from gateway.gb import builders, ptz
+from gateway.gb.errors import PtzError
+from gateway.gb.items import CatalogItem
+from gateway.gb.manscdp import Manscdp
+from gateway.gb.messages import Root
+
+
+class Answer(enum.StrEnum):
+    CATALOG = "catalog"
+    DEVICE_INFO = "device_info"
+    DEVICE_STATUS = "device_status"
+    PTZ = "ptz"  # forward the PTZCmd to the device owning the channel
+    KEEPALIVE = "keepalive"  # an upper's Notify we take note of (200, nothing else)
+    REFUSE = "refuse"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    answer: Answer
+    status: int = 200
+    reason: str = ""  # for a refusal: the counter/audit reason
+    security: bool = False  # a refusal worth an audit record (control from outside)
+    ptz_cmd: str = ""
+
+
+#: Children of a DeviceControl besides the envelope that a PTZ-only command may carry.
+_PTZ_FIELDS = frozenset({"cmdtype", "sn", "deviceid", "ptzcmd", "info"})
+
+
+def decide(msg: Manscdp, our_id: str, *, allow_ptz: bool = False) -> Decision:
+    """The answer kind for one MESSAGE body from the upper (reasons carry the CmdType only when it
+    is a short plain name: they become metric labels)."""
+    cmd = msg.cmd_type if msg.cmd_type.isascii() and msg.cmd_type.isalnum() and len(msg.cmd_type) <= 32 \
+        else "other"
+    if msg.root is Root.QUERY:
+        if cmd == "Catalog":
+            return Decision(Answer.CATALOG)
+        if cmd in ("DeviceInfo", "DeviceStatus"):
+            if msg.device_id != our_id:
+                return Decision(Answer.REFUSE, 404, f"query_unknown_target:{cmd}")
+            return Decision(Answer.DEVICE_INFO if cmd == "DeviceInfo" else Answer.DEVICE_STATUS)
+        return Decision(Answer.REFUSE, 403, f"query_unsupported:{cmd}")
+    if msg.root is Root.CONTROL:
+        ptz_cmd = msg.get("PTZCmd") if cmd == "DeviceControl" else None
+        only_ptz = ptz_cmd is not None and all(k.lower() in _PTZ_FIELDS for k in msg.fields)
+        if only_ptz and allow_ptz and ptz_cmd is not None:
+            try:
+                ptz.decode(ptz_cmd)
+            except PtzError:
+                return Decision(Answer.REFUSE, 400, "ptz_invalid")
+            return Decision(Answer.PTZ, ptz_cmd=ptz_cmd.strip())
+        what = "ptz" if only_ptz else cmd
+        return Decision(Answer.REFUSE, 403, f"control_refused:{what}", security=True)
+    if msg.root is Root.NOTIFY:
+        return Decision(Answer.KEEPALIVE)
+    return Decision(Answer.REFUSE, 403, f"unexpected:{msg.root.value}")
+
+
+def share_items(items: Iterable[CatalogItem], our_id: str, selected: Sequence[str] = ()) -> list[CatalogItem]:
+    """The channels shown to one upper: only `selected` ones (all when empty), sorted by ID, each
+    re-parented to our platform ID unless its parent is itself shared (the upper sees one tree
+    rooted at us, §7.3), with a civil code (ours when the device gave none)."""
+    wanted = set(selected)
+    chosen = {i.device_id: i for i in items if not wanted or i.device_id in wanted}
+    out = []
+    for cid in sorted(chosen):
+        item = chosen[cid]
+        parent = item.parent_id if item.parent_id in chosen else our_id
+        out.append(dataclasses.replace(
+            item, parent_id=parent, parental=item.parental if item.parental is not None else 0,
+            civil_code=item.civil_code or our_id[:6], event=None,
+        ))
+    return out
+
+
+def catalog_pages(our_id: str, sn: int, items: Sequence[CatalogItem], per_message: int = 1,
+                  charset: str = "GB2312") -> list[bytes]:
+    """Response/Catalog bodies: the upper's SN, our ID, SumNum = all items, `per_message` items in
+    each (one page with `Num="0"` when nothing is shared, §7.3 step 4)."""
+    step = max(1, per_message)
+    total = len(items)
+    if not total:
+        return [builders.build_catalog_response(our_id, sn, 0, [], charset)]
+    return [builders.build_catalog_response(our_id, sn, total, items[i:i + step], charset)
+            for i in range(0, total, step)]
+
+
+def device_info(our_id: str, sn: int, *, name: str, channels: int, firmware: str, charset: str = "GB2312") -> bytes:
+    return builders.build_device_info_response(
+        our_id, sn, name=name, manufacturer="gbgate", model="gbgate", firmware=firmware,
+        channel_count=channels, device_type="Platform", charset=charset,
+    )
+
+
+def device_status(our_id: str, sn: int, *, device_time: str, charset: str = "GB2312") -> bytes:
+    return builders.build_device_status_response(our_id, sn, online=True, status="OK", device_time=device_time,
+                                                 charset=charset)

@@ -37,6 +37,8 @@ class LiveDevices(Protocol):
 
     def drop_device(self, device_id: str, cause: Any = ...) -> bool: ...
 
+    async def device_control(self, channel_id: str, fields: dict[str, str]) -> int: ...
+
 
 @dataclass(slots=True)
 class Services:

@@ -140,3 +140,37 @@ def decode(text: str) -> PtzCommand:
     if sum(b[:7]) & 0xFF != b[7]:
         raise PtzError("PTZCmd checksum mismatch")
     return PtzCommand(b[3], b[4], b[5], b[6] >> 4, b[2] | ((b[6] & 0x0F) << 8), group_of(b[3]))
+
+
+#: The operator's vocabulary (API, console) → (pan, tilt, zoom) of a continuous move.
+MOVES: dict[str, tuple[int, int, int]] = {
+    "left": (-1, 0, 0), "right": (1, 0, 0), "up": (0, 1, 0), "down": (0, -1, 0),
+    "up_left": (-1, 1, 0), "up_right": (1, 1, 0), "down_left": (-1, -1, 0), "down_right": (1, -1, 0),
+    "zoom_in": (0, 0, 1), "zoom_out": (0, 0, -1),
+}
+#: Focus/iris actions → (focus, iris).
+LENS: dict[str, tuple[int, int]] = {
+    "focus_far": (1, 0), "focus_near": (-1, 0), "iris_open": (0, 1), "iris_close": (0, -1),
+}
+PRESETS = {"preset_set": PRESET_SET, "preset_call": PRESET_CALL, "preset_delete": PRESET_DELETE}
+ACTIONS = (*MOVES, *LENS, *PRESETS, "stop")
+
+
+def command_for(action: str, *, speed: int = 0x80, preset_number: int | None = None) -> str:
+    """The PTZCmd for an operator action; PtzError names what is wrong (unknown action, speed
+    outside 1..255, missing or out-of-range preset). Zoom speed is the 4-bit scale of `speed`."""
+    if action not in ACTIONS:
+        raise PtzError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+    if isinstance(speed, bool) or not isinstance(speed, int) or not 1 <= speed <= 255:
+        raise PtzError("speed must be an integer 1..255")
+    if action == "stop":
+        return STOP
+    if action in MOVES:
+        pan, tilt, zoom = MOVES[action]
+        return move(pan=pan, tilt=tilt, zoom=zoom, pan_speed=speed, tilt_speed=speed, zoom_speed=max(1, speed >> 4))
+    if action in LENS:
+        focus, iris = LENS[action]
+        return focus_iris(focus=focus, iris=iris, focus_speed=speed, iris_speed=speed)
+    if preset_number is None or isinstance(preset_number, bool) or not isinstance(preset_number, int):
+        raise PtzError("preset must be an integer 1..255")
+    return preset(PRESETS[action], preset_number)

@@ -364,3 +364,21 @@ async def test_ops_view_shows_contract_alarms_and_tickets_and_disputes_one(conso
 async def test_ops_view_is_refused_to_a_platform_token(console: Console, tmp_path: Path) -> None:
     dom = await chromium(tmp_path, f"{console.url}/?token={console.platform}#ops")
     assert "无权限" in dom and "T2023" not in dom
+
+
+async def test_ptz_pad_moves_while_held_and_stops_on_release(console: Console, tmp_path: Path) -> None:
+    """Holding ↑ sends `up`, releasing sends `stop`: both reach the API as the console's user (audited)."""
+    page = await DevTools.open(tmp_path)
+    try:
+        await page.call("Page.navigate", url=f"{console.url}/?token={console.admin}#live/{CHANNELS[0]}")
+        await page.wait("!!document.querySelector('button[data-ptz=\"up\"]')")
+        await page.eval("""(() => { const b = document.querySelector('button[data-ptz="up"]');
+            b.dispatchEvent(new PointerEvent('pointerdown', { bubbles: true }));
+            setTimeout(() => b.dispatchEvent(new PointerEvent('pointerup', { bubbles: true })), 50); })()""")
+        await page.wait("document.querySelector('section.ptz [role=status]').textContent.startsWith('停止')", 30)
+    finally:
+        await page.close()
+    store = console.gw.services.admission.store  # type: ignore[union-attr]
+    sent = [(r.after or {}).get("action") for r in await store.audit_records() if r.action == "ptz"]
+    assert sent == ["up", "stop"]
+    assert all(r.actor.startswith("admin") for r in await store.audit_records() if r.action == "ptz")

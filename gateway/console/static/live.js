@@ -30,13 +30,14 @@ export function mount(root, { arg }) {
   const urls = h("div.urls");
   const stats = h("div.stats");
   const trace = h("div.trace");
+  const ptzPad = buildPtz();
 
   root.append(h("div.live", {},
     h("div.pane", {},
       h("div.toolbar", {}, h("label", {}, `${t("live.device")} `, deviceSel), h("label", {}, `${t("live.channel")} `, channelSel), manual),
       h("div.toolbar", {}, playBtn, stopBtn, snapBtn, playState),
       h("div.stage", {}, video, snapBox), trace),
-    h("aside.pane.side", {}, urls, h("h3", {}, t("live.stats")), stats)));
+    h("aside.pane.side", {}, urls, ptzPad.el, h("h3", {}, t("live.stats")), stats)));
 
   function current() { return manual.value.trim(); }
 
@@ -191,6 +192,48 @@ export function mount(root, { arg }) {
       else if (err.status === 403) text = t("forbidden");
       clear(stats, h("p.dim", {}, text));
     }
+  }
+
+  // 云台 PTZ: hold a direction to move, release to stop (POST /api/v1/channels/{id}/ptz; audited)
+  function buildPtz() {
+    const speed = h("input", { type: "range", min: "1", max: "255", value: "128", "aria-label": t("ptz.speed") });
+    const presetNo = h("input.mono", { type: "number", min: "1", max: "255", value: "1", "aria-label": t("ptz.preset") });
+    const status = h("div.msg.small", { role: "status" });
+    let moving = false;
+    let queue = Promise.resolve();
+    // one command at a time, in order: a quick release must not let `stop` overtake its move
+    function send(action, extra = {}) { queue = queue.then(() => post(action, extra)); return queue; }
+    async function post(action, extra) {
+      const id = state.channel;
+      if (!ID_RE.test(id || "")) { status.textContent = t("live.badid"); return; }
+      try {
+        await api(`/api/v1/channels/${id}/ptz`, { method: "POST", body: { action, speed: Number(speed.value), ...extra } });
+        status.textContent = `${t(`ptz.${action}`)} ✓`;
+      } catch (err) {
+        status.textContent = `${t(`ptz.${action}`)}: ${errorText(err)}`;
+      }
+    }
+    function hold(action, label) {
+      const start = (e) => { e.preventDefault(); moving = true; send(action); };
+      const stop = () => { if (moving) { moving = false; send("stop"); } };
+      return h("button.ghost.ptz", { type: "button", title: t(`ptz.${action}`), "aria-label": t(`ptz.${action}`),
+        dataset: { ptz: action }, on: { pointerdown: start, pointerup: stop, pointerleave: stop,
+          keydown: (e) => { if (e.key === " " || e.key === "Enter") start(e); }, keyup: stop } }, label);
+    }
+    const grid = h("div.ptz-grid", {},
+      hold("up_left", "↖"), hold("up", "↑"), hold("up_right", "↗"),
+      hold("left", "←"), h("button.ghost.ptz", { type: "button", dataset: { ptz: "stop" }, "aria-label": t("ptz.stop"),
+        on: { click: () => { moving = false; send("stop"); } } }, "■"), hold("right", "→"),
+      hold("down_left", "↙"), hold("down", "↓"), hold("down_right", "↘"));
+    const el = h("section.ptz", { "aria-label": t("ptz.title") }, h("h3", {}, t("ptz.title")),
+      h("div.row", {}, grid, h("div.ptz-side", {}, hold("zoom_in", "＋"), hold("zoom_out", "－"),
+        hold("focus_far", t("ptz.far")), hold("focus_near", t("ptz.near")))),
+      h("label.small", {}, `${t("ptz.speed")} `, speed),
+      h("div.row", {}, h("label.small", {}, `${t("ptz.preset")} `, presetNo),
+        h("button.ghost.small", { type: "button", dataset: { ptz: "preset_call" },
+          on: { click: () => send("preset_call", { preset: Number(presetNo.value) }) } }, t("ptz.preset_call"))),
+      status);
+    return { el };
   }
 
   loadDevices();

@@ -59,3 +59,40 @@ def test_argument_checks():
 def test_encode_decode_round_trip(code, d1, d2, d3, addr):
     cmd = ptz.decode(ptz.ptz_cmd(code, d1, d2, d3, addr))
     assert (cmd.code, cmd.d1, cmd.d2, cmd.d3, cmd.address) == (code, d1, d2, d3, addr)
+
+
+def test_operator_actions_map_to_the_worked_commands():
+    assert ptz.command_for("stop") == ptz.STOP
+    assert ptz.command_for("up") == "A50F01080080003D"            # tilt up at 0x80, as §4.8 works it
+    assert ptz.command_for("right") == "A50F010180000036"
+    assert ptz.command_for("up_left", speed=0x60) == "A50F010A6060007F"
+    assert ptz.command_for("zoom_in", speed=0x50) == "A50F011000005015"
+    assert ptz.command_for("iris_open", speed=0x40) == "A50F014400400039"
+    assert ptz.command_for("preset_call", preset_number=3) == "A50F01820003003A"
+
+
+@pytest.mark.parametrize(("action", "kw", "words"), [
+    ("spin", {}, "unknown action"),
+    ("left", {"speed": 0}, "speed"),
+    ("left", {"speed": 256}, "speed"),
+    ("left", {"speed": True}, "speed"),
+    ("preset_call", {}, "preset"),
+    ("preset_call", {"preset_number": 0}, "preset"),
+    ("preset_set", {"preset_number": 256}, "preset"),
+])
+def test_bad_operator_actions_are_refused_naming_the_field(action, kw, words):
+    with pytest.raises(PtzError, match=words):
+        ptz.command_for(action, **kw)
+
+
+@given(st.sampled_from(ptz.ACTIONS), st.integers(1, 255), st.integers(1, 255))
+def test_every_action_encodes_a_valid_command(action, speed, number):
+    cmd = ptz.decode(ptz.command_for(action, speed=speed, preset_number=number))
+    if action in ptz.MOVES:
+        assert cmd.group is ptz.PtzGroup.PTZ and cmd.code != 0
+    elif action in ptz.LENS:
+        assert cmd.group is ptz.PtzGroup.FI
+    elif action in ptz.PRESETS:
+        assert (cmd.group, cmd.d2) == (ptz.PtzGroup.PRESET, number)
+    else:
+        assert cmd.code == 0

@@ -124,28 +124,46 @@ def _take(
     values[attr] = value
 
 
+_Spec = tuple[str, Callable[[str], Any]]
+#: Raw tag → (local name, lower-case local name, known direct/Info spec). Tags repeat on every item
+#: of a catalog, so each is classified once; bounded, because the tags are the sender's.
+_TAGS: dict[object, tuple[str, str, _Spec | None]] = {}
+_TAGS_MAX = 512
+
+
+def _classify(tag: object) -> tuple[str, str, _Spec | None]:
+    found = _TAGS.get(tag)
+    if found is None:
+        local = local_name(tag)
+        low = local.lower()
+        known = _DIRECT_LOWER.get(low) or _INFO_LOWER.get(low)
+        found = (local, low, known)
+        if len(_TAGS) < _TAGS_MAX:
+            _TAGS[tag] = found
+    return found
+
+
 def item_from_element(elem: Element) -> CatalogItem | None:
     """Decode one `<Item>`; None when it has no DeviceID (such items are skipped, §4.4)."""
     values: dict[str, Any] = {}
     extra: dict[str, str] = {}
     for child in elem:
-        tag = local_name(child.tag)
-        low = tag.lower()
-        if low == "info" and len(child):
+        tag, low, known = _classify(child.tag)
+        nested = len(child)
+        if low == "info" and nested:
             for sub in child:
-                subtag = local_name(sub.tag)
-                known = _INFO_LOWER.get(subtag.lower())
-                if known and not len(sub):
-                    _take(values, extra, f"Info/{known[0]}", text_of(sub), known[1])
+                subtag, sublow, _ = _classify(sub.tag)
+                info = _INFO_LOWER.get(sublow)
+                if info and not len(sub):
+                    _take(values, extra, f"Info/{info[0]}", text_of(sub), info[1])
                 elif len(sub):
                     flatten(sub, f"Info/{subtag}/", extra)
                 else:
                     extra.setdefault(f"Info/{subtag}", text_of(sub))
             continue
-        known = _DIRECT_LOWER.get(low) or _INFO_LOWER.get(low)
-        if known and not len(child):
+        if known and not nested:
             _take(values, extra, known[0], text_of(child), known[1])
-        elif len(child):
+        elif nested:
             flatten(child, tag + "/", extra)
         else:
             extra.setdefault(tag, text_of(child))

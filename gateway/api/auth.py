@@ -20,6 +20,7 @@ from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from gateway.store.models import ApiToken
 
@@ -182,7 +183,8 @@ class TokenStore:
         hit = self._cache.get(digest)
         if hit is None or now - hit.checked >= CACHE_SECONDS:
             async with self._sessions() as session:
-                row = (await session.execute(select(ApiToken).where(ApiToken.token_hash == digest))).scalars().first()
+                query = select(ApiToken).where(col(ApiToken.token_hash) == digest)
+                row = (await session.execute(query)).scalars().first()
             principal = None
             if row is not None and row.revoked_at is None:
                 principal = Principal(Role(row.role), row.name, row.scope)

@@ -432,7 +432,9 @@ async def get_ticket(request: web.Request) -> web.Response:
     return web.json_response(row)
 
 
-async def _ticket_reply(request: web.Request, steps: list[tuple[str, dict[str, Any]]], vendor: str | None) -> Any:
+async def _ticket_reply(
+    request: web.Request, steps: list[tuple[str, dict[str, Any]]], vendor: str | None
+) -> web.Response:
     from gateway.reports import records
     from gateway.reports.errors import TicketError
     from gateway.reports.service import ticket_steps

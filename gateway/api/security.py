@@ -56,7 +56,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def principal_of(request: web.Request) -> Principal:
-    p = request.get(PRINCIPAL)
+    p: Principal | None = request.get(PRINCIPAL)
     if p is None:
         raise ApiError(401, "unauthorized", "a valid bearer token is required")
     return p

@@ -16,9 +16,11 @@ from gateway.api.auth import Role
 from gateway.api.errors import ApiError, json_body
 from gateway.api.security import principal_of, require
 from gateway.api.services import SERVICES
+from whitelist.admission import Admission
 from whitelist.bundle import FORMULA_PREFIXES
 from whitelist.errors import BundleError, ConflictErrors, NotFoundError, ValidationError, ValidationErrors
 from whitelist.model import Credential, Entry, EntryStatus, parse_networks, parse_timestamp, validate_device_id
+from whitelist.store import WhitelistStore
 
 routes = web.RouteTableDef()
 _REPLY_ENTRIES = 1000        # an import reply lists at most this many stored entries (counts cover all)
@@ -36,8 +38,16 @@ def _validation(exc: ValidationError) -> ApiError:
     return ApiError(422, "invalid_value", exc.message, field=exc.field, **extra)
 
 
-def _store(request: web.Request) -> Any:
-    return request.app[SERVICES].admission.store
+def _admission(request: web.Request) -> Admission:
+    """The node's admission service; a node without one (an API-only test app) answers 503."""
+    admission = request.app[SERVICES].admission
+    if admission is None:
+        raise ApiError(503, "unavailable", "the whitelist is not configured on this node")
+    return admission
+
+
+def _store(request: web.Request) -> WhitelistStore:
+    return _admission(request).store
 
 
 def _text(data: dict[str, Any], name: str, limit: int = 200) -> str:
@@ -119,7 +129,7 @@ async def add_entry(request: web.Request) -> web.Response:
     p = principal_of(request)
     data = await json_body(request)
     svc = request.app[SERVICES]
-    store = svc.admission.store
+    store = _admission(request).store
     try:
         device_id = validate_device_id(data.get("device_id"))
         current = await store.get(device_id)
@@ -139,13 +149,12 @@ async def add_entry(request: web.Request) -> web.Response:
     except ValueError:
         raise ApiError(422, "invalid_value", "status must be pending, approved, suspended or revoked",
                        field="status") from None
-    await svc.admission.sync()
+    await _admission(request).sync()
     return web.json_response(saved.public_dict(), status=201 if current is None else 200)
 
 
 async def _set_status(request: web.Request, status: EntryStatus) -> web.Response:
     p = principal_of(request)
-    svc = request.app[SERVICES]
     try:
         device_id = validate_device_id(request.match_info["device_id"])
     except ValidationError as exc:
@@ -154,7 +163,7 @@ async def _set_status(request: web.Request, status: EntryStatus) -> web.Response
     if request.can_read_body:
         reason = _text(await json_body(request), "reason", 400)
     try:
-        entry = await svc.admission.set_status(device_id, status, actor=p.actor, reason=reason)
+        entry = await _admission(request).set_status(device_id, status, actor=p.actor, reason=reason)
     except NotFoundError:
         raise ApiError(404, "not_found", f"no whitelist entry for {device_id}", field="device_id") from None
     return web.json_response(entry.public_dict())
@@ -227,7 +236,7 @@ async def import_entries(request: web.Request) -> web.Response:
             loaded = bundle.load_any(data, realm=svc.settings.sip.domain, status=status)
         if loaded.rules and integrator:
             raise ApiError(403, "forbidden", "integrators may not import range rules")
-        saved = await svc.admission.store.import_entries(
+        saved = await _admission(request).store.import_entries(
             loaded.entries, p.actor, rules=loaded.rules, lines=loaded.lines,
             proposals_only=integrator or (fmt is None and status is EntryStatus.PENDING))
     except ConflictErrors as exc:
@@ -239,7 +248,7 @@ async def import_entries(request: web.Request) -> web.Response:
         raise _validation(exc) from None
     except BundleError as exc:
         raise ApiError(422, "invalid_bundle", str(exc), field="body") from None
-    await svc.admission.sync()
+    await _admission(request).sync()
     by_status: dict[str, int] = {}
     for e in saved:
         by_status[e.status.value] = by_status.get(e.status.value, 0) + 1

@@ -35,6 +35,10 @@ class Inventory(Protocol):
         self, device_id: str, added: Iterable[Any], updated: Iterable[Any], removed: Iterable[str], exposed: set[str]
     ) -> Awaitable[None]: ...
 
+    def apply_nodes(self, device_id: str, items: Iterable[Any], complete: bool) -> Awaitable[None]:
+        """Store the catalog's org nodes (regions, 215 groups, 216 organisations) apart from channels."""
+        ...
+
 
 class HealthSink(Protocol):
     """The durable health ledger: one event per state change of a subject."""

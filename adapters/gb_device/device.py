@@ -32,7 +32,7 @@ from gateway.gb import builders, manscdp
 from gateway.gb.catalog import CatalogResult
 from gateway.gb.errors import ManscdpError
 from gateway.gb.keepalive_fast import quick_keepalive
-from gateway.gb.presence import OfflineCause, Presence, PresenceState, Transition
+from gateway.gb.presence import OfflineCause, Presence, PresenceState, Transition, channel_offline_cause
 from gateway.health.metrics import MANSCDP_CMD_TYPES, bounded
 from gateway.sip import digest
 from gateway.sip.errors import SipError
@@ -201,8 +201,10 @@ class GbDeviceAdapter:
             device_id, ts = b["device_id"], b["expires_at"]
             evidence = {"device_id": device_id, "expired_while_down": True}
             self.health.set_state(f"device:{device_id}", "offline", OfflineCause.EXPIRED.value, ts, evidence)
+            ch_cause = channel_offline_cause(device_id, OfflineCause.EXPIRED.value)
+            ch_evidence = {**evidence, "device_cause": OfflineCause.EXPIRED.value}
             for channel_id in self.catalog.stored_channels(device_id):
-                self.health.set_state(f"channel:{channel_id}", "offline", OfflineCause.EXPIRED.value, ts, evidence)
+                self.health.set_state(f"channel:{channel_id}", "offline", ch_cause, ts, ch_evidence)
             self.stats["bindings:expired_while_down"] += 1
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
@@ -406,10 +408,13 @@ class GbDeviceAdapter:
         state = "online" if online else "offline"
         evidence = {"device_id": t.device_id}
         pending = [self.health.set_state(f"device:{t.device_id}", state, t.cause, t.ts, evidence)]
+        # a platform's channels all point at its one device-level event (cause platform_offline)
+        off_cause = channel_offline_cause(t.device_id, t.cause)
+        ch_evidence = evidence if off_cause == t.cause else {**evidence, "device_cause": t.cause}
         for channel_id, on in self.catalog.channels_of(t.device_id).items():
             ch_state = "online" if online and on else "offline"
-            cause = t.cause if not online else ("registered" if on else "catalog_off")
-            pending.append(self.health.set_state(f"channel:{channel_id}", ch_state, cause, t.ts, evidence))
+            cause = off_cause if not online else ("registered" if on else "catalog_off")
+            pending.append(self.health.set_state(f"channel:{channel_id}", ch_state, cause, t.ts, ch_evidence))
         waits = [p for p in pending if p is not None]
         return asyncio.gather(*waits) if waits else None
 

@@ -39,6 +39,10 @@ class Inventory(Protocol):
         """Store the catalog's org nodes (regions, 215 groups, 216 organisations) apart from channels."""
         ...
 
+    def set_channel_status(self, device_id: str, statuses: Mapping[str, str]) -> Awaitable[None]:
+        """Set stored channels' catalog status ("ON"/"OFF") from a Catalog NOTIFY."""
+        ...
+
 
 class HealthSink(Protocol):
     """The durable health ledger: one event per state change of a subject."""

@@ -366,8 +366,12 @@ class CatalogSync:
             log.warning("catalog write failed: %r", fut.exception())
 
     async def apply_notify(self, device_id: str, items: list[Any]) -> None:
+        """A Catalog NOTIFY (§4.15): ON/OFF/VLOST/DEFECT change the state of the device's own
+        exposed channels in the ledger (ON/OFF also their stored status); ADD/DEL/UPDATE make us
+        query the whole catalog again, so ownership and max_channels apply as for any catalog."""
         now = self.clock()
         own = self._channels.get(device_id, {})
+        statuses: dict[str, str] = {}
         for item in items:
             event = (item.event or "").upper()
             if event in ("ON", "OFF", "VLOST", "DEFECT") and item.device_id not in own:
@@ -376,7 +380,18 @@ class CatalogSync:
                 continue
             if event in ("ON", "OFF", "VLOST", "DEFECT"):
                 state = {"ON": "online", "OFF": "offline", "VLOST": "no_video", "DEFECT": "offline"}[event]
-                self.health.set_state(f"channel:{item.device_id}", state, f"notify_{event.lower()}", now, {})
+                self.health.set_state(f"channel:{item.device_id}", state, f"notify_{event.lower()}", now,
+                                      {"device_id": device_id, "event": event})
+            if event in ("ON", "OFF"):
+                # the catalog status follows: the device's next transition and the store see it
+                own[item.device_id] = event == "ON"
+                statuses[item.device_id] = event
+                fps = self._catalog_cache.get(device_id)
+                if fps is not None and item.device_id in fps:
+                    fps[item.device_id] = 0  # the next full catalog rewrites the row, whatever it says
+        if statuses:
+            written = asyncio.ensure_future(self.inventory.set_channel_status(device_id, statuses))
+            written.add_done_callback(lambda f: self._write_done(device_id, f))
         if any((i.event or "").upper() in ("ADD", "DEL", "UPDATE") for i in items):
             await self.sync(device_id)
 

@@ -443,6 +443,29 @@ class NodesWrite:
             await session.execute(insert(_NODES), rows)
 
 
+@dataclass(slots=True)
+class StatusWrite:
+    """Channels' catalog status from a Catalog NOTIFY ON/OFF: the column and the kept item."""
+
+    device_id: str
+    statuses: dict[str, str]
+
+    async def __call__(self, session: AsyncSession) -> None:
+        now = datetime.now(UTC)
+        ids = list(self.statuses)
+        for i in range(0, len(ids), 500):
+            where = (_CHANNELS.c.device_id == self.device_id) & _CHANNELS.c.channel_id.in_(ids[i:i + 500])
+            rows = (await session.execute(select(_CHANNELS.c.channel_id, _CHANNELS.c.extra).where(where))).all()
+            for channel_id, extra in rows:
+                status = self.statuses[channel_id]
+                values: dict[str, Any] = {"status": status, "updated_at": now}
+                if extra:
+                    values["extra"] = {**extra, "status": status}
+                q = update(_CHANNELS).where(
+                    (_CHANNELS.c.device_id == self.device_id) & (_CHANNELS.c.channel_id == channel_id))
+                await session.execute(q.values(values))
+
+
 def node_values(device_id: str, item: Any, now: datetime) -> dict[str, Any]:
     """Column values for a catalog_node row from an org-node CatalogItem (long text cut to fit)."""
     from gateway.gb.ids import kind_of

@@ -60,6 +60,7 @@ class CatalogSync:
         first_timeout: float = 120.0,
         query_on_register: bool = True,
         play_wait: float = 5.0,
+        on_synced: Callable[[str], None] | None = None,
     ) -> None:
         self.queries = queries
         self.presence = presence
@@ -75,6 +76,7 @@ class CatalogSync:
         self.idle_timeout = idle_timeout
         self.query_on_register = query_on_register
         self.play_wait = play_wait
+        self.on_synced = on_synced  # told after each post-login sync (the shell subscribes to platforms)
         self.assembler = CatalogAssembler(idle_timeout=idle_timeout, first_timeout=first_timeout)
         self._limits: dict[str, int | None] = {}
         # exposed channels of each device and whether their catalog said ON: device transitions
@@ -189,6 +191,8 @@ class CatalogSync:
             log.info("Catalog from %s failed: %s", device_id, exc)
         except Exception:
             log.exception("catalog sync of %s failed", device_id)
+        if self.on_synced is not None and device_id in self.presence:
+            self.on_synced(device_id)
 
     # ------------------------------------------------------------------ one catalog
     async def sync(self, device_id: str, *, wait_written: bool = True) -> CatalogResult:

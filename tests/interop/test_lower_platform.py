@@ -94,6 +94,11 @@ async def test_station_platform_of_300_cameras(tmp_path: Path) -> None:
         assert [len(v["children"]) for v in bg["children"]] == [150, 150]
         assert sum(c["exposed"] for v in bg["children"] for c in v["children"]) == 244
 
+        # the platform's catalog is known: the gateway subscribes to its changes (SUBSCRIBE Catalog)
+        await _until(lambda: gw.adapter.stats["subscribe:active"] >= 1, 10)
+        sub = gw.adapter.subscriptions.get(PLAT)
+        assert sub is not None and sub.to_tag and sub.expires_at is not None
+
         # per-channel presence from a Catalog NOTIFY of the platform
         st = swarm.by_id[PLAT]
         body_off = builders.build_catalog_notify(PLAT, 5, [CatalogItem(device_id=CHANNELS[0], event="OFF")])
@@ -120,6 +125,7 @@ async def test_station_platform_of_300_cameras(tmp_path: Path) -> None:
         # the channel already offline by its NOTIFY records no new state; the rest say why
         assert len(channel_calls) == 244 and {c[2] for c in channel_calls} == {"platform_offline"}
         assert health.state_of(f"channel:{CHANNELS[1]}").value == "offline"  # type: ignore[union-attr]
+        assert gw.adapter.subscriptions.get(PLAT) is None  # the dialog died with the platform
     finally:
         if swarm is not None:
             await swarm.stop()

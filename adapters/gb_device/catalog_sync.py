@@ -339,10 +339,13 @@ class CatalogSync:
                 self.stats["catalog:nodes_dropped"] += 1
                 continue
             nodes[cid] = item
+        if not nodes and device_id not in self._node_cache:
+            # a camera or NVR (no org nodes): no write at all, so a registration storm of thousands
+            # of devices adds no jobs. (A platform that dropped every node since our last start keeps
+            # its old nodes until it lists one again.)
+            return
         fp = hash(tuple(sorted(repr(item) for item in nodes.values())))
         if result.complete and self._node_cache.get(device_id) == fp:
-            return
-        if not nodes and device_id not in self._node_cache and not result.complete:
             return
         self._node_cache[device_id] = fp
         written = asyncio.ensure_future(self.inventory.apply_nodes(device_id, list(nodes.values()), result.complete))

@@ -72,3 +72,30 @@ async def test_subscribe_catalog_and_notify_in_the_dialog(gw: Gateway) -> None:
         assert [n.node_id for n in await gw.services.repo.list_nodes(PLAT)] == [VO]
     finally:
         phone.close()
+
+
+async def test_max_channels_counts_channels_not_org_nodes_and_says_so_once(gw: Gateway) -> None:
+    assert gw.adapter is not None and gw.services is not None
+    await whitelist(gw, PLAT, PW, max_channels=2)
+    phone = UdpPhone(gw)
+    try:
+        assert (await phone.register(device_id=PLAT, password=PW)).status == 200
+        groups = [CatalogItem(device_id=f"3402000000216000030{i}", name=f"g{i}") for i in range(5)]
+        three = [CatalogItem(device_id=f"3402000000131000032{i}", status="ON") for i in range(3)]
+        await answer_catalog(gw, phone, PLAT, [*groups, *three])
+        await answer_catalog(gw, phone, PLAT, [*groups, *three])  # unchanged: no second event
+        repo = gw.services.repo
+        await repo.flush()
+        rows = await repo.list_channels(PLAT, include_hidden=True)
+        assert sorted((r.channel_id, r.exposed) for r in rows) == [
+            (three[0].device_id, True), (three[1].device_id, True), (three[2].device_id, False)]
+        assert len(await repo.list_nodes(PLAT)) == 5
+        kinds = [e.kind for e in await repo.events(PLAT)]
+        assert kinds.count("channel_limit_exceeded") == 1
+        await answer_catalog(gw, phone, PLAT, [*groups, *three[:2]])  # back within the limit
+        await repo.flush()
+        events = await repo.events(PLAT)
+        assert events[0].kind in ("channel_limit_ok", "catalog_changed")
+        assert [e.kind for e in events].count("channel_limit_ok") == 1
+    finally:
+        phone.close()

@@ -35,6 +35,14 @@ class Inventory(Protocol):
         self, device_id: str, added: Iterable[Any], updated: Iterable[Any], removed: Iterable[str], exposed: set[str]
     ) -> Awaitable[None]: ...
 
+    def apply_nodes(self, device_id: str, items: Iterable[Any], complete: bool) -> Awaitable[None]:
+        """Store the catalog's org nodes (regions, 215 groups, 216 organisations) apart from channels."""
+        ...
+
+    def set_channel_status(self, device_id: str, statuses: Mapping[str, str]) -> Awaitable[None]:
+        """Set stored channels' catalog status ("ON"/"OFF") from a Catalog NOTIFY."""
+        ...
+
 
 class HealthSink(Protocol):
     """The durable health ledger: one event per state change of a subject."""

@@ -21,9 +21,9 @@ from typing import Any
 from adapters.base import HealthSink, Inventory
 from adapters.gb_device.queries import Queries, QueryFailed
 from gateway.gb.catalog import CatalogAssembler, CatalogDiff, CatalogResult
-from gateway.gb.ids import is_playable_channel
+from gateway.gb.ids import IdKind, is_playable_channel, kind_of
 from gateway.gb.manscdp import CatalogPage
-from gateway.gb.presence import Presence
+from gateway.gb.presence import PLATFORM_OFFLINE, Presence
 from gateway.sip.errors import SipError
 from gateway.sip.events import Peer
 from whitelist.decide import Policy
@@ -32,6 +32,11 @@ from whitelist.model import EntryStatus
 log = logging.getLogger("adapters.gb_device")
 
 Spawn = Callable[..., "asyncio.Task[Any]"]
+
+#: Catalog items that are containers, not channels: stored apart, never playable, never counted.
+ORG_KINDS = frozenset({IdKind.REGION, IdKind.BUSINESS_GROUP, IdKind.VIRTUAL_ORG, IdKind.DEVICE, IdKind.PLATFORM})
+#: Org nodes kept per device: a hostile platform must not fill the store with groups.
+MAX_NODES = 5000
 AlarmSink = Callable[[str, str, Peer, str], None]
 
 
@@ -55,6 +60,7 @@ class CatalogSync:
         first_timeout: float = 120.0,
         query_on_register: bool = True,
         play_wait: float = 5.0,
+        on_synced: Callable[[str], None] | None = None,
     ) -> None:
         self.queries = queries
         self.presence = presence
@@ -70,12 +76,15 @@ class CatalogSync:
         self.idle_timeout = idle_timeout
         self.query_on_register = query_on_register
         self.play_wait = play_wait
+        self.on_synced = on_synced  # told after each post-login sync (the shell subscribes to platforms)
         self.assembler = CatalogAssembler(idle_timeout=idle_timeout, first_timeout=first_timeout)
         self._limits: dict[str, int | None] = {}
         # exposed channels of each device and whether their catalog said ON: device transitions
         # become channel transitions in the health ledger (reports read channel timelines)
         self._channels: dict[str, dict[str, bool]] = {}
         self._catalog_cache: dict[str, dict[str, int]] = {}  # device → {channel_id: fingerprint}
+        self._node_cache: dict[str, int] = {}  # device → fingerprint of its org nodes as last written
+        self._hidden: dict[str, int] = {}  # device → channels over its max_channels, as last reported
         self._loaded: asyncio.Future[None] | None = None
         self._writes: dict[str, asyncio.Future[Any]] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
@@ -182,6 +191,8 @@ class CatalogSync:
             log.info("Catalog from %s failed: %s", device_id, exc)
         except Exception:
             log.exception("catalog sync of %s failed", device_id)
+        if self.on_synced is not None and device_id in self.presence:
+            self.on_synced(device_id)
 
     # ------------------------------------------------------------------ one catalog
     async def sync(self, device_id: str, *, wait_written: bool = True) -> CatalogResult:
@@ -260,6 +271,7 @@ class CatalogSync:
                 rec0 = self.presence.get(device_id)
                 src = Peer(rec0.transport, rec0.host, rec0.port, rec0.conn_id) if rec0 else Peer("udp", "", 0, None)
                 self.alarm(device_id, "alarm_channel_conflict", src, f"channel {cid} belongs to {other}")
+        self._apply_nodes(result)
         fps = {cid: _fingerprint(item) for cid, item in new.items()}
         added = [item for cid, item in new.items() if cid not in old]
         updated = [item for cid, item in new.items() if cid in old and fps[cid] != old[cid]]
@@ -280,6 +292,7 @@ class CatalogSync:
             self._owners[cid] = device_id
         d = CatalogDiff(added, updated, removed, len(new) - len(added) - len(updated))
         self.inventory.update_device(device_id, channel_count=len(exposed))
+        self._report_limit(device_id, len(new) + len(kept), len(exposed))
         if d.added or d.removed or d.updated:
             self.inventory.add_event(
                 device_id,
@@ -307,11 +320,50 @@ class CatalogSync:
             self.health.set_state(
                 f"channel:{item.device_id}",
                 "online" if on else "offline",
-                "catalog" if device_online else "device_offline",
+                "catalog" if device_online else _offline_cause(device_id),
                 now,
                 {"device_id": device_id, "status": item.status},
             )
         self._pulse()
+
+    def _apply_nodes(self, result: CatalogResult) -> None:
+        """Org nodes (regions, 215 groups, 216 organisations, sub-devices) are stored apart from
+        channels for the catalog tree; written only when they changed (or arrived incomplete)."""
+        device_id = result.device_id
+        nodes: dict[str, Any] = {}
+        for item in result.items:
+            cid = item.device_id
+            if cid == device_id or cid in nodes or is_playable_channel(cid) or kind_of(cid) not in ORG_KINDS:
+                continue
+            if len(nodes) >= MAX_NODES:
+                self.stats["catalog:nodes_dropped"] += 1
+                continue
+            nodes[cid] = item
+        if not nodes and device_id not in self._node_cache:
+            # a camera or NVR (no org nodes): no write at all, so a registration storm of thousands
+            # of devices adds no jobs. (A platform that dropped every node since our last start keeps
+            # its old nodes until it lists one again.)
+            return
+        fp = hash(tuple(sorted(repr(item) for item in nodes.values())))
+        if result.complete and self._node_cache.get(device_id) == fp:
+            return
+        self._node_cache[device_id] = fp
+        written = asyncio.ensure_future(self.inventory.apply_nodes(device_id, list(nodes.values()), result.complete))
+        written.add_done_callback(lambda f: self._write_done(device_id, f))
+
+    def _report_limit(self, device_id: str, total: int, exposed: int) -> None:
+        """A device over its whitelist entry's max_channels says so once per change, as an event."""
+        hidden = total - exposed
+        if hidden == self._hidden.get(device_id, 0):
+            return
+        self._hidden[device_id] = hidden
+        if hidden > 0:
+            self.stats["catalog:over_limit"] += 1
+            log.warning("%s lists %d channels, max_channels %s: %d not exposed", device_id, total,
+                        self._limits.get(device_id), hidden)
+        self.inventory.add_event(device_id, "channel_limit_exceeded" if hidden > 0 else "channel_limit_ok",
+                                 self.clock(), channels=total, exposed=exposed, hidden=hidden,
+                                 max_channels=self._limits.get(device_id))
 
     def _write_done(self, device_id: str, fut: asyncio.Future[Any]) -> None:
         if self._writes.get(device_id) is fut:
@@ -321,8 +373,12 @@ class CatalogSync:
             log.warning("catalog write failed: %r", fut.exception())
 
     async def apply_notify(self, device_id: str, items: list[Any]) -> None:
+        """A Catalog NOTIFY (§4.15): ON/OFF/VLOST/DEFECT change the state of the device's own
+        exposed channels in the ledger (ON/OFF also their stored status); ADD/DEL/UPDATE make us
+        query the whole catalog again, so ownership and max_channels apply as for any catalog."""
         now = self.clock()
         own = self._channels.get(device_id, {})
+        statuses: dict[str, str] = {}
         for item in items:
             event = (item.event or "").upper()
             if event in ("ON", "OFF", "VLOST", "DEFECT") and item.device_id not in own:
@@ -331,7 +387,18 @@ class CatalogSync:
                 continue
             if event in ("ON", "OFF", "VLOST", "DEFECT"):
                 state = {"ON": "online", "OFF": "offline", "VLOST": "no_video", "DEFECT": "offline"}[event]
-                self.health.set_state(f"channel:{item.device_id}", state, f"notify_{event.lower()}", now, {})
+                self.health.set_state(f"channel:{item.device_id}", state, f"notify_{event.lower()}", now,
+                                      {"device_id": device_id, "event": event})
+            if event in ("ON", "OFF"):
+                # the catalog status follows: the device's next transition and the store see it
+                own[item.device_id] = event == "ON"
+                statuses[item.device_id] = event
+                fps = self._catalog_cache.get(device_id)
+                if fps is not None and item.device_id in fps:
+                    fps[item.device_id] = 0  # the next full catalog rewrites the row, whatever it says
+        if statuses:
+            written = asyncio.ensure_future(self.inventory.set_channel_status(device_id, statuses))
+            written.add_done_callback(lambda f: self._write_done(device_id, f))
         if any((i.event or "").upper() in ("ADD", "DEL", "UPDATE") for i in items):
             await self.sync(device_id)
 
@@ -369,3 +436,8 @@ class CatalogSync:
 def _fingerprint(item: Any) -> int:
     """Equal catalog items have equal fingerprints (all fields, `extra` included) within a process."""
     return hash(repr(item))
+
+
+def _offline_cause(device_id: str) -> str:
+    """Why a channel of an offline device is offline: its platform's absence, or its device's."""
+    return PLATFORM_OFFLINE if kind_of(device_id) is IdKind.PLATFORM else "device_offline"

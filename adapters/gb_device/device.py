@@ -15,6 +15,7 @@ Devices going offline are announced to `offline_listeners` (media sessions BYE t
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import Counter
@@ -27,17 +28,19 @@ from adapters.base import HealthSink, Inventory
 from adapters.gb_device.catalog_sync import CatalogSync
 from adapters.gb_device.queries import Queries, QueryFailed, Requester
 from adapters.gb_device.registrar import Accept, Challenge, Refuse, Registrar, RegistrarSettings
+from adapters.gb_device.subscriptions import CatalogSubscriptions, SubscribeAction
 from adapters.outbound import LocalIdentity, RequestFactory
 from gateway.gb import builders, manscdp
 from gateway.gb.catalog import CatalogResult
 from gateway.gb.errors import ManscdpError
+from gateway.gb.ids import IdKind, kind_of
 from gateway.gb.keepalive_fast import quick_keepalive
-from gateway.gb.presence import OfflineCause, Presence, PresenceState, Transition
+from gateway.gb.presence import OfflineCause, Presence, PresenceState, Transition, channel_offline_cause
 from gateway.health.metrics import MANSCDP_CMD_TYPES, bounded
 from gateway.sip import digest
-from gateway.sip.errors import SipError
+from gateway.sip.errors import SipError, SipTimeout
 from gateway.sip.events import Peer
-from gateway.sip.message import Request, Response, make_response, new_tag, stateless_tag
+from gateway.sip.message import Request, Response, make_response, new_call_id, new_tag, stateless_tag
 from gateway.sip.router import SipRouter
 from gateway.tasks import TaskSet
 from whitelist.alarms import AlarmDeduper
@@ -62,6 +65,8 @@ class DeviceSettings:
     sync_concurrency: int = 16
     query_on_register: bool = True
     play_catalog_wait: float = 5.0  # a play request waits this long for an in-flight catalog sync
+    catalog_subscribe: bool = True  # SUBSCRIBE Catalog to lower platforms (type 200) after their sync
+    catalog_subscribe_expires: int = 3600
 
 
 _DATE_SECOND: list[Any] = [None, ""]  # (whole second, its formatted prefix): strftime once a second
@@ -143,7 +148,10 @@ class GbDeviceAdapter:
             stats=self.stats, spawn=self.spawn, alarm=self._alarm, refresh_info=self.refresh_device_info,
             clock=clock, idle_timeout=settings.catalog_idle_timeout, first_timeout=settings.catalog_first_timeout,
             query_on_register=settings.query_on_register, play_wait=settings.play_catalog_wait,
+            on_synced=self._catalog_synced,
         )
+        self._event_ids = itertools.count(int(clock()) % 100000 + 1)
+        self.subscriptions = CatalogSubscriptions(self._new_dialog, expires=settings.catalog_subscribe_expires)
 
     # ------------------------------------------------------------------ lifecycle
     def install(self, router: SipRouter) -> None:
@@ -201,8 +209,10 @@ class GbDeviceAdapter:
             device_id, ts = b["device_id"], b["expires_at"]
             evidence = {"device_id": device_id, "expired_while_down": True}
             self.health.set_state(f"device:{device_id}", "offline", OfflineCause.EXPIRED.value, ts, evidence)
+            ch_cause = channel_offline_cause(device_id, OfflineCause.EXPIRED.value)
+            ch_evidence = {**evidence, "device_cause": OfflineCause.EXPIRED.value}
             for channel_id in self.catalog.stored_channels(device_id):
-                self.health.set_state(f"channel:{channel_id}", "offline", OfflineCause.EXPIRED.value, ts, evidence)
+                self.health.set_state(f"channel:{channel_id}", "offline", ch_cause, ts, ch_evidence)
             self.stats["bindings:expired_while_down"] += 1
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
@@ -222,6 +232,8 @@ class GbDeviceAdapter:
                 for device_id in self.presence.drain_dropped():
                     self.inventory.delete_binding(device_id)  # ran out while offline
                 self.catalog.handle_timer(now)
+                for action in self.subscriptions.due(now):
+                    self.spawn(self._subscribe(action), name=f"subscribe-{action.device_id}")
                 self._flush_alarms(now)
             except Exception:
                 log.exception("device timer failed")
@@ -397,6 +409,7 @@ class GbDeviceAdapter:
         if online and not self.catalog.knows(t.device_id):
             self.catalog.queue(t.device_id)  # back from a restored binding: learn its channels again
         if not online:
+            self.subscriptions.drop(t.device_id)  # its dialog died with it; a new login subscribes anew
             for listener in self.offline_listeners:
                 listener(t.device_id, t.cause)  # media: BYE + end viewers (issue 12.2)
 
@@ -406,12 +419,53 @@ class GbDeviceAdapter:
         state = "online" if online else "offline"
         evidence = {"device_id": t.device_id}
         pending = [self.health.set_state(f"device:{t.device_id}", state, t.cause, t.ts, evidence)]
+        # a platform's channels all point at its one device-level event (cause platform_offline)
+        off_cause = channel_offline_cause(t.device_id, t.cause)
+        ch_evidence = evidence if off_cause == t.cause else {**evidence, "device_cause": t.cause}
         for channel_id, on in self.catalog.channels_of(t.device_id).items():
             ch_state = "online" if online and on else "offline"
-            cause = t.cause if not online else ("registered" if on else "catalog_off")
-            pending.append(self.health.set_state(f"channel:{channel_id}", ch_state, cause, t.ts, evidence))
+            cause = off_cause if not online else ("registered" if on else "catalog_off")
+            pending.append(self.health.set_state(f"channel:{channel_id}", ch_state, cause, t.ts, ch_evidence))
         waits = [p for p in pending if p is not None]
         return asyncio.gather(*waits) if waits else None
+
+    # ------------------------------------------------------------------ catalog subscriptions
+    def _new_dialog(self) -> tuple[str, str, int]:
+        return new_call_id(self.identity.host), new_tag(), next(self._event_ids)
+
+    def _catalog_synced(self, device_id: str) -> None:
+        """A lower platform's catalog is known: subscribe to its changes (issue 14 #2, §4.15)."""
+        if not self.settings.catalog_subscribe or kind_of(device_id) is not IdKind.PLATFORM:
+            return
+        if self.subscriptions.get(device_id) is None:
+            self.subscriptions.want(device_id, self.clock())
+
+    async def _subscribe(self, action: SubscribeAction) -> None:
+        """Send one SUBSCRIBE (new dialog or refresh) and hand its answer to the sans-IO core."""
+        rec = self.presence.get(action.device_id)
+        if rec is None or not rec.online:
+            self.subscriptions.drop(action.device_id)
+            return
+        peer = Peer(rec.transport, rec.host, rec.port, rec.conn_id)
+        body = builders.build_query("Catalog", self.queries.next_sn(), action.device_id)
+        req = self.requests.request(
+            "SUBSCRIBE", action.device_id, rec.host, rec.port, transport=rec.transport, body=body,
+            content_type="Application/MANSCDP+xml", call_id=action.call_id, from_tag=action.from_tag,
+            to_tag=action.to_tag, cseq=action.cseq,
+            extra=[("Expires", str(action.expires)), ("Event", f"Catalog;id={action.event_id}")],
+        )
+        status, to_tag, expires = 0, None, None
+        try:
+            resp = await self.endpoint.request(req, peer, timeout=self.settings.query_timeout)
+            status, to_tag = resp.status, resp.to.tag
+            raw = (resp.headers.get("Expires") or "").strip()
+            expires = int(raw) if raw.isascii() and raw.isdigit() else None
+        except (SipTimeout, SipError) as exc:
+            log.info("SUBSCRIBE Catalog to %s failed: %s", action.device_id, exc)
+        state = self.subscriptions.on_answer(action.device_id, action.call_id, status, self.clock(),
+                                             to_tag=to_tag, expires=expires)
+        if state is not None:
+            self.stats[f"subscribe:{state.value}"] += 1
 
     # ------------------------------------------------------------------ MESSAGE / NOTIFY
     def on_notify(self, request: Request, peer: Peer, key: Hashable) -> None:

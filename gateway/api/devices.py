@@ -11,6 +11,7 @@ from gateway.api.errors import ApiError
 from gateway.api.security import require
 from gateway.api.services import SERVICES
 from gateway.gb.ids import is_valid_id
+from gateway.gb.tree import TreeItem, build_tree, count_channels
 
 routes = web.RouteTableDef()
 READERS = ("integrator", "security", "ops", "platform", "admin")
@@ -116,6 +117,32 @@ async def device_channels(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", f"device {device_id} is not known", field="device_id")
     channels = await svc.repo.list_channels(device_id)
     return web.json_response({"device_id": device_id, "channels": [channel_json(c) for c in channels]})
+
+
+@routes.get("/api/v1/devices/{device_id}/tree")
+@require(*READERS)
+async def device_tree(request: web.Request) -> web.Response:
+    """The catalog tree of a device (a lower platform's groups and organisations, channels as
+    leaves with status; channels over max_channels appear with `exposed: false`)."""
+    svc = request.app[SERVICES]
+    device_id = _device_id(request)
+    row = await svc.repo.get_device(device_id)
+    if row is None:
+        raise ApiError(404, "not_found", f"device {device_id} is not known", field="device_id")
+    nodes = [
+        TreeItem(id=n.node_id, kind=n.kind, name=n.name, parent_id=n.parent_id or None,
+                 business_group_id=n.business_group_id or None, civil_code=n.civil_code or None)
+        for n in await svc.repo.list_nodes(device_id)
+    ]
+    channels = [
+        TreeItem(id=c.channel_id, kind="channel", name=c.name, parent_id=c.parent_id or None,
+                 business_group_id=(c.extra or {}).get("business_group_id") or None,
+                 civil_code=c.civil_code or None, status=c.status or None, exposed=c.exposed)
+        for c in await svc.repo.list_channels(device_id, include_hidden=True)
+    ]
+    root = build_tree(device_id, row.name, nodes, channels)
+    return web.json_response({"device_id": device_id, "nodes": len(nodes), "channels": count_channels(root),
+                              "tree": root.as_dict()})
 
 
 @routes.post("/api/v1/devices/{device_id}/catalog")

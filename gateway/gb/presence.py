@@ -28,6 +28,25 @@ class OfflineCause(StrEnum):
     SHUTDOWN = "gateway_stopped"
 
 
+#: The cause a lower platform's channels go offline with when the platform itself does (issue 14
+#: #2): one device-level event says why; the channels' states all point at it.
+PLATFORM_OFFLINE = "platform_offline"
+#: Device causes that are the platform's (its link, its registration), not ours.
+_PLATFORM_FAULTS = frozenset({OfflineCause.UNREGISTERED, OfflineCause.EXPIRED, OfflineCause.KEEPALIVE_LOST,
+                              OfflineCause.CONNECTION_CLOSED})
+
+
+def channel_offline_cause(device_id: str, device_cause: str) -> str:
+    """The cause recorded on a channel whose device went offline with `device_cause`: a lower
+    platform's (type 200) channels say `platform_offline`; the gateway stopping or a revocation
+    keep their own cause, and a camera's or NVR's channels keep the device's."""
+    from gateway.gb.ids import IdKind, kind_of
+
+    if kind_of(device_id) is IdKind.PLATFORM and device_cause in _PLATFORM_FAULTS:
+        return PLATFORM_OFFLINE
+    return device_cause
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     device_id: str

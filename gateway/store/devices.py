@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from gateway.store.models import Channel, Device, DeviceBinding, DeviceEvent
+from gateway.store.models import CatalogNode, Channel, Device, DeviceBinding, DeviceEvent
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ _DEVICES = Device.__table__  # type: ignore[attr-defined]
 _CHANNELS = Channel.__table__  # type: ignore[attr-defined]
 _EVENTS = DeviceEvent.__table__  # type: ignore[attr-defined]
 _BINDINGS = DeviceBinding.__table__  # type: ignore[attr-defined]
+_NODES = CatalogNode.__table__  # type: ignore[attr-defined]
 
 
 async def _write_bindings(session: AsyncSession, bindings: dict[str, dict[str, Any] | None], now: datetime) -> None:
@@ -255,6 +256,12 @@ class DeviceRepository:
                 q = q.where(Channel.exposed.is_(True))
             return list((await session.execute(q.order_by(Channel.device_id, Channel.channel_id))).scalars())
 
+    async def list_nodes(self, device_id: str) -> list[CatalogNode]:
+        """The org nodes of a device's catalog (regions, groups, virtual organisations)."""
+        async with self._sessions() as session:
+            q = select(CatalogNode).where(CatalogNode.device_id == device_id).order_by(CatalogNode.node_id)
+            return list((await session.execute(q)).scalars())
+
     async def find_channel(self, channel_id: str) -> Channel | None:
         """A channel by its ID alone (first exposed, live match); channel IDs may repeat across devices."""
         async with self._sessions() as session:
@@ -411,3 +418,66 @@ def make_catalog_job(
 ) -> CatalogWrite:
     """A write job applying a catalog diff (added/updated items, removed IDs) to the channel table."""
     return CatalogWrite(device_id, [*added, *updated], list(removed), set(exposed))
+
+
+@dataclass(slots=True)
+class NodesWrite:
+    """A device's org nodes (few: dozens to hundreds). A complete catalog replaces them all; an
+    incomplete one only upserts the nodes that arrived, so a lost packet deletes nothing."""
+
+    device_id: str
+    items: list[Any]
+    complete: bool
+
+    async def __call__(self, session: AsyncSession) -> None:
+        now = datetime.now(UTC)
+        where = _NODES.c.device_id == self.device_id
+        if not self.complete:
+            ids = [item.device_id for item in self.items]
+            for i in range(0, len(ids), 500):
+                await session.execute(_NODES.delete().where(where & _NODES.c.node_id.in_(ids[i:i + 500])))
+        else:
+            await session.execute(_NODES.delete().where(where))
+        rows = [node_values(self.device_id, item, now) for item in self.items]
+        if rows:
+            await session.execute(insert(_NODES), rows)
+
+
+@dataclass(slots=True)
+class StatusWrite:
+    """Channels' catalog status from a Catalog NOTIFY ON/OFF: the column and the kept item."""
+
+    device_id: str
+    statuses: dict[str, str]
+
+    async def __call__(self, session: AsyncSession) -> None:
+        now = datetime.now(UTC)
+        ids = list(self.statuses)
+        for i in range(0, len(ids), 500):
+            where = (_CHANNELS.c.device_id == self.device_id) & _CHANNELS.c.channel_id.in_(ids[i:i + 500])
+            rows = (await session.execute(select(_CHANNELS.c.channel_id, _CHANNELS.c.extra).where(where))).all()
+            for channel_id, extra in rows:
+                status = self.statuses[channel_id]
+                values: dict[str, Any] = {"status": status, "updated_at": now}
+                if extra:
+                    values["extra"] = {**extra, "status": status}
+                q = update(_CHANNELS).where(
+                    (_CHANNELS.c.device_id == self.device_id) & (_CHANNELS.c.channel_id == channel_id))
+                await session.execute(q.values(values))
+
+
+def node_values(device_id: str, item: Any, now: datetime) -> dict[str, Any]:
+    """Column values for a catalog_node row from an org-node CatalogItem (long text cut to fit)."""
+    from gateway.gb.ids import kind_of
+
+    return {
+        "device_id": device_id,
+        "node_id": item.device_id,
+        "kind": kind_of(item.device_id).value,
+        "name": (item.name or "")[:200],
+        "parent_id": (item.parent_id or "")[:200],
+        "business_group_id": (item.business_group_id or "")[:64],
+        "civil_code": (item.civil_code or "")[:20],
+        "extra": item_dict(item),
+        "updated_at": now,
+    }

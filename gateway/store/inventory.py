@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.gb.items import CatalogItem
-from gateway.store.devices import DeviceRepository, make_catalog_job
+from gateway.store.devices import DeviceRepository, NodesWrite, StatusWrite, make_catalog_job
 
 
 class StoreInventory:
@@ -58,6 +58,13 @@ class StoreInventory:
     ) -> Awaitable[None]:
         """Queue the channel changes on the batched writer; the future resolves once committed."""
         return self.repo.submit(make_catalog_job(device_id, added, updated, removed, exposed))
+
+    def apply_nodes(self, device_id: str, items: Iterable[Any], complete: bool) -> Awaitable[None]:
+        """Queue the device's org nodes (replacing them all when the catalog was complete)."""
+        return self.repo.submit(NodesWrite(device_id, list(items), complete))
+
+    def set_channel_status(self, device_id: str, statuses: Mapping[str, str]) -> Awaitable[None]:
+        return self.repo.submit(StatusWrite(device_id, dict(statuses)))
 
 
 def _ts(value: datetime) -> float:

@@ -88,6 +88,23 @@ class Channel(SQLModel, table=True):
     __table_args__ = (Index("ix_channel_channel_id", "channel_id"),)
 
 
+class CatalogNode(SQLModel, table=True):
+    """An organisation node of a device's catalog (region, business group 215, virtual organisation
+    216, a device or sub-platform): kept apart from channels, never playable, never counted against
+    max_channels; only the catalog tree (GET /api/v1/devices/{id}/tree) reads it."""
+
+    __tablename__ = "catalog_node"
+    device_id: str = Field(primary_key=True, foreign_key="device.id", max_length=20)
+    node_id: str = Field(primary_key=True, max_length=20)
+    kind: str = Field(default="", max_length=20)
+    name: str = Field(default="", max_length=200)
+    parent_id: str = Field(default="", max_length=200)
+    business_group_id: str = Field(default="", max_length=64)
+    civil_code: str = Field(default="", max_length=20)
+    extra: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
 class DeviceEvent(SQLModel, table=True):
     """A state change of a device: registered, unregistered, keepalive lost, catalog changed, refused."""
 

@@ -84,6 +84,18 @@ class Inventory:
         fut.set_result(None)
         return fut
 
+    def set_channel_status(self, device_id: str, statuses: Any) -> Any:
+        self.touched.extend(("status", c) for c in statuses)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    def apply_nodes(self, device_id: str, items: Any, complete: bool) -> Any:
+        self.touched.extend(("node", i.device_id) for i in items)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
 
 class Health:
     def __init__(self) -> None:

@@ -382,3 +382,40 @@ async def test_ptz_pad_moves_while_held_and_stops_on_release(console: Console, t
     sent = [(r.after or {}).get("action") for r in await store.audit_records() if r.action == "ptz"]
     assert sent == ["up", "stop"]
     assert all(r.actor.startswith("admin") for r in await store.audit_records() if r.action == "ptz")
+
+
+async def test_platform_detail_shows_the_catalog_tree(console: Console, tmp_path: Path) -> None:
+    """A lower platform's groups and organisations as a collapsible list, channels as leaves;
+    a channel over max_channels is listed but marked, not offered for playing."""
+    from gateway.store.devices import NodesWrite
+
+    plat, bg, vo = "34020000002000000901", "34020000002150000901", "34020000002160000901"
+    cams = ["34020000001310000911", "34020000001310000912"]
+    svc = console.gw.services
+    assert svc is not None
+    svc.repo.update_device(plat, name="火车站平台", online=True)
+    await svc.repo.flush()
+    await svc.repo.submit(NodesWrite(plat, [CatalogItem(device_id=bg, name="客运车站", parent_id=plat),
+                                            CatalogItem(device_id=vo, name="一站台", parent_id=bg)], True))
+    items = [CatalogItem(device_id=c, name=f"站台摄像机 {i + 1}", parent_id=vo, status="ON")
+             for i, c in enumerate(cams)]
+    await svc.repo.submit(make_catalog_job(plat, items, [], [], {cams[0]}))
+    url = f"{console.url}/?token={console.admin}#devices/{plat}"
+    dom = await chromium(tmp_path, url)
+    detail = re.search(r'<aside class="detail".*?</aside>', dom, re.S)
+    assert detail is not None
+    html = detail.group(0)
+    assert "目录树（2 个组织节点，2 个通道）" in html
+    node = re.search(rf'<li class="tree-node" data-id="{bg}">\s*<details open="">\s*<summary>(.*?)</summary>',
+                     html, re.S)
+    assert node is not None and "业务分组" in node.group(1) and "客运车站" in node.group(1)
+    inner = re.search(rf'<li class="tree-node" data-id="{vo}">\s*<details>', html)
+    assert inner is not None  # the second level starts collapsed
+    first = re.search(rf'<li class="tree-leaf" data-id="{cams[0]}">.*?</li>', html, re.S)
+    second = re.search(rf'<li class="tree-leaf" data-id="{cams[1]}">.*?</li>', html, re.S)
+    assert first is not None and f"#live/{cams[0]}/{plat}" in first.group(0)
+    assert second is not None and "超出通道上限" in second.group(0) and "#live/" not in second.group(0)
+    png = tmp_path / "console-platform-tree.png"
+    await chromium(tmp_path, url, screenshot=png)
+    check_png(png)
+    keep(png)

@@ -90,19 +90,21 @@ export function mount(root, { arg }) {
     detailBox.dataset.id = id;
     let dev;
     let channels = [];
+    let tree = null;
     try {
-      [dev, channels] = await Promise.all([
+      [dev, channels, tree] = await Promise.all([
         api(`/api/v1/devices/${id}`),
         api(`/api/v1/devices/${id}/channels`).then((c) => c.channels || []),
+        api(`/api/v1/devices/${id}/tree`).catch(() => null),  // the tree is extra: never block the detail
       ]);
     } catch (err) {
       if (alive && state.selected === id) clear(detailBox, errorBox(err));
       return;
     }
-    if (alive && state.selected === id) renderDetail(dev, channels);
+    if (alive && state.selected === id) renderDetail(dev, channels, tree);
   }
 
-  function renderDetail(dev, channels) {
+  function renderDetail(dev, channels, tree) {
     const msg = h("span.msg", { role: "status" });
     const catalogBtn = h("button.primary", { type: "button", on: { click: async () => {
       catalogBtn.disabled = true;
@@ -143,6 +145,7 @@ export function mount(root, { arg }) {
         kv(t("dev.ua"), dev.user_agent || "—"),
         kv(`${t("col.site")} / ${t("col.link")}`, `${dev.site || "—"} / ${dev.link || "—"}`)),
       h("div.row", {}, catalogBtn, msg),
+      tree && tree.nodes > 0 ? [h("h3", {}, t("dev.tree", { nodes: tree.nodes, n: tree.channels })), treeView(dev.id, tree.tree)] : null,
       h("h3", {}, `${t("dev.channels")} (${channels.length})`), chanBox,
       h("h3", {}, t("dev.events")),
       table([
@@ -150,6 +153,21 @@ export function mount(root, { arg }) {
         { label: t("col.kind"), cell: (e) => pill(e.kind, /offline|lost|refus|fail/.test(e.kind) ? "bad" : "muted") },
         { label: t("col.detail"), cell: (e) => h("span.small", {}, brief(e.detail)) },
       ], dev.events || []));
+  }
+
+  /** A lower platform's catalog tree: org nodes as <details> (top level open), channels as leaves. */
+  function treeView(deviceId, root) {
+    const leaves = (n) => n.kind === "channel" ? 1 : (n.children || []).reduce((a, c) => a + leaves(c), 0);
+    const leaf = (c) => h("li.tree-leaf", { dataset: { id: c.id } }, mono(c.id), " ", c.name || "—", " ",
+      (c.status || "").toUpperCase() === "ON" ? pill("ON", "ok") : pill(c.status || "—", "muted"), " ",
+      c.exposed ? h("a.button.small", { href: `#live/${c.id}/${deviceId}` }, t("play"))
+        : pill(t("dev.tree.hidden"), "warn"));
+    const node = (n, depth) => n.kind === "channel" ? leaf(n) : h("li.tree-node", { dataset: { id: n.id } },
+      h("details", { open: depth < 1 },
+        h("summary", {}, h("span.pill.muted", {}, t(`dev.kind.${n.kind}`)), " ", n.name || n.id, " ",
+          h("span.dim.small", {}, `${n.id} · ${t("dev.tree.n", { n: leaves(n) })}`)),
+        h("ul.tree", {}, (n.children || []).map((c) => node(c, depth + 1)))));
+    return h("ul.tree.tree-root", { "aria-label": t("dev.tree.label") }, (root.children || []).map((c) => node(c, 0)));
   }
 
   load();

@@ -89,3 +89,40 @@ async def test_catalog_refresh_needs_registered_device(client: Any, services: Se
                              headers={"Authorization": f"Bearer {token}"})
     assert resp.status == 409
     assert (await resp.json())["error"]["code"] == "offline"
+
+
+PLAT = "34020000002000000009"
+BG = "34020000002150000001"
+VO = "34020000002160000001"
+
+
+async def test_platform_tree_nests_groups_and_hides_nothing(client: Any, services: Services) -> None:
+    """GET /devices/{id}/tree: org nodes with children, channels as leaves (status, exposure)."""
+    from gateway.store.devices import NodesWrite
+
+    services.repo.update_device(PLAT, name="火车站平台", online=True)
+    await services.repo.flush()
+    nodes = [CatalogItem(device_id=BG, name="车站", parent_id=PLAT),
+             CatalogItem(device_id=VO, name="站台", parent_id=BG, business_group_id=BG)]
+    await services.repo.submit(NodesWrite(PLAT, nodes, True))
+    c1 = CatalogItem(device_id="34020000001320000011", name="1站台", parent_id=VO, status="ON")
+    c2 = CatalogItem(device_id="34020000001320000012", name="2站台", parent_id=VO, status="OFF")
+    c3 = CatalogItem(device_id="34020000001320000013", name="orphan", parent_id="34020000002160009999")
+    await services.repo.submit(make_catalog_job(PLAT, [c1, c2, c3], [], [], {c1.device_id, c3.device_id}))
+    token = await services.tokens.create(Role.INTEGRATOR, "t")
+    h = {"Authorization": f"Bearer {token}"}
+    body = await (await client.get(f"/api/v1/devices/{PLAT}/tree", headers=h)).json()
+    assert (body["nodes"], body["channels"]) == (2, 3)
+    tree = body["tree"]
+    assert (tree["id"], tree["kind"], tree["name"]) == (PLAT, "platform", "火车站平台")
+    assert [c["id"] for c in tree["children"]] == [BG, c3.device_id]
+    bg = tree["children"][0]
+    assert bg["kind"] == "business_group" and [c["id"] for c in bg["children"]] == [VO]
+    leaves = bg["children"][0]["children"]
+    assert [(c["id"], c["status"], c["exposed"]) for c in leaves] == [
+        (c1.device_id, "ON", True), (c2.device_id, "OFF", False)]
+    # the flat channel list still shows exposed channels only; org nodes never appear there
+    chans = await (await client.get(f"/api/v1/devices/{PLAT}/channels", headers=h)).json()
+    assert [c["channel_id"] for c in chans["channels"]] == [c1.device_id, c3.device_id]
+    assert (await client.get("/api/v1/devices/34020000002000000077/tree", headers=h)).status == 404
+    assert (await client.get(f"/api/v1/devices/{PLAT}/tree")).status == 401

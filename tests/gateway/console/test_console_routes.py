@@ -116,6 +116,8 @@ def test_every_i18n_key_exists_in_both_languages() -> None:
     used.update(f"rp.{k}" for k in ("daily-faults", "availability", "link-fees", "deductions", "reconciliation",
                                     "annual-offline", "day", "month", "year"))
     used.update(f"f.{f}" for f in ("device_id", "password", "ip", "name", "site", "link", "max_channels"))
+    # t(`dev.kind.${n.kind}`): every IdKind an org node of the catalog tree can have
+    used.update(f"dev.kind.{k}" for k in ("business_group", "virtual_org", "region", "device", "platform", "other"))
     missing = sorted(used - table.keys())
     assert not missing, f"i18n keys used but not defined: {missing}"
 

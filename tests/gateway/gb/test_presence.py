@@ -111,3 +111,18 @@ def test_restored_registration_comes_online_with_its_first_keepalive() -> None:
     t = p.activity("34020000001320000001", 510.0, keepalive=True)
     assert t is not None and t.cause == "keepalive_resumed" and rec.online
     assert p.next_deadline() == 690.0  # 510 + 60 × 3, before the expiry
+
+
+def test_a_platforms_channels_go_offline_because_of_the_platform() -> None:
+    from gateway.gb.presence import PLATFORM_OFFLINE, OfflineCause, channel_offline_cause
+
+    plat, nvr = "34020000002000000001", "34020000001180000001"
+    for cause in (OfflineCause.KEEPALIVE_LOST, OfflineCause.EXPIRED, OfflineCause.UNREGISTERED,
+                  OfflineCause.CONNECTION_CLOSED):
+        assert channel_offline_cause(plat, cause.value) == PLATFORM_OFFLINE
+        assert channel_offline_cause(nvr, cause.value) == cause.value  # an NVR's channels keep its cause
+    # our own doing is not the platform's fault
+    assert channel_offline_cause(plat, OfflineCause.SHUTDOWN.value) == "gateway_stopped"
+    assert channel_offline_cause(plat, OfflineCause.REVOKED.value) == "revoked"
+    # 215/216 are org nodes, never registering platforms
+    assert channel_offline_cause("34020000002160000001", "keepalive_lost") == "keepalive_lost"

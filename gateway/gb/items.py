@@ -125,21 +125,22 @@ def _take(
 
 
 _Spec = tuple[str, Callable[[str], Any]]
-#: Raw tag → (local name, lower-case local name, known direct/Info spec). Tags repeat on every item
+_Known = tuple[str, _Spec]  # (canonical tag, (attribute, converter))
+#: Raw tag → (local name, lower-case local name, known direct/Info field). Tags repeat on every item
 #: of a catalog, so each is classified once; bounded, because the tags are the sender's.
-_TAGS: dict[object, tuple[str, str, _Spec | None]] = {}
+_TAGS: dict[object, tuple[str, str, _Known | None]] = {}
 _TAGS_MAX = 512
 
 
-def _classify(tag: object) -> tuple[str, str, _Spec | None]:
-    found = _TAGS.get(tag)
-    if found is None:
-        local = local_name(tag)
-        low = local.lower()
-        known = _DIRECT_LOWER.get(low) or _INFO_LOWER.get(low)
-        found = (local, low, known)
-        if len(_TAGS) < _TAGS_MAX:
-            _TAGS[tag] = found
+def _classify(tag: object) -> tuple[str, str, _Known | None]:
+    cached = _TAGS.get(tag)
+    if cached is not None:
+        return cached
+    local = local_name(tag)
+    low = local.lower()
+    found = (local, low, _DIRECT_LOWER.get(low) or _INFO_LOWER.get(low))
+    if len(_TAGS) < _TAGS_MAX:
+        _TAGS[tag] = found
     return found
 
 

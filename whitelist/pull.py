@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import posixpath
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -98,6 +99,14 @@ def redact(url: str) -> str:
         if sep and "@" in rest.split("/", 1)[0]:
             return f"{head}://***@{rest.split('@', 1)[1]}"
         return url
+
+
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s@:]*):[^/\s@]*@")
+
+
+def scrub(text: str) -> str:
+    """Hide every `scheme://user:password@` in free text (FFmpeg errors quote the URL they failed on)."""
+    return _USERINFO.sub(r"\1\2:***@", text)
 
 
 def parse_source_url(url: object, *, field_name: str = "url") -> SourceUrl:

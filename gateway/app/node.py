@@ -23,6 +23,7 @@ from gateway.app.health import health_plane, journal_status, monitor_plane
 from gateway.app.http import http_plane
 from gateway.app.media import MediaPlane, media_plane
 from gateway.app.sip import sip_plane
+from gateway.app.sources import sources_plane
 from gateway.app.status import ComponentStatus
 from gateway.app.store import store_plane
 from gateway.config import Settings
@@ -69,6 +70,7 @@ class Gateway:
                 adapter=sip.adapter, router=sip.router, endpoint=sip.endpoint, settings=s, repo=store.repo,
                 metrics=metrics, health=health, clock=clock,
             ))
+            sources = await stack.enter_async_context(sources_plane(s, store, media, health, clock))
             monitors = await stack.enter_async_context(monitor_plane(s, store.sessions, media.hub, health, clock))
             services = Services(
                 settings=s,
@@ -88,6 +90,7 @@ class Gateway:
                 }),
                 reports=ReportsRuntime(sessions=store.sessions, prober=monitors.prober, scheduler=monitors.scheduler),
                 clock=clock,  # the node's one wall clock: API "today" agrees with the ledger and scheduler
+                extra={"sources": sources},  # pull sources (gateway/api/sources.py)
             )
             http = await stack.enter_async_context(http_plane(services, metrics))
             self._stack = stack.pop_all()

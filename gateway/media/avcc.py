@@ -43,11 +43,10 @@ def config_record_nals(codec: Codec, record: bytes) -> tuple[int, list[bytes]]:
             raise NalError("not an avcC record")
         size = (record[4] & 3) + 1
         pos, nals = 6, []
-        for count in (record[5] & 0x1F, None):
-            if count is None:
-                count = record[pos]
+        for i in range(2):  # SPS list, then the PPS list with its own count byte
+            if i:
                 pos += 1
-            for _ in range(count):
+            for _ in range(record[5] & 0x1F if i == 0 else record[pos - 1]):
                 n = int.from_bytes(record[pos:pos + 2], "big")
                 nals.append(record[pos + 2:pos + 2 + n])
                 pos += 2 + n

@@ -17,9 +17,18 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlmodel import Field, SQLModel
 
+from gateway.errors import GbgateError
 from gateway.store.models import utcnow
 from gateway.store.sealed import Sealer
 from whitelist.pull import redact_parts
+
+
+class SourceError(GbgateError):
+    """A source change refused: `status`/`code` for the API, `field` names the culprit."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.field = status, code, field
 
 
 class PullMode(StrEnum):

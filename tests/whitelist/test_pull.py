@@ -9,7 +9,7 @@ import pytest
 from whitelist.decide import Policy
 from whitelist.errors import ValidationError
 from whitelist.model import Entry, EntryStatus, Rule, RuleAction
-from whitelist.pull import PullReason, decide_pull, parse_source_url, redact
+from whitelist.pull import PullReason, decide_pull, parse_source_url, redact, scrub
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
 CH = "34020000001310000001"
@@ -100,3 +100,10 @@ def test_admitted_literal_address() -> None:
     src = parse_source_url("rtmp://192.168.1.5/live/cam")
     d = decide_pull(policy("192.168.1.0/24"), CH, src, ["192.168.1.5"], NOW)
     assert d.allowed and d.reason is PullReason.APPROVED and d.address == "192.168.1.5"
+
+
+def test_scrub_hides_passwords_in_free_text() -> None:
+    text = "[Errno 5] Input/output error: 'rtsp://admin:hunter2@192.168.1.5:554/x' then rtmp://u:p@h/a"
+    out = scrub(text)
+    assert "hunter2" not in out and ":p@" not in out
+    assert "rtsp://admin:***@192.168.1.5:554/x" in out and "rtmp://u:***@h/a" in out

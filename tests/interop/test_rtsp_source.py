@@ -1,0 +1,179 @@
+"""Pull sources end to end with real peers (issue 14 #3): ffmpeg encodes a test picture (H.264
+640x360) and publishes it to a real RTSP server (rtsp-server-perl, a Debian package: ffmpeg pushes
+with ANNOUNCE/RECORD, we PLAY); the gateway pulls it under a GB channel ID and a viewer reads our
+HTTP-FLV, probed by ffprobe. The server going away and coming back must not end the stream: the
+source reconnects with back-off and video resumes. A file source plays an mp4 ffmpeg wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.api.auth import Role
+from gateway.app import Gateway
+from tests.interop.conftest import free_port, gateway_settings, require_tool
+from tests.interop.test_media_sipp import capture, ffprobe, video_tags
+
+pytestmark = [pytest.mark.interop, pytest.mark.requires("ffmpeg", "ffprobe", "rtsp-server-perl")]
+
+CH = "34020000001310000091"
+PASSWORD = "cam-pw-7c1e"
+
+
+@contextlib.asynccontextmanager
+async def rtsp_server(client_port: int, source_port: int, rtp_port: int) -> AsyncIterator[None]:
+    """rtsp-server-perl on loopback, and ffmpeg publishing testsrc2 to it (UDP: the server's only transport)."""
+    server_exe, ffmpeg = require_tool("rtsp-server-perl"), require_tool("ffmpeg")
+    server = await asyncio.create_subprocess_exec(
+        server_exe, "-c", str(client_port), "-s", str(source_port), "--client_listen_address", "127.0.0.1",
+        "--source_listen_address", "127.0.0.1", "--rtp_start_port", str(rtp_port), "-l", "1",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    feeder = None
+    try:
+        for _ in range(50):  # until it listens for the publisher
+            try:
+                _r, w = await asyncio.open_connection("127.0.0.1", source_port)
+                w.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        feeder = await asyncio.create_subprocess_exec(
+            ffmpeg, "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+            "-c:v", "libx264", "-g", "25", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
+            "-f", "rtsp", f"rtsp://127.0.0.1:{source_port}/live",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        await asyncio.sleep(1.0)
+        yield
+    finally:
+        for proc in (feeder, server):
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def node(tmp_path: Path, **env: str) -> AsyncIterator[tuple[Gateway, str, str]]:
+    settings = gateway_settings(tmp_path, GBGATE_MEDIA__LINGER="0.5", GBGATE_MEDIA__INVITE_TIMEOUT="8",
+                                GBGATE_MEDIA__PULL_TIMEOUT="2", GBGATE_MEDIA__PULL_BACKOFF_MAX="1", **env)
+    gw = Gateway(settings)
+    await gw.start()
+    try:
+        assert gw.services is not None
+        token = await gw.services.tokens.create(Role.INTEGRATOR, "rtsp-test")
+        yield gw, gw.http_url, token
+    finally:
+        await gw.stop()
+
+
+async def admit_host(gw: Gateway, channel_id: str, ip: str) -> None:
+    from whitelist.model import Entry, EntryStatus, parse_networks
+
+    assert gw.services is not None and gw.services.admission is not None
+    entry = Entry(device_id=channel_id, status=EntryStatus.APPROVED, allowed_sources=parse_networks([ip]))
+    await gw.services.admission.store.save_entry(entry, actor="test", action="add")
+    await gw.services.admission.sync()
+
+
+async def api(http: aiohttp.ClientSession, method: str, url: str, token: str, body: Any = None) -> tuple[int, Any]:
+    async with http.request(method, url, json=body, headers={"Authorization": f"Bearer {token}"}) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_rtsp_source_to_http_flv_read_by_ffprobe_and_reconnects(tmp_path: Path, caplog: Any) -> None:
+    client_port, source_port = free_port(), free_port()
+    rtp = 21000 + (client_port % 2000) * 4
+    async with node(tmp_path) as (gw, base, token), aiohttp.ClientSession() as http:
+        url = f"rtsp://admin:{PASSWORD}@127.0.0.1:{client_port}/live"
+        # not whitelisted yet: refused with the reason, nothing stored
+        status, body = await api(http, "POST", f"{base}/api/v1/sources", token, {"channel_id": CH, "url": url})
+        assert status == 403 and body["error"]["code"] == "not_admitted" and PASSWORD not in json.dumps(body)
+        await admit_host(gw, CH, "127.0.0.1")
+        status, body = await api(http, "POST", f"{base}/api/v1/sources", token,
+                                 {"channel_id": CH, "url": url, "name": "gate cam"})
+        assert status == 201, body
+        assert body["url"] == f"rtsp://admin:***@127.0.0.1:{client_port}/live"
+        status, listing = await api(http, "GET", f"{base}/api/v1/sources", token)
+        assert status == 200 and PASSWORD not in json.dumps(listing) and listing["count"] == 1
+
+        async with rtsp_server(client_port, source_port, rtp):
+            live = f"{base}/live/{CH}.flv?token={token}"
+            first = asyncio.create_task(capture(live, 4.0, tmp_path / "first.flv"))
+            probe = await ffprobe(live, "-read_intervals", "%+1")
+            v = probe["streams"][0]
+            assert (v["codec_name"], v["width"], v["height"]) == ("h264", 640, 360)
+            data = await first
+            assert len(video_tags(data)) > 25
+            counted = await ffprobe(str(tmp_path / "first.flv"), "-count_frames")
+            assert int(counted["streams"][0]["nb_read_frames"]) > 25
+
+            # the viewer stays; the server goes away and comes back: the source reconnects
+            viewer = asyncio.create_task(capture(live, 14.0, tmp_path / "across.flv"))
+            await asyncio.sleep(2.0)
+        await asyncio.sleep(2.5)  # the server is gone: offline in the ledger, back-off retries
+        assert gw.services is not None and gw.services.health is not None
+        assert str(gw.services.health.state_of(f"channel:{CH}")) == "offline"
+        async with rtsp_server(client_port, source_port, rtp):
+            data = await viewer
+            tags = video_tags(data)
+            assert tags and tags[-1][0] > 8000, "video resumed after the reconnect"
+            stamps = [t for t, _ in tags]
+            assert stamps == sorted(stamps), "one timeline across the reconnect"
+            assert str(gw.services.health.state_of(f"channel:{CH}")) == "online"
+            snap = gw.services.streams.snapshot(CH)  # type: ignore[union-attr]
+            assert snap is not None and snap["rtp"]["connects"] >= 2 and PASSWORD not in json.dumps(snap)
+            across = await ffprobe(str(tmp_path / "across.flv"), "-count_frames")
+            assert int(across["streams"][0]["nb_read_frames"]) > 100
+
+        status, _ = await api(http, "DELETE", f"{base}/api/v1/sources/{CH}", token)
+        assert status == 200
+    assert PASSWORD not in caplog.text
+    records = await audit_records(tmp_path)
+    actions = [r["action"] for r in records if r["target"] == CH]
+    assert {"source_refused", "source_add", "source_remove"} <= set(actions)
+    assert PASSWORD not in json.dumps(records)
+
+
+async def audit_records(tmp_path: Path) -> list[dict[str, Any]]:
+    from gateway.store.db import make_engine, make_sessionmaker
+    from whitelist.store import WhitelistStore
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'gbgate.db'}")
+    try:
+        recs = await WhitelistStore(make_sessionmaker(engine)).audit_records()
+        return [{"action": r.action, "target": r.target, "before": r.before, "after": r.after, "reason": r.reason}
+                for r in recs]
+    finally:
+        await engine.dispose()
+
+
+async def test_file_source_plays_an_mp4_in_a_loop(tmp_path: Path) -> None:
+    ffmpeg = require_tool("ffmpeg")
+    media = tmp_path / "media"
+    media.mkdir()
+    mp4 = media / "clip.mp4"
+    proc = await asyncio.create_subprocess_exec(
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+        "-t", "2", "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", str(mp4))
+    assert await proc.wait() == 0
+    async with node(tmp_path, GBGATE_MEDIA__FILE_SOURCE_ROOT=str(media)) as (gw, base, token), \
+            aiohttp.ClientSession() as http:
+        await admit_host(gw, CH, "127.0.0.1")
+        status, body = await api(http, "POST", f"{base}/api/v1/sources", token,
+                                 {"channel_id": CH, "url": "file:///etc/passwd"})
+        assert status == 403 and "FILE_OUTSIDE_ROOT" in body["error"]["message"]
+        status, body = await api(http, "POST", f"{base}/api/v1/sources", token,
+                                 {"channel_id": CH, "url": f"file://{mp4}"})
+        assert status == 201, body
+        data = await capture(f"{base}/live/{CH}.flv?token={token}", 3.0, tmp_path / "file.flv")
+        tags = video_tags(data)
+        assert tags[-1][0] > 2200, "the 2 s clip looped, on one timeline"
+        probe = await ffprobe(str(tmp_path / "file.flv"), "-count_frames")
+        v = probe["streams"][0]
+        assert (v["codec_name"], v["width"], v["height"]) == ("h264", 320, 240)

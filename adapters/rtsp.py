@@ -45,7 +45,7 @@ from gateway.media.hub import Stream, StreamHub, StreamState
 from gateway.tasks import TaskSet
 from whitelist.decide import Policy
 from whitelist.errors import ValidationError
-from whitelist.pull import PullDecision, decide_pull, literal_address, parse_source_url, scrub
+from whitelist.pull import PullDecision, decide_pull, literal_address, parse_source_url, redact_parts, scrub
 
 log = logging.getLogger(__name__)
 
@@ -360,7 +360,7 @@ class PullSources:
             src = parse_source_url(rec.url)
         except ValidationError as exc:
             raise StreamError(f"pull source {channel_id}: {exc}") from None
-        shown = src.with_credentials(rec.username, "***" if rec.password else "")
+        shown = redact_parts(src.bare, rec.username, bool(rec.password))
         trace = sink.new_trace()
         trace.add("pull", url=shown)
         decision = await self.admit(channel_id, rec.url)

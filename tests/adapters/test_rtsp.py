@@ -1,0 +1,171 @@
+"""adapters/rtsp.py without a peer: admission at open (the attacker's cases), redaction, back-off,
+health, the routed opener. The real RTSP server is in tests/interop/test_rtsp_source.py."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+import adapters.rtsp as rtsp
+from adapters.rtsp import PullSettings, PullSources, backoff
+from gateway.media.errors import NotAdmitted
+from gateway.media.hub import StreamHub
+from gateway.media.routing import RoutedOpener
+from whitelist.decide import Policy
+from whitelist.model import Entry, EntryStatus, parse_networks
+
+CH = "34020000001310000001"
+PASSWORD = "n0t-in-any-log"
+NOW = 1_796_000_000.0
+
+
+@dataclass(frozen=True)
+class Src:
+    channel_id: str
+    url: str
+    username: str = "admin"
+    password: str = field(default=PASSWORD, repr=False)
+    enabled: bool = True
+    always_on: bool = False
+
+
+class Audit:
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+
+    async def append_audit(self, **kw: Any) -> None:
+        self.records.append(kw)
+
+
+class Health:
+    def __init__(self) -> None:
+        self.states: list[tuple[str, str, str]] = []
+
+    def set_state(self, subject: str, state: str, cause: str, ts: float, evidence: Any = None) -> None:
+        self.states.append((subject, state, cause))
+
+
+def pulls(sources: str = "192.168.1.0/24", resolved: dict[str, list[str]] | None = None,
+          **kw: Any) -> tuple[PullSources, Audit, Health]:
+    policy = Policy([Entry(device_id=CH, status=EntryStatus.APPROVED, allowed_sources=parse_networks([sources]))])
+    audit, health = Audit(), Health()
+    table = resolved or {}
+
+    async def resolver(host: str) -> list[str]:
+        return table.get(host, [host])
+
+    p = PullSources(policy=policy, health=health, auditor=audit, resolver=resolver, wall_clock=lambda: NOW,
+                    settings=PullSettings(timeout=0.2, backoff_min=0.01, backoff_max=0.04, hold_timeout=0.3), **kw)
+    return p, audit, health
+
+
+async def test_open_refuses_a_host_outside_the_whitelist_audits_once_and_logs_no_password(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    p, audit, _ = pulls()
+    p.put(Src(CH, "rtsp://10.9.9.9/admin"))
+    hub = StreamHub(p, ready_timeout=0.5)
+    for _ in range(3):  # a viewer hammering a refused source: one audit record, not three
+        with pytest.raises(NotAdmitted) as err:
+            await hub.subscribe(CH)
+        assert "NOT_ADMITTED" in str(err.value) and PASSWORD not in str(err.value)
+    assert len(audit.records) == 1 and audit.records[0]["action"] == "pull_refused"
+    assert audit.records[0]["after"]["url"] == "rtsp://admin:***@10.9.9.9/admin"
+    assert PASSWORD not in caplog.text and PASSWORD not in str(audit.records)
+    await hub.stop()
+
+
+async def test_a_name_resolving_outside_is_refused_and_one_inside_is_pinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    p, _, _ = pulls(resolved={"evil.example": ["192.168.1.9", "10.0.0.1"], "cam.example": ["192.168.1.9"]})
+    p.put(Src(CH, "rtsp://evil.example/x"))
+    hub = StreamHub(p, ready_timeout=0.5)
+    with pytest.raises(NotAdmitted, match=r"evil.example \(10.0.0.1\)"):
+        await hub.subscribe(CH)
+    opened: list[str] = []
+
+    def fake_open(url: str, **kw: Any) -> Any:
+        opened.append(url)
+        raise OSError(f"[Errno 111] Connection refused: '{url}'")
+
+    monkeypatch.setattr(rtsp.av, "open", fake_open)
+    p.put(Src(CH, "rtsp://cam.example:8554/x"))
+    with pytest.raises(Exception):  # noqa: B017 - no video: the hub's timeout
+        await hub.subscribe(CH, timeout=0.3)
+    assert opened and all(u == f"rtsp://admin:{PASSWORD}@192.168.1.9:8554/x" for u in opened)
+    await hub.stop()
+
+
+async def test_unreachable_source_backs_off_goes_offline_and_never_leaks_the_password(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    p, _, health = pulls()
+    calls: list[dict[str, str]] = []
+
+    def fake_open(url: str, *, options: dict[str, str], timeout: Any) -> Any:
+        calls.append(options)
+        raise OSError(f"Server returned 401 Unauthorized: '{url}'")
+
+    monkeypatch.setattr(rtsp.av, "open", fake_open)
+    p.put(Src(CH, "rtsp://192.168.1.5/live"))
+    hub = StreamHub(p, ready_timeout=0.5)
+    with pytest.raises(Exception):  # noqa: B017
+        await hub.subscribe(CH, timeout=0.4)
+    snap = p.sessions.get(CH)
+    await hub.stop()
+    assert len(calls) >= 3
+    assert [c["rtsp_transport"] for c in calls[:3]] == ["tcp", "udp", "tcp"]  # a server refusing TCP gets UDP
+    assert (f"channel:{CH}", "offline", "pull_unreachable") in health.states
+    assert PASSWORD not in caplog.text
+    assert snap is None or PASSWORD not in str(snap.stats())
+
+
+def test_backoff_is_capped_exponential() -> None:
+    assert [backoff(i, 0.5, 30) for i in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert backoff(10_000, 0.5, 30) == 30
+
+
+async def test_routed_opener_sends_pull_channels_to_the_pull_sources() -> None:
+    p, _, _ = pulls()
+    p.put(Src(CH, "rtsp://10.9.9.9/x"))
+    seen: list[str] = []
+
+    class Gb:
+        async def open(self, channel_id: str, sink: Any) -> Any:
+            seen.append(channel_id)
+            raise NotAdmitted("gb")
+
+    routes = RoutedOpener(Gb())
+    routes.add(p.owns, p)
+    assert routes.opener_for(CH) is p and routes.opener_for("34020000001320000001") is routes.default
+    hub = StreamHub(routes, ready_timeout=0.5)
+    with pytest.raises(NotAdmitted, match="gb"):
+        await hub.subscribe("34020000001320000001")
+    assert seen == ["34020000001320000001"]
+    p.remove(CH)
+    assert routes.opener_for(CH) is routes.default
+    await hub.stop()
+
+
+async def test_always_on_sources_are_held_and_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    p, _, _ = pulls()
+    opens = asyncio.Event()
+
+    def fake_open(url: str, **kw: Any) -> Any:
+        opens.set()
+        raise OSError("down")
+
+    monkeypatch.setattr(rtsp.av, "open", fake_open)
+    hub = StreamHub(p, ready_timeout=0.5)
+    p.hub = hub
+    p.put(Src(CH, "rtsp://192.168.1.5/live", always_on=True))
+    await asyncio.wait_for(opens.wait(), 2)  # opened with no viewer at all
+    assert CH in p.snapshot()["always_on_held"]
+    p.put(Src(CH, "rtsp://192.168.1.5/live", always_on=False))
+    await asyncio.sleep(0)
+    assert CH not in p.snapshot()["always_on_held"]
+    await p.stop()
+    await hub.stop()

@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
 import av
@@ -119,6 +120,16 @@ async def resolve_host(host: str) -> list[str]:
     return out
 
 
+class PullState(StrEnum):
+    CONNECTING = "connecting"
+    LIVE = "live"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"  # no video stream or a codec we cannot pass through: not retried
+
+
+_SESSION_COUNTERS = ("connects", "packets", "bytes", "errors", "ends", "bad_packets")
+
+
 class _Fatal(Exception):
     """The source can never give us video (no video stream, unsupported codec): stop retrying."""
 
@@ -135,8 +146,10 @@ class PullSession:
         self.scheme = scheme
         self.sink = sink
         self.loop = loop
-        self.counters: Counter[str] = Counter()
-        self.state = "connecting"
+        # every key exists from the start: the worker thread only updates values, so a stats view on
+        # the loop never iterates a dict that changes size
+        self.counters: dict[str, int] = dict.fromkeys(_SESSION_COUNTERS, 0)
+        self.state = PullState.CONNECTING
         self.codec: str | None = None
         self.last_error = ""
         self._stop = threading.Event()
@@ -154,7 +167,7 @@ class PullSession:
         await asyncio.to_thread(self._thread.join, self.owner.settings.timeout + 1.0)
 
     def stats(self) -> dict[str, Any]:
-        return {"source": "pull", "url": self.shown, "state": self.state, "codec": self.codec,
+        return {"source": "pull", "url": self.shown, "state": self.state.value, "codec": self.codec,
                 "last_error": self.last_error,
                 "rtsp_transport": _RTSP_TRANSPORTS[self._transport % 2] if self.scheme == "rtsp" else None,
                 **self.counters}
@@ -178,7 +191,7 @@ class PullSession:
                 self._pull_once()
                 error, cause = "end of stream", "pull_ended"
             except _Fatal as exc:
-                self.state, self.last_error = "failed", str(exc)
+                self.state, self.last_error = PullState.FAILED, str(exc)
                 self._call(self.owner.stream_down, self.channel_id, "pull_unsupported", str(exc), self.shown)
                 self._call(self.sink.end, str(exc))
                 return
@@ -199,7 +212,7 @@ class PullSession:
             else:
                 delay = backoff(attempt, st.backoff_min, st.backoff_max)
                 attempt += 1
-                self.state = "reconnecting"
+                self.state = PullState.RECONNECTING
                 log.info("pull %s: %s (%s); retry in %.1f s", self.channel_id, self.shown, error, delay)
                 self._call(self._lost, cause, error)
             self._stop.wait(delay)
@@ -263,7 +276,7 @@ class PullSession:
                 frame = MediaFrame("video", codec, data, pts90, dts90, packet.is_keyframe)
                 if not self._delivered:
                     self._delivered = True
-                    self.state = "live"
+                    self.state = PullState.LIVE
                     self._call(self.owner.stream_up, self.channel_id, self.shown)
                 self.counters["packets"] += 1
                 self.counters["bytes"] += len(data)

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from whitelist.decide import Policy, Reason, RequestKind
 from whitelist.decide import Request as WlRequest
@@ -36,6 +36,7 @@ from whitelist.errors import ValidationError
 NETWORK_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps"})
 SCHEMES = NETWORK_SCHEMES | {"file"}
 MAX_URL = 1000
+_SECRET_PARAMS = frozenset({"password", "passwd", "pwd", "pass", "token", "key", "secret", "auth"})
 
 
 class PullReason(StrEnum):
@@ -131,6 +132,9 @@ def parse_source_url(url: object, *, field_name: str = "url") -> SourceUrl:
             raise ValidationError(field_name, "file URLs must be file:///absolute/path")
         path = posixpath.normpath(unquote(parts.path))
         return SourceUrl("file", "", None, f"file://{quote(path)}", path=path)
+    if any(k.strip().lower() in _SECRET_PARAMS for k, _v in parse_qsl(parts.query, keep_blank_values=True)):
+        # the query is stored and shown as is: a password there would be kept in clear
+        raise ValidationError(field_name, "put credentials in user:password@, not in the query string")
     host = parts.hostname or ""
     if not host:
         raise ValidationError(field_name, "must name a host")

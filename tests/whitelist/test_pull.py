@@ -78,7 +78,8 @@ def test_file_sources_need_a_root_and_stay_under_it() -> None:
 
 @pytest.mark.parametrize("url", ["http://10.0.0.1/x", "gopher://x/", "rtsp://", "rtsp:// 10.0.0.1/",
                                  "rtsp://10.0.0.1:99999/", "file://remote/etc/passwd", "file:relative.mp4",
-                                 "concat:a|b", "", "rtsp://10.0.0.1/\r\nx"])
+                                 "concat:a|b", "", "rtsp://10.0.0.1/\r\nx",
+                                 "rtsp://10.0.0.1/cam?user=admin&Password=x", "rtmp://h/live?pwd=1"])
 def test_urls_we_do_not_pull_are_refused(url: str) -> None:
     with pytest.raises(ValidationError):
         parse_source_url(url)

@@ -177,3 +177,29 @@ async def test_file_source_plays_an_mp4_in_a_loop(tmp_path: Path) -> None:
         probe = await ffprobe(str(tmp_path / "file.flv"), "-count_frames")
         v = probe["streams"][0]
         assert (v["codec_name"], v["width"], v["height"]) == ("h264", 320, 240)
+
+
+async def test_h265_file_source_is_passed_through_untouched(tmp_path: Path) -> None:
+    """hvcC + length-prefixed HEVC from an mp4 reach the hub as Annex-B with VPS/SPS/PPS (ffmpeg 5 cannot
+    read enhanced FLV, so the hub's own view is checked: codec, resolution parsed from our SPS, frames)."""
+    ffmpeg = require_tool("ffmpeg")
+    media = tmp_path / "media"
+    media.mkdir()
+    mp4 = media / "clip265.mp4"
+    proc = await asyncio.create_subprocess_exec(
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+        "-t", "2", "-c:v", "libx265", "-x265-params", "keyint=25:log-level=error", "-pix_fmt", "yuv420p", str(mp4))
+    assert await proc.wait() == 0
+    async with node(tmp_path, GBGATE_MEDIA__FILE_SOURCE_ROOT=str(media)) as (gw, base, token), \
+            aiohttp.ClientSession() as http:
+        await admit_host(gw, CH, "127.0.0.1")
+        status, body = await api(http, "POST", f"{base}/api/v1/sources", token,
+                                 {"channel_id": CH, "url": f"file://{mp4}"})
+        assert status == 201, body
+        viewer = asyncio.create_task(capture(f"{base}/live/{CH}.flv?token={token}", 2.5))
+        await asyncio.sleep(2.0)
+        status, snap = await api(http, "GET", f"{base}/api/v1/streams/{CH}", token)
+        await viewer
+        assert status == 200, snap
+        assert (snap["codec"], snap["width"], snap["height"]) == ("h265", 320, 240)
+        assert snap["frames"] > 25 and snap["rtp"]["codec"] == "h265" and snap["rtp"]["state"] == "live"

@@ -21,7 +21,7 @@ from gateway.app import Gateway
 from tests.interop.conftest import free_port, gateway_settings, require_tool
 from tests.interop.test_media_sipp import capture, ffprobe, video_tags
 
-pytestmark = [pytest.mark.interop, pytest.mark.requires("ffmpeg", "ffprobe", "rtsp-server-perl")]
+pytestmark = [pytest.mark.interop, pytest.mark.requires("ffmpeg", "ffprobe")]
 
 CH = "34020000001310000091"
 PASSWORD = "cam-pw-7c1e"
@@ -86,6 +86,7 @@ async def api(http: aiohttp.ClientSession, method: str, url: str, token: str, bo
         return resp.status, await resp.json()
 
 
+@pytest.mark.requires("rtsp-server-perl")
 async def test_rtsp_source_to_http_flv_read_by_ffprobe_and_reconnects(tmp_path: Path, caplog: Any) -> None:
     client_port, source_port = free_port(), free_port()
     rtp = 21000 + (client_port % 2000) * 4
@@ -203,3 +204,36 @@ async def test_h265_file_source_is_passed_through_untouched(tmp_path: Path) -> N
         assert status == 200, snap
         assert (snap["codec"], snap["width"], snap["height"]) == ("h265", 320, 240)
         assert snap["frames"] > 25 and snap["rtp"]["codec"] == "h265" and snap["rtp"]["state"] == "live"
+
+
+async def test_always_on_source_is_pulled_without_a_viewer(tmp_path: Path) -> None:
+    ffmpeg = require_tool("ffmpeg")
+    media = tmp_path / "media"
+    media.mkdir()
+    mp4 = media / "clip.mp4"
+    proc = await asyncio.create_subprocess_exec(
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+        "-t", "1", "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", str(mp4))
+    assert await proc.wait() == 0
+    async with node(tmp_path, GBGATE_MEDIA__FILE_SOURCE_ROOT=str(media)) as (gw, base, token), \
+            aiohttp.ClientSession() as http:
+        await admit_host(gw, CH, "127.0.0.1")
+        status, body = await api(http, "POST", f"{base}/api/v1/sources", token,
+                                 {"channel_id": CH, "url": f"file://{mp4}", "mode": "always_on"})
+        assert status == 201, body
+        assert gw.services is not None and gw.services.health is not None and gw.services.streams is not None
+        for _ in range(50):
+            snap = gw.services.streams.snapshot(CH)
+            if snap is not None and snap["state"] == "live":
+                break
+            await asyncio.sleep(0.1)
+        assert snap is not None and snap["state"] == "live"
+        assert str(gw.services.health.state_of(f"channel:{CH}")) == "online"
+        # removing the source ends the stream and the hold
+        status, _ = await api(http, "DELETE", f"{base}/api/v1/sources/{CH}", token)
+        assert status == 200
+        for _ in range(30):
+            if gw.services.streams.snapshot(CH) is None:
+                break
+            await asyncio.sleep(0.1)
+        assert gw.services.streams.snapshot(CH) is None

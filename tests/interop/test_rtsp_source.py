@@ -115,10 +115,14 @@ async def test_rtsp_source_to_http_flv_read_by_ffprobe_and_reconnects(tmp_path: 
             assert int(counted["streams"][0]["nb_read_frames"]) > 25
 
             # the viewer stays; the server goes away and comes back: the source reconnects
-            viewer = asyncio.create_task(capture(live, 14.0, tmp_path / "across.flv"))
+            viewer = asyncio.create_task(capture(live, 16.0, tmp_path / "across.flv"))
             await asyncio.sleep(2.0)
-        await asyncio.sleep(2.5)  # the server is gone: offline in the ledger, back-off retries
+        # the server is gone: offline in the ledger once the read times out (pull_timeout 2 s), back-off retries
         assert gw.services is not None and gw.services.health is not None
+        for _ in range(60):
+            if str(gw.services.health.state_of(f"channel:{CH}")) == "offline":
+                break
+            await asyncio.sleep(0.1)
         assert str(gw.services.health.state_of(f"channel:{CH}")) == "offline"
         async with rtsp_server(client_port, source_port, rtp):
             data = await viewer

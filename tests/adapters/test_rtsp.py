@@ -169,3 +169,29 @@ async def test_always_on_sources_are_held_and_released(monkeypatch: pytest.Monke
     assert CH not in p.snapshot()["always_on_held"]
     await p.stop()
     await hub.stop()
+
+
+async def test_reload_follows_the_table_adds_changes_and_removals() -> None:
+    table: list[Src] = [Src(CH, "rtsp://192.168.1.5/a")]
+
+    async def loader() -> list[Src]:
+        return list(table)
+
+    p, _, _ = pulls(loader=loader)
+    ended: list[tuple[str, str]] = []
+
+    class Hub:
+        def end(self, channel_id: str, reason: str) -> None:
+            ended.append((channel_id, reason))
+
+    p.hub = Hub()  # type: ignore[assignment]
+    await p.reload()
+    assert p.owns(CH)
+    await p.reload()
+    assert ended == []                                   # same values: the open stream is left alone
+    table[0] = Src(CH, "rtsp://192.168.1.6/b")           # changed with `gbgate source add` elsewhere
+    await p.reload()
+    assert ended == [(CH, "source_changed")] and p.book[CH].url.endswith("/b")
+    table.clear()
+    await p.reload()
+    assert not p.owns(CH) and ended[-1] == (CH, "source_removed")

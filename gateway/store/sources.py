@@ -96,7 +96,7 @@ class SourceRepository:
 
     async def list(self) -> list[SourceRecord]:
         async with self.sessions() as s:
-            rows = (await s.execute(select(PullSourceRow).order_by(PullSourceRow.channel_id))).scalars()  # type: ignore[arg-type]
+            rows = (await s.execute(select(PullSourceRow).order_by(PullSourceRow.channel_id))).scalars()
             return [self._record(r) for r in rows]
 
     async def get(self, channel_id: str) -> SourceRecord | None:

@@ -63,3 +63,26 @@ async def test_roles_admission_redaction_and_audit(client: Any, services: Servic
     assert "source_remove" in actions and all(PASSWORD not in json.dumps([r.before, r.after, r.reason])
                                                for r in records)
     assert any(r.actor.startswith("integrator:") for r in records if r.action == "source_add")
+
+
+async def test_a_gb_devices_channel_id_cannot_be_taken_by_a_pull_source(tmp_path: Any) -> None:
+    from types import SimpleNamespace
+
+    from gateway.app.sources import SourceAdmin
+    from gateway.store.sources import SourceError
+
+    class Devices:
+        async def find_channel(self, channel_id: str) -> Any:
+            return SimpleNamespace(device_id="34020000001320000001") if channel_id == CH else None
+
+    class Pulls:
+        async def admit(self, channel_id: str, url: str) -> Any:
+            raise AssertionError("refused before admission or storage")
+
+    admin = SourceAdmin(repo=None, pulls=Pulls(), auditor=None, devices=Devices())  # type: ignore[arg-type]
+    try:
+        await admin.add(CH, "rtsp://192.168.7.10/live", actor="integrator:x")
+    except SourceError as exc:
+        assert exc.status == 409 and exc.field == "channel_id" and "34020000001320000001" in str(exc)
+    else:
+        raise AssertionError("a GB channel ID was taken over")

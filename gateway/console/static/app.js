@@ -6,11 +6,13 @@ import * as live from "./live.js";
 import * as whitelist from "./whitelist.js";
 import * as security from "./security.js";
 import * as reports from "./reports.js";
+import * as sources from "./sources.js";
 
 const VIEWS = {
   devices: devices.mount,
   live: live.mount,
   whitelist: whitelist.mount,
+  sources: sources.mount,
   alarms: security.mountAlarms,
   audit: security.mountAudit,
   reports: reports.mount,

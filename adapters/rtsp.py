@@ -460,8 +460,8 @@ class PullSources:
     async def stop(self) -> None:
         self._holds.clear()
         await self._tasks.close()
-        for session in list(self.sessions.values()):
-            await session.close()
+        # concurrently: each may wait for its worker's open/read timeout
+        await asyncio.gather(*(s.close() for s in list(self.sessions.values())), return_exceptions=True)
 
     def snapshot(self) -> dict[str, Any]:
         return {"sources": len(self.book), "open": {c: s.stats() for c, s in self.sessions.items()},

@@ -241,3 +241,31 @@ async def test_always_on_source_is_pulled_without_a_viewer(tmp_path: Path) -> No
                 break
             await asyncio.sleep(0.1)
         assert gw.services.streams.snapshot(CH) is None
+
+
+async def test_rtmp_source_from_ffmpeg_to_http_flv(tmp_path: Path) -> None:
+    """ffmpeg serves RTMP itself (`-listen 1`): FLV/avcC packets (length-prefixed) → Annex-B → our FLV."""
+    ffmpeg = require_tool("ffmpeg")
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+        "-c:v", "libx264", "-g", "25", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
+        "-f", "flv", "-listen", "1", f"rtmp://127.0.0.1:{port}/live/cam",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    try:
+        async with node(tmp_path) as (gw, base, token), aiohttp.ClientSession() as http:
+            await admit_host(gw, CH, "127.0.0.1")
+            status, body = await api(http, "POST", f"{base}/api/v1/sources", token,
+                                     {"channel_id": CH, "url": f"rtmp://127.0.0.1:{port}/live/cam"})
+            assert status == 201, body
+            await asyncio.sleep(0.5)  # let ffmpeg listen (an early refusal would only cost one back-off)
+            data = await capture(f"{base}/live/{CH}.flv?token={token}", 3.0, tmp_path / "rtmp.flv")
+            assert len(video_tags(data)) > 25
+            probe = await ffprobe(str(tmp_path / "rtmp.flv"), "-count_frames")
+            v = probe["streams"][0]
+            assert (v["codec_name"], v["width"], v["height"]) == ("h264", 640, 360)
+            assert int(v["nb_read_frames"]) > 25
+    finally:
+        if server.returncode is None:
+            server.kill()
+            await server.wait()

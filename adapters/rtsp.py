@@ -38,8 +38,9 @@ from typing import Any, Protocol
 import av
 
 from adapters.base import HealthSink
+from gateway.media.adts import AdtsWrapper
 from gateway.media.avcc import AnnexBConverter
-from gateway.media.errors import NalError, NotAdmitted, StreamError
+from gateway.media.errors import MediaError, NalError, NotAdmitted, StreamError
 from gateway.media.fanout import FRAMES
 from gateway.media.frames import Codec, MediaFrame
 from gateway.media.hub import Stream, StreamHub, StreamState
@@ -51,6 +52,8 @@ from whitelist.pull import PullDecision, decide_pull, literal_address, parse_sou
 log = logging.getLogger(__name__)
 
 _CODECS = {"h264": Codec.H264, "hevc": Codec.H265}
+_AUDIO_CODECS = {"pcm_alaw": Codec.G711A, "pcm_mulaw": Codec.G711U}
+_HOLD_FRAMES = 50  # video frames held at most while waiting for the first audio frame (2 s at 25 fps)
 _AUDIT_EVERY_S = 600.0  # one audit record per refused channel and reason per 10 min, not per viewer
 RELOAD_INTERVAL_S = 3.0
 _RTSP_TRANSPORTS = ("tcp", "udp")
@@ -226,6 +229,10 @@ class PullSession:
     def _pull_once(self) -> None:
         st = self.owner.settings
         options: dict[str, str] = {}
+        if self.scheme != "file":
+            # a live source's codecs are in its SDP / FLV sequence header: probing 5 s (FFmpeg's
+            # default) only delays the first frame, and an RTMP open then outlasts our timeout
+            options["analyzeduration"] = "1000000"
         if self.scheme == "rtsps":
             options["rtsp_transport"] = "tcp"
         elif self.scheme == "rtsp":
@@ -246,26 +253,40 @@ class PullSession:
                 conv = AnnexBConverter(codec, vs.codec_context.extradata)
             except NalError as exc:
                 raise _Fatal(f"bad_extradata:{exc}") from None
-            tb = vs.time_base
-            num, den = (tb.numerator, tb.denominator) if tb is not None else (1, 90000)
+            audio = _audio_track(container)
+            streams = [vs] if audio is None else [vs, audio.stream]
+            clocks = {s.index: (s.time_base.numerator, s.time_base.denominator) if s.time_base else (1, 90000)
+                      for s in streams}
             paced = self.scheme == "file"
             t0: tuple[float, int] | None = None
             last_dts = 0
-            for packet in container.demux(vs):
+            held: list[MediaFrame] | None = [] if audio is not None else None
+            for packet in container.demux(streams):
                 if self._stop.is_set():
                     return
-                if packet.size == 0:
+                clock = clocks.get(packet.stream.index)  # FLV/RTMP may add streams (data) mid-way
+                if packet.size == 0 or clock is None:
                     continue
+                num, den = clock
                 pts = packet.pts if packet.pts is not None else packet.dts
                 dts = packet.dts if packet.dts is not None else pts
                 dts90 = dts * num * 90000 // den if dts is not None else last_dts + 3600
                 pts90 = pts * num * 90000 // den if pts is not None else dts90
                 last_dts = dts90
-                try:
-                    data = conv.convert(bytes(packet), packet.is_keyframe)
-                except NalError:
-                    self.counters["bad_packets"] += 1
-                    continue
+                if audio is not None and packet.stream.index == audio.stream.index:
+                    try:
+                        frame = MediaFrame("audio", audio.codec, audio.convert(bytes(packet)), pts90, dts90, False,
+                                           0xC0)
+                    except MediaError:
+                        self.counters["bad_packets"] += 1
+                        continue
+                else:
+                    try:
+                        data = conv.convert(bytes(packet), packet.is_keyframe)
+                    except NalError:
+                        self.counters["bad_packets"] += 1
+                        continue
+                    frame = MediaFrame("video", codec, data, pts90, dts90, packet.is_keyframe)
                 if paced:  # files are read as fast as the disk allows: play them in real time
                     now = time.monotonic()
                     if t0 is None:
@@ -273,17 +294,59 @@ class PullSession:
                     ahead = (dts90 - t0[1]) / 90000 - (now - t0[0])
                     if ahead > 0.005 and self._stop.wait(min(ahead, 1.0)):
                         return
-                frame = MediaFrame("video", codec, data, pts90, dts90, packet.is_keyframe)
-                if not self._delivered:
-                    self._delivered = True
-                    self.state = PullState.LIVE
-                    self._call(self.owner.stream_up, self.channel_id, self.shown)
-                self.counters["packets"] += 1
-                self.counters["bytes"] += len(data)
-                if not self._call(self.sink.push, frame):
+                if held is not None:
+                    # The hub learns the audio codec from the frame after the first keyframe (its FLV
+                    # header is fixed then); containers often put a few video frames first, so hold
+                    # the video from the first keyframe until the first audio frame (bounded).
+                    if frame.kind == "video" and (held or frame.keyframe) and len(held) < _HOLD_FRAMES:
+                        held.append(frame)
+                        continue
+                    # keyframe, then the audio frame, then the rest; or all of it when we give up waiting
+                    batch = [held[0], frame, *held[1:]] if frame.kind == "audio" and held else [*held, frame]
+                    if held:
+                        held = None  # flushed: from now on frames go straight through
+                    if not all(self._emit(f) for f in batch):
+                        return
+                    continue
+                if not self._emit(frame):
                     return
         finally:
             container.close()
+
+    def _emit(self, frame: MediaFrame) -> bool:
+        if not self._delivered and frame.kind == "video":
+            self._delivered = True
+            self.state = PullState.LIVE
+            self._call(self.owner.stream_up, self.channel_id, self.shown)
+        self.counters["packets"] += 1
+        self.counters["bytes"] += len(frame.data)
+        return self._call(self.sink.push, frame)
+
+
+@dataclass(slots=True)
+class _AudioTrack:
+    """An audio stream we relay without decoding: AAC (ADTS-wrapped) or G.711."""
+
+    stream: Any
+    codec: Codec
+    convert: Callable[[bytes], bytes]
+
+
+def _audio_track(container: Any) -> _AudioTrack | None:
+    """The first audio stream the hub can carry as is; None (video only) for anything else."""
+    stream = next(iter(container.streams.audio), None)
+    if stream is None:
+        return None
+    name = stream.codec_context.name
+    if name == "aac":
+        try:
+            return _AudioTrack(stream, Codec.AAC, AdtsWrapper(stream.codec_context.extradata).wrap)
+        except MediaError:
+            return None
+    codec = _AUDIO_CODECS.get(name)
+    if codec is None or stream.codec_context.sample_rate != 8000:
+        return None  # FLV's G.711 is 8 kHz mono; other codecs would need a transcode
+    return _AudioTrack(stream, codec, bytes)
 
 
 class PullSources:

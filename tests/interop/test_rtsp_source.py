@@ -269,3 +269,31 @@ async def test_rtmp_source_from_ffmpeg_to_http_flv(tmp_path: Path) -> None:
         if server.returncode is None:
             server.kill()
             await server.wait()
+
+
+@pytest.mark.parametrize(("container", "audio_args", "probe_name"), [
+    ("mp4", ["-c:a", "aac", "-ar", "44100", "-ac", "2"], "aac"),           # raw AAC + AudioSpecificConfig
+    ("mkv", ["-c:a", "pcm_alaw", "-ar", "8000", "-ac", "1"], "pcm_alaw"),  # G.711 A-law, as cameras send it
+])
+async def test_file_source_audio_is_relayed_without_transcoding(tmp_path: Path, container: str,
+                                                                audio_args: list[str], probe_name: str) -> None:
+    ffmpeg = require_tool("ffmpeg")
+    media = tmp_path / "media"
+    media.mkdir()
+    clip = media / f"av.{container}"
+    proc = await asyncio.create_subprocess_exec(
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "2",
+        "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", *audio_args, str(clip))
+    assert await proc.wait() == 0
+    async with node(tmp_path, GBGATE_MEDIA__FILE_SOURCE_ROOT=str(media)) as (gw, base, token), \
+            aiohttp.ClientSession() as http:
+        await admit_host(gw, CH, "127.0.0.1")
+        status, body = await api(http, "POST", f"{base}/api/v1/sources", token,
+                                 {"channel_id": CH, "url": f"file://{clip}"})
+        assert status == 201, body
+        await capture(f"{base}/live/{CH}.flv?token={token}", 3.0, tmp_path / "av.flv")
+        probe = await ffprobe(str(tmp_path / "av.flv"), "-count_frames")
+        kinds = {s["codec_type"]: s for s in probe["streams"]}
+        assert kinds["video"]["codec_name"] == "h264"
+        assert kinds["audio"]["codec_name"] == probe_name and int(kinds["audio"]["nb_read_frames"]) > 20

@@ -77,7 +77,14 @@ class SourceAdmin:
             await self._audit("source_refused", channel_id, None, {"url": shown, "reason": decision.reason.value},
                               actor, decision.detail)
             raise SourceError(403, "not_admitted", f"{decision.reason.value}: {decision.detail}", "url")
-        rec = SourceRecord(channel_id=channel_id, url=src.bare, username=src.username, password=src.password,
+        password = src.password
+        if not password and src.username:
+            # an edit that leaves the password out keeps it — only for the very same URL and user, so a
+            # changed host never receives the camera's password
+            current = await self.repo.get(channel_id)
+            if current is not None and (current.url, current.username) == (src.bare, src.username):
+                password = current.password
+        rec = SourceRecord(channel_id=channel_id, url=src.bare, username=src.username, password=password,
                            mode=pull_mode, name=name, site=site, enabled=enabled)
         before, after = await self.repo.put(rec)
         await self._audit("source_add" if before is None else "source_update", channel_id,

@@ -48,6 +48,14 @@ async def test_roles_admission_redaction_and_audit(client: Any, services: Servic
     assert ok.status == 201 and rec["url"] == "rtsp://admin:***@192.168.7.10/live" and rec["mode"] == "always_on"
     again = await client.post("/api/v1/sources", json={**body, "name": "renamed"}, headers=integ)
     assert again.status == 200
+    admin = services.extra["sources"]
+    # an edit without the password keeps it for the same URL and user, never for another host
+    kept = await client.post("/api/v1/sources", json={**body, "url": "rtsp://admin@192.168.7.10/live"}, headers=integ)
+    assert kept.status == 200 and (await kept.json())["has_password"] is True
+    assert (await admin.get(CH)).password == PASSWORD
+    moved = await client.post("/api/v1/sources", json={**body, "url": "rtsp://admin@192.168.7.20/live"}, headers=integ)
+    assert moved.status == 200 and (await moved.json())["has_password"] is False
+    assert (await admin.get(CH)).password == ""
     listing = await (await client.get("/api/v1/sources", headers=integ)).json()
     assert listing["count"] == 1 and PASSWORD not in json.dumps(listing)
     csv = f"channel_id,url\n{CH},rtsp://192.168.7.11/live\n34020000001310000799,rtsp://192.168.7.12/x\n"

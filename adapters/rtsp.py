@@ -23,6 +23,7 @@ an error or a stats view: only redacted URLs (user:***@) and scrubbed FFmpeg mes
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -44,6 +45,7 @@ from gateway.media.errors import MediaError, NalError, NotAdmitted, StreamError
 from gateway.media.fanout import FRAMES
 from gateway.media.frames import Codec, MediaFrame
 from gateway.media.hub import Stream, StreamHub, StreamState
+from gateway.media.session_stats import Trace
 from gateway.tasks import TaskSet
 from whitelist.decide import Policy
 from whitelist.errors import ValidationError
@@ -141,8 +143,9 @@ class PullSession:
     """One pulled stream (the hub's StreamHandle): a worker thread demuxing with PyAV."""
 
     def __init__(self, owner: PullSources, channel_id: str, connect: str, shown: str, scheme: str,
-                 sink: Stream, loop: asyncio.AbstractEventLoop) -> None:
+                 sink: Stream, loop: asyncio.AbstractEventLoop, trace: Trace) -> None:
         self.owner = owner
+        self.trace = trace
         self.channel_id = channel_id
         self._connect = connect  # carries the password: never logged, never in stats
         self.shown = shown
@@ -201,6 +204,7 @@ class PullSession:
             except Exception as exc:  # PyAV/FFmpeg errors of any kind: retry
                 error = scrub(str(exc)).replace(self._connect, self.shown)
                 cause = "pull_lost" if self._delivered else "pull_unreachable"
+                self._trace("pull_error", error=error[:200])
             if self._stop.is_set():
                 return
             self.counters["errors" if cause != "pull_ended" else "ends"] += 1
@@ -219,6 +223,10 @@ class PullSession:
                 log.info("pull %s: %s (%s); retry in %.1f s", self.channel_id, self.shown, error, delay)
                 self._call(self._lost, cause, error)
             self._stop.wait(delay)
+
+    def _trace(self, step: str, **detail: Any) -> None:
+        """Add a step to this open's trace ("why no stream"), from the worker thread."""
+        self._call(functools.partial(self.trace.once if step == "pull_connected" else self.trace.add, step, **detail))
 
     def _lost(self, cause: str, error: str) -> None:
         """On the loop: health offline; viewers stay and see one timeline across the reconnect."""
@@ -317,6 +325,7 @@ class PullSession:
         if not self._delivered and frame.kind == "video":
             self._delivered = True
             self.state = PullState.LIVE
+            self._trace("pull_connected")
             self._call(self.owner.stream_up, self.channel_id, self.shown)
         self.counters["packets"] += 1
         self.counters["bytes"] += len(frame.data)
@@ -446,7 +455,7 @@ class PullSources:
             log.warning("pull %s refused: %s (%s)", channel_id, decision.reason.value, decision.detail)
             raise NotAdmitted(f"pull source {channel_id} is not admitted: {decision.reason.value}: {decision.detail}")
         connect = src.path if src.is_file else src.with_credentials(rec.username, rec.password, decision.address)
-        session = PullSession(self, channel_id, connect, shown, src.scheme, sink, asyncio.get_running_loop())
+        session = PullSession(self, channel_id, connect, shown, src.scheme, sink, asyncio.get_running_loop(), trace)
         self.sessions[channel_id] = session
         self.counters["opens"] += 1
         session.start()

@@ -12,7 +12,7 @@ import pytest
 
 import adapters.rtsp as rtsp
 from adapters.rtsp import PullSettings, PullSources, backoff
-from gateway.media.errors import NotAdmitted
+from gateway.media.errors import NotAdmitted, StreamTimeout
 from gateway.media.hub import StreamHub
 from gateway.media.routing import RoutedOpener
 from whitelist.decide import Policy
@@ -112,10 +112,13 @@ async def test_unreachable_source_backs_off_goes_offline_and_never_leaks_the_pas
     monkeypatch.setattr(rtsp.av, "open", fake_open)
     p.put(Src(CH, "rtsp://192.168.1.5/live"))
     hub = StreamHub(p, ready_timeout=0.5)
-    with pytest.raises(Exception):  # noqa: B017
+    with pytest.raises(StreamTimeout) as err:
         await hub.subscribe(CH, timeout=0.4)
     snap = p.sessions.get(CH)
     await hub.stop()
+    why = err.value.trace[-1]["diagnosis"]   # "why no stream", as /api/v1/streams and the 504 say
+    assert why.startswith("the source could not be opened: Server returned 401")
+    assert PASSWORD not in str(err.value.trace)
     assert len(calls) >= 3
     assert [c["rtsp_transport"] for c in calls[:3]] == ["tcp", "udp", "tcp"]  # a server refusing TCP gets UDP
     assert (f"channel:{CH}", "offline", "pull_unreachable") in health.states

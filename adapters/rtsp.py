@@ -213,8 +213,8 @@ class PullSession:
                 attempt = 0
             else:
                 self._transport += 1
-            if self.scheme == "file" and cause == "pull_ended":
-                delay = 0.0  # a file source plays in a loop
+            if self.scheme == "file" and cause == "pull_ended" and self._delivered:
+                delay = 0.0  # a file source plays in a loop (an empty one backs off like any failure)
                 self._call(self.sink.new_source, "file_loop")
             else:
                 delay = backoff(attempt, st.backoff_min, st.backoff_max)

@@ -198,3 +198,34 @@ async def test_reload_follows_the_table_adds_changes_and_removals() -> None:
     table.clear()
     await p.reload()
     assert not p.owns(CH) and ended[-1] == (CH, "source_removed")
+
+
+async def test_a_file_without_video_frames_backs_off_instead_of_spinning(monkeypatch: pytest.MonkeyPatch) -> None:
+    p, _, _ = pulls(sources="127.0.0.1/32")
+    p.settings = PullSettings(timeout=0.2, backoff_min=0.05, backoff_max=0.05, file_root="/srv")
+    opens: list[str] = []
+
+    from types import SimpleNamespace
+
+    class Empty:  # a container with an H.264 stream and no packets (EOF at once)
+        streams = SimpleNamespace(audio=[], video=[SimpleNamespace(
+            index=0, time_base=None, codec_context=SimpleNamespace(name="h264", extradata=None))])
+
+        def demux(self, *a: Any) -> list[Any]:
+            return []
+
+        def close(self) -> None:
+            pass
+
+    def fake_open(url: str, **kw: Any) -> Any:
+        opens.append(url)
+        return Empty()
+
+    monkeypatch.setattr(rtsp.av, "open", fake_open)
+    monkeypatch.setattr(rtsp.os.path, "realpath", lambda path: path)
+    p.put(Src(CH, "file:///srv/empty.mp4", username="", password=""))
+    hub = StreamHub(p, ready_timeout=0.5)
+    with pytest.raises(StreamTimeout):
+        await hub.subscribe(CH, timeout=0.3)
+    await hub.stop()
+    assert 2 <= len(opens) <= 10  # ~0.3 s / 0.05 s back-off, not thousands of reopenings

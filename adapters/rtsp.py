@@ -409,6 +409,13 @@ class PullSources:
         if self.hub is not None:
             self.hub.end(channel_id, "source_removed")
 
+    def on_dropped(self, channel_id: str) -> None:
+        """The whitelist suspended, revoked or removed the channel's entry: its stream ends now
+        (viewers get `revoked`); a new open is refused by the admission until it is approved again."""
+        if channel_id in self.book and self.hub is not None:
+            self.counters["revoked"] += 1
+            self.hub.end(channel_id, "revoked")
+
     # -- admission -------------------------------------------------------------------------
 
     async def admit(self, channel_id: str, url: str) -> PullDecision:

@@ -70,7 +70,7 @@ class Gateway:
                 adapter=sip.adapter, router=sip.router, endpoint=sip.endpoint, settings=s, repo=store.repo,
                 metrics=metrics, health=health, clock=clock,
             ))
-            sources = await stack.enter_async_context(sources_plane(s, store, media, health, clock))
+            sources = await stack.enter_async_context(sources_plane(s, store, media, health, clock, sip.admission))
             monitors = await stack.enter_async_context(monitor_plane(s, store.sessions, media.hub, health, clock))
             services = Services(
                 settings=s,

@@ -113,14 +113,17 @@ def source_admin(settings: Settings, sessions: Any, policy: Any, auditor: Any, *
 
 @asynccontextmanager
 async def sources_plane(settings: Settings, store: StorePlane, media: MediaPlane, health: Any,
-                        clock: Callable[[], float]) -> AsyncIterator[SourceAdmin]:
-    """Pull sources opened through the hub (RoutedOpener), always-on ones held, the book reloaded."""
+                        clock: Callable[[], float], admission: Any = None) -> AsyncIterator[SourceAdmin]:
+    """Pull sources opened through the hub (RoutedOpener), always-on ones held, the book reloaded;
+    a channel the whitelist drops (`admission.on_drop`) has its pulled stream ended at once."""
     admin = source_admin(settings, store.sessions, store.policy, store.whitelist, health=health,
                          devices=store.repo, clock=clock)
     pulls = admin.pulls
     pulls.hub = media.hub
     if media.routes is not None:
         media.routes.add(pulls.owns, pulls)
+    if admission is not None:
+        admission.on_drop.append(pulls.on_dropped)
     await pulls.start()
     try:
         yield admin

@@ -126,6 +126,16 @@ async def test_unreachable_source_backs_off_goes_offline_and_never_leaks_the_pas
     assert snap is None or PASSWORD not in str(snap.stats())
 
 
+def test_a_revoked_channel_has_its_pulled_stream_ended() -> None:
+    p, _, _ = pulls()
+    ended: list[tuple[str, str]] = []
+    p.hub = type("Hub", (), {"end": lambda self, c, r: ended.append((c, r))})()  # type: ignore[assignment]
+    p.put(Src(CH, "rtsp://192.168.1.5/live"))
+    p.on_dropped("34020000001320000001")  # a GB device: not ours
+    p.on_dropped(CH)
+    assert ended == [(CH, "revoked")]
+
+
 def test_backoff_is_capped_exponential() -> None:
     assert [backoff(i, 0.5, 30) for i in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
     assert backoff(10_000, 0.5, 30) == 30

@@ -233,6 +233,17 @@ async def test_always_on_source_is_pulled_without_a_viewer(tmp_path: Path) -> No
             await asyncio.sleep(0.1)
         assert snap is not None and snap["state"] == "live"
         assert str(gw.services.health.state_of(f"channel:{CH}")) == "online"
+        # the security team suspends the channel: the pull stops at once and is not reopened
+        from whitelist.model import EntryStatus
+
+        assert gw.services.admission is not None
+        await gw.services.admission.set_status(CH, EntryStatus.SUSPENDED, actor="test", reason="check")
+        await asyncio.sleep(1.0)
+        snap = gw.services.streams.snapshot(CH)
+        assert snap is None or snap["state"] != "live"
+        pulls = gw.services.extra["sources"].pulls
+        assert pulls.counters["revoked"] >= 1 and pulls.counters["refused:NOT_ADMITTED"] >= 1  # the hold's retry
+        await gw.services.admission.set_status(CH, EntryStatus.APPROVED, actor="test", reason="back")
         # removing the source ends the stream and the hold
         status, _ = await api(http, "DELETE", f"{base}/api/v1/sources/{CH}", token)
         assert status == 200

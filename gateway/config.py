@@ -71,6 +71,10 @@ class MediaSettings:
     rcvbuf: int = 4 * 1024 * 1024
     viewer_queue: int = 256
     viewer_backlog: int = 4 * 1024 * 1024  # bytes an HTTP/WS-FLV viewer may lag before skipping to a keyframe
+    # pull sources (adapters/rtsp.py): PyAV open/read timeout, capped reconnect back-off, file root
+    pull_timeout: float = 5.0
+    pull_backoff_max: float = 30.0
+    file_source_root: str | None = None  # file:// sources must lie under it; unset → no file sources
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

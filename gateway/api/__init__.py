@@ -5,13 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway import console
-from gateway.api import devices, openapi, ptz, reports, system, whitelist
+from gateway.api import devices, openapi, ptz, reports, sources, system, whitelist
 from gateway.api.errors import error_middleware
 from gateway.api.security import auth_middleware
 from gateway.api.services import SERVICES, Services
 
 ROUTE_TABLES: list[web.RouteTableDef] = [
     system.routes, devices.routes, ptz.routes, whitelist.routes, reports.routes, openapi.routes, console.routes,
+    sources.routes,
 ]
 
 

@@ -19,6 +19,7 @@ from gateway.health.recorder import HealthRecorder
 from gateway.health.rules import NoVideoRule
 from gateway.media.hub import StreamHub
 from gateway.media.pool import PortPool
+from gateway.media.routing import RoutedOpener
 from gateway.sip.router import SipRouter
 from gateway.sip.transport import SipEndpoint
 
@@ -39,6 +40,7 @@ class MediaPlane:
     pool: PortPool
     invites: InviteManager
     hub: StreamHub
+    routes: RoutedOpener | None = None  # other source kinds (pull sources) add their route here
 
     async def start(self) -> None:
         await self.hub.start()
@@ -71,9 +73,10 @@ def install_media(*, adapter: GbDeviceAdapter, router: SipRouter, endpoint: SipE
                             policy=adapter.policy, channels=adapter.catalog, dialogs=router, pool=pool, media=m,
                             repo=repo, wall_clock=clock)
     adapter.offline_listeners.append(invites.on_device_gone)
-    hub = StreamHub(invites, linger=m.linger, ready_timeout=m.invite_timeout, queue_size=m.viewer_queue,
+    routes = RoutedOpener(invites)  # GB channels by default; pull sources claim theirs (gateway.app.sources)
+    hub = StreamHub(routes, linger=m.linger, ready_timeout=m.invite_timeout, queue_size=m.viewer_queue,
                     viewer_backlog=m.viewer_backlog)
-    plane = MediaPlane(pool, invites, hub)
+    plane = MediaPlane(pool, invites, hub, routes)
     if metrics is not None:
         metrics.add_counters(CounterSource(plane.counters, MEDIA_FAMILIES))
         metrics.add_gauge("gbgate_media_streams", "Live streams open now", lambda: len(hub.streams()))

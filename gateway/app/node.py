@@ -24,6 +24,7 @@ from gateway.app.health import health_plane, journal_status, monitor_plane
 from gateway.app.http import http_plane
 from gateway.app.media import MediaPlane, media_plane
 from gateway.app.sip import sip_plane
+from gateway.app.sources import sources_plane
 from gateway.app.status import ComponentStatus
 from gateway.app.store import store_plane
 from gateway.config import Settings
@@ -75,6 +76,7 @@ class Gateway:
             cascade = await stack.enter_async_context(cascade_plane(
                 s, sip, media, StoreInventory(store.repo), health, metrics, clock,
             ))
+            sources = await stack.enter_async_context(sources_plane(s, store, media, health, clock, sip.admission))
             monitors = await stack.enter_async_context(monitor_plane(s, store.sessions, media.hub, health, clock))
             services = Services(
                 settings=s,
@@ -94,6 +96,7 @@ class Gateway:
                 }),
                 reports=ReportsRuntime(sessions=store.sessions, prober=monitors.prober, scheduler=monitors.scheduler),
                 clock=clock,  # the node's one wall clock: API "today" agrees with the ledger and scheduler
+                extra={"sources": sources},  # pull sources (gateway/api/sources.py)
             )
             http = await stack.enter_async_context(http_plane(services, metrics))
             self._stack = stack.pop_all()

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from gateway.cli import certs, node, ops, reports, tokens, whitelist
+from gateway.cli import certs, node, ops, reports, sources, tokens, whitelist
 from gateway.cli.common import EXIT_FAILURE, CliError, Handler, Invocation, run_async
 from gateway.config import load_settings
 from gateway.errors import ConfigError, GbgateError
@@ -29,6 +29,7 @@ PARSERS: tuple[Callable[[Any], None], ...] = (
     certs.add_parsers,
     reports.add_parsers,
     ops.add_parsers,        # contract, maintenance, ticket, policy, notice
+    sources.add_parsers,    # source
 )
 
 COMMANDS: dict[tuple[str, str | None], Handler] = {
@@ -67,6 +68,10 @@ COMMANDS: dict[tuple[str, str | None], Handler] = {
     ("policy", "show"): ops.policy_show,
     ("policy", "set"): ops.policy_set,
     ("notice", "send"): ops.notice_send,
+    ("source", "add"): sources.source_add,
+    ("source", "list"): sources.source_list,
+    ("source", "remove"): sources.source_remove,
+    ("source", "import"): sources.source_import,
 }
 
 # Errors that are a one-line reason and exit 2; everything else is unexpected.

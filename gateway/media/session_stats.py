@@ -51,6 +51,8 @@ class Trace:
         """One sentence saying where the chain stopped (the first missing link)."""
         if self.has("first_keyframe"):
             return "streaming"
+        if self.has("pull"):  # a pulled source (adapters/rtsp.py): no INVITE, no RTP of ours
+            return self._pull_diagnosis()
         for step, message in (
             ("offer_sent", "the INVITE was not sent (device unreachable or not registered?)"),
             ("answer", "the device never answered the INVITE"),
@@ -74,6 +76,16 @@ class Trace:
         if not self.has("first_ps_pack"):
             return "RTP arrived but carried no MPEG-PS pack (wrong payload format?)"
         return "PS arrived but no keyframe yet (waiting for an IDR, or the video codec is not H.264/H.265)"
+
+    def _pull_diagnosis(self) -> str:
+        if self.has("ready"):
+            return "streaming"
+        errors = [s for s in self.steps if s["step"] == "pull_error"]
+        if self.has("pull_connected"):
+            return "connected to the source, waiting for a keyframe"
+        if errors:
+            return f"the source could not be opened: {errors[-1].get('error', '')}".rstrip(": ")
+        return "connecting to the source"
 
 
 class FrameWindow:

@@ -327,7 +327,9 @@ async def test_install_media_wires_hub_and_metrics(tmp_path: Any) -> None:
     metrics = SimpleNamespace(add_counters=added.append, add_gauge=lambda *a: added.append(a))
     plane = install_media(adapter=adapter, router=SipRouter(), endpoint=FakeDevice(), settings=settings, repo=Repo(),  # type: ignore[arg-type]
                           metrics=metrics)  # type: ignore[arg-type]
-    assert isinstance(plane, MediaPlane) and plane.hub.opener is plane.invites
+    # the hub opens every channel no other source kind claims through the INVITE manager
+    assert isinstance(plane, MediaPlane) and plane.hub.opener is plane.routes and plane.routes is not None
+    assert plane.routes.opener_for("34020000001320000001") is plane.invites
     assert adapter.offline_listeners == [plane.invites.on_device_gone]  # devices going offline end their streams
     assert plane.pool.capacity == (settings.media.port_max - settings.media.port_min + 1) // 2
     counters = plane.counters()

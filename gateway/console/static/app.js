@@ -7,11 +7,13 @@ import * as whitelist from "./whitelist.js";
 import * as security from "./security.js";
 import * as reports from "./reports.js";
 import * as ops from "./ops.js";
+import * as sources from "./sources.js";
 
 const VIEWS = {
   devices: devices.mount,
   live: live.mount,
   whitelist: whitelist.mount,
+  sources: sources.mount,
   alarms: security.mountAlarms,
   audit: security.mountAudit,
   reports: reports.mount,

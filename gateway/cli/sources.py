@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli.common import CliError, Invocation, cli_actor, print_json, with_store
-from gateway.store.sources import PullMode, SourceError
+
+MODES = ("on_demand", "always_on")
 
 
 def add_parsers(sub: Any) -> None:
@@ -22,7 +23,8 @@ def add_parsers(sub: Any) -> None:
     add = src.add_parser("add", help="add (or change) a pull source; its host must be whitelisted for the channel")
     add.add_argument("channel_id", help="the 20-digit GB channel ID it is published as")
     add.add_argument("url", help="rtsp://[user:password@]host[:port]/path, rtmp://…, file:///path")
-    add.add_argument("--mode", default=PullMode.ON_DEMAND.value, choices=[m.value for m in PullMode])
+    # the values of gateway.store.sources.PullMode, spelled here so `gbgate --help` needs no SQLAlchemy
+    add.add_argument("--mode", default=MODES[0], choices=MODES)
     add.add_argument("--name", default="")
     add.add_argument("--site", default="")
     add.add_argument("--disabled", action="store_true", help="store it, do not pull it")
@@ -37,6 +39,7 @@ def add_parsers(sub: Any) -> None:
 async def _run(inv: Invocation, fn: Any) -> int:
     from gateway.app.sources import source_admin
     from gateway.store.devices import DeviceRepository
+    from gateway.store.sources import SourceError
     from whitelist.store import WhitelistStore
 
     async def go(sessions: Any) -> int:
@@ -96,12 +99,14 @@ async def source_import(inv: Invocation) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         raise CliError(f"cannot read {path}: {exc}") from None
 
+    from gateway.store.sources import SourceError
+
     async def fn(admin: Any) -> int:
         ok = failed = 0
         for line, row in enumerate(rows, start=2):
             try:
                 await admin.add((row.get("channel_id") or "").strip(), (row.get("url") or "").strip(),
-                                actor=cli_actor(), mode=(row.get("mode") or PullMode.ON_DEMAND.value).strip(),
+                                actor=cli_actor(), mode=(row.get("mode") or MODES[0]).strip(),
                                 name=(row.get("name") or "").strip(), site=(row.get("site") or "").strip())
                 ok += 1
             except SourceError as exc:

@@ -180,3 +180,11 @@ def test_certs_ca_server_device(tmp: Path) -> None:
     shown = gbgate(tmp, "certs", "fingerprint", str(tmp / "certs" / "devices" / f"{DEV}.crt"))
     assert shown.stdout.strip() == fp and len(fp) == 64
     assert gbgate(tmp, "certs", "device", "123").returncode == 2
+
+
+def test_source_modes_spelled_in_the_cli_match_the_store() -> None:
+    """The CLI spells PullMode's values so that `gbgate --help` does not import SQLAlchemy."""
+    from gateway.cli.sources import MODES
+    from gateway.store.sources import PullMode
+
+    assert tuple(m.value for m in PullMode) == MODES and MODES[0] == PullMode.ON_DEMAND.value

@@ -140,7 +140,8 @@ class RelaySession:
     """One upper's play of one channel."""
 
     call_id: str
-    channel_id: str
+    channel_id: str  # as the upper knows it (the SDP answer's o=)
+    source_id: str  # the channel on our side, subscribed on the hub (differs for a mapped ID, idmap.py)
     dest: tuple[str, int]
     transport: sdp.MediaTransport
     ssrc: str
@@ -186,7 +187,10 @@ class StreamRelay:
         await self._tasks.close()
 
     # ------------------------------------------------------------------ INVITE
-    def on_invite(self, request: Request, peer: Peer, key: Hashable, shared: Callable[[str], bool]) -> None:
+    def on_invite(self, request: Request, peer: Peer, key: Hashable, shared: Callable[[str], bool], *,
+                  source: Callable[[str], str] | None = None) -> None:
+        """Serve an INVITE for a channel `shared` says the upper may play; `source` maps the ID the
+        upper knows to ours (identity when not given)."""
         tag = new_tag()  # one To tag for every response of this transaction, the 100 included
         self._answer(key, request, 100, peer, tag=tag)
         verdict = check_offer(request, shared)
@@ -198,9 +202,10 @@ class StreamRelay:
             self._answer(key, request, 491, peer, tag=tag)  # a re-INVITE of a running play: not supported
             return
         offer = verdict.offer
-        session = RelaySession(call_id=request.call_id, channel_id=verdict.channel_id, dest=(offer.ip, offer.port),
-                               transport=offer.transport, ssrc=offer.ssrc or "", invite=request, our_tag=tag, peer=peer,
-                               started_at=time.monotonic())
+        source_id = source(verdict.channel_id) if source is not None else verdict.channel_id
+        session = RelaySession(call_id=request.call_id, channel_id=verdict.channel_id, source_id=source_id,
+                               dest=(offer.ip, offer.port), transport=offer.transport, ssrc=offer.ssrc or "",
+                               invite=request, our_tag=tag, peer=peer, started_at=time.monotonic())
         self.sessions[session.call_id] = session
         self.router.add_dialog(session.call_id, self)
         session.task = self._tasks.spawn(self._serve(session, key), name=f"play-{session.channel_id}")
@@ -209,7 +214,7 @@ class StreamRelay:
         request = session.invite
         try:
             try:
-                session.stream = await self.hub.subscribe(session.channel_id, "frames", timeout=self.invite_timeout)
+                session.stream = await self.hub.subscribe(session.source_id, "frames", timeout=self.invite_timeout)
             except MediaError as exc:
                 self.stats["invite:refused:no_stream"] += 1
                 log.info("cascade play %s: no stream: %s", session.channel_id, exc)

@@ -7,7 +7,8 @@ import asyncio
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
-from adapters.cascade.registration import UplinkConfig, UplinkState
+from adapters.cascade.answers import Channel
+from adapters.cascade.registration import StateChanged, UplinkConfig, UplinkState
 from adapters.cascade.uplink import CascadeUplink, UplinkOptions
 from gateway.gb import builders, manscdp
 from gateway.gb.items import CatalogItem
@@ -48,8 +49,8 @@ class Directory:
     def __init__(self, items: Sequence[CatalogItem]) -> None:
         self.items = items
 
-    async def admitted_channels(self) -> Sequence[CatalogItem]:
-        return self.items
+    async def admitted_channels(self) -> Sequence[Channel]:
+        return [Channel("44010600001320000001", i) for i in self.items]
 
 
 class Ledger:
@@ -255,3 +256,33 @@ async def test_ptz_for_a_shared_channel_is_forwarded_when_the_upper_may() -> Non
     assert [r.status for r in endpoint.responses] == [200, 404] and audit.events == []
     assert uplink.stats["ptz:forwarded"] == 1
     await uplink.stop()
+
+
+async def test_a_subscribed_upper_hears_channel_changes_in_notifies_until_it_goes_offline() -> None:
+    from tests.adapters.cascade.test_subscription import subscribe
+
+    uplink, endpoint, _, _, router = make(items=2)
+    await uplink.start()
+    try:
+        await wait_for(lambda: uplink.state is UplinkState.ONLINE and uplink.shares("44010600001310000001"))
+        request, _ = subscribe(3600)
+        router.on_request(request, UPPER_PEER, "s")
+        ok = endpoint.responses[-1]
+        assert ok.status == 200 and ok.headers.get("Expires") == "3600" and b"<Result>OK</Result>" in ok.body
+        assert uplink.stats["subscribe:subscribed"] == 1
+        dev = "44010600001320000001"
+        now = [Channel(dev, CatalogItem(device_id="44010600001310000000", name="cam 0", status="OFF")),
+               Channel(dev, CatalogItem(device_id="44010600001310000007", name="new", status="ON"))]
+        changes = uplink.channels_changed(now)
+        assert [(c.device_id, c.event) for c in changes] == [
+            ("44010600001310000000", "OFF"), ("44010600001310000001", "DEL"), ("44010600001310000007", "ADD")]
+        await wait_for(lambda: uplink.stats["notify:answered:200"] == 1)
+        (notify,) = [r for r in endpoint.sent if r.method == "NOTIFY"]
+        assert notify.call_id == "sub1" and notify.headers.get("Event") == "Catalog;id=4821"
+        assert notify.body.count(b"<Event>") == 3 and b"<SumNum>3</SumNum>" in notify.body
+        assert not uplink.shares("44010600001310000001") and uplink.shares("44010600001310000007")
+        assert uplink.channels_changed(now) == []  # nothing new: no NOTIFY
+        uplink._state_changed(StateChanged(UplinkState.OFFLINE, "keepalive_timeout"))
+        assert len(uplink.subscriptions) == 0 and uplink.stats["subscribe:dropped_offline"] == 1
+    finally:
+        await uplink.stop()

@@ -180,8 +180,17 @@ class CascadeUplink:
         s = self.session
         return {"upper": self.config.upper_id, "state": s.state.value, "cause": s.last_cause,
                 "expires": s.expires, "keepalive_misses": s.keepalive_misses, "shared": len(self._view),
-                "subscriptions": len(self.subscriptions),
+                "subscriptions": len(self.subscriptions), **self._play_counts(),
                 "remote": f"{self.peer.host}:{self.peer.port}/{self.peer.transport}"}
+
+    def _play_counts(self) -> dict[str, int]:
+        """This upper's INVITEs served / refused and seconds streamed (the relay's counters)."""
+        stats = getattr(self.relay, "stats", None)
+        if not isinstance(stats, Counter):
+            return {}
+        refused = sum(v for k, v in stats.items() if k.startswith("invite:refused:"))
+        return {"invites_ok": stats["invite:ok"], "invites_refused": refused,
+                "stream_seconds": stats["stream_seconds"]}
 
     # ------------------------------------------------------------------ the core's actions
     def _run(self, actions: list[SendRequest | StateChanged]) -> None:

@@ -250,7 +250,7 @@ async def cascade_plane(settings: Settings, sip: SipPlane, media: MediaPlane, in
             config = uplink_config(s, c, sip.endpoint.advertise, port)
             relay = StreamRelay(endpoint=sip.endpoint, router=sip.router, hub=media.hub, pool=media.pool,
                                 media_host=s.media.host, sdp_host=sdp_host, contact=config.contact,
-                                invite_timeout=s.media.invite_timeout)
+                                invite_timeout=s.media.invite_timeout, upper_id=c.id, health=health, clock=clock)
             uplink = CascadeUplink(
                 config=config,
                 options=UplinkOptions(channels=c.channels, sites=c.sites, vendors=c.vendors,

@@ -230,10 +230,49 @@ async def test_the_upper_plays_a_simulated_camera_and_ffprobe_reads_our_ps(tmp_p
                 while gw.media.hub.get(channel) is not None:
                     await asyncio.sleep(0.05)
             assert not relay.sessions
-            text = gw.services.metrics.render().decode()  # type: ignore[union-attr]
+            assert gw.services is not None and gw.services.health is not None  # the play is in the ledger
+            played = gw.services.health.state_of(f"cascade:{UPPER}/{channel}")
+            assert played is not None and played.value == "offline"  # online from the ACK to the BYE
+            assert uplink.status()["invites_ok"] == 1
+            text = gw.services.metrics.render().decode()
             assert 'gbgate_cascade_invites_total{outcome="ok"} 1.0' in text
             assert "gbgate_cascade_stream_seconds_total" in text
     finally:
         if swarm is not None:
             await swarm.stop()
         sink.close()
+
+
+async def test_the_upper_subscribes_and_hears_off_when_a_camera_unregisters(tmp_path: Path) -> None:
+    (camera,) = make_devices(1, password="camera-pass", prefix="3402000000132", start=501)
+    swarm = None
+    try:
+        async with upper_and_gateway(tmp_path, "cascade_upper_subscribe.xml") as (upper, gw):
+            await whitelist(gw, camera.device_id, "camera-pass")
+            swarm = DeviceSwarm(server_host="127.0.0.1", server_port=gw.sip_port, devices=[camera])
+            await swarm.start()
+            await swarm.register_all()
+            assert gw.cascade is not None
+            (uplink,) = gw.cascade.uplinks
+            channels = {c.id for c in camera.channels}
+            for _ in range(300):  # the catalog is in, the upper has subscribed and sees it
+                if len(uplink.subscriptions) and all(uplink.shares(c) for c in channels):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"not subscribed/shared: {uplink.status()} {dict(uplink.stats)}")
+            await swarm.unregister_all()
+            rc, trace = await upper.finish()
+            assert rc == 0, trace[-4000:]
+            ok = [b for b in re.split(r"-{10,}[^\n]*\n", trace) if "SIP/2.0 200 OK" in b and "SUBSCRIBE" in b]
+            assert ok and "Expires: 3600" in ok[0] and "<Result>OK</Result>" in ok[0]
+            notifies = requests(trace, "NOTIFY")
+            off = [n for n in notifies if "<Event>OFF</Event>" in n]
+            assert off, trace[-4000:]
+            assert "Event: Catalog;id=4821" in off[-1] and "Subscription-State: active" in off[-1]
+            assert "<CmdType>Catalog</CmdType>" in off[-1] and f"<DeviceID>{US}</DeviceID>" in off[-1]
+            assert {c for c in channels if f"<DeviceID>{c}</DeviceID>" in off[-1]} == channels  # one batch
+            assert uplink.stats["subscribe:subscribed"] == 1 and uplink.stats["notify:answered:200"] >= 1
+    finally:
+        if swarm is not None:
+            await swarm.stop()

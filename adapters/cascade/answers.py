@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from adapters.cascade import idmap
 from gateway.gb import builders, ptz
 from gateway.gb.errors import PtzError
+from gateway.gb.ids import IdKind, kind_of
 from gateway.gb.items import CatalogItem
 from gateway.gb.manscdp import Manscdp
 from gateway.gb.messages import Root
@@ -120,23 +121,49 @@ def share(channels: Iterable[Channel], our_id: str, selection: Selection = Selec
     listed = list(channels)
     ids = idmap.exposed_ids((c.device_id, c.item.device_id) for c in listed)
     chosen: dict[str, Channel] = {}
-    for c in listed:
+    for c in sorted(listed, key=lambda c: c.device_id, reverse=True):  # a shared region: the first device's
         exposed = ids[(c.device_id, c.item.device_id)]
         if selection.matches(c, exposed):
             chosen[exposed] = c
     out = []
     origin = {}
-    for exposed in sorted(chosen):
+    for exposed in sorted(chosen, key=_tree_order):
         c = chosen[exposed]
         item = c.item
         parent = ids.get((c.device_id, item.parent_id or ""), "")
+        group = ids.get((c.device_id, item.business_group_id or ""), "")
         origin[exposed] = (c.device_id, item.device_id)
+        node = kind_of(exposed) in _NODES
         out.append(dataclasses.replace(
             item, device_id=exposed, parent_id=parent if parent in chosen else our_id,
-            parental=item.parental if item.parental is not None else 0,
+            parental=item.parental if item.parental is not None else int(node),
             civil_code=item.civil_code or our_id[:6], event=None,
+            business_group_id=group if group in chosen else None,
         ))
     return Shared(out, origin)
+
+
+#: Catalog nodes that are not video sources: listed before the channels, never played (§7.3 step 2).
+_NODES = frozenset({IdKind.REGION, IdKind.BUSINESS_GROUP, IdKind.VIRTUAL_ORG, IdKind.PLATFORM})
+_ORDER = {IdKind.REGION: 0, IdKind.PLATFORM: 1, IdKind.BUSINESS_GROUP: 2, IdKind.VIRTUAL_ORG: 3}
+
+
+def _tree_order(cid: str) -> tuple[int, int, str]:
+    """Regions (shortest first), platforms, business groups (215), virtual organisations (216),
+    then everything else, each by ID: a parent comes before what it holds."""
+    return (_ORDER.get(kind_of(cid), 4), len(cid), cid)
+
+
+def is_node(cid: str) -> bool:
+    """A region, platform or group ID: a catalog node, not something an upper can play."""
+    return kind_of(cid) in _NODES
+
+
+def platform_item(our_id: str, name: str) -> CatalogItem:
+    """Our own platform item (type 200), first in a Catalog answer: the root of the upper's tree
+    (§7.3 step 2); the items without a shared parent name it as their ParentID."""
+    return CatalogItem(device_id=our_id, name=name, manufacturer="gbgate", model="gbgate", owner="0",
+                       civil_code=our_id[:6], address="", register_way=1, secrecy=0, parental=1)
 
 
 def share_items(items: Iterable[CatalogItem], our_id: str, selected: Sequence[str] = ()) -> list[CatalogItem]:

@@ -6,6 +6,8 @@ that sorts first, and for every other device a mapped ID that keeps the first 14
 code, industry, type, network: the same kind of thing) and takes the serial (digits 15–20) from a
 hash of device and channel, probing upwards past IDs already in use. Pure and deterministic: the
 same set of channels maps the same way after a restart, whatever order it is listed in.
+An ID that is not 20 digits (a region node, "3402") is never mapped: the same region under two
+devices is one region.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ def exposed_ids(pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
     for channel_id in sorted(owners):
         first, *later = sorted(owners[channel_id])
         out[(first, channel_id)] = channel_id
+        if not _valid(channel_id):
+            out.update(((device_id, channel_id), channel_id) for device_id in later)
+            continue
         for device_id in later:
             mapped = mapped_id(device_id, channel_id, taken)
             taken.add(mapped)

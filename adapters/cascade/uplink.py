@@ -95,6 +95,7 @@ class UplinkOptions:
     firmware: str = ""
     ptz: bool = False  # forward the upper's PTZ commands for shared channels down to the devices
     notify_per_message: int = 50  # Notify/Catalog items per NOTIFY
+    platform_item: bool = True  # our own item (type 200) first in every Catalog answer, the tree's root
 
     @property
     def selection(self) -> answers.Selection:
@@ -259,7 +260,7 @@ class CascadeUplink:
     def shares(self, channel_id: str) -> bool:
         """The channel (by the ID the upper sees) is one we offer this upper: admitted and selected
         when we last looked (at registration, at every Catalog answer and channel change)."""
-        return channel_id in self._view
+        return channel_id in self._view and not answers.is_node(channel_id)
 
     def source_of(self, exposed_id: str) -> str:
         """The channel ID on our side behind an exposed ID (differs only for a collision, idmap)."""
@@ -367,6 +368,8 @@ class CascadeUplink:
     async def send_catalog(self, sn: int) -> int:
         """Response/Catalog pages for the upper's query `sn`; returns the pages the upper accepted."""
         items = await self.shared_items()
+        if self.options.platform_item:
+            items.insert(0, answers.platform_item(self.config.our_id, self.options.name))
         pages = answers.catalog_pages(self.config.our_id, sn, items, self.options.catalog_per_message,
                                       self.config.charset)
         paced = False  # after one unanswered page: fixed spacing instead of waiting for each 200
@@ -403,7 +406,8 @@ class CascadeUplink:
 
     async def _device_info(self, sn: int) -> None:
         items = await self.shared_items()
-        body = answers.device_info(self.config.our_id, sn, name=self.options.name, channels=len(items),
+        channels = sum(not answers.is_node(i.device_id) for i in items)
+        body = answers.device_info(self.config.our_id, sn, name=self.options.name, channels=channels,
                                    firmware=self.options.firmware, charset=self.config.charset)
         await self._message(body)
 

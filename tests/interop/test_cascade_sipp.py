@@ -116,13 +116,15 @@ async def test_register_with_digest_keepalive_and_paced_catalog_answer(tmp_path:
         messages = requests(trace, "MESSAGE")
         assert any("<CmdType>Keepalive</CmdType>" in m and f"<DeviceID>{US}</DeviceID>" in m for m in messages)
         pages = [m for m in messages if "<Response>" in m and "<CmdType>Catalog</CmdType>" in m]
-        assert len(pages) == 2, trace[-3000:]
+        assert len(pages) == 3, trace[-3000:]  # our platform item (the tree's root), then each channel
         for page in pages:
             assert "<SN>4711</SN>" in page and f"<DeviceID>{US}</DeviceID>" in page
-            assert "<SumNum>2</SumNum>" in page and '<DeviceList Num="1">' in page
-            assert 'encoding="GB2312"' in page and f"<ParentID>{US}</ParentID>" in page
+            assert "<SumNum>3</SumNum>" in page and '<DeviceList Num="1">' in page
+            assert 'encoding="GB2312"' in page
+        assert f"<Item>\n<DeviceID>{US}</DeviceID>" in pages[0] and "<ParentID>" not in pages[0]
+        assert all(f"<ParentID>{US}</ParentID>" in page for page in pages[1:])
         assert {c for c in CHANNELS if any(f"<DeviceID>{c}</DeviceID>" in p for p in pages)} == set(CHANNELS)
-        assert uplink.stats["catalog:pages"] == 2
+        assert uplink.stats["catalog:pages"] == 3
         assert gw.services is not None and gw.services.health is not None  # the ledger has the link up
         state = gw.services.health.state_of(f"cascade:{UPPER}")
         assert state is not None and state.value == "online"

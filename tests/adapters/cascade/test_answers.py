@@ -15,6 +15,8 @@ from adapters.cascade.answers import (
     decide,
     device_info,
     device_status,
+    is_node,
+    platform_item,
     share,
     share_items,
 )
@@ -141,3 +143,20 @@ def test_catalog_changes_name_each_difference_once() -> None:
     assert catalog_changes({CAM: on}, {CAM: on}) == []
     both = catalog_changes({CAM: on}, {CAM: off, new.device_id: new})
     assert [(i.device_id, i.event) for i in both] == [(CAM, "OFF"), (new.device_id, "ADD")]
+
+
+def test_the_catalog_tree_lists_regions_and_groups_before_channels_rooted_at_us() -> None:
+    lower = "34020000002000000009"  # a lower platform carrying a region, a 215, a 216 and a camera
+    bg, vo, cam = "34020000002150000001", "34020000002160000001", "34020000001310000001"
+    listed = [Channel(lower, item(cam, vo)), Channel(lower, item(vo, bg, business_group_id=bg)),
+              Channel(lower, item(bg, "340200")), Channel(lower, item("340200")),
+              Channel("34020000001320000001", item("340200"))]  # the same region under another device: once
+    shared = share(listed, US).items
+    assert [(i.device_id, i.parent_id) for i in shared] == [("340200", US), (bg, "340200"), (vo, bg), (cam, vo)]
+    assert shared[2].business_group_id == bg and shared[3].business_group_id is None
+    assert [i.parental for i in shared] == [1, 1, 1, 0]
+    assert [is_node(i.device_id) for i in shared] == [True, True, True, False]
+    lone = share([Channel(lower, item(vo, bg, business_group_id=bg))], US).items  # its 215 is not shared
+    assert (lone[0].parent_id, lone[0].business_group_id) == (US, None)
+    root = platform_item(US, "gbgate 1")
+    assert (root.device_id, root.parent_id, root.civil_code, root.name) == (US, None, US[:6], "gbgate 1")

@@ -163,7 +163,7 @@ async def test_keepalive_failures_are_recorded_offline_in_the_ledger() -> None:
 
 
 async def test_catalog_query_is_answered_200_then_one_page_per_item() -> None:
-    uplink, endpoint, _, _, router = make(items=3)
+    uplink, endpoint, _, _, router = make(items=3, platform_item=False)
     router.on_request(from_upper("Query", "Catalog", sn=77), UPPER_PEER, "k")
     assert [r.status for r in endpoint.responses] == [200]
     await wait_for(lambda: uplink.stats["catalog:answered"] == 1)
@@ -176,12 +176,13 @@ async def test_catalog_query_is_answered_200_then_one_page_per_item() -> None:
 
 async def test_catalog_stops_on_an_error_response_and_paces_when_unanswered() -> None:
     answers = iter([200, 500, 200, 200])
-    uplink, endpoint, _, _, router = make(lambda r: next(answers), items=4)
+    uplink, endpoint, _, _, router = make(lambda r: next(answers), items=4, platform_item=False)
     router.on_request(from_upper("Query", "Catalog"), UPPER_PEER, "k")
     await wait_for(lambda: uplink.stats["catalog:answered"] == 1)
     assert len(endpoint.sent) == 2 and uplink.stats["catalog:stopped_on_error"] == 1
 
-    uplink2, endpoint2, _, _, router2 = make(lambda r: None, items=3, catalog_wait=0.02, catalog_spacing=0.01)
+    uplink2, endpoint2, _, _, router2 = make(lambda r: None, items=3, catalog_wait=0.02, catalog_spacing=0.01,
+                                          platform_item=False)
     router2.on_request(from_upper("Query", "Catalog"), UPPER_PEER, "k")
     await wait_for(lambda: uplink2.stats["catalog:answered"] == 1)
     assert len(endpoint2.sent) == 3 and uplink2.stats["catalog:paced"] == 1
@@ -286,3 +287,16 @@ async def test_a_subscribed_upper_hears_channel_changes_in_notifies_until_it_goe
         assert len(uplink.subscriptions) == 0 and uplink.stats["subscribe:dropped_offline"] == 1
     finally:
         await uplink.stop()
+
+
+async def test_a_catalog_answer_starts_with_our_platform_item_and_only_channels_are_playable() -> None:
+    uplink, endpoint, _, _, router = make(items=2, name="gw-1")
+    router.on_request(from_upper("Query", "Catalog", sn=5), UPPER_PEER, "k")
+    await wait_for(lambda: uplink.stats["catalog:answered"] == 1)
+    pages = [manscdp.catalog_response(manscdp.parse(r.body)) for r in endpoint.sent]
+    assert [p.sum_num for p in pages] == [3] * 3
+    root = pages[0].items[0]
+    assert (root.device_id, root.name, root.parent_id) == (US, "gw-1", None)
+    assert [p.items[0].parent_id for p in pages[1:]] == [US, US]
+    assert not uplink.shares(US) and uplink.shares(pages[1].items[0].device_id)
+    await uplink.stop()

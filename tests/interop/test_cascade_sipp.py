@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from adapters.cascade.registration import UplinkState
+from adapters.cascade.relay import StreamRelay
 from devsim.devices import make_devices
 from devsim.swarm import DeviceSwarm
 from gateway.app import Gateway
@@ -278,3 +279,48 @@ async def test_the_upper_subscribes_and_hears_off_when_a_camera_unregisters(tmp_
     finally:
         if swarm is not None:
             await swarm.stop()
+
+
+async def test_a_stopping_gateway_hangs_up_the_uppers_play_before_it_unregisters(tmp_path: Path) -> None:
+    (camera,) = make_devices(1, password="camera-pass", prefix="3402000000132", start=601)
+    channel = camera.channels[0].id
+    sink = MediaSink(tcp=False)
+    keys = {"channel": channel, "rtp_port": str(sink.port), "media_proto": "RTP/AVP"}
+    swarm = None
+    try:
+        async with upper_and_gateway(tmp_path, "cascade_upper_play_shutdown.xml", keys=keys) as (upper, gw):
+            await whitelist(gw, camera.device_id, "camera-pass")
+            swarm = DeviceSwarm(server_host="127.0.0.1", server_port=gw.sip_port, devices=[camera])
+            await swarm.start()
+            await swarm.register_all()
+            receiver = asyncio.create_task(sink.run())
+            try:
+                for _ in range(400):  # the upper is watching
+                    if len(sink.packets) > 20:
+                        break
+                    await asyncio.sleep(0.05)
+                assert len(sink.packets) > 20
+                assert gw.cascade is not None and gw.services is not None and gw.services.health is not None
+                (uplink,) = gw.cascade.uplinks
+                relay = uplink.relay
+                assert isinstance(relay, StreamRelay)
+                subject = f"cascade:{UPPER}/{channel}"
+                state = gw.services.health.state_of(subject)
+                assert state is not None and state.value == "online"
+                health = gw.services.health
+                await gw.stop()  # BYE to the upper, then unregister
+                rc, trace = await upper.finish(timeout=20)
+            finally:
+                receiver.cancel()
+            assert rc == 0, trace[-4000:]
+            (bye,) = requests(trace, "BYE")
+            assert "CSeq: 31 BYE" in bye and f"sip:{UPPER}@" in bye.splitlines()[1]
+            unregister = [r for r in requests(trace, "REGISTER") if "Expires: 0" in r]
+            assert unregister and trace.index(bye) < trace.index(unregister[-1])  # hang up, then leave
+            assert relay.stats["bye:sent"] == 1 and relay.stats["ended:shutdown"] == 1
+            state = health.state_of(subject)
+            assert state is not None and state.value == "offline"
+    finally:
+        if swarm is not None:
+            await swarm.stop()
+        sink.close()

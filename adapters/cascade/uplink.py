@@ -179,6 +179,7 @@ class CascadeUplink:
 
     def status(self) -> dict[str, Any]:
         s = self.session
+        self.subscriptions.expire(self._loop.time())
         return {"upper": self.config.upper_id, "state": s.state.value, "cause": s.last_cause,
                 "expires": s.expires, "keepalive_misses": s.keepalive_misses, "shared": len(self._view),
                 "subscriptions": len(self.subscriptions), **self._play_counts(),

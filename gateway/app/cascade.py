@@ -234,6 +234,23 @@ def uplink_config(s: Settings, c: CascadePlatform, contact_host: str, sip_port: 
     )
 
 
+#: A look at the admitted channels this often even without a poke: what changes without a device
+#: or channel event (a whitelist entry approved or given another site, a contract's vendor).
+SWEEP_INTERVAL = 60.0
+
+
+async def _sweep(feed: ChangeFeed, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        feed.poke()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 @asynccontextmanager
 async def cascade_plane(settings: Settings, sip: SipPlane, media: MediaPlane, inventory: StoreInventory,
                         health: HealthRecorder, metrics: Metrics, clock: Callable[[], float],
@@ -268,6 +285,8 @@ async def cascade_plane(settings: Settings, sip: SipPlane, media: MediaPlane, in
         if feed is not None and plane.uplinks:
             feed.refresh = plane.refresh
             stack.push_async_callback(feed.close)
+            sweep = asyncio.create_task(_sweep(feed, SWEEP_INTERVAL), name="cascade-sweep")
+            stack.push_async_callback(_cancel, sweep)
         if plane.uplinks:
             metrics.add_counters(CounterSource(plane.counters, CASCADE_FAMILIES))
             metrics.add_gauge("gbgate_cascade_uplinks", "Configured upper platforms", lambda: len(plane.uplinks))

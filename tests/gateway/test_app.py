@@ -168,3 +168,45 @@ async def test_admitted_channels_carry_the_whitelist_site_and_the_contract_vendo
         assert listed == {ch1: (cam, "east-gate", "kehai", "OFF"), ch2: (cam, "east-gate", "", "OFF")}
     finally:
         await g.stop()
+
+
+async def test_a_catalog_write_pokes_the_feed_once_committed_and_a_poke_mid_refresh_is_not_lost() -> None:
+    from gateway.app.cascade import NotifyingInventory
+
+    loop = asyncio.get_running_loop()
+    committed: asyncio.Future[None] = loop.create_future()
+
+    class Repo:
+        def submit(self, job: object) -> asyncio.Future[None]:
+            return committed
+
+    calls = 0
+    gate = asyncio.Event()
+
+    async def refresh() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            feed.poke()  # a change while we list: looked at again afterwards
+            await gate.wait()
+
+    feed = ChangeFeed(delay=0.01, max_delay=0.05)
+    feed.refresh = refresh
+    inventory = NotifyingInventory(Repo(), feed)  # type: ignore[arg-type]
+    written = asyncio.ensure_future(inventory.apply_catalog("34020000001320000001", [], [], [], set()))
+    await asyncio.sleep(0.05)
+    assert feed.pokes == 0  # not before the rows are in
+    committed.set_result(None)
+    await written
+    assert feed.pokes == 1
+    for _ in range(100):
+        if calls == 1:
+            break
+        await asyncio.sleep(0.01)
+    gate.set()
+    for _ in range(100):
+        if calls == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert calls == 2 and feed.refreshes == 2
+    await feed.close()

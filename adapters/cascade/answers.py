@@ -21,6 +21,7 @@ from gateway.gb.ids import IdKind, kind_of
 from gateway.gb.items import CatalogItem
 from gateway.gb.manscdp import Manscdp
 from gateway.gb.messages import Root
+from gateway.media.hub import stream_key
 
 
 class Answer(enum.StrEnum):
@@ -108,6 +109,16 @@ class Shared:
 
     items: list[CatalogItem]
     origin: dict[str, tuple[str, str]]  # exposed ID → (device ID, channel ID)
+    shared_ids: frozenset[str] = frozenset()  # channel IDs more than one of our devices exposes
+
+    def stream_key(self, exposed_id: str) -> str:
+        """What the hub is asked for to play `exposed_id`: the channel ID, or — when another
+        device has a channel of that ID too — that device's channel (hub.stream_key)."""
+        origin = self.origin.get(exposed_id)
+        if origin is None:
+            return exposed_id
+        device_id, channel_id = origin
+        return stream_key(channel_id, device_id) if channel_id in self.shared_ids and device_id else channel_id
 
     def view(self) -> dict[str, CatalogItem]:
         return {i.device_id: i for i in self.items}
@@ -140,7 +151,10 @@ def share(channels: Iterable[Channel], our_id: str, selection: Selection = Selec
             civil_code=item.civil_code or our_id[:6], event=None,
             business_group_id=group if group in chosen else None,
         ))
-    return Shared(out, origin)
+    owners: dict[str, set[str]] = {}
+    for (device_id, channel_id) in ids:
+        owners.setdefault(channel_id, set()).add(device_id)
+    return Shared(out, origin, frozenset(c for c, devices in owners.items() if len(devices) > 1))
 
 
 #: Catalog nodes that are not video sources: listed before the channels, never played (§7.3 step 2).

@@ -149,7 +149,7 @@ class RelaySession:
 
     call_id: str
     channel_id: str  # as the upper knows it (the SDP answer's o=)
-    source_id: str  # the channel on our side, subscribed on the hub (differs for a mapped ID, idmap.py)
+    source_id: str  # the hub stream key on our side (channel, or channel@device for a collision, idmap.py)
     dest: tuple[str, int]
     transport: sdp.MediaTransport
     ssrc: str

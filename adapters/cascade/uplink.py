@@ -127,7 +127,7 @@ class CascadeUplink:
         self._tasks = TaskSet(f"cascade-{config.upper_id}", logger=log)
         self._router: SipRouter | None = None
         self._view: dict[str, CatalogItem] = {}  # exposed ID → item, as the upper was last told
-        self._origin: dict[str, tuple[str, str]] = {}  # exposed ID → (device ID, channel ID)
+        self._shared = answers.Shared([], {})  # the last share: origins and stream keys
         self.subscriptions = Subscriptions(config)
 
     @property
@@ -264,9 +264,9 @@ class CascadeUplink:
         return channel_id in self._view and not answers.is_node(channel_id)
 
     def source_of(self, exposed_id: str) -> str:
-        """The channel ID on our side behind an exposed ID (differs only for a collision, idmap)."""
-        origin = self._origin.get(exposed_id)
-        return origin[1] if origin is not None else exposed_id
+        """The hub's stream key behind an exposed ID: its channel ID, or for a channel ID two of our
+        devices expose, that device's channel (idmap, hub.stream_key)."""
+        return self._shared.stream_key(exposed_id)
 
     def _on_subscribe(self, request: Request, peer: Peer, key: Hashable) -> None:
         msg = None
@@ -363,7 +363,7 @@ class CascadeUplink:
 
     def _adopt(self, channels: Sequence[answers.Channel]) -> dict[str, CatalogItem]:
         shared = answers.share(channels, self.config.our_id, self.options.selection)
-        self._view, self._origin = shared.view(), shared.origin
+        self._view, self._shared = shared.view(), shared
         return self._view
 
     async def send_catalog(self, sn: int) -> int:

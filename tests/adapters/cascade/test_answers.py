@@ -128,6 +128,9 @@ def test_colliding_channel_ids_are_shown_once_each_and_map_back() -> None:
     assert len(ids) == 2 and ch in ids
     (other,) = [i for i in ids if i != ch]
     assert shared.origin == {ch: (nvr1, ch), other: (nvr2, ch)}
+    assert (shared.stream_key(ch), shared.stream_key(other)) == (f"{ch}@{nvr1}", f"{ch}@{nvr2}")  # each its own
+    alone = share([Channel(nvr1, item("34020000001310000002"))], US)
+    assert alone.stream_key("34020000001310000002") == "34020000001310000002"  # shared with local viewers
     assert {i.device_id: i.name for i in shared.items} == {ch: "a", other: "b"}
 
 

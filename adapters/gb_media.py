@@ -44,7 +44,7 @@ from gateway.media.errors import (
     StreamError,
     StreamTimeout,
 )
-from gateway.media.hub import Stream
+from gateway.media.hub import Stream, split_key
 from gateway.media.pool import Lease, PortPool
 from gateway.media.receiver import (
     RTP_COUNTER_KEYS,
@@ -145,6 +145,7 @@ class MediaSession:
         self.watchdog: asyncio.Task[None] | None = None
         self.totals: Counter[str] = Counter()
         self.allowed_nets: tuple[Any, ...] = ()  # the whitelist's allowed_sources for this device
+        self.key = channel_id  # the hub's stream key (hub.stream_key: channel, or channel@device)
 
     async def close(self) -> None:
         if self.closed:
@@ -153,7 +154,7 @@ class MediaSession:
         if self.watchdog is not None and self.watchdog is not asyncio.current_task():
             self.watchdog.cancel()
         await self.mgr._end_leg(self, bye=self.remote_ended is None)
-        self.mgr._sessions.pop(self.channel_id, None)
+        self.mgr._sessions.pop(self.key, None)
 
     def stats(self) -> dict[str, Any]:
         leg = self.leg
@@ -216,12 +217,13 @@ class InviteManager:
         device_id, rec, _nets = await self._admit(channel_id)
         return device_id, rec
 
-    async def _admit(self, channel_id: str) -> tuple[str, DeviceRecord, tuple[Any, ...]]:
-        """`resolve`, plus the networks the device's RTP may come from besides its signalling host."""
+    async def _admit(self, channel_id: str, owner: str = "") -> tuple[str, DeviceRecord, tuple[Any, ...]]:
+        """`resolve`, plus the networks the device's RTP may come from besides its signalling host.
+        `owner`: the device named by the stream key (a channel ID two devices share)."""
         presence = self.presence
         # an accepted catalog item first (it reaches the store only with the next batch); while a
         # catalog sync is in flight the lookup waits for it, bounded (issue 12 #3)
-        device_id: str | None = self.channels.channel_owner(channel_id)
+        device_id: str | None = owner or self.channels.channel_owner(channel_id)
         if device_id is None:
             row = await self.repo.find_channel(channel_id)
             if row is not None:
@@ -244,15 +246,17 @@ class InviteManager:
         source = getattr(decision, "entry", None) or getattr(decision, "rule", None)
         return device_id, rec, tuple(getattr(source, "allowed_sources", ()) or ())
 
-    async def open(self, channel_id: str, sink: Stream) -> MediaSession:
-        device_id, _rec, nets = await self._admit(channel_id)
+    async def open(self, key: str, sink: Stream) -> MediaSession:
+        channel_id, owner = split_key(key)
+        device_id, _rec, nets = await self._admit(channel_id, owner)
         session = MediaSession(self, channel_id, device_id, sink)
         session.allowed_nets = nets
-        self._sessions[channel_id] = session
+        session.key = key
+        self._sessions[key] = session
         try:
             await self._invite(session)
         except BaseException:
-            self._sessions.pop(channel_id, None)
+            self._sessions.pop(key, None)
             raise
         session.watchdog = self._spawn(self._watch(session))
         return session

@@ -130,7 +130,9 @@ class CascadePlatform:
     port: int = 5060
     transport: str = "udp"
     password: str | None = None
-    channels: tuple[str, ...] = ()  # channel IDs shared with this upper; empty = every admitted channel
+    channels: tuple[str, ...] = ()  # channel IDs shared with this upper (∪ sites ∪ vendors; all empty = all admitted)
+    sites: tuple[str, ...] = ()  # share the channels of devices whose whitelist entry has one of these sites
+    vendors: tuple[str, ...] = ()  # share the channels whose channel contract names one of these vendors
     username: str | None = None  # digest username; default our sip.id (WVP)
     expires: int = 3600  # REGISTER Expires asked for; refreshed before it runs out
     keepalive_interval: float = 60.0

@@ -8,6 +8,12 @@
               a=setup:active → we listen on our leased port before the 200 (answer a=setup:passive)
     BYE from the upper ─► stop sending, close the subscription (the hub keeps one ingest per
     channel, shared with local viewers; it closes after its linger when nobody watches).
+    node shutdown ─► BYE to the upper for every play it ACKed (best effort, 2 s), then teardown.
+
+Each play of a shared channel is a ledger subject `cascade:<upper>/<channel>` (with a health sink):
+online from the ACK to the end (its cause: upper_bye, stream_ended, shutdown…), offline with
+`invite_<status>` when we could not serve it (480 no stream, 503 no port) — so the ledger holds
+per upper the plays that worked, those that failed and the stream time.
 
 `check_offer` and `PsRtpPacketizer` are sans-IO; `StreamRelay` is the asyncio shell, one per
 uplink, owning its dialogs on the `SipRouter`.
@@ -16,14 +22,16 @@ uplink, owning its dialogs on the `SipRouter`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from adapters.base import HealthSink
 from gateway.gb import sdp
 from gateway.gb.errors import GbError, SdpError
 from gateway.gb.ssrc import ssrc_to_int
@@ -140,7 +148,8 @@ class RelaySession:
     """One upper's play of one channel."""
 
     call_id: str
-    channel_id: str
+    channel_id: str  # as the upper knows it (the SDP answer's o=)
+    source_id: str  # the hub stream key on our side (channel, or channel@device for a collision, idmap.py)
     dest: tuple[str, int]
     transport: sdp.MediaTransport
     ssrc: str
@@ -160,13 +169,16 @@ class RelaySession:
     task: asyncio.Task[None] | None = None
     packets: int = 0
     ended: str | None = None
+    ok: bool = False  # our 200 went out
 
 
 class StreamRelay:
     """The INVITEs of one upper platform, served from the hub (`InviteHandler` of the uplink)."""
 
     def __init__(self, *, endpoint: Endpoint, router: SipRouter, hub: Hub, pool: PortPool, media_host: str,
-                 sdp_host: str, contact: str, invite_timeout: float = 10.0, ack_timeout: float = 32.0) -> None:
+                 sdp_host: str, contact: str, invite_timeout: float = 10.0, ack_timeout: float = 32.0,
+                 upper_id: str = "", health: HealthSink | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.endpoint = endpoint
         self.router = router
         self.hub = hub
@@ -177,16 +189,43 @@ class StreamRelay:
         self.invite_timeout = invite_timeout
         self.ack_timeout = ack_timeout
         self.sessions: dict[str, RelaySession] = {}
+        self.upper_id = upper_id
+        self.health = health
+        self.clock = clock  # wall clock, for the ledger
         self.stats: Counter[str] = Counter()
         self._tasks = TaskSet("cascade-relay", logger=log)
+        self._durable: Awaitable[None] | None = None
 
-    async def stop(self) -> None:
+    async def stop(self, bye_timeout: float = 2.0) -> None:
+        """Hang up every play the upper ACKed (so it does not wait for media that will not come),
+        then end them all."""
+        playing = [s for s in self.sessions.values() if s.ok and s.acked.is_set() and s.ended is None]
         for session in list(self.sessions.values()):
             self._end(session, "shutdown")
+        if playing:
+            await asyncio.wait([asyncio.ensure_future(self._bye(s, timeout=bye_timeout)) for s in playing],
+                               timeout=bye_timeout + 0.5)
         await self._tasks.close()
+        for session in list(self.sessions.values()):
+            self._release(session, "shutdown")
+        if self._durable is not None:  # the plays' ends are in the ledger before the node goes on
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(_await(self._durable)), bye_timeout)
+
+    def _ledger(self, session: RelaySession, state: str, cause: str, **evidence: Any) -> None:
+        if self.health is None:
+            return
+        subject = f"cascade:{self.upper_id}/{session.channel_id}"
+        pending = self.health.set_state(subject, state, cause, self.clock(),
+                                        {"upper": self.upper_id, "call_id": session.call_id, **evidence})
+        if pending is not None:
+            self._durable = pending  # the ledger's barriers resolve in order: the last one is enough
 
     # ------------------------------------------------------------------ INVITE
-    def on_invite(self, request: Request, peer: Peer, key: Hashable, shared: Callable[[str], bool]) -> None:
+    def on_invite(self, request: Request, peer: Peer, key: Hashable, shared: Callable[[str], bool], *,
+                  source: Callable[[str], str] | None = None) -> None:
+        """Serve an INVITE for a channel `shared` says the upper may play; `source` maps the ID the
+        upper knows to ours (identity when not given)."""
         tag = new_tag()  # one To tag for every response of this transaction, the 100 included
         self._answer(key, request, 100, peer, tag=tag)
         verdict = check_offer(request, shared)
@@ -198,9 +237,10 @@ class StreamRelay:
             self._answer(key, request, 491, peer, tag=tag)  # a re-INVITE of a running play: not supported
             return
         offer = verdict.offer
-        session = RelaySession(call_id=request.call_id, channel_id=verdict.channel_id, dest=(offer.ip, offer.port),
-                               transport=offer.transport, ssrc=offer.ssrc or "", invite=request, our_tag=tag, peer=peer,
-                               started_at=time.monotonic())
+        source_id = source(verdict.channel_id) if source is not None else verdict.channel_id
+        session = RelaySession(call_id=request.call_id, channel_id=verdict.channel_id, source_id=source_id,
+                               dest=(offer.ip, offer.port), transport=offer.transport, ssrc=offer.ssrc or "",
+                               invite=request, our_tag=tag, peer=peer, started_at=time.monotonic())
         self.sessions[session.call_id] = session
         self.router.add_dialog(session.call_id, self)
         session.task = self._tasks.spawn(self._serve(session, key), name=f"play-{session.channel_id}")
@@ -209,12 +249,13 @@ class StreamRelay:
         request = session.invite
         try:
             try:
-                session.stream = await self.hub.subscribe(session.channel_id, "frames", timeout=self.invite_timeout)
+                session.stream = await self.hub.subscribe(session.source_id, "frames", timeout=self.invite_timeout)
             except MediaError as exc:
                 self.stats["invite:refused:no_stream"] += 1
                 log.info("cascade play %s: no stream: %s", session.channel_id, exc)
                 session.answered = True
                 self._answer(key, request, 480, session.peer, tag=session.our_tag, reason="Stream Unavailable")
+                self._ledger(session, "offline", "invite_480", error=str(exc)[:200])
                 return
             try:
                 session.lease = self.pool.allocate()
@@ -227,12 +268,13 @@ class StreamRelay:
                 log.warning("cascade play %s: no media port: %s", session.channel_id, exc)
                 session.answered = True
                 self._answer(key, request, 503, session.peer, tag=session.our_tag)
+                self._ledger(session, "offline", "invite_503", error=str(exc)[:200])
                 return
             body = sdp.build_play_answer(channel_id=session.channel_id, media_ip=self.sdp_host,
                                          media_port=session.lease.port, ssrc=session.ssrc,
                                          transport=session.transport)
             self.stats["invite:ok"] += 1
-            session.answered = True
+            session.answered = session.ok = True
             self.endpoint.respond(key, make_response(
                 request, 200, to_tag=session.our_tag, body=body, received=(session.peer.host, session.peer.port),
                 headers=[("Contact", self.contact), ("Content-Type", "application/sdp")]))
@@ -241,7 +283,10 @@ class StreamRelay:
                     await session.acked.wait()
             except TimeoutError:
                 self.stats["invite:no_ack"] += 1
+                self._ledger(session, "offline", "invite_no_ack")
                 return
+            self._ledger(session, "online", "upper_play", transport=session.transport.value,
+                         dest=f"{session.dest[0]}:{session.dest[1]}")
             if session.transport.is_tcp and not await self._connect(session):
                 session.ended = "tcp_connect_failed"
                 await self._bye(session)
@@ -362,8 +407,10 @@ class StreamRelay:
             session.lease.release()
         self.stats[f"ended:{reason}"] += 1
         self.stats["stream_seconds"] += int(time.monotonic() - session.started_at)
+        if session.ok and session.acked.is_set():
+            self._ledger(session, "offline", reason, packets=session.packets)
 
-    async def _bye(self, session: RelaySession) -> None:
+    async def _bye(self, session: RelaySession, timeout: float = 5.0) -> None:
         """Hang up a play we ended (the channel's stream is gone): BYE in the INVITE's dialog."""
         inv = session.invite
         contact = inv.headers.get("Contact") or f"<{inv.from_.uri}>"
@@ -373,7 +420,7 @@ class StreamRelay:
                    ("Call-ID", inv.call_id), ("CSeq", f"{inv.cseq[0] + 1} BYE"), ("Content-Length", "0")]
         bye = Request(method="BYE", uri=target, headers=Headers(headers), body=b"")
         try:
-            await self.endpoint.request(bye, session.peer, timeout=5.0)
+            await self.endpoint.request(bye, session.peer, timeout=timeout)
             self.stats["bye:sent"] += 1
         except Exception:
             self.stats["bye:failed"] += 1
@@ -387,6 +434,10 @@ class StreamRelay:
         return [{"channel_id": s.channel_id, "dest": f"{s.dest[0]}:{s.dest[1]}", "ssrc": s.ssrc,
                  "transport": s.transport.value,
                  "packets": s.packets, "playing": s.acked.is_set()} for s in self.sessions.values()]
+
+
+async def _await(aw: Any) -> None:
+    await aw
 
 
 def _udp_socket(host: str, port: int) -> socket.socket:

@@ -32,6 +32,7 @@ from adapters.cascade.registration import (
     UplinkState,
     manscdp_request,
 )
+from adapters.cascade.subscription import Subscriptions
 from gateway.gb import manscdp
 from gateway.gb.errors import GbError, ManscdpError
 from gateway.gb.items import CatalogItem
@@ -55,9 +56,10 @@ class Endpoint(Protocol):
 
 
 class ChannelDirectory(Protocol):
-    """The channels we may share: admitted (exposed, of an approved device), normalized metadata."""
+    """The channels we may share: admitted (exposed, of an approved device), normalized metadata,
+    each with its device and the site/vendor labels a selection matches."""
 
-    async def admitted_channels(self) -> Sequence[CatalogItem]: ...
+    async def admitted_channels(self) -> Sequence[answers.Channel]: ...
 
 
 class SecurityAudit(Protocol):
@@ -75,20 +77,29 @@ class DeviceControl(Protocol):
 class InviteHandler(Protocol):
     """Serves the upper's INVITEs (relay.py); the uplink routes them there."""
 
-    def on_invite(self, request: Request, peer: Peer, key: Hashable, shared: Callable[[str], bool]) -> None: ...
+    def on_invite(self, request: Request, peer: Peer, key: Hashable, shared: Callable[[str], bool], *,
+                  source: Callable[[str], str] | None = None) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class UplinkOptions:
     """Per-upper pacing and our self-description (from `[[cascade]]` and `sip.*`)."""
 
-    channels: tuple[str, ...] = ()  # shared channel IDs; empty = every admitted channel
+    channels: tuple[str, ...] = ()  # shared channel IDs (ours or exposed) ∪ sites ∪ vendors; all empty = all
+    sites: tuple[str, ...] = ()  # whitelist entry sites whose devices' channels are shared
+    vendors: tuple[str, ...] = ()  # channel-contract vendors whose channels are shared
     catalog_per_message: int = 1
     catalog_wait: float = 2.0  # wait this long for a page's 200 before falling back to spacing
     catalog_spacing: float = 0.1
     name: str = "gbgate"
     firmware: str = ""
     ptz: bool = False  # forward the upper's PTZ commands for shared channels down to the devices
+    notify_per_message: int = 50  # Notify/Catalog items per NOTIFY
+    platform_item: bool = True  # our own item (type 200) first in every Catalog answer, the tree's root
+
+    @property
+    def selection(self) -> answers.Selection:
+        return answers.Selection(frozenset(self.channels), frozenset(self.sites), frozenset(self.vendors))
 
 
 class CascadeUplink:
@@ -115,7 +126,9 @@ class CascadeUplink:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks = TaskSet(f"cascade-{config.upper_id}", logger=log)
         self._router: SipRouter | None = None
-        self._shared: set[str] = set()  # channel IDs in the last catalog we gave the upper
+        self._view: dict[str, CatalogItem] = {}  # exposed ID → item, as the upper was last told
+        self._shared = answers.Shared([], {})  # the last share: origins and stream keys
+        self.subscriptions = Subscriptions(config)
 
     @property
     def subject(self) -> str:
@@ -127,7 +140,7 @@ class CascadeUplink:
 
     # ------------------------------------------------------------------ lifecycle
     def install(self, router: SipRouter) -> None:
-        methods = ("MESSAGE", "INVITE") if self.relay is not None else ("MESSAGE",)
+        methods = ("MESSAGE", "SUBSCRIBE", "INVITE") if self.relay is not None else ("MESSAGE", "SUBSCRIBE")
         router.add_sender(self.config.upper_id, methods, self.on_request)
         self._router = router
 
@@ -152,6 +165,7 @@ class CascadeUplink:
             self._router.remove_sender(self.config.upper_id)
             self._router = None
         actions = self.session.stop(self._loop.time())
+        self.subscriptions.clear()
         await self._tasks.close()
         for action in actions:
             if isinstance(action, SendRequest):
@@ -165,9 +179,20 @@ class CascadeUplink:
 
     def status(self) -> dict[str, Any]:
         s = self.session
+        self.subscriptions.expire(self._loop.time())
         return {"upper": self.config.upper_id, "state": s.state.value, "cause": s.last_cause,
-                "expires": s.expires, "keepalive_misses": s.keepalive_misses,
+                "expires": s.expires, "keepalive_misses": s.keepalive_misses, "shared": len(self._view),
+                "subscriptions": len(self.subscriptions), **self._play_counts(),
                 "remote": f"{self.peer.host}:{self.peer.port}/{self.peer.transport}"}
+
+    def _play_counts(self) -> dict[str, int]:
+        """This upper's INVITEs served / refused and seconds streamed (the relay's counters)."""
+        stats = getattr(self.relay, "stats", None)
+        if not isinstance(stats, Counter):
+            return {}
+        refused = sum(v for k, v in stats.items() if k.startswith("invite:refused:"))
+        return {"invites_ok": stats["invite:ok"], "invites_refused": refused,
+                "stream_seconds": stats["stream_seconds"]}
 
     # ------------------------------------------------------------------ the core's actions
     def _run(self, actions: list[SendRequest | StateChanged]) -> None:
@@ -196,6 +221,8 @@ class CascadeUplink:
         log.info("cascade %s: %s (%s)", self.config.upper_id, change.state.value, change.cause)
         if change.state is UplinkState.ONLINE:
             self._tasks.spawn(self.shared_items(), name="shared")  # what an INVITE may ask for
+        elif self.subscriptions.clear():
+            self.stats["subscribe:dropped_offline"] += 1  # the upper subscribes again once we are back
         if self.health is not None:
             evidence = {"upper": self.config.upper_id, "remote": f"{self.peer.host}:{self.peer.port}"}
             pending = self.health.set_state(self.subject, change.state.value, change.cause, self.clock(), evidence)
@@ -223,16 +250,66 @@ class CascadeUplink:
             self._security("cascade_spoofed_upper", peer, f"{request.method} from {peer.host}:{peer.port}")
             return
         if request.method == "INVITE" and self.relay is not None:
-            self.relay.on_invite(request, peer, key, self.shares)
+            self.relay.on_invite(request, peer, key, self.shares, source=self.source_of)
+        elif request.method == "SUBSCRIBE":
+            self._on_subscribe(request, peer, key)
         elif request.method == "MESSAGE":
             self._on_message(request, peer, key)
         else:
             self._answer(key, request, 405, peer)
 
     def shares(self, channel_id: str) -> bool:
-        """The channel is one we offer this upper: admitted and selected when we last looked (at
-        registration and at every Catalog answer)."""
-        return channel_id in self._shared
+        """The channel (by the ID the upper sees) is one we offer this upper: admitted and selected
+        when we last looked (at registration, at every Catalog answer and channel change)."""
+        return channel_id in self._view and not answers.is_node(channel_id)
+
+    def source_of(self, exposed_id: str) -> str:
+        """The hub's stream key behind an exposed ID: its channel ID, or for a channel ID two of our
+        devices expose, that device's channel (idmap, hub.stream_key)."""
+        return self._shared.stream_key(exposed_id)
+
+    def _on_subscribe(self, request: Request, peer: Peer, key: Hashable) -> None:
+        msg = None
+        if request.body.strip():
+            try:
+                msg = manscdp.parse(request.body, charset_hint=None)
+            except ManscdpError as exc:
+                self.stats[f"refused:bad_manscdp:{exc.reason}"] += 1
+                self._answer(key, request, 400, peer, reason=exc.reason)
+                return
+        answer = self.subscriptions.on_subscribe(request, msg, self._loop.time())
+        self.stats[f"subscribe:{answer.verdict.value}"] += 1
+        if answer.status >= 300:
+            self.stats[f"refused:{answer.reason}"] += 1
+            self._answer(key, request, answer.status, peer)
+            return
+        self.stats[f"responses:{answer.status}"] += 1
+        self.endpoint.respond(key, make_response(request, answer.status, to_tag=answer.to_tag,
+                                                 headers=list(answer.headers), body=answer.body,
+                                                 received=(peer.host, peer.port)))
+
+    def channels_changed(self, channels: Sequence[answers.Channel]) -> list[CatalogItem]:
+        """The admitted channels now: update what this upper is offered, and NOTIFY each of its
+        Catalog subscriptions of the difference (batched, `notify_per_message` items a NOTIFY).
+        Returns the changes."""
+        before = self._view
+        changes = answers.catalog_changes(before, self._adopt(channels))
+        if changes and self.state is UplinkState.ONLINE:
+            requests = self.subscriptions.notifies(changes, self._loop.time(), self.options.notify_per_message)
+            for request in requests:
+                self._tasks.spawn(self._notify(request), name="notify")
+        return changes
+
+    async def _notify(self, request: Request) -> None:
+        self.stats["notify:sent"] += 1
+        try:
+            response = await self.endpoint.request(request, self.peer)
+        except (SipError, OSError):
+            self.stats["notify:timeout"] += 1
+            return
+        self.stats[f"notify:answered:{response.status}"] += 1
+        if response.status == 481:  # the upper forgot the subscription
+            self.subscriptions.dialogs.pop(request.call_id, None)
 
     def _on_message(self, request: Request, peer: Peer, key: Hashable) -> None:
         if "manscdp" not in (request.content_type or ""):
@@ -282,14 +359,18 @@ class CascadeUplink:
 
     # ------------------------------------------------------------------ answers out
     async def shared_items(self) -> list[CatalogItem]:
-        items = answers.share_items(await self.directory.admitted_channels(), self.config.our_id,
-                                    self.options.channels)
-        self._shared = {i.device_id for i in items}
-        return items
+        return list(self._adopt(await self.directory.admitted_channels()).values())
+
+    def _adopt(self, channels: Sequence[answers.Channel]) -> dict[str, CatalogItem]:
+        shared = answers.share(channels, self.config.our_id, self.options.selection)
+        self._view, self._shared = shared.view(), shared
+        return self._view
 
     async def send_catalog(self, sn: int) -> int:
         """Response/Catalog pages for the upper's query `sn`; returns the pages the upper accepted."""
         items = await self.shared_items()
+        if self.options.platform_item:
+            items.insert(0, answers.platform_item(self.config.our_id, self.options.name))
         pages = answers.catalog_pages(self.config.our_id, sn, items, self.options.catalog_per_message,
                                       self.config.charset)
         paced = False  # after one unanswered page: fixed spacing instead of waiting for each 200
@@ -326,7 +407,8 @@ class CascadeUplink:
 
     async def _device_info(self, sn: int) -> None:
         items = await self.shared_items()
-        body = answers.device_info(self.config.our_id, sn, name=self.options.name, channels=len(items),
+        channels = sum(not answers.is_node(i.device_id) for i in items)
+        body = answers.device_info(self.config.our_id, sn, name=self.options.name, channels=channels,
                                    firmware=self.options.firmware, charset=self.config.charset)
         await self._message(body)
 

@@ -19,7 +19,7 @@ from aiohttp import web
 from adapters.gb_device import GbDeviceAdapter
 from gateway.api.reports import ReportsRuntime
 from gateway.api.services import Services
-from gateway.app.cascade import CascadePlane, cascade_plane
+from gateway.app.cascade import CascadePlane, ChangeFeed, ChangeTap, NotifyingInventory, cascade_plane
 from gateway.app.health import health_plane, journal_status, monitor_plane
 from gateway.app.http import http_plane
 from gateway.app.media import MediaPlane, media_plane
@@ -67,14 +67,18 @@ class Gateway:
             store = await stack.enter_async_context(store_plane(s))
             health = await stack.enter_async_context(health_plane(s, store.sessions))
             metrics = Metrics()
-            sip = await stack.enter_async_context(sip_plane(s, store, health, metrics, clock))
+            # with uplinks, device/channel changes and catalog writes also poke the cascade's change feed
+            feed = ChangeFeed() if s.cascade else None
+            sip = await stack.enter_async_context(sip_plane(
+                s, store, health, metrics, clock, ledger=None if feed is None else ChangeTap(health, feed),
+                inventory=None if feed is None else NotifyingInventory(store.repo, feed)))
             metrics.add_gauge("gbgate_health_events_total", "Health state changes recorded", lambda: health.recorded)
             media = await stack.enter_async_context(media_plane(
                 adapter=sip.adapter, router=sip.router, endpoint=sip.endpoint, settings=s, repo=store.repo,
                 metrics=metrics, health=health, clock=clock,
             ))
             cascade = await stack.enter_async_context(cascade_plane(
-                s, sip, media, StoreInventory(store.repo), health, metrics, clock,
+                s, sip, media, StoreInventory(store.repo), health, metrics, clock, feed,
             ))
             sources = await stack.enter_async_context(sources_plane(s, store, media, health, clock, sip.admission))
             monitors = await stack.enter_async_context(monitor_plane(s, store.sessions, media.hub, health, clock))

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from adapters.base import HealthSink
 from adapters.gb_device import DeviceSettings, GbDeviceAdapter
 from adapters.outbound import LocalIdentity
 from certs.errors import CertError
@@ -90,9 +91,11 @@ def _shared_credential(realm: str, password: str) -> Callable[[str], Credential]
 
 @asynccontextmanager
 async def sip_plane(settings: Settings, store: StorePlane, health: HealthRecorder, metrics: Metrics,
-                    clock: Callable[[], float]) -> AsyncIterator[SipPlane]:
+                    clock: Callable[[], float], *, ledger: HealthSink | None = None,
+                    inventory: StoreInventory | None = None) -> AsyncIterator[SipPlane]:
     """Bind the endpoint, install the device adapter on the router, start admission; on exit stop
-    them in reverse (admission, adapter, endpoint)."""
+    them in reverse (admission, adapter, endpoint). `ledger`/`inventory` replace the adapter's
+    health sink and store view (the cascade's change taps, gateway/app/cascade.py)."""
     s = settings
     presence = Presence(keepalive_interval=s.sip.keepalive_interval, keepalive_count=s.sip.keepalive_timeout_count)
     identity = LocalIdentity(
@@ -128,8 +131,8 @@ async def sip_plane(settings: Settings, store: StorePlane, health: HealthRecorde
             flood=FloodGuard(max_per_second=s.whitelist.flood_max_per_second, ban_for=s.whitelist.flood_ban_for),
             presence=presence,
             nonces=digest.NonceIssuer(node_secret(Path(s.data_dir)), ttl=s.sip.nonce_ttl),
-            inventory=StoreInventory(store.repo),
-            health=health,
+            inventory=inventory if inventory is not None else StoreInventory(store.repo),
+            health=ledger if ledger is not None else health,
             whitelist_actions=admission,
             clock=clock,
             default_credential=default_credential,

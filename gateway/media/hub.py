@@ -54,6 +54,22 @@ __all__ = ["FLV", "FRAMES", "ChannelNotFound", "DeviceUnavailable", "Framing", "
 
 log = logging.getLogger(__name__)
 
+#: A stream key names a channel ("<channel id>"), or one device's channel when two devices expose
+#: the same channel ID ("<channel id>@<device id>", a cascade's mapped ID): the opener INVITEs
+#: that device instead of the channel's usual owner.
+DEVICE_SEP = "@"
+
+
+def stream_key(channel_id: str, device_id: str = "") -> str:
+    return f"{channel_id}{DEVICE_SEP}{device_id}" if device_id else channel_id
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """(channel ID, device ID or "") of a stream key."""
+    channel_id, _, device_id = key.partition(DEVICE_SEP)
+    return channel_id, device_id
+
+
 MAX_GOP_FRAMES = 600
 MAX_GOP_BYTES = 16 << 20
 _PTS_MASK = WRAP33 - 1

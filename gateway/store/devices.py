@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from gateway.store.contract import ChannelContract
 from gateway.store.models import CatalogNode, Channel, Device, DeviceBinding, DeviceEvent
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,12 @@ class DeviceRepository:
         async with self._sessions() as session:
             q = select(CatalogNode).where(CatalogNode.device_id == device_id).order_by(CatalogNode.node_id)
             return list((await session.execute(q)).scalars())
+
+    async def channel_vendors(self) -> dict[str, str]:
+        """Channel ID → vendor ID from the channel contracts (a cascade shares by vendor)."""
+        async with self._sessions() as session:
+            rows = await session.execute(select(ChannelContract.channel_id, ChannelContract.vendor_id))
+            return {str(cid): str(vid) for cid, vid in rows.all()}
 
     async def find_channel(self, channel_id: str) -> Channel | None:
         """A channel by its ID alone (first exposed, live match); channel IDs may repeat across devices."""

@@ -53,6 +53,10 @@ class StoreInventory:
         """(device ID, item) of every exposed, not removed channel: what a cascade may share."""
         return [(row.device_id, _item(row)) for row in await self.repo.list_channels(None)]
 
+    async def channel_vendors(self) -> dict[str, str]:
+        """Channel ID → vendor ID (channel contracts)."""
+        return await self.repo.channel_vendors()
+
     def apply_catalog(
         self, device_id: str, added: Iterable[Any], updated: Iterable[Any], removed: Iterable[str], exposed: set[str]
     ) -> Awaitable[None]:

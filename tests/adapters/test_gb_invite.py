@@ -17,7 +17,17 @@ from gateway.config import load_settings
 from gateway.gb.presence import OfflineCause, Presence
 from gateway.gb.sdp import MediaTransport, build_play_answer, parse_offer
 from gateway.gb.ssrc import ssrc_to_int
-from gateway.media.hub import FLV, FRAMES, ChannelNotFound, DeviceUnavailable, NotAdmitted, StreamHub, StreamTimeout
+from gateway.media.hub import (
+    FLV,
+    FRAMES,
+    ChannelNotFound,
+    DeviceUnavailable,
+    NotAdmitted,
+    StreamHub,
+    StreamTimeout,
+    split_key,
+    stream_key,
+)
 from gateway.media.pool import PortPool
 from gateway.sip.errors import SipTimeout
 from gateway.sip.events import Peer
@@ -461,3 +471,21 @@ async def test_unregister_while_streaming_sends_bye_ends_viewers_and_never_reinv
         await hub.subscribe(CH, FLV)
     assert len(dev.invites) == 1
     await dev.close()
+
+
+async def test_a_stream_key_naming_the_device_invites_that_device_for_the_channel() -> None:
+    dev = FakeDevice()
+    mgr, hub = make(dev)
+    other = "34020000001310000777"  # an ID the repo gives to nobody (or to another device)
+    key = stream_key(other, DEV)
+    assert split_key(key) == (other, DEV)
+    sub = await hub.subscribe(key, FRAMES)
+    assert (await frames(sub, 2))[0].keyframe
+    inv = dev.invites[0]
+    assert inv.uri == f"sip:{other}@127.0.0.1:5062" and (inv.headers.get("Subject") or "").startswith(f"{other}:")
+    assert list(mgr._sessions) == [key]
+    sub.close()
+    await asyncio.sleep(0.4)  # linger 0.1 → BYE, the session leaves by its key
+    assert len(dev.byes) == 1 and mgr._sessions == {}
+    await dev.close()
+    await hub.stop()

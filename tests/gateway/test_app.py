@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,9 @@ import aiohttp
 import pytest
 
 from gateway.app import Gateway
+from gateway.app.cascade import AdmittedChannels, ChangeFeed, ChangeTap, Debounce
 from gateway.app.status import ComponentStatus
+from gateway.gb.items import CatalogItem
 from gateway.health.rules import NoVideoRule
 from gateway.health.timeline import State
 from tests.interop.conftest import gateway_settings
@@ -99,3 +101,112 @@ def test_no_video_rule(before: State, ok: bool, after: str | None) -> None:
     health = _Health(before)
     NoVideoRule(health, lambda: 42.0)("1", ok, "cause", {})  # type: ignore[arg-type]
     assert health.calls == ([] if after is None else [("channel:1", after, "cause", 42.0)])
+
+
+def test_the_cascade_change_debounce_waits_for_quiet_but_not_forever() -> None:
+    d = Debounce(delay=1.0, max_delay=5.0)
+    assert d.next_timer() is None and not d.due(0.0)
+    d.poke(10.0)
+    d.poke(10.5)
+    assert d.next_timer() == 11.5 and not d.due(11.4) and d.due(11.5)
+    assert d.next_timer() is None  # reset by the refresh it allowed
+    for t in range(20, 30):  # a device flapping every second: reported after max_delay anyway
+        d.poke(float(t) * 0.9)
+    assert d.next_timer() == 23.0 and d.due(23.0)
+
+
+async def test_the_change_tap_pokes_the_feed_for_device_and_channel_changes_only() -> None:
+    class Ledger:
+        def set_state(self, subject: str, state: str, cause: str, ts: float,
+                      evidence: Mapping[str, Any] | None = None) -> Awaitable[None] | None:
+            return None if state == "same" else asyncio.sleep(0)
+
+    refreshed = asyncio.Event()
+
+    async def refresh() -> None:
+        refreshed.set()
+
+    feed = ChangeFeed(delay=0.01, max_delay=0.05)
+    tap = ChangeTap(Ledger(), feed)
+    first = tap.set_state("device:1", "offline", "x", 0.0)  # nobody listens yet: ignored
+    assert first is not None and feed.pokes == 0
+    await first
+    feed.refresh = refresh
+    for subject, state in (("cascade:9", "online"), ("device:1", "same"), ("channel:2", "offline"),
+                           ("device:1", "online")):
+        pending = tap.set_state(subject, state, "x", 0.0)
+        if pending is not None:
+            await pending
+    assert feed.pokes == 2
+    await asyncio.wait_for(refreshed.wait(), 2)
+    assert feed.refreshes == 1
+    await feed.close()
+
+
+async def test_admitted_channels_carry_the_whitelist_site_and_the_contract_vendor(tmp_path: Path) -> None:
+    from gateway.store.contract import ChannelContract, Vendor
+    from gateway.store.devices import make_catalog_job
+    from gateway.store.inventory import StoreInventory
+    from tests.interop.conftest import whitelist
+
+    g = Gateway(gateway_settings(tmp_path))
+    await g.start()
+    try:
+        assert g.services is not None and g.adapter is not None
+        cam, ch1, ch2 = "34020000001320000001", "34020000001310000001", "34020000001310000002"
+        await whitelist(g, cam, "pw", site="east-gate")
+        g.services.repo.update_device(cam, name="cam")
+        items = [CatalogItem(device_id=c, name=c[-1], status="ON") for c in (ch1, ch2)]
+        await g.services.repo.submit(make_catalog_job(cam, items, [], [], {ch1, ch2}))
+        async with g.services.repo._sessions() as session, session.begin():
+            session.add(Vendor(id="kehai", name="Kehai"))
+            await session.flush()
+            session.add(ChannelContract(channel_id=ch1, device_id=cam, vendor_id="kehai"))
+        directory = AdmittedChannels(StoreInventory(g.services.repo), g.adapter.policy, g.adapter.presence)
+        listed = {c.item.device_id: (c.device_id, c.site, c.vendor, c.item.status)
+                  for c in await directory.admitted_channels()}
+        assert listed == {ch1: (cam, "east-gate", "kehai", "OFF"), ch2: (cam, "east-gate", "", "OFF")}
+    finally:
+        await g.stop()
+
+
+async def test_a_catalog_write_pokes_the_feed_once_committed_and_a_poke_mid_refresh_is_not_lost() -> None:
+    from gateway.app.cascade import NotifyingInventory
+
+    loop = asyncio.get_running_loop()
+    committed: asyncio.Future[None] = loop.create_future()
+
+    class Repo:
+        def submit(self, job: object) -> asyncio.Future[None]:
+            return committed
+
+    calls = 0
+    gate = asyncio.Event()
+
+    async def refresh() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            feed.poke()  # a change while we list: looked at again afterwards
+            await gate.wait()
+
+    feed = ChangeFeed(delay=0.01, max_delay=0.05)
+    feed.refresh = refresh
+    inventory = NotifyingInventory(Repo(), feed)  # type: ignore[arg-type]
+    written = asyncio.ensure_future(inventory.apply_catalog("34020000001320000001", [], [], [], set()))
+    await asyncio.sleep(0.05)
+    assert feed.pokes == 0  # not before the rows are in
+    committed.set_result(None)
+    await written
+    assert feed.pokes == 1
+    for _ in range(100):
+        if calls == 1:
+            break
+        await asyncio.sleep(0.01)
+    gate.set()
+    for _ in range(100):
+        if calls == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert calls == 2 and feed.refreshes == 2
+    await feed.close()

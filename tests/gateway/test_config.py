@@ -79,11 +79,12 @@ def test_cascade_platforms(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(
         '[[cascade]]\nid = "44000000002000000001"\ndomain = "4400000000"\nhost = "127.0.0.1"\npassword = "p"\n'
-        'channels = ["34020000001310000001"]\n',
+        'channels = ["34020000001310000001"]\nsites = ["east-gate"]\nvendors = ["kehai", "hik"]\n',
         encoding="utf-8",
     )
     s = load_settings(cfg, env={})
     assert s.cascade[0].channels == ("34020000001310000001",)
+    assert (s.cascade[0].sites, s.cascade[0].vendors) == (("east-gate",), ("kehai", "hik"))
     assert "***" in to_toml(masked(s))
     c = s.cascade[0]  # the keys added for the uplink (issue 14) keep WVP's defaults
     assert (c.expires, c.keepalive_interval, c.keepalive_failures, c.retry_interval) == (3600, 60.0, 3, 60.0)

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from adapters.cascade.registration import UplinkState
+from adapters.cascade.relay import StreamRelay
 from devsim.devices import make_devices
 from devsim.swarm import DeviceSwarm
 from gateway.app import Gateway
@@ -116,13 +117,15 @@ async def test_register_with_digest_keepalive_and_paced_catalog_answer(tmp_path:
         messages = requests(trace, "MESSAGE")
         assert any("<CmdType>Keepalive</CmdType>" in m and f"<DeviceID>{US}</DeviceID>" in m for m in messages)
         pages = [m for m in messages if "<Response>" in m and "<CmdType>Catalog</CmdType>" in m]
-        assert len(pages) == 2, trace[-3000:]
+        assert len(pages) == 3, trace[-3000:]  # our platform item (the tree's root), then each channel
         for page in pages:
             assert "<SN>4711</SN>" in page and f"<DeviceID>{US}</DeviceID>" in page
-            assert "<SumNum>2</SumNum>" in page and '<DeviceList Num="1">' in page
-            assert 'encoding="GB2312"' in page and f"<ParentID>{US}</ParentID>" in page
+            assert "<SumNum>3</SumNum>" in page and '<DeviceList Num="1">' in page
+            assert 'encoding="GB2312"' in page
+        assert f"<Item>\n<DeviceID>{US}</DeviceID>" in pages[0] and "<ParentID>" not in pages[0]
+        assert all(f"<ParentID>{US}</ParentID>" in page for page in pages[1:])
         assert {c for c in CHANNELS if any(f"<DeviceID>{c}</DeviceID>" in p for p in pages)} == set(CHANNELS)
-        assert uplink.stats["catalog:pages"] == 2
+        assert uplink.stats["catalog:pages"] == 3
         assert gw.services is not None and gw.services.health is not None  # the ledger has the link up
         state = gw.services.health.state_of(f"cascade:{UPPER}")
         assert state is not None and state.value == "online"
@@ -230,9 +233,93 @@ async def test_the_upper_plays_a_simulated_camera_and_ffprobe_reads_our_ps(tmp_p
                 while gw.media.hub.get(channel) is not None:
                     await asyncio.sleep(0.05)
             assert not relay.sessions
-            text = gw.services.metrics.render().decode()  # type: ignore[union-attr]
+            assert gw.services is not None and gw.services.health is not None  # the play is in the ledger
+            played = gw.services.health.state_of(f"cascade:{UPPER}/{channel}")
+            assert played is not None and played.value == "offline"  # online from the ACK to the BYE
+            assert uplink.status()["invites_ok"] == 1
+            text = gw.services.metrics.render().decode()
             assert 'gbgate_cascade_invites_total{outcome="ok"} 1.0' in text
             assert "gbgate_cascade_stream_seconds_total" in text
+    finally:
+        if swarm is not None:
+            await swarm.stop()
+        sink.close()
+
+
+async def test_the_upper_subscribes_and_hears_off_when_a_camera_unregisters(tmp_path: Path) -> None:
+    (camera,) = make_devices(1, password="camera-pass", prefix="3402000000132", start=501)
+    swarm = None
+    try:
+        async with upper_and_gateway(tmp_path, "cascade_upper_subscribe.xml") as (upper, gw):
+            await whitelist(gw, camera.device_id, "camera-pass")
+            swarm = DeviceSwarm(server_host="127.0.0.1", server_port=gw.sip_port, devices=[camera])
+            await swarm.start()
+            await swarm.register_all()
+            assert gw.cascade is not None
+            (uplink,) = gw.cascade.uplinks
+            channels = {c.id for c in camera.channels}
+            for _ in range(300):  # the catalog is in, the upper has subscribed and sees it
+                if len(uplink.subscriptions) and all(uplink.shares(c) for c in channels):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"not subscribed/shared: {uplink.status()} {dict(uplink.stats)}")
+            await swarm.unregister_all()
+            rc, trace = await upper.finish()
+            assert rc == 0, trace[-4000:]
+            ok = [b for b in re.split(r"-{10,}[^\n]*\n", trace) if "SIP/2.0 200 OK" in b and "SUBSCRIBE" in b]
+            assert ok and "Expires: 3600" in ok[0] and "<Result>OK</Result>" in ok[0]
+            notifies = requests(trace, "NOTIFY")
+            off = [n for n in notifies if "<Event>OFF</Event>" in n]
+            assert off, trace[-4000:]
+            assert "Event: Catalog;id=4821" in off[-1] and "Subscription-State: active" in off[-1]
+            assert "<CmdType>Catalog</CmdType>" in off[-1] and f"<DeviceID>{US}</DeviceID>" in off[-1]
+            assert {c for c in channels if f"<DeviceID>{c}</DeviceID>" in off[-1]} == channels  # one batch
+            assert uplink.stats["subscribe:subscribed"] == 1 and uplink.stats["notify:answered:200"] >= 1
+    finally:
+        if swarm is not None:
+            await swarm.stop()
+
+
+async def test_a_stopping_gateway_hangs_up_the_uppers_play_before_it_unregisters(tmp_path: Path) -> None:
+    (camera,) = make_devices(1, password="camera-pass", prefix="3402000000132", start=601)
+    channel = camera.channels[0].id
+    sink = MediaSink(tcp=False)
+    keys = {"channel": channel, "rtp_port": str(sink.port), "media_proto": "RTP/AVP"}
+    swarm = None
+    try:
+        async with upper_and_gateway(tmp_path, "cascade_upper_play_shutdown.xml", keys=keys) as (upper, gw):
+            await whitelist(gw, camera.device_id, "camera-pass")
+            swarm = DeviceSwarm(server_host="127.0.0.1", server_port=gw.sip_port, devices=[camera])
+            await swarm.start()
+            await swarm.register_all()
+            receiver = asyncio.create_task(sink.run())
+            try:
+                for _ in range(400):  # the upper is watching
+                    if len(sink.packets) > 20:
+                        break
+                    await asyncio.sleep(0.05)
+                assert len(sink.packets) > 20
+                assert gw.cascade is not None and gw.services is not None and gw.services.health is not None
+                (uplink,) = gw.cascade.uplinks
+                relay = uplink.relay
+                assert isinstance(relay, StreamRelay)
+                subject = f"cascade:{UPPER}/{channel}"
+                state = gw.services.health.state_of(subject)
+                assert state is not None and state.value == "online"
+                health = gw.services.health
+                await gw.stop()  # BYE to the upper, then unregister
+                rc, trace = await upper.finish(timeout=20)
+            finally:
+                receiver.cancel()
+            assert rc == 0, trace[-4000:]
+            (bye,) = requests(trace, "BYE")
+            assert "CSeq: 31 BYE" in bye and f"sip:{UPPER}@" in bye.splitlines()[1]
+            unregister = [r for r in requests(trace, "REGISTER") if "Expires: 0" in r]
+            assert unregister and trace.index(bye) < trace.index(unregister[-1])  # hang up, then leave
+            assert relay.stats["bye:sent"] == 1 and relay.stats["ended:shutdown"] == 1
+            state = health.state_of(subject)
+            assert state is not None and state.value == "offline"
     finally:
         if swarm is not None:
             await swarm.stop()

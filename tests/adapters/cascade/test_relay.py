@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from gateway.media.pool import PortPool
 from gateway.media.ps import PsDemuxer
 from gateway.media.rtp import parse_rtp
 from gateway.sip.events import Peer
-from gateway.sip.message import Request, Response, parse_message
+from gateway.sip.message import Request, Response, make_response, parse_message
 from gateway.sip.router import SipRouter
 from tests.gateway.media.vectors import video_frames
 
@@ -277,3 +277,60 @@ async def test_a_cancel_before_the_stream_is_up_answers_487_and_releases() -> No
             await asyncio.sleep(0.01)
     assert router.dialogs() == 0 and relay.stats["ended:upper_cancel"] == 1
     await relay.stop()
+
+
+class ByeEndpoint(Endpoint):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[Request] = []
+
+    async def request(self, request: Request, peer: Peer, *, timeout: float | None = None) -> Response:
+        self.sent.append(request)
+        return make_response(request, 200, to_tag="u")
+
+
+class RecordingHub(FakeHub):
+    def __init__(self, frames: list[MediaFrame]) -> None:
+        super().__init__(frames)
+        self.asked: list[str] = []
+
+    async def subscribe(self, channel_id: str, kind: str = "flv", *, timeout: float | None = None) -> FakeStream:
+        self.asked.append(channel_id)
+        return await super().subscribe(channel_id, kind, timeout=timeout)
+
+
+class Ledger:
+    def __init__(self) -> None:
+        self.states: list[tuple[str, str, str]] = []
+
+    def set_state(self, subject: str, state: str, cause: str, ts: float,
+                  evidence: Mapping[str, Any] | None = None) -> None:
+        self.states.append((subject, state, cause))
+
+
+async def test_shutdown_hangs_up_the_upper_and_the_ledger_has_the_play_per_upper() -> None:
+    upper = UpperMedia("udp")
+    await upper.start()
+    hub, endpoint, router, ledger = RecordingHub(video_frames(Codec.H264)), ByeEndpoint(), SipRouter(), Ledger()
+    router.bind(endpoint)
+    relay = StreamRelay(endpoint=endpoint, router=router, hub=hub, pool=PortPool(41300, 41399, "3402000000"),
+                        media_host="127.0.0.1", sdp_host="127.0.0.1", contact="<sip:x@127.0.0.1>",
+                        upper_id="44000000002000000001", health=ledger, clock=lambda: 1e9)
+    try:
+        relay.on_invite(invite(upper.offer()), PEER, "k", shared, source=lambda cid: "34020000001310000777")
+        async with asyncio.timeout(2):
+            while len(endpoint.responses) < 2:
+                await asyncio.sleep(0.01)
+        router.on_ack(in_dialog("ACK"), PEER)
+        await upper.packets.get()  # playing
+        assert hub.asked == ["34020000001310000777"]  # the mapped ID's own channel on our side
+        (session,) = relay.sessions.values()
+        subject = f"cascade:44000000002000000001/{session.channel_id}"
+        assert ledger.states == [(subject, "online", "upper_play")]
+        await relay.stop()
+        (bye,) = endpoint.sent
+        assert bye.method == "BYE" and bye.call_id == session.call_id and relay.stats["bye:sent"] == 1
+        assert ledger.states[-1] == (subject, "offline", "shutdown") and not relay.sessions
+    finally:
+        await relay.stop()
+        await upper.close()

@@ -7,7 +7,8 @@ import asyncio
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
-from adapters.cascade.registration import UplinkConfig, UplinkState
+from adapters.cascade.answers import Channel
+from adapters.cascade.registration import StateChanged, UplinkConfig, UplinkState
 from adapters.cascade.uplink import CascadeUplink, UplinkOptions
 from gateway.gb import builders, manscdp
 from gateway.gb.items import CatalogItem
@@ -48,8 +49,8 @@ class Directory:
     def __init__(self, items: Sequence[CatalogItem]) -> None:
         self.items = items
 
-    async def admitted_channels(self) -> Sequence[CatalogItem]:
-        return self.items
+    async def admitted_channels(self) -> Sequence[Channel]:
+        return [Channel("44010600001320000001", i) for i in self.items]
 
 
 class Ledger:
@@ -162,7 +163,7 @@ async def test_keepalive_failures_are_recorded_offline_in_the_ledger() -> None:
 
 
 async def test_catalog_query_is_answered_200_then_one_page_per_item() -> None:
-    uplink, endpoint, _, _, router = make(items=3)
+    uplink, endpoint, _, _, router = make(items=3, platform_item=False)
     router.on_request(from_upper("Query", "Catalog", sn=77), UPPER_PEER, "k")
     assert [r.status for r in endpoint.responses] == [200]
     await wait_for(lambda: uplink.stats["catalog:answered"] == 1)
@@ -175,12 +176,13 @@ async def test_catalog_query_is_answered_200_then_one_page_per_item() -> None:
 
 async def test_catalog_stops_on_an_error_response_and_paces_when_unanswered() -> None:
     answers = iter([200, 500, 200, 200])
-    uplink, endpoint, _, _, router = make(lambda r: next(answers), items=4)
+    uplink, endpoint, _, _, router = make(lambda r: next(answers), items=4, platform_item=False)
     router.on_request(from_upper("Query", "Catalog"), UPPER_PEER, "k")
     await wait_for(lambda: uplink.stats["catalog:answered"] == 1)
     assert len(endpoint.sent) == 2 and uplink.stats["catalog:stopped_on_error"] == 1
 
-    uplink2, endpoint2, _, _, router2 = make(lambda r: None, items=3, catalog_wait=0.02, catalog_spacing=0.01)
+    uplink2, endpoint2, _, _, router2 = make(lambda r: None, items=3, catalog_wait=0.02, catalog_spacing=0.01,
+                                          platform_item=False)
     router2.on_request(from_upper("Query", "Catalog"), UPPER_PEER, "k")
     await wait_for(lambda: uplink2.stats["catalog:answered"] == 1)
     assert len(endpoint2.sent) == 3 and uplink2.stats["catalog:paced"] == 1
@@ -254,4 +256,47 @@ async def test_ptz_for_a_shared_channel_is_forwarded_when_the_upper_may() -> Non
     assert devices.controls == [(shared, {"PTZCmd": "A50F010800FA00B7"})]
     assert [r.status for r in endpoint.responses] == [200, 404] and audit.events == []
     assert uplink.stats["ptz:forwarded"] == 1
+    await uplink.stop()
+
+
+async def test_a_subscribed_upper_hears_channel_changes_in_notifies_until_it_goes_offline() -> None:
+    from tests.adapters.cascade.test_subscription import subscribe
+
+    uplink, endpoint, _, _, router = make(items=2)
+    await uplink.start()
+    try:
+        await wait_for(lambda: uplink.state is UplinkState.ONLINE and uplink.shares("44010600001310000001"))
+        request, _ = subscribe(3600)
+        router.on_request(request, UPPER_PEER, "s")
+        ok = endpoint.responses[-1]
+        assert ok.status == 200 and ok.headers.get("Expires") == "3600" and b"<Result>OK</Result>" in ok.body
+        assert uplink.stats["subscribe:subscribed"] == 1
+        dev = "44010600001320000001"
+        now = [Channel(dev, CatalogItem(device_id="44010600001310000000", name="cam 0", status="OFF")),
+               Channel(dev, CatalogItem(device_id="44010600001310000007", name="new", status="ON"))]
+        changes = uplink.channels_changed(now)
+        assert [(c.device_id, c.event) for c in changes] == [
+            ("44010600001310000000", "OFF"), ("44010600001310000001", "DEL"), ("44010600001310000007", "ADD")]
+        await wait_for(lambda: uplink.stats["notify:answered:200"] == 1)
+        (notify,) = [r for r in endpoint.sent if r.method == "NOTIFY"]
+        assert notify.call_id == "sub1" and notify.headers.get("Event") == "Catalog;id=4821"
+        assert notify.body.count(b"<Event>") == 3 and b"<SumNum>3</SumNum>" in notify.body
+        assert not uplink.shares("44010600001310000001") and uplink.shares("44010600001310000007")
+        assert uplink.channels_changed(now) == []  # nothing new: no NOTIFY
+        uplink._state_changed(StateChanged(UplinkState.OFFLINE, "keepalive_timeout"))
+        assert len(uplink.subscriptions) == 0 and uplink.stats["subscribe:dropped_offline"] == 1
+    finally:
+        await uplink.stop()
+
+
+async def test_a_catalog_answer_starts_with_our_platform_item_and_only_channels_are_playable() -> None:
+    uplink, endpoint, _, _, router = make(items=2, name="gw-1")
+    router.on_request(from_upper("Query", "Catalog", sn=5), UPPER_PEER, "k")
+    await wait_for(lambda: uplink.stats["catalog:answered"] == 1)
+    pages = [manscdp.catalog_response(manscdp.parse(r.body)) for r in endpoint.sent]
+    assert [p.sum_num for p in pages] == [3] * 3
+    root = pages[0].items[0]
+    assert (root.device_id, root.name, root.parent_id) == (US, "gw-1", None)
+    assert [p.items[0].parent_id for p in pages[1:]] == [US, US]
+    assert not uplink.shares(US) and uplink.shares(pages[1].items[0].device_id)
     await uplink.stop()

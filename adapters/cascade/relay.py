@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import time
@@ -50,6 +51,7 @@ from gateway.tasks import TaskSet
 log = logging.getLogger("gateway.cascade")
 
 PS_PAYLOAD_TYPE = 96
+BIND_ATTEMPTS = 4  # leased ports tried before a 503 when each is found bound by someone else
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,11 +260,7 @@ class StreamRelay:
                 self._ledger(session, "offline", "invite_480", error=str(exc)[:200])
                 return
             try:
-                session.lease = self.pool.allocate()
-                if session.transport is sdp.MediaTransport.UDP:
-                    session.sock = _udp_socket(self.media_host, session.lease.port)
-                elif session.transport is sdp.MediaTransport.TCP_ACTIVE:
-                    await self._listen(session, session.lease.port)
+                session.lease = await self._bind(session)
             except (MediaError, OSError) as exc:
                 self.stats["invite:refused:no_port"] += 1
                 log.warning("cascade play %s: no media port: %s", session.channel_id, exc)
@@ -300,6 +298,30 @@ class StreamRelay:
             log.warning("cascade play %s failed: %s", session.channel_id, exc)
         finally:
             self._release(session, session.ended or "done")
+
+    async def _bind(self, session: RelaySession) -> Lease:
+        """A leased port we hold: the UDP socket we send from, or (we are TCP passive) our listener.
+        A port someone else has bound (the pool's range overlaps the ephemeral ports, a stale
+        process) is quarantined and the next one tried, as the device side does, rather than
+        refusing the upper's play with 503."""
+        busy = 0
+        while True:
+            lease = self.pool.allocate()
+            try:
+                if session.transport is sdp.MediaTransport.UDP:
+                    session.sock = _udp_socket(self.media_host, lease.port)
+                elif session.transport is sdp.MediaTransport.TCP_ACTIVE:
+                    await self._listen(session, lease.port)
+                return lease
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    lease.release()
+                    raise
+                busy += 1
+                self.stats["ports_busy"] += 1
+                self.pool.quarantine(lease)
+                if busy >= BIND_ATTEMPTS:
+                    raise
 
     async def _listen(self, session: RelaySession, port: int) -> None:
         """TCP, the upper connects: listen on our port before the 200 says so; keep the first

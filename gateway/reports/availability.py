@@ -8,10 +8,23 @@ failed-channel threshold, 8 h by default, scaled to the period: see `failed_thre
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from gateway.health.timeline import STATES, State, availability, expected_ms, fault_ms, intact_rate, sum_totals
+from gateway.health.timeline import (
+    CAUSE_NO_EVIDENCE,
+    STATES,
+    Event,
+    State,
+    availability,
+    build_intervals,
+    expected_ms,
+    fault_ms,
+    intact_rate,
+    sum_totals,
+    totals_of,
+)
 from gateway.reports.ledger import Ledger
 from gateway.reports.model import ChannelInfo, ContractData
 from gateway.reports.table import Column, Table
@@ -137,3 +150,36 @@ def _group_row(key: str, name: str, members: list[dict[str, int]], limit_ms: int
 def link_name(contract: ContractData, link_id: str) -> str:
     info = contract.links.get(link_id)
     return (info.name or link_id) if info else link_id
+
+
+UPLINK_PREFIX = "cascade:"
+UPLINK_COLUMNS = [Column("uplink"), Column("expected_s", "seconds"), *_STATE_COLS, Column("availability", "ratio")]
+
+
+def uplink_table(events: Iterable[Event], ledger: Ledger) -> Table | None:
+    """The cascade links to upper platforms, like any fibre link: online while registered (ledger
+    subject `cascade:<upper id>`), offline while the upper does not answer, unknown while this
+    gateway was down or before the first evidence. None when no upper appears in the events."""
+    by_upper: dict[str, list[Event]] = defaultdict(list)
+    for ev in events:
+        if ev.subject.startswith(UPLINK_PREFIX) and "/" not in ev.subject:
+            by_upper[ev.subject[len(UPLINK_PREFIX):]].append(ev)
+    if not by_upper:
+        return None
+    period = ledger.period
+    table = Table("uplinks", UPLINK_COLUMNS)
+    table.meta["period"] = period.label
+    members = []
+    for upper in sorted(by_upper):
+        evs = sorted(by_upper[upper], key=lambda e: e.ts)
+        ivs = build_intervals(evs, start=period.start, end=period.end, initial=State.unknown,
+                              initial_cause=CAUSE_NO_EVIDENCE, gateway_down=ledger.gateway_down, maintenance=[])
+        totals = totals_of(ivs)
+        members.append(totals)
+        row: dict[str, Any] = {"uplink": upper}
+        row.update(_state_cells(totals))
+        table.rows.append(row)
+    total: dict[str, Any] = {"uplink": "*"}
+    total.update(_state_cells(sum_totals(members)))
+    table.total = total
+    return table

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from gateway.health.timeline import Event
 from gateway.reports.annual import annual_offline_table
-from gateway.reports.availability import availability_table
+from gateway.reports.availability import availability_table, uplink_table
 from gateway.reports.deductions import DeductionPolicy, deductions_table, repairs_table, station_sheet
 from gateway.reports.errors import ReportError
 from gateway.reports.faults import Ticket, daily_faults_table, reconciliation_table
@@ -95,7 +95,8 @@ def make_report(
         return Report(kind, [table])
     ledger = build_ledger(events, contract, period, maintenance=maintenance)
     if kind == "availability":
-        return Report(kind, [availability_table(ledger, contract, group_by)])
+        uplinks = uplink_table(events, ledger)
+        return Report(kind, [availability_table(ledger, contract, group_by), *([uplinks] if uplinks else [])])
     if kind == "deductions":
         summary, lines = deductions_table(ledger, contract, policy, tickets)
         by_station = station_sheet(lines.rows, ledger, policy)

@@ -15,6 +15,8 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "title.deductions": ("月度运维扣款汇总表", "Monthly maintenance deduction sheet"),
     "title.deduction-lines": ("扣款明细（按通道）", "Deductions by channel"),
     "title.link-fees": ("光纤链路费用核算", "Fibre link fees"),
+    "title.uplinks": ("级联上级平台链路在线率", "Cascade links to upper platforms"),
+    "uplink": ("上级平台编码", "Upper platform ID"),
     "title.daily-faults": ("每日故障通报", "Daily fault notice"),
     "title.reconciliation": ("周对账清单", "Weekly reconciliation list"),
     "title.annual-offline": ("年度离线摄像机扣款", "Annual offline-camera deduction"),

@@ -175,3 +175,33 @@ def test_reconciliation_week_ending_thursday() -> None:
 def test_unknown_kind() -> None:
     with pytest.raises(ReportError):
         make_report("nope", NOV, events=[], contract=S.CONTRACT, policy=S.POLICY)
+
+
+def test_cascade_link_availability_like_a_fibre_link() -> None:
+    """Issue 14: the uplink to an upper platform (ledger subject cascade:<id>) in the availability report.
+    Hand: November = 720 h. The uplink registered on 1 Nov 08:00 (the 8 h before: no evidence, unknown),
+    the upper stopped answering 10 Nov 10:00-16:00 (6 h offline), and the gateway's own hour on 20 Nov
+    02:00-03:00 is unknown. online = 720 - 8 - 6 - 1 = 705 h; availability = 705 / (720 - 9) = 0.9916.
+    Plays (cascade:<id>/<channel>) are not links and stay out of the table."""
+    up = "44000000002000000001"
+    events = [*S.EVENTS,
+              S._ev(f"cascade:{up}", S.L(11, 1, 8), State.online, "registered"),
+              S._ev(f"cascade:{up}", S.L(11, 10, 10), State.offline, "keepalive_lost"),
+              S._ev(f"cascade:{up}", S.L(11, 10, 16), State.online, "registered"),
+              S._ev(f"cascade:{up}/34020000001310000001", S.L(11, 12), State.online, "ack")]
+    r = make_report("availability", NOV, events=events, contract=S.CONTRACT, policy=S.POLICY)
+    assert len(r.tables) == 2 and r.csv_index == 0
+    uplinks = r.tables[1]
+    assert [row["uplink"] for row in uplinks.rows] == [up]
+    row = uplinks.rows[0]
+    assert (row["online_s"], row["offline_s"], row["unknown_s"]) == (705 * 3600, 6 * 3600, 9 * 3600)
+    assert row["availability"] == round(705 / 711, 4)
+    assert uplinks.total["online_s"] == 705 * 3600
+    # without any uplink event the report is what it always was: one table
+    plain = make_report("availability", NOV, events=S.EVENTS, contract=S.CONTRACT, policy=S.POLICY)
+    assert len(plain.tables) == 1
+    from gateway.reports.render import render
+
+    html = render(r, "html").decode("utf-8")
+    assert "级联上级平台链路在线率" in html and "上级平台编码" in html and up in html
+    assert render(r, "xlsx")[:2] == b"PK"

@@ -29,11 +29,14 @@ from gateway import __version__
 from gateway.app.media import MediaPlane
 from gateway.app.sip import SipPlane
 from gateway.config import CascadePlatform, Settings
+from gateway.gb.items import CatalogItem
 from gateway.gb.presence import Presence
 from gateway.health.metrics import CounterSource, Metrics
 from gateway.health.recorder import HealthRecorder
+from gateway.health.timeline import State
 from gateway.store.devices import DeviceRepository
 from gateway.store.inventory import StoreInventory
+from gateway.store.sources import SourceRecord
 from whitelist.decide import Policy
 from whitelist.model import EntryStatus
 
@@ -45,10 +48,14 @@ class AdmittedChannels:
     (an approved whitelist entry, or a live registration), status OFF while their device is offline,
     labelled with the device's whitelist site and the channel contract's vendor (`sites`/`vendors`)."""
 
-    def __init__(self, inventory: StoreInventory, policy: Policy, presence: Presence) -> None:
+    def __init__(self, inventory: StoreInventory, policy: Policy, presence: Presence, *,
+                 pulled: Callable[[], Awaitable[Sequence[SourceRecord]]] | None = None,
+                 state_of: Callable[[str], State | None] | None = None) -> None:
         self.inventory = inventory
         self.policy = policy
         self.presence = presence
+        self.pulled = pulled  # RTSP/RTMP/file sources: channels of their own, admitted by their entry
+        self.state_of = state_of
 
     async def admitted_channels(self) -> Sequence[Channel]:
         out = []
@@ -62,6 +69,15 @@ class AdmittedChannels:
             out.append(Channel(device_id, dataclasses.replace(item, status="ON" if online else "OFF"),
                                site=entry.site if entry is not None else "",
                                vendor=vendors.get(item.device_id, "")))
+        for src in await self.pulled() if self.pulled is not None else ():
+            entry = self.policy.get(src.channel_id)
+            if not src.enabled or entry is None or entry.status is not EntryStatus.APPROVED:
+                continue
+            state = self.state_of(f"channel:{src.channel_id}") if self.state_of is not None else None
+            item = CatalogItem(device_id=src.channel_id, name=src.name or src.channel_id, manufacturer="RTSP",
+                               status="ON" if state is State.online else "OFF")
+            out.append(Channel(src.channel_id, item, site=src.site or entry.site,
+                               vendor=vendors.get(src.channel_id, "")))
         return out
 
 
@@ -254,12 +270,15 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 @asynccontextmanager
 async def cascade_plane(settings: Settings, sip: SipPlane, media: MediaPlane, inventory: StoreInventory,
                         health: HealthRecorder, metrics: Metrics, clock: Callable[[], float],
-                        feed: ChangeFeed | None = None) -> AsyncIterator[CascadePlane]:
+                        feed: ChangeFeed | None = None,
+                        pulled: Callable[[], Awaitable[Sequence[SourceRecord]]] | None = None,
+                        ) -> AsyncIterator[CascadePlane]:
     """Install and start one uplink (and its stream relay) per upper; on exit stop them in reverse
     (plays end, then each uplink unregisters)."""
     s = settings
     sdp_host = s.media.host if s.media.host not in ("0.0.0.0", "::") else sip.endpoint.advertise
-    directory = AdmittedChannels(inventory, sip.adapter.policy, sip.presence)
+    directory = AdmittedChannels(inventory, sip.adapter.policy, sip.presence, pulled=pulled,
+                                 state_of=health.state_of)
     plane = CascadePlane([], directory)
     async with AsyncExitStack() as stack:
         for c in s.cascade:

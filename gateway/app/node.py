@@ -77,10 +77,11 @@ class Gateway:
                 adapter=sip.adapter, router=sip.router, endpoint=sip.endpoint, settings=s, repo=store.repo,
                 metrics=metrics, health=health, clock=clock,
             ))
-            cascade = await stack.enter_async_context(cascade_plane(
-                s, sip, media, StoreInventory(store.repo), health, metrics, clock, feed,
-            ))
             sources = await stack.enter_async_context(sources_plane(s, store, media, health, clock, sip.admission))
+            # entered after the sources (left before them): uppers also see the pulled channels
+            cascade = await stack.enter_async_context(cascade_plane(
+                s, sip, media, StoreInventory(store.repo), health, metrics, clock, feed, pulled=sources.list,
+            ))
             monitors = await stack.enter_async_context(monitor_plane(s, store.sessions, media.hub, health, clock))
             services = Services(
                 settings=s,

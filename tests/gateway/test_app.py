@@ -170,6 +170,39 @@ async def test_admitted_channels_carry_the_whitelist_site_and_the_contract_vendo
         await g.stop()
 
 
+async def test_pulled_sources_are_shared_with_uppers_when_their_entry_is_approved(tmp_path: Path) -> None:
+    """RTSP/RTMP/file channels are channels of their own: an upper sees them (name, site, ON while the
+    ledger says online), but only while the channel's whitelist entry is approved and the source enabled."""
+    from gateway.health.timeline import State
+    from gateway.store.inventory import StoreInventory
+    from gateway.store.sources import SourceRecord
+    from tests.interop.conftest import whitelist
+
+    g = Gateway(gateway_settings(tmp_path))
+    await g.start()
+    try:
+        assert g.services is not None and g.adapter is not None
+        live, off, unlisted, disabled = (f"3402000000131000090{i}" for i in range(4))
+        for ch in (live, off, disabled):
+            await whitelist(g, ch, "pw", site="north-gate")
+        sources = [SourceRecord(channel_id=live, url="rtsp://10.0.0.1/a", name="gate cam"),
+                   SourceRecord(channel_id=off, url="rtsp://10.0.0.2/a", site="car park"),
+                   SourceRecord(channel_id=unlisted, url="rtsp://10.0.0.3/a"),
+                   SourceRecord(channel_id=disabled, url="rtsp://10.0.0.4/a", enabled=False)]
+
+        async def pulled() -> list[SourceRecord]:
+            return sources
+
+        states = {f"channel:{live}": State.online, f"channel:{off}": State.offline}
+        directory = AdmittedChannels(StoreInventory(g.services.repo), g.adapter.policy, g.adapter.presence,
+                                     pulled=pulled, state_of=states.get)
+        listed = {c.item.device_id: (c.device_id, c.item.name, c.site, c.item.status)
+                  for c in await directory.admitted_channels()}
+        assert listed == {live: (live, "gate cam", "north-gate", "ON"), off: (off, off, "car park", "OFF")}
+    finally:
+        await g.stop()
+
+
 async def test_a_catalog_write_pokes_the_feed_once_committed_and_a_poke_mid_refresh_is_not_lost() -> None:
     from gateway.app.cascade import NotifyingInventory
 

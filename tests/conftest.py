@@ -58,11 +58,15 @@ def postgres_url() -> Iterator[str]:
 
 
 # ---------------------------------------------------------------- event loops
-# The product runs on uvloop when installed (runtime.event_loop = auto); tests of the code that
-# moves bytes (SIP transports and endpoint, media ingest, outputs, adapters, interop with real peers)
-# run on both loops, everything else on asyncio's. See issue 9: TCP signalling broke on uvloop alone.
+# The product runs on uvloop when installed (runtime.event_loop = auto) and on asyncio's loop when
+# told to (or without uvloop). Tests of the code that moves bytes (SIP transports and endpoint, media
+# ingest, outputs, adapters) run on both loops; interop tests with real peers run on the loop that
+# ships (uvloop), and those whose subject is a transport itself (SIP over UDP/TCP, TLS, media ingest
+# over UDP/TCP) on both; everything else on asyncio's. Issue 9: TCP signalling broke on uvloop alone.
 BOTH_LOOPS = ("tests/gateway/sip/", "tests/gateway/media/", "tests/gateway/outputs/", "tests/adapters/",
-              "tests/interop/")
+              "tests/interop/test_sipp_signalling.py", "tests/interop/test_tls_admission.py",
+              "tests/interop/test_media_sipp.py")
+SHIPPED_LOOP_ONLY = ("tests/interop/",)
 
 
 def _uvloop_factory() -> Any:
@@ -74,14 +78,16 @@ def _uvloop_factory() -> Any:
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
-    factories: dict[str, Any] = {"asyncio": asyncio.new_event_loop}
     rel = Path(str(item.path)).resolve().relative_to(Path(str(config.rootpath)).resolve()).as_posix()
     uv = _uvloop_factory()
-    if uv is not None and rel.startswith(BOTH_LOOPS):
-        factories["uvloop"] = uv
-    elif uv is None and rel.startswith(BOTH_LOOPS) and os.environ.get("CI"):
+    moves_bytes = rel.startswith(BOTH_LOOPS) or rel.startswith(SHIPPED_LOOP_ONLY)
+    if uv is None and moves_bytes and os.environ.get("CI"):
         raise pytest.UsageError("uvloop is required in CI: the product runs on it")
-    return factories
+    if uv is not None and rel.startswith(BOTH_LOOPS):
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uv}
+    if uv is not None and rel.startswith(SHIPPED_LOOP_ONLY):
+        return {"uvloop": uv}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 # ---------------------------------------------------------------- external tools

@@ -158,15 +158,22 @@ async def audit_records(tmp_path: Path) -> list[dict[str, Any]]:
         await engine.dispose()
 
 
-async def test_file_source_plays_an_mp4_in_a_loop(tmp_path: Path) -> None:
+async def make_clip(mp4: Path, seconds: int, *codec: str, audio: tuple[str, ...] = ()) -> Path:
+    """A 320x240 25 fps test clip written by ffmpeg (codec arguments as given; `audio` adds a 440 Hz
+    tone encoded with those arguments)."""
     ffmpeg = require_tool("ffmpeg")
-    media = tmp_path / "media"
-    media.mkdir()
-    mp4 = media / "clip.mp4"
+    mp4.parent.mkdir(exist_ok=True)
+    tone = ("-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100") if audio else ()
     proc = await asyncio.create_subprocess_exec(
         ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
-        "-t", "2", "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", str(mp4))
+        *tone, "-t", str(seconds), *codec, "-pix_fmt", "yuv420p", *audio, str(mp4))
     assert await proc.wait() == 0
+    return mp4
+
+
+async def test_file_source_plays_an_mp4_in_a_loop(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    mp4 = await make_clip(media / "clip.mp4", 2, "-c:v", "libx264", "-g", "25")
     async with node(tmp_path, GBGATE_MEDIA__FILE_SOURCE_ROOT=str(media)) as (gw, base, token), \
             aiohttp.ClientSession() as http:
         await admit_host(gw, CH, "127.0.0.1")
@@ -187,14 +194,8 @@ async def test_file_source_plays_an_mp4_in_a_loop(tmp_path: Path) -> None:
 async def test_h265_file_source_is_passed_through_untouched(tmp_path: Path) -> None:
     """hvcC + length-prefixed HEVC from an mp4 reach the hub as Annex-B with VPS/SPS/PPS (ffmpeg 5 cannot
     read enhanced FLV, so the hub's own view is checked: codec, resolution parsed from our SPS, frames)."""
-    ffmpeg = require_tool("ffmpeg")
     media = tmp_path / "media"
-    media.mkdir()
-    mp4 = media / "clip265.mp4"
-    proc = await asyncio.create_subprocess_exec(
-        ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
-        "-t", "2", "-c:v", "libx265", "-x265-params", "keyint=25:log-level=error", "-pix_fmt", "yuv420p", str(mp4))
-    assert await proc.wait() == 0
+    mp4 = await make_clip(media / "clip265.mp4", 2, "-c:v", "libx265", "-x265-params", "keyint=25:log-level=error")
     async with node(tmp_path, GBGATE_MEDIA__FILE_SOURCE_ROOT=str(media)) as (gw, base, token), \
             aiohttp.ClientSession() as http:
         await admit_host(gw, CH, "127.0.0.1")
@@ -211,14 +212,8 @@ async def test_h265_file_source_is_passed_through_untouched(tmp_path: Path) -> N
 
 
 async def test_always_on_source_is_pulled_without_a_viewer(tmp_path: Path) -> None:
-    ffmpeg = require_tool("ffmpeg")
     media = tmp_path / "media"
-    media.mkdir()
-    mp4 = media / "clip.mp4"
-    proc = await asyncio.create_subprocess_exec(
-        ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
-        "-t", "1", "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", str(mp4))
-    assert await proc.wait() == 0
+    mp4 = await make_clip(media / "clip.mp4", 1, "-c:v", "libx264", "-g", "25")
     async with node(tmp_path, GBGATE_MEDIA__FILE_SOURCE_ROOT=str(media)) as (gw, base, token), \
             aiohttp.ClientSession() as http:
         await admit_host(gw, CH, "127.0.0.1")
@@ -288,15 +283,8 @@ async def test_rtmp_source_from_ffmpeg_to_http_flv(tmp_path: Path) -> None:
 ])
 async def test_file_source_audio_is_relayed_without_transcoding(tmp_path: Path, container: str,
                                                                 audio_args: list[str], probe_name: str) -> None:
-    ffmpeg = require_tool("ffmpeg")
     media = tmp_path / "media"
-    media.mkdir()
-    clip = media / f"av.{container}"
-    proc = await asyncio.create_subprocess_exec(
-        ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
-        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "2",
-        "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p", *audio_args, str(clip))
-    assert await proc.wait() == 0
+    clip = await make_clip(media / f"av.{container}", 2, "-c:v", "libx264", "-g", "25", audio=tuple(audio_args))
     async with node(tmp_path, GBGATE_MEDIA__FILE_SOURCE_ROOT=str(media)) as (gw, base, token), \
             aiohttp.ClientSession() as http:
         await admit_host(gw, CH, "127.0.0.1")

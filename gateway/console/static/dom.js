@@ -99,6 +99,29 @@ export function errorBox(err) {
 
 export function loading() { return h("div.notice.dim", {}, t("loading")); }
 
+/**
+ * A form's error display: a server's or our own error next to its field (aria-invalid, focus), or
+ * in the form's own line when no field has that name; `alias` maps server field names to ours.
+ */
+export function fieldErrors(inputs, errors, formError, alias = {}) {
+  return {
+    show(name, message) {
+      const key = alias[name] || name;
+      if (errors[key]) {
+        errors[key].textContent = message;
+        inputs[key].setAttribute("aria-invalid", "true");
+        inputs[key].focus();
+      } else {
+        formError.textContent = name ? `${name}: ${message}` : message;
+      }
+    },
+    reset() {
+      for (const n of Object.keys(errors)) { errors[n].textContent = ""; inputs[n].removeAttribute("aria-invalid"); }
+      formError.textContent = "";
+    },
+  };
+}
+
 /** A modal asking for a reason; resolves to the reason string or null when cancelled. */
 export function askReason(title, text) {
   const $ = (id) => document.getElementById(id);

@@ -1,7 +1,7 @@
 // 拉流源 Pull sources (integrator, security; ops reads): RTSP/RTMP/file cameras published under a GB
 // channel ID. The password is typed apart from the URL, never shown back (the list has user:***@).
 import { api } from "./api.js";
-import { askReason, clear, errorBox, errorText, h, mono, pill, table, timeCell } from "./dom.js";
+import { askReason, clear, errorBox, errorText, fieldErrors, h, mono, pill, table, timeCell } from "./dom.js";
 import { t } from "./i18n.js";
 
 const FIELDS = ["channel_id", "url", "username", "password", "name", "site"];
@@ -89,20 +89,11 @@ export function mount(root) {
         h("div.field", {}, h("label", { for: "src-mode" }, t("src.mode")), mode)),
       formError, submit);
 
-    function showError(name, message) {
-      if (errors[name]) {
-        errors[name].textContent = message;
-        inputs[name].setAttribute("aria-invalid", "true");
-        inputs[name].focus();
-      } else {
-        formError.textContent = name ? `${name}: ${message}` : message;
-      }
-    }
+    const { show: showError, reset } = fieldErrors(inputs, errors, formError);
 
     el.addEventListener("submit", async (ev) => {
       ev.preventDefault();
-      for (const n of FIELDS) { errors[n].textContent = ""; inputs[n].removeAttribute("aria-invalid"); }
-      formError.textContent = "";
+      reset();
       const v = (n) => inputs[n].value.trim();
       if (!/^\d{20}$/.test(v("channel_id"))) { showError("channel_id", t("live.badid")); return; }
       const body = { channel_id: v("channel_id"), url: withCredentials(v("url"), v("username"), inputs.password.value),

@@ -1,7 +1,7 @@
 // 白名单 Whitelist (security role): entries by status with the evidence of pending ones, the
 // approve / suspend / revoke actions with a reason, and the add form with errors next to the field.
 import { api } from "./api.js";
-import { askReason, clear, errorBox, errorText, h, mono, pill, statusPill, table, timeCell } from "./dom.js";
+import { askReason, clear, errorBox, errorText, fieldErrors, h, mono, pill, statusPill, table, timeCell } from "./dom.js";
 import { t } from "./i18n.js";
 
 const STATUSES = ["pending", "approved", "suspended", "revoked"];
@@ -121,21 +121,11 @@ export function mount(root) {
         h("div.field", {}, h("label", { for: "wl-status" }, t("f.status")), statusSel)),
       formError, submit);
 
-    function showError(name, message) {
-      const key = FIELD_ALIAS[name] || name;
-      if (errors[key]) {
-        errors[key].textContent = message;
-        inputs[key].setAttribute("aria-invalid", "true");
-        inputs[key].focus();
-      } else {
-        formError.textContent = name ? `${name}: ${message}` : message;
-      }
-    }
+    const { show: showError, reset } = fieldErrors(inputs, errors, formError, FIELD_ALIAS);
 
     el.addEventListener("submit", async (ev) => {
       ev.preventDefault();
-      for (const n of FIELDS) { errors[n].textContent = ""; inputs[n].removeAttribute("aria-invalid"); }
-      formError.textContent = "";
+      reset();
       const v = (n) => inputs[n].value.trim();
       const body = { device_id: v("device_id"), status: statusSel.value };
       if (!/^\d{20}$/.test(body.device_id)) { showError("device_id", t("live.badid")); return; }

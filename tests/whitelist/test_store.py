@@ -3,7 +3,6 @@ all-or-nothing imports, audit verification against tampering done directly in th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,15 +20,6 @@ from whitelist.store import WhitelistStore
 ID = "34020000001320000001"
 NOW = datetime(2026, 11, 27, 8, tzinfo=UTC)
 CRED = Credential.from_password(ID, "3402000000", "pw")
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    eng = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'wl.db'}")
-    async with eng.begin() as conn:
-        await conn.run_sync(SQLModel.metadata.create_all)
-    yield eng
-    await eng.dispose()
 
 
 @pytest.fixture

@@ -6,14 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
-from sqlmodel import SQLModel
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from whitelist.admission import Admission
 from whitelist.audit import BATCH_ACTION, batch_digest
@@ -34,15 +32,6 @@ def entries(n: int, status: EntryStatus = EntryStatus.APPROVED, start: int = 0) 
     return [Entry(device_id=dev(i), status=status, credential=Credential.from_password(dev(i), REALM, f"pw{i}"),
                   allowed_sources=parse_networks(f"10.{(i >> 8) & 255}.{i & 255}.7"), name=f"cam {i}")
             for i in range(start, start + n)]
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    eng = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'wl.db'}")
-    async with eng.begin() as conn:
-        await conn.run_sync(SQLModel.metadata.create_all)
-    yield eng
-    await eng.dispose()
 
 
 @pytest.fixture

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from devsim.swarm import DeviceSwarm, make_devices
+from gateway.tasks import on_stop_signals
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,12 +66,7 @@ async def run(args: argparse.Namespace) -> int:
                         register_expires=args.expires, sockets=args.sockets, media=not args.no_media)
     plan = args.plan or f"register,hold:{args.duration:g},unregister"
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    on_stop_signals(stop.set)
     await swarm.start()
     _emit({"phase": "start", "event": "ready", "devices": len(devices), "local_port": swarm.local_port,
            "server": args.server}, args.quiet)

@@ -71,3 +71,15 @@ class TaskSet:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def on_stop_signals(callback: Callable[[], object]) -> None:
+    """Call `callback` on SIGINT or SIGTERM (where the running loop supports signal handlers)."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, callback)
+        except (NotImplementedError, RuntimeError):
+            pass

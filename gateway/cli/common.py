@@ -13,7 +13,6 @@ import asyncio
 import getpass
 import json
 import os
-import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import ConfigError
+from gateway.tasks import on_stop_signals
 
 EXIT_FAILURE = 2  # a one-line reason on standard error (contract.md)
 
@@ -97,14 +97,9 @@ def run_async(coro: Coroutine[Any, Any, int], settings: Any) -> int:
 async def until_signal(duration: float = 0) -> None:
     """Return on SIGINT/SIGTERM, or after `duration` seconds when it is positive."""
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
+    on_stop_signals(stop.set)
     if duration > 0:
-        loop.call_later(duration, stop.set)
+        asyncio.get_running_loop().call_later(duration, stop.set)
     await stop.wait()
 
 

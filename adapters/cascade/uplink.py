@@ -36,6 +36,7 @@ from adapters.cascade.subscription import Subscriptions
 from gateway.gb import manscdp
 from gateway.gb.errors import GbError, ManscdpError
 from gateway.gb.items import CatalogItem
+from gateway.health.metrics import MANSCDP_CMD_TYPES, bounded
 from gateway.sip.errors import SipError
 from gateway.sip.events import Peer
 from gateway.sip.message import Request, Response, make_response, new_tag
@@ -268,14 +269,20 @@ class CascadeUplink:
         devices expose, that device's channel (idmap, hub.stream_key)."""
         return self._shared.stream_key(exposed_id)
 
+    def _parse(self, request: Request, peer: Peer, key: Hashable) -> manscdp.Manscdp | None:
+        """The request's MANSCDP body; None (answered 400 with the reason, counted) when refused."""
+        try:
+            return manscdp.parse(request.body, charset_hint=None)
+        except ManscdpError as exc:
+            self.stats[f"refused:bad_manscdp:{exc.reason}"] += 1
+            self._answer(key, request, 400, peer, reason=exc.reason)
+            return None
+
     def _on_subscribe(self, request: Request, peer: Peer, key: Hashable) -> None:
         msg = None
         if request.body.strip():
-            try:
-                msg = manscdp.parse(request.body, charset_hint=None)
-            except ManscdpError as exc:
-                self.stats[f"refused:bad_manscdp:{exc.reason}"] += 1
-                self._answer(key, request, 400, peer, reason=exc.reason)
+            msg = self._parse(request, peer, key)
+            if msg is None:
                 return
         answer = self.subscriptions.on_subscribe(request, msg, self._loop.time())
         self.stats[f"subscribe:{answer.verdict.value}"] += 1
@@ -315,14 +322,11 @@ class CascadeUplink:
         if "manscdp" not in (request.content_type or ""):
             self._answer(key, request, 415, peer)
             return
-        try:
-            msg = manscdp.parse(request.body, charset_hint=None)
-        except ManscdpError as exc:
-            self.stats[f"refused:bad_manscdp:{exc.reason}"] += 1
-            self._answer(key, request, 400, peer, reason=exc.reason)
+        msg = self._parse(request, peer, key)
+        if msg is None:
             return
         decision = answers.decide(msg, self.config.our_id, allow_ptz=self.options.ptz and self.control is not None)
-        self.stats[f"manscdp:{msg.root.value}:{msg.cmd_type[:40]}"] += 1
+        self.stats[f"manscdp:{msg.root.value}:{bounded(msg.cmd_type, MANSCDP_CMD_TYPES)}"] += 1
         if decision.answer is answers.Answer.REFUSE:
             self.stats[f"refused:{decision.reason[:60]}"] += 1
             self._answer(key, request, decision.status, peer)

@@ -52,8 +52,7 @@ async def channel_ptz(request: web.Request) -> web.Response:
     try:
         cmd = ptz.command_for(action, speed=speed if speed is not None else 0x80, preset_number=number)
     except PtzError as exc:
-        text = str(exc)
-        field = "action" if "action" in text else "speed" if "speed" in text else "preset"
+        field, _, text = str(exc).partition(": ")
         raise ApiError(400, "invalid_value", text, field=field) from None
     channel = await svc.repo.find_channel(channel_id)
     if channel is None:

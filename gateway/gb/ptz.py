@@ -157,12 +157,12 @@ ACTIONS = (*MOVES, *LENS, *PRESETS, "stop")
 
 
 def command_for(action: str, *, speed: int = 0x80, preset_number: int | None = None) -> str:
-    """The PTZCmd for an operator action; PtzError names what is wrong (unknown action, speed
-    outside 1..255, missing or out-of-range preset). Zoom speed is the 4-bit scale of `speed`."""
+    """The PTZCmd for an operator action; PtzError's message starts with the field that is wrong
+    (`action: …`, `speed: …`, `preset: …`). Zoom speed is the 4-bit scale of `speed`."""
     if action not in ACTIONS:
-        raise PtzError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
+        raise PtzError(f"action: unknown action {action!r}; one of {', '.join(ACTIONS)}")
     if isinstance(speed, bool) or not isinstance(speed, int) or not 1 <= speed <= 255:
-        raise PtzError("speed must be an integer 1..255")
+        raise PtzError("speed: must be an integer 1..255")
     if action == "stop":
         return STOP
     if action in MOVES:
@@ -172,5 +172,8 @@ def command_for(action: str, *, speed: int = 0x80, preset_number: int | None = N
         focus, iris = LENS[action]
         return focus_iris(focus=focus, iris=iris, focus_speed=speed, iris_speed=speed)
     if preset_number is None or isinstance(preset_number, bool) or not isinstance(preset_number, int):
-        raise PtzError("preset must be an integer 1..255")
-    return preset(PRESETS[action], preset_number)
+        raise PtzError("preset: must be an integer 1..255")
+    try:
+        return preset(PRESETS[action], preset_number)
+    except PtzError as exc:
+        raise PtzError(f"preset: {exc}") from None

@@ -171,8 +171,7 @@ def uplink_table(events: Iterable[Event], ledger: Ledger) -> Table | None:
     table.meta["period"] = period.label
     members = []
     for upper in sorted(by_upper):
-        evs = sorted(by_upper[upper], key=lambda e: e.ts)
-        ivs = build_intervals(evs, start=period.start, end=period.end, initial=State.unknown,
+        ivs = build_intervals(by_upper[upper], start=period.start, end=period.end, initial=State.unknown,
                               initial_cause=CAUSE_NO_EVIDENCE, gateway_down=ledger.gateway_down, maintenance=[])
         totals = totals_of(ivs)
         members.append(totals)

@@ -42,6 +42,7 @@ from gateway.reports.errors import PolicyError
 from gateway.reports.faults import Ticket, TicketStatus
 from gateway.reports.ledger import Ledger, MonthSlice, clip, episodes, month_slices
 from gateway.reports.model import ChannelInfo, ContractData
+from gateway.reports.outages import PLATFORM_OFFLINE
 from gateway.reports.table import Column, Table
 
 HOUR_MS = 3_600_000
@@ -295,6 +296,14 @@ def _held_out(
 CAUSE_HELD = "held_disputed"
 
 
+def _platform_tickets(by_subject: Mapping[str, list[Ticket]], ch: ChannelInfo) -> list[Ticket]:
+    """The tickets of outages of the lower platform `ch` sits behind: one ticket stands for all
+    the channels it took down (issue 14 #2), so its dispute holds each of them out."""
+    if not ch.device_id:
+        return []
+    return [t for t in by_subject.get(ch.device_id, ()) if t.cause == PLATFORM_OFFLINE]
+
+
 def deduction_lines(
     ledger: Ledger, contract: ContractData, policy: DeductionPolicy, tickets: Iterable[Ticket] = ()
 ) -> list[dict[str, Any]]:
@@ -308,9 +317,10 @@ def deduction_lines(
         if not ch.vendor:
             continue
         ivs = ledger.intervals[ch.channel_id]
-        held_ms, marks = 0, []
-        if ch.channel_id in by_channel:
-            ivs, held_ms, marks = _held_out(ch.channel_id, ivs, by_channel[ch.channel_id], policy)
+        held_ms, marks = 0, list[str]()
+        mine = by_channel.get(ch.channel_id, []) + _platform_tickets(by_channel, ch)
+        if mine:
+            ivs, held_ms, marks = _held_out(ch.channel_id, ivs, mine, policy)
         rent = contract.rent_of(ch)
         fault = over_grace = over_deadline = n_eps = failed = 0
         amount = Decimal(0)
@@ -503,7 +513,8 @@ def repairs_table(
     """The 17:00 publication (maintenance regulation): every fault that ended within `window`, with
     the deduction it leads to — the episode charged on its own under the policy (grace, hourly and
     deadline parts, capped at a month's rent); 0 while its ticket is disputed (held out)."""
-    from gateway.reports.faults import match_ticket, notice_episodes
+    from gateway.reports.faults import match_ticket
+    from gateway.reports.outages import notice_episodes
 
     by_channel: dict[str, list[Ticket]] = defaultdict(list)
     for tk in tickets:
@@ -517,6 +528,8 @@ def repairs_table(
             if ep.ongoing or not window[0] <= ep.end <= window[1]:
                 continue
             t = match_ticket(by_channel.get(ch.channel_id, []), ep, ledger.period.start)
+            if t is None and ep.cause == PLATFORM_OFFLINE:
+                t = match_ticket(_platform_tickets(by_channel, ch), ep, ledger.period.start)
             held = t is not None and t.status is TicketStatus.disputed
             part = clip(ledger.intervals[ch.channel_id], ep.start, ep.end)
             charge = channel_charge(ch.channel_id, part, policy, rent=contract.rent_of(ch))

@@ -30,8 +30,9 @@ from enum import StrEnum
 from typing import Any
 
 from gateway.reports.errors import TicketError
-from gateway.reports.ledger import REREGISTRATION_BRIDGE_MS, Episode, Ledger, episodes
+from gateway.reports.ledger import Episode, Ledger
 from gateway.reports.model import ContractData
+from gateway.reports.outages import PLATFORM_OFFLINE, Fault, faults_of, notice_episodes, row_fields
 from gateway.reports.table import Column, Table
 
 
@@ -161,47 +162,61 @@ def ticket_id(day: date, seq: int) -> str:
     return f"T{day:%Y%m%d}-{seq:04d}"
 
 
-def notice_episodes(ledger: Ledger, channel_id: str) -> list[Episode]:
-    """Faults as a station sees them: gaps of unknown/maintenance bridged, so `since` is real."""
-    return episodes(
-        channel_id,
-        ledger.intervals[channel_id],
-        bridge_gaps=True,
-        bridge_reregistration_ms=REREGISTRATION_BRIDGE_MS,
-        ledger_end=ledger.period.end,
-    )
+def faults_to_open(
+    ledger: Ledger, contract: ContractData, tickets: Iterable[Ticket], *, min_duration_s: float = 600
+) -> list[Fault]:
+    """Ongoing faults at the ledger's end that last long enough and have no ticket of their own:
+    a channel's, or one per lower-platform outage (`outages`)."""
+    by_subject = _by_channel(tickets)
+    latest: dict[str, Fault] = {}
+    for f in faults_of(ledger, contract).items:
+        latest[f.subject] = f  # a subject's faults come in time order: the last one may be ongoing
+    out = []
+    for f in latest.values():
+        ep = f.episode
+        if not ep.ongoing or ep.end - ep.start < min_duration_s:
+            continue
+        if match_ticket(by_subject.get(f.subject, []), ep, ledger.period.start) is None:
+            out.append(f)
+    return out
 
 
 def tickets_to_open(
     ledger: Ledger, contract: ContractData, tickets: Iterable[Ticket], *, min_duration_s: float = 600
 ) -> list[Episode]:
-    """Ongoing faults at the ledger's end that last long enough and have no ticket of their own."""
-    by_channel = _by_channel(tickets)
-    out = []
-    for ch in contract.channels:
-        eps = notice_episodes(ledger, ch.channel_id)
-        if not eps or not eps[-1].ongoing or eps[-1].end - eps[-1].start < min_duration_s:
-            continue
-        if match_ticket(by_channel.get(ch.channel_id, []), eps[-1], ledger.period.start) is None:
-            out.append(eps[-1])
-    return out
+    """The episodes of `faults_to_open` (`channel_id` is the platform's ID for an outage)."""
+    return [f.episode for f in faults_to_open(ledger, contract, tickets, min_duration_s=min_duration_s)]
 
 
 LIVE = frozenset({S.open, S.vendor_answered})
 
 
-def tickets_to_recover(ledger: Ledger, tickets: Iterable[Ticket]) -> list[tuple[Ticket, float]]:
-    """Open or answered tickets whose fault episode has ended in the ledger, with when it ended."""
+def tickets_to_recover(
+    ledger: Ledger, tickets: Iterable[Ticket], contract: ContractData | None = None
+) -> list[tuple[Ticket, float]]:
+    """Open or answered tickets whose fault episode has ended in the ledger, with when it ended.
+
+    With `contract`, faults are grouped as `outages` says: a platform's ticket follows its outage,
+    and a channel's ticket with cause `platform_offline` (opened per channel before outages were
+    grouped) follows that channel's platform parts. Without, each ticket's subject is a channel of
+    the ledger and its notice episodes are the faults."""
+    found = faults_of(ledger, contract) if contract is not None else None
+    eps_of = found.by_subject() if found is not None else {}
     out = []
-    for channel_id, mine in _by_channel(tickets).items():
-        if channel_id not in ledger.intervals:
-            continue
-        for ep in notice_episodes(ledger, channel_id):
-            if ep.ongoing:
-                continue
-            t = match_ticket(mine, ep, ledger.period.start)
-            if t is not None and t.status in LIVE:
-                out.append((t, ep.end))
+    for subject, mine in _by_channel(tickets).items():
+        if found is None:
+            groups = [(mine, notice_episodes(ledger, subject) if subject in ledger.intervals else [])]
+        else:
+            plat = [t for t in mine if t.cause == PLATFORM_OFFLINE and subject in found.platform_parts]
+            own = [t for t in mine if t not in plat]
+            groups = [(own, eps_of.get(subject, [])), (plat, found.platform_parts.get(subject, []))]
+        for group, eps in groups:
+            for ep in eps:
+                if ep.ongoing or not group:
+                    continue
+                t = match_ticket(group, ep, ledger.period.start)
+                if t is not None and t.status in LIVE:
+                    out.append((t, ep.end))
     return sorted(out, key=lambda x: x[0].id)
 
 
@@ -243,6 +258,7 @@ NOTICE_COLUMNS = [
     Column("feedback"),
     Column("expected_repair", "datetime"),
     Column("status"),
+    Column("channels", "int"),  # how many channels the fault took down: 1, or a platform outage's
 ]
 
 
@@ -256,36 +272,37 @@ def daily_faults_table(
     """
     from gateway.reports.availability import link_name, seconds
 
-    by_channel: dict[str, list[Ticket]] = defaultdict(list)
-    for tk in tickets:
-        by_channel[tk.channel_id].append(tk)
+    by_subject = _by_channel(tickets)
+    info = {ch.channel_id: ch for ch in contract.channels}
     table = Table("daily-faults", NOTICE_COLUMNS)
     table.meta["period"] = ledger.period.label
-    for ch in contract.channels:
-        for ep in notice_episodes(ledger, ch.channel_id):
-            if ep.end <= window[0] or ep.start >= window[1]:
-                continue
-            t = match_ticket(by_channel.get(ch.channel_id, []), ep, ledger.period.start)
-            status = str(t.status) if t else ("ongoing" if ep.ongoing else "recovered")
-            table.rows.append(
-                {
-                    "station": contract.stations.get(ch.station, ch.station),
-                    "channel_id": ch.channel_id,
-                    "name": ch.name,
-                    "site": contract.sites.get(ch.site, ch.site),
-                    "owner": ch.owner,
-                    "link": link_name(contract, ch.link),
-                    "vendor": contract.vendors.get(ch.vendor, ch.vendor),
-                    "fault": str(ep.state),
-                    "cause": ep.cause,
-                    "since": ep.start,
-                    "duration_s": seconds(round((ep.end - ep.start) * 1000)),
-                    "ticket": t.id if t else "",
-                    "feedback": t.vendor_cause if t else "",
-                    "expected_repair": t.expected_repair_ts if t else None,
-                    "status": status,
-                }
-            )
+    for f in faults_of(ledger, contract).items:
+        ep = f.episode
+        if ep.end <= window[0] or ep.start >= window[1]:
+            continue
+        t = match_ticket(by_subject.get(f.subject, []), ep, ledger.period.start)
+        status = str(t.status) if t else ("ongoing" if ep.ongoing else "recovered")
+        d = row_fields(f, contract, info)
+        table.rows.append(
+            {
+                "station": contract.stations.get(d["station"], d["station"]),
+                "channel_id": d["channel_id"],
+                "name": d["name"],
+                "site": contract.sites.get(d["site"], d["site"]),
+                "owner": d["owner"],
+                "link": link_name(contract, d["link"]),
+                "vendor": contract.vendors.get(d["vendor"], d["vendor"]),
+                "fault": str(ep.state),
+                "cause": ep.cause,
+                "since": ep.start,
+                "duration_s": seconds(round((ep.end - ep.start) * 1000)),
+                "ticket": t.id if t else "",
+                "feedback": t.vendor_cause if t else "",
+                "expected_repair": t.expected_repair_ts if t else None,
+                "status": status,
+                "channels": len(f.channels) or 1,
+            }
+        )
     table.rows.sort(key=lambda r: (r["station"], r["since"], r["channel_id"]))
     return table
 
@@ -325,50 +342,48 @@ def reconciliation_table(
 
     from gateway.reports.availability import seconds
 
-    by_channel: dict[str, list[Ticket]] = defaultdict(list)
-    for tk in tickets:
-        by_channel[tk.channel_id].append(tk)
+    by_subject = _by_channel(tickets)
     info = {ch.channel_id: ch for ch in contract.channels}
     table = Table("reconciliation", RECON_COLUMNS)
     table.meta["period"] = ledger.period.label
-    for ch in contract.channels:
-        for ep in notice_episodes(ledger, ch.channel_id):
-            if ep.end <= window[0] or ep.start >= window[1]:
-                continue
-            t = match_ticket(by_channel.get(ch.channel_id, []), ep, ledger.period.start)
-            recovered = None if ep.ongoing else ep.end
-            vendor_repaired = t.repaired_ts if t else None
-            diff = None
-            if recovered is not None and vendor_repaired is not None:
-                diff = seconds(round((vendor_repaired - recovered) * 1000))
-            if t is None:
-                check = "no_ticket"
-            elif t.status is S.disputed:
-                check = "disputed"
-            elif not t.vendor_cause:
-                check = "unanswered"
-            elif diff is not None and abs(diff) > Decimal(str(tolerance_s)):
-                check = "mismatch"
-            else:
-                check = "ok"
-            c = info[ch.channel_id]
-            table.rows.append(
-                {
-                    "ticket": t.id if t else "",
-                    "station": contract.stations.get(c.station, c.station),
-                    "channel_id": c.channel_id,
-                    "name": c.name,
-                    "vendor": contract.vendors.get(c.vendor, c.vendor),
-                    "fault": str(ep.state),
-                    "since": ep.start,
-                    "recovered": recovered,
-                    "vendor_repaired": vendor_repaired,
-                    "difference_s": diff,
-                    "fault_hours": (Decimal(ep.fault_ms) / 3_600_000).quantize(Decimal("0.001")),
-                    "feedback": t.vendor_cause if t else "",
-                    "status": str(t.status) if t else "",
-                    "check": check,
-                }
-            )
+    for f in faults_of(ledger, contract).items:
+        ep = f.episode
+        if ep.end <= window[0] or ep.start >= window[1]:
+            continue
+        t = match_ticket(by_subject.get(f.subject, []), ep, ledger.period.start)
+        recovered = None if ep.ongoing else ep.end
+        vendor_repaired = t.repaired_ts if t else None
+        diff = None
+        if recovered is not None and vendor_repaired is not None:
+            diff = seconds(round((vendor_repaired - recovered) * 1000))
+        if t is None:
+            check = "no_ticket"
+        elif t.status is S.disputed:
+            check = "disputed"
+        elif not t.vendor_cause:
+            check = "unanswered"
+        elif diff is not None and abs(diff) > Decimal(str(tolerance_s)):
+            check = "mismatch"
+        else:
+            check = "ok"
+        d = row_fields(f, contract, info)
+        table.rows.append(
+            {
+                "ticket": t.id if t else "",
+                "station": contract.stations.get(d["station"], d["station"]),
+                "channel_id": d["channel_id"],
+                "name": d["name"],
+                "vendor": contract.vendors.get(d["vendor"], d["vendor"]),
+                "fault": str(ep.state),
+                "since": ep.start,
+                "recovered": recovered,
+                "vendor_repaired": vendor_repaired,
+                "difference_s": diff,
+                "fault_hours": (Decimal(ep.fault_ms) / 3_600_000).quantize(Decimal("0.001")),
+                "feedback": t.vendor_cause if t else "",
+                "status": str(t.status) if t else "",
+                "check": check,
+            }
+        )
     table.rows.sort(key=lambda r: (r["vendor"], r["since"], r["channel_id"]))
     return table

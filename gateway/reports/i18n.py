@@ -123,6 +123,7 @@ _STRINGS: dict[str, tuple[str, str]] = {
     "cause.silent_after_restart": ("网关重启后未上线", "silent after gateway restart"),
     "cause.removed_from_catalog": ("目录中已删除", "removed from catalog"),
     "cause.catalog_off": ("目录状态离线", "off in catalog"),
+    "cause.platform_offline": ("下级平台离线", "lower platform offline"),
     "cause.play_timeout": ("点播无视频", "no video on play"),
     "cause.no_stream": ("无码流", "no stream"),
     "cause.no_video": ("无视频", "no video"),

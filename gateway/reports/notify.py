@@ -22,8 +22,11 @@ MAX_BYTES = 4096
 def _line(row: dict[str, Any], lang: str, tz: tzinfo) -> str:
     since = datetime.fromtimestamp(row["since"], tz).strftime("%m-%d %H:%M") if row.get("since") else ""
     hours = float(row.get("duration_s") or 0) / 3600
+    head = f"**{row.get('name') or row.get('channel_id')}**"
+    if (row.get("channels") or 1) > 1:  # a lower platform's outage: its ID and how many it took down
+        head = f"**{row['channel_id']}** ({row['channels']} {t('channels', lang)}: {row.get('name', '')})"
     parts = [
-        f"**{row.get('name') or row.get('channel_id')}**",
+        head,
         str(value("fault", row.get("fault"), lang)),
         f"{since}",
         f"{hours:.1f}h",

@@ -26,12 +26,13 @@ from gateway.reports.faults import (
     Ticket,
     TicketStatus,
     apply_action,
+    faults_to_open,
     ticket_id,
-    tickets_to_open,
     tickets_to_recover,
 )
 from gateway.reports.ledger import MaintenanceDecl, build_ledger
 from gateway.reports.model import BatchInfo, ChannelInfo, ContractData, LinkInfo
+from gateway.reports.outages import responsible
 from gateway.reports.period import Period, parse_period
 from gateway.reports.render import Report, render
 from gateway.store import contract as T
@@ -578,7 +579,6 @@ async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_dura
     maintenance = await load_maintenance(sessions, start, now)
     # a month of timelines is CPU work: off the event loop, so SIP and media never wait for it
     ledger = await asyncio.to_thread(build_ledger, events, contract, wide, maintenance=maintenance)
-    info = {c.channel_id: c for c in contract.channels}
     opened: list[str] = []
     async with sessions() as s, s.begin():
         rows = (
@@ -595,24 +595,26 @@ async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_dura
         known = [_ticket(r) for r in rows]
         by_id = {r.id: r for r in rows}
         # the ledger saw these channels back: their tickets move to `recovered` (issue 11.7)
-        for t, back in tickets_to_recover(ledger, known):
+        for t, back in tickets_to_recover(ledger, known, contract):
             _apply_to_row(s, by_id[t.id], "recover", actor="system", now=now, repaired_ts=back)
         prefix = f"T{day:%Y%m%d}-"
         count = (
             await s.execute(select(func.count()).select_from(T.FaultTicket).where(T.FaultTicket.id.startswith(prefix)))
         ).scalar() or 0
-        for ep in tickets_to_open(ledger, contract, known, min_duration_s=min_duration_s):
-            ch = info[ep.channel_id]
-            if not ch.vendor:
+        for f in faults_to_open(ledger, contract, known, min_duration_s=min_duration_s):
+            # one ticket per lower-platform outage, naming the channels it took down (issue 14 #2)
+            ep = f.episode
+            vendor, station = responsible(f, contract)
+            if not vendor:
                 continue
             count += 1
             tid = ticket_id(day, count)
             s.add(
                 T.FaultTicket(
                     id=tid,
-                    channel_id=ch.channel_id,
-                    station_id=ch.station or None,
-                    vendor_id=ch.vendor,
+                    channel_id=f.subject,
+                    station_id=station or None,
+                    vendor_id=vendor,
                     fault=str(ep.state),
                     cause=ep.cause,
                     since_ts=ep.start,
@@ -621,6 +623,9 @@ async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_dura
                     updated_ts=now,
                 )
             )
+            detail: dict[str, Any] = {"since_ts": ep.start}
+            if f.channels:
+                detail.update(platform_id=f.subject, channel_count=len(f.channels), channels=list(f.channels))
             s.add(
                 T.TicketHistory(
                     ticket_id=tid,
@@ -629,7 +634,7 @@ async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_dura
                     action="open",
                     from_status="",
                     to_status="open",
-                    detail={"since_ts": ep.start},
+                    detail=detail,
                 )
             )
             opened.append(tid)

@@ -8,7 +8,8 @@ key_id = SHA-256 of the raw 32-byte public key. The payload is kept as opaque by
 canonicalisation is needed to re-verify.
 
 Integrator lists: CSV columns device_id,name,password,ip,site,link,owner,contract_ref,manufacturer,
-model,max_channels,not_before,not_after (header required, ip = ';'-separated IPs/CIDRs) or a JSON
+model,max_channels,not_before,not_after,channel_ranges (header required, ip = ';'-separated IPs/CIDRs,
+channel_ranges = a lower platform's allowed channel IDs "lo-hi,id", quoted in CSV) or a JSON
 array of objects with the same keys (`line` = 1-based position in the array). Every row is
 validated and ALL problems are raised together as ValidationErrors; nothing is returned — hence
 nothing can be applied — when any row is bad. A text cell starting with = + - @ TAB or CR is
@@ -45,6 +46,7 @@ from whitelist.model import (
     iso,
     optional_int,
     optional_text,
+    parse_channel_ranges,
     parse_networks,
     parse_timestamp,
     validate_device_id,
@@ -55,7 +57,7 @@ SIGNED_FORMAT = "gbgate-whitelist-signed"
 VERSION = 1
 SIGNING_CONTEXT = b"gbgate-whitelist-bundle-v1\n"   # domain separation for the Ed25519 signature
 CSV_COLUMNS = ("device_id", "name", "password", "ip", "site", "link", "owner", "contract_ref",
-               "manufacturer", "model", "max_channels", "not_before", "not_after")
+               "manufacturer", "model", "max_channels", "not_before", "not_after", "channel_ranges")
 MAX_ROWS = 200_000
 
 
@@ -209,6 +211,7 @@ def _clean_row_entry(row: Mapping[str, Any], line: int, realm: str, status: Entr
         device_id = validate_device_id(get("device_id"), line=line)
         nets = parse_networks(get("ip"), field="ip", line=line)
         max_channels = optional_int(get("max_channels"), field="max_channels", line=line)
+        channel_ranges = parse_channel_ranges(get("channel_ranges"), line=line)
         not_before = parse_timestamp(get("not_before"), field="not_before", line=line)
         not_after = parse_timestamp(get("not_after"), field="not_after", line=line)
         name, site, link, owner, contract_ref = (checked_text(get(k), field=k, line=line)
@@ -221,6 +224,7 @@ def _clean_row_entry(row: Mapping[str, Any], line: int, realm: str, status: Entr
             if password and password.strip() else None
         return Entry(device_id=device_id, status=status, credential=cred, allowed_sources=nets,
                      expected_manufacturer=manufacturer, expected_model=model, max_channels=max_channels,
+                     channel_ranges=channel_ranges,
                      not_before=not_before, not_after=not_after, name=name, site=site, link=link,
                      owner=owner, contract_ref=contract_ref)
     except ValidationError:
@@ -246,6 +250,7 @@ def _row_entry_collecting(row: Mapping[str, Any], line: int, realm: str, status:
     ip = row.get("ip")
     nets = field(parse_networks, ip, field="ip")
     max_channels = field(optional_int, row.get("max_channels"), field="max_channels")
+    channel_ranges = field(parse_channel_ranges, row.get("channel_ranges"))
     not_before = field(parse_timestamp, row.get("not_before"), field="not_before")
     not_after = field(parse_timestamp, row.get("not_after"), field="not_after")
     texts = {k: field(checked_text, row.get(k), field=k) for k in ("name", "site", "link", "owner", "contract_ref")}
@@ -265,6 +270,7 @@ def _row_entry_collecting(row: Mapping[str, Any], line: int, realm: str, status:
         else None
     return Entry(device_id=device_id, status=status, credential=cred, allowed_sources=nets or (),
                  expected_manufacturer=manufacturer, expected_model=model, max_channels=max_channels,
+                 channel_ranges=channel_ranges or (),
                  not_before=not_before, not_after=not_after, name=texts["name"] or "",
                  site=texts["site"] or "", link=texts["link"] or "", owner=texts["owner"] or "",
                  contract_ref=texts["contract_ref"] or "")

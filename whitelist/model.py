@@ -157,6 +157,56 @@ def validate_action(value: object, *, field: str = "action", line: int | None = 
         raise ValidationError(field, f"must be allow or deny, got {value!r}", line=line) from None
 
 
+#: A lower platform's allowed channel IDs: inclusive (lo, hi) pairs of 20-digit IDs (issue 14 #2).
+ChannelRanges = tuple[tuple[str, str], ...]
+MAX_CHANNEL_RANGES = 1000
+_RANGE_SPLIT = re.compile(r"[,;\s]+")
+
+
+def parse_channel_ranges(value: object, *, field: str = "channel_ranges", line: int | None = None) -> ChannelRanges:
+    """`"lo-hi,id,..."` (also `;` or whitespace between items) or a list of such items → sorted
+    (lo, hi) pairs; a single ID is (id, id). Empty/None → () = no restriction. Each end is 20
+    ASCII digits and lo <= hi; at most MAX_CHANNEL_RANGES items."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        items = [x for x in _RANGE_SPLIT.split(value.strip()) if x]
+    elif isinstance(value, list | tuple):
+        items = []
+        for x in value:
+            if isinstance(x, list | tuple) and len(x) == 2:
+                x = f"{x[0]}-{x[1]}"
+            if not isinstance(x, str):
+                raise ValidationError(field, "must be a string like lo-hi,id or a list of such strings", line=line)
+            items.extend(y for y in _RANGE_SPLIT.split(x.strip()) if y)
+    else:
+        raise ValidationError(field, "must be a string like lo-hi,id or a list of such strings", line=line)
+    if len(items) > MAX_CHANNEL_RANGES:
+        raise ValidationError(field, f"more than {MAX_CHANNEL_RANGES} ranges", line=line)
+    out: set[tuple[str, str]] = set()
+    for item in items:
+        lo, sep, hi = item.partition("-")
+        if not sep:
+            hi = lo
+        if not (_DEVICE_ID.fullmatch(lo) and _DEVICE_ID.fullmatch(hi)):
+            raise ValidationError(field, f"{item[:45]!r}: each end must be exactly 20 digits", line=line)
+        if lo > hi:
+            raise ValidationError(field, f"{item}: the range starts after it ends", line=line)
+        out.add((lo, hi))
+    return tuple(sorted(out))
+
+
+def format_channel_ranges(ranges: ChannelRanges) -> str:
+    """Inverse of parse_channel_ranges: "lo-hi,id" ("" = no restriction)."""
+    return ",".join(lo if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
+
+
+def in_channel_ranges(ranges: ChannelRanges, channel_id: str) -> bool:
+    """Whether `channel_id` is allowed: no ranges allow any; else it lies in one (IDs are
+    equal-length digit strings, so text order is numeric order)."""
+    return not ranges or any(lo <= channel_id <= hi for lo, hi in ranges)
+
+
 def optional_int(value: object, *, field: str, line: int | None, minimum: int = 0) -> int | None:
     """An optional whole number from a JSON/CSV cell (None when empty), ValidationError otherwise."""
     if value is None or value == "":
@@ -293,6 +343,8 @@ class Entry:
     not_before: datetime | None = None
     not_after: datetime | None = None
     max_channels: int | None = None
+    #: a lower platform's allowed channel IDs (empty = any); see parse_channel_ranges
+    channel_ranges: ChannelRanges = ()
     owner: str = ""
     contract_ref: str = ""
     name: str = ""
@@ -318,6 +370,9 @@ class Entry:
         mc = self.max_channels
         if mc is not None and (isinstance(mc, bool) or not isinstance(mc, int) or mc < 0):
             raise ValidationError("max_channels", "must be a non-negative integer")
+        if self.channel_ranges:
+            cr = self.channel_ranges
+            s(self, "channel_ranges", parse_channel_ranges(cr if isinstance(cr, str) else list(cr)))
         if self.credential is not None and not isinstance(self.credential, Credential):
             raise ValidationError("credential", "must be a Credential")
 
@@ -334,6 +389,10 @@ class Entry:
         s(clone, "created_at", _aware(created_at, "created_at"))
         s(clone, "updated_at", _aware(updated_at, "updated_at"))
         return clone
+
+    def channel_allowed(self, channel_id: str) -> bool:
+        """Whether this (platform's) entry allows `channel_id` as one of its channels."""
+        return in_channel_ranges(self.channel_ranges, channel_id)
 
     def is_valid_at(self, now: datetime) -> bool:
         """not_before inclusive, not_after exclusive."""
@@ -353,6 +412,7 @@ class Entry:
             "site": self.site, "link": self.link,
             "not_before": iso(self.not_before), "not_after": iso(self.not_after),
             "max_channels": self.max_channels,
+            "channel_ranges": format_channel_ranges(self.channel_ranges),
             "owner": self.owner, "contract_ref": self.contract_ref, "name": self.name,
             "evidence": dict(self.evidence),
             "created_at": iso(self.created_at), "updated_at": iso(self.updated_at),
@@ -395,6 +455,7 @@ class Entry:
                 not_before=parse_timestamp(data.get("not_before"), field="not_before", line=line),
                 not_after=parse_timestamp(data.get("not_after"), field="not_after", line=line),
                 max_channels=optional_int(data.get("max_channels"), field="max_channels", line=line),
+                channel_ranges=parse_channel_ranges(data.get("channel_ranges"), line=line),
                 owner=checked_text(data.get("owner"), field="owner", line=line),
                 contract_ref=checked_text(data.get("contract_ref"), field="contract_ref", line=line),
                 name=checked_text(data.get("name"), field="name", line=line),

@@ -49,7 +49,9 @@ from whitelist.model import (
     PendingEvidence,
     Rule,
     RuleAction,
+    format_channel_ranges,
     iso,
+    parse_channel_ranges,
     parse_networks,
 )
 
@@ -98,6 +100,7 @@ class WhitelistEntryRow(SQLModel, table=True):
     not_before: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     not_after: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     max_channels: int | None = None
+    channel_ranges: str = Field(default="", sa_type=Text)  # "lo-hi,id" (issue 14 #2); "" = any
     owner: str = Field(default="", max_length=256)
     contract_ref: str = Field(default="", max_length=256)
     name: str = Field(default="", max_length=256)
@@ -172,7 +175,8 @@ def _entry_from_row(row: WhitelistEntryRow) -> Entry:
         cert_fingerprint=row.cert_fingerprint, expected_manufacturer=row.expected_manufacturer,
         expected_model=row.expected_model, expected_firmware_prefix=row.expected_firmware_prefix,
         site=row.site, link=row.link, not_before=_utc(row.not_before), not_after=_utc(row.not_after),
-        max_channels=row.max_channels, owner=row.owner, contract_ref=row.contract_ref, name=row.name,
+        max_channels=row.max_channels, channel_ranges=parse_channel_ranges(row.channel_ranges),
+        owner=row.owner, contract_ref=row.contract_ref, name=row.name,
         evidence=json.loads(row.evidence), created_at=_utc(row.created_at) or row.created_at,
         updated_at=_utc(row.updated_at) or row.updated_at, version=row.version)
 
@@ -190,6 +194,7 @@ def _entry_values(e: Entry, *, sources: list[str] | None = None) -> dict[str, An
         "expected_model": e.expected_model, "expected_firmware_prefix": e.expected_firmware_prefix,
         "site": e.site, "link": e.link, "owner": e.owner, "contract_ref": e.contract_ref, "name": e.name,
         "not_before": e.not_before, "not_after": e.not_after, "max_channels": e.max_channels,
+        "channel_ranges": format_channel_ranges(e.channel_ranges),
         "evidence": json.dumps(e.evidence, sort_keys=True, ensure_ascii=False),
         "created_at": e.created_at, "updated_at": e.updated_at, "version": e.version,
     }

@@ -19,7 +19,15 @@ from gateway.api.services import SERVICES
 from whitelist.admission import Admission
 from whitelist.bundle import FORMULA_PREFIXES
 from whitelist.errors import BundleError, ConflictErrors, NotFoundError, ValidationError, ValidationErrors
-from whitelist.model import Credential, Entry, EntryStatus, parse_networks, parse_timestamp, validate_device_id
+from whitelist.model import (
+    Credential,
+    Entry,
+    EntryStatus,
+    parse_channel_ranges,
+    parse_networks,
+    parse_timestamp,
+    validate_device_id,
+)
 from whitelist.store import WhitelistStore
 
 routes = web.RouteTableDef()
@@ -92,6 +100,7 @@ def _entry_from_request(data: dict[str, Any], realm: str, status: EntryStatus, c
         not_before=parse_timestamp(data.get("not_before"), field="not_before"),
         not_after=parse_timestamp(data.get("not_after"), field="not_after"),
         max_channels=max_channels,
+        channel_ranges=parse_channel_ranges(data.get("channel_ranges")),
         evidence=dict(current.evidence) if current else {},
     )
 

@@ -16,7 +16,14 @@ from typing import Any
 
 from gateway.cli.common import CliError, Invocation, cli_actor, print_json, reasons, with_store
 from whitelist.errors import ValidationError, ValidationErrors, WhitelistError
-from whitelist.model import Credential, Entry, EntryStatus, parse_networks, validate_device_id
+from whitelist.model import (
+    Credential,
+    Entry,
+    EntryStatus,
+    parse_channel_ranges,
+    parse_networks,
+    validate_device_id,
+)
 
 STATUS_OF_ACTION = {"approve": EntryStatus.APPROVED, "suspend": EntryStatus.SUSPENDED, "revoke": EntryStatus.REVOKED}
 
@@ -34,6 +41,10 @@ def add_parsers(sub: Any) -> None:
     add.add_argument("--manufacturer")
     add.add_argument("--model")
     add.add_argument("--max-channels", type=int)
+    add.add_argument(
+        "--channel-ranges", default=None,
+        help="a lower platform's allowed channel IDs: lo-hi,id,... (20-digit IDs; default: any)",
+    )
     ls = wl.add_parser("list", help="list entries")
     ls.add_argument("--status", choices=[s.value for s in EntryStatus])
     ls.add_argument("--json", action="store_true")
@@ -118,6 +129,7 @@ async def whitelist_add(store: Any, inv: Invocation) -> int:
         expected_manufacturer=args.manufacturer,
         expected_model=args.model,
         max_channels=args.max_channels,
+        channel_ranges=parse_channel_ranges(args.channel_ranges, field="--channel-ranges"),
         evidence=dict(current.evidence) if current else {},
     )
     action = "add" if current is None else "update"

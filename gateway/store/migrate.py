@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 HERE = Path(__file__).parent
 #: The newest revision under migrations/versions (tests/gateway/store/test_migrations.py keeps it true).
-HEAD = "rtsp_0001"
+HEAD = "plat_0002"
 
 
 def alembic_config(url: str) -> Config:

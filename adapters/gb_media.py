@@ -82,6 +82,10 @@ class ChannelLocator(Protocol):
 
     async def locate_channel(self, channel_id: str, timeout: float | None = None) -> str | None: ...
 
+    def out_of_range_owner(self, channel_id: str) -> str | None:
+        """The device whose catalog listed `channel_id` outside its whitelist entry's ranges."""
+        ...
+
 
 class DialogTable(Protocol):
     """Where our dialogs are registered so in-dialog requests and stray 2xx reach us (SipRouter)."""
@@ -224,6 +228,9 @@ class InviteManager:
         # an accepted catalog item first (it reaches the store only with the next batch); while a
         # catalog sync is in flight the lookup waits for it, bounded (issue 12 #3)
         device_id: str | None = owner or self.channels.channel_owner(channel_id)
+        refused_by = self.channels.out_of_range_owner(channel_id) if device_id is None else None
+        if refused_by is not None:
+            raise NotAdmitted(f"channel {channel_id} is outside the channel ranges allowed for {refused_by}")
         if device_id is None:
             row = await self.repo.find_channel(channel_id)
             if row is not None:
@@ -243,7 +250,11 @@ class InviteManager:
             datetime.fromtimestamp(self.wall_clock(), UTC))
         if not decision.allowed:
             raise NotAdmitted(f"device {device_id} is not admitted: {decision.reason.value}")
-        source = getattr(decision, "entry", None) or getattr(decision, "rule", None)
+        entry = getattr(decision, "entry", None)
+        if entry is not None and channel_id != device_id and not entry.channel_allowed(channel_id):
+            # a channel stored before the entry's ranges were narrowed (issue 14 #2)
+            raise NotAdmitted(f"channel {channel_id} is outside the channel ranges allowed for {device_id}")
+        source = entry or getattr(decision, "rule", None)
         return device_id, rec, tuple(getattr(source, "allowed_sources", ()) or ())
 
     async def open(self, key: str, sink: Stream) -> MediaSession:

@@ -372,7 +372,7 @@ class Entry:
             raise ValidationError("max_channels", "must be a non-negative integer")
         if self.channel_ranges:
             cr = self.channel_ranges
-            s(self, "channel_ranges", parse_channel_ranges(cr if isinstance(cr, str) else list(cr)))
+            s(self, "channel_ranges", parse_channel_ranges(list(cr) if isinstance(cr, tuple) else cr))
         if self.credential is not None and not isinstance(self.credential, Credential):
             raise ValidationError("credential", "must be a Credential")
 

@@ -6,7 +6,9 @@ against the last one applied (the store is read once, in bulk), written through 
 inventory writer without waiting, and turned into channel states in the health ledger.
 Ownership never moves silently: an item naming another device's channel (or another device's
 own ID) is dropped and alarmed (issue 10 #4). Channels beyond the whitelist entry's
-`max_channels` are kept but not exposed (issue 3). A play request for a channel not known yet
+`max_channels` are kept but not exposed (issue 3); items outside the entry's `channel_ranges` (a lower
+platform's allowed channel IDs, issue 14 #2) are not stored at all, counted, and said once per sync
+as a `channel_out_of_range` event; a play for one is refused. A play request for a channel not known yet
 waits, bounded, while syncs are in flight (issue 12 #3).
 """
 
@@ -27,7 +29,7 @@ from gateway.gb.presence import PLATFORM_OFFLINE, Presence
 from gateway.sip.errors import SipError
 from gateway.sip.events import Peer
 from whitelist.decide import Policy
-from whitelist.model import EntryStatus
+from whitelist.model import ChannelRanges, EntryStatus, format_channel_ranges, in_channel_ranges
 
 log = logging.getLogger("adapters.gb_device")
 
@@ -37,6 +39,10 @@ Spawn = Callable[..., "asyncio.Task[Any]"]
 ORG_KINDS = frozenset({IdKind.REGION, IdKind.BUSINESS_GROUP, IdKind.VIRTUAL_ORG, IdKind.DEVICE, IdKind.PLATFORM})
 #: Org nodes kept per device: a hostile platform must not fill the store with groups.
 MAX_NODES = 5000
+#: channel IDs remembered as listed outside a device's ranges (for the play refusal), in all
+MAX_OUT_OF_RANGE = 20_000
+#: IDs named in one channel_out_of_range event
+OUT_OF_RANGE_SAMPLE = 10
 AlarmSink = Callable[[str, str, Peer, str], None]
 
 
@@ -79,6 +85,10 @@ class CatalogSync:
         self.on_synced = on_synced  # told after each post-login sync (the shell subscribes to platforms)
         self.assembler = CatalogAssembler(idle_timeout=idle_timeout, first_timeout=first_timeout)
         self._limits: dict[str, int | None] = {}
+        self._ranges: dict[str, ChannelRanges] = {}  # device → its entry's allowed channel IDs
+        # channel ID → the device whose catalog listed it outside that device's ranges (bounded):
+        # a play for it is refused with the reason instead of "unknown channel"
+        self._out_of_range: dict[str, str] = {}
         # exposed channels of each device and whether their catalog said ON: device transitions
         # become channel transitions in the health ledger (reports read channel timelines)
         self._channels: dict[str, dict[str, bool]] = {}
@@ -96,8 +106,20 @@ class CatalogSync:
         self._applied = asyncio.Event()  # pulsed whenever a catalog is applied or a sync ends
 
     # ------------------------------------------------------------------ what the device shell reads
-    def set_limit(self, device_id: str, max_channels: int | None) -> None:
+    def set_limit(self, device_id: str, max_channels: int | None, ranges: ChannelRanges = ()) -> None:
+        """The device's whitelist limits: how many channels are exposed, which IDs it may list."""
         self._limits[device_id] = max_channels
+        if ranges:
+            self._ranges[device_id] = ranges
+        else:
+            self._ranges.pop(device_id, None)
+
+    def out_of_range_owner(self, channel_id: str) -> str | None:
+        """The device whose catalog listed `channel_id` outside its allowed ranges, if any."""
+        owner = self._out_of_range.get(channel_id)
+        if owner is None or in_channel_ranges(self._ranges.get(owner, ()), channel_id):
+            return None
+        return owner
 
     def channels_of(self, device_id: str) -> dict[str, bool]:
         """Exposed channels of `device_id` → whether its catalog said ON."""
@@ -271,13 +293,18 @@ class CatalogSync:
                 rec0 = self.presence.get(device_id)
                 src = Peer(rec0.transport, rec0.host, rec0.port, rec0.conn_id) if rec0 else Peer("udp", "", 0, None)
                 self.alarm(device_id, "alarm_channel_conflict", src, f"channel {cid} belongs to {other}")
+        self._drop_out_of_range(device_id, new)
         self._apply_nodes(result)
         fps = {cid: _fingerprint(item) for cid, item in new.items()}
         added = [item for cid, item in new.items() if cid not in old]
         updated = [item for cid, item in new.items() if cid in old and fps[cid] != old[cid]]
-        # an incomplete catalog must not delete channels that simply did not arrive
-        removed = [cid for cid in old if cid not in new] if result.complete else []
-        kept = {} if result.complete else {cid: fp for cid, fp in old.items() if cid not in new}
+        ranges = self._ranges.get(device_id, ())
+        # an incomplete catalog must not delete channels that simply did not arrive, but a
+        # stored one outside the entry's (new) ranges goes whatever arrived
+        removed = [cid for cid in old if cid not in new and (result.complete or not in_channel_ranges(ranges, cid))]
+        kept = {} if result.complete else {
+            cid: fp for cid, fp in old.items() if cid not in new and in_channel_ranges(ranges, cid)
+        }
         channels = list(new.values())
         exposed = self._exposed(device_id, [*new, *kept])
         # queued on the batched writer; not awaited here so a sync worker moves on at once
@@ -325,6 +352,27 @@ class CatalogSync:
                 {"device_id": device_id, "status": item.status},
             )
         self._pulse()
+
+    def _drop_out_of_range(self, device_id: str, new: dict[str, Any]) -> None:
+        """Items outside the entry's channel_ranges are not channels of ours: dropped from `new`
+        (so never stored, and a stored one is removed by a complete catalog), counted, and said
+        in ONE `channel_out_of_range` event per sync (a sample of IDs, not one event per item)."""
+        ranges = self._ranges.get(device_id)
+        if not ranges:
+            return
+        out = sorted(cid for cid in new if not in_channel_ranges(ranges, cid))
+        for cid in out:
+            del new[cid]
+            if cid in self._out_of_range or len(self._out_of_range) < MAX_OUT_OF_RANGE:
+                self._out_of_range[cid] = device_id
+        if not out:
+            return
+        self.stats["refused:channel_out_of_range"] += len(out)
+        log.warning("%s lists %d channels outside its allowed ranges (first %s): not stored",
+                    device_id, len(out), out[0])
+        self.inventory.add_event(device_id, "channel_out_of_range", self.clock(), count=len(out),
+                                 sample=out[:OUT_OF_RANGE_SAMPLE], kept=len(new),
+                                 channel_ranges=format_channel_ranges(ranges))
 
     def _apply_nodes(self, result: CatalogResult) -> None:
         """Org nodes (regions, 215 groups, 216 organisations, sub-devices) are stored apart from

@@ -203,7 +203,8 @@ class GbDeviceAdapter:
                 user_agent=b["user_agent"],
             )
             entry = self.policy.get(device_id)
-            self.catalog.set_limit(device_id, entry.max_channels if entry is not None else None)
+            self.catalog.set_limit(device_id, entry.max_channels if entry is not None else None,
+                                   entry.channel_ranges if entry is not None else ())
             self.stats["bindings:restored"] += 1
         for b in expired:
             device_id, ts = b["device_id"], b["expires_at"]
@@ -309,7 +310,8 @@ class GbDeviceAdapter:
             registered_at=rec.registered_at, expires_at=rec.expires_at,
         )
         entry = v.entry
-        self.catalog.set_limit(device_id, entry.max_channels if entry is not None else None)
+        self.catalog.set_limit(device_id, entry.max_channels if entry is not None else None,
+                               entry.channel_ranges if entry is not None else ())
         ok_headers = [("Contact", contact or f"<sip:{device_id}@{peer.host}:{peer.port}>"),
                       ("Expires", str(v.expires)), ("Date", gb_date(now))]
         if v.transition is None and not v.new_login:

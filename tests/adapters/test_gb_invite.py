@@ -143,6 +143,9 @@ class NoCatalog:
     async def locate_channel(self, channel_id: str, timeout: float | None = None) -> None:
         return None
 
+    def out_of_range_owner(self, channel_id: str) -> None:
+        return None
+
 
 def make(device: FakeDevice, *, mode: str | None = None, timeout: float = 0.6, online: bool = True,
          allowed: bool = True) -> tuple[InviteManager, StreamHub]:

@@ -99,3 +99,46 @@ async def test_max_channels_counts_channels_not_org_nodes_and_says_so_once(gw: G
         assert [e.kind for e in events].count("channel_limit_ok") == 1
     finally:
         phone.close()
+
+
+async def test_channel_ranges_keep_out_other_ids_say_so_once_per_sync_and_refuse_their_play(gw: Gateway) -> None:
+    """Entry: ranges …0321-…0322 and the single …0325 (issue 14 #2). The platform lists five
+    channels …0321..…0325 plus a group. Hand: stored/exposed = 0321, 0322, 0325 (0323, 0324 not
+    stored at all, not merely hidden); one `channel_out_of_range` event per sync with count 2 and
+    both IDs as the sample; a play for 0323 is refused (403 not_admitted) naming the platform."""
+    from gateway.media.errors import NotAdmitted
+
+    assert gw.adapter is not None and gw.services is not None and gw.media is not None
+    ids = [f"3402000000131000032{i}" for i in range(1, 6)]
+    await whitelist(gw, PLAT, PW, channel_ranges=f"{ids[0]}-{ids[1]},{ids[4]}")
+    phone = UdpPhone(gw)
+    try:
+        assert (await phone.register(device_id=PLAT, password=PW)).status == 200
+        items = [CatalogItem(device_id=VO, name="站台"), *(CatalogItem(device_id=c, status="ON") for c in ids)]
+        await answer_catalog(gw, phone, PLAT, items)
+        repo = gw.services.repo
+        await repo.flush()
+        rows = await repo.list_channels(PLAT, include_hidden=True)
+        assert sorted((r.channel_id, r.exposed) for r in rows) == [(ids[0], True), (ids[1], True), (ids[4], True)]
+        events = [e for e in await repo.events(PLAT) if e.kind == "channel_out_of_range"]
+        assert len(events) == 1
+        detail = events[0].detail
+        assert (detail["count"], detail["sample"], detail["kept"]) == (2, [ids[2], ids[3]], 3)
+        assert detail["channel_ranges"] == f"{ids[0]}-{ids[1]},{ids[4]}"
+        assert gw.adapter.stats["refused:channel_out_of_range"] == 2
+        assert set(gw.adapter.catalog.channels_of(PLAT)) == {ids[0], ids[1], ids[4]}
+        with pytest.raises(NotAdmitted) as info:
+            await gw.media.invites.resolve(ids[2])
+        assert info.value.status == 403 and PLAT in str(info.value)
+        device_id, _ = await gw.media.invites.resolve(ids[4])
+        assert device_id == PLAT
+        await answer_catalog(gw, phone, PLAT, items)  # the next sync: one more event, not two
+        await repo.flush()
+        assert [e.kind for e in await repo.events(PLAT)].count("channel_out_of_range") == 2
+        # the security team narrows the ranges: …0325, already stored, can no longer be played
+        await whitelist(gw, PLAT, PW, channel_ranges=f"{ids[0]}-{ids[1]}")
+        with pytest.raises(NotAdmitted):
+            await gw.media.invites.resolve(ids[4])
+        assert (await gw.media.invites.resolve(ids[0]))[0] == PLAT
+    finally:
+        phone.close()

@@ -66,7 +66,7 @@ export function mountAudit(root) {
 }
 
 const SKIP = ["updated_at", "created_at", "version", "device_id", "credential_username"];
-const FIRST = ["status", "has_credential", "allowed_sources", "name", "site", "link", "max_channels",
+const FIRST = ["status", "has_credential", "allowed_sources", "name", "site", "link", "max_channels", "channel_ranges",
   "expected_manufacturer", "expected_model", "not_before", "not_after"];
 
 /** before → after, only the keys that changed (status, sources, ...), full JSON on demand. */

@@ -6,7 +6,7 @@ import { t } from "./i18n.js";
 
 const STATUSES = ["pending", "approved", "suspended", "revoked"];
 const ACTIONS = { approve: "approved", suspend: "suspended", revoke: "revoked" };
-const FIELDS = ["device_id", "password", "ip", "name", "site", "link", "max_channels"];
+const FIELDS = ["device_id", "password", "ip", "name", "site", "link", "max_channels", "channel_ranges"];
 const FIELD_ALIAS = { allowed_sources: "ip", username: "password" };
 const state = { status: "pending" };
 
@@ -88,6 +88,7 @@ export function mount(root) {
       { label: `${t("col.site")} / ${t("col.link")}`, cell: (e) => `${e.site || "—"} / ${e.link || "—"}` },
       { label: t("col.sources"), cell: (e) => mono((e.allowed_sources || []).join(", ") || "*") },
       { label: t("col.max"), cell: (e) => String(e.max_channels ?? "—"), cls: "num" },
+      { label: t("col.ranges"), cell: (e) => mono(e.channel_ranges || "*") },
       { label: t("col.cred"), cell: (e) => (e.has_credential ? pill(t("yes"), "ok") : pill(t("no"), "warn")) },
       { label: t("col.updated"), cell: (e) => timeCell(e.updated_at) },
       act];
@@ -119,6 +120,7 @@ export function mount(root) {
       h("div.two", {}, field("site"), field("link")),
       h("div.two", {}, field("max_channels", { class: "mono", inputmode: "numeric" }),
         h("div.field", {}, h("label", { for: "wl-status" }, t("f.status")), statusSel)),
+      field("channel_ranges", { class: "mono", placeholder: "34020000001310000001-34020000001310000244", autocomplete: "off" }),
       formError, submit);
 
     const { show: showError, reset } = fieldErrors(inputs, errors, formError, FIELD_ALIAS);
@@ -136,6 +138,13 @@ export function mount(root) {
       if (v("max_channels")) {
         if (!/^\d+$/.test(v("max_channels"))) { showError("max_channels", t("f.int")); return; }
         body.max_channels = Number(v("max_channels"));
+      }
+      // a lower platform's allowed channel IDs: lo-hi or one ID, several separated by , ; or spaces
+      if (v("channel_ranges")) {
+        const items = v("channel_ranges").split(/[\s,;]+/).filter(Boolean);
+        const ok = items.every((it) => { const [lo, hi = lo, rest] = it.split("-"); return rest === undefined && /^\d{20}$/.test(lo) && /^\d{20}$/.test(hi) && lo <= hi; });
+        if (!ok) { showError("channel_ranges", t("f.ranges")); return; }
+        body.channel_ranges = items.join(",");
       }
       submit.disabled = true;
       try {

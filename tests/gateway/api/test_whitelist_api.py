@@ -80,3 +80,26 @@ async def test_import_csv_all_rows(client: Any, services: Services) -> None:
     assert (await resp.json())["imported"] == 5
     listing = await (await client.get("/api/v1/whitelist?status=approved", headers=sec)).json()
     assert listing["count"] == 5
+
+
+async def test_platform_channel_ranges_round_trip_and_bad_ones_name_the_field(client: Any, services: Services) -> None:
+    """Issue 14 #2: a platform entry carries its allowed channel IDs next to max_channels."""
+    sec = await _h(services, Role.SECURITY)
+    plat, lo, hi, one = "34020000002000000001", "34020000001310000001", "34020000001310000244", "34020000001310000900"
+    resp = await client.post("/api/v1/whitelist", json={"device_id": plat, "password": "p", "max_channels": 244,
+                                                         "channel_ranges": f"{one},{lo}-{hi}"}, headers=sec)
+    assert resp.status == 201, await resp.text()
+    body = await resp.json()
+    assert (body["max_channels"], body["channel_ranges"]) == (244, f"{lo}-{hi},{one}")  # sorted
+    assert services.admission.policy.get(plat).channel_ranges == ((lo, hi), (one, one))  # type: ignore[union-attr]
+    for bad in (f"{hi}-{lo}", "3402-3403", ["x"], 7):
+        resp = await client.post("/api/v1/whitelist", json={"device_id": plat, "password": "p", "channel_ranges": bad},
+                                 headers=sec)
+        assert resp.status == 422, bad
+        assert (await resp.json())["error"]["field"] == "channel_ranges"
+    listed = (await (await client.get("/api/v1/whitelist", headers=sec)).json())["entries"]
+    assert [e["channel_ranges"] for e in listed] == [f"{lo}-{hi},{one}"]  # the bad ones changed nothing
+    csv = f'device_id,password,channel_ranges\n34020000002000000002,p,"{lo}-{hi}"\n'.encode()
+    resp = await client.post("/api/v1/whitelist/import", data=csv, headers=sec)
+    assert resp.status == 200, await resp.text()
+    assert services.admission.policy.get("34020000002000000002").channel_ranges == ((lo, hi),)  # type: ignore[union-attr]

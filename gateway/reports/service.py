@@ -108,6 +108,13 @@ async def load_contract(sessions: Any) -> ContractData:
         ).all()
         sites = (await s.execute(select(models.Site))).scalars().all()
         history = (await s.execute(select(T.StationChannel))).scalars().all()
+    # a contract row without its device takes the inventory's: a lower platform's outage is then
+    # grouped into one fault (gateway.reports.outages) even when the contract sheet left it out
+    # (only when one device lists that channel ID: IDs may repeat across devices)
+    device_of: dict[str, str] = {}
+    for ch, dev in inventory:
+        if ch.removed_at is None:
+            device_of[ch.channel_id] = dev.id if device_of.get(ch.channel_id, dev.id) == dev.id else ""
     channels = [
         ChannelInfo(
             c.channel_id,
@@ -118,7 +125,7 @@ async def load_contract(sessions: Any) -> ContractData:
             c.vendor_id,
             c.batch_id or "",
             c.station_id or "",
-            c.device_id,
+            c.device_id or device_of.get(c.channel_id, ""),
             c.maintenance_contract_id or "",
             c.admitted_ts,
             c.retired_ts,

@@ -242,8 +242,13 @@ def test_id_ranges() -> None:
     assert id_ranges([]) == ""
 
 
-@pytest.fixture
-async def sessions():  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["contract", "inventory"])
+async def sessions(request):  # type: ignore[no-untyped-def]
+    """The platform is known from the contract rows' device_id, or (rows without it) from the
+    inventory: the channels as the platform's catalog stored them."""
+    from gateway.store import models
+
+    in_contract = request.param == "contract"
     engine = create_async_engine("sqlite+aiosqlite://")
     async with engine.begin() as conn:
         await conn.run_sync(SQLModel.metadata.create_all)
@@ -254,9 +259,17 @@ async def sessions():  # type: ignore[no-untyped-def]
         for c in CONTRACT.channels:
             s.add(
                 T.ChannelContract(
-                    channel_id=c.channel_id, name=c.name, vendor_id="V1", station_id="S1", device_id=c.device_id
+                    channel_id=c.channel_id,
+                    name=c.name,
+                    vendor_id="V1",
+                    station_id="S1",
+                    device_id=c.device_id if in_contract else "",
                 )
             )
+        if not in_contract:
+            s.add_all([models.Device(id=P, name="车站平台"), models.Device(id=XDEV, name="广场")])
+            await s.flush()
+            s.add_all(models.Channel(device_id=c.device_id, channel_id=c.channel_id) for c in CONTRACT.channels)
         for e in EVENTS:
             s.add(T.HealthEvent(event_id=e.event_id, subject=e.subject, ts=e.ts, state=str(e.state), cause=e.cause))
     yield maker

@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from adapters.base import HealthSink, Inventory
@@ -284,15 +285,7 @@ class CatalogSync:
         device_id = result.device_id
         old = await self._known_fingerprints(device_id)
         new = {i.device_id: i for i in result.items if is_playable_channel(i.device_id)}
-        for cid in list(new):
-            other = self._claimable(device_id, cid)
-            if other is not None:
-                # ownership never moves silently: the item is dropped and the claim alarmed
-                del new[cid]
-                self.stats["refused:channel_owned"] += 1
-                rec0 = self.presence.get(device_id)
-                src = Peer(rec0.transport, rec0.host, rec0.port, rec0.conn_id) if rec0 else Peer("udp", "", 0, None)
-                self.alarm(device_id, "alarm_channel_conflict", src, f"channel {cid} belongs to {other}")
+        self._drop_claimed(device_id, new)
         self._drop_out_of_range(device_id, new)
         self._apply_nodes(result)
         fps = {cid: _fingerprint(item) for cid, item in new.items()}
@@ -330,28 +323,18 @@ class CatalogSync:
                 removed=len(d.removed),
                 complete=result.complete,
             )
-        now = self.clock()
-        rec = self.presence.get(device_id)
-        device_online = rec is not None and rec.online
-        known = self._channels.setdefault(device_id, {})
-        for channel_id in list(known):
-            if channel_id not in exposed:
-                del known[channel_id]
-                self.health.set_state(f"channel:{channel_id}", "offline", "removed_from_catalog", now, {})
-        for item in channels:
-            if item.device_id not in exposed:
-                continue
-            status_on = (item.status or "ON").upper() in ("ON", "ONLINE", "OK")
-            known[item.device_id] = status_on
-            on = device_online and status_on
-            self.health.set_state(
-                f"channel:{item.device_id}",
-                "online" if on else "offline",
-                "catalog" if device_online else _offline_cause(device_id),
-                now,
-                {"device_id": device_id, "status": item.status},
-            )
-        self._pulse()
+        self._publish(device_id, channels, exposed)
+
+    def _drop_claimed(self, device_id: str, new: dict[str, Any]) -> None:
+        """Ownership never moves silently: an item naming another's channel is dropped and alarmed."""
+        for cid in list(new):
+            other = self._claimable(device_id, cid)
+            if other is not None:
+                del new[cid]
+                self.stats["refused:channel_owned"] += 1
+                rec0 = self.presence.get(device_id)
+                src = Peer(rec0.transport, rec0.host, rec0.port, rec0.conn_id) if rec0 else Peer("udp", "", 0, None)
+                self.alarm(device_id, "alarm_channel_conflict", src, f"channel {cid} belongs to {other}")
 
     def _drop_out_of_range(self, device_id: str, new: dict[str, Any]) -> None:
         """Items outside the entry's channel_ranges are not channels of ours: dropped from `new`
@@ -422,8 +405,9 @@ class CatalogSync:
 
     async def apply_notify(self, device_id: str, items: list[Any]) -> None:
         """A Catalog NOTIFY (§4.15): ON/OFF/VLOST/DEFECT change the state of the device's own
-        exposed channels in the ledger (ON/OFF also their stored status); ADD/DEL/UPDATE make us
-        query the whole catalog again, so ownership and max_channels apply as for any catalog."""
+        exposed channels in the ledger (ON/OFF also their stored status); ADD/DEL/UPDATE of
+        channels are applied to what we hold (`apply_changes`), and only when that cannot be
+        done (an org node changed, the catalog not known yet) is the whole catalog queried again."""
         now = self.clock()
         own = self._channels.get(device_id, {})
         statuses: dict[str, str] = {}
@@ -447,8 +431,89 @@ class CatalogSync:
         if statuses:
             written = asyncio.ensure_future(self.inventory.set_channel_status(device_id, statuses))
             written.add_done_callback(lambda f: self._write_done(device_id, f))
-        if any((i.event or "").upper() in ("ADD", "DEL", "UPDATE") for i in items):
+        changes = [i for i in items if (i.event or "").upper() in ("ADD", "DEL", "UPDATE")]
+        if changes and not await self.apply_changes(device_id, changes):
             await self.sync(device_id)
+
+    async def apply_changes(self, device_id: str, items: list[Any]) -> bool:
+        """ADD/UPDATE/DEL of a device's channels applied incrementally (no re-query of hundreds of
+        items for one camera). Ownership, channel_ranges and max_channels apply as for a full
+        catalog. Returns False — the caller re-queries the whole catalog — when the device's
+        catalog is not known yet, an org node (region, group, organisation) changed, or a deletion
+        would expose a channel hidden by max_channels whose status we do not hold."""
+        if device_id not in self._channels:
+            return False
+        old = await self._known_fingerprints(device_id)
+        upserts: dict[str, Any] = {}
+        deletes: set[str] = set()
+        for item in items:
+            cid, event = item.device_id, (item.event or "").upper()
+            if not is_playable_channel(cid):
+                if kind_of(cid) in ORG_KINDS and cid != device_id:
+                    return False  # the tree changed: learn it whole
+                continue
+            if event == "DEL":
+                upserts.pop(cid, None)
+                if cid in old:
+                    deletes.add(cid)
+                continue
+            deletes.discard(cid)
+            upserts[cid] = replace(item, event=None)  # stored like a catalog item, not a notification
+        self._drop_claimed(device_id, upserts)
+        self._drop_out_of_range(device_id, upserts)
+        fps = {cid: _fingerprint(item) for cid, item in upserts.items()}
+        added = [item for cid, item in upserts.items() if cid not in old]
+        updated = [item for cid, item in upserts.items() if cid in old and fps[cid] != old[cid]]
+        removed = sorted(deletes)
+        if not (added or updated or removed):
+            return True
+        cache = {cid: fp for cid, fp in old.items() if cid not in deletes} | fps
+        exposed = self._exposed(device_id, list(cache))
+        known = self._channels[device_id]
+        if any(cid not in known and cid not in upserts for cid in exposed):
+            return False  # a hidden channel moves up into the limit: its status comes from a full query
+        written = asyncio.ensure_future(self.inventory.apply_catalog(device_id, added, updated, removed, exposed))
+        written.add_done_callback(lambda f: self._write_done(device_id, f))
+        self._writes[device_id] = written
+        self._catalog_cache[device_id] = cache
+        for cid in removed:
+            if self._owners.get(cid) == device_id:
+                del self._owners[cid]
+        for cid in fps:
+            self._owners[cid] = device_id
+        self.stats["catalog:notify_applied"] += 1
+        self.inventory.update_device(device_id, channel_count=len(exposed))
+        self._report_limit(device_id, len(cache), len(exposed))
+        self.inventory.add_event(device_id, "catalog_changed", self.clock(), added=len(added),
+                                 updated=len(updated), removed=len(removed), complete=False, notify=True)
+        self._publish(device_id, list(upserts.values()), exposed)
+        return True
+
+    def _publish(self, device_id: str, items: list[Any], exposed: set[str]) -> None:
+        """Channel states into the ledger: known channels no longer exposed go offline
+        (`removed_from_catalog`); each exposed item's state follows its status and the device's."""
+        now = self.clock()
+        rec = self.presence.get(device_id)
+        device_online = rec is not None and rec.online
+        known = self._channels.setdefault(device_id, {})
+        for channel_id in list(known):
+            if channel_id not in exposed:
+                del known[channel_id]
+                self.health.set_state(f"channel:{channel_id}", "offline", "removed_from_catalog", now, {})
+        for item in items:
+            if item.device_id not in exposed:
+                continue
+            status_on = (item.status or "ON").upper() in ("ON", "ONLINE", "OK")
+            known[item.device_id] = status_on
+            on = device_online and status_on
+            self.health.set_state(
+                f"channel:{item.device_id}",
+                "online" if on else "offline",
+                "catalog" if device_online else _offline_cause(device_id),
+                now,
+                {"device_id": device_id, "status": item.status},
+            )
+        self._pulse()
 
     # ------------------------------------------------------------------ play resolution
     def _pulse(self) -> None:

@@ -46,11 +46,11 @@ from whitelist.model import (
     iso,
     optional_int,
     optional_text,
-    parse_channel_ranges,
     parse_networks,
     parse_timestamp,
     validate_device_id,
 )
+from whitelist.ranges import parse_channel_ranges
 
 FORMAT = "gbgate-whitelist"
 SIGNED_FORMAT = "gbgate-whitelist-signed"

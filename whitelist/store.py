@@ -49,11 +49,10 @@ from whitelist.model import (
     PendingEvidence,
     Rule,
     RuleAction,
-    format_channel_ranges,
     iso,
-    parse_channel_ranges,
     parse_networks,
 )
+from whitelist.ranges import format_channel_ranges, parse_channel_ranges
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

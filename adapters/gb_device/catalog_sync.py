@@ -30,7 +30,8 @@ from gateway.gb.presence import PLATFORM_OFFLINE, Presence
 from gateway.sip.errors import SipError
 from gateway.sip.events import Peer
 from whitelist.decide import Policy
-from whitelist.model import ChannelRanges, EntryStatus, format_channel_ranges, in_channel_ranges
+from whitelist.model import EntryStatus
+from whitelist.ranges import ChannelRanges, format_channel_ranges, in_channel_ranges
 
 log = logging.getLogger("adapters.gb_device")
 

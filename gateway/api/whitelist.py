@@ -23,11 +23,11 @@ from whitelist.model import (
     Credential,
     Entry,
     EntryStatus,
-    parse_channel_ranges,
     parse_networks,
     parse_timestamp,
     validate_device_id,
 )
+from whitelist.ranges import parse_channel_ranges
 from whitelist.store import WhitelistStore
 
 routes = web.RouteTableDef()

@@ -20,10 +20,10 @@ from whitelist.model import (
     Credential,
     Entry,
     EntryStatus,
-    parse_channel_ranges,
     parse_networks,
     validate_device_id,
 )
+from whitelist.ranges import parse_channel_ranges
 
 STATUS_OF_ACTION = {"approve": EntryStatus.APPROVED, "suspend": EntryStatus.SUSPENDED, "revoke": EntryStatus.REVOKED}
 

@@ -8,7 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from whitelist.bundle import parse_csv, parse_json
 from whitelist.errors import ValidationError, ValidationErrors
-from whitelist.model import Entry, format_channel_ranges, in_channel_ranges, parse_channel_ranges
+from whitelist.model import Entry
+from whitelist.ranges import format_channel_ranges, in_channel_ranges, parse_channel_ranges
 from whitelist.store import WhitelistStore
 
 PLAT = "34020000002000000001"

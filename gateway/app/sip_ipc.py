@@ -12,17 +12,22 @@ Messages, worker → main:
                                                         an admitted REGISTER; answered on ACK(seq)
     UNREGISTER(device_id, now)                          an admitted Expires: 0 (already answered)
     KEEPALIVE(device_id, now)                           a keepalive from the bound address (answered)
-    FAILURE / SUCCESS(device_id, host, now)             lockout events (also main → workers)
+    FAILURE(device_id, host, now[, seq])                a failed password (seq: from a worker, which
+                                                        holds its 403 until ACK(seq)); also main → workers
+    SUCCESS(device_id, host, now)                       a verified password (also main → workers)
     BAN(host, until)                                    a flood ban (also main → workers)
     ALARM(device_id, kind, transport, host, port, detail)
     PENDING(evidence, now)                              an unknown ID to record as pending
     STATS(adapter_counts, endpoint_counts)              counter deltas since the last STATS
+    PONG(n)                                             answers PING(n): all before it is applied
 Messages, main → worker:
     HELLO(index, settings)                              first frame: who you are (pickled Settings)
     BIND(device_id, transport, host, port, call_id, online)   main's binding for the ID changed
     DROP(device_id)                                     main forgot the ID
     SYNCED()                                            the snapshot after HELLO is complete
-    ACK(seq)                                            LOGIN `seq` is recorded: answer 200 now
+    ACK(seq, ok)                                        LOGIN/FAILURE `seq` is recorded: answer now
+                                                        (ok False: the ID is locked, answer 403)
+    PING(n)                                             a barrier (SipWorkers.barrier)
     POLICY(entries, rules)                              whitelist changes main applied (pickled
                                                         {device_id: Entry | None}, rule list | None)
 """
@@ -52,12 +57,14 @@ class Kind(IntEnum):
     ALARM = 9
     PENDING = 10
     STATS = 11
+    PONG = 12
     HELLO = 20
     BIND = 21
     DROP = 22
     SYNCED = 23
     ACK = 24
     POLICY = 25
+    PING = 26
 
 
 class IpcError(GbgateError):

@@ -23,12 +23,13 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from adapters.gb_device.device import gb_date
-from adapters.gb_device.registrar import Accept, Challenge, Refuse, Registrar, RegistrarSettings
+from adapters.gb_device.registrar import Accept, Challenge, Check, Refuse, Registrar, RegistrarSettings
 from gateway.app.sip_ipc import Kind, Message
 from gateway.app.sip_link import Link
 from gateway.app.sip_shared import ReplicaPresence, SharedFlood, SharedLockout
@@ -56,6 +57,19 @@ def worker_secret(secret: bytes, index: int) -> bytes:
     """Worker `index`'s nonce key: nonces are bound to the process that issued them, so its own
     replay guard sees every use of them (main, index 0, keeps the node secret itself)."""
     return secret if index == 0 else hmac.new(secret, f"sip-worker-{index}".encode(), hashlib.sha256).digest()
+
+
+@dataclass(slots=True)
+class _Held:
+    """An answer waiting for main's ACK."""
+
+    key: Hashable
+    request: Request
+    peer: Peer
+    status: int
+    phrase: str | None
+    headers: list[tuple[str, str]]
+    device_id: str = ""
 
 
 class SipWorker:
@@ -87,8 +101,9 @@ class SipWorker:
             replays=replays, default_credential=default_credential)
         self.stats: Counter[str] = Counter()
         self.endpoint: SipEndpoint | None = None
-        self._pending: dict[int, tuple[Hashable, Request, Peer, list[tuple[str, str]]]] = {}
+        self._pending: dict[int, _Held] = {}
         self._seq = itertools.count(1)
+        self._failure_seq = 0
         self._sent_endpoint: Counter[str] = Counter()
         self.synced = asyncio.Event()
 
@@ -102,15 +117,17 @@ class SipWorker:
         elif kind == Kind.DROP:
             self.presence.drop(msg[1])
         elif kind == Kind.ACK:
-            self._answer_login(msg[1])
+            self._answer(msg[1], msg[2])
         elif kind == Kind.FAILURE:
-            self.lockout.apply_failure(msg[1], msg[2], msg[3])
+            self.lockout.apply_failure(msg[1], msg[2], msg[3])  # (seq is ours only)
         elif kind == Kind.SUCCESS:
             self.lockout.apply_success(msg[1], msg[2], msg[3])
         elif kind == Kind.BAN:
             self.flood.ban(msg[1], msg[2])
         elif kind == Kind.POLICY:
             self._policy_changed(pickle.loads(msg[1]), pickle.loads(msg[2]))
+        elif kind == Kind.PING:
+            self.link.send(Kind.PONG, msg[1])
         elif kind == Kind.SYNCED:
             self.synced.set()
 
@@ -127,7 +144,11 @@ class SipWorker:
             apply_rules(self.policy, rules)
 
     def _lockout_event(self, kind: str, device_id: str, host: str, now: float) -> None:
-        self.link.send(Kind.FAILURE if kind == "failure" else Kind.SUCCESS, device_id, host, now)
+        if kind == "failure":
+            self._failure_seq = next(self._seq)  # its 403 waits for main's ACK (see on_request)
+            self.link.send(Kind.FAILURE, device_id, host, now, self._failure_seq)
+        else:
+            self.link.send(Kind.SUCCESS, device_id, host, now)
 
     # ------------------------------------------------------------------ datagrams
     def datagram_hook(self, data: bytes, peer: Peer) -> bool:
@@ -201,7 +222,13 @@ class SipWorker:
                 evidence = {"device_id": device_id, "source": peer.host, "port": peer.port,
                             "transport": peer.transport, "user_agent": request.headers.get("User-Agent") or ""}
                 self.link.send(Kind.PENDING, evidence, now)
-            if verdict.status is not None:
+            if verdict.status is None:
+                return
+            if verdict.check is Check.CREDENTIALS:
+                # A wrong password is answered once main has counted it (and told every worker):
+                # a guesser learns the result only after every worker would refuse its next try.
+                self._pending[self._failure_seq] = _Held(key, request, peer, verdict.status, verdict.phrase, [])
+            else:
                 self._respond(key, request, verdict.status, peer, reason=verdict.phrase)
         else:
             self._accepted(verdict, key, request, peer, now)
@@ -215,15 +242,22 @@ class SipWorker:
         headers = [("Contact", v.contact or f"<sip:{v.device_id}@{peer.host}:{peer.port}>"),
                    ("Expires", str(v.expires)), ("Date", gb_date(now))]
         seq = next(self._seq)
-        self._pending[seq] = (key, request, peer, headers)
+        self._pending[seq] = _Held(key, request, peer, 200, None, headers, v.device_id)
         self.link.send(Kind.LOGIN, seq, v.device_id, peer.host, peer.port, request.call_id, v.contact,
                        request.headers.get("User-Agent") or "", v.expires, now)
 
-    def _answer_login(self, seq: int) -> None:
-        pending = self._pending.pop(seq, None)
-        if pending is not None:
-            key, request, peer, headers = pending
-            self._respond(key, request, 200, peer, headers=headers)
+    def _answer(self, seq: int, ok: bool) -> None:
+        """Main's ACK: answer what waited for it. A login main refused (the ID got locked by a
+        failure another worker counted meanwhile) gets the uniform 403 instead."""
+        held = self._pending.pop(seq, None)
+        if held is None:
+            return
+        if ok:
+            self._respond(held.key, held.request, held.status, held.peer, reason=held.phrase, headers=held.headers)
+            return
+        self.stats["refused:LOCKED_ID"] += 1
+        self.presence.drop(held.device_id)  # main re-sends its own binding, if any
+        self._respond(held.key, held.request, 403, held.peer, reason="Forbidden")
 
     def _respond(self, key: Hashable, request: Request, status: int, peer: Peer, *, reason: str | None = None,
                  headers: list[tuple[str, str]] | None = None, stateless: bool = False) -> None:

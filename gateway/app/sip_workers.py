@@ -84,6 +84,8 @@ class SipWorkers:
         self.workers = [_Worker(i) for i in range(1, count + 1)]
         self._tasks = TaskSet("sip-workers", logger=log)
         self._stopping = False
+        self._pongs: dict[int, asyncio.Future[None]] = {}
+        self._ping = 0
         presence.listener = self._binding_changed
         lockout.on_event = self._own_lockout_event
         flood.on_ban = self._own_ban
@@ -110,6 +112,20 @@ class SipWorkers:
                     w.proc.kill()  # our own child, by its handle
                     await w.proc.wait()
         await self._tasks.close()
+
+    async def barrier(self, timeout: float = 5.0) -> None:
+        """Return once every worker has applied everything sent to it before (links are FIFO):
+        e.g. a whitelist change main just applied is in force on every worker."""
+        loop = asyncio.get_running_loop()
+        waits = []
+        for w in self.workers:
+            if w.link is not None:
+                self._ping += 1
+                self._pongs[self._ping] = fut = loop.create_future()
+                w.link.send(Kind.PING, self._ping)
+                waits.append(fut)
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*waits)
 
     def pids(self) -> list[int]:
         return [w.pid for w in self.workers if w.pid]
@@ -208,14 +224,18 @@ class SipWorkers:
             self._login(w, msg)
         elif kind == Kind.UNREGISTER:
             ad.drop_device(msg[1], OfflineCause.UNREGISTERED)
-        elif kind in (Kind.FAILURE, Kind.SUCCESS):
+        elif kind == Kind.FAILURE:
+            _, device_id, host, now, seq = msg
+            self.lockout.apply_failure(device_id, host, now)
+            self._remember(Kind.FAILURE, device_id, host, now)
+            self._broadcast(Kind.FAILURE, device_id, host, now, skip=w)
+            if w.link is not None:
+                w.link.send(Kind.ACK, seq, True)  # after the broadcast: the same flush or an earlier one
+        elif kind == Kind.SUCCESS:
             _, device_id, host, now = msg
-            if kind == Kind.FAILURE:
-                self.lockout.apply_failure(device_id, host, now)
-            else:
-                self.lockout.apply_success(device_id, host, now)
-            self._remember(Kind(kind), device_id, host, now)
-            self._broadcast(Kind(kind), device_id, host, now, skip=w)
+            self.lockout.apply_success(device_id, host, now)
+            self._remember(Kind.SUCCESS, device_id, host, now)
+            self._broadcast(Kind.SUCCESS, device_id, host, now, skip=w)
         elif kind == Kind.BAN:
             self.flood.ban(msg[1], msg[2])
             self._bans[msg[1]] = max(self._bans.get(msg[1], 0.0), msg[2])
@@ -228,6 +248,10 @@ class SipWorkers:
         elif kind == Kind.STATS:
             ad.stats.update(msg[1])
             self.endpoint.stats.update(msg[2])
+        elif kind == Kind.PONG:
+            fut = self._pongs.pop(msg[1], None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
         elif kind == Kind.READY:
             w.ready.set()
             log.info("SIP worker %d ready (PID %d)", w.index, msg[2])
@@ -235,6 +259,16 @@ class SipWorkers:
     def _login(self, w: _Worker, msg: Message) -> None:
         _, seq, device_id, host, port, call_id, contact, user_agent, expires, now = msg
         link = w.link
+        bound = self.presence.get(device_id)
+        matches = bound is not None and (bound.host, bound.transport) == (host, "udp")
+        if self.lockout.is_locked(device_id, host, now, binding_matches=matches) is not None:
+            # Main is where every worker's failures meet, in order: an ID locked here is refused
+            # even if the worker that checked the password had not heard of the lock yet.
+            if link is not None:
+                link.send(Kind.ACK, seq, False)
+                if bound is not None:
+                    link.send(Kind.BIND, *_bind(bound))
+            return
         try:
             persisted = self.adapter.remote_login(device_id, Peer("udp", host, port), call_id=call_id, contact=contact,
                                                   user_agent=user_agent, expires=expires, now=now)
@@ -243,7 +277,7 @@ class SipWorkers:
             persisted = None
         if persisted is None:
             if link is not None:
-                link.send(Kind.ACK, seq)
+                link.send(Kind.ACK, seq, True)
             return
         self.adapter.spawn(self._finish_login(link, seq, device_id, persisted), name=f"login-{device_id}")
 
@@ -252,7 +286,7 @@ class SipWorkers:
             await persisted  # type: ignore[misc]
         finally:
             if link is not None:
-                link.send(Kind.ACK, seq)
+                link.send(Kind.ACK, seq, True)
         asyncio.get_running_loop().call_later(CATALOG_DELAY, self.adapter.catalog.queue, device_id)
 
 

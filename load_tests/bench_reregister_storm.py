@@ -3,7 +3,8 @@
     python -m load_tests.bench_reregister_storm [--devices 20000] [--workers 1,2] [--instances 4]
 
 The devices are sipp (the anchor's reg_auth.xml: digest REGISTER; `-cid_str` makes each device's
-Call-ID the same in both phases, so phase 2 is refreshes, RFC 3261 §10.2.4) split over `--instances` sipp processes, each one UDP source port — so SO_REUSEPORT spreads them
+Call-ID the same in both phases, so phase 2 is refreshes, RFC 3261 §10.2.4) split over
+`--instances` sipp processes, each one UDP source port — so SO_REUSEPORT spreads them
 over the SIP workers as it would spread real devices' addresses. Phase 1 registers every device
 (new logins, paced at `--login-rate`); phase 2 runs the same devices again with no pacing limit
 beyond `--storm-rate` (refreshes: same Call-ID). Printed per `sip.workers` value: the time to absorb
@@ -123,16 +124,18 @@ class Node:
 
 
 def sipp_wave(target: str, slices: list[Path], ports: list[int], *, rate: float, outdir: Path, tag: str,
-              scenario: str = "reg_auth.xml") -> dict[str, Any]:
-    """One sipp per slice, all at once; returns totals once every instance has finished."""
+              scenario: str = "reg_auth.xml", rounds: int = 1, limit: int = 100000) -> dict[str, Any]:
+    """One sipp per slice, all at once (each slice `rounds` times over, at most `limit` calls in
+    flight per sipp); returns totals once every instance has finished."""
     procs = []
     per_rate = rate / len(slices)
     for i, (inf, port) in enumerate(zip(slices, ports, strict=True)):
-        calls = sum(1 for _ in inf.open()) - 1
+        calls = (sum(1 for _ in inf.open()) - 1) * rounds
         stf = outdir / f"{tag}_{i}_stat.csv"
         stf.unlink(missing_ok=True)
         cmd = ["sipp", target, "-sf", str(SIPP_DIR / scenario), "-inf", str(inf), "-t", "u1", "-i", "127.0.0.1",
-               "-p", str(port), "-cid_str", f"%u-{i}@storm", "-r", f"{per_rate:g}", "-rp", "1000", "-m", str(calls), "-l", "100000",
+               "-p", str(port), "-cid_str", f"%u-{i}@storm", "-r", f"{per_rate:g}", "-rp", "1000",
+               "-m", str(calls), "-l", str(limit),
                "-recv_timeout", "10000", "-timeout", "120s", "-nostdin", "-trace_stat", "-stf", str(stf), "-fd", "1"]
         procs.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=outdir), stf))
     t0 = time.monotonic()

@@ -139,9 +139,11 @@ def sipp_wave(target: str, slices: list[Path], ports: list[int], *, rate: float,
                "-recv_timeout", "10000", "-timeout", "120s", "-nostdin", "-trace_stat", "-stf", str(stf), "-fd", "1"]
         procs.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=outdir), stf))
     t0 = time.monotonic()
-    total = {"ok": 0, "failed": 0, "retrans": 0, "elapsed_s": 0.0}
+    total = {"ok": 0, "failed": 0, "retrans": 0, "elapsed_s": 0.0, "sipp_cpu_s": 0.0}
     for proc, stf in procs:
-        proc.wait()
+        _, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        total["sipp_cpu_s"] += ru.ru_utime + ru.ru_stime
         try:
             st = runner.parse_stat(stf)
         except (OSError, KeyError, IndexError, ValueError):
@@ -150,6 +152,7 @@ def sipp_wave(target: str, slices: list[Path], ports: list[int], *, rate: float,
             total[k] += st[k]
         total["elapsed_s"] = max(total["elapsed_s"], st["elapsed_s"])
     total["wall_s"] = round(time.monotonic() - t0, 2)
+    total["sipp_cpu_s"] = round(total["sipp_cpu_s"], 2)
     return total
 
 
@@ -183,7 +186,7 @@ def run_one(db: Path, workers: int, args: argparse.Namespace, workdir: Path) -> 
             "workers": workers, "devices": args.devices, "storm_ok": storm["ok"], "storm_failed": storm["failed"],
             "storm_retrans": storm["retrans"], "absorb_s": round(absorb, 2),
             "rate_per_s": round(storm["ok"] / absorb, 1) if absorb else None,
-            "cpu_s": {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 2) for k in cpu1},
+            "cpu_s": {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 2) for k in cpu1} | {"sipp": storm["sipp_cpu_s"]},
             "udp_rcvbuf_errors": drops1 - drops0, "false_offlines": node.offline_events(since),
             "login": login,
         }

@@ -7,8 +7,9 @@ For each `sip.workers` value, on a copy of the same seeded database (bench_rereg
      (`--limit` calls in flight per sipp, no rate cap to speak of);
  (2) N re-registrations (refreshes, same Call-ID);
  (3) `--ka-rounds` × N keepalive MESSAGEs from the registered devices' own addresses.
-Printed per step: achieved rate (200 OK/s), CPU seconds of each gbgate process and of sipp, requests
-per gbgate CPU-second, UdpRcvbufErrors; then the scaling of each step from the first workers value.
+Printed per step: achieved rate (200 OK/s), CPU seconds per second of each gbgate process and of
+the sipp processes (their rusage), requests per gbgate CPU-second, UdpRcvbufErrors; then the
+scaling of each step from the first workers value.
 The machine is shared with sipp: with 2 cores, gbgate cannot get more than what sipp leaves.
 """
 
@@ -23,23 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from load_tests.bench_reregister_storm import Node, balanced_ports, seed, sipp_wave, slices_for
 from load_tests.bench_signalling import udp_rcvbuf_errors
 from load_tests.sipp import runner
-
-
-def sipp_cpu() -> float:
-    total = 0.0
-    for p in psutil.process_iter(["name"]):
-        if p.info["name"] == "sipp":
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.Error:
-                pass
-    return total
 
 
 def step(node: Node, name: str, target: str, slices: list[Path], ports: list[int], args: argparse.Namespace,
@@ -51,6 +38,7 @@ def step(node: Node, name: str, target: str, slices: list[Path], ports: list[int
     wall = res["elapsed_s"] or (time.monotonic() - t0)
     cpu = {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 2) for k in cpu1}
     total = sum(cpu.values())
+    cpu["sipp"] = res["sipp_cpu_s"]
     out = {"step": name, "ok": res["ok"], "failed": res["failed"], "retrans": res["retrans"],
            "wall_s": round(wall, 2), "rate": round(res["ok"] / wall, 1) if wall else None,
            "cpu_s": cpu, "cpu_per_s": {k: round(v / wall, 2) for k, v in cpu.items()},
@@ -70,7 +58,6 @@ def run(db: Path, workers: int, args: argparse.Namespace, workdir: Path) -> list
     target = f"127.0.0.1:{node.gw.sip_port}"
     try:
         print(f"== sip.workers = {workers}: main PID {node.main_pid()}, workers {node.worker_pids()}", flush=True)
-        s0 = sipp_cpu()
         out = [step(node, "login", target, slices, ports, args, workdir)]
         time.sleep(1.0)
         out.append(step(node, "refresh", target, slices, ports, args, workdir))
@@ -78,7 +65,6 @@ def run(db: Path, workers: int, args: argparse.Namespace, workdir: Path) -> list
                         rounds=args.ka_rounds))
         for o in out:
             o["workers"] = workers
-        print(f"  (sipp CPU over the three steps: {round(sipp_cpu() - s0, 1)} s — finished sipps not counted)")
         return out
     finally:
         node.stop()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 from gateway.gb.presence import DeviceRecord, OfflineCause, Presence, Transition
 from whitelist.decide import Reason
@@ -30,8 +31,8 @@ BindingListener = Callable[[str, DeviceRecord | None], None]
 class SharedLockout(Lockout):
     __slots__ = ("on_event",)
 
-    def __init__(self, **kwargs: float | int | None) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.on_event: LockoutListener | None = None
 
     def record_failure(self, device_id: str, source: str, now: float) -> Reason | None:
@@ -54,7 +55,7 @@ class SharedLockout(Lockout):
 class SharedFlood(FloodGuard):
     __slots__ = ("on_ban",)
 
-    def __init__(self, **kwargs: float | int) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.on_ban: BanListener | None = None
 
@@ -84,15 +85,15 @@ class ObservedPresence(Presence):
         if self.listener is not None and _key(rec) != before:
             self.listener(device_id, rec)
 
-    def register(self, device_id: str, **kw: object) -> tuple[DeviceRecord, Transition | None, bool]:  # type: ignore[override]
+    def register(self, device_id: str, **kw: Any) -> tuple[DeviceRecord, Transition | None, bool]:
         before = _key(self.get(device_id))
-        out = super().register(device_id, **kw)  # type: ignore[arg-type]
+        out = super().register(device_id, **kw)
         self._tell(device_id, before)
         return out
 
-    def restore(self, device_id: str, **kw: object) -> DeviceRecord:  # type: ignore[override]
+    def restore(self, device_id: str, **kw: Any) -> DeviceRecord:
         before = _key(self.get(device_id))
-        rec = super().restore(device_id, **kw)  # type: ignore[arg-type]
+        rec = super().restore(device_id, **kw)
         self._tell(device_id, before)
         return rec
 

@@ -239,3 +239,59 @@ def test_a_nonce_is_good_only_at_the_worker_that_issued_it(tmp_path: Path) -> No
         assert isinstance(one.registrar.admit(parse_message(second), peer, 1000.0), Accept)
     finally:
         sock.close()
+
+
+def keepalive(sock: socket.socket, server: int, sn: int) -> None:
+    port = sock.getsockname()[1]
+    body = (f'<?xml version="1.0" encoding="GB2312"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>{sn}</SN>\r\n'
+            f"<DeviceID>{CAM}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n").encode()
+    head = "\r\n".join([
+        f"MESSAGE sip:34020000002000000001@{REALM} SIP/2.0",
+        f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bK-ka-{port}-{sn}",
+        "Max-Forwards: 70", f"From: <sip:{CAM}@{REALM}>;tag=k{port}", f"To: <sip:34020000002000000001@{REALM}>",
+        f"Call-ID: ka-{sn}", "CSeq: 20 MESSAGE", "Content-Type: Application/MANSCDP+xml",
+        f"Content-Length: {len(body)}", "", ""])
+    sock.sendto(head.encode() + body, ("127.0.0.1", server))
+
+
+async def test_killed_workers_are_restarted_with_the_bindings(tmp_path: Path) -> None:
+    """Both workers killed: main serves alone meanwhile, starts them again, gives them its bindings;
+    the registered device's keepalive and its next REGISTER are answered as before."""
+    import os
+    import signal
+
+    gw = Gateway(gateway_settings(tmp_path, GBGATE_SIP__WORKERS="2"))
+    await gw.start()
+    sock = client_sockets(1, 1)[0]
+    try:
+        await whitelist(gw, CAM, PASSWORD)
+        server = gw.sip_port
+        assert (await attempt(sock, server, PASSWORD, 1)).startswith("SIP/2.0 200")
+        workers, adapter = gw.sip_workers, gw.adapter
+        assert workers is not None and adapter is not None
+        old = workers.pids()
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)  # children this test's gateway started
+        # whoever holds the port now answers; what sat in a killed worker's socket is lost, so the
+        # device retransmits (RFC 3261 §17.1.2.2, Timer E) like any UDP UA
+        for _ in range(10):
+            keepalive(sock, server, 1)
+            try:
+                async with asyncio.timeout(0.5):
+                    reply = await answer(sock)
+                break
+            except TimeoutError:
+                continue
+        assert reply.startswith("SIP/2.0 200")
+        await eventually(lambda: adapter.stats["workers:restarted"] == 2
+                         and all(w.ready.is_set() for w in workers.workers))
+        assert not set(workers.pids()) & set(old)
+        await workers.barrier()
+        keepalive(sock, server, 2)
+        assert (await answer(sock)).startswith("SIP/2.0 200")
+        assert (await attempt(sock, server, PASSWORD, 5)).startswith("SIP/2.0 200")
+        rec = adapter.presence.get(CAM)
+        assert rec is not None and rec.online and rec.port == sock.getsockname()[1]
+    finally:
+        sock.close()
+        await gw.stop()

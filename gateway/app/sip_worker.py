@@ -18,6 +18,7 @@ import itertools
 import logging
 import os
 import pickle
+import signal
 import socket
 import sys
 import time
@@ -333,6 +334,8 @@ async def _serve(fd: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    # Ctrl-C reaches the whole process group: main stops us by closing the link, in its own order
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format=f"sip-worker[{os.getpid()}] %(levelname)s %(name)s: %(message)s")
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if len(args) > 1 and args[1] == "uvloop":  # the loop main runs on

@@ -25,20 +25,21 @@ from pathlib import Path
 from typing import Any
 
 from load_tests.bench_reregister_storm import Node, balanced_ports, seed, sipp_wave, slices_for
-from load_tests.bench_signalling import udp_rcvbuf_errors
+from load_tests.bench_signalling import machine_busy, udp_rcvbuf_errors
 from load_tests.sipp import runner
 
 
 def step(node: Node, name: str, target: str, slices: list[Path], ports: list[int], args: argparse.Namespace,
          workdir: Path, **kw: Any) -> dict[str, Any]:
-    cpu0, drops0, t0 = node.cpu(), udp_rcvbuf_errors(), time.monotonic()
+    cpu0, drops0, t0, busy0 = node.cpu(), udp_rcvbuf_errors(), time.monotonic(), machine_busy()
     res = sipp_wave(target, slices, ports, rate=args.rate, outdir=workdir, tag=f"w{node.workers}_{name}",
                     limit=args.limit, **kw)
-    cpu1, drops1 = node.cpu(), udp_rcvbuf_errors()
+    cpu1, drops1, busy1 = node.cpu(), udp_rcvbuf_errors(), machine_busy()
     wall = res["elapsed_s"] or (time.monotonic() - t0)
     cpu = {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 2) for k in cpu1}
     total = sum(cpu.values())
     cpu["sipp"] = res["sipp_cpu_s"]
+    cpu["other"] = round(max(0.0, busy1 - busy0 - total - res["sipp_cpu_s"]), 2)  # the rest of the shared machine
     out = {"step": name, "ok": res["ok"], "failed": res["failed"], "retrans": res["retrans"],
            "wall_s": round(wall, 2), "rate": round(res["ok"] / wall, 1) if wall else None,
            "cpu_s": cpu, "cpu_per_s": {k: round(v / wall, 2) for k, v in cpu.items()},

@@ -10,6 +10,7 @@ Messages, worker → main:
     FORWARD(host, port, data)                           a datagram main must handle, raw
     LOGIN(seq, device_id, host, port, call_id, contact, user_agent, expires, now)
                                                         an admitted REGISTER; answered on ACK(seq)
+                                                        (seq 0: a plain refresh, already answered)
     UNREGISTER(device_id, now)                          an admitted Expires: 0 (already answered)
     KEEPALIVE(device_id, now)                           a keepalive from the bound address (answered)
     FAILURE(device_id, host, now[, seq])                a failed password (seq: from a worker, which

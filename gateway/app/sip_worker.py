@@ -242,8 +242,14 @@ class SipWorker:
             return
         headers = [("Contact", v.contact or f"<sip:{v.device_id}@{peer.host}:{peer.port}>"),
                    ("Expires", str(v.expires)), ("Date", gb_date(now))]
-        seq = next(self._seq)
-        self._pending[seq] = _Held(key, request, peer, 200, None, headers, v.device_id)
+        if v.transition is None and not v.new_login:
+            # A plain refresh (online here, same Call-ID, same host: the clone check passed): answered
+            # at once as in one process — nothing durable waits on it; main records it (seq 0: no ACK).
+            seq = 0
+            self._respond(key, request, 200, peer, headers=headers)
+        else:
+            seq = next(self._seq)
+            self._pending[seq] = _Held(key, request, peer, 200, None, headers, v.device_id)
         self.link.send(Kind.LOGIN, seq, v.device_id, peer.host, peer.port, request.call_id, v.contact,
                        request.headers.get("User-Agent") or "", v.expires, now)
 

@@ -258,10 +258,10 @@ class SipWorkers:
 
     def _login(self, w: _Worker, msg: Message) -> None:
         _, seq, device_id, host, port, call_id, contact, user_agent, expires, now = msg
-        link = w.link
+        link = w.link if seq else None  # seq 0: a refresh the worker already answered
         bound = self.presence.get(device_id)
         matches = bound is not None and (bound.host, bound.transport) == (host, "udp")
-        if self.lockout.is_locked(device_id, host, now, binding_matches=matches) is not None:
+        if seq and self.lockout.is_locked(device_id, host, now, binding_matches=matches) is not None:
             # Main is where every worker's failures meet, in order: an ID locked here is refused
             # even if the worker that checked the password had not heard of the lock yet.
             if link is not None:

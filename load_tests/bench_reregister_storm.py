@@ -94,11 +94,12 @@ def seed(devices: int, seed_dir: Path) -> Path:
 class Node:
     """`python -m gateway serve` from this checkout with `sip.workers`, on a copy of the seed database."""
 
-    def __init__(self, db: Path, workers: int, tmp: Path) -> None:
+    def __init__(self, db: Path, workers: int, tmp: Path, rcvbuf: int = 8 << 20) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         shutil.copy(db, tmp / "gbgate.db")
         self.gw = Gateway(tmp, keepalive_interval=60.0)
         self.gw.env.update({"GBGATE_SIP__WORKERS": str(workers), "GBGATE_SIP__QUERY_ON_REGISTER": "false",
+                            "GBGATE_SIP__RCVBUF": str(rcvbuf),
                             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
         self.workers = workers
         self.db = tmp / "gbgate.db"
@@ -180,7 +181,7 @@ def slices_for(devices: int, instances: int, workdir: Path) -> list[Path]:
 
 
 def run_one(db: Path, workers: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    node = Node(db, workers, workdir / f"w{workers}")
+    node = Node(db, workers, workdir / f"w{workers}", rcvbuf=args.rcvbuf)
     slices = slices_for(args.devices, args.instances, workdir)
     ports = balanced_ports(args.instances, workers)
     node.start()
@@ -229,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--storm-limit", type=int, default=100000,
                     help="REGISTERs in flight per sipp (default: no limit — a burst; the kernel buffers and "
                          "the devices' retransmissions absorb what the gateway cannot take at once)")
+    ap.add_argument("--rcvbuf", type=int, default=8 << 20, help="sip.rcvbuf of the gateway's UDP sockets")
     ap.add_argument("--seed-dir", type=Path, default=Path(tempfile.gettempdir()) / "gbgate-bench-seed")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args(argv)

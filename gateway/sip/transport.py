@@ -24,6 +24,7 @@ import logging
 import re
 import socket
 import ssl
+import sys
 from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import Protocol, cast
@@ -539,8 +540,10 @@ def _tls_reason(exc: BaseException) -> str:
 
 def _raise_buffer(sock: socket.socket, opt: int, size: int) -> int:
     """Raise a socket buffer; try the privileged FORCE variant first (ignores rmem_max)."""
-    force = {socket.SO_RCVBUF: getattr(socket, "SO_RCVBUFFORCE", None),
-             socket.SO_SNDBUF: getattr(socket, "SO_SNDBUFFORCE", None)}[opt]
+    # Python's socket module does not export the FORCE options: Linux's values (asm-generic/socket.h)
+    linux = sys.platform.startswith("linux")
+    force = {socket.SO_RCVBUF: getattr(socket, "SO_RCVBUFFORCE", 33 if linux else None),
+             socket.SO_SNDBUF: getattr(socket, "SO_SNDBUFFORCE", 32 if linux else None)}[opt]
     if force is not None:
         try:
             sock.setsockopt(socket.SOL_SOCKET, force, size)

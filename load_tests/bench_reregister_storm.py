@@ -150,7 +150,8 @@ def sipp_wave(target: str, slices: list[Path], ports: list[int], *, rate: float,
         cmd = ["sipp", target, "-sf", str(SIPP_DIR / scenario), "-inf", str(inf), "-t", "u1", "-i", "127.0.0.1",
                "-p", str(port), "-cid_str", f"%u-{i}@storm", "-r", f"{per_rate:g}", "-rp", "1000",
                "-m", str(calls), "-l", str(limit), "-buff_size", str(8 << 20),
-               "-recv_timeout", "10000", "-timeout", "120s", "-nostdin", "-trace_stat", "-stf", str(stf), "-fd", "1"]
+               "-recv_timeout", "10000", "-timeout", "120s", "-nostdin", "-trace_stat", "-stf", str(stf), "-fd", "1",
+               "-trace_err", "-error_file", str(outdir / f"{tag}_{i}_err.log")]
         procs.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, cwd=outdir), stf))
     t0 = time.monotonic()
     total = {"ok": 0, "failed": 0, "retrans": 0, "elapsed_s": 0.0, "sipp_cpu_s": 0.0}

@@ -38,6 +38,9 @@ class SipSettings:
     digest_algorithm: str = "MD5"
     rcvbuf: int = 8 * 1024 * 1024
     max_message: int = 65536
+    # UDP signalling processes sharing the port (gateway/app/sip_workers.py): an integer, or "auto"
+    # for one per CPU; 1 = everything in the one gbgate process
+    workers: str = "1"
     catalog_idle_timeout: float = 5.0
     catalog_first_timeout: float = 120.0
     query_timeout: float = 5.0
@@ -257,6 +260,9 @@ def _validate(s: Settings) -> None:
     for name in ("keepalive_interval", "nonce_ttl", "query_timeout"):
         if getattr(s.sip, name) <= 0:
             raise ConfigError(f"sip.{name}", "expected a positive number of seconds")
+    w = s.sip.workers.strip().lower()
+    if not (w == "auto" or (w.isdigit() and int(w) >= 1)):
+        raise ConfigError("sip.workers", f"expected an integer >= 1 or auto, got {s.sip.workers!r}")
     if s.sip.keepalive_timeout_count < 1:
         raise ConfigError("sip.keepalive_timeout_count", "expected an integer >= 1")
     if not 0 < s.health.fsync_interval <= 1.0:

@@ -28,6 +28,16 @@ def _dt(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+def apply_rules(policy: Policy, rules: list[Any]) -> None:
+    """Make `policy`'s rules exactly `rules`."""
+    for rule in rules:
+        policy.upsert_rule(rule)
+    known = {r.id for r in rules}
+    for rule in list(policy.rules()):
+        if rule.id not in known:
+            policy.remove_rule(rule.id)
+
+
 class Admission:
     def __init__(
         self,
@@ -44,6 +54,9 @@ class Admission:
         self.poll_interval = poll_interval
         self.clock = clock
         self.on_drop: list[Callable[[str], Any]] = []
+        #: After each sync that changed something: (entry or None per changed device ID, the full rule
+        #: list when rules changed else None) — how main's SIP workers hear of it at once.
+        self.on_change: list[Callable[[dict[str, Entry | None], list[Any] | None], Any]] = []
         self._seq = 0
         self._task: asyncio.Task[None] | None = None
         self._syncing = asyncio.Lock()
@@ -91,14 +104,17 @@ class Admission:
         for device_id in device_ids:
             self._apply(device_id, found.get(device_id))
         reload_rules = len(device_ids) != len(targets)
+        rules: list[Any] | None = None
         if reload_rules:
-            for rule in await self.store.list_rules():
-                self.policy.upsert_rule(rule)
-            known = {r.id for r in await self.store.list_rules()}
-            for rule in list(self.policy.rules()):
-                if rule.id not in known:
-                    self.policy.remove_rule(rule.id)
+            rules = list(await self.store.list_rules())
+            apply_rules(self.policy, rules)
         self.reloads += 1
+        changed = {device_id: found.get(device_id) for device_id in device_ids}
+        for callback in self.on_change:
+            try:
+                callback(changed, rules)
+            except Exception:
+                log.exception("whitelist change listener failed")
         return len(targets)
 
     def _apply(self, device_id: str, entry: Entry | None) -> None:

@@ -120,6 +120,10 @@ class Lockout:
         """A verified login clears the device ID's failures (not the source's, not any lock)."""
         self._ids.clear(device_id)
 
+    def has_failures(self, device_id: str) -> bool:
+        """The ID has failures in its window (a success would clear something)."""
+        return device_id in self._ids._fails
+
     def is_locked(self, device_id: str, source: str, now: float, *, binding_matches: bool = False) -> Reason | None:
         """`binding_matches`: the ID is approved and registered from this very address, so a
         lock of the (shared, NATed) source is not its doing and does not apply to it."""
@@ -169,6 +173,15 @@ class FloodGuard:
             return False
         b.tokens -= 1.0
         return True
+
+    def ban(self, source: str, until: float) -> None:
+        """A ban decided elsewhere (another SIP worker's bucket ran dry): ignore `source` until then."""
+        b = self._buckets.get(source)
+        if b is None:
+            if len(self._buckets) >= self.max_keys:
+                self._evict(until)
+            b = self._buckets[source] = _Bucket(0.0, until)
+        b.banned_until = max(b.banned_until, until)
 
     def is_banned(self, source: str, now: float) -> bool:
         b = self._buckets.get(source)

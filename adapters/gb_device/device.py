@@ -35,7 +35,14 @@ from gateway.gb.catalog import CatalogResult
 from gateway.gb.errors import ManscdpError
 from gateway.gb.ids import IdKind, kind_of
 from gateway.gb.keepalive_fast import quick_keepalive
-from gateway.gb.presence import OfflineCause, Presence, PresenceState, Transition, channel_offline_cause
+from gateway.gb.presence import (
+    DeviceRecord,
+    OfflineCause,
+    Presence,
+    PresenceState,
+    Transition,
+    channel_offline_cause,
+)
 from gateway.health.metrics import MANSCDP_CMD_TYPES, bounded
 from gateway.sip import digest
 from gateway.sip.errors import SipError, SipTimeout
@@ -47,7 +54,7 @@ from whitelist.alarms import AlarmDeduper
 from whitelist.decide import Policy, RequestKind, check_device_info
 from whitelist.decide import Request as WlRequest
 from whitelist.lockout import FloodGuard, Lockout
-from whitelist.model import Credential
+from whitelist.model import Credential, Entry
 
 log = logging.getLogger(__name__)
 BEIJING = timezone(timedelta(hours=8))
@@ -302,21 +309,28 @@ class GbDeviceAdapter:
             self._unregister(device_id, now, OfflineCause.UNREGISTERED)
             self._respond(key, request, 200, peer, headers=[("Expires", "0")])
             return
-        rec, contact = v.record, v.contact
-        assert rec is not None
-        self.inventory.save_binding(
-            device_id, transport=peer.transport, host=peer.host, port=peer.port, contact=contact[:400],
-            call_id=request.call_id[:200], realm=self.settings.realm, user_agent=rec.user_agent[:200],
-            registered_at=rec.registered_at, expires_at=rec.expires_at,
-        )
-        entry = v.entry
-        self.catalog.set_limit(device_id, entry.max_channels if entry is not None else None,
-                               entry.channel_ranges if entry is not None else ())
-        ok_headers = [("Contact", contact or f"<sip:{device_id}@{peer.host}:{peer.port}>"),
+        assert v.record is not None
+        ok_headers = [("Contact", v.contact or f"<sip:{device_id}@{peer.host}:{peer.port}>"),
                       ("Expires", str(v.expires)), ("Date", gb_date(now))]
-        if v.transition is None and not v.new_login:
+        if not self._login(v.record, v.entry, v.transition, v.new_login, peer, v.contact, v.expires, now):
             self._respond(key, request, 200, peer, headers=ok_headers)  # plain refresh
             return
+        self.spawn(self._finish_login(key, request, peer, v.transition, ok_headers), name=f"login-{device_id}")
+
+    def _login(self, rec: DeviceRecord, entry: Entry | None, transition: Transition | None, new_login: bool,
+               peer: Peer, contact: str, expires: int, now: float) -> bool:
+        """Persist the binding; for a new login also the device row and event. True: a new login,
+        whose 200 waits for its online event to be durable (`_login_persisted`)."""
+        device_id = rec.device_id
+        self.inventory.save_binding(
+            device_id, transport=peer.transport, host=peer.host, port=peer.port, contact=contact[:400],
+            call_id=rec.call_id[:200], realm=self.settings.realm, user_agent=rec.user_agent[:200],
+            registered_at=rec.registered_at, expires_at=rec.expires_at,
+        )
+        self.catalog.set_limit(device_id, entry.max_channels if entry is not None else None,
+                               entry.channel_ranges if entry is not None else ())
+        if transition is None and not new_login:
+            return False
         self.inventory.update_device(
             device_id,
             online=True,
@@ -324,7 +338,7 @@ class GbDeviceAdapter:
             remote_host=peer.host,
             remote_port=peer.port,
             contact=contact[:400],
-            expires=v.expires,
+            expires=expires,
             user_agent=rec.user_agent[:200],
             registered_at=_dt(now),
             name=(entry.name if entry is not None and entry.name else ""),
@@ -332,19 +346,45 @@ class GbDeviceAdapter:
             link_id=(entry.link if entry is not None else None) or None,
         )
         self.inventory.add_event(device_id, "registered", now, host=peer.host, transport=peer.transport)
-        self.spawn(self._finish_login(key, request, peer, v.transition, ok_headers), name=f"login-{device_id}")
+        return True
+
+    async def _login_persisted(self, transition: Transition | None) -> None:
+        if transition is not None:
+            pending = self._health_device(transition)
+            if pending is not None:
+                await pending
 
     async def _finish_login(
         self, key: Hashable, request: Request, peer: Peer, transition: Transition | None, headers: list[tuple[str, str]]
     ) -> None:
         """Persist the online event durably, answer 200, then query DeviceInfo and Catalog."""
         device_id = request.from_.uri.user or ""
-        if transition is not None:
-            pending = self._health_device(transition)
-            if pending is not None:
-                await pending
+        await self._login_persisted(transition)
         self._respond(key, request, 200, peer, headers=headers)
         self.catalog.queue(device_id)
+
+    # ------------------------------------------------------------------ SIP workers (gateway/app/sip_workers.py)
+    def remote_login(self, device_id: str, peer: Peer, *, call_id: str, contact: str, user_agent: str,
+                     expires: int, now: float) -> Coroutine[Any, Any, None] | None:
+        """A REGISTER a SIP worker admitted (its registrar ran every check): record it here, where
+        presence and the ledger live. None: a plain refresh, answer at once; else a coroutine that
+        returns once the online event is durable (then answer and `catalog.queue`)."""
+        rec, transition, new_login = self.presence.register(
+            device_id, transport=peer.transport, host=peer.host, port=peer.port, conn_id=None, call_id=call_id,
+            contact=contact, expires=expires, now=now, user_agent=user_agent)
+        if not self._login(rec, self.policy.get(device_id), transition, new_login, peer, contact, expires, now):
+            return None
+        return self._login_persisted(transition)
+
+    def remote_keepalive(self, device_id: str, now: float) -> None:
+        """A keepalive a SIP worker answered (from the bound address): push the deadline here."""
+        transition = self.presence.activity(device_id, now, keepalive=True)
+        if transition is not None:
+            self._apply_transition(transition)
+
+    def alarm(self, device_id: str, kind: str, peer: Peer, reason: str) -> None:
+        """A security alarm raised by a SIP worker (de-duplicated here like our own)."""
+        self._alarm(device_id, kind, peer, reason)
 
     def _record_pending(self, device_id: str, request: Request, peer: Peer, now: float) -> None:
         evidence = {

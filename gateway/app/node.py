@@ -24,6 +24,7 @@ from gateway.app.health import health_plane, journal_status, monitor_plane
 from gateway.app.http import http_plane
 from gateway.app.media import MediaPlane, media_plane
 from gateway.app.sip import sip_plane
+from gateway.app.sip_workers import SipWorkers
 from gateway.app.sources import sources_plane
 from gateway.app.status import ComponentStatus
 from gateway.app.store import store_plane
@@ -50,6 +51,7 @@ class Gateway:
     http_port: int = 0
     media: MediaPlane | None = None
     cascade: CascadePlane | None = None
+    sip_workers: SipWorkers | None = None  # sip.workers > 1
     _stack: AsyncExitStack | None = None
 
     @property
@@ -107,6 +109,7 @@ class Gateway:
             self._stack = stack.pop_all()
         self.services, self.media, self.cascade = services, media, cascade
         self.adapter, self.router, self.endpoint = sip.adapter, sip.router, sip.endpoint
+        self.sip_workers = sip.workers
         self.runner, self.http_port = http.runner, http.port
         # Everything built so far (modules, the whitelist, routes) lives as long as the process:
         # keep it out of the cyclic collector's passes (gc.freeze). Garbage here is freed by

@@ -3,6 +3,7 @@ the whitelist admission actions. Entered after the store and the health recorder
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from adapters.gb_device import DeviceSettings, GbDeviceAdapter
 from adapters.outbound import LocalIdentity
 from certs.errors import CertError
 from certs.tls import server_context
+from gateway.app.sip_shared import ObservedPresence, SharedFlood, SharedLockout
+from gateway.app.sip_workers import SipWorkers, worker_count
 from gateway.app.status import alive
 from gateway.app.store import StorePlane, node_secret
 from gateway.config import Settings
@@ -27,13 +30,15 @@ from gateway.health.metrics import (
     Metrics,
 )
 from gateway.health.recorder import HealthRecorder
-from gateway.sip import digest
+from gateway.sip import digest, reuseport
 from gateway.sip.router import SipRouter
 from gateway.sip.transport import SipEndpoint
 from gateway.store.inventory import StoreInventory
 from whitelist.admission import Admission
 from whitelist.lockout import FloodGuard, Lockout
 from whitelist.model import Credential
+
+log = logging.getLogger(__name__)
 
 SIP_FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "requests": ("gbgate_sip_requests_total", "SIP requests received, by method", ("method",)),
@@ -65,6 +70,7 @@ class SipPlane:
     adapter: GbDeviceAdapter
     admission: Admission
     presence: Presence
+    workers: SipWorkers | None = None  # sip.workers > 1
 
     def status(self) -> str:
         return alive(self.endpoint.serving)
@@ -97,7 +103,10 @@ async def sip_plane(settings: Settings, store: StorePlane, health: HealthRecorde
     them in reverse (admission, adapter, endpoint). `ledger`/`inventory` replace the adapter's
     health sink and store view (the cascade's change taps, gateway/app/cascade.py)."""
     s = settings
-    presence = Presence(keepalive_interval=s.sip.keepalive_interval, keepalive_count=s.sip.keepalive_timeout_count)
+    n_workers = worker_count(s.sip.workers)
+    shared = n_workers > 1  # the guards tell the workers what they count (gateway/app/sip_shared.py)
+    presence = (ObservedPresence if shared else Presence)(
+        keepalive_interval=s.sip.keepalive_interval, keepalive_count=s.sip.keepalive_timeout_count)
     identity = LocalIdentity(
         sip_id=s.sip.id, domain=s.sip.domain, host=s.sip.host, port=s.sip.port, user_agent=s.sip.user_agent
     )
@@ -111,9 +120,14 @@ async def sip_plane(settings: Settings, store: StorePlane, health: HealthRecorde
     router = SipRouter()
     endpoint = await SipEndpoint.start(
         s.sip.host, s.sip.port, router, rcvbuf=s.sip.rcvbuf, max_message=s.sip.max_message,
-        tls_port=s.sip.tls_port, tls_context=tls_context,
+        tls_port=s.sip.tls_port, tls_context=tls_context, reuseport=shared,
     )
     try:
+        if shared and endpoint.udp_socket is not None:
+            try:
+                reuseport.attach(endpoint.udp_socket, n_workers)
+            except OSError as exc:  # then the kernel's own hash, main included: still correct
+                log.warning("cannot steer SIP datagrams to the workers only: %s", exc)
         router.bind(endpoint)
         identity.port = endpoint.udp_port
         password = s.sip.default_password
@@ -123,12 +137,13 @@ async def sip_plane(settings: Settings, store: StorePlane, health: HealthRecorde
             identity=identity,
             endpoint=endpoint,
             policy=store.policy,
-            lockout=Lockout(
+            lockout=(SharedLockout if shared else Lockout)(
                 max_failures=s.whitelist.max_failures, window=s.whitelist.failure_window,
                 lock_for=s.whitelist.lock_for, source_distinct_ids=s.whitelist.source_distinct_ids,
                 source_max_failures=s.whitelist.source_max_failures,
             ),
-            flood=FloodGuard(max_per_second=s.whitelist.flood_max_per_second, ban_for=s.whitelist.flood_ban_for),
+            flood=(SharedFlood if shared else FloodGuard)(
+                max_per_second=s.whitelist.flood_max_per_second, ban_for=s.whitelist.flood_ban_for),
             presence=presence,
             nonces=digest.NonceIssuer(node_secret(Path(s.data_dir)), ttl=s.sip.nonce_ttl),
             inventory=inventory if inventory is not None else StoreInventory(store.repo),
@@ -148,7 +163,18 @@ async def sip_plane(settings: Settings, store: StorePlane, health: HealthRecorde
                 metrics.add_gauge("gbgate_devices_registered", "Devices with a live registration",
                                   lambda: len(presence))
                 metrics.add_gauge("gbgate_devices_online", "Devices online now", lambda: presence.online_count())
-                yield SipPlane(router, endpoint, adapter, admission, presence)
+                workers = None
+                if shared:
+                    assert isinstance(presence, ObservedPresence)
+                    assert isinstance(adapter.lockout, SharedLockout) and isinstance(adapter.flood, SharedFlood)
+                    workers = SipWorkers(s, n_workers, adapter=adapter, endpoint=endpoint, presence=presence,
+                                         lockout=adapter.lockout, flood=adapter.flood, admission=admission, clock=clock)
+                    await workers.start()
+                try:
+                    yield SipPlane(router, endpoint, adapter, admission, presence, workers)
+                finally:
+                    if workers is not None:
+                        await workers.stop()
             finally:
                 await admission.stop()
         finally:

@@ -24,8 +24,9 @@ import logging
 import re
 import socket
 import ssl
+import sys
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Protocol, cast
 
 from gateway.tasks import TaskSet
@@ -85,6 +86,9 @@ class SipEndpoint:
         self.udp_rcvbuf = 0
         self._loop = asyncio.get_running_loop()
         self._udp: asyncio.DatagramTransport | None = None
+        self.udp_socket: socket.socket | None = None
+        #: Sees every UDP datagram first; True means it took it (a SIP worker forwarding to main).
+        self.datagram_hook: Callable[[bytes, Peer], bool] | None = None
         self._server: asyncio.Server | None = None
         self._tls_listener: socket.socket | None = None
         self._tls_accepting: asyncio.Task[None] | None = None
@@ -107,14 +111,15 @@ class SipEndpoint:
         sndbuf: int = 4 * 1024 * 1024, max_message: int = 65536, t1: float = 0.5, t2: float = 4.0,
         t4: float = 5.0, tcp: bool = True, advertise: str | None = None,
         tls_port: int | None = None, tls_context: ssl.SSLContext | None = None,
-        tls_handshake_timeout: float = 10.0,
+        tls_handshake_timeout: float = 10.0, reuseport: bool = False,
     ) -> SipEndpoint:
         """Bind UDP (and TCP) on host:port; port 0 picks free ports (UDP and TCP may differ).
 
         `advertise` is the address put in our own Via headers (defaults to `host`, or
         127.0.0.1 when binding a wildcard address). With `tls_port` (0 = any free port) and a
         server-side `tls_context`, SIP over TLS is also served on host:tls_port; a handshake
-        not finished within `tls_handshake_timeout` seconds is aborted."""
+        not finished within `tls_handshake_timeout` seconds is aborted. `reuseport`: the UDP socket
+        shares its port with other processes' (SO_REUSEPORT; the SIP workers, gateway/app/sip_workers.py)."""
         if tls_port is not None and tls_context is None:
             raise SipError("tls_port given without a tls_context")
         if advertise is None:
@@ -125,6 +130,8 @@ class SipEndpoint:
         try:
             self.udp_rcvbuf = _raise_buffer(sock, socket.SO_RCVBUF, rcvbuf)
             _raise_buffer(sock, socket.SO_SNDBUF, sndbuf)
+            if reuseport:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
             sock.setblocking(False)
         except OSError:
@@ -132,6 +139,7 @@ class SipEndpoint:
             raise
         self._udp, _ = await self._loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
         self.udp_port = sock.getsockname()[1]
+        self.udp_socket = sock
         try:
             if tcp:
                 tsock = None
@@ -269,6 +277,16 @@ class SipEndpoint:
         if "Max-Forwards" not in h:
             h.add("Max-Forwards", "70")
 
+    def feed_datagram(self, data: bytes, peer: Peer) -> None:
+        """A UDP datagram received on our port by another process (a SIP worker forwarding it):
+        handled as if it had arrived on our own socket."""
+        self._on_bytes(data, peer, True)
+
+    def receive_message(self, msg: Request | Response, peer: Peer, data: bytes) -> None:
+        """A message a `datagram_hook` already parsed from `data` enters the transaction layer
+        as if `_on_bytes` had parsed it. Never raises."""
+        self._on_message(msg, peer, data)
+
     def _on_bytes(self, data: bytes, peer: Peer, datagram: bool) -> None:
         """One datagram or one framed stream message from `peer`. Never raises."""
         try:
@@ -277,6 +295,17 @@ class SipEndpoint:
             if msg is None:
                 self.stats["crlf_keepalive"] += 1
                 return
+        except SipParseError as e:
+            self._reject(data, e, peer)
+            return
+        except Exception:
+            self.stats["internal_error"] += 1
+            log.debug("error handling message from %s", peer, exc_info=True)
+            return
+        self._on_message(msg, peer, data)
+
+    def _on_message(self, msg: Request | Response, peer: Peer, data: bytes) -> None:
+        try:
             if isinstance(msg, Request):
                 self.stats[f"requests:{msg.method if msg.method in KNOWN_METHODS else 'other'}"] += 1
             else:
@@ -511,8 +540,10 @@ def _tls_reason(exc: BaseException) -> str:
 
 def _raise_buffer(sock: socket.socket, opt: int, size: int) -> int:
     """Raise a socket buffer; try the privileged FORCE variant first (ignores rmem_max)."""
-    force = {socket.SO_RCVBUF: getattr(socket, "SO_RCVBUFFORCE", None),
-             socket.SO_SNDBUF: getattr(socket, "SO_SNDBUFFORCE", None)}[opt]
+    # Python's socket module does not export the FORCE options: Linux's values (asm-generic/socket.h)
+    linux = sys.platform.startswith("linux")
+    force = {socket.SO_RCVBUF: getattr(socket, "SO_RCVBUFFORCE", 33 if linux else None),
+             socket.SO_SNDBUF: getattr(socket, "SO_SNDBUFFORCE", 32 if linux else None)}[opt]
     if force is not None:
         try:
             sock.setsockopt(socket.SOL_SOCKET, force, size)
@@ -529,7 +560,11 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.endpoint = endpoint
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self.endpoint._on_bytes(data, Peer("udp", str(addr[0]), int(addr[1])), True)
+        peer = Peer("udp", str(addr[0]), int(addr[1]))
+        hook = self.endpoint.datagram_hook
+        if hook is not None and hook(data, peer):
+            return
+        self.endpoint._on_bytes(data, peer, True)
 
     def error_received(self, exc: Exception) -> None:
         self.endpoint.stats["udp_error"] += 1  # ICMP port unreachable and the like

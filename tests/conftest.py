@@ -65,7 +65,7 @@ def postgres_url() -> Iterator[str]:
 # over UDP/TCP) on both; everything else on asyncio's. Issue 9: TCP signalling broke on uvloop alone.
 BOTH_LOOPS = ("tests/gateway/sip/", "tests/gateway/media/", "tests/gateway/outputs/", "tests/adapters/",
               "tests/interop/test_sipp_signalling.py", "tests/interop/test_tls_admission.py",
-              "tests/interop/test_media_sipp.py")
+              "tests/interop/test_media_sipp.py", "tests/interop/test_media_workers.py")
 SHIPPED_LOOP_ONLY = ("tests/interop/",)
 
 

@@ -1,0 +1,180 @@
+"""Media workers (issue 15) end to end with real peers: sipp is the camera, a Python sender streams
+PS over RTP to the port the owning worker listens on, ffprobe reads the HTTP-FLV / WS-FLV the
+worker writes on the connection the main process handed over. Run with media.workers = 2 (and 1,
+the single-process mode, for the same assertions)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.media_workers.pool import owner_index
+from tests.interop.test_media_sipp import (
+    CAM,
+    capture,
+    established_leg,
+    ffprobe,
+    free_tcp_port,
+    rig,
+    start_camera,
+    start_sender,
+    stop_camera,
+    video_tags,
+)
+
+pytestmark = [pytest.mark.interop, pytest.mark.requires("sipp", "ffprobe")]
+
+
+async def capture_until_cut(url: str) -> bytes:
+    """What an HTTP-FLV viewer got before its connection was cut."""
+    data = bytearray()
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        assert resp.status == 200
+        with contextlib.suppress(aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+            async for chunk in resp.content.iter_any():
+                data += chunk
+    return bytes(data)
+
+
+def _streams_gone(r: Any) -> bool:
+    plane = r.plane
+    workers = plane.workers
+    if workers is None:
+        return plane.hub.get(CAM) is None and not plane.pool.in_use
+    return not workers.owner(CAM).sinks and not any(w.pool.in_use for w in workers.workers)
+
+
+@pytest.mark.parametrize(("workers", "mode"), [("2", "udp"), ("2", "tcp-passive"), ("2", "tcp-active"),
+                                               ("1", "udp")])
+async def test_http_flv_through_a_worker_read_by_ffprobe(tmp_path: Path, workers: str, mode: str) -> None:
+    media_port = free_tcp_port() if mode == "tcp-active" else 15060
+    async with rig(tmp_path, mode, GBGATE_MEDIA__WORKERS=workers) as r:
+        mw = r.plane.workers
+        assert (mw is None) == (workers == "1")
+        await start_camera(r, tmp_path, mode, media_port)
+        live_url = f"{r.url}/live/{CAM}.flv?token={r.token}"
+        stop = asyncio.Event()
+        first_viewer = asyncio.create_task(capture(live_url, 3.0, tmp_path / "first.flv"))
+        leg = await established_leg(r)
+        if mw is not None:  # the port comes from the owning worker's slice
+            owner = mw.workers[owner_index(CAM, 2)]
+            assert owner.pool.port_min <= leg.lease.port < owner.pool.port_max
+        sender = start_sender(mode, leg, media_port, stop)
+        first = await first_viewer
+        direct = await ffprobe(live_url, "-read_intervals", "%+1")
+        counted = await ffprobe(str(tmp_path / "first.flv"), "-count_frames")
+        for probe in (direct, counted):
+            video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+            assert video["codec_name"] == "h264" and (video["width"], video["height"]) == (320, 240)
+        video = next(s for s in counted["streams"] if s["codec_type"] == "video")
+        assert int(video["nb_read_frames"]) > 25
+        assert any(s["codec_type"] == "audio" and s["codec_name"] == "pcm_alaw" for s in counted["streams"])
+        assert video_tags(first)[1][1][0] == 0x17
+        # a late viewer starts at a keyframe from the worker's GOP cache
+        late = await capture(live_url, 1.0)
+        tags = video_tags(late)
+        assert tags[0][1][:2] == b"\x17\x00" and tags[1][1][:2] == b"\x17\x01"
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"{r.url}/api/v1/streams/{CAM}", headers={"Authorization": f"Bearer {r.token}"}) as resp:
+            stats = await resp.json()
+        assert stats["codec"] == "h264" and stats["width"] == 320 and stats["rtp"]["received"] > 0
+        assert stats["rtp"]["dropped_wrong_ssrc"] == 0 and stats["ttff_viewer_ms"]["last"] < 100
+        assert stats["trace"][0]["diagnosis"] == "streaming"
+        steps = [s["step"] for s in stats["trace"][0]["steps"]]
+        assert {"offer_sent", "answer", "ack_sent", "first_rtp", "first_keyframe"} <= set(steps)
+        if mw is not None:
+            assert mw.counters["handed_off"] >= 3 and stats["rtp"]["worker"] == owner.index
+        stop.set()
+        await sender
+        async with asyncio.timeout(8):  # viewers gone + linger → BYE, ports back in the slice
+            while not _streams_gone(r):
+                await asyncio.sleep(0.1)
+        assert r.plane.invites.counters["bye:sent"] >= 1
+        await stop_camera(r)
+
+
+@pytest.mark.parametrize("workers", ["2", "1"])
+async def test_ws_flv_and_errors_through_a_worker(tmp_path: Path, workers: str) -> None:
+    async with rig(tmp_path, "udp", GBGATE_MEDIA__WORKERS=workers) as r:
+        async with aiohttp.ClientSession() as http:  # errors come back as the API's JSON
+            async with http.get(f"{r.url}/live/{CAM}.flv") as resp:
+                assert resp.status == 401
+            async with http.get(f"{r.url}/live/34020000001310009999.flv?token={r.token}") as resp:
+                assert resp.status == 404 and (await resp.json())["error"]["code"] == "channel_not_found"
+        await start_camera(r, tmp_path, "udp", 15060)
+        stop = asyncio.Event()
+
+        async def watch() -> bytes:
+            data = bytearray()
+            async with aiohttp.ClientSession() as http, \
+                    http.ws_connect(f"{r.url}/live/{CAM}.flv?token={r.token}") as ws:
+                async with asyncio.timeout(6):
+                    async for msg in ws:
+                        data += msg.data
+                        if len(video_tags(bytes(data))) > 20:
+                            break
+            return bytes(data)
+        viewer = asyncio.create_task(watch())
+        leg = await established_leg(r)
+        sender = start_sender("udp", leg, 0, stop)
+        data = await viewer
+        stop.set()
+        await sender
+        (tmp_path / "ws.flv").write_bytes(data)
+        probe = await ffprobe(str(tmp_path / "ws.flv"), "-count_frames")
+        video = next(s for s in probe["streams"] if s["codec_type"] == "video")
+        assert video["codec_name"] == "h264" and int(video["nb_read_frames"]) > 10
+        await stop_camera(r)
+
+
+async def test_a_crashed_worker_ends_its_streams_and_is_restarted(tmp_path: Path) -> None:
+    async with rig(tmp_path, "udp", GBGATE_MEDIA__WORKERS="2") as r:
+        mw = r.plane.workers
+        owner = mw.owner(CAM)
+        events: list[tuple[str, bool, str]] = []
+        rule = mw.on_video
+
+        def observe(ch: str, ok: bool, cause: str, ev: dict[str, Any]) -> None:
+            events.append((ch, ok, cause))
+            if rule is not None:
+                rule(ch, ok, cause, ev)
+        mw.on_video = observe
+        await start_camera(r, tmp_path, "udp", 15060)
+        live_url = f"{r.url}/live/{CAM}.flv?token={r.token}"
+        stop = asyncio.Event()
+        viewer = asyncio.create_task(capture_until_cut(live_url))
+        leg = await established_leg(r)
+        sender = start_sender("udp", leg, 0, stop)
+        async with asyncio.timeout(5):
+            while (CAM, True, "video_ok") not in events:
+                await asyncio.sleep(0.05)
+        pid = owner.pid
+        os.kill(pid, signal.SIGKILL)
+        data = await asyncio.wait_for(viewer, 5)  # the viewer's connection ends with the worker
+        assert len(video_tags(data)) > 2
+        async with asyncio.timeout(5):
+            while not (owner.alive and owner.pid != pid):
+                await asyncio.sleep(0.05)
+        assert (CAM, False, "media_worker_lost") in events
+        assert owner.crashes == 1 and mw.counters["restarts"] == 1
+        async with asyncio.timeout(5):  # the device got its BYE, the port went back to the slice
+            while r.plane.invites.counters["bye:sent"] < 1 or owner.pool.in_use:
+                await asyncio.sleep(0.05)
+        # the restarted worker serves the channel again (a new INVITE)
+        stop.set()
+        await sender
+        viewer2 = asyncio.create_task(capture(live_url, 2.0))
+        leg2 = await established_leg(r, not_call=leg.call_id)
+        stop2 = asyncio.Event()
+        sender2 = start_sender("udp", leg2, 0, stop2)
+        assert len(video_tags(await viewer2)) > 10
+        stop2.set()
+        await sender2
+        await stop_camera(r)

@@ -178,3 +178,27 @@ async def test_a_crashed_worker_ends_its_streams_and_is_restarted(tmp_path: Path
         stop2.set()
         await sender2
         await stop_camera(r)
+
+
+async def test_snapshot_and_flv_share_the_workers_one_ingest(tmp_path: Path) -> None:
+    """Frame consumers in the main process (snapshots here; WebRTC and cascade relays alike) get
+    the owning worker's frames: one INVITE serves both the FLV viewer and the snapshot."""
+    import cv2
+    import numpy as np
+
+    from tests.interop.test_webrtc_chromium import camera_rig
+
+    async with camera_rig(tmp_path, GBGATE_MEDIA__WORKERS="2") as (r, base, _state, _), \
+            aiohttp.ClientSession() as http:
+        assert r.plane.workers is not None
+        viewer = asyncio.create_task(capture(f"{base}/live/{CAM}.flv?token={r.token}", 3.0))
+        await asyncio.sleep(1.0)
+        async with http.get(f"{base}/live/{CAM}/snapshot.jpg?token={r.token}") as resp:
+            assert resp.status == 200, await resp.text()
+            jpeg = await resp.read()
+        img = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None and img.shape == (240, 320, 3)
+        assert len(video_tags(await viewer)) > 25
+        assert r.plane.invites.counters["invite:sent"] == 1
+        fed = r.plane.hub.snapshot(CAM)
+        assert fed is None or fed["rtp"].get("fed_by_worker") == r.plane.workers.owner(CAM).index

@@ -56,7 +56,7 @@ def _workers(request: web.Request) -> Any:
 class HandedOver(web.StreamResponse):
     """The viewer's connection now belongs to a media worker: aiohttp writes nothing more on it."""
 
-    async def prepare(self, request: web.BaseRequest) -> None:  # type: ignore[override]
+    async def prepare(self, request: web.BaseRequest) -> None:
         return None
 
     async def write_eof(self, data: bytes = b"") -> None:

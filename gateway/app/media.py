@@ -65,7 +65,19 @@ class MediaPlane:
             await self.workers.stop()
 
     def status(self) -> str:
+        down = [w.index for w in self.workers.workers if not w.alive] if self.workers is not None else []
+        if down and self.hub.running:
+            return f"media worker {', '.join(map(str, down))} restarting"
         return alive(self.hub.running)
+
+    def gauges(self) -> dict[str, int]:
+        """Streams and viewers now, the workers' included (their counts from the last tick)."""
+        g = dict(self.hub.gauges())
+        if self.workers is not None:
+            sinks = [s for w in self.workers.workers for s in w.sinks.values()]
+            g["streams"] += len(sinks)
+            g["viewers"] += sum(s.viewers for s in sinks)
+        return g
 
     def counters(self) -> Counter[str]:
         """One Counter for gateway.health.metrics.CounterSource (see MEDIA_FAMILIES)."""
@@ -106,9 +118,10 @@ def install_media(*, adapter: GbDeviceAdapter, router: SipRouter, endpoint: SipE
     plane = MediaPlane(pool, invites, hub, routes, workers)
     if metrics is not None:
         metrics.add_counters(CounterSource(plane.counters, MEDIA_FAMILIES))
-        metrics.add_gauge("gbgate_media_streams", "Live streams open now", lambda: len(hub.streams()))
-        metrics.add_gauge("gbgate_media_viewers", "Viewers connected now", lambda: hub.gauges()["viewers"])
-        metrics.add_gauge("gbgate_media_ports_in_use", "Media ports leased now", lambda: pool.in_use)
+        metrics.add_gauge("gbgate_media_streams", "Live streams open now", lambda: plane.gauges()["streams"])
+        metrics.add_gauge("gbgate_media_viewers", "Viewers connected now", lambda: plane.gauges()["viewers"])
+        metrics.add_gauge("gbgate_media_ports_in_use", "Media ports leased now",
+                          lambda: pool.in_use + (sum(w.pool.in_use for w in workers.workers) if workers else 0))
     return plane
 
 

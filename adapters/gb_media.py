@@ -149,7 +149,8 @@ class MediaSession:
         if self.watchdog is not None and self.watchdog is not asyncio.current_task():
             self.watchdog.cancel()
         await self.mgr._end_leg(self, bye=self.remote_ended is None)
-        self.mgr._sessions.pop(self.key, None)
+        if self.mgr._sessions.get(self.key) is self:  # a new stream of the key may have opened meanwhile
+            del self.mgr._sessions[self.key]
 
     def stats(self) -> dict[str, Any]:
         leg = self.leg

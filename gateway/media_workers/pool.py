@@ -89,6 +89,7 @@ class WorkerProc:
         self.starts = 0
         self.crashes = 0
         self.pid = 0
+        self.loop = ""  # the worker's event loop module (uvloop or asyncio), from its hello
 
     @property
     def alive(self) -> bool:
@@ -235,8 +236,11 @@ class MediaWorkers:
             task = w.opens.pop(msg["key"], None)
             if task is not None:
                 task.cancel()
-        elif op == "close":
-            self.tasks.spawn(self._close(w, msg["key"]), name=f"close:{msg['key']}")
+        elif op == "close":  # the sink goes now: an `open` of the same key may follow at once
+            sink = w.sinks.pop(msg["key"], None)
+            if sink is not None and sink.rtp is not None:
+                w.rtps.pop(sink.rtp.id, None)
+            self.tasks.spawn(self._close(msg["key"]), name=f"close:{msg['key']}")
         elif op == "video":
             self._video_event(msg["channel"], msg["ok"], msg["cause"], msg["evidence"])
         elif op == "feed_end":
@@ -244,6 +248,7 @@ class MediaWorkers:
             if stream is not None:
                 stream.end(msg["reason"] if msg["reason"] != "viewer_left" else "source_closed")
         elif op == "hello":
+            w.loop = str(msg.get("loop", ""))
             w.ready.set()
 
     async def _open(self, w: WorkerProc, msg: dict[str, Any]) -> None:
@@ -268,10 +273,7 @@ class MediaWorkers:
             if w.opens.get(key) is asyncio.current_task():
                 del w.opens[key]
 
-    async def _close(self, w: WorkerProc, key: str) -> None:
-        sink = w.sinks.pop(key, None)
-        if sink is not None and sink.rtp is not None:
-            w.rtps.pop(sink.rtp.id, None)
+    async def _close(self, key: str) -> None:
         if self.invites is not None:
             await self.invites.close_stream(key)
 
@@ -307,6 +309,6 @@ class MediaWorkers:
         return out
 
     def status(self) -> dict[str, Any]:
-        return {"workers": [{"index": w.index, "pid": w.pid, "alive": w.alive, "starts": w.starts,
+        return {"workers": [{"index": w.index, "pid": w.pid, "alive": w.alive, "loop": w.loop, "starts": w.starts,
                              "crashes": w.crashes, "streams": len(w.sinks), "ports": w.pool.stats()}
                             for w in self.workers], **self.counters}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import ipaddress
 import json
 import logging
@@ -141,7 +142,12 @@ class MediaWorker:
         fds.setblocking(False)
         loop.add_reader(fds.fileno(), self._on_viewer_fd, fds)
         ticker = self.tasks.spawn(self._tick(), name="tick")
-        self.link.send({"op": "hello", "index": self.index, "pid": os.getpid()})
+        self.link.send({"op": "hello", "index": self.index, "pid": os.getpid(), "loop": type(loop).__module__})
+        # as the main process does (gateway/app/node.py): what is built lives as long as the process,
+        # garbage is freed by reference counting, so the cyclic collector runs rarely
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 50, 100)
         try:
             await self.stopped.wait()
         finally:

@@ -202,3 +202,23 @@ async def test_snapshot_and_flv_share_the_workers_one_ingest(tmp_path: Path) -> 
         assert r.plane.invites.counters["invite:sent"] == 1
         fed = r.plane.hub.snapshot(CAM)
         assert fed is None or fed["rtp"].get("fed_by_worker") == r.plane.workers.owner(CAM).index
+
+
+async def test_a_pull_source_stays_in_the_main_process_with_workers(tmp_path: Path) -> None:
+    """Pull sources are opened by the main process's hub: their viewers are not handed over."""
+    from tests.interop.test_rtsp_source import CH, admit_host, api, make_clip, node
+
+    media = tmp_path / "media"
+    mp4 = await make_clip(media / "clip.mp4", 2, "-c:v", "libx264", "-g", "25")
+    async with node(tmp_path, GBGATE_MEDIA__FILE_SOURCE_ROOT=str(media), GBGATE_MEDIA__WORKERS="2") as \
+            (gw, base, token), aiohttp.ClientSession() as http:
+        assert gw.media is not None and gw.media.workers is not None
+        await admit_host(gw, CH, "127.0.0.1")
+        status, body = await api(http, "POST", f"{base}/api/v1/sources", token,
+                                 {"channel_id": CH, "url": f"file://{mp4}"})
+        assert status == 201, body
+        data = await capture(f"{base}/live/{CH}.flv?token={token}", 2.0, tmp_path / "file.flv")
+        assert len(video_tags(data)) > 25
+        probe = await ffprobe(str(tmp_path / "file.flv"), "-count_frames")
+        assert probe["streams"][0]["codec_name"] == "h264"
+        assert gw.media.workers.counters["handed_off"] == 0

@@ -222,3 +222,25 @@ async def test_a_pull_source_stays_in_the_main_process_with_workers(tmp_path: Pa
         probe = await ffprobe(str(tmp_path / "file.flv"), "-count_frames")
         assert probe["streams"][0]["codec_name"] == "h264"
         assert gw.media.workers.counters["handed_off"] == 0
+
+
+async def test_chromium_plays_whep_fed_by_a_worker(tmp_path: Path) -> None:
+    """WebRTC stays in the main process; its frames come from the owning worker's stream."""
+    import json
+
+    from tests.interop.conftest import require_tool
+    from tests.interop.test_webrtc_chromium import camera_rig, chromium_args, page_server, play_in_chromium
+
+    require_tool("sipp")
+    chromium_args(tmp_path, "")
+    async with camera_rig(tmp_path, GBGATE_MEDIA__WORKERS="2") as (r, base, state, _):
+        from aiohttp import web
+
+        async with page_server(web.Application()) as (page_base, result):
+            got = await play_in_chromium(page_base, f"{base}/live/{CAM}/whep?token={r.token}", result, tmp_path)
+        print(json.dumps(got))
+        assert "error" not in got, got
+        assert got["framesDecoded"] >= 20 and (got["frameWidth"], got["frameHeight"]) == (320, 240), got
+        assert got["codec"] == "video/H264" and got["deleteStatus"] == 200, got
+        assert not state.sessions.sessions
+        assert r.plane.invites.counters["invite:sent"] == 1

@@ -70,7 +70,7 @@ def test_worker_count_setting() -> None:
     assert load_settings(env={"GBGATE_MEDIA__WORKERS": "auto"}).media.workers == "auto"
     assert load_settings(env={}).media.workers == "1"
     for bad in ("0", "two", "-1"):
-        with pytest.raises(ConfigError, match="media.workers"):
+        with pytest.raises(ConfigError, match=r"media\.workers"):
             load_settings(env={"GBGATE_MEDIA__WORKERS": bad})
 
 

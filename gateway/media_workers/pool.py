@@ -39,6 +39,8 @@ from gateway.tasks import TaskSet
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 0.5
+MAX_RESTART_DELAY_S = 30.0
+STABLE_AFTER_S = 10.0  # a worker up this long had a real crash, not a start failure
 _ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding the gateway package
 
 
@@ -90,6 +92,8 @@ class WorkerProc:
         self.crashes = 0
         self.pid = 0
         self.loop = ""  # the worker's event loop module (uvloop or asyncio), from its hello
+        self.started_at = 0.0
+        self.backoff = RESTART_DELAY_S / 2
 
     @property
     def alive(self) -> bool:
@@ -161,6 +165,7 @@ class MediaWorkers:
             fd_child.close()
         w.pid = w.proc.pid
         w.starts += 1
+        w.started_at = asyncio.get_running_loop().time()
         if w.fd_sock is not None:
             w.fd_sock.close()
         w.fd_sock = fd_main
@@ -203,7 +208,10 @@ class MediaWorkers:
         if proc is not None and proc.returncode is None:
             proc.kill()
             await proc.wait()
-        await asyncio.sleep(RESTART_DELAY_S)
+        # a worker that dies soon after each start (a broken install) is retried ever more slowly
+        quick = asyncio.get_running_loop().time() - w.started_at < STABLE_AFTER_S
+        w.backoff = min(MAX_RESTART_DELAY_S, w.backoff * 2) if quick else RESTART_DELAY_S
+        await asyncio.sleep(w.backoff)
         if self.running:
             self.counters["restarts"] += 1
             await self._spawn(w)
@@ -230,6 +238,10 @@ class MediaWorkers:
                 rtp = w.rtps.get(int(rid))
                 if rtp is not None:
                     rtp.last_packet_at = at
+            for rid, totals in msg.get("totals", {}).items():
+                rtp = w.rtps.get(int(rid))
+                if rtp is not None:
+                    rtp.update_totals(totals)
         elif op == "open":
             w.opens[msg["key"]] = self.tasks.spawn(self._open(w, msg), name=f"open:{msg['key']}")
         elif op == "cancel_open":

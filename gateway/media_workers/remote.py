@@ -139,6 +139,9 @@ class RemoteRtp:
         self._reorder = on
         self.worker.link.send({"op": "reorder", "rtp": self.id, "on": on})
 
+    def update_totals(self, totals: dict[str, int]) -> None:
+        self._totals = totals
+
     def stats(self) -> dict[str, Any]:
         return {"worker": self.worker.index, **self._totals}
 

@@ -43,6 +43,7 @@ from gateway.tasks import TaskSet
 log = logging.getLogger(__name__)
 
 TICK_S = 0.2
+TOTALS_EVERY = 5  # ticks
 
 
 def error_reply(exc: BaseException) -> dict[str, Any]:
@@ -180,13 +181,19 @@ class MediaWorker:
             self.tasks.spawn(serve_viewer(self.hub, facts, sock), name=f"viewer:{facts.get('key')}")
 
     async def _tick(self) -> None:
-        """Viewer counts and last-packet times for the main process's re-INVITE watchdog."""
+        """Viewer counts and last-packet times for the main process's re-INVITE watchdog; once a
+        second the RTP counters too (its /metrics)."""
+        n = 0
         while True:
             await asyncio.sleep(TICK_S)
+            n += 1
             streams = {s.channel_id: [s.viewers, s.waiting] for s in self.hub.streams()}
             rtp = {rid: r.last_packet_at for rid, r in self.rtps.items() if r.last_packet_at is not None}
             if streams or rtp:
-                self.link.send({"op": "tick", "streams": streams, "rtp": rtp})
+                msg: dict[str, Any] = {"op": "tick", "streams": streams, "rtp": rtp}
+                if n % TOTALS_EVERY == 0:
+                    msg["totals"] = {rid: r.totals() for rid, r in self.rtps.items()}
+                self.link.send(msg)
 
     def _video(self, channel_id: str, ok: bool, cause: str, evidence: dict[str, Any]) -> None:
         self.link.send({"op": "video", "channel": channel_id, "ok": ok, "cause": cause, "evidence": evidence})

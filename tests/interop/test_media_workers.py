@@ -91,6 +91,7 @@ async def test_http_flv_through_a_worker_read_by_ffprobe(tmp_path: Path, workers
         assert {"offer_sent", "answer", "ack_sent", "first_rtp", "first_keyframe"} <= set(steps)
         if mw is not None:
             assert mw.counters["handed_off"] >= 3 and stats["rtp"]["worker"] == owner.index
+        assert r.plane.invites.metrics_counters()["rtp:received"] > 0  # /metrics sees the worker's RTP
         stop.set()
         await sender
         async with asyncio.timeout(8):  # viewers gone + linger → BYE, ports back in the slice

@@ -67,6 +67,8 @@ async def test_http_flv_through_a_worker_read_by_ffprobe(tmp_path: Path, workers
             owner = mw.workers[owner_index(CAM, 2)]
             assert owner.pool.port_min <= leg.lease.port < owner.pool.port_max
         sender = start_sender(mode, leg, media_port, stop)
+        # a viewer kept on meanwhile: the stream must not linger out between the probes below
+        keeper = asyncio.create_task(capture(live_url, 60.0))
         first = await first_viewer
         direct = await ffprobe(live_url, "-read_intervals", "%+1")
         counted = await ffprobe(str(tmp_path / "first.flv"), "-count_frames")
@@ -92,6 +94,9 @@ async def test_http_flv_through_a_worker_read_by_ffprobe(tmp_path: Path, workers
         if mw is not None:
             assert mw.counters["handed_off"] >= 3 and stats["rtp"]["worker"] == owner.index
         assert r.plane.invites.metrics_counters()["rtp:received"] > 0  # /metrics sees the worker's RTP
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+        assert r.plane.invites.counters["invite:sent"] == 1  # one stream served every viewer
         stop.set()
         await sender
         async with asyncio.timeout(8):  # viewers gone + linger → BYE, ports back in the slice

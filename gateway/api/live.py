@@ -63,7 +63,7 @@ class HandedOver(web.StreamResponse):
         return None
 
 
-def hand_over(request: web.Request, workers: Any, channel_id: str, websocket: bool) -> web.StreamResponse:
+async def hand_over(request: web.Request, workers: Any, channel_id: str, websocket: bool) -> web.StreamResponse:
     """Send the accepted socket to the owning worker (SCM_RIGHTS) and forget it here."""
     facts: dict[str, Any] = {"peer": request.remote}
     if websocket:
@@ -77,7 +77,7 @@ def hand_over(request: web.Request, workers: Any, channel_id: str, websocket: bo
         raise ApiError(400, "viewer_gone", "the viewer closed the connection")
     transport.pause_reading()  # from now on the worker reads this connection
     try:
-        workers.hand_off(channel_id, sock.fileno(), facts)
+        await workers.hand_off(channel_id, sock.fileno(), facts)
     except (StreamError, OSError) as exc:
         transport.resume_reading()
         raise ApiError(503, "media_worker_unavailable", str(exc)) from None
@@ -93,7 +93,7 @@ async def live_flv(request: web.Request) -> web.StreamResponse:
     if workers is not None:
         channel_id = _channel(request)
         if workers.serves(channel_id):
-            return hand_over(request, workers, channel_id, websocket)
+            return await hand_over(request, workers, channel_id, websocket)
     sub = await subscribe(request, FLV)
     if websocket:
         return await serve_ws_flv(request, sub)

@@ -39,6 +39,7 @@ from gateway.tasks import TaskSet
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 0.5
+HAND_OFF_TIMEOUT_S = 2.0
 MAX_RESTART_DELAY_S = 30.0
 STABLE_AFTER_S = 10.0  # a worker up this long had a real crash, not a start failure
 _ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding the gateway package
@@ -93,7 +94,33 @@ class WorkerProc:
         self.pid = 0
         self.loop = ""  # the worker's event loop module (uvloop or asyncio), from its hello
         self.started_at = 0.0
+        self._writable: asyncio.Future[None] | None = None
         self.backoff = RESTART_DELAY_S / 2
+
+    def writable(self) -> asyncio.Future[None]:
+        """Resolves when the fd channel has room again (one watcher shared by every waiting viewer)."""
+        fut = self._writable
+        if fut is None or fut.done():
+            loop = asyncio.get_running_loop()
+            fut = self._writable = loop.create_future()
+            sock = self.fd_sock
+            assert sock is not None
+            fd = sock.fileno()
+
+            def ready() -> None:
+                loop.remove_writer(fd)
+                if not fut.done():
+                    fut.set_result(None)
+            loop.add_writer(fd, ready)
+        return fut
+
+    def drop_watch(self) -> None:
+        """The fd channel is being replaced or closed: wake the waiters (they retry or fail)."""
+        fut, self._writable = self._writable, None
+        if fut is not None and not fut.done() and self.fd_sock is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_writer(self.fd_sock.fileno())
+            fut.set_result(None)
 
     @property
     def alive(self) -> bool:
@@ -146,7 +173,9 @@ class MediaWorkers:
         await self.tasks.close()
         for w in self.workers:
             if w.fd_sock is not None:
+                w.drop_watch()
                 w.fd_sock.close()
+                w.fd_sock = None
 
     async def _spawn(self, w: WorkerProc) -> None:
         ctl_main, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -167,9 +196,10 @@ class MediaWorkers:
         w.starts += 1
         w.started_at = asyncio.get_running_loop().time()
         if w.fd_sock is not None:
+            w.drop_watch()
             w.fd_sock.close()
         w.fd_sock = fd_main
-        fd_main.settimeout(2.0)  # one short datagram per viewer; the worker reads them at once
+        fd_main.setblocking(False)  # one short datagram per viewer; hand_off waits when the queue is full
         w.link = await Link.connect(ctl_main, lambda m, p: self._on_message(w, m, p), lambda: self._lost(w))
         self.tasks.spawn(self._watch(w, w.proc), name=f"watch:{w.index}")
 
@@ -295,12 +325,25 @@ class MediaWorkers:
         """True when `key`'s viewers go to a worker (GB channels), False for the main hub's own."""
         return not self.claimed_by_main(key)
 
-    def hand_off(self, key: str, sock_fd: int, facts: dict[str, Any]) -> None:
-        """Give the owning worker a viewer's connection (the fd is duplicated by the kernel)."""
+    async def hand_off(self, key: str, sock_fd: int, facts: dict[str, Any]) -> None:
+        """Give the owning worker a viewer's connection (the fd is duplicated by the kernel).
+        A full fd channel (a burst of viewers, a busy worker) is waited on, never blocked on."""
         w = self.owner(key)
-        if not w.alive or w.fd_sock is None:
+        sock = w.fd_sock
+        if not w.alive or sock is None:
             raise StreamError("the media worker for this stream is restarting; try again")
-        send_fd(w.fd_sock, {**facts, "key": key}, sock_fd)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HAND_OFF_TIMEOUT_S
+        while True:
+            try:
+                send_fd(sock, {**facts, "key": key}, sock_fd)
+                break
+            except BlockingIOError:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise StreamError("the media worker does not take viewers; try again") from None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(w.writable()), left)
         self.counters["handed_off"] += 1
 
     # -- views ---------------------------------------------------------------------------------

@@ -80,3 +80,38 @@ def test_stream_errors_cross_the_link_with_their_class() -> None:
             raise_reply(error_reply(exc))
         assert got.value.status == exc.status and got.value.code == exc.code and str(got.value) == str(exc)
     raise_reply({"ok": True})
+
+
+async def test_a_full_fd_channel_is_waited_on_not_blocked_on() -> None:
+    import asyncio
+
+    from gateway.config import MediaSettings
+    from gateway.media_workers.pool import MediaWorkers
+
+    mw = MediaWorkers(MediaSettings(port_min=45000, port_max=45099), 1, domain="3402000000")
+    w = mw.workers[0]
+    main_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    x, y = socket.socketpair()
+    with main_end, worker_end, x, y:
+        main_end.setblocking(False)
+        w.fd_sock = main_end
+        w.ready.set()
+        w.link.lost = False
+        sent = 0
+        with pytest.raises(BlockingIOError):
+            while True:
+                send_fd(main_end, {"key": "k"}, x.fileno())
+                sent += 1
+        task = asyncio.create_task(mw.hand_off("k", x.fileno(), {}))
+        await asyncio.sleep(0.05)
+        assert not task.done()  # waiting, the loop still runs
+        worker_end.setblocking(False)
+        got = 0
+        while (r := recv_fd(worker_end)) is not None:
+            socket.close(r[1])
+            got += 1
+            if got == sent:
+                await asyncio.sleep(0.05)
+        await asyncio.wait_for(task, 2)
+        assert got == sent + 1 and mw.counters["handed_off"] == 1
+        w.fd_sock = None

@@ -112,7 +112,8 @@ async def list_streams(request: web.Request) -> web.Response:
         keys = {s["channel_id"] for s in theirs}
         streams = [s for s in streams if s["channel_id"] not in keys] + theirs
         gauges = {"streams": len(streams), "viewers": sum(s["viewers"] for s in streams)}
-    return web.json_response({"streams": streams, "count": len(streams), **gauges})
+    # the gauges first: their "streams" (a count) must not replace the list (it did before issue 15)
+    return web.json_response({**gauges, "streams": streams, "count": len(streams)})
 
 
 @routes.get("/api/v1/streams/{channel_id}")

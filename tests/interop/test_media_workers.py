@@ -250,3 +250,40 @@ async def test_chromium_plays_whep_fed_by_a_worker(tmp_path: Path) -> None:
         assert got["codec"] == "video/H264" and got["deleteStatus"] == 200, got
         assert not state.sessions.sessions
         assert r.plane.invites.counters["invite:sent"] == 1
+
+
+@pytest.mark.parametrize("mode", ["udp", "tcp-passive"])
+async def test_media_loss_in_a_worker_is_reinvited_by_main(tmp_path: Path, mode: str) -> None:
+    """The watchdog in main sees the worker's last-packet times (tick): media stops → BYE +
+    re-INVITE on a new port of the same slice → the kept viewer's stream continues."""
+    import itertools
+
+    async with rig(tmp_path, mode, GBGATE_MEDIA__WORKERS="2") as r:
+        owner = r.plane.workers.owner(CAM)
+        await start_camera(r, tmp_path, mode, 15060)
+        live_url = f"{r.url}/live/{CAM}.flv?token={r.token}"
+        stop = asyncio.Event()
+        kept = asyncio.create_task(capture(live_url, 8.0))
+        leg = await established_leg(r)
+        sender = start_sender(mode, leg, 15060, stop)
+        await asyncio.sleep(1.5)
+        stop.set()
+        await sender
+        leg2 = await established_leg(r, not_call=leg.call_id, timeout=8)
+        assert owner.pool.port_min <= leg2.lease.port < owner.pool.port_max
+        stop2 = asyncio.Event()
+        sender2 = start_sender(mode, leg2, 15060, stop2)
+        await asyncio.sleep(1.0)
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"{r.url}/api/v1/streams", headers={"Authorization": f"Bearer {r.token}"}) as resp:
+            listing = await resp.json()
+        assert listing["count"] == 1 and listing["viewers"] == 1  # the worker's stream, listed by main
+        assert listing["streams"][0]["reinvites"] >= 1 and listing["streams"][0]["rtp"]["worker"] == owner.index
+        data = await kept
+        stop2.set()
+        await sender2
+        ts = [t for t, body in video_tags(data) if body[1] == 1]
+        gaps = [b - a for a, b in itertools.pairwise(ts)]
+        assert max(gaps) < 400 and len(ts) > 100, "stream did not come back on the kept connection"
+        assert r.plane.invites.counters["reinvite:ok"] >= 1 and r.plane.invites.counters["bye:sent"] >= 1
+        await stop_camera(r)

@@ -45,14 +45,9 @@ from gateway.media.errors import (
     StreamTimeout,
 )
 from gateway.media.hub import Stream, split_key
+from gateway.media.ingest import Ingest, LocalIngest, RtpLeg
 from gateway.media.pool import Lease, PortPool
-from gateway.media.receiver import (
-    RTP_COUNTER_KEYS,
-    RtpSession,
-    TcpPassiveReceiver,
-    UdpReceiver,
-    open_tcp_active,
-)
+from gateway.media.receiver import RTP_COUNTER_KEYS
 from gateway.media.session_stats import Trace
 from gateway.sip.errors import SipError, SipTimeout
 from gateway.sip.events import Peer
@@ -121,7 +116,7 @@ class Leg:
     peer: Peer
     target: tuple[str, int]  # Request-URI host/port for in-dialog requests
     lease: Lease
-    rtp: RtpSession
+    rtp: RtpLeg
     trace: Trace
     mode: MediaTransport
     to_tag: str | None = None
@@ -158,7 +153,8 @@ class MediaSession:
         if self.watchdog is not None and self.watchdog is not asyncio.current_task():
             self.watchdog.cancel()
         await self.mgr._end_leg(self, bye=self.remote_ended is None)
-        self.mgr._sessions.pop(self.key, None)
+        if self.mgr._sessions.get(self.key) is self:  # a new stream of the key may have opened meanwhile
+            del self.mgr._sessions[self.key]
 
     def stats(self) -> dict[str, Any]:
         leg = self.leg
@@ -181,8 +177,10 @@ class InviteManager:
     def __init__(self, *, endpoint: MediaEndpoint, requests: RequestFactory, presence: Presence, policy: Policy,
                  channels: ChannelLocator, dialogs: DialogTable, pool: PortPool, media: Any, repo: Any,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
-                 bye_timeout: float = 3.0) -> None:
-        """`clock` (monotonic) times media and the watchdog; `wall_clock` dates whitelist decisions."""
+                 bye_timeout: float = 3.0, ingest: Ingest | None = None) -> None:
+        """`clock` (monotonic) times media and the watchdog; `wall_clock` dates whitelist decisions;
+        `ingest` receives the RTP (default: in this process, from `pool`)."""
+        self.ingest: Ingest = ingest or LocalIngest(pool)
         self.endpoint = endpoint
         self.requests = requests
         self.presence = presence
@@ -272,6 +270,13 @@ class InviteManager:
         session.watchdog = self._spawn(self._watch(session))
         return session
 
+    async def close_stream(self, key: str) -> None:
+        """Close stream `key`'s session (BYE unless the device ended it): its media worker is done
+        with it (the hub there lingered out, or the worker died)."""
+        session = self._sessions.get(key)
+        if session is not None:
+            await session.close()
+
     async def _mode_of(self, device_id: str) -> MediaTransport:
         mode = None
         with contextlib.suppress(Exception):
@@ -333,27 +338,29 @@ class InviteManager:
                        rec: DeviceRecord) -> Leg:
         """Lease a port + SSRC and, for UDP / TCP passive, start listening before the INVITE."""
         last_exc: Exception | None = None
+        ingest = self.ingest
+        pool = ingest.pool_for(session.sink)
         for _ in range(4):
-            lease = self.pool.allocate()
-            rtp = RtpSession(session.sink, ssrc=lease.ssrc_int, allowed_hosts={rec.host},
-                             allowed_nets=session.allowed_nets, trace=trace, reorder=mode is MediaTransport.UDP,
-                             armed=False, clock=self.clock)
+            lease = pool.allocate()
+            rtp = ingest.session(session.sink, ssrc=lease.ssrc_int, allowed_hosts={rec.host},
+                                 allowed_nets=session.allowed_nets, trace=trace, reorder=mode is MediaTransport.UDP,
+                                 clock=self.clock)
             leg = Leg(call_id=f"{new_tag()}@{self.media.host}", from_tag=new_tag(),
                       cseq=self.requests.next_cseq(), peer=peer, target=(rec.host, rec.port),
                       lease=lease, rtp=rtp, trace=trace, mode=mode, started=self.clock())
             try:
                 if mode is MediaTransport.UDP:
-                    leg.receiver = await UdpReceiver.open(rtp, self.media.host, lease.port, rcvbuf=self.media.rcvbuf)
+                    leg.receiver = await ingest.listen_udp(rtp, self.media.host, lease.port, rcvbuf=self.media.rcvbuf)
                 else:
                     # TCP active too: a camera that answers a=setup:active as well (a common firmware
                     # bug) dials the offer's port at once; be listening there (issue 16.2)
-                    leg.receiver = await TcpPassiveReceiver.open(rtp, self.media.host, lease.port)
+                    leg.receiver = await ingest.listen_tcp(rtp, self.media.host, lease.port)
                 return leg
             except OSError as exc:
                 last_exc = exc
                 if exc.errno == errno.EADDRINUSE:
                     self.counters["ports_busy"] += 1
-                    self.pool.quarantine(lease)
+                    pool.quarantine(lease)
                     continue
                 lease.release()
                 break
@@ -413,8 +420,8 @@ class InviteManager:
                 await leg.receiver.close()
             host = answer.ip if leg.rtp.host_allowed(answer.ip) else leg.target[0]
             try:
-                leg.receiver = await open_tcp_active(leg.rtp, host, answer.port,
-                                                     retry_for=min(5.0, self.media.invite_timeout))
+                leg.receiver = await self.ingest.connect_tcp(leg.rtp, host, answer.port,
+                                                             retry_for=min(5.0, self.media.invite_timeout))
             except MediaError as exc:
                 raise StreamError(str(exc), trace=session.sink.trace) from None
         elif answer.transport is MediaTransport.UDP and leg.mode is not MediaTransport.UDP:
@@ -422,7 +429,8 @@ class InviteManager:
             if leg.receiver is not None:
                 await leg.receiver.close()
             leg.rtp.use_reorder = True
-            leg.receiver = await UdpReceiver.open(leg.rtp, self.media.host, leg.lease.port, rcvbuf=self.media.rcvbuf)
+            leg.receiver = await self.ingest.listen_udp(leg.rtp, self.media.host, leg.lease.port,
+                                                        rcvbuf=self.media.rcvbuf)
         elif answer.transport is MediaTransport.TCP_PASSIVE and leg.mode is MediaTransport.TCP_ACTIVE:
             # Both sides active (issue 16.2): we listen on the offered port since before the INVITE,
             # so accept the device's connection instead of failing; the trace names the cause.

@@ -74,6 +74,9 @@ class MediaSettings:
     rcvbuf: int = 4 * 1024 * 1024
     viewer_queue: int = 256
     viewer_backlog: int = 4 * 1024 * 1024  # bytes an HTTP/WS-FLV viewer may lag before skipping to a keyframe
+    # media worker processes (issue 15): "1" = everything in the main process; N or "auto" (one per
+    # core) = RTP ingest and HTTP/WS-FLV viewers in N workers, each owning a slice of the port range
+    workers: str = "1"
     # pull sources (adapters/rtsp.py): PyAV open/read timeout, capped reconnect back-off, file root
     pull_timeout: float = 5.0
     pull_backoff_max: float = 30.0
@@ -253,6 +256,9 @@ def _validate(s: Settings) -> None:
             raise ConfigError(key, f"expected a port 0-65535, got {port}")
     if not (1024 <= s.media.port_min <= s.media.port_max <= 65535):
         raise ConfigError("media.port_min", "expected 1024 <= port_min <= port_max <= 65535")
+    w = s.media.workers.strip().lower()
+    if not (w == "auto" or (w.isdigit() and 1 <= int(w) <= 256)):
+        raise ConfigError("media.workers", f"expected an integer from 1 to 256 or \"auto\", got {s.media.workers!r}")
     if s.media.transport not in ("udp", "tcp-passive", "tcp-active"):
         raise ConfigError("media.transport", f"expected udp, tcp-passive or tcp-active, got {s.media.transport!r}")
     if s.sip.digest_algorithm not in ("MD5", "SHA-256"):

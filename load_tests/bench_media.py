@@ -2,6 +2,7 @@
 
     python -m load_tests.bench_media --streams 20 --viewers 2 --bitrate 2000000 --seconds 20
     python -m load_tests.bench_media --quick
+    python -m load_tests.bench_media --streams 50 --seconds 40 --workers 2   # media workers (issue 15)
 
 Each camera is a SIP UA (one asyncio UDP socket per camera, REGISTER with digest, answers
 Catalog/DeviceInfo MESSAGEs and INVITE with an SDP answer carrying y=, ACK, BYE) that streams the
@@ -14,7 +15,10 @@ Prints: gateway CPU seconds per second in steady state (every stream up, every v
 over the whole run, RSS, per-stream delivered bitrate, frame drops, time to first frame (first
 viewer: INVITE included; late viewer: from the GOP cache), kernel UDP drops, and the load
 generator's own rate and CPU (its frames per second must reach the target for the figures to
-count).
+count). With `--workers N` the gateway runs N media worker processes (media.workers) and the CPU is
+given per process (main, each worker) and in total. Added latency: every frame carries its send
+time (CLOCK_MONOTONIC, one clock for all processes) in its filler NAL, and each viewer subtracts it
+from the time the frame's FLV tag arrived; printed as mean, p99 and max over every frame delivered.
 
 `PsRtpSender` is also what tests/interop uses as the camera's media sender.
 """
@@ -60,8 +64,9 @@ class PsRtpSender:
     """Loops an H.264 elementary stream as PS over RTP: one timestamp per frame, marker last."""
 
     def __init__(self, *, ssrc: int, fps: int = FPS, bitrate: int | None = None, aus: list[bytes] | None = None,
-                 audio: bool = False, start_ts: int | None = None, mtu: int = 1400) -> None:
+                 audio: bool = False, start_ts: int | None = None, mtu: int = 1400, stamp: bool = False) -> None:
         self.ssrc = ssrc
+        self.stamp = stamp  # the send time in each frame's filler NAL (added-latency measurement)
         self.fps = fps
         self.aus = aus or load_aus()
         self.audio = audio
@@ -84,7 +89,10 @@ class PsRtpSender:
         au = self.aus[self.index % len(self.aus)]
         self.index += 1
         key = is_keyframe(Codec.H264, au)
-        data = au + self.pad if self.pad else au
+        pad = self.pad
+        if self.stamp and len(pad) > 32:  # hex digits: never a start code or emulation-prevention byte
+            pad = pad[:5] + b"LAT%016x" % time.monotonic_ns() + pad[24:]
+        data = au + pad if pad else au
         pts = self.ts & ((1 << 33) - 1)
         ps = self.mux.mux(MediaFrame("video", Codec.H264, data, pts, pts, key))
         if self.audio:
@@ -282,7 +290,7 @@ class Camera(asyncio.DatagramProtocol):
             if self.stop_media is not None:
                 self.stop_media.set()
             self.stop_media = asyncio.Event()
-            self.sender = PsRtpSender(ssrc=int(offer.ssrc or 0), bitrate=self.bitrate)
+            self.sender = PsRtpSender(ssrc=int(offer.ssrc or 0), bitrate=self.bitrate, stamp=True)
             task = asyncio.get_running_loop().create_task(
                 self.sender.run_udp(offer.ip, offer.port, stop=self.stop_media))
             self.tasks.add(task)
@@ -305,10 +313,13 @@ async def viewer(url: str, seconds: float, out: dict[str, Any]) -> None:
     total = 0
     last_ts = None
     gaps = 0
+    lat_sum = lat_max = lat_n = 0
+    lats: list[int] = []
     async with aiohttp.ClientSession() as http, http.get(url, timeout=aiohttp.ClientTimeout(total=None)) as resp:
         out["status"] = resp.status
         end = t0 + seconds
         async for chunk in resp.content.iter_any():
+            now_ns = time.monotonic_ns()
             if "ttfb" not in out:
                 out["ttfb"] = time.monotonic() - t0
             buf += chunk
@@ -323,13 +334,22 @@ async def viewer(url: str, seconds: float, out: dict[str, Any]) -> None:
                         gaps += round((ts - last_ts) / 40) - 1
                     last_ts = ts
                     tags += 1
+                    i = buf.find(b"LAT", pos + 11, pos + 15 + size)
+                    if i >= 0 and tags > 50:  # past the GOP cache burst a joiner gets (old frames, by design)
+                        lat = now_ns - int(buf[i + 3:i + 19], 16)
+                        lat_sum += lat
+                        lat_n += 1
+                        lat_max = max(lat_max, lat)
+                        lats.append(lat)
                 pos += 15 + size
             if pos > 1 << 20:
                 del buf[:pos]
                 pos = 0
             if time.monotonic() > end:
                 break
-    out.update(bytes=total, frames=tags, missing=gaps, seconds=time.monotonic() - t0)
+    lats.sort()
+    out.update(bytes=total, frames=tags, missing=gaps, seconds=time.monotonic() - t0, lat_sum_ns=lat_sum,
+               lat_n=lat_n, lat_max_ns=lat_max, lat_p99_ns=lats[int(len(lats) * 0.99)] if lats else 0)
 
 
 def _proc_cpu(pid: int) -> tuple[float, int]:
@@ -342,23 +362,39 @@ def _proc_cpu(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
-class Steady:
-    """CPU of gateway, cameras (this process) and viewers, and frames sent, over a window."""
+def _children(pid: int) -> list[int]:
+    """The gateway's media worker processes."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError), open(f"/proc/{entry}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry))
+    return sorted(out)
 
-    def __init__(self, gateway_pid: int, viewers_pid: int, cams: list[Camera]) -> None:
-        self.pids, self.cams = (gateway_pid, viewers_pid), cams
+
+class Steady:
+    """CPU of the gateway's processes (main, workers), cameras (this process) and viewers, and
+    frames sent, over a window."""
+
+    def __init__(self, gateway_pids: list[int], viewers_pid: int, cams: list[Camera]) -> None:
+        self.gw_pids, self.viewers_pid, self.cams = gateway_pids, viewers_pid, cams
         self.t0 = time.monotonic()
-        self.c0 = [_proc_cpu(p)[0] for p in self.pids] + [time.process_time()]
+        self.g0 = [_proc_cpu(p)[0] for p in gateway_pids]
+        self.v0, self.k0 = _proc_cpu(viewers_pid)[0], time.process_time()
         self.f0 = self._sent()
         self.seconds = self.gateway = self.viewers = self.cameras = self.sent_fps = 0.0
+        self.per_process: list[float] = []
 
     def _sent(self) -> int:
         return sum(c.sender.frames_sent for c in self.cams if c.sender is not None)
 
     def stop(self) -> None:
         self.seconds = dt = time.monotonic() - self.t0
-        c1 = [_proc_cpu(p)[0] for p in self.pids] + [time.process_time()]
-        self.gateway, self.viewers, self.cameras = ((b - a) / dt for a, b in zip(self.c0, c1, strict=True))
+        self.per_process = [(_proc_cpu(p)[0] - a) / dt for p, a in zip(self.gw_pids, self.g0, strict=True)]
+        self.gateway = sum(self.per_process)
+        self.viewers = (_proc_cpu(self.viewers_pid)[0] - self.v0) / dt
+        self.cameras = (time.process_time() - self.k0) / dt
         self.sent_fps = (self._sent() - self.f0) / dt
 
 
@@ -371,12 +407,13 @@ def _udp_rcvbuf_errors() -> int:
 async def bench(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     data_dir = tempfile.mkdtemp(prefix="gbgate-bench-media-")
-    env = {**os.environ, "BENCH_CAMERAS": str(args.streams)}
+    env = {**os.environ, "BENCH_CAMERAS": str(args.streams), "GBGATE_MEDIA__WORKERS": str(args.workers)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "load_tests.bench_media", "--child", data_dir, "--transport", "udp",
         stdout=asyncio.subprocess.PIPE, env=env)
     assert proc.stdout is not None
     info = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
+    gw_pids = [proc.pid, *_children(proc.pid)]
     cams: list[Camera] = []
     try:
         for i in range(args.streams):
@@ -403,11 +440,13 @@ async def bench(args: argparse.Namespace) -> None:
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         udp0 = _udp_rcvbuf_errors()
         cpu0, rss0 = _proc_cpu(proc.pid)
+        cpu0 += sum(_proc_cpu(p)[0] for p in gw_pids[1:])
+        rss0 += sum(_proc_cpu(p)[1] for p in gw_pids[1:])
         t0 = time.monotonic()
         out_task = loop.create_task(viewers.communicate(json.dumps(spec).encode()))
         # Steady state: from when every stream is up and every viewer joined, to 1 s before the end.
         await asyncio.sleep(5.0)
-        steady = Steady(proc.pid, viewers.pid, cams)
+        steady = Steady(gw_pids, viewers.pid, cams)
         await asyncio.sleep(max(1.0, args.seconds - 6.0))
         steady.stop()
         stdout, _ = await out_task
@@ -415,6 +454,8 @@ async def bench(args: argparse.Namespace) -> None:
         results = [flat[i * args.viewers:(i + 1) * args.viewers] for i in range(args.streams)]
         elapsed = time.monotonic() - t0
         cpu1, rss = _proc_cpu(proc.pid)
+        cpu1 += sum(_proc_cpu(p)[0] for p in gw_pids[1:])
+        rss += sum(_proc_cpu(p)[1] for p in gw_pids[1:])
         udp_drops = _udp_rcvbuf_errors() - udp0
     finally:
         for c in cams:
@@ -430,7 +471,17 @@ async def bench(args: argparse.Namespace) -> None:
     missing = sum(r.get("missing", 0) for rs in results for r in rs)
     frames = sum(r.get("frames", 0) for rs in results for r in rs)
     cpu_s = (cpu1 - cpu0) / elapsed
-    print(f"streams={args.streams} viewers/stream={args.viewers} bitrate={args.bitrate} seconds={elapsed:.1f}")
+    lat_n = sum(r.get("lat_n", 0) for rs in results for r in rs)
+    lat_mean = sum(r.get("lat_sum_ns", 0) for rs in results for r in rs) / max(1, lat_n) / 1e6
+    lat_max = max((r.get("lat_max_ns", 0) for rs in results for r in rs), default=0) / 1e6
+    lat_p99 = statistics.median([r["lat_p99_ns"] / 1e6 for rs in results for r in rs if r.get("lat_n")] or [0])
+    expected = sum(max(0.0, r.get("seconds", 0.0)) * FPS for rs in results for r in rs)
+    print(f"streams={args.streams} viewers/stream={args.viewers} bitrate={args.bitrate} seconds={elapsed:.1f} "
+          f"media workers={args.workers}")
+    names = ["main"] + [f"worker {k}" for k in range(len(gw_pids) - 1)]
+    print("gateway CPU per process, steady state: " + "; ".join(
+        f"{n} {c:.3f} s/s = {c / args.streams * 1000:.2f} ms per stream-second"
+        for n, c in zip(names, steady.per_process, strict=True)))
     print(f"gateway CPU s/s, steady state ({steady.seconds:.0f} s): {steady.gateway:.3f} "
           f"({steady.gateway / args.streams * 1000:.2f} ms/s per stream); whole run with the INVITEs: {cpu_s:.3f} "
           f"({cpu_s / args.streams * 1000:.2f} ms/s per stream); idle before the streams: {idle_cpu:.3f}")
@@ -439,7 +490,10 @@ async def bench(args: argparse.Namespace) -> None:
     print(f"delivered to the first viewer of each stream: median {statistics.median(per_stream) / 1e6:.2f} Mbit/s; "
           f"frames {frames} ({frames / max(1e-9, elapsed) / (args.streams * args.viewers):.1f} fps per viewer, "
           f"source {sent_fps / args.streams} fps); missing frames (timestamp gaps) {missing}; "
-          f"viewers without video {failed}")
+          f"viewers without video {failed}; frames delivered / expected at {FPS} fps: "
+          f"{frames / max(1.0, expected) * 100:.1f} %")
+    print(f"added latency (camera send → viewer receive, {lat_n} frames): mean {lat_mean:.2f} ms, "
+          f"median viewer p99 {lat_p99:.2f} ms, max {lat_max:.1f} ms")
     print(f"time to first frame: first viewer (INVITE included) median {statistics.median(first) * 1000:.0f} ms, "
           f"max {max(first) * 1000:.0f} ms" + (f"; late joiners median {statistics.median(late) * 1000:.1f} ms, "
                                                 f"max {max(late) * 1000:.1f} ms" if late else ""))
@@ -469,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bitrate", type=int, default=2_000_000)
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--quick", action="store_true", help="4 streams × 2 viewers for 6 s")
+    p.add_argument("--workers", default="1", help="media.workers of the gateway (1, N or auto)")
     p.add_argument("--child", metavar="DATA_DIR", help=argparse.SUPPRESS)
     p.add_argument("--transport", default="udp", help=argparse.SUPPRESS)
     p.add_argument("--viewers-child", action="store_true", help=argparse.SUPPRESS)

@@ -63,9 +63,10 @@ def postgres_url() -> Iterator[str]:
 # ingest, outputs, adapters) run on both loops; interop tests with real peers run on the loop that
 # ships (uvloop), and those whose subject is a transport itself (SIP over UDP/TCP, TLS, media ingest
 # over UDP/TCP) on both; everything else on asyncio's. Issue 9: TCP signalling broke on uvloop alone.
-BOTH_LOOPS = ("tests/gateway/sip/", "tests/gateway/media/", "tests/gateway/outputs/", "tests/adapters/",
+BOTH_LOOPS = ("tests/gateway/sip/", "tests/gateway/media/", "tests/gateway/media_workers/", "tests/gateway/outputs/",
+              "tests/adapters/",
               "tests/interop/test_sipp_signalling.py", "tests/interop/test_tls_admission.py",
-              "tests/interop/test_media_sipp.py")
+              "tests/interop/test_media_sipp.py", "tests/interop/test_media_workers.py")
 SHIPPED_LOOP_ONLY = ("tests/interop/",)
 
 

@@ -47,6 +47,7 @@ LAYERS: dict[str, int] = {
     "gateway.health": 3,
     "gateway.reports": 3,
     "gateway.outputs": 3,
+    "gateway.media_workers": 3,  # media worker processes and the main side of their streams (issue 15)
     "adapters": 3,
     "devsim": 3,
     # 4 interfaces served over HTTP

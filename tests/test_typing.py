@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STRICT = ["gateway/sip", "gateway/gb", "gateway/media", "gateway/outputs", "gateway/health", "gateway/tasks.py",
+STRICT = ["gateway/sip", "gateway/gb", "gateway/media", "gateway/media_workers", "gateway/outputs", "gateway/health", "gateway/tasks.py",
           "adapters", "whitelist"]
 
 pytest.importorskip("mypy", reason="mypy (the test extra) is not installed")

@@ -1,8 +1,15 @@
 """The media plane: port pool, INVITE dialogs through the device adapter's endpoint, the stream hub.
-Left before the SIP plane, so BYEs still go out."""
+Left before the SIP plane, so BYEs still go out.
+
+With `media.workers` > 1 (issue 15) the RTP ingest and HTTP/WS-FLV viewers of GB channels live in
+media worker processes (gateway.media_workers): the INVITE manager receives through
+`RemoteIngest`, and this process's hub keeps pull sources and gets frames for WebRTC, snapshots
+and cascade relays from the owning worker (`FeedOpener`)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -20,6 +27,8 @@ from gateway.health.rules import NoVideoRule
 from gateway.media.hub import StreamHub
 from gateway.media.pool import PortPool
 from gateway.media.routing import RoutedOpener
+from gateway.media_workers.pool import MediaWorkers, worker_count
+from gateway.media_workers.remote import FeedOpener, RemoteIngest
 from gateway.sip.router import SipRouter
 from gateway.sip.transport import SipEndpoint
 
@@ -41,17 +50,34 @@ class MediaPlane:
     invites: InviteManager
     hub: StreamHub
     routes: RoutedOpener | None = None  # other source kinds (pull sources) add their route here
+    workers: MediaWorkers | None = None  # media.workers > 1: GB ingest and FLV viewers live there
 
     async def start(self) -> None:
         await self.hub.start()
+        if self.workers is not None:
+            await self.workers.start()
         await self.invites.start()
 
     async def stop(self) -> None:
         await self.hub.stop()
         await self.invites.stop()
+        if self.workers is not None:
+            await self.workers.stop()
 
     def status(self) -> str:
+        down = [w.index for w in self.workers.workers if not w.alive] if self.workers is not None else []
+        if down and self.hub.running:
+            return f"media worker {', '.join(map(str, down))} restarting"
         return alive(self.hub.running)
+
+    def gauges(self) -> dict[str, int]:
+        """Streams and viewers now, the workers' included (their counts from the last tick)."""
+        g = dict(self.hub.gauges())
+        if self.workers is not None:
+            sinks = [s for w in self.workers.workers for s in w.sinks.values()]
+            g["streams"] += len(sinks)
+            g["viewers"] += sum(s.viewers for s in sinks)
+        return g
 
     def counters(self) -> Counter[str]:
         """One Counter for gateway.health.metrics.CounterSource (see MEDIA_FAMILIES)."""
@@ -60,6 +86,9 @@ class MediaPlane:
             out[f"hub:{k}"] = v
         for k, v in self.pool.stats().items():
             out[f"pool:{k}"] = v
+        if self.workers is not None:
+            for k, v in self.workers.counters.items():
+                out[f"hub:workers_{k}"] = v
         return out
 
 
@@ -69,20 +98,40 @@ def install_media(*, adapter: GbDeviceAdapter, router: SipRouter, endpoint: SipE
     `router`, torn down when the adapter reports a device offline."""
     m = settings.media
     pool = PortPool(m.port_min, m.port_max, settings.sip.domain)
+    n = worker_count(m.workers)
+    workers = None
+    if n > 1:
+        workers = MediaWorkers(m, n, domain=settings.sip.domain, loop_kind=_loop_kind(),
+                               log_level=logging.getLevelName(logging.getLogger().getEffectiveLevel()))
     invites = InviteManager(endpoint=endpoint, requests=adapter.requests, presence=adapter.presence,
                             policy=adapter.policy, channels=adapter.catalog, dialogs=router, pool=pool, media=m,
-                            repo=repo, wall_clock=clock)
+                            repo=repo, wall_clock=clock, ingest=RemoteIngest() if workers is not None else None)
     adapter.offline_listeners.append(invites.on_device_gone)
-    routes = RoutedOpener(invites)  # GB channels by default; pull sources claim theirs (gateway.app.sources)
+    # GB channels by default (in this process, or fed from their worker); pull sources claim theirs
+    # (gateway.app.sources) and always stay in this process
+    routes = RoutedOpener(invites if workers is None else FeedOpener(workers.owner))
     hub = StreamHub(routes, linger=m.linger, ready_timeout=m.invite_timeout, queue_size=m.viewer_queue,
                     viewer_backlog=m.viewer_backlog)
-    plane = MediaPlane(pool, invites, hub, routes)
+    if workers is not None:
+        workers.invites = invites
+        workers.claimed_by_main = lambda key: routes.opener_for(key) is not routes.default
+    plane = MediaPlane(pool, invites, hub, routes, workers)
     if metrics is not None:
         metrics.add_counters(CounterSource(plane.counters, MEDIA_FAMILIES))
-        metrics.add_gauge("gbgate_media_streams", "Live streams open now", lambda: len(hub.streams()))
-        metrics.add_gauge("gbgate_media_viewers", "Viewers connected now", lambda: hub.gauges()["viewers"])
-        metrics.add_gauge("gbgate_media_ports_in_use", "Media ports leased now", lambda: pool.in_use)
+        metrics.add_gauge("gbgate_media_streams", "Live streams open now", lambda: plane.gauges()["streams"])
+        metrics.add_gauge("gbgate_media_viewers", "Viewers connected now", lambda: plane.gauges()["viewers"])
+        metrics.add_gauge("gbgate_media_ports_in_use", "Media ports leased now",
+                          lambda: pool.in_use + (sum(w.pool.in_use for w in workers.workers) if workers else 0))
     return plane
+
+
+def _loop_kind() -> str:
+    """The workers run the event loop this process runs (uvloop or asyncio's own)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return "asyncio"
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
 @asynccontextmanager
@@ -95,6 +144,8 @@ async def media_plane(*, adapter: GbDeviceAdapter, router: SipRouter, endpoint: 
     await plane.start()
     try:
         plane.hub.on_video = NoVideoRule(health, clock)
+        if plane.workers is not None:
+            plane.workers.on_video = plane.hub.on_video
         yield plane
     finally:
         await plane.stop()

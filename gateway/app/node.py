@@ -103,7 +103,8 @@ class Gateway:
                 }),
                 reports=ReportsRuntime(sessions=store.sessions, prober=monitors.prober, scheduler=monitors.scheduler),
                 clock=clock,  # the node's one wall clock: API "today" agrees with the ledger and scheduler
-                extra={"sources": sources},  # pull sources (gateway/api/sources.py)
+                extra={"sources": sources,  # pull sources (gateway/api/sources.py)
+                       "media_workers": media.workers},  # None with media.workers = 1
             )
             http = await stack.enter_async_context(http_plane(services, metrics))
             self._stack = stack.pop_all()

@@ -17,6 +17,7 @@ import socket
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from gateway.gb.ssrc import ssrc_to_int
 from load_tests.bench_media import PsRtpSender
@@ -59,9 +60,11 @@ class FlvReader:
         return [ts for _t, kind, ts, _h in self.tags if kind == 8]
 
 
-async def test_viewer_timeline_survives_wrap_reboot_ssrc_switch_and_reinvite(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])  # single process, and media workers (issue 15)
+async def test_viewer_timeline_survives_wrap_reboot_ssrc_switch_and_reinvite(tmp_path: Path, workers: str) -> None:
     loop = asyncio.get_running_loop()
-    async with rig(tmp_path, "udp", GBGATE_MEDIA__TIMEOUT="5", GBGATE_MEDIA__LOSS_TIMEOUT="1.5") as r:
+    async with rig(tmp_path, "udp", GBGATE_MEDIA__TIMEOUT="5", GBGATE_MEDIA__LOSS_TIMEOUT="1.5",
+                   GBGATE_MEDIA__WORKERS=workers) as r:
         await start_camera(r, tmp_path, "udp", 15060)
         reader = FlvReader()
         done = asyncio.Event()
@@ -110,6 +113,8 @@ async def test_viewer_timeline_survives_wrap_reboot_ssrc_switch_and_reinvite(tmp
         assert audio and all(b >= a for a, b in itertools.pairwise(audio)), "audio timestamps went backwards"
         assert max(steps) <= 2 * FRAME_MS, f"a step of {max(steps)} ms"
         hub = r.plane.hub.counters
+        if r.plane.workers is not None:  # the stream's hub is in its worker
+            hub = (await r.plane.workers.owner(CAM).link.call({"op": "snapshot"}))["counters"]
         assert hub["source_changes:new_port"] >= 1 and hub["source_changes:ssrc_switch"] >= 1
         assert r.plane.invites.counters["reinvite:ok"] >= 1
         back = next(a for a, _t in video if a > lost_at + 0.2)

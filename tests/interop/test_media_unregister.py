@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from gateway.gb.ssrc import ssrc_to_int
 from load_tests.bench_media import PsRtpSender
@@ -33,9 +34,10 @@ def sipp_times(log: str) -> tuple[datetime, datetime]:
     return sent, bye
 
 
-async def test_unregister_while_streaming_byes_ends_viewer_and_never_reinvites(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])  # single process, and media workers (issue 15)
+async def test_unregister_while_streaming_byes_ends_viewer_and_never_reinvites(tmp_path: Path, workers: str) -> None:
     loop = asyncio.get_running_loop()
-    async with rig(tmp_path, "udp", GBGATE_MEDIA__LOSS_TIMEOUT="0.5") as r:
+    async with rig(tmp_path, "udp", GBGATE_MEDIA__LOSS_TIMEOUT="0.5", GBGATE_MEDIA__WORKERS=workers) as r:
         await start_camera(r, tmp_path, "udp", 15060, scenario="camera_media_unregister.xml")
         got = bytearray()
         ended: list[float] = []
@@ -86,5 +88,7 @@ async def test_unregister_while_streaming_byes_ends_viewer_and_never_reinvites(t
         assert 0 <= (bye - sent).total_seconds() < 1.0
         assert invites.counters["bye:200"] == 1  # sipp answered our BYE
         assert r.plane.pool.in_use == 0
+        if r.plane.workers is not None:
+            assert not any(w.pool.in_use for w in r.plane.workers.workers)
         with contextlib.suppress(Exception):
             await stop_camera(r)

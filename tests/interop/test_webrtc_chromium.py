@@ -177,13 +177,13 @@ async def test_chromium_plays_whep(tmp_path: Path, channel: str, codec: str) -> 
 
 
 @contextlib.asynccontextmanager
-async def camera_rig(tmp_path: Path) -> AsyncIterator[tuple[Any, str, WebrtcState, asyncio.Event]]:
+async def camera_rig(tmp_path: Path, **env: str) -> AsyncIterator[tuple[Any, str, WebrtcState, asyncio.Event]]:
     """A real Gateway + sipp camera (UDP) whose media starts when the gateway INVITEs; our route
     table is served next to live.routes on the gateway's own services (until app.py adds it)."""
     from gateway.api import live
     from tests.interop.test_media_sipp import established_leg, rig, start_camera, start_sender, stop_camera
 
-    async with rig(tmp_path, "udp") as r:
+    async with rig(tmp_path, "udp", **env) as r:
         assert r.gw.services is not None
         app = build_web_app(r.gw.services, [live.routes])
         state = setup_webrtc(app)

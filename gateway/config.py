@@ -177,6 +177,20 @@ _SECTIONS: dict[str, type] = {
 }
 
 
+
+#: An upper bound for `sip.workers` / `media.workers`: a typo like 20000 must not fork a storm.
+MAX_WORKERS = 256
+
+
+def worker_count(value: str | int, cpus: int | None = None) -> int:
+    """`sip.workers` / `media.workers`: an integer 1..MAX_WORKERS, or "auto" (one per core)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return max(1, cpus if cpus is not None else (os.cpu_count() or 1))
+    n = int(value)
+    if not 1 <= n <= MAX_WORKERS:
+        raise ValueError(f"workers must be 1..{MAX_WORKERS} or auto, got {n}")
+    return n
+
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
     """Convert one raw value (TOML or env string) to the field's type, or raise ConfigError."""
     origin = typing.get_origin(annotation)
@@ -256,9 +270,11 @@ def _validate(s: Settings) -> None:
             raise ConfigError(key, f"expected a port 0-65535, got {port}")
     if not (1024 <= s.media.port_min <= s.media.port_max <= 65535):
         raise ConfigError("media.port_min", "expected 1024 <= port_min <= port_max <= 65535")
-    w = s.media.workers.strip().lower()
-    if not (w == "auto" or (w.isdigit() and 1 <= int(w) <= 256)):
-        raise ConfigError("media.workers", f"expected an integer from 1 to 256 or \"auto\", got {s.media.workers!r}")
+    for key, value in (("media.workers", s.media.workers), ("sip.workers", s.sip.workers)):
+        try:
+            worker_count(value)
+        except ValueError:
+            raise ConfigError(key, f"expected an integer from 1 to {MAX_WORKERS} or \"auto\", got {value!r}") from None
     if s.media.transport not in ("udp", "tcp-passive", "tcp-active"):
         raise ConfigError("media.transport", f"expected udp, tcp-passive or tcp-active, got {s.media.transport!r}")
     if s.sip.digest_algorithm not in ("MD5", "SHA-256"):
@@ -266,9 +282,6 @@ def _validate(s: Settings) -> None:
     for name in ("keepalive_interval", "nonce_ttl", "query_timeout"):
         if getattr(s.sip, name) <= 0:
             raise ConfigError(f"sip.{name}", "expected a positive number of seconds")
-    w = s.sip.workers.strip().lower()
-    if not (w == "auto" or (w.isdigit() and int(w) >= 1)):
-        raise ConfigError("sip.workers", f"expected an integer >= 1 or auto, got {s.sip.workers!r}")
     if s.sip.keepalive_timeout_count < 1:
         raise ConfigError("sip.keepalive_timeout_count", "expected an integer >= 1")
     if not 0 < s.health.fsync_interval <= 1.0:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STRICT = ["gateway/sip", "gateway/gb", "gateway/media", "gateway/media_workers", "gateway/outputs", "gateway/health", "gateway/tasks.py",
-          "adapters", "whitelist"]
+STRICT = ["gateway/sip", "gateway/gb", "gateway/media", "gateway/media_workers", "gateway/outputs", "gateway/health",
+          "gateway/tasks.py", "adapters", "whitelist"]
 
 pytest.importorskip("mypy", reason="mypy (the test extra) is not installed")
 

@@ -20,14 +20,14 @@ from typing import Any
 from adapters.gb_device import GbDeviceAdapter
 from adapters.gb_media import InviteManager
 from gateway.app.status import alive
-from gateway.config import Settings
+from gateway.config import Settings, worker_count
 from gateway.health.metrics import CounterSource, Metrics
 from gateway.health.recorder import HealthRecorder
 from gateway.health.rules import NoVideoRule
 from gateway.media.hub import StreamHub
 from gateway.media.pool import PortPool
 from gateway.media.routing import RoutedOpener
-from gateway.media_workers.pool import MediaWorkers, worker_count
+from gateway.media_workers.pool import MediaWorkers
 from gateway.media_workers.remote import FeedOpener, RemoteIngest
 from gateway.sip.router import SipRouter
 from gateway.sip.transport import SipEndpoint

@@ -15,10 +15,10 @@ from adapters.outbound import LocalIdentity
 from certs.errors import CertError
 from certs.tls import server_context
 from gateway.app.sip_shared import ObservedPresence, SharedFlood, SharedLockout
-from gateway.app.sip_workers import SipWorkers, worker_count
+from gateway.app.sip_workers import SipWorkers
 from gateway.app.status import alive
 from gateway.app.store import StorePlane, node_secret
-from gateway.config import Settings
+from gateway.config import Settings, worker_count
 from gateway.errors import ConfigError
 from gateway.gb.presence import Presence
 from gateway.health.metrics import (

@@ -52,16 +52,6 @@ CATALOG_DELAY = 0.05  # let the worker's 200 leave before main's first query to 
 _MAX_EVENTS = 200_000
 
 
-def worker_count(value: str, cpus: int | None = None) -> int:
-    """`sip.workers`: an integer ≥ 1, or "auto" (one per CPU)."""
-    if value.strip().lower() == "auto":
-        return max(1, cpus if cpus is not None else (os.cpu_count() or 1))
-    n = int(value)
-    if n < 1:
-        raise ValueError("sip.workers must be >= 1 or auto")
-    return n
-
-
 @dataclass(slots=True)
 class _Worker:
     index: int

@@ -45,16 +45,6 @@ STABLE_AFTER_S = 10.0  # a worker up this long had a real crash, not a start fai
 _ROOT = str(Path(__file__).resolve().parents[2])  # the directory holding the gateway package
 
 
-def worker_count(value: str | int, cpus: int | None = None) -> int:
-    """`media.workers`: an integer ≥ 1, or "auto" = the number of cores."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return max(1, cpus if cpus is not None else (os.cpu_count() or 1))
-    n = int(value)
-    if n < 1:
-        raise ValueError("media.workers must be >= 1 or 'auto'")
-    return n
-
-
 def port_slices(port_min: int, port_max: int, n: int) -> list[tuple[int, int]]:
     """N contiguous slices of the even ports in the range (RTP on even ports, RFC 3550 §11)."""
     first = port_min + (port_min & 1)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.app.sip_shared import ObservedPresence, ReplicaPresence, SharedFlood, SharedLockout
-from gateway.app.sip_workers import worker_count
-from gateway.config import load_settings
+from gateway.config import load_settings, worker_count
 from gateway.errors import ConfigError
 from gateway.gb.presence import OfflineCause
 from whitelist.decide import Reason

@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
-from gateway.config import ConfigError, load_settings
+from gateway.config import ConfigError, load_settings, worker_count
 from gateway.media.errors import ChannelNotFound, StreamError, StreamTimeout
-from gateway.media_workers.pool import owner_index, port_slices, worker_count
+from gateway.media_workers.pool import owner_index, port_slices
 from gateway.media_workers.wire import Unpacker, WireError, pack, recv_fd, send_fd
 from gateway.media_workers.worker import error_reply, raise_reply
 

@@ -51,6 +51,10 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
         ({"GBGATE_RUNTIME__EVENT_LOOP": "trio"}, "runtime.event_loop"),
         ({"GBGATE_REPORT__FREEZE_AFTER": "-1"}, "report.freeze_after"),
         ({"GBGATE_REPORT__FREEZE_AFTER": "8000000"}, "report.freeze_after"),
+        ({"GBGATE_SIP__WORKERS": "0"}, "sip.workers"),
+        ({"GBGATE_SIP__WORKERS": "257"}, "sip.workers"),
+        ({"GBGATE_MEDIA__WORKERS": "two"}, "media.workers"),
+        ({"GBGATE_MEDIA__WORKERS": "-1"}, "media.workers"),
     ],
 )
 def test_invalid_values_name_the_key(env: dict[str, str], key: str) -> None:

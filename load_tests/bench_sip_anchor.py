@@ -2,7 +2,7 @@
 rates, one run on one machine, gbgate and Kamailio side by side.
 
     python -m load_tests.bench_sip_anchor [--reg-rates 1000,2000] [--ka-rates 2000,4000]
-                                          [--seconds 5] [--tcp] [--with-queries] [--keep]
+                                          [--seconds 4] [--tcp] [--with-queries] [--keep]
                                           [--gateway-src DIR]
 
 The anchor is ../shared/anchors/kamailio (README there): its kamailio.cfg is started as is (it
@@ -12,8 +12,9 @@ there, unchanged, against both servers; the injection files are the anchor's for
 `python -m gateway serve` from this checkout with a whitelist of those devices (realm
 3402000000), the per-source flood guard lifted (every sipp call comes from 127.0.0.1) and, unless
 --with-queries, no DeviceInfo/Catalog queries after a login (Kamailio sends none and sipp would
-not answer them). Each registration step uses fresh device IDs; the keepalive steps use devices
-both servers registered in the first step.
+not answer them). Each registration step uses fresh device IDs (every call is a new login); the
+re-registration step registers the first step's devices again from the same address (refreshes);
+the keepalive steps use devices both servers registered in the first step.
 
 Per step and server: calls ok/failed, retransmissions, achieved rate, the server's CPU seconds
 per second (utime+stime of its processes from /proc/<pid>/stat), requests per CPU-second and the
@@ -70,7 +71,7 @@ class Server:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    workload: str  # "register" | "keepalive"
+    workload: str  # "register" (fresh IDs: new logins) | "reregister" (refreshes) | "keepalive"
     transport: str  # sipp -t: u1 | t1
     rate: int
     inf: Path
@@ -92,7 +93,7 @@ def run_step(server: Server, step: Step, seconds: float, outdir: Path, local_por
     """One sipp run of the anchor's scenario at `step.rate` for `seconds`; the server's CPU is
     charged over the run (sipp arguments as the anchor's bench.py sets them). `local_port`: the
     devices' address — keepalives come from where they registered (gbgate answers 404 otherwise)."""
-    scenario = ANCHOR / ("reg_auth.xml" if step.workload == "register" else "keepalive.xml")
+    scenario = ANCHOR / ("keepalive.xml" if step.workload == "keepalive" else "reg_auth.xml")
     calls = int(step.rate * seconds)
     tag = f"{server.name}_{step.workload}_{step.transport}_{step.rate}"
     stf = outdir / f"{tag}_stat.csv"
@@ -122,7 +123,8 @@ def run_step(server: Server, step: Step, seconds: float, outdir: Path, local_por
 
 
 def plan(args: argparse.Namespace, inj: Path) -> list[Step]:
-    """Registration steps on disjoint blocks of fresh IDs, then keepalives from the first block."""
+    """Registration steps on disjoint blocks of fresh IDs, a re-registration of the first block,
+    then keepalives from the first block."""
     steps: list[Step] = []
     start = 1
     reg = [("u1", int(r)) for r in args.reg_rates.split(",") if r.strip()]
@@ -141,6 +143,9 @@ def plan(args: argparse.Namespace, inj: Path) -> list[Step]:
         start += n
         steps.append(Step("register", transport, rate, path))
     assert first is not None
+    # the first block again, from the same address: refreshes of live registrations (a re-registration
+    # storm), where gbgate has no login to record
+    steps.append(Step("reregister", "u1", reg[0][1], first))
     for transport, rate in ka:
         # keepalives over TCP come from devices registered over TCP (the binding's transport)
         src = next((s.inf for s in steps if s.workload == "register" and s.transport == transport), first)
@@ -190,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reg-rates", default="1000,2000")
     ap.add_argument("--ka-rates", default="2000,4000")
-    ap.add_argument("--seconds", type=float, default=5.0, help="per step and server")
+    ap.add_argument("--seconds", type=float, default=4.0, help="per step and server")
     ap.add_argument("--tcp", action="store_true", help="also one TCP step per workload (first rate)")
     ap.add_argument("--with-queries", action="store_true", help="gbgate queries DeviceInfo/Catalog after login")
     ap.add_argument("--gateway-src", type=Path, help="run the gateway of this source tree (default: this checkout)")
@@ -230,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 port = ports.setdefault((server.name, step.inf), free_port())
                 res = run_step(server, step, args.seconds, tmp, port)
                 pair[server.name] = res
-                print(f"  {server.name:<8} {step.workload:<9} {step.transport} {step.rate:>6}/s: ok={res['ok']} "
+                print(f"  {server.name:<8} {step.workload:<10} {step.transport} {step.rate:>6}/s: ok={res['ok']} "
                       f"failed={res['failed']} retrans={res['retrans']} {res['achieved_rate']}/s "
                       f"CPU {res['server_cpu_per_s']} s/s -> {res['per_cpu_s']} req/CPU-s, "
                       f"drops {res['udp_rcvbuf_errors']}", flush=True)

@@ -508,12 +508,8 @@ class GbDeviceAdapter:
         if quick is None or quick.device_id != device_id:
             return None
         now = self.clock()
-        decision = self.policy.decide(
-            WlRequest(device_id=device_id, source_ip=peer.host, transport=peer.transport, kind=RequestKind.MESSAGE),
-            datetime.fromtimestamp(now, UTC),
-        )
-        if not decision.allowed:
-            return None
+        if not self.policy.allowed(device_id, peer.host, peer.transport, RequestKind.MESSAGE, now):
+            return None  # memoized per device and source until the whitelist changes
         if not self.flood.allow(peer.host, now):
             self.stats["refused:flood"] += 1
             return fastpath.FastAnswer(None)

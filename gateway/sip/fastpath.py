@@ -10,6 +10,11 @@ body. Anything else — compact forms, folding, duplicates, several Vias, displa
 headers, a To tag, trailing bytes — returns None and the caller takes the full parser. So the scan
 never has to be as liberal as `parse_message`; it only has to agree with it where it says yes.
 
+Only requests answered statelessly are worth scanning: a keepalive and a REGISTER without
+credentials (its challenge). A REGISTER with credentials is declined at once — its answer (200,
+or 403 after the digest work) is kept in a transaction against retransmissions, which is the full
+path's job — so a login costs one scan, not two.
+
 `respond(scan, …)` builds the answer `make_response` + `TransactionLayer.respond` + `serialize`
 would build for it, byte for byte (tests/gateway/sip/test_fastpath.py checks that with
 generated requests): the request's Via/From/To/Call-ID/CSeq lines in their order, the top Via
@@ -96,8 +101,8 @@ def scan(data: bytes) -> Scan | None:
     if end < 0:
         return None
     head = data[:end]
-    if not head.isascii():
-        return None
+    if not head.isascii() or (data.startswith(b"REGISTER ") and b"\r\nAuthorization:" in head):
+        return None  # a REGISTER with credentials is answered statefully (its 200): full path
     text = head.decode("ascii")
     # one C pass checks the whole block, one more cuts it into (name, padding, value)
     if _HEAD.match(text) is None:

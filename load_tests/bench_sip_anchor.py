@@ -17,7 +17,9 @@ re-registration step registers the first step's devices again from the same addr
 the keepalive steps use devices both servers registered in the first step.
 
 Per step and server: calls ok/failed, retransmissions, achieved rate, the server's CPU seconds
-per second (utime+stime of its processes from /proc/<pid>/stat), requests per CPU-second and the
+per second (utime+stime of its processes from /proc/<pid>/stat, including the work it finishes
+after sipp stops — gbgate persists logins in batches — until it is quiet again, divided by the
+sipp run's wall time), requests per CPU-second and the
 kernel's UDP receive-buffer drops (/proc/net/snmp RcvbufErrors, machine-wide, over the step).
 The ratio is gbgate's requests per CPU-second over Kamailio's in the same step. The machine is
 shared: compare ratios within one run. Every process started here is stopped here, by its PID.
@@ -39,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from load_tests.bench_signalling import Gateway, free_port, udp_rcvbuf_errors
+from load_tests.bench_signalling import Gateway, free_port, machine_busy, udp_rcvbuf_errors
 from load_tests.sipp import gen_devices, runner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +62,17 @@ def proc_cpu(pids: list[int]) -> float:
         fields = st[st.rindex(")") + 2 :].split()
         total += int(fields[11]) + int(fields[12])
     return total / TICK
+
+
+def settle(pids: list[int], *, quiet: float = 0.01, window: float = 0.5, limit: float = 20.0) -> float:
+    """Wait until `pids` use under `quiet` CPU-s per `window` (at most `limit` s); seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        c0 = proc_cpu(pids)
+        time.sleep(window)
+        if proc_cpu(pids) - c0 < quiet:
+            break
+    return round(time.monotonic() - t0, 1)
 
 
 @dataclass(slots=True)
@@ -102,16 +115,25 @@ def run_step(server: Server, step: Step, seconds: float, outdir: Path, local_por
            "-l", str(max(2000, step.rate * 2)), "-recv_timeout", "5000", "-timeout", f"{int(seconds * 3 + 30)}s",
            "-max_recv_loops", "10000", "-max_sched_loops", "10000", "-buff_size", "4194304", "-nostdin",
            "-trace_stat", "-stf", str(stf), "-fd", "1", "-trace_err", "-error_file", str(outdir / f"{tag}_err.log")]
-    drops0, cpu0, t0 = udp_rcvbuf_errors(), proc_cpu(server.pids), time.monotonic()
+    drops0, cpu0, busy0, t0 = udp_rcvbuf_errors(), proc_cpu(server.pids), machine_busy(), time.monotonic()
     with open(os.devnull, "w") as devnull:
         proc = subprocess.Popen(cmd, stdout=devnull, stderr=subprocess.STDOUT, cwd=outdir)
         _, status, ru = os.wait4(proc.pid, 0)
     wall = time.monotonic() - t0
+    in_run = proc_cpu(server.pids) - cpu0
+    sipp_cpu = ru.ru_utime + ru.ru_stime
+    # everything else on this shared machine meanwhile (other users, kernel work): flags a disturbed step
+    other = max(0.0, (machine_busy() - busy0) - in_run - sipp_cpu) / wall
+    # work the requests left behind (gbgate persists logins and health events in batches after
+    # answering) is charged to this step, and does not leak into the next one
+    tail_s = settle(server.pids)
     cpu = proc_cpu(server.pids) - cpu0
     res: dict[str, Any] = {"server": server.name, "workload": step.workload, "transport": step.transport,
                            "offered_rate": step.rate, "calls": calls, "sipp_rc": os.waitstatus_to_exitcode(status),
                            "wall_s": round(wall, 2), "server_cpu_s": round(cpu, 3),
-                           "server_cpu_per_s": round(cpu / wall, 3), "sipp_cpu_s": round(ru.ru_utime + ru.ru_stime, 2),
+                           "server_cpu_per_s": round(cpu / wall, 3), "sipp_cpu_s": round(sipp_cpu, 2),
+                           "other_cpu_per_s": round(other, 2),
+                           "server_cpu_during_run_s": round(in_run, 3), "tail_s": tail_s,
                            "udp_rcvbuf_errors": udp_rcvbuf_errors() - drops0}
     try:
         res.update(_stat(stf))
@@ -180,14 +202,15 @@ def port_busy(port: int) -> bool:
 def table(rows: list[dict[str, Any]]) -> None:
     print(f"\n{'workload':<20} {'rate/s':>7} | {'gbgate ok/s':>11} {'fail':>5} {'retr':>5} {'drops':>6} "
           f"{'CPU-s/s':>7} {'req/CPU-s':>9} | {'kam ok/s':>8} {'fail':>5} {'retr':>5} {'drops':>6} {'CPU-s/s':>7} "
-          f"{'req/CPU-s':>9} | {'ratio':>5}")
+          f"{'req/CPU-s':>9} | {'ratio':>5} | other CPU gb/kam")
     for r in rows:
         g, k = r["gbgate"], r["kamailio"]
         name = f"{r['workload']} {'UDP' if r['transport'] == 'u1' else 'TCP'}"
         print(f"{name:<20} {r['offered_rate']:>7} | {g['achieved_rate']:>11} {g['failed']:>5} {g['retrans']:>5} "
               f"{g['udp_rcvbuf_errors']:>6} {g['server_cpu_per_s']:>7} {g['per_cpu_s']!s:>9} | "
               f"{k['achieved_rate']:>8} {k['failed']:>5} {k['retrans']:>5} {k['udp_rcvbuf_errors']:>6} "
-              f"{k['server_cpu_per_s']:>7} {k['per_cpu_s']!s:>9} | {r['ratio']!s:>5}")
+              f"{k['server_cpu_per_s']:>7} {k['per_cpu_s']!s:>9} | {r['ratio']!s:>5} | "
+              f"{g['other_cpu_per_s']}/{k['other_cpu_per_s']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {server.name:<8} {step.workload:<10} {step.transport} {step.rate:>6}/s: ok={res['ok']} "
                       f"failed={res['failed']} retrans={res['retrans']} {res['achieved_rate']}/s "
                       f"CPU {res['server_cpu_per_s']} s/s -> {res['per_cpu_s']} req/CPU-s, "
-                      f"drops {res['udp_rcvbuf_errors']}", flush=True)
+                      f"drops {res['udp_rcvbuf_errors']}, other load {res['other_cpu_per_s']} CPU "
+                      f"(tail {res['tail_s']} s, "
+                      f"{res['server_cpu_during_run_s']} CPU-s during the run)", flush=True)
                 time.sleep(0.5)
             g, k = pair["gbgate"]["per_cpu_s"], pair["kamailio"]["per_cpu_s"]
             rows.append({"workload": step.workload, "transport": step.transport, "offered_rate": step.rate,

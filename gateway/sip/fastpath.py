@@ -28,7 +28,7 @@ import re
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from .message import reason_phrase
+from .message import reason_phrase, with_received
 from .transaction import MAGIC
 
 MAX_SIZE = 4096  # bigger datagrams are not keepalives or first REGISTERs: full parser
@@ -152,30 +152,13 @@ def stateless_tag(s: Scan) -> str:
     return hashlib.blake2s(seed.encode("ascii"), digest_size=5).hexdigest()
 
 
-def _via_received(s: Scan, received: tuple[str, int]) -> str:
-    """`message.with_received` of the scanned Via: rport and received set in place or appended."""
-    host, port = received
-    out = []
-    seen = set()
-    for p in s.via_params:
-        name = p.partition("=")[0]
-        seen.add(name)
-        out.append(f"rport={port}" if name == "rport" else f"received={host}" if name == "received" else p)
-    if "rport" not in seen:
-        out.append(f"rport={port}")
-    if "received" not in seen:
-        out.append(f"received={host}")
-    transport = s.headers["Via"][8:11]
-    return f"SIP/2.0/{transport} {s.via_host}:{s.via_port};" + ";".join(out)
-
-
 def respond(s: Scan, status: int, received: tuple[str, int], *, to_tag: str, reason: str | None = None,
             extra: tuple[tuple[str, str], ...] = ()) -> bytes:
     """The wire bytes of the answer (see the module docstring); no body."""
     out = [f"SIP/2.0 {status} {reason if reason is not None else reason_phrase(status)}"]
     for name, value in s.lines:
         if name == "Via":
-            out.append(f"Via: {_via_received(s, received)}")
+            out.append(f"Via: {with_received(value, received)}")
         elif name == "To":
             out.append(f"To: {value};tag={to_tag}")
         else:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from gateway.sip import fastpath
 from gateway.sip.errors import SipParseError
 from gateway.sip.events import Peer, RequestReceived, Send
-from gateway.sip.message import Request, make_response, parse_message, stateless_tag
+from gateway.sip.message import Request, make_response, parse_message, serialize, stateless_tag
 from gateway.sip.transaction import TransactionLayer, server_key
 
 DEVICE = "34020000001320000001"
@@ -225,3 +225,38 @@ def test_whatever_the_scan_accepts_the_parser_reads_the_same_way(data: st.DataOb
     received = ("192.0.2.1", 5060)
     assert fastpath.respond(s, 200, received, to_tag=fastpath.stateless_tag(s)) == full_path_bytes(
         blob, 200, received, None, ())
+
+
+via_values = st.builds(
+    lambda transport, host, port, params: f"SIP/2.0/{transport} {host}:{port}" + "".join(f";{p}" for p in params),
+    st.sampled_from(["UDP", "TCP", "TLS", "udp", "SCTP"]), st.one_of(ipv4, hostname, st.just("Cam.Example")),
+    st.integers(0, 70000).map(str) | st.just("05060"),
+    st.lists(st.sampled_from(["rport", "rport=1", "received=1.2.3.4", "branch=z9hG4bK1", "lr", "ttl=1", "RPORT",
+                              "maddr=h", "rport"]), max_size=5))
+
+
+@settings(max_examples=500, deadline=None)
+@given(via_values, st.tuples(st.one_of(ipv4, st.just("::1")), st.integers(1, 65535)))
+def test_with_received_splice_is_the_parsed_answer(via: str, received: tuple[str, int]) -> None:
+    """The text splice for plain Vias gives what parse_via + str(Via) give (or both refuse)."""
+    from gateway.sip import message
+
+    try:
+        slow = message._with_received_parsed(via, received)
+    except SipParseError:
+        with pytest.raises(SipParseError):
+            message.with_received(via, received)
+        return
+    assert message.with_received(via, received) == slow
+
+
+@settings(max_examples=200, deadline=None)
+@given(plain_requests(), st.sampled_from(["abc", "0123456789"]))
+def test_make_response_hands_over_the_to_it_would_parse(req: tuple[bytes, str], tag: str) -> None:
+    msg = parse_message(req[0])
+    assert isinstance(msg, Request)
+    resp = make_response(msg, 200, to_tag=tag, received=("192.0.2.1", 5060))
+    seeded = resp.headers._cache.get("to")
+    reparsed = parse_message(serialize(resp)).to
+    assert seeded is None or seeded == reparsed
+    assert resp.to == reparsed

@@ -78,6 +78,9 @@ class Gateway:
             # every simulated device shares 127.0.0.1: lift the per-source flood guard (50/s)
             "GBGATE_WHITELIST__FLOOD_MAX_PER_SECOND": "10000000",
             "GBGATE_SIP__RCVBUF": str(8 << 20),
+            # the child runs in the work dir: make it run this checkout's gateway, not whichever
+            # one the interpreter has installed
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
         })
         self.proc: subprocess.Popen[bytes] | None = None
         self.ps: psutil.Process | None = None

@@ -26,13 +26,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Final
 
 from whitelist.model import Credential, Entry, EntryStatus, IPNetwork, Rule, RuleAction
 
 _ADDR_CACHE_MAX = 65536
+_MEMO_MAX = 200_000  # memoized plain decisions (one per device and source in a steady swarm)
 
 
 class RequestKind(StrEnum):
@@ -170,7 +171,7 @@ class Policy:
     Not thread-safe: mutate and decide from the same event loop.
     """
 
-    __slots__ = ("_addr_cache", "_by_prefix", "_entries", "_lengths", "_rules")
+    __slots__ = ("_addr_cache", "_by_prefix", "_entries", "_lengths", "_memo", "_rules")
 
     def __init__(self, entries: Iterable[Entry] = (), rules: Iterable[Rule] = ()) -> None:
         self._entries: dict[str, _CEntry] = {e.device_id: _compile_entry(e) for e in entries}
@@ -178,6 +179,7 @@ class Policy:
         self._by_prefix: dict[int, dict[tuple[str, str | None], list[_CRule]]] = {}
         self._lengths: tuple[int, ...] = ()
         self._addr_cache: dict[str, _Addr] = {}
+        self._memo: dict[tuple[str, str, str, RequestKind], bool] = {}
         for r in rules:
             self._rules[r.id] = r
         self._reindex_rules()
@@ -185,9 +187,11 @@ class Policy:
     # -- admin side ------------------------------------------------------------------------
 
     def upsert(self, entry: Entry) -> None:
+        self._memo.clear()
         self._entries[entry.device_id] = _compile_entry(entry)
 
     def remove(self, device_id: str) -> Entry | None:
+        self._memo.clear()
         ce = self._entries.pop(device_id, None)
         return ce.entry if ce else None
 
@@ -202,10 +206,12 @@ class Policy:
         return sorted(self._rules.values(), key=lambda r: (r.priority, -r.specificity, r.id))
 
     def upsert_rule(self, rule: Rule) -> None:
+        self._memo.clear()
         self._rules[rule.id] = rule
         self._reindex_rules()
 
     def remove_rule(self, rule_id: str) -> Rule | None:
+        self._memo.clear()
         rule = self._rules.pop(rule_id, None)
         if rule is not None:
             self._reindex_rules()
@@ -248,6 +254,23 @@ class Policy:
             self._addr_cache.clear()
         self._addr_cache[source_ip] = value
         return value
+
+    def allowed(self, device_id: str, source_ip: str, transport: str, kind: RequestKind, now: float) -> bool:
+        """`decide(Request(device_id, source_ip, transport, kind), now).allowed` for a request that
+        presents no certificate and declares no make/model (a keepalive), memoized per (ID, source,
+        transport, kind) until the policy next changes — every upsert/remove clears the memo. A
+        decision that depends on the time (an entry with a validity window) is never memoized."""
+        key = (device_id, source_ip, transport, kind)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        allowed = self.decide(Request(device_id, source_ip, transport, kind), datetime.fromtimestamp(now, UTC)).allowed
+        ce = self._entries.get(device_id)
+        if ce is None or (ce.entry.not_before is None and ce.entry.not_after is None):
+            if len(self._memo) >= _MEMO_MAX:
+                self._memo.clear()
+            self._memo[key] = allowed
+        return allowed
 
     def decide(self, request: Request, now: datetime) -> Decision:
         device_id = request.device_id

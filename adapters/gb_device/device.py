@@ -27,13 +27,13 @@ from typing import Any, Protocol
 from adapters.base import HealthSink, Inventory
 from adapters.gb_device.catalog_sync import CatalogSync
 from adapters.gb_device.queries import Queries, QueryFailed, Requester
-from adapters.gb_device.registrar import Accept, Challenge, Refuse, Registrar, RegistrarSettings
+from adapters.gb_device.registrar import Accept, Challenge, Check, Refuse, Registrar, RegistrarSettings
 from adapters.gb_device.subscriptions import CatalogSubscriptions, SubscribeAction
 from adapters.outbound import LocalIdentity, RequestFactory
 from gateway.gb import builders, manscdp
 from gateway.gb.catalog import CatalogResult
 from gateway.gb.errors import ManscdpError
-from gateway.gb.ids import IdKind, kind_of
+from gateway.gb.ids import IdKind, is_valid_id, kind_of
 from gateway.gb.keepalive_fast import quick_keepalive
 from gateway.gb.presence import (
     DeviceRecord,
@@ -44,7 +44,7 @@ from gateway.gb.presence import (
     channel_offline_cause,
 )
 from gateway.health.metrics import MANSCDP_CMD_TYPES, bounded
-from gateway.sip import digest
+from gateway.sip import digest, fastpath
 from gateway.sip.errors import SipError, SipTimeout
 from gateway.sip.events import Peer
 from gateway.sip.message import Request, Response, make_response, new_call_id, new_tag, stateless_tag
@@ -166,6 +166,8 @@ class GbDeviceAdapter:
         router.add_method("REGISTER", self.on_register)
         router.add_method("MESSAGE", self.on_message)
         router.add_method("NOTIFY", self.on_notify)
+        router.add_fast("REGISTER", self.fast_register)
+        router.add_fast("MESSAGE", self.fast_keepalive)
         router.add_connection_listener(self.on_connection_closed)
 
     async def start(self) -> None:
@@ -508,6 +510,58 @@ class GbDeviceAdapter:
                                              to_tag=to_tag, expires=expires)
         if state is not None:
             self.stats[f"subscribe:{state.value}"] += 1
+
+    # ------------------------------------------------------------------ fast paths
+    # The two requests of a steady swarm, answered from a header scan (gateway/sip/fastpath.py)
+    # with what on_register / on_message would do for them: same checks, same order of effects,
+    # same counters, same bytes. Each first runs every check that changes nothing and returns
+    # None (full path) unless the outcome is the common one; only then does it consult the flood
+    # guard (which counts) and act.
+
+    def fast_register(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
+        """A REGISTER without credentials from a valid ID with a plain Expires: the challenge."""
+        if "Authorization" in s.headers or peer.transport == "tls" or not is_valid_id(s.from_user):
+            return None
+        expires = s.get("Expires")
+        if expires is None or not expires.isdigit():
+            return None
+        now = self.clock()
+        if not self.flood.allow(peer.host, now):
+            self.stats["refused:flood"] += 1
+            return fastpath.FastAnswer(None)
+        challenge = self.registrar.challenge(Check.DIGEST, peer, now)
+        self.stats["responses:401"] += 1
+        return fastpath.FastAnswer(401, fastpath.respond(
+            s, 401, (peer.host, peer.port), to_tag=fastpath.stateless_tag(s),
+            extra=(("WWW-Authenticate", challenge.www_authenticate),)))
+
+    def fast_keepalive(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
+        """A plain Keepalive from a registered device at its bound address, admitted: 200."""
+        device_id = s.from_user
+        rec = self.presence.get(device_id)
+        if rec is None or peer.transport == "tls" or (rec.host, rec.port, rec.transport) != (
+            peer.host, peer.port, peer.transport
+        ):
+            return None
+        ctype = s.get("Content-Type")
+        if ctype is None or "manscdp" not in ctype.lower():
+            return None
+        quick = quick_keepalive(s.body)
+        if quick is None or quick.device_id != device_id:
+            return None
+        now = self.clock()
+        if not self.policy.allowed(device_id, peer.host, peer.transport, RequestKind.MESSAGE, now):
+            return None  # memoized per device and source until the whitelist changes
+        if not self.flood.allow(peer.host, now):
+            self.stats["refused:flood"] += 1
+            return fastpath.FastAnswer(None)
+        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=fastpath.stateless_tag(s))
+        self.stats["responses:200"] += 1
+        self.stats["manscdp:Notify:Keepalive"] += 1
+        transition = self.presence.activity(device_id, now, keepalive=True)
+        if transition is not None:
+            self._apply_transition(transition)
+        return fastpath.FastAnswer(200, data)
 
     # ------------------------------------------------------------------ MESSAGE / NOTIFY
     def on_notify(self, request: Request, peer: Peer, key: Hashable) -> None:

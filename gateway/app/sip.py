@@ -153,6 +153,7 @@ async def sip_plane(settings: Settings, store: StorePlane, health: HealthRecorde
             default_credential=default_credential,
         )
         adapter.install(router)
+        endpoint.fast_path = router.on_fast  # plain keepalives and challenges (gateway/sip/fastpath.py)
         admission.on_drop.append(adapter.drop_device)
         await adapter.start()
         try:

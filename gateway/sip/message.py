@@ -496,8 +496,33 @@ def reason_phrase(status: int) -> str:
     return REASONS.get(status) or REASONS.get(status // 100 * 100, "Unknown")
 
 
+# A plain Via (one value, upper-case transport, lower-case host and param names, plain values):
+# the common case, stamped by splicing text instead of parse_via + str(Via); same result.
+_VIA_PLAIN = re.compile(
+    r"SIP/2\.0/([A-Z]{2,5}) ([0-9.]{7,15}|[a-z0-9][a-z0-9.\-]{0,62}):([1-9][0-9]{0,4})"
+    r"((?:;[a-z]{1,16}(?:=[A-Za-z0-9.\-_]{1,64})?){0,16})\Z"
+)
+
+
 def with_received(via_value: str, received: tuple[str, int]) -> str:
     """Top Via value with received= and rport= set from the packet source (RFC 3581 §4, gb §2.1)."""
+    m = _VIA_PLAIN.match(via_value)
+    if m is not None and int(m.group(3)) <= 65535:
+        params = m.group(4).split(";")[1:]
+        names = [p.partition("=")[0] for p in params]
+        if len(set(names)) == len(names):  # a repeated param collapses in parse_params: slow path
+            host, port = received
+            out = [f"rport={port}" if n == "rport" else f"received={host}" if n == "received" else p
+                   for n, p in zip(names, params, strict=True)]
+            if "rport" not in names:
+                out.append(f"rport={port}")
+            if "received" not in names:
+                out.append(f"received={host}")
+            return f"SIP/2.0/{m.group(1)} {m.group(2)}:{m.group(3)};" + ";".join(out)
+    return _with_received_parsed(via_value, received)
+
+
+def _with_received_parsed(via_value: str, received: tuple[str, int]) -> str:
     pieces = split_quoted(via_value) if "," in via_value else [via_value]
     v = parse_via(pieces[0])
     params = dict(v.params)
@@ -520,6 +545,7 @@ def make_response(
     """Response skeleton per RFC 3261 §8.2.6: Via (all, top one stamped), From, To(+tag), Call-ID, CSeq."""
     fields: list[_Field] = []
     first_via = True
+    to_tag_added = False
     copy_rr = 100 < status < 300
     for f in request.headers._fields:
         key = f[0]
@@ -531,12 +557,17 @@ def make_response(
         elif key == "to":
             if to_tag is not None and request.to.tag is None:
                 f = (key, f[1], f"{f[2]};tag={to_tag}", None)
+                to_tag_added = f[2].endswith(">;tag=" + to_tag) and not request.to.params
             fields.append(f)
         elif key in ("from", "call-id", "cseq") or (copy_rr and key == "record-route"):
             fields.append(f)
     h = Headers(headers)
     h._fields[:0] = fields
     h.set("Content-Length", str(len(body)))
+    if to_tag is not None and to_tag_added:
+        # the transaction layer reads response.to: hand it the parse instead of a second one
+        # (only for `<uri>` with no params, where appending ;tag= adds exactly that param)
+        h._cache["to"] = NameAddr(request.to.display, request.to.uri, {"tag": to_tag})
     return Response(status, reason if reason is not None else reason_phrase(status), h, body)
 
 

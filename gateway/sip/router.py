@@ -17,6 +17,10 @@ response that matches no client transaction (a retransmitted or late 2xx to our 
 a handler (house rule 8): a malformed header touched by a handler is answered 400 with its
 reason, anything else 500, and counted.
 
+Plain keepalives and first REGISTERs may be answered before any of that by a method's fast
+handler (`add_fast`, gateway/sip/fastpath.py): the endpoint offers it the scanned bytes, and it
+answers or hands the request back untouched for the full path.
+
 Errors: none of its own; handlers raise `SipParseError` (→ 400) or anything (→ 500).
 """
 
@@ -29,6 +33,7 @@ from typing import Protocol
 
 from .errors import SipParseError
 from .events import Peer
+from .fastpath import FastAnswer, Scan
 from .message import KNOWN_METHODS, Request, Response, make_response, new_tag
 
 log = logging.getLogger("gateway.sip")
@@ -46,6 +51,7 @@ class Responder(Protocol):
 
 
 RequestHandler = Callable[[Request, Peer, Hashable], None]
+FastHandler = Callable[[Scan, Peer], FastAnswer | None]
 ConnectionListener = Callable[[Peer], None]
 
 
@@ -70,6 +76,7 @@ class SipRouter:
 
     def __init__(self, *, server_methods: str | None = None) -> None:
         self._methods: dict[str, RequestHandler] = {}
+        self._fast: dict[str, FastHandler] = {}
         self._senders: dict[tuple[str, str], RequestHandler] = {}  # (From user, method) → handler
         self._dialogs: dict[str, DialogOwner] = {}
         self._on_closed: list[ConnectionListener] = []
@@ -88,6 +95,24 @@ class SipRouter:
         if method in self._methods:
             raise ValueError(f"{method} already has a handler")
         self._methods[method] = handler
+
+    def add_fast(self, method: str, handler: FastHandler) -> None:
+        """Plain requests of `method` (fastpath.scan said yes) are offered to `handler` first; it
+        answers them or returns None, having changed nothing, for the full path to run."""
+        if method in self._fast:
+            raise ValueError(f"{method} already has a fast handler")
+        self._fast[method] = handler
+
+    def on_fast(self, scan: Scan, peer: Peer) -> FastAnswer | None:
+        """The endpoint's fast path: the method's fast handler, unless a sender handler (a
+        cascade's upper platform) owns the request — that one always sees the parsed request."""
+        handler = self._fast.get(scan.method)
+        if handler is None or (self._senders and (scan.from_user, scan.method) in self._senders):
+            return None
+        answer = handler(scan, peer)
+        if answer is not None:
+            self.stats[f"requests:{scan.method}"] += 1
+        return answer
 
     def add_sender(self, user: str, methods: Iterable[str], handler: RequestHandler) -> None:
         """Out-of-dialog requests of `methods` whose From URI user is `user` go to `handler` instead

@@ -194,6 +194,10 @@ class TransactionLayer:
     def __len__(self) -> int:
         return len(self._txs)
 
+    def __contains__(self, key: object) -> bool:
+        """A transaction with this key is alive (a request with it is a retransmission)."""
+        return key in self._txs
+
     # ----------------------------------------------------------------- input
     def receive(self, msg: Request | Response, peer: Peer, now: float) -> list[Event]:
         """Feed a parsed message from the transport. Raises SipParseError only if the message

@@ -42,6 +42,7 @@ from .events import (
     StrayResponse,
     TransactionTimeout,
 )
+from .fastpath import FastAnswer, Scan, scan
 from .framer import Ping, StreamFramer, parse_datagram
 from .message import (
     KNOWN_METHODS,
@@ -103,6 +104,8 @@ class SipEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._tasks = TaskSet("sip-connect", logger=log)  # outbound TCP/TLS connects carrying a message
+        #: Offered every plain request first (router.on_fast; gateway/sip/fastpath.py); None: off.
+        self.fast_path: Callable[[Scan, Peer], FastAnswer | None] | None = None
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
@@ -289,6 +292,8 @@ class SipEndpoint:
 
     def _on_bytes(self, data: bytes, peer: Peer, datagram: bool) -> None:
         """One datagram or one framed stream message from `peer`. Never raises."""
+        if self.fast_path is not None and self._fast(self.fast_path, data, peer):
+            return
         try:
             msg = parse_datagram(data, max_size=self.max_message) if datagram else parse_message(
                 data, max_size=self.max_message)
@@ -320,6 +325,34 @@ class SipEndpoint:
             return
         self._handle(events)
         self._rearm()
+
+    def _fast(self, handler: Callable[[Scan, Peer], FastAnswer | None], data: bytes, peer: Peer) -> bool:
+        """A plain request answered without the parser or a transaction (stateless, as the full
+        path answers keepalives and challenges); False: take the full path, nothing was changed.
+        A retransmission of a request the full path holds a transaction for goes to it."""
+        s = scan(data)
+        if s is None or s.server_key in self.transactions:
+            return False
+        try:
+            answer = handler(s, peer)
+        except Exception:
+            self.stats["app_error"] += 1
+            log.debug("fast path raised", exc_info=True)
+            return True
+        if answer is None:
+            return False
+        self.stats[f"requests:{s.method}"] += 1
+        if answer.status is None:
+            # ignored (flood guard): hold the unanswered transaction the full path would hold, so
+            # retransmissions are absorbed by it and not judged again
+            self.transactions.receive(parse_message(data, max_size=self.max_message), peer, self._loop.time())
+            self._rearm()
+            return True
+        self.transactions.stats["server_transactions"] += 1
+        self.stats[f"responses_sent:{answer.status}"] += 1
+        self.transactions.stats["stateless_responses"] += 1
+        self._send(answer.data, peer)
+        return True
 
     def _reject(self, data: bytes, err: SipParseError, peer: Peer) -> None:
         self.stats[f"parse_error:{err.reason}"] += 1

@@ -291,3 +291,43 @@ def test_suspended_and_pending_never_admit_without_rule(now: datetime, ip: str) 
     for status in (EntryStatus.SUSPENDED, EntryStatus.PENDING):
         d = decide(Policy([entry(status=status, allowed_sources=())]), req(ip=ip), now)
         assert not d.allowed
+
+
+# -- the memoized plain decision (the keepalive fast path) ----------------------------------------
+
+_OPS = st.sampled_from(["approve", "revoke", "suspend", "move", "remove", "allow_rule", "deny_rule", "drop_rules",
+                        "window", "pin"])
+
+
+@given(st.lists(st.tuples(_OPS, st.sampled_from([ID, "34020000001320000002"]),
+                          st.sampled_from(["10.0.0.5", "10.9.9.9"]), st.integers(-3, 3)), max_size=12))
+def test_allowed_is_decide_through_every_whitelist_change(steps: list[tuple[str, str, str, int]]) -> None:
+    """Policy.allowed answers what decide() answers, after any sequence of upserts/removes and rule
+    changes (each clears the memo), and for entries with a validity window at any time."""
+    policy = Policy([entry()])
+    for op, device_id, ip, hours in steps:
+        now = NOW + timedelta(hours=hours)
+        if op == "approve":
+            policy.upsert(entry(device_id=device_id))
+        elif op in ("revoke", "suspend"):
+            policy.upsert(entry(device_id=device_id, status=EntryStatus.REVOKED if op == "revoke"
+                                else EntryStatus.SUSPENDED))
+        elif op == "move":
+            policy.upsert(entry(device_id=device_id, allowed_sources=("10.9.9.0/24",)))
+        elif op == "remove":
+            policy.remove(device_id)
+        elif op in ("allow_rule", "deny_rule"):
+            policy.upsert_rule(Rule(id=op, id_prefix="3402000000", status=EntryStatus.APPROVED,
+                                    action=RuleAction.ALLOW if op == "allow_rule" else RuleAction.DENY))
+        elif op == "drop_rules":
+            policy.remove_rule("allow_rule")
+            policy.remove_rule("deny_rule")
+        elif op == "window":
+            policy.upsert(entry(device_id=device_id, not_before=NOW - timedelta(hours=1),
+                                not_after=NOW + timedelta(hours=1)))
+        else:
+            policy.upsert(entry(device_id=device_id, cert_fingerprint=FP))
+        for kind in (RequestKind.MESSAGE, RequestKind.REGISTER):
+            for _ in range(2):  # the second answer comes from the memo
+                got = policy.allowed(device_id, ip, "udp", kind, now.timestamp())
+                assert got == policy.decide(Request(device_id, ip, "udp", kind), now).allowed

@@ -194,3 +194,55 @@ async def test_client_timeout_against_silent_peer() -> None:
     finally:
         silent.close()
         await client.stop()
+
+
+# -- the fast path hook (gateway/sip/fastpath.py): answered without a transaction, or handed back --
+
+PLAIN = (
+    b"MESSAGE sip:44010600002000000001@4401060000 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5060;rport;branch=z9hG4bKfast1\r\n"
+    b"From: <sip:44010600001320000101@4401060000>;tag=1739004528\r\n"
+    b"To: <sip:44010600002000000001@4401060000>\r\nCall-ID: fast1\r\nCSeq: 20 MESSAGE\r\n"
+    b"Content-Length: 9\r\n\r\n<Notify/>"
+)
+
+
+async def test_fast_path_answers_declines_and_ignores(server) -> None:
+    """A fast handler's answer is sent as is (no transaction, counted like the full path's); a
+    declined request takes the full path; an ignored one (flood) leaves the unanswered transaction
+    the full path would, so its retransmission is absorbed instead of offered again."""
+    from gateway.sip import fastpath
+
+    app, ep = server
+    mode = ["answer"]
+    offered: list[str] = []
+
+    def fast(s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
+        offered.append(s.headers["Call-ID"])
+        if mode[0] == "answer":
+            return fastpath.FastAnswer(200, fastpath.respond(s, 200, (peer.host, peer.port), to_tag="f"))
+        return None if mode[0] == "decline" else fastpath.FastAnswer(None)
+
+    ep.fast_path = fast
+    t, c = await udp_client(ep.udp_port)
+    try:
+        t.sendto(PLAIN)
+        answer = await asyncio.wait_for(c.queue.get(), 2)
+        assert answer.startswith(b"SIP/2.0 200 OK\r\n") and b";tag=f\r\n" in answer
+        assert not app.requests and len(ep.transactions) == 0
+        assert ep.stats["requests:MESSAGE"] == 1 and ep.stats["responses_sent:200"] == 1
+
+        mode[0] = "decline"
+        t.sendto(PLAIN.replace(b"fast1", b"fast2"))
+        answer = await asyncio.wait_for(c.queue.get(), 2)
+        assert answer.startswith(b"SIP/2.0 200 OK\r\n") and len(app.requests) == 1  # the full path's App
+
+        mode[0] = "ignore"
+        ignored = PLAIN.replace(b"fast1", b"fast3")
+        t.sendto(ignored)
+        t.sendto(ignored)  # its retransmission: the held transaction absorbs it
+        await asyncio.sleep(0.2)
+        assert c.queue.empty() and offered.count("fast3") == 1 and len(app.requests) == 1
+        assert ep.transactions.stats["retransmissions_absorbed"] == 1
+    finally:
+        t.close()

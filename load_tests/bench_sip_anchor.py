@@ -1,0 +1,282 @@
+"""SIP cost per request against the Kamailio anchor: the same sipp scenarios, the same stepped
+rates, one run on one machine, gbgate and Kamailio side by side.
+
+    python -m load_tests.bench_sip_anchor [--reg-rates 1000,2000] [--ka-rates 2000,4000]
+                                          [--seconds 4] [--tcp] [--with-queries] [--keep]
+                                          [--gateway-src DIR]
+
+The anchor is ../shared/anchors/kamailio (README there): its kamailio.cfg is started as is (it
+listens on 127.0.0.1:5070) and its sipp scenarios (reg_auth.xml, keepalive.xml) are run from
+there, unchanged, against both servers; the injection files are the anchor's format
+(load_tests/sipp/gen_devices.py, same device IDs and password 12345678). gbgate is
+`python -m gateway serve` from this checkout with a whitelist of those devices (realm
+3402000000), the per-source flood guard lifted (every sipp call comes from 127.0.0.1) and, unless
+--with-queries, no DeviceInfo/Catalog queries after a login (Kamailio sends none and sipp would
+not answer them). Each registration step uses fresh device IDs (every call is a new login); the
+re-registration step registers the first step's devices again from the same address (refreshes);
+the keepalive steps use devices both servers registered in the first step.
+
+Per step and server: calls ok/failed, retransmissions, achieved rate, the server's CPU seconds
+per second (utime+stime of its processes from /proc/<pid>/stat, including the work it finishes
+after sipp stops — gbgate persists logins in batches — until it is quiet again, divided by the
+sipp run's wall time), requests per CPU-second and the
+kernel's UDP receive-buffer drops (/proc/net/snmp RcvbufErrors, machine-wide, over the step).
+The ratio is gbgate's requests per CPU-second over Kamailio's in the same step. The machine is
+shared: compare ratios within one run. Every process started here is stopped here, by its PID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from load_tests.bench_signalling import Gateway, free_port, machine_busy, udp_rcvbuf_errors
+from load_tests.sipp import gen_devices, runner
+
+REPO = Path(__file__).resolve().parents[1]
+ANCHOR = REPO.parent / "shared" / "anchors" / "kamailio"
+KAMAILIO_IDS = 20000  # the anchor's kamailio.cfg preloads this many devices
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pids: list[int]) -> float:
+    """utime + stime of `pids` in seconds (/proc/<pid>/stat fields 14 and 15)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st[st.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / TICK
+
+
+def settle(pids: list[int], *, quiet: float = 0.01, window: float = 0.5, limit: float = 20.0) -> float:
+    """Wait until `pids` use under `quiet` CPU-s per `window` (at most `limit` s); seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        c0 = proc_cpu(pids)
+        time.sleep(window)
+        if proc_cpu(pids) - c0 < quiet:
+            break
+    return round(time.monotonic() - t0, 1)
+
+
+@dataclass(slots=True)
+class Server:
+    name: str
+    target: str
+    pids: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    workload: str  # "register" (fresh IDs: new logins) | "reregister" (refreshes) | "keepalive"
+    transport: str  # sipp -t: u1 | t1
+    rate: int
+    inf: Path
+
+
+def _stat(path: Path) -> dict[str, Any]:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f, delimiter=";"))
+    d = dict(zip(rows[0], rows[-1], strict=False))
+
+    def epoch(v: str) -> float:
+        return float(v.split("\t")[-1])
+
+    return {"ok": int(d["SuccessfulCall(C)"]), "failed": int(d["FailedCall(C)"]),
+            "retrans": int(d["Retransmissions(C)"]), "elapsed_s": epoch(d["CurrentTime"]) - epoch(d["StartTime"])}
+
+
+def run_step(server: Server, step: Step, seconds: float, outdir: Path, local_port: int) -> dict[str, Any]:
+    """One sipp run of the anchor's scenario at `step.rate` for `seconds`; the server's CPU is
+    charged over the run (sipp arguments as the anchor's bench.py sets them). `local_port`: the
+    devices' address — keepalives come from where they registered (gbgate answers 404 otherwise)."""
+    scenario = ANCHOR / ("keepalive.xml" if step.workload == "keepalive" else "reg_auth.xml")
+    calls = int(step.rate * seconds)
+    tag = f"{server.name}_{step.workload}_{step.transport}_{step.rate}"
+    stf = outdir / f"{tag}_stat.csv"
+    cmd = ["sipp", server.target, "-sf", str(scenario), "-inf", str(step.inf), "-t", step.transport,
+           "-i", "127.0.0.1", "-p", str(local_port), "-r", str(step.rate), "-rp", "1000", "-m", str(calls),
+           "-l", str(max(2000, step.rate * 2)), "-recv_timeout", "5000", "-timeout", f"{int(seconds * 3 + 30)}s",
+           "-max_recv_loops", "10000", "-max_sched_loops", "10000", "-buff_size", "4194304", "-nostdin",
+           "-trace_stat", "-stf", str(stf), "-fd", "1", "-trace_err", "-error_file", str(outdir / f"{tag}_err.log")]
+    drops0, cpu0, busy0, t0 = udp_rcvbuf_errors(), proc_cpu(server.pids), machine_busy(), time.monotonic()
+    with open(os.devnull, "w") as devnull:
+        proc = subprocess.Popen(cmd, stdout=devnull, stderr=subprocess.STDOUT, cwd=outdir)
+        _, status, ru = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - t0
+    in_run = proc_cpu(server.pids) - cpu0
+    sipp_cpu = ru.ru_utime + ru.ru_stime
+    # everything else on this shared machine meanwhile (other users, kernel work): flags a disturbed step
+    other = max(0.0, (machine_busy() - busy0) - in_run - sipp_cpu) / wall
+    # work the requests left behind (gbgate persists logins and health events in batches after
+    # answering) is charged to this step, and does not leak into the next one
+    tail_s = settle(server.pids)
+    cpu = proc_cpu(server.pids) - cpu0
+    res: dict[str, Any] = {"server": server.name, "workload": step.workload, "transport": step.transport,
+                           "offered_rate": step.rate, "calls": calls, "sipp_rc": os.waitstatus_to_exitcode(status),
+                           "wall_s": round(wall, 2), "server_cpu_s": round(cpu, 3),
+                           "server_cpu_per_s": round(cpu / wall, 3), "sipp_cpu_s": round(sipp_cpu, 2),
+                           "other_cpu_per_s": round(other, 2),
+                           "server_cpu_during_run_s": round(in_run, 3), "tail_s": tail_s,
+                           "udp_rcvbuf_errors": udp_rcvbuf_errors() - drops0}
+    try:
+        res.update(_stat(stf))
+    except (OSError, KeyError, IndexError, ValueError) as exc:
+        res.update({"ok": 0, "failed": calls, "retrans": 0, "elapsed_s": wall, "stat_error": str(exc)})
+    res["achieved_rate"] = round(res["ok"] / max(1e-9, res["elapsed_s"]), 1)
+    res["per_cpu_s"] = round(res["ok"] / cpu, 1) if cpu > 0 else None
+    return res
+
+
+def plan(args: argparse.Namespace, inj: Path) -> list[Step]:
+    """Registration steps on disjoint blocks of fresh IDs, a re-registration of the first block,
+    then keepalives from the first block."""
+    steps: list[Step] = []
+    start = 1
+    reg = [("u1", int(r)) for r in args.reg_rates.split(",") if r.strip()]
+    ka = [("u1", int(r)) for r in args.ka_rates.split(",") if r.strip()]
+    if args.tcp:
+        # registration only: gbgate binds a TCP registration to its connection (issue 10 #5), so a
+        # keepalive from the next sipp run's new connection is refused by design (404)
+        reg.append(("t1", reg[0][1]))
+    first: Path | None = None
+    for transport, rate in reg:
+        n = int(rate * args.seconds)
+        if start + n - 1 > KAMAILIO_IDS:
+            raise SystemExit(f"registration steps need {start + n - 1} fresh IDs; the anchor knows {KAMAILIO_IDS}")
+        path = inj / f"reg_{transport}_{rate}.csv"
+        path.write_text(gen_devices.injection(gen_devices.device_ids(n, start=start)))
+        first = first or path
+        start += n
+        steps.append(Step("register", transport, rate, path))
+    assert first is not None
+    # the first block again, from the same address: refreshes of live registrations (a re-registration
+    # storm), where gbgate has no login to record
+    steps.append(Step("reregister", "u1", reg[0][1], first))
+    for transport, rate in ka:
+        steps.append(Step("keepalive", transport, rate, first))
+    return steps
+
+
+def start_gbgate(tmp: Path, n_ids: int, *, queries: bool, src: Path | None = None) -> Gateway:
+    gw = Gateway(tmp, keepalive_interval=60.0)
+    if src is not None:  # another checkout's gateway (e.g. the base commit, for a before/after)
+        gw.env["PYTHONPATH"] = str(src)
+    gw.env["GBGATE_SIP__DOMAIN"] = "3402000000"
+    if not queries:
+        gw.env["GBGATE_SIP__QUERY_ON_REGISTER"] = "false"
+    csv_path = tmp / "whitelist.csv"
+    csv_path.write_text(gen_devices.whitelist_csv(gen_devices.device_ids(n_ids)))
+    r = gw.cli("whitelist", "import", str(csv_path))
+    if r.returncode != 0:
+        raise SystemExit(f"whitelist import failed: {r.stderr.strip() or r.stdout.strip()}")
+    gw.start()
+    return gw
+
+
+def port_busy(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def table(rows: list[dict[str, Any]]) -> None:
+    print(f"\n{'workload':<20} {'rate/s':>7} | {'gbgate ok/s':>11} {'fail':>5} {'retr':>5} {'drops':>6} "
+          f"{'CPU-s/s':>7} {'req/CPU-s':>9} | {'kam ok/s':>8} {'fail':>5} {'retr':>5} {'drops':>6} {'CPU-s/s':>7} "
+          f"{'req/CPU-s':>9} | {'ratio':>5} | other CPU gb/kam")
+    for r in rows:
+        g, k = r["gbgate"], r["kamailio"]
+        name = f"{r['workload']} {'UDP' if r['transport'] == 'u1' else 'TCP'}"
+        print(f"{name:<20} {r['offered_rate']:>7} | {g['achieved_rate']:>11} {g['failed']:>5} {g['retrans']:>5} "
+              f"{g['udp_rcvbuf_errors']:>6} {g['server_cpu_per_s']:>7} {g['per_cpu_s']!s:>9} | "
+              f"{k['achieved_rate']:>8} {k['failed']:>5} {k['retrans']:>5} {k['udp_rcvbuf_errors']:>6} "
+              f"{k['server_cpu_per_s']:>7} {k['per_cpu_s']!s:>9} | {r['ratio']!s:>5} | "
+              f"{g['other_cpu_per_s']}/{k['other_cpu_per_s']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--reg-rates", default="1000,2000")
+    ap.add_argument("--ka-rates", default="2000,4000")
+    ap.add_argument("--seconds", type=float, default=4.0, help="per step and server")
+    ap.add_argument("--tcp", action="store_true", help="also a TCP registration step (first rate)")
+    ap.add_argument("--with-queries", action="store_true", help="gbgate queries DeviceInfo/Catalog after login")
+    ap.add_argument("--gateway-src", type=Path, help="run the gateway of this source tree (default: this checkout)")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, sipp stats)")
+    args = ap.parse_args(argv)
+    cfg = runner.kamailio_cfg(REPO)
+    why = runner.sipp_available() or (None if cfg else f"no anchor at {ANCHOR}")
+    if why is None and not shutil.which("kamailio"):
+        why = "kamailio is not installed (Debian: kamailio)"
+    if why is None and port_busy(runner.KAMAILIO_PORT):
+        why = f"127.0.0.1:{runner.KAMAILIO_PORT} is taken (another Kamailio anchor running?)"
+    if why is not None:
+        print(f"bench_sip_anchor: skipped: {why}", flush=True)
+        return 2
+    assert cfg is not None
+    tmp = Path(tempfile.mkdtemp(prefix="gbgate-sip-anchor-"))
+    inj = tmp / "inj"
+    inj.mkdir()
+    steps = plan(args, inj)
+    n_ids = sum(int(s.rate * args.seconds) for s in steps if s.workload == "register")
+    print(f"== SIP anchor bench: {os.cpu_count()} CPUs, {args.seconds:g} s per step and server, work dir {tmp}",
+          flush=True)
+    gw: Gateway | None = None
+    kam = runner.Kamailio(cfg, tmp / "kamailio")
+    rows: list[dict[str, Any]] = []
+    ports: dict[tuple[str, Path], int] = {}
+    try:
+        gw = start_gbgate(tmp, n_ids, queries=args.with_queries, src=args.gateway_src)
+        assert gw.proc is not None
+        kam.start()
+        servers = [Server("gbgate", f"127.0.0.1:{gw.sip_port}", [gw.proc.pid]),
+                   Server("kamailio", f"127.0.0.1:{runner.KAMAILIO_PORT}", kam.pids())]
+        print(f"  gbgate PID {gw.proc.pid} on {servers[0].target}; kamailio PIDs {servers[1].pids}", flush=True)
+        for step in steps:
+            pair = {}
+            for server in servers:
+                port = ports.setdefault((server.name, step.inf), free_port())
+                res = run_step(server, step, args.seconds, tmp, port)
+                pair[server.name] = res
+                print(f"  {server.name:<8} {step.workload:<10} {step.transport} {step.rate:>6}/s: ok={res['ok']} "
+                      f"failed={res['failed']} retrans={res['retrans']} {res['achieved_rate']}/s "
+                      f"CPU {res['server_cpu_per_s']} s/s -> {res['per_cpu_s']} req/CPU-s, "
+                      f"drops {res['udp_rcvbuf_errors']}, other load {res['other_cpu_per_s']} CPU "
+                      f"(tail {res['tail_s']} s, "
+                      f"{res['server_cpu_during_run_s']} CPU-s during the run)", flush=True)
+                time.sleep(0.5)
+            g, k = pair["gbgate"]["per_cpu_s"], pair["kamailio"]["per_cpu_s"]
+            rows.append({"workload": step.workload, "transport": step.transport, "offered_rate": step.rate,
+                         **pair, "ratio": round(g / k, 2) if g and k else None})
+    finally:
+        kam.stop()
+        if gw is not None:
+            gw.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    table(rows)
+    print("BENCH_JSON " + json.dumps({"rows": rows}, separators=(",", ":")), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,10 +2,14 @@
 
 It binds the SIP UDP port beside main (SO_REUSEPORT) and serves the high-volume requests itself:
 REGISTER (the same `Registrar`, every check) and the plain keepalive MESSAGE from the bound
-address. Every other datagram — responses to main's requests, other MESSAGEs, NOTIFY, INVITE,
-BYE, a keepalive it cannot vouch for — goes raw to main with its source (FORWARD), before the
-transaction layer sees it. What the worker decided is reported to main (sip_ipc.py); an admitted
-REGISTER is answered only once main has recorded it (ACK), durably for a new login.
+address. The two answers of a steady swarm — a keepalive's 200 and a credential-less REGISTER's
+401 — come from a header scan and a response template when the request has the plain shape
+(gateway/sip/fastpath.py, as GbDeviceAdapter's fast paths in one process), with the same checks,
+counters and reports as the parsed path they decline to otherwise. Every other datagram —
+responses to main's requests, other MESSAGEs, NOTIFY, INVITE, BYE, a keepalive it cannot vouch
+for — goes raw to main with its source (FORWARD), before the transaction layer sees it. What
+the worker decided is reported to main (sip_ipc.py); an admitted REGISTER is answered only once
+main has recorded it (ACK), durably for a new login.
 The worker exits when its link to main closes.
 """
 
@@ -37,10 +41,12 @@ from gateway.app.sip_link import Link
 from gateway.app.sip_shared import ReplicaPresence, SharedFlood, SharedLockout
 from gateway.app.store import node_secret
 from gateway.config import Settings
+from gateway.gb.ids import is_valid_id
 from gateway.gb.keepalive_fast import quick_keepalive
-from gateway.sip import digest
+from gateway.sip import digest, fastpath
 from gateway.sip.errors import SipParseError
 from gateway.sip.events import Peer
+from gateway.sip.fastpath import FastAnswer, Scan
 from gateway.sip.framer import parse_datagram
 from gateway.sip.message import Request, Response, make_response, new_tag, stateless_tag
 from gateway.sip.transport import SipEndpoint
@@ -154,11 +160,22 @@ class SipWorker:
 
     # ------------------------------------------------------------------ datagrams
     def datagram_hook(self, data: bytes, peer: Peer) -> bool:
-        """REGISTER: ours, through the transaction layer (False). A keepalive we can vouch for:
-        answered here. Anything else: main's, raw."""
+        """REGISTER: ours, through the endpoint (False: its fast path, `fast_register`, then the
+        transaction layer). A keepalive we can vouch for: answered here, from the scan when it is
+        plain. Anything else: main's, raw."""
         if data.startswith(b"REGISTER "):
             return False
         if data.startswith(b"MESSAGE "):
+            s = fastpath.scan(data) if len(data) <= self.settings.sip.max_message else None
+            if s is not None:
+                answer = self.fast_keepalive(s, peer)
+                if answer is not None:
+                    if answer.status is not None:
+                        assert self.endpoint is not None
+                        self.endpoint.send_raw(answer.data, peer)
+                        self.endpoint.stats["requests:MESSAGE"] += 1
+                        self.endpoint.stats["responses_sent:200"] += 1
+                    return True
             try:
                 msg = parse_datagram(data, max_size=self.settings.sip.max_message)
             except SipParseError:
@@ -200,6 +217,59 @@ class SipWorker:
         self.presence.activity(device_id, now, keepalive=True)
         self.link.send(Kind.KEEPALIVE, device_id, now)
         return True
+
+    # ------------------------------------------------------------------ fast paths
+    # What the parsed paths (`_keepalive`, `on_request` → Registrar.admit) do for the plain
+    # request, from the scan: first every check that changes nothing — None (the parsed path)
+    # unless the outcome is the common one — then the flood guard (which counts), then the effects
+    # in the same order, with the same counters and reports to main.
+
+    def fast_register(self, s: Scan, peer: Peer) -> FastAnswer | None:
+        """`SipEndpoint.fast_path`: a REGISTER without credentials from a valid ID with a plain
+        Expires gets the registrar's challenge (FLOOD → ID → EXPIRES → DIGEST; no lockout or
+        alarm applies before credentials)."""
+        if s.method != "REGISTER" or "Authorization" in s.headers or not is_valid_id(s.from_user):
+            return None
+        expires = s.get("Expires")
+        if expires is None or not expires.isdigit():
+            return None
+        now = self.clock()
+        self.stats["workers:register"] += 1
+        if not self.flood.allow(peer.host, now):
+            self.stats["refused:flood"] += 1
+            return FastAnswer(None)  # the endpoint holds the unanswered transaction
+        challenge = self.registrar.challenge(Check.DIGEST, peer, now)
+        self.stats["responses:401"] += 1
+        return FastAnswer(401, fastpath.respond(s, 401, (peer.host, peer.port), to_tag=fastpath.stateless_tag(s),
+                                                extra=(("WWW-Authenticate", challenge.www_authenticate),)))
+
+    def fast_keepalive(self, s: Scan, peer: Peer) -> FastAnswer | None:
+        """`_keepalive` from the scan: bound address, MANSCDP keepalive naming the sender, admitted
+        (the memoized decision): 200 and the KEEPALIVE report; the flood guard may ignore it."""
+        device_id = s.from_user
+        rec = self.presence.get(device_id)
+        if s.method != "MESSAGE" or rec is None or (rec.host, rec.port, rec.transport) != (
+            peer.host, peer.port, peer.transport
+        ):
+            return None
+        ctype = s.get("Content-Type")
+        if ctype is None or "manscdp" not in ctype.lower():
+            return None
+        quick = quick_keepalive(s.body)
+        if quick is None or quick.device_id != device_id:
+            return None
+        now = self.clock()
+        if not self.policy.allowed(device_id, peer.host, peer.transport, RequestKind.MESSAGE, now):
+            return None  # `_keepalive` lets main decide
+        if not self.flood.allow(peer.host, now):
+            self.stats["refused:flood"] += 1
+            return FastAnswer(None)
+        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=fastpath.stateless_tag(s))
+        self.stats["responses:200"] += 1
+        self.stats["manscdp:Notify:Keepalive"] += 1
+        self.presence.activity(device_id, now, keepalive=True)
+        self.link.send(Kind.KEEPALIVE, device_id, now)
+        return FastAnswer(200, data)
 
     # ------------------------------------------------------------------ SipApplication
     def on_request(self, request: Request, peer: Peer, key: Hashable) -> None:
@@ -329,6 +399,7 @@ async def _serve(fd: int) -> int:
                                        tcp=False, reuseport=True)
     worker.endpoint = endpoint
     endpoint.datagram_hook = worker.datagram_hook
+    endpoint.fast_path = worker.fast_register  # plain first REGISTERs (MESSAGEs never get past the hook)
     # as the node does (gateway/app/node.py): what is built lives as long as the process; collect
     # the young generation every 50,000 allocations, not 700 (a storm allocates a lot, cyclically little)
     gc.collect()

@@ -256,6 +256,10 @@ class SipEndpoint:
             self._complete(msg, peer)
         self._send(serialize(msg), peer)
 
+    def send_raw(self, data: bytes, peer: Peer) -> None:
+        """Send bytes already built (a fast-path answer, gateway/sip/fastpath.py) without a transaction."""
+        self._send(data, peer)
+
     def peer_fingerprint(self, peer: Peer) -> str | None:
         """SHA-256 hex (DER) of the client certificate on `peer`'s TLS connection.
 
@@ -330,7 +334,7 @@ class SipEndpoint:
         """A plain request answered without the parser or a transaction (stateless, as the full
         path answers keepalives and challenges); False: take the full path, nothing was changed.
         A retransmission of a request the full path holds a transaction for goes to it."""
-        s = scan(data)
+        s = scan(data) if len(data) <= self.max_message else None  # else the parser's 513/400
         if s is None or s.server_key in self.transactions:
             return False
         try:

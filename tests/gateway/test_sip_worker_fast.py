@@ -1,0 +1,330 @@
+"""The SIP worker's fast paths (keepalive 200, first-REGISTER 401) against its parsed path.
+
+Two `SipWorker`s, each behind a real `SipEndpoint` (not bound: its sends are recorded), get the
+same generated datagrams and link messages from main. One always takes the parsed path (the hook's
+parse_datagram + `_keepalive`, the transaction layer + `on_request`), the other offers the plain
+ones to `fast_keepalive` / `fast_register` first, as gateway/app/sip_worker.py wires them. After
+each datagram both must have sent the same bytes (a challenge's random nonce aside), sent main the
+same reports (KEEPALIVE, FORWARD, BAN, LOGIN, FAILURE, ...), and hold the same counters and
+presence copy; a declined fast path must have changed nothing. Inputs: plain keepalives and
+REGISTERs (no credentials, good ones, a wrong password, garbage), from devices bound here, bound
+elsewhere, revoked, unbound, unknown, invalid; hostile variants of them (compact or lower-case
+names, padding, duplicates, a second Via, a To tag, LF line ends, non-ASCII, a wrong
+Content-Length, trailing bytes, truncation, a flipped byte); main re-binding, dropping, revoking
+and re-approving a device in between; a flood guard that trips; a max_message below the scan's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import pickle
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.app.sip_ipc import Kind
+from gateway.app.sip_worker import SipWorker
+from gateway.config import Settings, SipSettings, WhitelistSettings
+from gateway.gb import builders
+from gateway.sip import digest, fastpath
+from gateway.sip.events import Peer
+from gateway.sip.transport import SipEndpoint, _UdpProtocol
+from whitelist.decide import Policy
+from whitelist.model import Credential, Entry, EntryStatus
+
+REALM = "3402000000"
+PW = "p"
+A, REVOKED, FRESH, ELSEWHERE, UNKNOWN = (f"3402000000132000{n:04d}" for n in (1, 2, 3, 4, 5))
+BOUND = Peer("udp", "192.0.2.1", 5060, None)
+PEERS = [BOUND, Peer("udp", "192.0.2.1", 5070, None), Peer("udp", "198.51.100.9", 5060, None)]
+T0 = 1000.0
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Iterator[str]:
+    with tempfile.TemporaryDirectory() as d:
+        yield d
+
+
+def entry(device_id: str, status: EntryStatus = EntryStatus.APPROVED) -> Entry:
+    return Entry(device_id=device_id, status=status, credential=Credential.from_password(device_id, REALM, PW))
+
+
+class Link:
+    """Main's end of the link: what the worker reported, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Any, ...]] = []
+
+    def send(self, kind: Kind, *fields: Any) -> None:
+        self.sent.append((kind, *fields))
+
+
+class Endpoint(SipEndpoint):
+    """An endpoint without sockets: what it would send is recorded."""
+
+    def __init__(self, app: SipWorker, max_message: int) -> None:
+        super().__init__(app, max_message=max_message, t1=0.5, t2=4.0, t4=5.0, advertise="127.0.0.1")
+        self.out: list[bytes] = []
+
+    def _send(self, data: bytes, peer: Peer) -> None:
+        self.out.append(data)
+
+
+class ParsedWorker(SipWorker):
+    """The worker as it was before its fast paths: every keepalive parsed."""
+
+    def fast_keepalive(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
+        return None
+
+
+class FastWorker(SipWorker):
+    """Records whether a fast path took the request, and checks a decline changed nothing."""
+
+    taken = False
+
+    def fast_keepalive(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
+        return self._watch(super().fast_keepalive, s, peer)
+
+    def fast_register(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
+        return self._watch(super().fast_register, s, peer)
+
+    def _watch(self, handler: Any, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
+        before = snapshot(self)
+        answer: fastpath.FastAnswer | None = handler(s, peer)
+        if answer is None:
+            assert snapshot(self) == before, "a declined fast path changed state"
+        self.taken = answer is not None
+        return answer
+
+
+@dataclasses.dataclass
+class Rig:
+    worker: SipWorker
+    endpoint: Endpoint
+    link: Link
+    clock: list[float]
+
+
+def make_rig(cls: type[SipWorker], data_dir: str, flood: int, max_message: int) -> Rig:
+    s = Settings(data_dir=data_dir, sip=SipSettings(domain=REALM, max_message=max_message),
+                 whitelist=WhitelistSettings(flood_max_per_second=flood, flood_ban_for=2.0))
+    clock, link = [T0], Link()
+    policy = Policy([entry(A), entry(REVOKED, EntryStatus.REVOKED), entry(FRESH), entry(ELSEWHERE)])
+    worker = cls(1, s, policy, link, clock=lambda: clock[0])  # type: ignore[arg-type]
+    endpoint = Endpoint(worker, max_message)
+    worker.endpoint = endpoint
+    endpoint.datagram_hook = worker.datagram_hook
+    if cls is not ParsedWorker:
+        endpoint.fast_path = worker.fast_register  # as _serve wires it
+    for dev, at in ((A, BOUND), (REVOKED, BOUND), (ELSEWHERE, PEERS[2])):  # main's bindings (BIND)
+        worker.on_link((Kind.BIND, dev, at.transport, at.host, at.port, f"reg-{dev}", True))
+    return Rig(worker, endpoint, link, clock)
+
+
+def snapshot(worker: SipWorker) -> dict[str, Any]:
+    assert worker.endpoint is not None
+    return {"presence": sorted((r.device_id, dataclasses.asdict(r)) for r in worker.presence.records()),
+            "stats": dict(worker.stats), "endpoint": dict(worker.endpoint.stats),
+            "transactions": len(worker.endpoint.transactions), "link": len(worker.link.sent),  # type: ignore[attr-defined]
+            "pending": sorted(worker._pending)}
+
+
+_NONCE = re.compile(rb'nonce="[0-9a-f]+"')
+_TO_TAG = re.compile(rb"(\r\nTo: [^\r]*;tag=)[0-9a-f]+")
+
+
+def unrandom(data: bytes, *, stateful: bool) -> bytes:
+    """Without the random parts: a challenge's nonce, and the To tag of an answer both rigs built
+    through the parsed path (random when stateful); a fast answer's tag is compared."""
+    data = _NONCE.sub(b'nonce="-"', data)
+    return _TO_TAG.sub(rb"\1-", data) if stateful else data
+
+
+def receive(rig: Rig, data: bytes, peer: Peer) -> None:
+    """A datagram on the worker's socket, then what main does with its reports: every answer
+    that waits for main (a login, a counted failure) is ACKed."""
+    seen = len(rig.link.sent)
+    _UdpProtocol(rig.endpoint).datagram_received(data, (peer.host, peer.port))
+    for msg in rig.link.sent[seen:]:
+        if msg[0] == Kind.LOGIN and msg[1]:
+            rig.worker.on_link((Kind.ACK, msg[1], True))
+        elif msg[0] == Kind.FAILURE:
+            rig.worker.on_link((Kind.ACK, msg[4], True))
+    # the endpoint's timer: stateless answers end their transaction
+    rig.endpoint._handle(rig.endpoint.transactions.handle_timer(rig.endpoint._loop.time()))
+
+
+# ---------------------------------------------------------------------------- inputs
+def nonce_for(rig: Rig, peer: Peer) -> str:
+    """A nonce valid for both rigs (same node secret and worker index), issued by neither."""
+    return rig.worker.registrar.nonces.issue(rig.clock[0], f"{peer.transport}:{peer.host}:{peer.port}")
+
+
+def build(spec: dict[str, Any], nonce_for: Callable[[Peer], str] | None) -> bytes:
+    device, peer, method = spec["device"], spec["peer"], spec["method"]
+    head = [f"{method} sip:34020000002000000001@{REALM} SIP/2.0",
+            f"Via: SIP/2.0/UDP {peer.host}:{peer.port};rport;branch=z9hG4bK{spec['branch']}",
+            f"From: <sip:{device}@{REALM}>;tag=t{spec['tag']}",
+            f"To: <sip:{device if method == 'REGISTER' else '34020000002000000001'}@{REALM}>",
+            f"Call-ID: c{spec['call']}@x", f"CSeq: {spec['cseq']} {method}", "Max-Forwards: 70"]
+    body = b""
+    if method == "MESSAGE":
+        kind = spec["body"]
+        if kind == "keepalive":
+            body = builders.build_keepalive(device, spec["sn"])
+        elif kind == "foreign":
+            body = builders.build_keepalive(FRESH if device != FRESH else A, 1)
+        elif kind == "alarm":
+            body = builders.build_message("Notify", "Alarm", 1, device, fields={"AlarmPriority": "1"})
+        head.append(spec["ctype"])
+    else:
+        head.append(f"Contact: <sip:{device}@{peer.host}:{peer.port}>")
+        if spec["expires"]:
+            head.append(spec["expires"])
+        auth = spec["auth"]
+        if auth == "garbage":
+            head.append(f'Authorization: Digest username="{device}", realm="{REALM}", nonce="00", '
+                        f'uri="sip:34020000002000000001@{REALM}", response="00"')
+        elif auth in ("good", "badpass"):
+            assert nonce_for is not None
+            www = digest.challenge(REALM, nonce_for(peer), qop=True)
+            head.append("Authorization: " + digest.authorization(
+                www, method="REGISTER", uri=f"sip:34020000002000000001@{REALM}", username=device,
+                password=PW if auth == "good" else "wrong", nc=spec["nc"], cnonce="cn"))
+    head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def mutate(data: bytes, how: str, pos: int, byte: int) -> bytes:
+    """A hostile variant of a plain request (most are still valid SIP for the parser)."""
+    if how == "compact":
+        return data.replace(b"\r\nVia:", b"\r\nv:", 1)
+    if how == "lower":
+        return data.replace(b"\r\nCall-ID:", b"\r\ncall-id:", 1)
+    if how == "pad":
+        return data.replace(b"\r\nFrom: ", b"\r\nFrom:   ", 1)
+    if how == "dup":
+        return data.replace(b"\r\nMax-Forwards: 70", b"\r\nMax-Forwards: 70\r\nMax-Forwards: 70", 1)
+    if how == "via2":
+        return data.replace(b"\r\nFrom:", b"\r\nVia: SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKx\r\nFrom:", 1)
+    if how == "totag":
+        return re.sub(rb"(\r\nTo: <[^>]*>)", rb"\1;tag=zz", data, count=1)
+    if how == "lf":
+        return data.replace(b"\r\n", b"\n")
+    if how == "utf8":
+        return data.replace(b"\r\nMax-Forwards: 70", "\r\nUser-Agent: caméra".encode(), 1)
+    if how == "cl":
+        return re.sub(rb"Content-Length: (\d+)", lambda m: b"Content-Length: %d" % (int(m.group(1)) + 1), data)
+    if how == "trail":
+        return data + b"x"
+    if how == "cut":
+        return data[: pos % max(1, len(data))]
+    if how == "flip":
+        i = pos % len(data)
+        return data[:i] + bytes([byte]) + data[i + 1 :]
+    return data
+
+
+@st.composite
+def events(draw: st.DrawFn) -> tuple[str, Any]:
+    """A datagram (its spec) or a message from main."""
+    if draw(st.integers(0, 9)) == 0:
+        return "main", draw(st.sampled_from(["bind_a_here", "bind_a_other", "drop_a", "revoke_a", "approve_a"]))
+    method = draw(st.sampled_from(["MESSAGE", "MESSAGE", "REGISTER"]))
+    spec: dict[str, Any] = {
+        "device": draw(st.sampled_from([A, A, A, A, REVOKED, FRESH, ELSEWHERE, UNKNOWN, "notanid"])),
+        "peer": draw(st.sampled_from([BOUND, BOUND, BOUND, *PEERS])), "method": method,
+        "branch": draw(st.integers(0, 3)),  # repeats: retransmissions meet live transactions
+        "tag": draw(st.integers(0, 2)), "call": draw(st.integers(0, 2)), "cseq": draw(st.integers(1, 3)),
+        "body": draw(st.sampled_from(["keepalive", "keepalive", "keepalive", "foreign", "alarm", "none"])),
+        "sn": draw(st.integers(1, 99)),
+        "ctype": draw(st.sampled_from(["Content-Type: Application/MANSCDP+xml"] * 3 + ["Content-Type: text/plain"])),
+        "expires": draw(st.sampled_from(["Expires: 3600", "Expires: 3600", "Expires: 0", "Expires: x", None])),
+        "auth": draw(st.sampled_from([None, None, "good", "badpass", "garbage"])), "nc": draw(st.integers(1, 2)),
+        "mutation": draw(st.sampled_from(["none"] * 12 + ["compact", "lower", "pad", "dup", "via2", "totag", "lf",
+                                                           "utf8", "cl", "trail", "cut", "flip"])),
+        "pos": draw(st.integers(0, 2000)), "byte": draw(st.integers(0, 255)),
+        "dt": draw(st.sampled_from([0.0, 0.0, 0.01, 0.5, 3.0])),
+    }
+    return "datagram", spec
+
+
+def from_main(rig: Rig, what: str) -> None:
+    if what.startswith("bind_a"):
+        at = BOUND if what == "bind_a_here" else PEERS[1]
+        rig.worker.on_link((Kind.BIND, A, at.transport, at.host, at.port, "reg-a", True))
+    elif what == "drop_a":
+        rig.worker.on_link((Kind.DROP, A))
+    else:
+        status = EntryStatus.REVOKED if what == "revoke_a" else EntryStatus.APPROVED
+        rig.worker.on_link((Kind.POLICY, pickle.dumps({A: entry(A, status)}), pickle.dumps(None)))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(events(), min_size=1, max_size=16), st.sampled_from([10**9, 2]), st.sampled_from([65536, 420]))
+def test_worker_fast_paths_answer_and_report_exactly_what_the_parsed_path_does(
+        data_dir: str, evs: list[tuple[str, Any]], flood: int, max_message: int) -> None:
+    async def run() -> None:
+        parsed = make_rig(ParsedWorker, data_dir, flood, max_message)
+        fast = make_rig(FastWorker, data_dir, flood, max_message)
+        fw = fast.worker
+        assert isinstance(fw, FastWorker)
+        for kind, what in evs:
+            if kind == "main":
+                for rig in (parsed, fast):
+                    from_main(rig, what)
+                continue
+            for rig in (parsed, fast):
+                rig.clock[0] += what["dt"]
+            data = mutate(build(what, functools.partial(nonce_for, parsed)), what["mutation"], what["pos"],
+                          what["byte"])
+            sent = (len(parsed.endpoint.out), len(fast.endpoint.out))
+            reported = (len(parsed.link.sent), len(fast.link.sent))
+            fw.taken = False
+            receive(parsed, data, what["peer"])
+            receive(fast, data, what["peer"])
+            got = [unrandom(d, stateful=not fw.taken) for d in fast.endpoint.out[sent[1]:]]
+            expected = [unrandom(d, stateful=not fw.taken) for d in parsed.endpoint.out[sent[0]:]]
+            assert got == expected, data
+            assert fast.link.sent[reported[1]:] == parsed.link.sent[reported[0]:], data
+            a, b = snapshot(parsed.worker), snapshot(fw)
+            assert a == b, data
+        for rig in (parsed, fast):
+            rig.worker.flush_stats()
+        assert fast.link.sent == parsed.link.sent
+
+    asyncio.run(run())
+
+
+def test_the_common_cases_take_the_worker_fast_paths(data_dir: str) -> None:
+    """A plain keepalive from the bound address: 200 and the KEEPALIVE report, no parse; a first
+    REGISTER: the 401, whose nonce this worker accepts from that address; neither holds a transaction."""
+    async def run() -> None:
+        rig = make_rig(FastWorker, data_dir, 10**9, 65536)
+        w = rig.worker
+        assert isinstance(w, FastWorker)
+        ka = build({"device": A, "peer": BOUND, "method": "MESSAGE", "branch": 1, "tag": 1, "call": 1, "cseq": 2,
+                    "body": "keepalive", "sn": 5, "ctype": "Content-Type: Application/MANSCDP+xml"}, None)
+        receive(rig, ka, BOUND)
+        assert w.taken and rig.endpoint.out[-1].startswith(b"SIP/2.0 200 OK\r\n")
+        assert rig.link.sent[-1] == (Kind.KEEPALIVE, A, T0)
+        assert w.presence.get(A).last_keepalive == T0  # type: ignore[union-attr]
+        reg = build({"device": FRESH, "peer": BOUND, "method": "REGISTER", "branch": 2, "tag": 1, "call": 2,
+                     "cseq": 1, "expires": "Expires: 3600", "auth": None}, None)
+        receive(rig, reg, BOUND)
+        assert w.taken and rig.endpoint.out[-1].startswith(b"SIP/2.0 401 Unauthorized\r\n")
+        nonce = re.search(rb'nonce="([0-9a-f]+)"', rig.endpoint.out[-1]).group(1).decode()  # type: ignore[union-attr]
+        assert w.registrar.nonces.check(nonce, T0, "udp:192.0.2.1:5060") is digest.NonceState.VALID
+        assert len(rig.endpoint.transactions) == 0
+        assert w.stats["workers:register"] == 1 and w.stats["responses:401"] == 1
+        assert rig.endpoint.stats["requests:MESSAGE"] == rig.endpoint.stats["requests:REGISTER"] == 1
+
+    asyncio.run(run())

@@ -254,6 +254,10 @@ def events(draw: st.DrawFn) -> tuple[str, Any]:
         "pos": draw(st.integers(0, 2000)), "byte": draw(st.integers(0, 255)),
         "dt": draw(st.sampled_from([0.0, 0.0, 0.01, 0.5, 3.0])),
     }
+    if draw(st.integers(0, 2)) == 0:  # the steady swarm: a plain keepalive or first REGISTER from the bound address
+        spec.update(device=A if method == "MESSAGE" else draw(st.sampled_from([A, FRESH])), peer=BOUND,
+                    body="keepalive", ctype="Content-Type: Application/MANSCDP+xml", expires="Expires: 3600",
+                    auth=None, mutation="none")
     return "datagram", spec
 
 
@@ -269,7 +273,7 @@ def from_main(rig: Rig, what: str) -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(events(), min_size=1, max_size=16), st.sampled_from([10**9, 2]), st.sampled_from([65536, 420]))
+@given(st.lists(events(), min_size=1, max_size=16), st.sampled_from([10**9, 2]), st.sampled_from([65536, 65536, 420]))
 def test_worker_fast_paths_answer_and_report_exactly_what_the_parsed_path_does(
         data_dir: str, evs: list[tuple[str, Any]], flood: int, max_message: int) -> None:
     async def run() -> None:

@@ -34,7 +34,7 @@ from gateway.gb import builders, manscdp
 from gateway.gb.catalog import CatalogResult
 from gateway.gb.errors import ManscdpError
 from gateway.gb.ids import IdKind, is_valid_id, kind_of
-from gateway.gb.keepalive_fast import quick_keepalive
+from gateway.gb.keepalive_fast import is_plain_keepalive, quick_keepalive
 from gateway.gb.presence import (
     DeviceRecord,
     OfflineCause,
@@ -543,11 +543,7 @@ class GbDeviceAdapter:
             peer.host, peer.port, peer.transport
         ):
             return None
-        ctype = s.get("Content-Type")
-        if ctype is None or "manscdp" not in ctype.lower():
-            return None
-        quick = quick_keepalive(s.body)
-        if quick is None or quick.device_id != device_id:
+        if not is_plain_keepalive(s.get("Content-Type"), s.body, device_id):
             return None
         now = self.clock()
         if not self.policy.allowed(device_id, peer.host, peer.transport, RequestKind.MESSAGE, now):

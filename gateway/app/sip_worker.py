@@ -42,7 +42,7 @@ from gateway.app.sip_shared import ReplicaPresence, SharedFlood, SharedLockout
 from gateway.app.store import node_secret
 from gateway.config import Settings
 from gateway.gb.ids import is_valid_id
-from gateway.gb.keepalive_fast import quick_keepalive
+from gateway.gb.keepalive_fast import is_plain_keepalive, quick_keepalive
 from gateway.sip import digest, fastpath
 from gateway.sip.errors import SipParseError
 from gateway.sip.events import Peer
@@ -252,11 +252,7 @@ class SipWorker:
             peer.host, peer.port, peer.transport
         ):
             return None
-        ctype = s.get("Content-Type")
-        if ctype is None or "manscdp" not in ctype.lower():
-            return None
-        quick = quick_keepalive(s.body)
-        if quick is None or quick.device_id != device_id:
+        if not is_plain_keepalive(s.get("Content-Type"), s.body, device_id):
             return None
         now = self.clock()
         if not self.policy.allowed(device_id, peer.host, peer.transport, RequestKind.MESSAGE, now):

@@ -41,3 +41,12 @@ def quick_keepalive(body: bytes) -> Keepalive | None:
         return None
     status = fields.get(b"status")
     return Keepalive(device_id.decode("ascii"), int(sn), status.decode("ascii").upper() if status else None, ())
+
+
+def is_plain_keepalive(content_type: str | None, body: bytes, sender: str) -> bool:
+    """A MANSCDP-typed body with the plain Keepalive shape naming `sender` (the From user): what
+    the SIP fast paths (one process and SIP workers) may answer without the full parse."""
+    if content_type is None or "manscdp" not in content_type.lower():
+        return False
+    quick = quick_keepalive(body)
+    return quick is not None and quick.device_id == sender

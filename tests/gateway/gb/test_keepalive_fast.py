@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.gb import manscdp
-from gateway.gb.keepalive_fast import quick_keepalive
+from gateway.gb.keepalive_fast import is_plain_keepalive, quick_keepalive
 
 DATA = Path(__file__).parents[2] / "data" / "manscdp"
 DEV = "34020000001320000101"
@@ -61,3 +61,12 @@ def test_crafted_bodies_fall_back() -> None:
 @given(st.binary(max_size=300))
 def test_garbage_never_raises(body: bytes) -> None:
     quick_keepalive(body)
+
+
+def test_plain_keepalive_needs_the_manscdp_type_and_the_sender_in_the_body() -> None:
+    body = manscdp.build_keepalive(DEV, 7, "OK")
+    assert is_plain_keepalive("Application/MANSCDP+xml", body, DEV)
+    assert not is_plain_keepalive(None, body, DEV)
+    assert not is_plain_keepalive("application/xml", body, DEV)
+    assert not is_plain_keepalive("Application/MANSCDP+xml", body, "34020000001320000102")  # another's body
+    assert not is_plain_keepalive("Application/MANSCDP+xml", body.replace(b"Keepalive", b"Catalog"), DEV)

@@ -66,7 +66,7 @@ def postgres_url() -> Iterator[str]:
 BOTH_LOOPS = ("tests/gateway/sip/", "tests/gateway/media/", "tests/gateway/media_workers/", "tests/gateway/outputs/",
               "tests/adapters/",
               "tests/interop/test_sipp_signalling.py", "tests/interop/test_tls_admission.py",
-              "tests/interop/test_media_sipp.py", "tests/interop/test_media_workers.py")
+              "tests/interop/test_media_sipp.py")
 SHIPPED_LOOP_ONLY = ("tests/interop/",)
 
 

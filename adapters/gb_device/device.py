@@ -102,6 +102,28 @@ class DeviceEndpoint(Requester, Protocol):
 OfflineListener = Callable[[str, str | None], None]
 
 
+
+def answer_plain_keepalive(s: fastpath.Scan, peer: Peer, rec: DeviceRecord | None, policy: Policy,
+                           flood: FloodGuard, stats: Counter[str], now: float) -> fastpath.FastAnswer | None:
+    """The checks and the 200 of a plain keepalive, shared by the one-process fast path and the SIP
+    workers': bound address, MANSCDP body naming the sender, admitted (the memoized decision), then
+    the flood guard (it changes state, so last). None: nothing changed, take the full path."""
+    device_id = s.from_user
+    if rec is None or (rec.host, rec.port, rec.transport) != (peer.host, peer.port, peer.transport):
+        return None
+    if not is_plain_keepalive(s.get("Content-Type"), s.body, device_id):
+        return None
+    if not policy.allowed(device_id, peer.host, peer.transport, RequestKind.MESSAGE, now):
+        return None  # memoized per device and source until the whitelist changes
+    if not flood.allow(peer.host, now):
+        stats["refused:flood"] += 1
+        return fastpath.FastAnswer(None)
+    data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=fastpath.stateless_tag(s))
+    stats["responses:200"] += 1
+    stats["manscdp:Notify:Keepalive"] += 1
+    return fastpath.FastAnswer(200, data)
+
+
 class GbDeviceAdapter:
     """REGISTER/MESSAGE/NOTIFY handlers for devices; also the client that queries them."""
 
@@ -537,27 +559,16 @@ class GbDeviceAdapter:
 
     def fast_keepalive(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
         """A plain Keepalive from a registered device at its bound address, admitted: 200."""
-        device_id = s.from_user
-        rec = self.presence.get(device_id)
-        if rec is None or peer.transport == "tls" or (rec.host, rec.port, rec.transport) != (
-            peer.host, peer.port, peer.transport
-        ):
-            return None
-        if not is_plain_keepalive(s.get("Content-Type"), s.body, device_id):
+        if peer.transport == "tls":
             return None
         now = self.clock()
-        if not self.policy.allowed(device_id, peer.host, peer.transport, RequestKind.MESSAGE, now):
-            return None  # memoized per device and source until the whitelist changes
-        if not self.flood.allow(peer.host, now):
-            self.stats["refused:flood"] += 1
-            return fastpath.FastAnswer(None)
-        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=fastpath.stateless_tag(s))
-        self.stats["responses:200"] += 1
-        self.stats["manscdp:Notify:Keepalive"] += 1
-        transition = self.presence.activity(device_id, now, keepalive=True)
-        if transition is not None:
-            self._apply_transition(transition)
-        return fastpath.FastAnswer(200, data)
+        answer = answer_plain_keepalive(s, peer, self.presence.get(s.from_user), self.policy, self.flood,
+                                        self.stats, now)
+        if answer is not None and answer.status == 200:
+            transition = self.presence.activity(s.from_user, now, keepalive=True)
+            if transition is not None:
+                self._apply_transition(transition)
+        return answer
 
     # ------------------------------------------------------------------ MESSAGE / NOTIFY
     def on_notify(self, request: Request, peer: Peer, key: Hashable) -> None:

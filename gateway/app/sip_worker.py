@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from adapters.gb_device.device import gb_date
+from adapters.gb_device.device import answer_plain_keepalive, gb_date
 from adapters.gb_device.registrar import Accept, Challenge, Check, Refuse, Registrar, RegistrarSettings
 from gateway.app.sip_ipc import Kind, Message
 from gateway.app.sip_link import Link
@@ -42,7 +42,7 @@ from gateway.app.sip_shared import ReplicaPresence, SharedFlood, SharedLockout
 from gateway.app.store import node_secret
 from gateway.config import Settings
 from gateway.gb.ids import is_valid_id
-from gateway.gb.keepalive_fast import is_plain_keepalive, quick_keepalive
+from gateway.gb.keepalive_fast import quick_keepalive
 from gateway.sip import digest, fastpath
 from gateway.sip.errors import SipParseError
 from gateway.sip.events import Peer
@@ -246,26 +246,15 @@ class SipWorker:
     def fast_keepalive(self, s: Scan, peer: Peer) -> FastAnswer | None:
         """`_keepalive` from the scan: bound address, MANSCDP keepalive naming the sender, admitted
         (the memoized decision): 200 and the KEEPALIVE report; the flood guard may ignore it."""
-        device_id = s.from_user
-        rec = self.presence.get(device_id)
-        if s.method != "MESSAGE" or rec is None or (rec.host, rec.port, rec.transport) != (
-            peer.host, peer.port, peer.transport
-        ):
-            return None
-        if not is_plain_keepalive(s.get("Content-Type"), s.body, device_id):
+        if s.method != "MESSAGE":
             return None
         now = self.clock()
-        if not self.policy.allowed(device_id, peer.host, peer.transport, RequestKind.MESSAGE, now):
-            return None  # `_keepalive` lets main decide
-        if not self.flood.allow(peer.host, now):
-            self.stats["refused:flood"] += 1
-            return FastAnswer(None)
-        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=fastpath.stateless_tag(s))
-        self.stats["responses:200"] += 1
-        self.stats["manscdp:Notify:Keepalive"] += 1
-        self.presence.activity(device_id, now, keepalive=True)
-        self.link.send(Kind.KEEPALIVE, device_id, now)
-        return FastAnswer(200, data)
+        answer = answer_plain_keepalive(s, peer, self.presence.get(s.from_user), self.policy, self.flood,
+                                        self.stats, now)
+        if answer is not None and answer.status == 200:
+            self.presence.activity(s.from_user, now, keepalive=True)
+            self.link.send(Kind.KEEPALIVE, s.from_user, now)
+        return answer
 
     # ------------------------------------------------------------------ SipApplication
     def on_request(self, request: Request, peer: Peer, key: Hashable) -> None:

@@ -190,6 +190,16 @@ def start_gbgate(tmp: Path, n_ids: int, *, queries: bool, src: Path | None = Non
     return gw
 
 
+def start_floor() -> tuple[subprocess.Popen[bytes], Server]:
+    """load_tests/sip_floor on a free port, once it listens."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "load_tests.sip_floor", "--port", str(port)], cwd=REPO,
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.readline()  # "sip_floor PID … on …" once bound
+    return proc, Server("floor", f"127.0.0.1:{port}", [proc.pid])
+
+
 def port_busy(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
@@ -211,6 +221,15 @@ def table(rows: list[dict[str, Any]]) -> None:
               f"{k['achieved_rate']:>8} {k['failed']:>5} {k['retrans']:>5} {k['udp_rcvbuf_errors']:>6} "
               f"{k['server_cpu_per_s']:>7} {k['per_cpu_s']!s:>9} | {r['ratio']!s:>5} | "
               f"{g['other_cpu_per_s']}/{k['other_cpu_per_s']}")
+    floors = [r for r in rows if "floor" in r]
+    if floors:
+        print(f"\n{'workload':<20} {'rate/s':>7} | {'floor ok/s':>10} {'fail':>5} {'CPU-s/s':>7} {'req/CPU-s':>9} | "
+              f"{'floor/kam':>9} | {'gbgate/floor':>12}")
+        for r in floors:
+            f = r["floor"]
+            name = f"{r['workload']} {'UDP' if r['transport'] == 'u1' else 'TCP'}"
+            print(f"{name:<20} {r['offered_rate']:>7} | {f['achieved_rate']:>10} {f['failed']:>5} "
+                  f"{f['server_cpu_per_s']:>7} {f['per_cpu_s']!s:>9} | {r['floor_ratio']!s:>9} | {r['of_floor']!s:>12}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--with-queries", action="store_true", help="gbgate queries DeviceInfo/Catalog after login")
     ap.add_argument("--gateway-src", type=Path, help="run the gateway of this source tree (default: this checkout)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, sipp stats)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also run the same steps against load_tests/sip_floor (a bare uvloop responder: "
+                         "what CPython pays per request before any work)")
     args = ap.parse_args(argv)
     cfg = runner.kamailio_cfg(REPO)
     why = runner.sipp_available() or (None if cfg else f"no anchor at {ANCHOR}")
@@ -241,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"== SIP anchor bench: {os.cpu_count()} CPUs, {args.seconds:g} s per step and server, work dir {tmp}",
           flush=True)
     gw: Gateway | None = None
+    floor: subprocess.Popen[bytes] | None = None
     kam = runner.Kamailio(cfg, tmp / "kamailio")
     rows: list[dict[str, Any]] = []
     ports: dict[tuple[str, Path], int] = {}
@@ -251,6 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         servers = [Server("gbgate", f"127.0.0.1:{gw.sip_port}", [gw.proc.pid]),
                    Server("kamailio", f"127.0.0.1:{runner.KAMAILIO_PORT}", kam.pids())]
         print(f"  gbgate PID {gw.proc.pid} on {servers[0].target}; kamailio PIDs {servers[1].pids}", flush=True)
+        if args.floor:
+            floor, floor_server = start_floor()
+            servers.append(floor_server)
+            print(f"  floor PID {floor.pid} on {floor_server.target}", flush=True)
         for step in steps:
             pair = {}
             for server in servers:
@@ -265,10 +292,18 @@ def main(argv: list[str] | None = None) -> int:
                       f"{res['server_cpu_during_run_s']} CPU-s during the run)", flush=True)
                 time.sleep(0.5)
             g, k = pair["gbgate"]["per_cpu_s"], pair["kamailio"]["per_cpu_s"]
-            rows.append({"workload": step.workload, "transport": step.transport, "offered_rate": step.rate,
-                         **pair, "ratio": round(g / k, 2) if g and k else None})
+            row = {"workload": step.workload, "transport": step.transport, "offered_rate": step.rate,
+                   **pair, "ratio": round(g / k, 2) if g and k else None}
+            if "floor" in pair:
+                f = pair["floor"]["per_cpu_s"]
+                row["floor_ratio"] = round(f / k, 2) if f and k else None  # the best a CPython server reaches
+                row["of_floor"] = round(g / f, 2) if g and f else None
+            rows.append(row)
     finally:
         kam.stop()
+        if floor is not None:
+            floor.terminate()
+            floor.wait(10)
         if gw is not None:
             gw.stop()
         if not args.keep:

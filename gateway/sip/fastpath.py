@@ -28,7 +28,7 @@ import re
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from .message import reason_phrase, with_received
+from .message import reason_phrase
 from .transaction import MAGIC
 
 MAX_SIZE = 4096  # bigger datagrams are not keepalives or first REGISTERs: full parser
@@ -75,9 +75,11 @@ class Scan:
     from_user: str
     from_tag: str
     cseq: int
+    via_transport: str
     via_host: str
     via_port: int
     via_params: tuple[str, ...]
+    via_names: tuple[str, ...]  # each param's name, in order (all different)
     branch: str | None
     body: bytes
 
@@ -133,16 +135,16 @@ def scan(data: bytes) -> Scan | None:
         return None
     if _CALL_ID.match(headers["Call-ID"]) is None:
         return None
-    _transport, host, port, ptail = vm.groups()
+    transport, host, port, ptail = vm.groups()
     params = tuple(ptail.split(";")[1:])
-    names = [p.partition("=")[0] for p in params]
+    names = tuple([p.partition("=")[0] for p in params])
     if len(set(names)) != len(names) or int(port) > 65535:
         return None
     branch = next((p[7:] for p in params if p.startswith("branch=")), None)
     if branch is None and "branch" in names:
         return None  # a valueless branch: let the full parser judge it
-    return Scan(method, uri, lines, headers, fm.group(1), fm.group(2), int(cs.group(1)), host, int(port),
-                params, branch, body)
+    return Scan(method, uri, lines, headers, fm.group(1), fm.group(2), int(cs.group(1)), transport, host, int(port),
+                params, names, branch, body)
 
 
 def stateless_tag(s: Scan) -> str:
@@ -152,13 +154,27 @@ def stateless_tag(s: Scan) -> str:
     return hashlib.blake2s(seed.encode("ascii"), digest_size=5).hexdigest()
 
 
+def _stamped_via(s: Scan, received: tuple[str, int]) -> str:
+    """`Via: ` + `message.with_received` of the scanned Via, from the pieces the scan already cut
+    (the scan's Via is always the plain shape `with_received` splices; tests check they agree)."""
+    host, port = received
+    names = s.via_names
+    out = [f"rport={port}" if n == "rport" else f"received={host}" if n == "received" else p
+           for n, p in zip(names, s.via_params, strict=True)]
+    if "rport" not in names:
+        out.append(f"rport={port}")
+    if "received" not in names:
+        out.append(f"received={host}")
+    return f"Via: SIP/2.0/{s.via_transport} {s.via_host}:{s.via_port};" + ";".join(out)
+
+
 def respond(s: Scan, status: int, received: tuple[str, int], *, to_tag: str, reason: str | None = None,
             extra: tuple[tuple[str, str], ...] = ()) -> bytes:
     """The wire bytes of the answer (see the module docstring); no body."""
     out = [f"SIP/2.0 {status} {reason if reason is not None else reason_phrase(status)}"]
     for name, value in s.lines:
         if name == "Via":
-            out.append(f"Via: {with_received(value, received)}")
+            out.append(_stamped_via(s, received))
         elif name == "To":
             out.append(f"To: {value};tag={to_tag}")
         else:

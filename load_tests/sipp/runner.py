@@ -98,10 +98,12 @@ def run_sipp(target: str, scenario: str, inf: Path, *, rate: float, calls: int, 
 
 def workloads(target: str, inf: Path, reg_inf: Path, *, outdir: Path, server_pids: list[int], label: str,
               reg_rate: float, reg_calls: int, ka_rate: float, ka_calls: int, port: int) -> list[dict[str, Any]]:
-    """REGISTER with digest (fresh IDs), then Keepalive MESSAGE from the devices just registered."""
+    """REGISTER with digest (fresh IDs), then Keepalive MESSAGE from the devices just registered, from
+    the address they registered from: gbgate answers a keepalive only from a device's bound address
+    (elsewhere 404), and with SIP workers the source port also picks the worker."""
     out = [run_sipp(target, "reg_auth.xml", inf, rate=reg_rate, calls=reg_calls, local_port=port,
                     outdir=outdir, tag=f"{label}_reg", server_pids=server_pids)]
-    out.append(run_sipp(target, "keepalive.xml", reg_inf, rate=ka_rate, calls=ka_calls, local_port=port + 1,
+    out.append(run_sipp(target, "keepalive.xml", reg_inf, rate=ka_rate, calls=ka_calls, local_port=port,
                         outdir=outdir, tag=f"{label}_ka", server_pids=server_pids))
     out[0]["workload"], out[1]["workload"] = "register (digest, UDP)", "keepalive MESSAGE (UDP)"
     return out

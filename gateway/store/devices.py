@@ -32,14 +32,45 @@ _BINDINGS = DeviceBinding.__table__  # type: ignore[attr-defined]
 _NODES = CatalogNode.__table__  # type: ignore[attr-defined]
 
 
-async def _write_bindings(session: AsyncSession, bindings: dict[str, dict[str, Any] | None], now: datetime) -> None:
-    """Upsert (dict) or delete (None) registration bindings, a few statements per batch."""
+# A binding's columns other than its times: a refresh that leaves these as they were written
+# last only moves registered_at/expires_at (a registration storm is almost all such refreshes).
+_BINDING_KEYS = ("transport", "host", "port", "contact", "call_id", "realm", "user_agent")
+_BINDING_TIMES = ("registered_at", "expires_at", "updated_at")
+
+
+def binding_key(values: dict[str, Any]) -> tuple[Any, ...]:
+    """The binding's columns other than its times, in `_BINDING_KEYS` order."""
+    return tuple(map(values.get, _BINDING_KEYS))
+
+
+async def _write_bindings(
+    session: AsyncSession, bindings: dict[str, dict[str, Any] | None], now: datetime,
+    written: dict[str, tuple[Any, ...]] | None = None,
+) -> int:
+    """Upsert (dict) or delete (None) registration bindings, a few statements per batch.
+
+    `written`: each device's `binding_key` as this writer last committed it. A binding that
+    matches it is a plain refresh and goes to `_refresh_bindings` (no existence SELECT, three
+    columns); `written` is only a hint — if any row was not there as given, they all take the
+    full path. Returns how many bindings the plain refresh wrote."""
     gone = [d for d, v in bindings.items() if v is None]
     for i in range(0, len(gone), 500):
         await session.execute(_BINDINGS.delete().where(_BINDINGS.c.device_id.in_(gone[i:i + 500])))
-    rows = {d: {**v, "device_id": d, "updated_at": now} for d, v in bindings.items() if v is not None}
+    rows: dict[str, dict[str, Any]] = {}
+    refresh: dict[str, dict[str, Any]] = {}
+    for d, v in bindings.items():
+        if v is not None:
+            if written is not None and written.get(d) == binding_key(v):
+                refresh[d] = v
+            else:
+                rows[d] = v
+    refreshed = len(refresh)
+    if refresh and not await _refresh_bindings(session, refresh, now):
+        rows.update(refresh)  # some were not there (or differed) after all: upsert them all
+        refreshed = 0
     if not rows:
-        return
+        return refreshed
+    rows = {d: {**v, "device_id": d, "updated_at": now} for d, v in rows.items()}
     ids = list(rows)
     existing: set[str] = set()
     for i in range(0, len(ids), 500):
@@ -53,6 +84,83 @@ async def _write_bindings(session: AsyncSession, bindings: dict[str, dict[str, A
         keys = [k[2:] for k in updates[0] if k.startswith("v_")]
         stmt = update(_BINDINGS).where(_BINDINGS.c.device_id == bindparam("b_id"))
         await session.execute(stmt.values({k: bindparam(f"v_{k}") for k in keys}), updates)
+    return refreshed
+
+
+# The refresh: only the times move, and only on a row that holds every other column as given
+# (so a stale `written` hint can change nothing it should not).
+_REFRESH_ORDER = (*(f"v_{k}" for k in _BINDING_TIMES), "b_device_id", *(f"b_{k}" for k in _BINDING_KEYS))
+_REFRESH = (
+    update(_BINDINGS)
+    .where(_BINDINGS.c.device_id == bindparam("b_device_id"),
+           *(_BINDINGS.c[k] == bindparam(f"b_{k}") for k in _BINDING_KEYS))
+    .values({k: bindparam(f"v_{k}") for k in _BINDING_TIMES})
+)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _DriverRefresh:
+    """`_REFRESH` compiled once for a dialect, run with executemany straight on the driver.
+
+    SQLAlchemy's executemany processes every parameter of every row in Python (construct_params,
+    then the bind processors); for thousands of refreshes a tick that was most of the writer's CPU.
+    Here the rows are tuples in the compiled statement's order, the times converted once each with
+    the column types' own bind processors — what SQLAlchemy itself would bind, on SQLite and
+    PostgreSQL alike — and the batch goes to the driver whole."""
+
+    sql: str
+    registered_at: Callable[[Any], Any]
+    expires_at: Callable[[Any], Any]
+    updated_at: Callable[[Any], Any]
+
+    @staticmethod
+    def compile(dialect: Any) -> _DriverRefresh | None:
+        """None when the dialect binds differently than assumed here (then SQLAlchemy runs it)."""
+        compiled = _REFRESH.compile(dialect=dialect)
+        if not compiled.positional or tuple(compiled.positiontup or ()) != _REFRESH_ORDER:
+            return None
+        procs = {k: _BINDINGS.c[k].type.dialect_impl(dialect).bind_processor(dialect)
+                 for k in ("device_id", *_BINDING_KEYS, *_BINDING_TIMES)}
+        if any(procs[k] is not None for k in ("device_id", *_BINDING_KEYS)):
+            return None  # plain strings and integers are bound as they are
+        return _DriverRefresh(compiled.string, *(procs[k] or _same for k in _BINDING_TIMES))
+
+
+_driver_refresh: dict[tuple[str, str], _DriverRefresh | None] = {}
+
+
+async def _refresh_bindings(session: AsyncSession, refresh: dict[str, dict[str, Any]], now: datetime) -> bool:
+    """Move the times of bindings whose other columns are as given; True if every row was there."""
+    conn = await session.connection()
+    dialect = conn.dialect
+    key = (dialect.name, dialect.driver)
+    if key not in _driver_refresh:
+        _driver_refresh[key] = _DriverRefresh.compile(dialect)
+    stmt = _driver_refresh[key]
+    if stmt is None:
+        params = [{"b_device_id": d, **{f"b_{k}": v.get(k) for k in _BINDING_KEYS},
+                   "v_registered_at": v["registered_at"], "v_expires_at": v["expires_at"], "v_updated_at": now}
+                  for d, v in refresh.items()]
+        result = await conn.execute(_REFRESH, params)
+    else:
+        reg, exp, stamp = stmt.registered_at, stmt.expires_at, stmt.updated_at(now)  # `now`: once per batch
+        rows = [(reg(v["registered_at"]), exp(v["expires_at"]), stamp, d, *binding_key(v))
+                for d, v in refresh.items()]
+        result = await conn.exec_driver_sql(stmt.sql, rows)
+    if dialect.supports_sane_multi_rowcount:
+        return bool(result.rowcount == len(refresh))
+    # the driver cannot count an executemany (asyncpg): count the rows stamped with this batch's now
+    ids = list(refresh)
+    found = 0
+    for i in range(0, len(ids), 500):
+        q = (select(func.count()).select_from(_BINDINGS)
+             .where(_BINDINGS.c.device_id.in_(ids[i:i + 500]), _BINDINGS.c.updated_at == now))
+        found += (await session.execute(q)).scalar_one()
+    return bool(found == len(ids))
 
 
 async def _write_devices(session: AsyncSession, devices: dict[str, dict[str, Any]], now: datetime) -> None:
@@ -106,11 +214,15 @@ class DeviceRepository:
         self._pending_devices: dict[str, dict[str, Any]] = {}
         self._pending_events: list[dict[str, Any]] = []
         self._pending_bindings: dict[str, dict[str, Any] | None] = {}  # None: delete
+        # device → binding_key of the binding this writer last committed for it: lets a plain
+        # refresh skip the existence SELECT and the unchanged columns (a hint, see _write_bindings)
+        self._written_bindings: dict[str, tuple[Any, ...]] = {}
         self._jobs: list[tuple[Job, asyncio.Future[None] | None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()  # one writer: batches never overlap
         self.batches = 0
+        self.bindings_refreshed = 0  # bindings written by the plain-refresh UPDATE (times only)
         self.last_error: str | None = None  # why the last background flush failed; None after a good one
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -200,6 +312,7 @@ class DeviceRepository:
         bindings, self._pending_bindings = self._pending_bindings, {}
         jobs, self._jobs = self._jobs, []
         now = datetime.now(UTC)
+        refreshed = 0
         try:
             async with self._sessions() as session, session.begin():
                 if devices:
@@ -207,7 +320,7 @@ class DeviceRepository:
                 if events:
                     await session.execute(insert(_EVENTS), events)
                 if bindings:
-                    await _write_bindings(session, bindings, now)
+                    refreshed = await _write_bindings(session, bindings, now, self._written_bindings)
                 catalogs = [job for job, _ in jobs if isinstance(job, CatalogWrite)]
                 if catalogs:
                     await _write_catalogs(session, catalogs, now)
@@ -221,11 +334,18 @@ class DeviceRepository:
             self._pending_events[:0] = events
             for device_id, binding in bindings.items():
                 self._pending_bindings.setdefault(device_id, binding)
+                self._written_bindings.pop(device_id, None)  # rolled back: no hint until written again
             for _, fut in jobs:
                 if fut is not None and not fut.done():
                     fut.set_exception(exc)
             raise
         self.batches += 1
+        self.bindings_refreshed += refreshed
+        for device_id, binding in bindings.items():
+            if binding is None:
+                self._written_bindings.pop(device_id, None)
+            else:
+                self._written_bindings[device_id] = binding_key(binding)
         for _, fut in jobs:
             if fut is not None and not fut.done():
                 fut.set_result(None)

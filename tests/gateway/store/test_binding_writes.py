@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from gateway.store.db import make_engine, make_sessionmaker
 from gateway.store.devices import DeviceRepository
@@ -150,3 +150,55 @@ async def test_a_failed_batch_is_requeued_whole(repo: DeviceRepository, monkeypa
         rows[d].pop("updated_at")
     assert rows == {d: expected(n, T0 + 60) for n, d in enumerate(DEVS[:3])}
     assert [e.kind for e in await repo.events(DEVS[0])] == ["registered"]
+
+
+async def test_a_refresh_stores_the_same_text_as_a_full_upsert(tmp_path: Path) -> None:
+    """SQLite keeps times as text: the refresh's own conversion must give exactly SQLAlchemy's."""
+    url = f"sqlite:///{tmp_path}/b.db"
+    await asyncio.to_thread(upgrade, url)
+    engine = make_engine(url)
+    r = DeviceRepository(make_sessionmaker(engine), interval=3600)
+    moments = [T0, T0 + 0.5, T0 + 1.000001, 86400.0 * 365 * 30 + 0.25]
+    for n, ts in enumerate(moments):
+        r.save_binding(DEVS[n], **binding(n, ts - 60))
+    await r.flush()
+    for n, ts in enumerate(moments):  # refreshes, by the narrow UPDATE
+        r.save_binding(DEVS[n], **binding(n, ts))
+    await r.flush()
+    assert r.bindings_refreshed == len(moments)
+    async with engine.connect() as conn:
+        refreshed = (await conn.execute(text("select device_id, registered_at, expires_at from device_binding"))).all()
+        await conn.execute(text("delete from device_binding"))
+        await conn.commit()
+    for n, ts in enumerate(moments):  # the same bindings, upserted whole by SQLAlchemy
+        r.save_binding(DEVS[n], **binding(n, ts, host="10.0.0.7"))
+    await r.flush()
+    async with engine.connect() as conn:
+        full = (await conn.execute(text("select device_id, registered_at, expires_at from device_binding"))).all()
+    await engine.dispose()
+    assert sorted(refreshed) == sorted(full)
+    assert isinstance(full[0][1], str) and len(full[0][1]) == 26
+
+
+def test_the_fast_time_conversion_is_used_only_where_it_agrees() -> None:
+    from sqlalchemy.dialects.postgresql import asyncpg
+    from sqlalchemy.dialects.sqlite import aiosqlite
+
+    from gateway.store.devices import _DriverRefresh, _sqlite_utc_text
+
+    column = _TABLE.c.registered_at
+    sqlite = _DriverRefresh.compile(aiosqlite.dialect())
+    assert sqlite is not None and sqlite.registered_at is _sqlite_utc_text
+    proc = column.type.dialect_impl(aiosqlite.dialect()).bind_processor(aiosqlite.dialect())
+    for ts in (0.0, 1.5, T0 + 0.000001, T0 + 0.999999, 253402300799.0):
+        value = datetime.fromtimestamp(ts, UTC)
+        assert _sqlite_utc_text(value) == proc(value)
+        east = value.astimezone(timezone(timedelta(hours=-8)))
+        assert _sqlite_utc_text(east) == proc(east)
+    naive = datetime(2026, 1, 1)
+    with pytest.raises(ValueError):
+        proc(naive)
+    with pytest.raises(ValueError):
+        _sqlite_utc_text(naive)
+    pg = _DriverRefresh.compile(asyncpg.dialect())  # PostgreSQL binds datetimes: its own processor
+    assert pg is not None and pg.registered_at is not _sqlite_utc_text

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
@@ -70,32 +71,46 @@ async def _write_bindings(
         refreshed = 0
     if not rows:
         return refreshed
-    rows = {d: {**v, "device_id": d, "updated_at": now} for d, v in rows.items()}
     ids = list(rows)
     existing: set[str] = set()
     for i in range(0, len(ids), 500):
         q = select(_BINDINGS.c.device_id).where(_BINDINGS.c.device_id.in_(ids[i:i + 500]))
         existing.update((await session.execute(q)).scalars())
-    inserts = [r for d, r in rows.items() if d not in existing]
-    if inserts:
-        await session.execute(insert(_BINDINGS), inserts)
-    updates = [{f"v_{k}": v for k, v in r.items()} | {"b_id": d} for d, r in rows.items() if d in existing]
-    if updates:
-        keys = [k[2:] for k in updates[0] if k.startswith("v_")]
-        stmt = update(_BINDINGS).where(_BINDINGS.c.device_id == bindparam("b_id"))
-        await session.execute(stmt.values({k: bindparam(f"v_{k}") for k in keys}), updates)
+    conn = await session.connection()
+    inserts = {d: v for d, v in rows.items() if d not in existing}
+    updates = {d: v for d, v in rows.items() if d in existing}
+    whole = all(v.keys() >= _BINDING_COLUMNS for v in rows.values())  # else SQLAlchemy fills defaults
+    for stmt, part in ((_INSERT, inserts), (_UPDATE, updates)):
+        driver = _driver_statement(stmt, conn.dialect) if whole else None
+        if not part:
+            continue
+        if driver is not None:
+            await conn.exec_driver_sql(driver.sql, driver.rows(part, now))
+        elif stmt is _INSERT:
+            await conn.execute(insert(_BINDINGS), [{**v, "device_id": d, "updated_at": now} for d, v in part.items()])
+        else:
+            keys = list(next(iter(part.values())))
+            upd = update(_BINDINGS).where(_BINDINGS.c.device_id == bindparam("b_id"))
+            upd = upd.values({k: bindparam(f"v_{k}") for k in [*keys, "updated_at"]})
+            await conn.execute(upd, [{**{f"v_{k}": x for k, x in v.items()}, "v_updated_at": now, "b_id": d}
+                                   for d, v in part.items()])
     return refreshed
 
 
+# A binding row in one fixed order; statements name their parameters <prefix>_<column>.
+_ROW = ("device_id", *_BINDING_KEYS, *_BINDING_TIMES)
+_BINDING_COLUMNS = frozenset((*_BINDING_KEYS, "registered_at", "expires_at"))  # what save_binding gives
 # The refresh: only the times move, and only on a row that holds every other column as given
 # (so a stale `written` hint can change nothing it should not).
-_REFRESH_ORDER = (*(f"v_{k}" for k in _BINDING_TIMES), "b_device_id", *(f"b_{k}" for k in _BINDING_KEYS))
 _REFRESH = (
     update(_BINDINGS)
     .where(_BINDINGS.c.device_id == bindparam("b_device_id"),
            *(_BINDINGS.c[k] == bindparam(f"b_{k}") for k in _BINDING_KEYS))
     .values({k: bindparam(f"v_{k}") for k in _BINDING_TIMES})
 )
+_UPDATE = (update(_BINDINGS).where(_BINDINGS.c.device_id == bindparam("b_device_id"))
+           .values({k: bindparam(f"v_{k}") for k in _ROW[1:]}))
+_INSERT = insert(_BINDINGS).values({k: bindparam(f"v_{k}") for k in _ROW})
 
 
 def _same(value: Any) -> Any:
@@ -103,31 +118,49 @@ def _same(value: Any) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
-class _DriverRefresh:
-    """`_REFRESH` compiled once for a dialect, run with executemany straight on the driver.
+class _DriverStatement:
+    """A binding statement compiled once for a dialect, run with executemany straight on the driver.
 
     SQLAlchemy's executemany processes every parameter of every row in Python (construct_params,
-    then the bind processors); for thousands of refreshes a tick that was most of the writer's CPU.
-    Here the rows are tuples in the compiled statement's order, the times converted once each with
+    then the bind processors); for thousands of bindings a tick that was most of the writer's CPU.
+    Here each row is a tuple in the compiled statement's order, its times converted once each with
     the column types' own bind processors — what SQLAlchemy itself would bind, on SQLite and
-    PostgreSQL alike — and the batch goes to the driver whole."""
+    PostgreSQL alike (`updated_at` once per batch) — and the batch goes to the driver whole."""
 
     sql: str
+    pick: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # a `_ROW` tuple → the statement's parameters
     registered_at: Callable[[Any], Any]
     expires_at: Callable[[Any], Any]
     updated_at: Callable[[Any], Any]
 
     @staticmethod
-    def compile(dialect: Any) -> _DriverRefresh | None:
+    def compile(stmt: Any, dialect: Any) -> _DriverStatement | None:
         """None when the dialect binds differently than assumed here (then SQLAlchemy runs it)."""
-        compiled = _REFRESH.compile(dialect=dialect)
-        if not compiled.positional or tuple(compiled.positiontup or ()) != _REFRESH_ORDER:
+        compiled = stmt.compile(dialect=dialect)
+        names = [n.partition("_")[2] for n in compiled.positiontup or ()]
+        if not compiled.positional or not names or any(n not in _ROW for n in names):
             return None
-        procs = {k: _BINDINGS.c[k].type.dialect_impl(dialect).bind_processor(dialect)
-                 for k in ("device_id", *_BINDING_KEYS, *_BINDING_TIMES)}
+        procs = {k: _BINDINGS.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in _ROW}
         if any(procs[k] is not None for k in ("device_id", *_BINDING_KEYS)):
             return None  # plain strings and integers are bound as they are
-        return _DriverRefresh(compiled.string, *(_time_converter(procs[k] or _same) for k in _BINDING_TIMES))
+        index = [_ROW.index(n) for n in names]
+        pick = itemgetter(*index) if len(index) > 1 else (lambda row: (row[index[0]],))
+        return _DriverStatement(compiled.string, pick, *(_time_converter(procs[k] or _same) for k in _BINDING_TIMES))
+
+    def rows(self, bindings: dict[str, dict[str, Any]], now: datetime) -> list[tuple[Any, ...]]:
+        reg, exp, stamp, pick = self.registered_at, self.expires_at, self.updated_at(now), self.pick
+        return [pick((d, *binding_key(v), reg(v["registered_at"]), exp(v["expires_at"]), stamp))
+                for d, v in bindings.items()]
+
+
+_driver_statements: dict[tuple[int, str, str], _DriverStatement | None] = {}
+
+
+def _driver_statement(stmt: Any, dialect: Any) -> _DriverStatement | None:
+    key = (id(stmt), dialect.name, dialect.driver)  # stmt: one of the module's constants
+    if key not in _driver_statements:
+        _driver_statements[key] = _DriverStatement.compile(stmt, dialect)
+    return _driver_statements[key]
 
 
 def _sqlite_utc_text(value: datetime) -> str:
@@ -159,27 +192,18 @@ def _time_converter(processor: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return processor
 
 
-_driver_refresh: dict[tuple[str, str], _DriverRefresh | None] = {}
-
-
 async def _refresh_bindings(session: AsyncSession, refresh: dict[str, dict[str, Any]], now: datetime) -> bool:
     """Move the times of bindings whose other columns are as given; True if every row was there."""
     conn = await session.connection()
     dialect = conn.dialect
-    key = (dialect.name, dialect.driver)
-    if key not in _driver_refresh:
-        _driver_refresh[key] = _DriverRefresh.compile(dialect)
-    stmt = _driver_refresh[key]
-    if stmt is None:
+    driver = _driver_statement(_REFRESH, dialect)
+    if driver is None:
         params = [{"b_device_id": d, **{f"b_{k}": v.get(k) for k in _BINDING_KEYS},
                    "v_registered_at": v["registered_at"], "v_expires_at": v["expires_at"], "v_updated_at": now}
                   for d, v in refresh.items()]
         result = await conn.execute(_REFRESH, params)
     else:
-        reg, exp, stamp = stmt.registered_at, stmt.expires_at, stmt.updated_at(now)  # `now`: once per batch
-        rows = [(reg(v["registered_at"]), exp(v["expires_at"]), stamp, d, *binding_key(v))
-                for d, v in refresh.items()]
-        result = await conn.exec_driver_sql(stmt.sql, rows)
+        result = await conn.exec_driver_sql(driver.sql, driver.rows(refresh, now))
     if dialect.supports_sane_multi_rowcount:
         return bool(result.rowcount == len(refresh))
     # the driver cannot count an executemany (asyncpg): count the rows stamped with this batch's now

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import insert, text, update
 
+import gateway.store.devices as devices
 from gateway.store.db import make_engine, make_sessionmaker
 from gateway.store.devices import DeviceRepository
 from gateway.store.migrate import upgrade
-from gateway.store.models import DeviceBinding
+from gateway.store.models import DeviceBinding, DeviceEvent
 
 T0 = 1_780_000_000.0
 DEVS = [f"3402000000132000{i:04d}" for i in range(1, 6)]
@@ -34,14 +35,21 @@ def binding(n: int, ts: float, host: str = "10.0.0.1", **over: Any) -> dict[str,
             **over}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def repo(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[DeviceRepository]:
-    url = f"sqlite:///{tmp_path}/b.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+@pytest.fixture(params=["sqlite", "postgresql", "sqlite-sqlalchemy", "postgresql-sqlalchemy"])
+async def repo(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[DeviceRepository]:
+    """`-sqlalchemy`: the statements SQLAlchemy runs itself (a dialect the driver path declines)."""
+    db, _, path = request.param.partition("-")
+    if path:
+        monkeypatch.setattr(devices, "_driver_statement", lambda stmt, dialect: None)
+    url = f"sqlite:///{tmp_path}/b.db" if db == "sqlite" else request.getfixturevalue("postgres_url")
     await asyncio.to_thread(upgrade, url)
     engine = make_engine(url)
     r = DeviceRepository(make_sessionmaker(engine), interval=3600)  # flushed by the tests
     async with r._sessions() as s, s.begin():  # a clean slate on the shared PostgreSQL
         await s.execute(_TABLE.delete())
+        await s.execute(DeviceEvent.__table__.delete().where(DeviceEvent.device_id.in_(DEVS)))  # type: ignore
     yield r
     await engine.dispose()
 
@@ -130,8 +138,6 @@ async def test_a_failed_batch_is_requeued_whole(repo: DeviceRepository, monkeypa
     repo.add_event(DEVS[0], "registered", T0 + 60)
     repo.update_device(DEVS[0], online=True)
 
-    import gateway.store.devices as devices
-
     real = devices._write_devices
 
     async def broken(*args: Any) -> None:
@@ -166,28 +172,36 @@ async def test_a_refresh_stores_the_same_text_as_a_full_upsert(tmp_path: Path) -
         r.save_binding(DEVS[n], **binding(n, ts))
     await r.flush()
     assert r.bindings_refreshed == len(moments)
+    query = text("select device_id, registered_at, expires_at, updated_at from device_binding order by device_id")
     async with engine.connect() as conn:
-        refreshed = (await conn.execute(text("select device_id, registered_at, expires_at from device_binding"))).all()
-        await conn.execute(text("delete from device_binding"))
-        await conn.commit()
-    for n, ts in enumerate(moments):  # the same bindings, upserted whole by SQLAlchemy
+        refreshed = (await conn.execute(query)).all()
+    for n, ts in enumerate(moments):  # moved: every column rewritten, by the full UPDATE
         r.save_binding(DEVS[n], **binding(n, ts, host="10.0.0.7"))
+    r.save_binding(DEVS[len(moments)], **binding(9, moments[1]))  # and one INSERT
     await r.flush()
     async with engine.connect() as conn:
-        full = (await conn.execute(text("select device_id, registered_at, expires_at from device_binding"))).all()
+        upserted = (await conn.execute(query)).all()
+        stamp = upserted[0][3]
+        await conn.execute(text("delete from device_binding"))
+        at = datetime.fromisoformat(stamp).replace(tzinfo=UTC)
+        rows = [{**binding(n, ts), "device_id": DEVS[n], "updated_at": at} for n, ts in enumerate(moments)]
+        rows.append({**binding(9, moments[1]), "device_id": DEVS[len(moments)], "updated_at": rows[0]["updated_at"]})
+        await conn.execute(insert(_TABLE), rows)  # the same, bound by SQLAlchemy itself
+        reference = (await conn.execute(query)).all()
     await engine.dispose()
-    assert sorted(refreshed) == sorted(full)
-    assert isinstance(full[0][1], str) and len(full[0][1]) == 26
+    assert [row[:3] for row in refreshed] == [row[:3] for row in reference[:len(moments)]]
+    assert upserted == reference
+    assert isinstance(stamp, str) and len(stamp) == 26
 
 
 def test_the_fast_time_conversion_is_used_only_where_it_agrees() -> None:
     from sqlalchemy.dialects.postgresql import asyncpg
     from sqlalchemy.dialects.sqlite import aiosqlite
 
-    from gateway.store.devices import _DriverRefresh, _sqlite_utc_text
+    from gateway.store.devices import _REFRESH, _DriverStatement, _sqlite_utc_text
 
     column = _TABLE.c.registered_at
-    sqlite = _DriverRefresh.compile(aiosqlite.dialect())
+    sqlite = _DriverStatement.compile(_REFRESH, aiosqlite.dialect())
     assert sqlite is not None and sqlite.registered_at is _sqlite_utc_text
     proc = column.type.dialect_impl(aiosqlite.dialect()).bind_processor(aiosqlite.dialect())
     for ts in (0.0, 1.5, T0 + 0.000001, T0 + 0.999999, 253402300799.0):
@@ -200,5 +214,5 @@ def test_the_fast_time_conversion_is_used_only_where_it_agrees() -> None:
         proc(naive)
     with pytest.raises(ValueError):
         _sqlite_utc_text(naive)
-    pg = _DriverRefresh.compile(asyncpg.dialect())  # PostgreSQL binds datetimes: its own processor
+    pg = _DriverStatement.compile(_REFRESH, asyncpg.dialect())  # PostgreSQL binds datetimes: its own processor
     assert pg is not None and pg.registered_at is not _sqlite_utc_text

@@ -59,9 +59,11 @@ async def _write_bindings(
         await session.execute(_BINDINGS.delete().where(_BINDINGS.c.device_id.in_(gone[i:i + 500])))
     rows: dict[str, dict[str, Any]] = {}
     refresh: dict[str, dict[str, Any]] = {}
+    last = written or {}
     for d, v in bindings.items():
         if v is not None:
-            if written is not None and written.get(d) == binding_key(v):
+            known = last.get(d)
+            if known is not None and known == binding_key(v):
                 refresh[d] = v
             else:
                 rows[d] = v

@@ -11,14 +11,15 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import DateTime, bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.store.contract import ChannelContract
+from gateway.store.direct import executemany, same, time_converter
 from gateway.store.models import CatalogNode, Channel, Device, DeviceBinding, DeviceEvent
 
 log = logging.getLogger(__name__)
@@ -115,19 +116,10 @@ _UPDATE = (update(_BINDINGS).where(_BINDINGS.c.device_id == bindparam("b_device_
 _INSERT = insert(_BINDINGS).values({k: bindparam(f"v_{k}") for k in _ROW})
 
 
-def _same(value: Any) -> Any:
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class _DriverStatement:
-    """A binding statement compiled once for a dialect, run with executemany straight on the driver.
-
-    SQLAlchemy's executemany processes every parameter of every row in Python (construct_params,
-    then the bind processors); for thousands of bindings a tick that was most of the writer's CPU.
-    Here each row is a tuple in the compiled statement's order, its times converted once each with
-    the column types' own bind processors — what SQLAlchemy itself would bind, on SQLite and
-    PostgreSQL alike (`updated_at` once per batch) — and the batch goes to the driver whole."""
+    """A binding statement run straight on the driver (see gateway.store.direct), with the rows
+    built as tuples from the queued bindings directly: the refresh is the storm's hot loop."""
 
     sql: str
     pick: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # a `_ROW` tuple → the statement's parameters
@@ -147,7 +139,7 @@ class _DriverStatement:
             return None  # plain strings and integers are bound as they are
         index = [_ROW.index(n) for n in names]
         pick = itemgetter(*index) if len(index) > 1 else (lambda row: (row[index[0]],))
-        return _DriverStatement(compiled.string, pick, *(_time_converter(procs[k] or _same) for k in _BINDING_TIMES))
+        return _DriverStatement(compiled.string, pick, *(time_converter(procs[k] or same) for k in _BINDING_TIMES))
 
     def rows(self, bindings: dict[str, dict[str, Any]], now: datetime) -> list[tuple[Any, ...]]:
         reg, exp, stamp, pick = self.registered_at, self.expires_at, self.updated_at(now), self.pick
@@ -163,37 +155,6 @@ def _driver_statement(stmt: Any, dialect: Any) -> _DriverStatement | None:
     if key not in _driver_statements:
         _driver_statements[key] = _DriverStatement.compile(stmt, dialect)
     return _driver_statements[key]
-
-
-def _sqlite_utc_text(value: datetime | None) -> str | None:
-    """An aware datetime as UTC text 'YYYY-MM-DD HH:MM:SS.ffffff' (C-speed isoformat)."""
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:
-        if value.utcoffset() is None:
-            raise ValueError("Datetime values must have timezone information")
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:26]
-
-
-_TIME_SAMPLES = (
-    datetime(2026, 5, 28, 20, 26, 40, 123456, UTC),
-    datetime(2026, 1, 1, tzinfo=UTC),  # no microseconds: still six digits
-    datetime(1999, 12, 31, 23, 59, 59, 999999, timezone(timedelta(hours=8))),  # another zone
-    datetime(999, 2, 3, 4, 5, 6, 7, UTC),  # a three-digit year, zero-padded
-)
-
-
-def _time_converter(processor: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """The column type's own bind processor — or, where it gives exactly the same text on every
-    sample (UTCDateTime on SQLite's DATETIME storage format), `_sqlite_utc_text`, about half the
-    CPU per value: in a storm these conversions were the largest share of the writer's work."""
-    try:
-        if all(_sqlite_utc_text(v) == processor(v) for v in (*_TIME_SAMPLES, None)):
-            return _sqlite_utc_text
-    except Exception:
-        pass
-    return processor
 
 
 async def _refresh_bindings(session: AsyncSession, refresh: dict[str, dict[str, Any]], now: datetime) -> bool:
@@ -225,7 +186,7 @@ async def _write_devices(session: AsyncSession, devices: dict[str, dict[str, Any
 
     Core statements, not ORM objects: a registration storm writes thousands of rows per batch
     and building model instances for each cost more than the database work. Each group goes
-    to the driver whole (`_executemany`).
+    to the driver whole (`gateway.store.direct.executemany`).
     """
     ids = list(devices)
     existing: set[str] = set()
@@ -246,99 +207,9 @@ async def _write_devices(session: AsyncSession, devices: dict[str, dict[str, Any
             inserts.setdefault(tuple(sorted(row)), []).append(row)
     conn = await session.connection()
     for keys, rows in inserts.items():
-        await _executemany(conn, _DEVICES, ("insert", keys), rows)
+        await executemany(conn, _DEVICES, ("insert", keys), rows)
     for keys, rows in updates.items():
-        await _executemany(conn, _DEVICES, ("update", keys), rows)
-
-
-def _statement(table: Any, shape: tuple[str, tuple[str, ...]]) -> Any:
-    """INSERT of `columns` (bound by column name), or UPDATE SET v_<column> WHERE <pk> = b_id."""
-    kind, columns = shape
-    if kind == "insert":
-        return insert(table).values({k: bindparam(k) for k in columns})
-    (pk,) = table.primary_key.columns
-    return update(table).where(pk == bindparam("b_id")).values({k: bindparam(f"v_{k}") for k in columns})
-
-
-@dataclass(frozen=True, slots=True)
-class _Direct:
-    """A Core executemany compiled once per dialect and shape, run straight on the driver:
-    parameters as tuples in the compiled order, each value converted by its column type's own
-    bind processor (`_time_converter` for times), Python-side column defaults filled as
-    SQLAlchemy would fill them. SQLAlchemy's own executemany spends several microseconds per
-    parameter (construct_params, processors) — for a storm's device rows, most of the writer."""
-
-    sql: str
-    names: tuple[str, ...]
-    converters: tuple[Callable[[Any], Any] | None, ...]
-    defaults: tuple[tuple[str, Any, bool], ...]  # (column, default arg, callable) for columns not given
-
-    @staticmethod
-    def compile(table: Any, shape: tuple[str, tuple[str, ...]], dialect: Any) -> _Direct | None:
-        kind, given = shape
-        defaults: list[tuple[str, Any, bool]] = []
-        columns = list(given)
-        if kind == "insert":
-            for c in table.c:
-                if c.name in given or c.default is None:
-                    continue
-                if not (c.default.is_scalar or c.default.is_callable):
-                    return None
-                defaults.append((c.name, c.default.arg, bool(c.default.is_callable)))
-                columns.append(c.name)
-        compiled = _statement(table, (kind, tuple(columns))).compile(dialect=dialect, for_executemany=True)
-        if not compiled.positional or not compiled.positiontup or compiled.effective_returning:
-            return None
-        names = tuple(compiled.positiontup)
-        converters = []
-        for n in names:
-            col = table.c[n if kind == "insert" else ("id" if n == "b_id" else n[2:])]
-            proc = col.type.dialect_impl(dialect).bind_processor(dialect)
-            is_time = isinstance(getattr(col.type, "impl_instance", col.type), DateTime)
-            converters.append(_time_converter(proc) if proc is not None and is_time else proc)
-        return _Direct(compiled.string, names, tuple(converters), tuple(defaults))
-
-    def params(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        names, converters, n = self.names, self.converters, len(self.names)
-        seen: list[Any] = [_UNSEEN] * n  # the same object (the batch's `now`) is converted once
-        done: list[Any] = [None] * n
-        out = []
-        for row in rows:
-            if self.defaults:
-                row = dict(row)
-                for name, arg, is_callable in self.defaults:
-                    row[name] = arg(None) if is_callable else arg
-            values = []
-            for i in range(n):
-                v = row[names[i]]
-                convert = converters[i]
-                if convert is not None:
-                    if v is seen[i]:
-                        v = done[i]
-                    else:
-                        seen[i] = v
-                        v = done[i] = convert(v)
-                values.append(v)
-            out.append(tuple(values))
-        return out
-
-
-_UNSEEN = object()
-_direct_statements: dict[tuple[str, tuple[str, tuple[str, ...]], str, str], _Direct | None] = {}
-
-
-async def _executemany(conn: Any, table: Any, shape: tuple[str, tuple[str, ...]], rows: list[dict[str, Any]]) -> None:
-    """Run `_statement(table, shape)` for `rows` straight on the driver where `_Direct` applies,
-    else with SQLAlchemy's executemany."""
-    dialect = conn.dialect
-    key = (table.name, shape, dialect.name, dialect.driver)
-    if key not in _direct_statements:
-        _direct_statements[key] = _Direct.compile(table, shape, dialect)
-    direct = _direct_statements[key]
-    if direct is None:
-        await conn.execute(_statement(table, shape), rows)
-    else:
-        await conn.exec_driver_sql(direct.sql, direct.params(rows))
+        await executemany(conn, _DEVICES, ("update", keys), rows)
 
 
 def ts_to_dt(ts: float | None) -> datetime | None:
@@ -467,7 +338,7 @@ class DeviceRepository:
                     await _write_devices(session, devices, now)
                 if events:
                     shape = ("insert", tuple(sorted(events[0])))
-                    await _executemany(await session.connection(), _EVENTS, shape, events)
+                    await executemany(await session.connection(), _EVENTS, shape, events)
                 if bindings:
                     refreshed = await _write_bindings(session, bindings, now, self._written_bindings)
                 catalogs = [job for job, _ in jobs if isinstance(job, CatalogWrite)]

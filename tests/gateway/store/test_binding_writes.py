@@ -198,7 +198,8 @@ def test_the_fast_time_conversion_is_used_only_where_it_agrees() -> None:
     from sqlalchemy.dialects.postgresql import asyncpg
     from sqlalchemy.dialects.sqlite import aiosqlite
 
-    from gateway.store.devices import _REFRESH, _DriverStatement, _sqlite_utc_text
+    from gateway.store.devices import _REFRESH, _DriverStatement
+    from gateway.store.direct import sqlite_utc_text as _sqlite_utc_text
 
     column = _TABLE.c.registered_at
     sqlite = _DriverStatement.compile(_REFRESH, aiosqlite.dialect())

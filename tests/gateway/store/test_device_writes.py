@@ -1,4 +1,4 @@
-"""Device rows and device events written in batches: straight on the driver (`_executemany`)
+"""Device rows and device events written in batches: straight on the driver (gateway.store.direct)
 they must be stored exactly as SQLAlchemy's own executemany stores them, on SQLite and PostgreSQL
 — every column, defaults filled, booleans, JSON and times included."""
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-import gateway.store.devices as devices
+import gateway.store.direct as store_direct
 from gateway.store.db import make_engine, make_sessionmaker
 from gateway.store.devices import DeviceRepository
 from gateway.store.migrate import upgrade
@@ -23,9 +23,9 @@ DEVS = [f"3402000000132100{i:04d}" for i in range(1, 5)]
 
 
 async def write_and_read(url: str, monkeypatch: pytest.MonkeyPatch, direct: bool) -> list[list[Any]]:
-    monkeypatch.setattr(devices, "_direct_statements", {})
+    monkeypatch.setattr(store_direct, "compiled_shapes", {})
     if not direct:
-        monkeypatch.setattr(devices._Direct, "compile", staticmethod(lambda *a: None))
+        monkeypatch.setattr(store_direct.Direct, "compile", staticmethod(lambda *a: None))
     engine = make_engine(url)
     r = DeviceRepository(make_sessionmaker(engine), interval=3600)
     async with r._sessions() as s, s.begin():  # a clean slate (the PostgreSQL is shared)
@@ -46,7 +46,7 @@ async def write_and_read(url: str, monkeypatch: pytest.MonkeyPatch, direct: bool
     r.update_device(DEVS[3], online=True, registered_at=None)
     r.add_event(DEVS[0], "offline", T0 + 31, cause="keepalive_timeout")
     await r.flush()
-    shapes = devices._direct_statements
+    shapes = store_direct.compiled_shapes
     assert len(shapes) >= 4 and all((v is not None) == direct for v in shapes.values())  # the path under test
     ids = ",".join(f"'{d}'" for d in DEVS)  # constants
     async with engine.connect() as conn:

@@ -92,6 +92,11 @@ class Direct:
                     continue
                 if not (c.default.is_scalar or c.default.is_callable):
                     return None
+                if c.default.is_callable:
+                    try:  # called as SQLAlchemy calls a zero-argument default; one that reads
+                        c.default.arg(None)  # the execution context is left to SQLAlchemy
+                    except Exception:
+                        return None
                 defaults.append((c.name, c.default.arg, bool(c.default.is_callable)))
                 columns.append(c.name)
         compiled = statement(table, (kind, tuple(columns))).compile(dialect=dialect, for_executemany=True)

@@ -38,10 +38,14 @@ from gateway.health.timeline import CAUSE_GATEWAY_DOWN, Event, State, to_ms
 __all__ = ["Journal", "decode_line", "encode_event", "recover", "replay_file"]
 
 
+# json.dumps with options builds a JSONEncoder per call; one, made once, writes the same bytes
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def encode_event(event: Event) -> bytes:
     """One journal line for `event` (raises JournalError if the evidence is not JSON)."""
     try:
-        body = json.dumps(
+        body = _ENCODER.encode(
             {
                 "i": event.event_id,
                 "s": event.subject,
@@ -49,10 +53,7 @@ def encode_event(event: Event) -> bytes:
                 "st": str(event.state),
                 "c": event.cause,
                 "e": event.evidence,
-            },
-            ensure_ascii=False,
-            separators=(",", ":"),
-            allow_nan=False,
+            }
         ).encode()
     except (TypeError, ValueError) as exc:
         raise JournalError(f"event {event.event_id!r} cannot be journaled: {exc}") from None

@@ -19,6 +19,7 @@ nobody spoke for: any state recorded for a subject after the start — a REGISTE
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
@@ -53,6 +54,30 @@ def silent_after_restart(
         for subject, state in sorted(last.items())
         if state is State.unknown and subject not in heard and subject.startswith(_WATCHED)
     ]
+
+
+class EventIds:
+    """Unique event IDs, cheaply: a random 128-bit prefix per recorder, then a counter.
+
+    IDs only make the journal's copy into the database idempotent (insert-or-ignore), so they
+    must never repeat across processes, restarts or nodes sharing a database — the random prefix
+    sees to that as uuid4 did — but need not be random each: uuid4 (a getrandom call and a UUID
+    object) per event was a visible share of a registration storm."""
+
+    __slots__ = ("_pid", "_prefix", "_seq")
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._prefix = uuid.uuid4().hex
+        self._seq = itertools.count(1)
+
+    def __call__(self) -> str:
+        if os.getpid() != self._pid:  # a forked child must not continue its parent's sequence
+            self._reset()
+        return f"{self._prefix}-{next(self._seq):x}"
 
 
 class HealthEventStore(Protocol):
@@ -90,6 +115,7 @@ class HealthRecorder:
         self._tasks = TaskSet("health-recorder", logger=log)  # journal writer, copy, heartbeat loops
         self.recorded = 0
         self._journal_task: asyncio.Task[None] | None = None
+        self._new_id = EventIds()
 
     @property
     def running(self) -> bool:
@@ -116,7 +142,7 @@ class HealthRecorder:
             latest[ev.subject] = ev
         self._last = {s: e.state for s, e in latest.items()}
         if "gateway" not in self._last or self._last["gateway"] is not State.online:
-            ev = Event(str(uuid.uuid4()), "gateway", now, State.online, "gateway_started", {})
+            ev = Event(self._new_id(), "gateway", now, State.online, "gateway_started", {})
             self.journal.append(ev)
             self._last["gateway"] = State.online
         await self.journal.flush()
@@ -153,7 +179,7 @@ class HealthRecorder:
         now = self.clock()
         for subject, state in list(self._last.items()):
             if state is not State.unknown:
-                self.journal.append(Event(str(uuid.uuid4()), subject, now, State.unknown, "gateway_stopped", {}))
+                self.journal.append(Event(self._new_id(), subject, now, State.unknown, "gateway_stopped", {}))
         await self._tasks.close()
         await self.journal.flush()
         try:
@@ -174,7 +200,7 @@ class HealthRecorder:
         if self._last.get(subject) is st:
             return None
         self._last[subject] = st
-        event = Event(str(uuid.uuid4()), subject, ts, st, cause, dict(evidence or {}))
+        event = Event(self._new_id(), subject, ts, st, cause, dict(evidence or {}))
         self.journal.append(event)
         self.recorded += 1
         return self.journal.barrier()

@@ -12,12 +12,14 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.store.contract import ChannelContract
+from gateway.store.direct import executemany, same, time_converter
 from gateway.store.models import CatalogNode, Channel, Device, DeviceBinding, DeviceEvent
 
 log = logging.getLogger(__name__)
@@ -32,34 +34,159 @@ _BINDINGS = DeviceBinding.__table__  # type: ignore[attr-defined]
 _NODES = CatalogNode.__table__  # type: ignore[attr-defined]
 
 
-async def _write_bindings(session: AsyncSession, bindings: dict[str, dict[str, Any] | None], now: datetime) -> None:
-    """Upsert (dict) or delete (None) registration bindings, a few statements per batch."""
+# A binding's columns other than its times: a refresh that leaves these as they were written
+# last only moves registered_at/expires_at (a registration storm is almost all such refreshes).
+_BINDING_KEYS = ("transport", "host", "port", "contact", "call_id", "realm", "user_agent")
+_BINDING_TIMES = ("registered_at", "expires_at", "updated_at")
+
+
+def binding_key(values: dict[str, Any]) -> tuple[Any, ...]:
+    """The binding's columns other than its times, in `_BINDING_KEYS` order."""
+    return tuple(map(values.get, _BINDING_KEYS))
+
+
+async def _write_bindings(
+    session: AsyncSession, bindings: dict[str, dict[str, Any] | None], now: datetime,
+    written: dict[str, tuple[Any, ...]] | None = None,
+) -> int:
+    """Upsert (dict) or delete (None) registration bindings, a few statements per batch.
+
+    `written`: each device's `binding_key` as this writer last committed it. A binding that
+    matches it is a plain refresh and goes to `_refresh_bindings` (no existence SELECT, three
+    columns); `written` is only a hint — if any row was not there as given, they all take the
+    full path. Returns how many bindings the plain refresh wrote."""
     gone = [d for d, v in bindings.items() if v is None]
     for i in range(0, len(gone), 500):
         await session.execute(_BINDINGS.delete().where(_BINDINGS.c.device_id.in_(gone[i:i + 500])))
-    rows = {d: {**v, "device_id": d, "updated_at": now} for d, v in bindings.items() if v is not None}
+    rows: dict[str, dict[str, Any]] = {}
+    refresh: dict[str, dict[str, Any]] = {}
+    last = written or {}
+    for d, v in bindings.items():
+        if v is not None:
+            known = last.get(d)
+            if known is not None and known == binding_key(v):
+                refresh[d] = v
+            else:
+                rows[d] = v
+    refreshed = len(refresh)
+    if refresh and not await _refresh_bindings(session, refresh, now):
+        rows.update(refresh)  # some were not there (or differed) after all: upsert them all
+        refreshed = 0
     if not rows:
-        return
+        return refreshed
     ids = list(rows)
     existing: set[str] = set()
     for i in range(0, len(ids), 500):
         q = select(_BINDINGS.c.device_id).where(_BINDINGS.c.device_id.in_(ids[i:i + 500]))
         existing.update((await session.execute(q)).scalars())
-    inserts = [r for d, r in rows.items() if d not in existing]
-    if inserts:
-        await session.execute(insert(_BINDINGS), inserts)
-    updates = [{f"v_{k}": v for k, v in r.items()} | {"b_id": d} for d, r in rows.items() if d in existing]
-    if updates:
-        keys = [k[2:] for k in updates[0] if k.startswith("v_")]
-        stmt = update(_BINDINGS).where(_BINDINGS.c.device_id == bindparam("b_id"))
-        await session.execute(stmt.values({k: bindparam(f"v_{k}") for k in keys}), updates)
+    conn = await session.connection()
+    inserts = {d: v for d, v in rows.items() if d not in existing}
+    updates = {d: v for d, v in rows.items() if d in existing}
+    whole = all(v.keys() >= _BINDING_COLUMNS for v in rows.values())  # else SQLAlchemy fills defaults
+    for stmt, part in ((_INSERT, inserts), (_UPDATE, updates)):
+        driver = _driver_statement(stmt, conn.dialect) if whole else None
+        if not part:
+            continue
+        if driver is not None:
+            await conn.exec_driver_sql(driver.sql, driver.rows(part, now))
+        elif stmt is _INSERT:
+            await conn.execute(insert(_BINDINGS), [{**v, "device_id": d, "updated_at": now} for d, v in part.items()])
+        else:
+            keys = list(next(iter(part.values())))
+            upd = update(_BINDINGS).where(_BINDINGS.c.device_id == bindparam("b_id"))
+            upd = upd.values({k: bindparam(f"v_{k}") for k in [*keys, "updated_at"]})
+            await conn.execute(upd, [{**{f"v_{k}": x for k, x in v.items()}, "v_updated_at": now, "b_id": d}
+                                   for d, v in part.items()])
+    return refreshed
+
+
+# A binding row in one fixed order; statements name their parameters <prefix>_<column>.
+_ROW = ("device_id", *_BINDING_KEYS, *_BINDING_TIMES)
+_BINDING_COLUMNS = frozenset((*_BINDING_KEYS, "registered_at", "expires_at"))  # what save_binding gives
+# The refresh: only the times move, and only on a row that holds every other column as given
+# (so a stale `written` hint can change nothing it should not).
+_REFRESH = (
+    update(_BINDINGS)
+    .where(_BINDINGS.c.device_id == bindparam("b_device_id"),
+           *(_BINDINGS.c[k] == bindparam(f"b_{k}") for k in _BINDING_KEYS))
+    .values({k: bindparam(f"v_{k}") for k in _BINDING_TIMES})
+)
+_UPDATE = (update(_BINDINGS).where(_BINDINGS.c.device_id == bindparam("b_device_id"))
+           .values({k: bindparam(f"v_{k}") for k in _ROW[1:]}))
+_INSERT = insert(_BINDINGS).values({k: bindparam(f"v_{k}") for k in _ROW})
+
+
+@dataclass(frozen=True, slots=True)
+class _DriverStatement:
+    """A binding statement run straight on the driver (see gateway.store.direct), with the rows
+    built as tuples from the queued bindings directly: the refresh is the storm's hot loop."""
+
+    sql: str
+    pick: Callable[[tuple[Any, ...]], tuple[Any, ...]]  # a `_ROW` tuple → the statement's parameters
+    registered_at: Callable[[Any], Any]
+    expires_at: Callable[[Any], Any]
+    updated_at: Callable[[Any], Any]
+
+    @staticmethod
+    def compile(stmt: Any, dialect: Any) -> _DriverStatement | None:
+        """None when the dialect binds differently than assumed here (then SQLAlchemy runs it)."""
+        compiled = stmt.compile(dialect=dialect)
+        names = [n.partition("_")[2] for n in compiled.positiontup or ()]
+        if not compiled.positional or not names or any(n not in _ROW for n in names):
+            return None
+        procs = {k: _BINDINGS.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in _ROW}
+        if any(procs[k] is not None for k in ("device_id", *_BINDING_KEYS)):
+            return None  # plain strings and integers are bound as they are
+        index = [_ROW.index(n) for n in names]
+        pick = itemgetter(*index) if len(index) > 1 else (lambda row: (row[index[0]],))
+        return _DriverStatement(compiled.string, pick, *(time_converter(procs[k] or same) for k in _BINDING_TIMES))
+
+    def rows(self, bindings: dict[str, dict[str, Any]], now: datetime) -> list[tuple[Any, ...]]:
+        reg, exp, stamp, pick = self.registered_at, self.expires_at, self.updated_at(now), self.pick
+        return [pick((d, *binding_key(v), reg(v["registered_at"]), exp(v["expires_at"]), stamp))
+                for d, v in bindings.items()]
+
+
+_driver_statements: dict[tuple[int, str, str], _DriverStatement | None] = {}
+
+
+def _driver_statement(stmt: Any, dialect: Any) -> _DriverStatement | None:
+    key = (id(stmt), dialect.name, dialect.driver)  # stmt: one of the module's constants
+    if key not in _driver_statements:
+        _driver_statements[key] = _DriverStatement.compile(stmt, dialect)
+    return _driver_statements[key]
+
+
+async def _refresh_bindings(session: AsyncSession, refresh: dict[str, dict[str, Any]], now: datetime) -> bool:
+    """Move the times of bindings whose other columns are as given; True if every row was there."""
+    conn = await session.connection()
+    dialect = conn.dialect
+    driver = _driver_statement(_REFRESH, dialect)
+    if driver is None:
+        params = [{"b_device_id": d, **{f"b_{k}": v.get(k) for k in _BINDING_KEYS},
+                   "v_registered_at": v["registered_at"], "v_expires_at": v["expires_at"], "v_updated_at": now}
+                  for d, v in refresh.items()]
+        result = await conn.execute(_REFRESH, params)
+    else:
+        result = await conn.exec_driver_sql(driver.sql, driver.rows(refresh, now))
+    if dialect.supports_sane_multi_rowcount:
+        return bool(result.rowcount == len(refresh))
+    # the driver cannot count an executemany (asyncpg): count the rows stamped with this batch's now
+    ids = list(refresh)
+    found = 0
+    for i in range(0, len(ids), 500):
+        q = (select(func.count()).select_from(_BINDINGS)
+             .where(_BINDINGS.c.device_id.in_(ids[i:i + 500]), _BINDINGS.c.updated_at == now))
+        found += (await session.execute(q)).scalar_one()
+    return bool(found == len(ids))
 
 
 async def _write_devices(session: AsyncSession, devices: dict[str, dict[str, Any]], now: datetime) -> None:
     """Upsert device rows with executemany, grouped by the set of columns changed.
 
     Core statements, not ORM objects: a registration storm writes thousands of rows per batch
-    and building model instances for each cost more than the database work.
+    and building model instances for each cost more than the database work. Each group goes
+    to the driver whole (`gateway.store.direct.executemany`).
     """
     ids = list(devices)
     existing: set[str] = set()
@@ -78,11 +205,11 @@ async def _write_devices(session: AsyncSession, devices: dict[str, dict[str, Any
             row["id"] = device_id
             row.setdefault("first_admitted_at", now)
             inserts.setdefault(tuple(sorted(row)), []).append(row)
-    for rows in inserts.values():
-        await session.execute(insert(_DEVICES), rows)
+    conn = await session.connection()
+    for keys, rows in inserts.items():
+        await executemany(conn, _DEVICES, ("insert", keys), rows)
     for keys, rows in updates.items():
-        stmt = update(_DEVICES).where(_DEVICES.c.id == bindparam("b_id")).values({k: bindparam(f"v_{k}") for k in keys})
-        await session.execute(stmt, rows)
+        await executemany(conn, _DEVICES, ("update", keys), rows)
 
 
 def ts_to_dt(ts: float | None) -> datetime | None:
@@ -106,11 +233,15 @@ class DeviceRepository:
         self._pending_devices: dict[str, dict[str, Any]] = {}
         self._pending_events: list[dict[str, Any]] = []
         self._pending_bindings: dict[str, dict[str, Any] | None] = {}  # None: delete
+        # device → binding_key of the binding this writer last committed for it: lets a plain
+        # refresh skip the existence SELECT and the unchanged columns (a hint, see _write_bindings)
+        self._written_bindings: dict[str, tuple[Any, ...]] = {}
         self._jobs: list[tuple[Job, asyncio.Future[None] | None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flush_lock = asyncio.Lock()  # one writer: batches never overlap
         self.batches = 0
+        self.bindings_refreshed = 0  # bindings written by the plain-refresh UPDATE (times only)
         self.last_error: str | None = None  # why the last background flush failed; None after a good one
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -200,14 +331,16 @@ class DeviceRepository:
         bindings, self._pending_bindings = self._pending_bindings, {}
         jobs, self._jobs = self._jobs, []
         now = datetime.now(UTC)
+        refreshed = 0
         try:
             async with self._sessions() as session, session.begin():
                 if devices:
                     await _write_devices(session, devices, now)
                 if events:
-                    await session.execute(insert(_EVENTS), events)
+                    shape = ("insert", tuple(sorted(events[0])))
+                    await executemany(await session.connection(), _EVENTS, shape, events)
                 if bindings:
-                    await _write_bindings(session, bindings, now)
+                    refreshed = await _write_bindings(session, bindings, now, self._written_bindings)
                 catalogs = [job for job, _ in jobs if isinstance(job, CatalogWrite)]
                 if catalogs:
                     await _write_catalogs(session, catalogs, now)
@@ -221,11 +354,18 @@ class DeviceRepository:
             self._pending_events[:0] = events
             for device_id, binding in bindings.items():
                 self._pending_bindings.setdefault(device_id, binding)
+                self._written_bindings.pop(device_id, None)  # rolled back: no hint until written again
             for _, fut in jobs:
                 if fut is not None and not fut.done():
                     fut.set_exception(exc)
             raise
         self.batches += 1
+        self.bindings_refreshed += refreshed
+        for device_id, binding in bindings.items():
+            if binding is None:
+                self._written_bindings.pop(device_id, None)
+            else:
+                self._written_bindings[device_id] = binding_key(binding)
         for _, fut in jobs:
             if fut is not None and not fut.done():
                 fut.set_result(None)

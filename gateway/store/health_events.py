@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import func, insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.health.timeline import Event, State
 from gateway.store.contract import HealthEvent
+
+_TABLE = HealthEvent.__table__  # type: ignore[attr-defined]
+
+
+def _insert_ignoring_duplicates(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT (event_id) DO NOTHING where the dialect has it (SQLite, PostgreSQL):
+    no SELECT of the batch's IDs first. None elsewhere."""
+    if dialect == "sqlite":
+        return sqlite_insert(_TABLE).on_conflict_do_nothing(index_elements=["event_id"])
+    if dialect == "postgresql":
+        return pg_insert(_TABLE).on_conflict_do_nothing(index_elements=["event_id"])
+    return None
 
 
 def to_event(row: HealthEvent) -> Event:
@@ -23,20 +38,9 @@ class SqlHealthEvents:
 
     async def insert(self, events: Iterable[Event]) -> None:
         """Insert events whose IDs are not in the table yet (a replayed journal re-copies safely)."""
-        batch = list(events)
-        if not batch:
-            return
-        async with self._sessions() as session, session.begin():
-            ids = [e.event_id for e in batch]
-            existing: set[str] = set()
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                q = select(HealthEvent.event_id).where(HealthEvent.event_id.in_(chunk))
-                existing.update((await session.execute(q)).scalars())
-            rows: dict[str, dict[str, object]] = {}
-            for e in batch:
-                if e.event_id in existing or e.event_id in rows:
-                    continue
+        rows: dict[str, dict[str, object]] = {}
+        for e in events:
+            if e.event_id not in rows:
                 rows[e.event_id] = {
                     "event_id": e.event_id,
                     "subject": e.subject,
@@ -45,8 +49,22 @@ class SqlHealthEvents:
                     "cause": e.cause,
                     "evidence": dict(e.evidence),
                 }
-            if rows:  # Core executemany: thousands of events per copy must not build ORM objects
-                await session.execute(insert(HealthEvent.__table__), list(rows.values()))  # type: ignore[attr-defined]
+        if not rows:
+            return
+        async with self._sessions() as session, session.begin():
+            ignoring = _insert_ignoring_duplicates((await session.connection()).dialect.name)
+            if ignoring is not None:  # one statement: the database skips the IDs it has
+                await session.execute(ignoring, list(rows.values()))
+                return
+            ids = list(rows)
+            existing: set[str] = set()
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                q = select(HealthEvent.event_id).where(HealthEvent.event_id.in_(chunk))
+                existing.update((await session.execute(q)).scalars())
+            new = [r for event_id, r in rows.items() if event_id not in existing]
+            if new:  # Core executemany: thousands of events per copy must not build ORM objects
+                await session.execute(insert(_TABLE), new)
 
     async def latest(self) -> dict[str, Event]:
         """The last event of every subject (for restoring state and closing crash gaps)."""

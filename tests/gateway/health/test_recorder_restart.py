@@ -77,3 +77,23 @@ def test_pure_rule_skips_heard_and_known_subjects() -> None:
     }
     out = silent_after_restart(last, {"device:B"}, started=T1, silent_after=WINDOW)
     assert [(e.subject, e.ts, e.state) for e in out] == [("device:A", T1 + WINDOW, State.offline)]
+
+
+def test_event_ids_never_repeat_across_recorders_or_a_fork() -> None:
+    import os
+
+    from gateway.health.recorder import EventIds
+
+    a, b = EventIds(), EventIds()
+    ids = [a() for _ in range(1000)] + [b() for _ in range(1000)]
+    assert len(set(ids)) == 2000 and all(len(i) <= 100 for i in ids)  # health_event.event_id: 100
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child continues with the parent's EventIds object
+        os.write(w, a().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(r, 200).decode()
+    os.close(r)
+    os.close(w)
+    assert child not in ids and child.rpartition("-")[0] != ids[0].rpartition("-")[0]

@@ -1,0 +1,154 @@
+"""Executemany straight on the database driver, for the writer's hottest statements.
+
+SQLAlchemy's executemany processes every parameter of every row in Python (construct_params, then
+each type's bind processor): several microseconds per parameter, which in a registration storm was
+most of the main process's CPU (issue 15). Here a statement is compiled once per dialect and
+shape, the rows are handed to the driver as tuples in the compiled order, and each value is
+converted with its column type's own bind processor — what SQLAlchemy itself would bind, on SQLite
+and PostgreSQL alike — except that on SQLite a time is written by `sqlite_utc_text`, which
+`time_converter` proves equal to the processor first. Anything this cannot run exactly as
+SQLAlchemy would (other defaults, RETURNING, a named paramstyle) is left to SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import DateTime, bindparam, insert, update
+
+Shape = tuple[str, tuple[str, ...]]  # ("insert" | "update", the columns given)
+
+
+def same(value: Any) -> Any:
+    return value
+
+
+def sqlite_utc_text(value: datetime | None) -> str | None:
+    """An aware datetime as UTC text 'YYYY-MM-DD HH:MM:SS.ffffff' (C-speed isoformat)."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        if value.utcoffset() is None:
+            raise ValueError("Datetime values must have timezone information")
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]
+
+
+_TIME_SAMPLES = (
+    datetime(2026, 5, 28, 20, 26, 40, 123456, UTC),
+    datetime(2026, 1, 1, tzinfo=UTC),  # no microseconds: still six digits
+    datetime(1999, 12, 31, 23, 59, 59, 999999, timezone(timedelta(hours=8))),  # another zone
+    datetime(999, 2, 3, 4, 5, 6, 7, UTC),  # a three-digit year, zero-padded
+)
+
+
+def time_converter(processor: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The column type's own bind processor — or, where it gives exactly the same text on every
+    sample (UTCDateTime on SQLite's DATETIME storage format), `sqlite_utc_text`, about half the
+    CPU per value: in a storm these conversions were the largest share of the writer's work."""
+    try:
+        if all(sqlite_utc_text(v) == processor(v) for v in (*_TIME_SAMPLES, None)):
+            return sqlite_utc_text
+    except Exception:
+        pass
+    return processor
+
+
+def statement(table: Any, shape: Shape) -> Any:
+    """INSERT of `columns` (bound by column name), or UPDATE SET v_<column> WHERE <pk> = b_id."""
+    kind, columns = shape
+    if kind == "insert":
+        return insert(table).values({k: bindparam(k) for k in columns})
+    (pk,) = table.primary_key.columns
+    return update(table).where(pk == bindparam("b_id")).values({k: bindparam(f"v_{k}") for k in columns})
+
+
+_UNSEEN = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Direct:
+    """A Core executemany compiled once per dialect and shape, run straight on the driver:
+    parameters as tuples in the compiled order, each value converted by its column type's own
+    bind processor (`time_converter` for times), Python-side column defaults filled as
+    SQLAlchemy would fill them (per row, so a callable default such as utcnow is called per row)."""
+
+    sql: str
+    names: tuple[str, ...]
+    converters: tuple[Callable[[Any], Any] | None, ...]
+    defaults: tuple[tuple[str, Any, bool], ...]  # (column, default arg, callable) for columns not given
+
+    @staticmethod
+    def compile(table: Any, shape: Shape, dialect: Any) -> Direct | None:
+        kind, given = shape
+        defaults: list[tuple[str, Any, bool]] = []
+        columns = list(given)
+        if kind == "insert":
+            for c in table.c:
+                if c.name in given or c.default is None:
+                    continue
+                if not (c.default.is_scalar or c.default.is_callable):
+                    return None
+                if c.default.is_callable:
+                    try:  # called as SQLAlchemy calls a zero-argument default; one that reads
+                        c.default.arg(None)  # the execution context is left to SQLAlchemy
+                    except Exception:
+                        return None
+                defaults.append((c.name, c.default.arg, bool(c.default.is_callable)))
+                columns.append(c.name)
+        compiled = statement(table, (kind, tuple(columns))).compile(dialect=dialect, for_executemany=True)
+        if not compiled.positional or not compiled.positiontup or compiled.effective_returning:
+            return None
+        names = tuple(compiled.positiontup)
+        (pk,) = table.primary_key.columns
+        converters = []
+        for n in names:
+            col = table.c[n if kind == "insert" else (pk.name if n == "b_id" else n[2:])]
+            proc = col.type.dialect_impl(dialect).bind_processor(dialect)
+            is_time = isinstance(getattr(col.type, "impl_instance", col.type), DateTime)
+            converters.append(time_converter(proc) if proc is not None and is_time else proc)
+        return Direct(compiled.string, names, tuple(converters), tuple(defaults))
+
+    def params(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        names, converters, n = self.names, self.converters, len(self.names)
+        seen: list[Any] = [_UNSEEN] * n  # the same object (the batch's `now`) is converted once
+        done: list[Any] = [None] * n
+        out = []
+        for row in rows:
+            if self.defaults:
+                row = dict(row)
+                for name, arg, is_callable in self.defaults:
+                    row[name] = arg(None) if is_callable else arg
+            values = []
+            for i in range(n):
+                v = row[names[i]]
+                convert = converters[i]
+                if convert is not None:
+                    if v is seen[i]:
+                        v = done[i]
+                    else:
+                        seen[i] = v
+                        v = done[i] = convert(v)
+                values.append(v)
+            out.append(tuple(values))
+        return out
+
+
+compiled_shapes: dict[tuple[str, Shape, str, str], Direct | None] = {}
+
+
+async def executemany(conn: Any, table: Any, shape: Shape, rows: list[dict[str, Any]]) -> None:
+    """Run `statement(table, shape)` for `rows` straight on the driver where `Direct` applies,
+    else with SQLAlchemy's executemany."""
+    dialect = conn.dialect
+    key = (table.name, shape, dialect.name, dialect.driver)
+    if key not in compiled_shapes:
+        compiled_shapes[key] = Direct.compile(table, shape, dialect)
+    direct = compiled_shapes[key]
+    if direct is None:
+        await conn.execute(statement(table, shape), rows)
+    else:
+        await conn.exec_driver_sql(direct.sql, direct.params(rows))

@@ -321,10 +321,11 @@ class Camera(asyncio.DatagramProtocol):
             send(serialize(make_response(msg, 200, to_tag="cam")), addr)
 
 
-async def viewer(url: str, seconds: float, out: dict[str, Any]) -> None:
-    """HTTP-FLV client: bytes, video tags, time to first byte, timestamp gaps as drops, latency."""
+async def viewer(url: str, seconds: float, out: dict[str, Any], batch_ms: float = 0.0) -> None:
+    """HTTP-FLV client: bytes, video tags, time to first byte, timestamp gaps as drops, latency
+    (not when it reads in batches of `batch_ms`)."""
     from load_tests.flv_count import view
-    await view(url, seconds, out)
+    await view(url, seconds, out, batch_ms / 1000)
 
 
 class Generators:
@@ -390,6 +391,12 @@ def _proc_cpu(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
+def _proc_sys(pid: int) -> float:
+    """Kernel CPU seconds of a process (on loopback, partly the peer's network work done in its context)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def _children(pid: int) -> list[int]:
     """The gateway's media worker processes."""
     out = []
@@ -419,7 +426,9 @@ class Steady:
         self.sip_uas = 0.0
         self.per_process: list[float] = []
         self.m0 = _machine_busy()
-        self.machine = self.others = 0.0
+        self.machine = self.others = self.generator_sys = self.viewers_sys = 0.0
+        self.gs0 = sum(_proc_sys(p) for p in self.gen_pids)
+        self.vs0 = sum(_proc_sys(p) for p in viewer_pids)
 
     def _sent(self) -> int:
         return sum(c.sender.frames_sent for c in self.cams if c.sender is not None)
@@ -433,6 +442,8 @@ class Steady:
         self.generator = (sum(_proc_cpu(p)[0] for p in self.gen_pids) - self.r0) / dt
         self.cameras = self.sip_uas + self.generator
         self.machine = (_machine_busy() - self.m0) / dt
+        self.generator_sys = (sum(_proc_sys(p) for p in self.gen_pids) - self.gs0) / dt
+        self.viewers_sys = (sum(_proc_sys(p) for p in self.viewer_pids) - self.vs0) / dt
         self.others = max(0.0, self.machine - self.gateway - self.cameras - self.viewers)
         self.sent_fps = (self._sent() + gen_frames - self.f0) / dt
 
@@ -484,7 +495,8 @@ async def bench(args: argparse.Namespace) -> None:
         # Later viewers join running streams (GOP cache), spread over 2 s as people would.
         spec = [{"url": f"{url}/live/{cam.device_id}.flv?token={info['token']}",
                  "delay": 0.0 if v == 0 else 2.0 + 2.0 * i / args.streams,
-                 "seconds": args.seconds - (0.0 if v == 0 else 2.0 + 2.0 * i / args.streams)}
+                 "seconds": args.seconds - (0.0 if v == 0 else 2.0 + 2.0 * i / args.streams),
+                 "batch_ms": 0.0 if v == 0 else args.late_viewers_batch_ms}
                 for i, cam in enumerate(cams) for v in range(args.viewers)]
         # --viewer-procs of them, each a contiguous share of the list (results come back in order).
         nv = max(1, min(args.viewer_procs, len(spec)))
@@ -577,8 +589,9 @@ async def bench(args: argparse.Namespace) -> None:
     gen_what = (f"rtp_blast ×{len(gen.pids)} ({gen.mode}, tick {args.tick_ms:g} ms; {gen_end.get('errors', 0)} "
                 f"send errors)" if gen is not None else "PsRtpSender tasks in the SIP UAs' process")
     print(f"load generator CPU, steady state: RTP/PS sender {steady.generator:.3f} s/s [{gen_what}] = "
-          f"{steady.generator / args.streams * 1000:.2f} ms per stream-second; camera SIP UAs "
-          f"{steady.sip_uas:.3f} s/s; viewers {steady.viewers:.3f} s/s ({len(viewer_procs)} process(es)); "
+          f"{steady.generator / args.streams * 1000:.2f} ms per stream-second (kernel {steady.generator_sys:.3f}); "
+          f"camera SIP UAs {steady.sip_uas:.3f} s/s; viewers {steady.viewers:.3f} s/s (kernel "
+          f"{steady.viewers_sys:.3f}; {len(viewer_procs)} process(es)); "
           f"all load {steady.cameras + steady.viewers:.3f} s/s")
     print(f"machine, steady state: {steady.machine:.2f} of {os.cpu_count()} cores busy; processes outside "
           f"this bench {steady.others:.2f} (when they take what the gateway needs, re-run)")
@@ -593,7 +606,8 @@ async def _viewers_child() -> None:
     """Run the viewers given as JSON on stdin; print their results as JSON, in order."""
     spec = json.loads(sys.stdin.read())
     results: list[dict[str, Any]] = [{} for _ in spec]
-    await asyncio.gather(*(_delayed(v["delay"], viewer(v["url"], v["seconds"], results[k]))
+    await asyncio.gather(*(_delayed(v["delay"], viewer(v["url"], v["seconds"], results[k],
+                                                           v.get("batch_ms", 0.0)))
                            for k, v in enumerate(spec)), return_exceptions=True)
     print(json.dumps(results), flush=True)
 
@@ -615,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
                         "packets), sendto (a loop); auto picks the first the kernel has")
     p.add_argument("--tick-ms", type=float, default=2.0, help="rtp_blast sends the frames due every TICK ms")
     p.add_argument("--viewer-procs", type=int, default=1, help="processes the HTTP-FLV viewers are spread over")
+    p.add_argument("--late-viewers-batch-ms", type=float, default=0.0, metavar="MS",
+                   help="viewers after the first of each stream read at most every MS ms (fewer reads for the "
+                        "load; they count frames but measure no latency, the first viewer still does)")
     p.add_argument("--child", metavar="DATA_DIR", help=argparse.SUPPRESS)
     p.add_argument("--transport", default="udp", help=argparse.SUPPRESS)
     p.add_argument("--viewers-child", action="store_true", help=argparse.SUPPRESS)

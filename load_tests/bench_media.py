@@ -301,7 +301,7 @@ class Camera(asyncio.DatagramProtocol):
                                          body=body)), addr)
             if self.blast is not None:
                 self.ssrc = int(offer.ssrc or 0)
-                self.blast.start(self.ssrc, offer.ip, offer.port)
+                self.blast.start(self.device_id, self.ssrc, offer.ip, offer.port)
                 return
             if self.stop_media is not None:
                 self.stop_media.set()
@@ -315,7 +315,7 @@ class Camera(asyncio.DatagramProtocol):
             if self.stop_media is not None:
                 self.stop_media.set()
             if self.blast is not None and self.ssrc is not None:
-                self.blast.stop(self.ssrc)
+                self.blast.stop(self.device_id)
             send(serialize(make_response(msg, 200)), addr)
         elif msg.method != "ACK":
             send(serialize(make_response(msg, 200, to_tag="cam")), addr)
@@ -330,7 +330,7 @@ async def viewer(url: str, seconds: float, out: dict[str, Any], batch_ms: float 
 
 class Generators:
     """The rtp_blast processes (`--gen-procs`) that send every camera's PS/RTP; streams go to one
-    by SSRC. Their CPU is read from /proc, apart from this process's SIP user agents."""
+    by camera. Their CPU is read from /proc, apart from this process's SIP user agents."""
 
     def __init__(self, procs: list[asyncio.subprocess.Process]) -> None:
         self.procs = procs
@@ -345,16 +345,16 @@ class Generators:
             for _ in range(max(1, n))]
         return cls(procs)
 
-    def _send(self, ssrc: int, line: str) -> None:
-        stdin = self.procs[ssrc % len(self.procs)].stdin
+    def _send(self, key: str, line: str) -> None:
+        stdin = self.procs[int(key[-7:]) % len(self.procs)].stdin
         assert stdin is not None
         stdin.write(line.encode())
 
-    def start(self, ssrc: int, host: str, port: int) -> None:
-        self._send(ssrc, f"start {ssrc} {host} {port}\n")
+    def start(self, key: str, ssrc: int, host: str, port: int) -> None:
+        self._send(key, f"start {key} {ssrc} {host} {port}\n")
 
-    def stop(self, ssrc: int) -> None:
-        self._send(ssrc, f"stop {ssrc}\n")
+    def stop(self, key: str) -> None:
+        self._send(key, f"stop {key}\n")
 
     async def stats(self) -> dict[str, Any]:
         total: dict[str, Any] = {"frames": 0, "packets": 0, "bytes": 0, "errors": 0, "streams": 0}
@@ -593,6 +593,10 @@ async def bench(args: argparse.Namespace) -> None:
           f"camera SIP UAs {steady.sip_uas:.3f} s/s; viewers {steady.viewers:.3f} s/s (kernel "
           f"{steady.viewers_sys:.3f}; {len(viewer_procs)} process(es)); "
           f"all load {steady.cameras + steady.viewers:.3f} s/s")
+    ssrcs = [c.ssrc for c in cams if c.ssrc is not None]
+    if len(set(ssrcs)) < len(ssrcs):
+        print(f"note: the gateway offered {len(ssrcs)} INVITEs {len(set(ssrcs))} distinct SSRCs (streams told apart "
+              "by port)")
     print(f"machine, steady state: {steady.machine:.2f} of {os.cpu_count()} cores busy; processes outside "
           f"this bench {steady.others:.2f} (when they take what the gateway needs, re-run)")
 
@@ -623,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sender", choices=("blast", "asyncio"), default="blast",
                    help="blast: pre-built frames from rtp_blast processes (cheap); asyncio: a PsRtpSender "
                         "task per camera in this process (the old generator)")
-    p.add_argument("--gen-procs", type=int, default=1, help="rtp_blast processes (streams spread by SSRC)")
+    p.add_argument("--gen-procs", type=int, default=1, help="rtp_blast processes (cameras spread over them)")
     p.add_argument("--send-mode", choices=("auto", "gso", "mmsg", "sendto"), default="auto",
                    help="how rtp_blast sends: gso (one message per frame, UDP_SEGMENT), mmsg (sendmmsg of "
                         "packets), sendto (a loop); auto picks the first the kernel has")

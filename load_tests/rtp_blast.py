@@ -3,8 +3,9 @@
     python -m load_tests.rtp_blast --serve [--mode gso|mmsg|sendto] [--tick-ms 2]
 
 `bench_media` runs it as a process of its own (`--gen-procs N` of them) and drives it with one
-command a line on stdin: `start SSRC HOST PORT`, `stop SSRC`, `stats` (answered with one JSON
-line: frames, packets, bytes sent and this process's CPU seconds), `quit`.
+command a line on stdin: `start KEY SSRC HOST PORT`, `stop KEY`, `stats` (answered with one JSON
+line: frames, packets, bytes sent and this process's CPU seconds), `quit`. KEY names the camera:
+SSRCs are the gateway's to choose and need not differ between two streams on different ports.
 
 Why it is cheap, and still sends what `PsRtpSender` sends: every access unit of the looped test
 vector (padded with a filler NAL to the bitrate) is muxed to PS and cut into RTP packets once, at
@@ -193,13 +194,13 @@ class Blaster:
         self.batch = bytearray(_MMSG.size * MAX_MSGS)
         self.c_batch = (ctypes.c_char * len(self.batch)).from_buffer(self.batch)
         self.batch_addr = ctypes.addressof(self.c_batch)
-        self.streams: dict[int, Stream] = {}
+        self.streams: dict[str, Stream] = {}  # by the caller's key (a camera), not SSRC
         self.heap: list[tuple[float, int]] = []
         self._by_id: dict[int, Stream] = {}
         self.frames = self.packets = self.bytes = self.errors = 0
 
-    def start(self, ssrc: int, host: str, port: int) -> None:
-        old = self.streams.get(ssrc)
+    def start(self, key: str, ssrc: int, host: str, port: int) -> None:
+        old = self.streams.get(key)
         if old is not None:
             old.live = False
         s = Stream(ssrc, (host, port), bytearray(self.max_len))
@@ -217,12 +218,12 @@ class Blaster:
                 hdrs += _MMSG.pack(name, 16, iov + j * _IOV.size, 1, 0, 0, 0, 0)
             s.hdrs = bytes(hdrs)
         s.due = time.monotonic()
-        self.streams[ssrc] = s
+        self.streams[key] = s
         heapq.heappush(self.heap, (s.due, id(s)))
         self._by_id[id(s)] = s
 
-    def stop(self, ssrc: int) -> None:
-        s = self.streams.pop(ssrc, None)
+    def stop(self, key: str) -> None:
+        s = self.streams.pop(key, None)
         if s is not None:
             s.live = False
 
@@ -344,9 +345,9 @@ class Blaster:
                 if not cmd:
                     continue
                 if cmd[0] == b"start":
-                    self.start(int(cmd[1]), cmd[2].decode(), int(cmd[3]))
+                    self.start(cmd[1].decode(), int(cmd[2]), cmd[3].decode(), int(cmd[4]))
                 elif cmd[0] == b"stop":
-                    self.stop(int(cmd[1]))
+                    self.stop(cmd[1].decode())
                 elif cmd[0] == b"stats":
                     out.write(json.dumps(self.stats()) + "\n")
                     out.flush()

@@ -254,6 +254,7 @@ class Camera(asyncio.DatagramProtocol):
         self.bitrate = bitrate
         self.blast = blast  # the rtp_blast processes send the media; None: a PsRtpSender task here
         self.ssrc: int | None = None
+        self.invites = 0
         self.transport: asyncio.DatagramTransport | None = None
         self.registered = asyncio.get_running_loop().create_future()
         self.stop_media: asyncio.Event | None = None
@@ -295,6 +296,7 @@ class Camera(asyncio.DatagramProtocol):
         if msg.method == "INVITE":
             from gateway.gb.sdp import build_play_answer, parse_offer
             offer = parse_offer(msg.body)
+            self.invites += 1
             body = build_play_answer(channel_id=self.device_id, media_ip="127.0.0.1", media_port=15060,
                                      ssrc=offer.ssrc or "0", transport=offer.transport)
             send(serialize(make_response(msg, 200, to_tag="cam", headers=[("Content-Type", "application/sdp")],
@@ -593,6 +595,10 @@ async def bench(args: argparse.Namespace) -> None:
           f"camera SIP UAs {steady.sip_uas:.3f} s/s; viewers {steady.viewers:.3f} s/s (kernel "
           f"{steady.viewers_sys:.3f}; {len(viewer_procs)} process(es)); "
           f"all load {steady.cameras + steady.viewers:.3f} s/s")
+    invites = sum(c.invites for c in cams)
+    if invites > sum(1 for c in cams if c.invites):
+        print(f"note: {invites} INVITEs for {sum(1 for c in cams if c.invites)} cameras: the gateway re-INVITEd "
+              "some (each restarts that camera's media: new sequence numbers and timestamps)")
     ssrcs = [c.ssrc for c in cams if c.ssrc is not None]
     if len(set(ssrcs)) < len(ssrcs):
         print(f"note: the gateway offered {len(ssrcs)} INVITEs {len(set(ssrcs))} distinct SSRCs (streams told apart "

@@ -323,11 +323,10 @@ class Camera(asyncio.DatagramProtocol):
             send(serialize(make_response(msg, 200, to_tag="cam")), addr)
 
 
-async def viewer(url: str, seconds: float, out: dict[str, Any], batch_ms: float = 0.0) -> None:
-    """HTTP-FLV client: bytes, video tags, time to first byte, timestamp gaps as drops, latency
-    (not when it reads in batches of `batch_ms`)."""
+async def viewer(url: str, seconds: float, out: dict[str, Any]) -> None:
+    """HTTP-FLV client: bytes, video tags, time to first byte, timestamp gaps as drops, latency."""
     from load_tests.flv_count import view
-    await view(url, seconds, out, batch_ms / 1000)
+    await view(url, seconds, out)
 
 
 class Generators:
@@ -497,8 +496,7 @@ async def bench(args: argparse.Namespace) -> None:
         # Later viewers join running streams (GOP cache), spread over 2 s as people would.
         spec = [{"url": f"{url}/live/{cam.device_id}.flv?token={info['token']}",
                  "delay": 0.0 if v == 0 else 2.0 + 2.0 * i / args.streams,
-                 "seconds": args.seconds - (0.0 if v == 0 else 2.0 + 2.0 * i / args.streams),
-                 "batch_ms": 0.0 if v == 0 else args.late_viewers_batch_ms}
+                 "seconds": args.seconds - (0.0 if v == 0 else 2.0 + 2.0 * i / args.streams)}
                 for i, cam in enumerate(cams) for v in range(args.viewers)]
         # --viewer-procs of them, each a contiguous share of the list (results come back in order).
         nv = max(1, min(args.viewer_procs, len(spec)))
@@ -616,8 +614,7 @@ async def _viewers_child() -> None:
     """Run the viewers given as JSON on stdin; print their results as JSON, in order."""
     spec = json.loads(sys.stdin.read())
     results: list[dict[str, Any]] = [{} for _ in spec]
-    await asyncio.gather(*(_delayed(v["delay"], viewer(v["url"], v["seconds"], results[k],
-                                                           v.get("batch_ms", 0.0)))
+    await asyncio.gather(*(_delayed(v["delay"], viewer(v["url"], v["seconds"], results[k]))
                            for k, v in enumerate(spec)), return_exceptions=True)
     print(json.dumps(results), flush=True)
 
@@ -639,9 +636,6 @@ def main(argv: list[str] | None = None) -> int:
                         "packets), sendto (a loop); auto picks the first the kernel has")
     p.add_argument("--tick-ms", type=float, default=2.0, help="rtp_blast sends the frames due every TICK ms")
     p.add_argument("--viewer-procs", type=int, default=1, help="processes the HTTP-FLV viewers are spread over")
-    p.add_argument("--late-viewers-batch-ms", type=float, default=0.0, metavar="MS",
-                   help="viewers after the first of each stream read at most every MS ms (fewer reads for the "
-                        "load; they count frames but measure no latency, the first viewer still does)")
     p.add_argument("--child", metavar="DATA_DIR", help=argparse.SUPPRESS)
     p.add_argument("--transport", default="udp", help=argparse.SUPPRESS)
     p.add_argument("--viewers-child", action="store_true", help=argparse.SUPPRESS)

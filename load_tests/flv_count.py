@@ -6,10 +6,7 @@ de-chunked (HTTP/1.1 chunked, or a plain body) and walked tag by tag with `bytes
 whose FLV timestamp jumps by more than 60 ms counts the frames between as missing; the send
 time a camera stamped into the frame ("LAT" + 16 hex digits of CLOCK_MONOTONIC ns, see
 rtp_blast) is subtracted from the time the read arrived, past the first 50 tags (the GOP
-cache burst a joiner gets is old frames by design). A viewer given `batch_s` reads at most every
-`batch_s` (it pauses reading in between, so the kernel queues the stream and one read takes
-several frames): it counts frames and gaps as well but measures no latency, and costs the load
-generator fewer reads; the gateway writes to its socket just the same.
+cache burst a joiner gets is old frames by design).
 """
 
 from __future__ import annotations
@@ -25,8 +22,7 @@ SKIP_TAGS = 50
 class FlvViewer(asyncio.Protocol):
     """Reads one HTTP-FLV response until `seconds` have passed; fills `out` as bench_media expects."""
 
-    def __init__(self, url: str, seconds: float, out: dict[str, Any], done: asyncio.Future[None],
-                 batch_s: float = 0.0) -> None:
+    def __init__(self, url: str, seconds: float, out: dict[str, Any], done: asyncio.Future[None]) -> None:
         u = urlsplit(url)
         self.host, self.port = u.hostname or "127.0.0.1", u.port or 80
         self.target = (u.path or "/") + (f"?{u.query}" if u.query else "")
@@ -45,7 +41,6 @@ class FlvViewer(asyncio.Protocol):
         self.last_ts: int | None = None
         self.lat_sum = self.lat_max = 0
         self.lats: list[int] = []
-        self.batch_s = batch_s
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -78,13 +73,6 @@ class FlvViewer(asyncio.Protocol):
         self._tags(now_ns)
         if time.monotonic() > self.end:
             self.finish()
-        elif self.batch_s and self.transport is not None:
-            self.transport.pause_reading()
-            asyncio.get_running_loop().call_later(self.batch_s, self._resume)
-
-    def _resume(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
 
     def _dechunk(self, data: bytes) -> None:
         raw = self.raw
@@ -131,7 +119,7 @@ class FlvViewer(asyncio.Protocol):
                     self.gaps += round((ts - last) / 40) - 1
                 self.last_ts = ts
                 self.tags += 1
-                if self.tags > SKIP_TAGS and not self.batch_s:
+                if self.tags > SKIP_TAGS:
                     i = buf.find(b"LAT", pos + 11, end)
                     if i >= 0:
                         lat = now_ns - int(buf[i + 3:i + 19], 16)
@@ -160,12 +148,12 @@ class FlvViewer(asyncio.Protocol):
         self.finish()
 
 
-async def view(url: str, seconds: float, out: dict[str, Any], batch_s: float = 0.0) -> None:
+async def view(url: str, seconds: float, out: dict[str, Any]) -> None:
     """One viewer for `seconds` (the time spent connecting included)."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     u = urlsplit(url)
-    proto = FlvViewer(url, seconds, out, done, batch_s)
+    proto = FlvViewer(url, seconds, out, done)
     transport, _ = await loop.create_connection(lambda: proto, u.hostname or "127.0.0.1", u.port or 80)
     try:
         await asyncio.wait_for(asyncio.shield(done), max(0.1, proto.end - time.monotonic()) + 1.0)

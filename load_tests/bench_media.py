@@ -11,8 +11,8 @@ Catalog/DeviceInfo MESSAGEs and INVITE with an SDP answer carrying y=, ACK, BYE)
 H.264 test vector as MPEG-PS over RTP/UDP (gb28181.md §6.7) padded with filler NAL units to the
 requested bitrate, is sent by `load_tests.rtp_blast` in a process of its own (`--gen-procs`):
 frames pre-built once and patched per send, sent together every `--tick-ms` with sendmmsg (one
-UDP_SEGMENT message per frame where the kernel has it, `--send-mode`), so that 400 cameras cost
-the load a small share of the gateway's 2 cores; `--sender asyncio` is the old way, a PsRtpSender
+UDP_SEGMENT message per frame where the kernel has it, `--send-mode`), so that 400 cameras take
+a small share of the 2 cores the gateway needs; `--sender asyncio` is the old way, a PsRtpSender
 task per camera. Viewers (`load_tests.flv_count`, a bare asyncio protocol: de-chunk, walk the FLV
 tags of each read) run in `--viewer-procs` processes of their own, reading /live/{id}.flv and
 counting FLV video tags; the first viewer of each stream triggers the INVITE, the others join the

@@ -61,6 +61,9 @@ class FlvViewer(asyncio.Protocol):
             data = bytes(self.head[i + 4:])
             self.head.clear()
             self.in_body = True
+            if self.out["status"] != 200:  # an error page is no FLV: nothing to count
+                self.finish()
+                return
             if not data:
                 return
         if "ttfb" not in self.out:

@@ -449,6 +449,34 @@ class Steady:
         self.sent_fps = (self._sent() + gen_frames - self.f0) / dt
 
 
+_COUNTERS = ("lost", "reorder", "late", "duplicate", "reset", "relatch", "drop", "gap", "reinvite", "error",
+             "wrong", "disconnected", "bad", "timeout", "packets", "received")
+
+
+async def _ingest_counters(url: str, token: str) -> dict[str, int]:
+    """The gateway's own loss/reorder/drop counters (GET /api/v1/streams), summed over streams: where
+    frames went missing, if any did."""
+    import aiohttp
+    total: dict[str, int] = {}
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), x)
+        elif isinstance(v, int) and not isinstance(v, bool) and any(w in prefix.lower() for w in _COUNTERS):
+            total[prefix] = total.get(prefix, 0) + v
+    try:
+        async with aiohttp.ClientSession() as http, http.get(
+                f"{url}/api/v1/streams", headers={"Authorization": f"Bearer {token}"},
+                timeout=aiohttp.ClientTimeout(total=20)) as resp:
+            body = await resp.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return {}
+    for st in body.get("streams", []):
+        walk("", st)
+    return {k: v for k, v in sorted(total.items()) if v}
+
+
 def _machine_busy() -> float:
     """CPU seconds all cores spent busy since boot (/proc/stat): what else ran beside the bench."""
     with open("/proc/stat") as f:
@@ -537,6 +565,7 @@ async def bench(args: argparse.Namespace) -> None:
         cpu1 += sum(_proc_cpu(p)[0] for p in gw_pids[1:])
         rss += sum(_proc_cpu(p)[1] for p in gw_pids[1:])
         udp_drops = _udp_rcvbuf_errors() - udp0
+        ingest = await _ingest_counters(info["url"], info["token"])
     finally:
         for c in cams:
             if c.stop_media is not None:
@@ -593,6 +622,8 @@ async def bench(args: argparse.Namespace) -> None:
           f"camera SIP UAs {steady.sip_uas:.3f} s/s; viewers {steady.viewers:.3f} s/s (kernel "
           f"{steady.viewers_sys:.3f}; {len(viewer_procs)} process(es)); "
           f"all load {steady.cameras + steady.viewers:.3f} s/s")
+    print("gateway's ingest/viewer counters, summed over streams (non-zero only): "
+          + (", ".join(f"{k} {v}" for k, v in ingest.items()) or "none"))
     invites = sum(c.invites for c in cams)
     if invites > sum(1 for c in cams if c.invites):
         print(f"note: {invites} INVITEs for {sum(1 for c in cams if c.invites)} cameras: the gateway re-INVITEd "

@@ -339,11 +339,12 @@ class Generators:
         self.mode = "?"
 
     @classmethod
-    async def spawn(cls, n: int, *, bitrate: int, mode: str, tick_ms: float) -> Generators:
+    async def spawn(cls, n: int, *, bitrate: int, mode: str, tick_ms: float, pin: bool) -> Generators:
         procs = [await asyncio.create_subprocess_exec(
             sys.executable, "-m", "load_tests.rtp_blast", "--serve", "--bitrate", str(bitrate), "--mode", mode,
-            "--tick-ms", str(tick_ms), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-            for _ in range(max(1, n))]
+            "--tick-ms", str(tick_ms), *(["--cpu", str(k)] if pin else []),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            for k in range(max(1, n))]
         return cls(procs)
 
     def _send(self, key: str, line: str) -> None:
@@ -506,7 +507,7 @@ async def bench(args: argparse.Namespace) -> None:
     try:
         if args.sender == "blast":
             gen = await Generators.spawn(args.gen_procs, bitrate=args.bitrate, mode=args.send_mode,
-                                         tick_ms=args.tick_ms)
+                                         tick_ms=args.tick_ms, pin=args.gen_pin)
         for i in range(args.streams):
             _t, cam = await loop.create_datagram_endpoint(
                 lambda i=i: Camera(cam_id(i), ("127.0.0.1", info["sip_port"]), args.bitrate, gen),
@@ -666,6 +667,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="how rtp_blast sends: gso (one message per frame, UDP_SEGMENT), mmsg (sendmmsg of "
                         "packets), sendto (a loop); auto picks the first the kernel has")
     p.add_argument("--tick-ms", type=float, default=2.0, help="rtp_blast sends the frames due every TICK ms")
+    p.add_argument("--gen-pin", action=argparse.BooleanOptionalAction, default=False,
+                   help="pin each rtp_blast process to one CPU (loopback may reorder a sender's packets when it "
+                        "migrates between CPUs on a busy machine; a camera's NIC queue would not)")
     p.add_argument("--viewer-procs", type=int, default=1, help="processes the HTTP-FLV viewers are spread over")
     p.add_argument("--child", metavar="DATA_DIR", help=argparse.SUPPRESS)
     p.add_argument("--transport", default="udp", help=argparse.SUPPRESS)

@@ -20,7 +20,10 @@ the same datagrams, so the IP path runs once per frame instead of once per packe
 gateway's sockets receive exactly the datagrams the other modes send; `sendto` is the portable
 loop. On loopback the sender's kernel time also includes delivering each datagram into the
 gateway's socket (softirq in the sending context), so a share of the generator's CPU is receive
-work the gateway would otherwise show.
+work the gateway would otherwise show. `--cpu N` pins the process to one CPU: loopback queues each
+datagram on the sending CPU's backlog, so a sender that migrates between CPUs while softirqs are
+deferred (a busy machine) may have its packets delivered out of order, which a camera's one NIC
+queue would not do.
 """
 
 from __future__ import annotations
@@ -248,6 +251,8 @@ class Blaster:
         return t
 
     def _due(self, now: float) -> list[Stream]:
+        """The streams with a frame due, each once: a stream's one buffer holds one frame per batch
+        (one that fell behind sends its next frame in the next tick)."""
         out = []
         heap = self.heap
         step = 1.0 / self.fps
@@ -258,10 +263,11 @@ class Blaster:
                 self._by_id.pop(key, None)
                 continue
             out.append(s)
+        for s in out:
             s.due += step
             if s.due < now - 1.0:  # fell a second behind (a stall): skip ahead rather than burst
                 s.due = now
-            heapq.heappush(heap, (s.due, key))
+            heapq.heappush(heap, (s.due, id(s)))
         return out
 
     def send_due(self, now: float) -> int:
@@ -361,7 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bitrate", type=int, default=2_000_000)
     p.add_argument("--mode", default="auto", choices=("auto", "gso", "mmsg", "sendto"))
     p.add_argument("--tick-ms", type=float, default=2.0, help="how often due frames are sent together")
+    p.add_argument("--cpu", type=int, default=None, help="pin this process to CPU N (N modulo the CPUs there are)")
     args = p.parse_args(argv)
+    if args.cpu is not None and hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[args.cpu % len(cpus)]})
     from load_tests.bench_media import load_aus
     blaster = Blaster(build_templates(load_aus(), bitrate=args.bitrate), mode=args.mode, tick=args.tick_ms / 1000)
     if not args.serve:

@@ -1,6 +1,7 @@
 """A cheap PS/RTP load generator for many cameras at once (issue 15's bench at 300–400 streams).
 
     python -m load_tests.rtp_blast --serve [--mode gso|mmsg|sendto] [--tick-ms 2]
+    python -m load_tests.rtp_blast --selfcheck   # each mode sends what PsRtpSender sends, also when behind
 
 `bench_media` runs it as a process of its own (`--gen-procs N` of them) and drives it with one
 command a line on stdin: `start KEY SSRC HOST PORT`, `stop KEY`, `stats` (answered with one JSON
@@ -29,6 +30,7 @@ queue would not do.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ctypes.util
 import heapq
@@ -361,9 +363,68 @@ class Blaster:
                     return
 
 
+def selfcheck(aus: list[bytes], bitrate: int) -> list[str]:
+    """Problems found, if any: per mode, 60 frames paced normally must be PsRtpSender's datagrams
+    byte for byte (the stamp's digits and place aside), and 100 frames sent by a sender starved of
+    CPU (several frames due per tick) must reach an RtpSession with nothing lost, duplicated or
+    reordered."""
+    import re
+
+    from gateway.media.receiver import RtpSession
+    from load_tests.bench_media import PsRtpSender
+
+    class Count:
+        n = 0
+
+        def push(self, _frame: Any) -> None:
+            self.n += 1
+
+    def unstamped(p: bytes) -> bytes:
+        return re.sub(rb"LAT[0-9a-f]{16}", b"", p.replace(b"\xff", b""))
+
+    problems = []
+    for mode in ("gso", "mmsg", "sendto"):
+        if mode != "sendto" and sys.platform != "linux":
+            continue
+        for frames, pause in ((60, 0.002), (100, 0.15)):
+            rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+            rx.bind(("127.0.0.1", 0))
+            b = Blaster(build_templates(aus, bitrate=bitrate), mode=mode)
+            b.start("cam", 1234, "127.0.0.1", rx.getsockname()[1])
+            s = b.streams["cam"]
+            ref = PsRtpSender(ssrc=1234, bitrate=bitrate, aus=aus, start_ts=s.ts)
+            ref.seq = s.seq
+            sent = 0
+            while sent < frames:
+                sent += b.send_due(time.monotonic())
+                time.sleep(pause)
+            rx.setblocking(False)
+            got = []
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    got.append(rx.recvfrom(4096))
+            rx.close()
+            b.sock.close()
+            expected = [p for _ in range(sent) for p in ref.next_frame()]
+            if [unstamped(d) for d, _a in got] != [unstamped(p) for p in expected]:
+                problems.append(f"{mode}: {len(got)} datagrams differ from PsRtpSender's {len(expected)}")
+            sink = Count()
+            session = RtpSession(sink, ssrc=1234, allowed_hosts=["127.0.0.1"])
+            session.arm()
+            for d, a in got:
+                session.feed(d, (a[0], a[1]))
+            st = session.stats()
+            bad = {k: st[k] for k in ("lost", "duplicated", "reordered", "late") if st[k]}
+            if bad or sink.n != sent:
+                problems.append(f"{mode}, pause {pause}s: {sink.n} of {sent} frames, {bad}")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--serve", action="store_true", help="read commands on stdin (what bench_media does)")
+    p.add_argument("--selfcheck", action="store_true", help="check every mode against PsRtpSender and exit")
     p.add_argument("--bitrate", type=int, default=2_000_000)
     p.add_argument("--mode", default="auto", choices=("auto", "gso", "mmsg", "sendto"))
     p.add_argument("--tick-ms", type=float, default=2.0, help="how often due frames are sent together")
@@ -373,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
         cpus = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(0, {cpus[args.cpu % len(cpus)]})
     from load_tests.bench_media import load_aus
+    if args.selfcheck:
+        problems = selfcheck(load_aus(), args.bitrate)
+        print("\n".join(problems) or "rtp_blast selfcheck: every mode sends PsRtpSender's datagrams, also when behind")
+        return 1 if problems else 0
     blaster = Blaster(build_templates(load_aus(), bitrate=args.bitrate), mode=args.mode, tick=args.tick_ms / 1000)
     if not args.serve:
         print(f"mode {blaster.mode}; {len(blaster.t)} templates; use --serve (bench_media runs it)")

@@ -3,22 +3,31 @@
     python -m load_tests.bench_media --streams 20 --viewers 2 --bitrate 2000000 --seconds 20
     python -m load_tests.bench_media --quick
     python -m load_tests.bench_media --streams 50 --seconds 40 --workers 2   # media workers (issue 15)
+    python -m load_tests.bench_media --streams 400 --seconds 30 --workers 2 --viewer-procs 2
+    python -m load_tests.bench_media --streams 20 --sender asyncio            # the old per-camera sender
 
 Each camera is a SIP UA (one asyncio UDP socket per camera, REGISTER with digest, answers
-Catalog/DeviceInfo MESSAGEs and INVITE with an SDP answer carrying y=, ACK, BYE) that streams the
-H.264 test vector as MPEG-PS over RTP/UDP (gb28181.md §6.7), padded with filler NAL units to the
-requested bitrate. Viewers are aiohttp clients, in a process of their own, reading /live/{id}.flv
-and counting FLV video tags; the first viewer of each stream triggers the INVITE, the others join
-the running stream 2–4 s later. The gateway runs as configured (uvloop when installed; set
+Catalog/DeviceInfo MESSAGEs and INVITE with an SDP answer carrying y=, ACK, BYE). Its media, the
+H.264 test vector as MPEG-PS over RTP/UDP (gb28181.md §6.7) padded with filler NAL units to the
+requested bitrate, is sent by `load_tests.rtp_blast` in a process of its own (`--gen-procs`):
+frames pre-built once and patched per send, sent together every `--tick-ms` with sendmmsg (one
+UDP_SEGMENT message per frame where the kernel has it, `--send-mode`), so that 400 cameras take
+a small share of the 2 cores the gateway needs; `--sender asyncio` is the old way, a PsRtpSender
+task per camera. Viewers (`load_tests.flv_count`, a bare asyncio protocol: de-chunk, walk the FLV
+tags of each read) run in `--viewer-procs` processes of their own, reading /live/{id}.flv and
+counting FLV video tags; the first viewer of each stream triggers the INVITE, the others join the
+running stream 2–4 s later. The gateway runs as configured (uvloop when installed; set
 GBGATE_RUNTIME__EVENT_LOOP=asyncio to compare).
 Prints: gateway CPU seconds per second in steady state (every stream up, every viewer joined) and
 over the whole run, RSS, per-stream delivered bitrate, frame drops, time to first frame (first
 viewer: INVITE included; late viewer: from the GOP cache), kernel UDP drops, and the load
-generator's own rate and CPU (its frames per second must reach the target for the figures to
-count). With `--workers N` the gateway runs N media worker processes (media.workers) and the CPU is
-given per process (main, each worker) and in total. Added latency: every frame carries its send
-time (CLOCK_MONOTONIC, one clock for all processes) in its filler NAL, and each viewer subtracts it
-from the time the frame's FLV tag arrived; printed as mean, p99 and max over every frame delivered.
+generator's own rate and CPU — RTP sender, camera SIP UAs and viewers apart (its frames per second
+must reach the target for the figures to count; on loopback the sender's kernel time includes
+putting each datagram into the gateway's socket). With `--workers N` the gateway runs N media
+worker processes (media.workers) and the CPU is given per process (main, each worker) and in total.
+Added latency: every frame carries its send time (CLOCK_MONOTONIC, one clock for all processes)
+in its filler NAL, and each viewer subtracts it from the time the read holding the frame's FLV tag
+arrived; printed as mean, p99 and max over every frame delivered.
 
 `PsRtpSender` is also what tests/interop uses as the camera's media sender.
 """
@@ -238,10 +247,14 @@ async def _child(data_dir: str, media_transport: str) -> None:
 class Camera(asyncio.DatagramProtocol):
     """A minimal GB camera UA: REGISTER with digest, 200 to MESSAGE, INVITE → 200 + PS/RTP, BYE → 200."""
 
-    def __init__(self, device_id: str, server: tuple[str, int], bitrate: int) -> None:
+    def __init__(self, device_id: str, server: tuple[str, int], bitrate: int,
+                 blast: Generators | None = None) -> None:
         self.device_id = device_id
         self.server = server
         self.bitrate = bitrate
+        self.blast = blast  # the rtp_blast processes send the media; None: a PsRtpSender task here
+        self.ssrc: int | None = None
+        self.invites = 0
         self.transport: asyncio.DatagramTransport | None = None
         self.registered = asyncio.get_running_loop().create_future()
         self.stop_media: asyncio.Event | None = None
@@ -283,10 +296,15 @@ class Camera(asyncio.DatagramProtocol):
         if msg.method == "INVITE":
             from gateway.gb.sdp import build_play_answer, parse_offer
             offer = parse_offer(msg.body)
+            self.invites += 1
             body = build_play_answer(channel_id=self.device_id, media_ip="127.0.0.1", media_port=15060,
                                      ssrc=offer.ssrc or "0", transport=offer.transport)
             send(serialize(make_response(msg, 200, to_tag="cam", headers=[("Content-Type", "application/sdp")],
                                          body=body)), addr)
+            if self.blast is not None:
+                self.ssrc = int(offer.ssrc or 0)
+                self.blast.start(self.device_id, self.ssrc, offer.ip, offer.port)
+                return
             if self.stop_media is not None:
                 self.stop_media.set()
             self.stop_media = asyncio.Event()
@@ -298,58 +316,71 @@ class Camera(asyncio.DatagramProtocol):
         elif msg.method == "BYE":
             if self.stop_media is not None:
                 self.stop_media.set()
+            if self.blast is not None and self.ssrc is not None:
+                self.blast.stop(self.device_id)
             send(serialize(make_response(msg, 200)), addr)
         elif msg.method != "ACK":
             send(serialize(make_response(msg, 200, to_tag="cam")), addr)
 
 
 async def viewer(url: str, seconds: float, out: dict[str, Any]) -> None:
-    """HTTP-FLV client: bytes, video tags, time to first byte; counts timestamp gaps as drops."""
-    import aiohttp
-    t0 = time.monotonic()
-    buf = bytearray()
-    pos = 13
-    tags = 0
-    total = 0
-    last_ts = None
-    gaps = 0
-    lat_sum = lat_max = lat_n = 0
-    lats: list[int] = []
-    async with aiohttp.ClientSession() as http, http.get(url, timeout=aiohttp.ClientTimeout(total=None)) as resp:
-        out["status"] = resp.status
-        end = t0 + seconds
-        async for chunk in resp.content.iter_any():
-            now_ns = time.monotonic_ns()
-            if "ttfb" not in out:
-                out["ttfb"] = time.monotonic() - t0
-            buf += chunk
-            total += len(chunk)
-            while pos + 11 <= len(buf):
-                size = int.from_bytes(buf[pos + 1:pos + 4], "big")
-                if pos + 15 + size > len(buf):
-                    break
-                if buf[pos] == 9 and buf[pos + 12] == 1:
-                    ts = int.from_bytes(buf[pos + 4:pos + 7], "big")
-                    if last_ts is not None and ts - last_ts > 60:
-                        gaps += round((ts - last_ts) / 40) - 1
-                    last_ts = ts
-                    tags += 1
-                    i = buf.find(b"LAT", pos + 11, pos + 15 + size)
-                    if i >= 0 and tags > 50:  # past the GOP cache burst a joiner gets (old frames, by design)
-                        lat = now_ns - int(buf[i + 3:i + 19], 16)
-                        lat_sum += lat
-                        lat_n += 1
-                        lat_max = max(lat_max, lat)
-                        lats.append(lat)
-                pos += 15 + size
-            if pos > 1 << 20:
-                del buf[:pos]
-                pos = 0
-            if time.monotonic() > end:
-                break
-    lats.sort()
-    out.update(bytes=total, frames=tags, missing=gaps, seconds=time.monotonic() - t0, lat_sum_ns=lat_sum,
-               lat_n=lat_n, lat_max_ns=lat_max, lat_p99_ns=lats[int(len(lats) * 0.99)] if lats else 0)
+    """HTTP-FLV client: bytes, video tags, time to first byte, timestamp gaps as drops, latency."""
+    from load_tests.flv_count import view
+    await view(url, seconds, out)
+
+
+class Generators:
+    """The rtp_blast processes (`--gen-procs`) that send every camera's PS/RTP; streams go to one
+    by camera. Their CPU is read from /proc, apart from this process's SIP user agents."""
+
+    def __init__(self, procs: list[asyncio.subprocess.Process]) -> None:
+        self.procs = procs
+        self.pids = [p.pid for p in procs]
+        self.mode = "?"
+
+    @classmethod
+    async def spawn(cls, n: int, *, bitrate: int, mode: str, tick_ms: float, pin: bool) -> Generators:
+        procs = [await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "load_tests.rtp_blast", "--serve", "--bitrate", str(bitrate), "--mode", mode,
+            "--tick-ms", str(tick_ms), *(["--cpu", str(k)] if pin else []),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            for k in range(max(1, n))]
+        return cls(procs)
+
+    def _send(self, key: str, line: str) -> None:
+        stdin = self.procs[int(key[-7:]) % len(self.procs)].stdin
+        assert stdin is not None
+        stdin.write(line.encode())
+
+    def start(self, key: str, ssrc: int, host: str, port: int) -> None:
+        self._send(key, f"start {key} {ssrc} {host} {port}\n")
+
+    def stop(self, key: str) -> None:
+        self._send(key, f"stop {key}\n")
+
+    async def stats(self) -> dict[str, Any]:
+        total: dict[str, Any] = {"frames": 0, "packets": 0, "bytes": 0, "errors": 0, "streams": 0}
+        for p in self.procs:
+            assert p.stdin is not None and p.stdout is not None
+            p.stdin.write(b"stats\n")
+            one = json.loads(await asyncio.wait_for(p.stdout.readline(), 10))
+            for k in total:
+                total[k] += one[k]
+            self.mode = one["mode"]
+        return total
+
+    async def close(self) -> None:
+        for p in self.procs:
+            if p.stdin is not None and not p.stdin.is_closing():
+                with contextlib.suppress(Exception):
+                    p.stdin.write(b"quit\n")
+                    p.stdin.close()
+        for p in self.procs:
+            try:
+                await asyncio.wait_for(p.wait(), 5)
+            except TimeoutError:
+                p.kill()
+                await p.wait()
 
 
 def _proc_cpu(pid: int) -> tuple[float, int]:
@@ -360,6 +391,12 @@ def _proc_cpu(pid: int) -> tuple[float, int]:
     with open(f"/proc/{pid}/status") as f:
         rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
     return cpu, rss
+
+
+def _proc_sys(pid: int) -> float:
+    """Kernel CPU seconds of a process (on loopback, partly the peer's network work done in its context)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[12]) / os.sysconf("SC_CLK_TCK")
 
 
 def _children(pid: int) -> list[int]:
@@ -374,28 +411,78 @@ def _children(pid: int) -> list[int]:
 
 
 class Steady:
-    """CPU of the gateway's processes (main, workers), cameras (this process) and viewers, and
-    frames sent, over a window."""
+    """CPU of the gateway's processes (main, workers), the RTP generators, this process (the
+    cameras' SIP user agents, and their media when no generator runs) and the viewers, and frames
+    sent, over a window."""
 
-    def __init__(self, gateway_pids: list[int], viewers_pid: int, cams: list[Camera]) -> None:
-        self.gw_pids, self.viewers_pid, self.cams = gateway_pids, viewers_pid, cams
+    def __init__(self, gateway_pids: list[int], viewer_pids: list[int], cams: list[Camera],
+                 gen: Generators | None, gen_frames: int) -> None:
+        self.gw_pids, self.viewer_pids, self.cams, self.gen = gateway_pids, viewer_pids, cams, gen
+        self.gen_pids = gen.pids if gen is not None else []
         self.t0 = time.monotonic()
         self.g0 = [_proc_cpu(p)[0] for p in gateway_pids]
-        self.v0, self.k0 = _proc_cpu(viewers_pid)[0], time.process_time()
-        self.f0 = self._sent()
-        self.seconds = self.gateway = self.viewers = self.cameras = self.sent_fps = 0.0
+        self.v0, self.k0 = sum(_proc_cpu(p)[0] for p in viewer_pids), time.process_time()
+        self.r0 = sum(_proc_cpu(p)[0] for p in self.gen_pids)
+        self.f0 = self._sent() + gen_frames
+        self.seconds = self.gateway = self.viewers = self.cameras = self.sent_fps = self.generator = 0.0
+        self.sip_uas = 0.0
         self.per_process: list[float] = []
+        self.m0 = _machine_busy()
+        self.machine = self.others = self.generator_sys = self.viewers_sys = 0.0
+        self.gs0 = sum(_proc_sys(p) for p in self.gen_pids)
+        self.vs0 = sum(_proc_sys(p) for p in viewer_pids)
 
     def _sent(self) -> int:
         return sum(c.sender.frames_sent for c in self.cams if c.sender is not None)
 
-    def stop(self) -> None:
+    def stop(self, gen_frames: int = 0) -> None:
         self.seconds = dt = time.monotonic() - self.t0
         self.per_process = [(_proc_cpu(p)[0] - a) / dt for p, a in zip(self.gw_pids, self.g0, strict=True)]
         self.gateway = sum(self.per_process)
-        self.viewers = (_proc_cpu(self.viewers_pid)[0] - self.v0) / dt
-        self.cameras = (time.process_time() - self.k0) / dt
-        self.sent_fps = (self._sent() - self.f0) / dt
+        self.viewers = (sum(_proc_cpu(p)[0] for p in self.viewer_pids) - self.v0) / dt
+        self.sip_uas = (time.process_time() - self.k0) / dt
+        self.generator = (sum(_proc_cpu(p)[0] for p in self.gen_pids) - self.r0) / dt
+        self.cameras = self.sip_uas + self.generator
+        self.machine = (_machine_busy() - self.m0) / dt
+        self.generator_sys = (sum(_proc_sys(p) for p in self.gen_pids) - self.gs0) / dt
+        self.viewers_sys = (sum(_proc_sys(p) for p in self.viewer_pids) - self.vs0) / dt
+        self.others = max(0.0, self.machine - self.gateway - self.cameras - self.viewers)
+        self.sent_fps = (self._sent() + gen_frames - self.f0) / dt
+
+
+_COUNTERS = ("lost", "reorder", "late", "duplicate", "reset", "relatch", "drop", "gap", "reinvite", "error",
+             "wrong", "disconnected", "bad", "timeout", "packets", "received")
+
+
+async def _ingest_counters(url: str, token: str) -> dict[str, int]:
+    """The gateway's own loss/reorder/drop counters (GET /api/v1/streams), summed over streams: where
+    frames went missing, if any did."""
+    import aiohttp
+    total: dict[str, int] = {}
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), x)
+        elif isinstance(v, int) and not isinstance(v, bool) and any(w in prefix.lower() for w in _COUNTERS):
+            total[prefix] = total.get(prefix, 0) + v
+    try:
+        async with aiohttp.ClientSession() as http, http.get(
+                f"{url}/api/v1/streams", headers={"Authorization": f"Bearer {token}"},
+                timeout=aiohttp.ClientTimeout(total=20)) as resp:
+            body = await resp.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return {}
+    for st in body.get("streams", []):
+        walk("", st)
+    return {k: v for k, v in sorted(total.items()) if v}
+
+
+def _machine_busy() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat): what else ran beside the bench."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
 
 
 def _udp_rcvbuf_errors() -> int:
@@ -415,10 +502,15 @@ async def bench(args: argparse.Namespace) -> None:
     info = json.loads(await asyncio.wait_for(proc.stdout.readline(), 60))
     gw_pids = [proc.pid, *_children(proc.pid)]
     cams: list[Camera] = []
+    gen: Generators | None = None
+    viewer_procs: list[asyncio.subprocess.Process] = []
     try:
+        if args.sender == "blast":
+            gen = await Generators.spawn(args.gen_procs, bitrate=args.bitrate, mode=args.send_mode,
+                                         tick_ms=args.tick_ms, pin=args.gen_pin)
         for i in range(args.streams):
             _t, cam = await loop.create_datagram_endpoint(
-                lambda i=i: Camera(cam_id(i), ("127.0.0.1", info["sip_port"]), args.bitrate),
+                lambda i=i: Camera(cam_id(i), ("127.0.0.1", info["sip_port"]), args.bitrate, gen),
                 local_addr=("127.0.0.1", 0))
             cam._register()
             cams.append(cam)
@@ -435,32 +527,56 @@ async def bench(args: argparse.Namespace) -> None:
                  "delay": 0.0 if v == 0 else 2.0 + 2.0 * i / args.streams,
                  "seconds": args.seconds - (0.0 if v == 0 else 2.0 + 2.0 * i / args.streams)}
                 for i, cam in enumerate(cams) for v in range(args.viewers)]
-        viewers = await asyncio.create_subprocess_exec(
+        # --viewer-procs of them, each a contiguous share of the list (results come back in order).
+        nv = max(1, min(args.viewer_procs, len(spec)))
+        shares = [spec[k * len(spec) // nv:(k + 1) * len(spec) // nv] for k in range(nv)]
+        viewer_procs = [await asyncio.create_subprocess_exec(
             sys.executable, "-m", "load_tests.bench_media", "--viewers-child",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE) for _ in shares]
         udp0 = _udp_rcvbuf_errors()
         cpu0, rss0 = _proc_cpu(proc.pid)
         cpu0 += sum(_proc_cpu(p)[0] for p in gw_pids[1:])
         rss0 += sum(_proc_cpu(p)[1] for p in gw_pids[1:])
         t0 = time.monotonic()
-        out_task = loop.create_task(viewers.communicate(json.dumps(spec).encode()))
-        # Steady state: from when every stream is up and every viewer joined, to 1 s before the end.
+        out_tasks = [loop.create_task(v.communicate(json.dumps(share).encode()))
+                     for v, share in zip(viewer_procs, shares, strict=True)]
+        # Steady state: from when every stream is up and every viewer joined (5 s, or 1 s after the
+        # last INVITE was answered when they take longer), to 1 s before the end.
         await asyncio.sleep(5.0)
-        steady = Steady(gw_pids, viewers.pid, cams)
-        await asyncio.sleep(max(1.0, args.seconds - 6.0))
-        steady.stop()
-        stdout, _ = await out_task
-        flat = json.loads(stdout)
+        while True:
+            up = ((await gen.stats())["streams"] if gen is not None
+                  else sum(1 for c in cams if c.sender is not None))
+            if up >= args.streams:
+                break
+            if time.monotonic() - t0 > args.seconds - 7.0:
+                print(f"{up} of {args.streams} streams up {time.monotonic() - t0:.0f} s in: the steady window "
+                      "starts anyway")
+                break
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(1.0 if time.monotonic() - t0 > 5.5 else 0.0)
+        steady = Steady(gw_pids, [v.pid for v in viewer_procs], cams, gen,
+                        (await gen.stats())["frames"] if gen is not None else 0)
+        await asyncio.sleep(max(1.0, args.seconds - 1.0 - (time.monotonic() - t0)))
+        gen_end = await gen.stats() if gen is not None else {}
+        steady.stop(gen_end.get("frames", 0))
+        flat = [r for stdout, _ in await asyncio.gather(*out_tasks) for r in json.loads(stdout)]
         results = [flat[i * args.viewers:(i + 1) * args.viewers] for i in range(args.streams)]
         elapsed = time.monotonic() - t0
         cpu1, rss = _proc_cpu(proc.pid)
         cpu1 += sum(_proc_cpu(p)[0] for p in gw_pids[1:])
         rss += sum(_proc_cpu(p)[1] for p in gw_pids[1:])
         udp_drops = _udp_rcvbuf_errors() - udp0
+        ingest = await _ingest_counters(info["url"], info["token"])
     finally:
         for c in cams:
             if c.stop_media is not None:
                 c.stop_media.set()
+        if gen is not None:
+            await gen.close()
+        for v in viewer_procs:
+            if v.returncode is None:
+                v.kill()
+                await v.wait()
         proc.terminate()
         await proc.wait()
     sent_fps = args.streams * FPS
@@ -500,6 +616,25 @@ async def bench(args: argparse.Namespace) -> None:
     print(f"kernel UDP RcvbufErrors during run: {udp_drops}; load generator in steady state: "
           f"{steady.sent_fps / args.streams:.1f} fps sent per camera (target {FPS}), cameras "
           f"{steady.cameras:.2f} CPU s/s, viewers {steady.viewers:.2f} CPU s/s")
+    gen_what = (f"rtp_blast ×{len(gen.pids)} ({gen.mode}, tick {args.tick_ms:g} ms; {gen_end.get('errors', 0)} "
+                f"send errors)" if gen is not None else "PsRtpSender tasks in the SIP UAs' process")
+    print(f"load generator CPU, steady state: RTP/PS sender {steady.generator:.3f} s/s [{gen_what}] = "
+          f"{steady.generator / args.streams * 1000:.2f} ms per stream-second (kernel {steady.generator_sys:.3f}); "
+          f"camera SIP UAs {steady.sip_uas:.3f} s/s; viewers {steady.viewers:.3f} s/s (kernel "
+          f"{steady.viewers_sys:.3f}; {len(viewer_procs)} process(es)); "
+          f"all load {steady.cameras + steady.viewers:.3f} s/s")
+    print("gateway's ingest/viewer counters, summed over streams (non-zero only): "
+          + (", ".join(f"{k} {v}" for k, v in ingest.items()) or "none"))
+    invites = sum(c.invites for c in cams)
+    if invites > sum(1 for c in cams if c.invites):
+        print(f"note: {invites} INVITEs for {sum(1 for c in cams if c.invites)} cameras: the gateway re-INVITEd "
+              "some (each restarts that camera's media: new sequence numbers and timestamps)")
+    ssrcs = [c.ssrc for c in cams if c.ssrc is not None]
+    if len(set(ssrcs)) < len(ssrcs):
+        print(f"note: the gateway offered {len(ssrcs)} INVITEs {len(set(ssrcs))} distinct SSRCs (streams told apart "
+              "by port)")
+    print(f"machine, steady state: {steady.machine:.2f} of {os.cpu_count()} cores busy; processes outside "
+          f"this bench {steady.others:.2f} (when they take what the gateway needs, re-run)")
 
 
 async def _delayed(delay: float, coro: Any) -> Any:
@@ -524,6 +659,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--quick", action="store_true", help="4 streams × 2 viewers for 6 s")
     p.add_argument("--workers", default="1", help="media.workers of the gateway (1, N or auto)")
+    p.add_argument("--sender", choices=("blast", "asyncio"), default="blast",
+                   help="blast: pre-built frames from rtp_blast processes (cheap); asyncio: a PsRtpSender "
+                        "task per camera in this process (the old generator)")
+    p.add_argument("--gen-procs", type=int, default=1, help="rtp_blast processes (cameras spread over them)")
+    p.add_argument("--send-mode", choices=("auto", "gso", "mmsg", "sendto"), default="auto",
+                   help="how rtp_blast sends: gso (one message per frame, UDP_SEGMENT), mmsg (sendmmsg of "
+                        "packets), sendto (a loop); auto picks the first the kernel has")
+    p.add_argument("--tick-ms", type=float, default=2.0, help="rtp_blast sends the frames due every TICK ms")
+    p.add_argument("--gen-pin", action=argparse.BooleanOptionalAction, default=False,
+                   help="pin each rtp_blast process to one CPU (loopback may reorder a sender's packets when it "
+                        "migrates between CPUs on a busy machine; a camera's NIC queue would not)")
+    p.add_argument("--viewer-procs", type=int, default=1, help="processes the HTTP-FLV viewers are spread over")
     p.add_argument("--child", metavar="DATA_DIR", help=argparse.SUPPRESS)
     p.add_argument("--transport", default="udp", help=argparse.SUPPRESS)
     p.add_argument("--viewers-child", action="store_true", help=argparse.SUPPRESS)

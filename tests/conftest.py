@@ -64,7 +64,7 @@ def postgres_url() -> Iterator[str]:
 # ships (uvloop), and those whose subject is a transport itself (SIP over UDP/TCP, TLS, media ingest
 # over UDP/TCP) on both; everything else on asyncio's. Issue 9: TCP signalling broke on uvloop alone.
 BOTH_LOOPS = ("tests/gateway/sip/", "tests/gateway/media/", "tests/gateway/media_workers/", "tests/gateway/outputs/",
-              "tests/adapters/", "tests/gateway/test_sip_link.py",
+              "tests/adapters/",
               "tests/interop/test_sipp_signalling.py", "tests/interop/test_tls_admission.py",
               "tests/interop/test_media_sipp.py")
 SHIPPED_LOOP_ONLY = ("tests/interop/",)

@@ -2,27 +2,18 @@
 
 Messages sent during one event-loop iteration leave in one write (`call_soon` flush): a burst of
 keepalives read in one go becomes one batch, with no timer and no added latency.
-
-Reports nothing waits on (a keepalive's new deadline, an already-answered refresh) go through
-`send_later`: held up to `COALESCE_S`, the latest per key kept, and written ahead of any `send`, so
-the order main sees is unchanged. At a steady few thousand keepalives a second, one arrives per
-loop iteration; without this each cost a write here and a wakeup and read in main, which made a
-request in a worker half again as dear as in one process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any, cast
 
 from gateway.app.sip_ipc import FrameDecoder, IpcError, Kind, Message, encode
 
 log = logging.getLogger("gateway.sip.workers")
-
-#: How long a `send_later` report may wait: far below any keepalive deadline (tens of seconds).
-COALESCE_S = 0.02
 
 
 class Link(asyncio.Protocol):
@@ -34,8 +25,6 @@ class Link(asyncio.Protocol):
         self._decoder = FrameDecoder()
         self._out: list[bytes] = []
         self._armed = False
-        self._later: dict[Hashable, bytes] = {}
-        self._later_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -67,34 +56,10 @@ class Link(asyncio.Protocol):
     def send(self, kind: Kind, *fields: Any) -> None:
         if self.transport is None:
             return
-        if self._later:
-            self._take_later()  # what was reported earlier is read earlier
         self._out.append(encode(kind, *fields))
         if not self._armed:
             self._armed = True
             asyncio.get_running_loop().call_soon(self.flush)
-
-    def send_later(self, key: Hashable, kind: Kind, *fields: Any) -> None:
-        """A report main may read up to `COALESCE_S` late, replaced by a later one with the same
-        `key` (it moves to the end: reports keep the order of their latest version)."""
-        if self.transport is None:
-            return
-        self._later.pop(key, None)
-        self._later[key] = encode(kind, *fields)
-        if self._later_timer is None:
-            self._later_timer = asyncio.get_running_loop().call_later(COALESCE_S, self._flush_later)
-
-    def _take_later(self) -> None:
-        self._out.extend(self._later.values())
-        self._later.clear()
-        if self._later_timer is not None:
-            self._later_timer.cancel()
-            self._later_timer = None
-
-    def _flush_later(self) -> None:
-        self._later_timer = None
-        self._take_later()
-        self.flush()
 
     def flush(self) -> None:
         self._armed = False
@@ -103,7 +68,6 @@ class Link(asyncio.Protocol):
         self._out.clear()
 
     def close(self) -> None:
-        self._take_later()
         self.flush()
         if self.transport is not None:
             self.transport.close()

@@ -215,7 +215,7 @@ class SipWorker:
         self.stats["responses:200"] += 1
         self.stats["manscdp:Notify:Keepalive"] += 1
         self.presence.activity(device_id, now, keepalive=True)
-        self.link.send_later(("ka", device_id), Kind.KEEPALIVE, device_id, now)
+        self.link.send(Kind.KEEPALIVE, device_id, now)
         return True
 
     # ------------------------------------------------------------------ fast paths
@@ -253,7 +253,7 @@ class SipWorker:
                                         self.stats, now)
         if answer is not None and answer.status == 200:
             self.presence.activity(s.from_user, now, keepalive=True)
-            self.link.send_later(("ka", s.from_user), Kind.KEEPALIVE, s.from_user, now)
+            self.link.send(Kind.KEEPALIVE, s.from_user, now)
         return answer
 
     # ------------------------------------------------------------------ SipApplication
@@ -298,18 +298,16 @@ class SipWorker:
             return
         headers = [("Contact", v.contact or f"<sip:{v.device_id}@{peer.host}:{peer.port}>"),
                    ("Expires", str(v.expires)), ("Date", gb_date(now))]
-        fields = (v.device_id, peer.host, peer.port, request.call_id, v.contact,
-                  request.headers.get("User-Agent") or "", v.expires, now)
         if v.transition is None and not v.new_login:
             # A plain refresh (online here, same Call-ID, same host: the clone check passed): answered
-            # at once as in one process — nothing durable waits on it; main records it (seq 0: no
-            # ACK), and may read it a moment late, as a keepalive.
+            # at once as in one process — nothing durable waits on it; main records it (seq 0: no ACK).
+            seq = 0
             self._respond(key, request, 200, peer, headers=headers)
-            self.link.send_later(("login", v.device_id), Kind.LOGIN, 0, *fields)
         else:
             seq = next(self._seq)
             self._pending[seq] = _Held(key, request, peer, 200, None, headers, v.device_id)
-            self.link.send(Kind.LOGIN, seq, *fields)
+        self.link.send(Kind.LOGIN, seq, v.device_id, peer.host, peer.port, request.call_id, v.contact,
+                       request.headers.get("User-Agent") or "", v.expires, now)
 
     def _answer(self, seq: int, ok: bool) -> None:
         """Main's ACK: answer what waited for it. A login main refused (the ID got locked by a

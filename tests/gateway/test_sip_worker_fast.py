@@ -66,9 +66,6 @@ class Link:
     def send(self, kind: Kind, *fields: Any) -> None:
         self.sent.append((kind, *fields))
 
-    def send_later(self, key: object, kind: Kind, *fields: Any) -> None:
-        self.sent.append((kind, *fields))  # coalescing is the real Link's (tests/gateway/test_sip_link.py)
-
 
 class Endpoint(SipEndpoint):
     """An endpoint without sockets: what it would send is recorded."""

@@ -28,7 +28,6 @@ shared: compare ratios within one run. Every process started here is stopped her
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -47,30 +46,15 @@ from load_tests.sipp import gen_devices, runner
 REPO = Path(__file__).resolve().parents[1]
 ANCHOR = REPO.parent / "shared" / "anchors" / "kamailio"
 KAMAILIO_IDS = 20000  # the anchor's kamailio.cfg preloads this many devices
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_cpu(pids: list[int]) -> float:
-    """utime + stime of `pids` in seconds (/proc/<pid>/stat fields 14 and 15)."""
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        fields = st[st.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / TICK
 
 
 def settle(pids: list[int], *, quiet: float = 0.01, window: float = 0.5, limit: float = 20.0) -> float:
     """Wait until `pids` use under `quiet` CPU-s per `window` (at most `limit` s); seconds waited."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < limit:
-        c0 = proc_cpu(pids)
+        c0 = runner.cpu_seconds(pids)
         time.sleep(window)
-        if proc_cpu(pids) - c0 < quiet:
+        if runner.cpu_seconds(pids) - c0 < quiet:
             break
     return round(time.monotonic() - t0, 1)
 
@@ -90,18 +74,6 @@ class Step:
     inf: Path
 
 
-def _stat(path: Path) -> dict[str, Any]:
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f, delimiter=";"))
-    d = dict(zip(rows[0], rows[-1], strict=False))
-
-    def epoch(v: str) -> float:
-        return float(v.split("\t")[-1])
-
-    return {"ok": int(d["SuccessfulCall(C)"]), "failed": int(d["FailedCall(C)"]),
-            "retrans": int(d["Retransmissions(C)"]), "elapsed_s": epoch(d["CurrentTime"]) - epoch(d["StartTime"])}
-
-
 def run_step(server: Server, step: Step, seconds: float, outdir: Path, local_port: int) -> dict[str, Any]:
     """One sipp run of the anchor's scenario at `step.rate` for `seconds`; the server's CPU is
     charged over the run (sipp arguments as the anchor's bench.py sets them). `local_port`: the
@@ -115,19 +87,19 @@ def run_step(server: Server, step: Step, seconds: float, outdir: Path, local_por
            "-l", str(max(2000, step.rate * 2)), "-recv_timeout", "5000", "-timeout", f"{int(seconds * 3 + 30)}s",
            "-max_recv_loops", "10000", "-max_sched_loops", "10000", "-buff_size", "4194304", "-nostdin",
            "-trace_stat", "-stf", str(stf), "-fd", "1", "-trace_err", "-error_file", str(outdir / f"{tag}_err.log")]
-    drops0, cpu0, busy0, t0 = udp_rcvbuf_errors(), proc_cpu(server.pids), machine_busy(), time.monotonic()
+    drops0, cpu0, busy0, t0 = udp_rcvbuf_errors(), runner.cpu_seconds(server.pids), machine_busy(), time.monotonic()
     with open(os.devnull, "w") as devnull:
         proc = subprocess.Popen(cmd, stdout=devnull, stderr=subprocess.STDOUT, cwd=outdir)
         _, status, ru = os.wait4(proc.pid, 0)
     wall = time.monotonic() - t0
-    in_run = proc_cpu(server.pids) - cpu0
+    in_run = runner.cpu_seconds(server.pids) - cpu0
     sipp_cpu = ru.ru_utime + ru.ru_stime
     # everything else on this shared machine meanwhile (other users, kernel work): flags a disturbed step
     other = max(0.0, (machine_busy() - busy0) - in_run - sipp_cpu) / wall
     # work the requests left behind (gbgate persists logins and health events in batches after
     # answering) is charged to this step, and does not leak into the next one
     tail_s = settle(server.pids)
-    cpu = proc_cpu(server.pids) - cpu0
+    cpu = runner.cpu_seconds(server.pids) - cpu0
     res: dict[str, Any] = {"server": server.name, "workload": step.workload, "transport": step.transport,
                            "offered_rate": step.rate, "calls": calls, "sipp_rc": os.waitstatus_to_exitcode(status),
                            "wall_s": round(wall, 2), "server_cpu_s": round(cpu, 3),
@@ -136,7 +108,7 @@ def run_step(server: Server, step: Step, seconds: float, outdir: Path, local_por
                            "server_cpu_during_run_s": round(in_run, 3), "tail_s": tail_s,
                            "udp_rcvbuf_errors": udp_rcvbuf_errors() - drops0}
     try:
-        res.update(_stat(stf))
+        res.update(runner.parse_stat(stf))
     except (OSError, KeyError, IndexError, ValueError) as exc:
         res.update({"ok": 0, "failed": calls, "retrans": 0, "elapsed_s": wall, "stat_error": str(exc)})
     res["achieved_rate"] = round(res["ok"] / max(1e-9, res["elapsed_s"]), 1)

@@ -5,7 +5,10 @@ channel; the response — headers, FLV preamble, cached GOP, live tags — comes
 The hub subscription goes direct exactly as in gateway.outputs.flv_http (one framing per frame
 shared by every viewer); a failure to get the stream is the API's JSON error body with the trace.
 WS-FLV: the 101 handshake (RFC 6455 §4.2.2), unmasked binary frames; the viewer's frames are read
-only to answer pings and notice a close.
+only to answer pings and notice a close. The heartbeat is aiohttp's, as the main process's WS-FLV
+has it (`WebSocketResponse(heartbeat=20)`): after `heartbeat` s without a frame from the viewer we
+ping, and a viewer silent for another `heartbeat / 2` s is gone (a dead NAT mapping or a frozen
+tab would otherwise hold its subscription until TCP gives up, many minutes later).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from gateway.outputs.flv_http import http_chunk, ws_binary
 WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 IDLE_CHECK_S = 1.0
 MAX_WS_INPUT = 64 << 10
+HEARTBEAT_S = 20.0
+WS_PING = b"\x89\x00"
 
 
 def ws_accept(key: str) -> str:
@@ -55,6 +60,7 @@ class _ViewerSocket(asyncio.Protocol):
         self.gone = asyncio.get_running_loop().create_future()
         self.sub: Subscription | None = None
         self._buf = bytearray()
+        self.heard_at = asyncio.get_running_loop().time()  # the viewer's last WS frame (heartbeat)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -69,6 +75,7 @@ class _ViewerSocket(asyncio.Protocol):
         while (frame := _ws_frame(self._buf)) is not None:
             opcode, payload, size = frame
             del self._buf[:size]
+            self.heard_at = asyncio.get_running_loop().time()
             if opcode == 0x8:
                 self._left()
                 return
@@ -111,12 +118,14 @@ def _ws_frame(buf: bytearray) -> tuple[int, bytes, int] | None:
     if len(buf) < pos + n:
         return None
     payload = bytes(buf[pos:pos + n])
-    if mask:
-        payload = bytes(b ^ mask[i & 3] for i, b in enumerate(payload))
+    if mask and n:
+        key = int.from_bytes(mask * (-(-n // 4)), "big") >> (8 * (-n % 4))
+        payload = (int.from_bytes(payload, "big") ^ key).to_bytes(n, "big")
     return opcode, payload, pos + n
 
 
-async def serve_viewer(hub: StreamHub, facts: dict[str, Any], sock: socket.socket) -> str:
+async def serve_viewer(hub: StreamHub, facts: dict[str, Any], sock: socket.socket, *,
+                       heartbeat: float = HEARTBEAT_S) -> str:
     """Serve one handed-over viewer until either side ends; returns how it ended."""
     loop = asyncio.get_running_loop()
     websocket = bool(facts.get("ws_key"))
@@ -141,14 +150,24 @@ async def serve_viewer(hub: StreamHub, facts: dict[str, Any], sock: socket.socke
         else:
             transport.write(HTTP_FLV_HEAD)
             sub.go_direct(transport, http_chunk)
+        pinged_at: float | None = None
         while not sub.closed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sub.wait_closed(), IDLE_CHECK_S)
+                await asyncio.wait_for(sub.wait_closed(), min(IDLE_CHECK_S, heartbeat / 4))
             if transport.is_closing():
                 sub.close("viewer_left")
+            elif websocket:
+                now = loop.time()
+                if pinged_at is not None and proto.heard_at >= pinged_at:
+                    pinged_at = None
+                if pinged_at is None and now - proto.heard_at >= heartbeat:
+                    transport.write(WS_PING)
+                    pinged_at = now
+                elif pinged_at is not None and now - pinged_at >= heartbeat / 2:
+                    sub.close("no_pong")
         reason = sub.reason or "closed"
-        if reason == "slow":
-            transport.abort()  # megabytes behind: do not wait for it to drain
+        if reason in ("slow", "no_pong"):
+            transport.abort()  # megabytes behind, or nobody there: do not wait for it to drain
             return reason
         if reason != "viewer_left":
             transport.write(b"\x88\x02\x03\xe8" if websocket else b"0\r\n\r\n")

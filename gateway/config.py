@@ -74,9 +74,10 @@ class MediaSettings:
     rcvbuf: int = 4 * 1024 * 1024
     viewer_queue: int = 256
     viewer_backlog: int = 4 * 1024 * 1024  # bytes an HTTP/WS-FLV viewer may lag before skipping to a keyframe
-    # media worker processes (issue 15): "1" = everything in the main process; N or "auto" (one per
-    # core) = RTP ingest and HTTP/WS-FLV viewers in N workers, each owning a slice of the port range
-    workers: str = "1"
+    # media worker processes (issue 15): "auto" (one per core; 1 on a one-core machine) or N = RTP
+    # ingest and HTTP/WS-FLV viewers in N workers, each owning a slice of the port range; "1" =
+    # everything in the main process
+    workers: str = "auto"
     # pull sources (adapters/rtsp.py): PyAV open/read timeout, capped reconnect back-off, file root
     pull_timeout: float = 5.0
     pull_backoff_max: float = 30.0
@@ -182,10 +183,29 @@ _SECTIONS: dict[str, type] = {
 MAX_WORKERS = 256
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a cpuset or `taskset` narrows them), else all of them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def even_ports(media: MediaSettings) -> int:
+    """RTP ports in the media range (RTP takes even ports, RFC 3550 §11)."""
+    first = media.port_min + (media.port_min & 1)
+    return max(0, (media.port_max - first) // 2 + 1)
+
+
+def media_worker_count(media: MediaSettings, cpus: int | None = None) -> int:
+    """`media.workers` resolved: "auto" is one per core, but never more workers than port slices."""
+    return min(worker_count(media.workers, cpus), max(1, even_ports(media)))
+
+
 def worker_count(value: str | int, cpus: int | None = None) -> int:
     """`sip.workers` / `media.workers`: an integer 1..MAX_WORKERS, or "auto" (one per core)."""
     if isinstance(value, str) and value.strip().lower() == "auto":
-        return max(1, cpus if cpus is not None else (os.cpu_count() or 1))
+        return max(1, cpus if cpus is not None else usable_cpus())
     n = int(value)
     if not 1 <= n <= MAX_WORKERS:
         raise ValueError(f"workers must be 1..{MAX_WORKERS} or auto, got {n}")
@@ -275,6 +295,9 @@ def _validate(s: Settings) -> None:
             worker_count(value)
         except ValueError:
             raise ConfigError(key, f"expected an integer from 1 to {MAX_WORKERS} or \"auto\", got {value!r}") from None
+    if worker_count(s.media.workers, cpus=1) > even_ports(s.media):
+        raise ConfigError("media.workers", f"{s.media.workers} workers need at least as many even ports in "
+                                           f"media.port_min..port_max ({even_ports(s.media)})")
     if s.media.transport not in ("udp", "tcp-passive", "tcp-active"):
         raise ConfigError("media.transport", f"expected udp, tcp-passive or tcp-active, got {s.media.transport!r}")
     if s.sip.digest_algorithm not in ("MD5", "SHA-256"):

@@ -20,7 +20,7 @@ from typing import Any
 from adapters.gb_device import GbDeviceAdapter
 from adapters.gb_media import InviteManager
 from gateway.app.status import alive
-from gateway.config import Settings, worker_count
+from gateway.config import Settings, media_worker_count
 from gateway.health.metrics import CounterSource, Metrics
 from gateway.health.recorder import HealthRecorder
 from gateway.health.rules import NoVideoRule
@@ -98,7 +98,7 @@ def install_media(*, adapter: GbDeviceAdapter, router: SipRouter, endpoint: SipE
     `router`, torn down when the adapter reports a device offline."""
     m = settings.media
     pool = PortPool(m.port_min, m.port_max, settings.sip.domain)
-    n = worker_count(m.workers)
+    n = media_worker_count(m)
     workers = None
     if n > 1:
         workers = MediaWorkers(m, n, domain=settings.sip.domain, loop_kind=_loop_kind(),

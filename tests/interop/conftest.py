@@ -57,6 +57,9 @@ def gateway_settings(tmp_path: Path, **overrides: str) -> Settings:
         "GBGATE_SIP__QUERY_TIMEOUT": "3",
         "GBGATE_SIP__CATALOG_IDLE_TIMEOUT": "1",
         "GBGATE_DATA_DIR": str(tmp_path),
+        # one process unless a test asks for workers: the worker path has its own interop tests
+        # (test_media_workers, continuity, unregister), and the demo and `serve` tests run the default
+        "GBGATE_MEDIA__WORKERS": "1",
     }
     env.update(overrides)
     return load_settings(env=env)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import socket
 
 import pytest
 
-from gateway.config import ConfigError, load_settings, worker_count
+from gateway.config import ConfigError, even_ports, load_settings, media_worker_count, worker_count
 from gateway.media.errors import ChannelNotFound, StreamError, StreamTimeout
 from gateway.media_workers.pool import owner_index, port_slices
 from gateway.media_workers.wire import Unpacker, WireError, pack, recv_fd, send_fd
@@ -68,10 +69,22 @@ def test_ownership_is_stable_and_spread() -> None:
 def test_worker_count_setting() -> None:
     assert worker_count("1") == 1 and worker_count("4") == 4 and worker_count("auto", cpus=8) == 8
     assert load_settings(env={"GBGATE_MEDIA__WORKERS": "auto"}).media.workers == "auto"
-    assert load_settings(env={}).media.workers == "1"
+    assert load_settings(env={}).media.workers == "auto"  # issue 15: one per core by default
+    assert worker_count("auto") == len(os.sched_getaffinity(0))
     for bad in ("0", "two", "-1"):
         with pytest.raises(ConfigError, match=r"media\.workers"):
             load_settings(env={"GBGATE_MEDIA__WORKERS": bad})
+
+
+def test_auto_never_asks_for_more_workers_than_port_slices() -> None:
+    small = {"GBGATE_MEDIA__PORT_MIN": "30001", "GBGATE_MEDIA__PORT_MAX": "30006"}  # even ports 30002/4/6
+    media = load_settings(env=small).media
+    assert even_ports(media) == 3
+    assert media_worker_count(media, cpus=8) == 3 and media_worker_count(media, cpus=2) == 2
+    assert port_slices(media.port_min, media.port_max, media_worker_count(media, cpus=8)) == \
+        [(30002, 30003), (30004, 30005), (30006, 30007)]
+    with pytest.raises(ConfigError, match=r"media\.workers.*3"):
+        load_settings(env={**small, "GBGATE_MEDIA__WORKERS": "4"})
 
 
 def test_stream_errors_cross_the_link_with_their_class() -> None:

@@ -149,45 +149,54 @@ class RtpSession:
 
     def feed_many(self, buf: Any, step: int, sizes: Sequence[int], addr: Addr) -> None:
         """Datagrams from one source, datagram i at `buf[i * step:][:sizes[i]]` (a batch read by
-        `UdpReceiver`). Exactly `feed` on each in turn, with the per-call work (attribute
-        lookups, the clock, the per-packet counters) done once for the run of fast-path packets;
-        `buf` may be reused after the call: what is kept is copied out."""
-        k = len(sizes)
-        self.packets += k
+        `UdpReceiver`). Exactly `feed` on each in turn, with the per-call work done once for the
+        run of fast-path packets: the attribute lookups, the clock, the per-packet counters and
+        the reorder buffer's in-order bookkeeping (`next_in_order` / `accept_run`). `buf` may be
+        reused after the call: what is kept is copied out."""
+        self.packets += len(sizes)
         self.bytes += sum(sizes)
         fast = addr == self._peer
         expected = self.expected_ssrc
         reorder = self._reorder if self.use_reorder else None
-        assembler = self._assembler
+        want = -2 if reorder is None else reorder.next_in_order()  # -2: any number (no reorder)
+        add = self._assembler.add
         unpack = _FAST.unpack_from
-        received = payload = 0
+        run = payload = 0
         off = -step
         for n in sizes:
             off += step
             if fast and n > _HDR and buf[off] == 0x80 and not 200 <= buf[off + 1] <= 204:
                 b1, seq, ts, ssrc = unpack(buf, off + 1)
-                if ssrc == expected and (reorder is None or reorder.accept_next(seq)):
-                    if not received:
+                if ssrc == expected and (seq == want or want == -2):
+                    if not run:
                         self.last_packet_at = self._clock()
-                    received += 1
+                    run += 1
                     payload += n - _HDR
-                    frames = assembler.add(seq, ts, b1 & 0x80, buf[off + _HDR:off + n])
+                    if want >= 0:
+                        want = (seq + 1) & 0xFFFF
+                    frames = add(seq, ts, b1 & 0x80, buf[off + _HDR:off + n])
                     if frames:
                         for f in frames:
                             self._frame(f.payload, f.gap)
                     continue
-            if received:
-                self.received += received
-                self.payload_bytes += payload
-                received = payload = 0
+            if run:
+                self._commit_run(run, payload, reorder)
+                run = payload = 0
             self._feed_checked(buf[off:off + n], addr)
-            # the general path may have latched, re-latched or locked the SSRC
+            # the general path may have latched, re-latched, locked the SSRC or held a packet
             fast = addr == self._peer
             expected = self.expected_ssrc
-            assembler = self._assembler
-        if received:
-            self.received += received
-            self.payload_bytes += payload
+            add = self._assembler.add
+            if reorder is not None:
+                want = reorder.next_in_order()
+        if run:
+            self._commit_run(run, payload, reorder)
+
+    def _commit_run(self, run: int, payload: int, reorder: ReorderBuffer | None) -> None:
+        self.received += run
+        self.payload_bytes += payload
+        if reorder is not None:
+            reorder.accept_run(run)
 
     def _feed_checked(self, data: bytes, addr: Addr) -> None:
         c = self.counters

@@ -8,7 +8,8 @@ to PS, ≤1400-byte RTP payloads, every frame's packets back to back as a camera
 streams' frames spread over the frame interval) to one UDP port each. This process receives them
 with every path in `--paths`, rounds alternating old/new so both see the same machine: `old` is
 the asyncio DatagramProtocol the gateway used before (one callback and one `RtpSession.feed` per
-datagram); `new` is `gateway.media.receiver.UdpReceiver`. Each round prints packets/s, this
+datagram); `new` is `gateway.media.receiver.UdpReceiver` (`new@W`: with a poller window of W s,
+0 for none). Each round prints packets/s, this
 process's CPU µs per packet (user+sys, from the first send to the last packet, idle included) and
 RSS; the summary line is the best round of each path. `--stage frames` stops at the RTP frame (no
 PS demux: the part this path changes, without the demuxer's per-frame cost diluting it).
@@ -125,11 +126,7 @@ def sender(conn: Connection, frames: list[list[bytes]], fps: int) -> None:
 
 async def one_round(path: str, conn: Connection, streams: int, expect_packets: int,
                     expect_frames: int, stage: str) -> dict[str, Any]:
-    if path == "old":
-        opener: Any = LegacyUdpReceiver.open
-    else:
-        from gateway.media.receiver import UdpReceiver
-        opener = UdpReceiver.open
+    opener = _opener(path)
     sinks = [CountingSink() for _ in range(streams)]
     kind = FramesOnlySession if stage == "frames" else RtpSession
     sessions = [kind(s, ssrc=SSRC, allowed_hosts=["127.0.0.1"]) for s in sinks]
@@ -175,10 +172,7 @@ async def one_round(path: str, conn: Connection, streams: int, expect_packets: i
 async def queued_round(path: str, frames: list[list[bytes]], streams: int, stage: str) -> dict[str, Any]:
     """`--queued`: no wake-up per burst: each cycle queues one frame on every socket (sent from
     here, outside the timing), then times the loop draining them all; process CPU of the drain."""
-    opener: Any = LegacyUdpReceiver.open
-    if path == "new":
-        from gateway.media.receiver import UdpReceiver
-        opener = UdpReceiver.open
+    opener = _opener(path)
     sinks = [CountingSink() for _ in range(streams)]
     kind = FramesOnlySession if stage == "frames" else RtpSession
     sessions = [kind(s, ssrc=SSRC, allowed_hosts=["127.0.0.1"]) for s in sinks]
@@ -207,6 +201,18 @@ async def queued_round(path: str, frames: list[list[bytes]], streams: int, stage
             "expect_frames": len(frames) * streams, "lost": 0, "cpu": cpu, "wall": cpu, "user_us": 0.0, "sys_us": 0.0,
             "us_per_packet": cpu / max(1, got) * 1e6, "pps": got / cpu if cpu else 0.0, "cpu_s_per_s": 1.0,
             "rss_mb": _rss_mb()}
+
+
+def _opener(path: str) -> Any:
+    """old: LegacyUdpReceiver; new: UdpReceiver; new@W: UdpReceiver with a poller window of W s."""
+    if path == "old":
+        return LegacyUdpReceiver.open
+    from gateway.media.receiver import UdpReceiver
+    _new, _at, window = path.partition("@")
+
+    async def open_new(session: RtpSession, host: str, port: int) -> Any:
+        return await UdpReceiver.open(session, host, port, window=float(window) if window else None)
+    return open_new
 
 
 def _rss_mb() -> float:
@@ -261,7 +267,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fps", type=int, default=FPS)
     ap.add_argument("--bitrate", type=int, default=2_000_000)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--paths", default="old,new")
+    ap.add_argument("--paths", default="old,new",
+                    help="old, new, new@W (UdpReceiver's poller window W seconds, 0: none)")
     ap.add_argument("--stage", choices=("demux", "frames"), default="demux",
                     help="frames: stop at the RTP frame (no PS demux), the receive path alone")
     ap.add_argument("--queued", action="store_true",

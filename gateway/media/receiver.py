@@ -48,7 +48,7 @@ from gateway.media.reorder import ReorderBuffer
 from gateway.media.rfc4571 import Rfc4571Deframer
 from gateway.media.rtp import RTCP_PACKET_TYPES, RTP_HEADER_SIZE, parse_rtp
 from gateway.media.session_stats import Trace
-from gateway.media.udp_batch import MSG_TRUNC, BatchReader, shared_reader
+from gateway.media.udp_batch import MSG_TRUNC, BatchReader, UdpPoller, loop_poller, shared_reader
 
 log = logging.getLogger(__name__)
 
@@ -381,16 +381,19 @@ def _norm(host: str) -> str:
 class UdpReceiver:
     """One UDP port for one session (a dedicated port per stream, as WVP + ZLM do).
 
-    Not a DatagramProtocol: the socket is watched with `loop.add_reader` (asyncio's loops and
-    uvloop alike) and each wake-up drains it in batches (`udp_batch.BatchReader`: one recvmmsg of
-    up to 64 datagrams into a buffer shared by the thread's receivers), handed to the session as
-    one `feed_many` when the whole batch came from one source. A batch from several sources or
-    with a datagram larger than its slot (MSG_TRUNC: counted as `udp_truncated`, skipped) goes
-    datagram by datagram through `feed`."""
+    Not a DatagramProtocol: the socket is drained in batches per wake-up (`udp_batch.BatchReader`:
+    one recvmmsg of up to 64 datagrams into a buffer shared by the thread's receivers), handed to
+    the session as one `feed_many` when the whole batch came from one source. A batch from several
+    sources or with a datagram larger than its slot (MSG_TRUNC: counted as `udp_truncated`,
+    skipped) goes datagram by datagram through `feed`. The socket is watched by the loop's
+    `UdpPoller` (one epoll set for every stream, read at most once per `window` seconds: fewer
+    wake-ups for at most that much added latency), or by `loop.add_reader` where there is no
+    epoll."""
 
-    __slots__ = ("_fd", "_loop", "_reader", "session", "sock")
+    __slots__ = ("_fd", "_loop", "_poller", "_reader", "session", "sock")
 
     MAX_BATCHES = 8  # per wake-up: then let the other sockets' callbacks run
+    WINDOW = 0.002  # s; see UdpPoller
 
     def __init__(self, session: RtpSession, sock: socket.socket, reader: BatchReader) -> None:
         self.session = session
@@ -398,10 +401,11 @@ class UdpReceiver:
         self._reader = reader
         self._fd = sock.fileno()
         self._loop = asyncio.get_running_loop()
+        self._poller: UdpPoller | None = None
 
     @classmethod
     async def open(cls, session: RtpSession, host: str, port: int, *, rcvbuf: int = 4 << 20,
-                   reader: BatchReader | None = None) -> UdpReceiver:
+                   reader: BatchReader | None = None, window: float | None = None) -> UdpReceiver:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -413,7 +417,11 @@ class UdpReceiver:
             sock.close()
             raise
         self = cls(session, sock, reader if reader is not None else shared_reader(family))
-        self._loop.add_reader(self._fd, self._readable)
+        self._poller = loop_poller(cls.WINDOW if window is None else window)
+        if self._poller is not None:
+            self._poller.add(self._fd, self._readable)
+        else:
+            self._loop.add_reader(self._fd, self._readable)
         return self
 
     def _readable(self) -> None:
@@ -448,8 +456,11 @@ class UdpReceiver:
 
     async def close(self) -> None:
         if self.sock is not None:
-            with contextlib.suppress(Exception):
-                self._loop.remove_reader(self._fd)
+            if self._poller is not None:
+                self._poller.remove(self._fd)
+            else:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(self._fd)
             self.sock.close()
             self.sock = None
         self.session.flush()

@@ -15,6 +15,7 @@ import struct
 
 import pytest
 
+from gateway.media import udp_batch
 from gateway.media.frames import MediaFrame
 from gateway.media.receiver import RtpSession, UdpReceiver
 from gateway.media.session_stats import Trace
@@ -77,10 +78,11 @@ class Rig:
         self.sent.append((data, sock.getsockname()))
 
     async def drain(self) -> None:
-        """Let the loop read everything queued (the counter stops moving)."""
+        """Let the loop read everything queued (the counter stops moving; the poller reads at
+        most once per window)."""
         last = -1
-        for _ in range(200):
-            await asyncio.sleep(0)
+        for _ in range(2000):
+            await asyncio.sleep(0.001)
             total = self.session.packets + self.session.counters["udp_truncated"]
             if total == len(self.sent) and total == last:
                 return
@@ -227,8 +229,8 @@ async def test_the_shared_reader_serves_every_receiver_of_the_loop() -> None:
         for a, b in zip(pk[0], pk[1], strict=False):
             tx.sendto(a, ("127.0.0.1", ports[0]))
             tx.sendto(b, ("127.0.0.1", ports[1]))
-        for _ in range(100):
-            await asyncio.sleep(0)
+        for _ in range(2000):
+            await asyncio.sleep(0.001)
             if all(s.packets == len(p) for s, p in zip(sessions, pk, strict=True)):
                 break
     for s, p in zip(sessions, pk, strict=True):
@@ -253,8 +255,8 @@ async def test_ipv6_source_is_reported_as_the_socket_module_does() -> None:
         tx.bind(("::1", 0))
         for p in packets(3):
             tx.sendto(p, ("::1", port))
-        for _ in range(100):
-            await asyncio.sleep(0)
+        for _ in range(2000):
+            await asyncio.sleep(0.001)
             if session.received >= 10:
                 break
         assert session.source == ("::1", tx.getsockname()[1])
@@ -268,6 +270,74 @@ def test_decode_sockaddr_matches_the_socket_module() -> None:
     v6 = (struct.pack("=H", socket.AF_INET6) + struct.pack("!H", 6000) + bytes(4)
           + socket.inet_pton(socket.AF_INET6, "::ffff:10.0.0.9") + bytes(4))
     assert decode_sockaddr(v6) == ("::ffff:10.0.0.9", 6000)
+
+
+async def test_the_poller_reads_at_once_then_at_most_once_per_window() -> None:
+    """A burst on an idle loop is read at once; one arriving within the window waits for it."""
+    sinks = [Sink(), Sink()]
+    sessions = [new_session(s) for s in sinks]
+    rxs = [await UdpReceiver.open(s, "127.0.0.1", 0, window=0.2) for s in sessions]
+    ports = [rx.sock.getsockname()[1] for rx in rxs if rx.sock is not None]
+    pk = packets(2)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.sendto(pk[0], ("127.0.0.1", ports[0]))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert sessions[0].packets == 1  # at once
+        tx.sendto(pk[1], ("127.0.0.1", ports[0]))
+        tx.sendto(pk[0], ("127.0.0.1", ports[1]))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert (sessions[0].packets, sessions[1].packets) == (1, 0)  # the window is open
+        for _ in range(2000):
+            await asyncio.sleep(0.001)
+            if sessions[0].packets == 2 and sessions[1].packets == 1:
+                break
+        assert (sessions[0].packets, sessions[1].packets) == (2, 1)  # both in the next pass
+    for rx in rxs:
+        await rx.close()
+    assert not udp_batch._pollers.get(asyncio.get_running_loop())  # the last one closed its epoll set
+
+
+async def test_one_streams_failure_does_not_stop_the_others() -> None:
+    class Broken(Sink):
+        def push(self, frame: MediaFrame) -> None:
+            raise RuntimeError("viewer side broke")
+
+    errors: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    good = Sink()
+    sessions = [new_session(Broken()), new_session(good)]
+    rxs = [await UdpReceiver.open(s, "127.0.0.1", 0) for s in sessions]
+    ports = [rx.sock.getsockname()[1] for rx in rxs if rx.sock is not None]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        for p in packets(3):
+            tx.sendto(p, ("127.0.0.1", ports[0]))
+            tx.sendto(p, ("127.0.0.1", ports[1]))
+        for _ in range(2000):
+            await asyncio.sleep(0.001)
+            if len(good.frames) >= 4:
+                break
+    assert len(good.frames) >= 4 and errors
+    assert isinstance(errors[0]["exception"], RuntimeError)
+    loop.set_exception_handler(None)
+    for rx in rxs:
+        await rx.close()
+
+
+async def test_without_a_window_every_wakeup_is_read_at_once() -> None:
+    sink = Sink()
+    session = new_session(sink)
+    rx = await UdpReceiver.open(session, "127.0.0.1", 0, window=0)
+    assert rx.sock is not None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        for i, p in enumerate(packets(2)[:4]):
+            tx.sendto(p, rx.sock.getsockname())
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert session.packets == i + 1
+    await rx.close()
 
 
 class FailingReader(BatchReader):

@@ -92,16 +92,25 @@ class FrameAssembler:
             payload: bytes | memoryview) -> list[RtpFrame] | None:
         """`push` from the header fields (the receiver's fast path); None when no frame ended.
 
-        The common packet — the open frame's timestamp, the next sequence number, no marker —
-        is one comparison and an append; everything else goes through `_add`."""
-        if timestamp == self._ts and sequence == self._next_seq and not marker:
-            size = self._size + len(payload)
-            if size <= self.max_frame_bytes:
-                self._next_seq = (sequence + 1) & 0xFFFF
-                self._size = size
-                self._parts.append(payload)
-                self._packets += 1
-                return None
+        The common packet — the next sequence number, in the open frame's timestamp or opening a
+        frame — is taken here in a few comparisons; everything else goes through `_add`."""
+        if sequence == self._next_seq:
+            ts = self._ts
+            if timestamp == ts or ts is None:
+                size = self._size + len(payload)
+                if size <= self.max_frame_bytes:
+                    self._next_seq = (sequence + 1) & 0xFFFF
+                    if ts is None:
+                        self._ts = timestamp
+                        self._gap = False
+                    self._size = size
+                    self._parts.append(payload)
+                    self._packets += 1
+                    if marker:
+                        out: list[RtpFrame] = []
+                        self._emit(out, marker=True)
+                        return out
+                    return None
         return self._add(sequence, timestamp, marker, payload)
 
     def _add(self, sequence: int, timestamp: int, marker: int | bool,

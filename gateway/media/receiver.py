@@ -163,34 +163,36 @@ class RtpSession:
         unpack = _FAST.unpack_from
         run = payload = 0
         off = -step
-        for n in sizes:
-            off += step
-            if fast and n > _HDR and buf[off] == 0x80 and not 200 <= buf[off + 1] <= 204:
-                b1, seq, ts, ssrc = unpack(buf, off + 1)
-                if ssrc == expected and (seq == want or want == -2):
-                    if not run:
-                        self.last_packet_at = self._clock()
-                    run += 1
-                    payload += n - _HDR
-                    if want >= 0:
-                        want = (seq + 1) & 0xFFFF
-                    frames = add(seq, ts, b1 & 0x80, buf[off + _HDR:off + n])
-                    if frames:
-                        for f in frames:
-                            self._frame(f.payload, f.gap)
-                    continue
+        try:
+            for n in sizes:
+                off += step
+                if fast and n > _HDR and buf[off] == 0x80 and not 200 <= buf[off + 1] <= 204:
+                    b1, seq, ts, ssrc = unpack(buf, off + 1)
+                    if ssrc == expected and (seq == want or want == -2):
+                        if not run:
+                            self.last_packet_at = self._clock()
+                        run += 1
+                        payload += n - _HDR
+                        if want >= 0:
+                            want = (seq + 1) & 0xFFFF
+                        frames = add(seq, ts, b1 & 0x80, buf[off + _HDR:off + n])
+                        if frames:
+                            for f in frames:
+                                self._frame(f.payload, f.gap)
+                        continue
+                if run:
+                    self._commit_run(run, payload, reorder)
+                    run = payload = 0
+                self._feed_checked(buf[off:off + n], addr)
+                # the general path may have latched, re-latched, locked the SSRC or held a packet
+                fast = addr == self._peer
+                expected = self.expected_ssrc
+                add = self._assembler.add
+                if reorder is not None:
+                    want = reorder.next_in_order()
+        finally:  # also when a sink raised: the reorder buffer must know what the assembler took
             if run:
                 self._commit_run(run, payload, reorder)
-                run = payload = 0
-            self._feed_checked(buf[off:off + n], addr)
-            # the general path may have latched, re-latched, locked the SSRC or held a packet
-            fast = addr == self._peer
-            expected = self.expected_ssrc
-            add = self._assembler.add
-            if reorder is not None:
-                want = reorder.next_in_order()
-        if run:
-            self._commit_run(run, payload, reorder)
 
     def _commit_run(self, run: int, payload: int, reorder: ReorderBuffer | None) -> None:
         self.received += run

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -203,3 +204,47 @@ def test_feed_many_is_feed_on_each(seed: int, swap: float, dup: float, loss: flo
 def _other_ssrc() -> list[bytes]:
     s = PsRtpSender(ssrc=SSRC + 1, start_ts=0)
     return s.next_frame() + s.next_frame()
+
+
+def test_a_sink_that_raises_mid_batch_leaves_the_counters_consistent() -> None:
+    """The packets the assembler took before the exception are counted as taken (received, and
+    released by the reorder buffer): fed the rest, the stream goes on in order, nothing lost."""
+
+    class Once(Sink):
+        raised = False
+
+        def push(self, frame: MediaFrame) -> None:
+            if not self.raised:
+                self.raised = True
+                raise RuntimeError("viewer side broke")
+            super().push(frame)
+
+    def feed(part: list[bytes]) -> None:
+        step = 1500
+        buf = bytearray(step * len(part))
+        for i, p in enumerate(part):
+            buf[i * step:i * step + len(p)] = p
+        session.feed_many(buf, step, [len(p) for p in part], SRC)
+
+    stream = _stream()
+    sink = Once()
+    session = RtpSession(sink, ssrc=SSRC, allowed_hosts=[SRC[0]])
+    with pytest.raises(RuntimeError):
+        feed(stream)
+    taken = session.received
+    assert 0 < taken < len(stream) and session._reorder.released == taken and not len(session._reorder)
+    feed(stream[taken:])  # what the failed batch did not get to
+    ref_sink = Once()
+    ref = RtpSession(ref_sink, ssrc=SSRC, allowed_hosts=[SRC[0]])
+    for p in stream:
+        try:
+            ref.feed(p, SRC)
+        except RuntimeError:
+            pass
+    session.flush()
+    ref.flush()
+    got, want = session.stats(), ref.stats()
+    for k in ("packets", "bytes"):  # the failed batch's datagrams all arrived (counted once more)
+        del got[k], want[k]
+    assert got == want and sink.frames == ref_sink.frames
+    assert session.stats()["lost"] == 0 and session.received == len(stream)

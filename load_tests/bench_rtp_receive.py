@@ -9,10 +9,12 @@ streams' frames spread over the frame interval) to one UDP port each. This proce
 with every path in `--paths`, rounds alternating old/new so both see the same machine: `old` is
 the asyncio DatagramProtocol the gateway used before (one callback and one `RtpSession.feed` per
 datagram); `new` is `gateway.media.receiver.UdpReceiver` (`new@W`: with a poller window of W s,
-0 for none). Each round prints packets/s, this
-process's CPU µs per packet (user+sys, from the first send to the last packet, idle included) and
-RSS; the summary line is the best round of each path. `--stage frames` stops at the RTP frame (no
-PS demux: the part this path changes, without the demuxer's per-frame cost diluting it).
+0 for none). Each round prints packets/s, this process's CPU µs per packet (user+sys, from the
+first send to the last packet, idle included) and RSS; the summary line is the best round of each
+path. `--stage frames` stops at the RTP frame (no PS demux: the part this path changes, without
+the demuxer's per-frame cost diluting it). `--queued` queues one frame on every socket from this
+process, then times only the drain, frame after frame: no pacing and no idle wake-ups, the cost
+per datagram alone (paced rounds on a busy machine are dominated by the wake-ups).
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ class FrameAssembler:
     lost packets could belong to either.
     """
 
-    __slots__ = ("_gap", "_last_seq", "_packets", "_parts", "_size", "_ts",
+    __slots__ = ("_gap", "_next_seq", "_packets", "_parts", "_size", "_ts",
                  "frames", "gap_frames", "max_frame_bytes", "oversize")
 
     def __init__(self, *, max_frame_bytes: int = 8 << 20) -> None:
@@ -79,7 +79,7 @@ class FrameAssembler:
         self._size = 0
         self._packets = 0
         self._gap = False
-        self._last_seq: int | None = None
+        self._next_seq: int | None = None  # the sequence number after the last one added
         self.frames = 0
         self.gap_frames = 0
         self.oversize = 0
@@ -90,11 +90,35 @@ class FrameAssembler:
 
     def add(self, sequence: int, timestamp: int, marker: int | bool,
             payload: bytes | memoryview) -> list[RtpFrame] | None:
-        """`push` from the header fields (the receiver's fast path); None when no frame ended."""
+        """`push` from the header fields (the receiver's fast path); None when no frame ended.
+
+        The common packet — the next sequence number, in the open frame's timestamp or opening a
+        frame — is taken here in a few comparisons; everything else goes through `_add`."""
+        if sequence == self._next_seq:
+            ts = self._ts
+            if timestamp == ts or ts is None:
+                size = self._size + len(payload)
+                if size <= self.max_frame_bytes:
+                    self._next_seq = (sequence + 1) & 0xFFFF
+                    if ts is None:
+                        self._ts = timestamp
+                        self._gap = False
+                    self._size = size
+                    self._parts.append(payload)
+                    self._packets += 1
+                    if marker:
+                        out: list[RtpFrame] = []
+                        self._emit(out, marker=True)
+                        return out
+                    return None
+        return self._add(sequence, timestamp, marker, payload)
+
+    def _add(self, sequence: int, timestamp: int, marker: int | bool,
+             payload: bytes | memoryview) -> list[RtpFrame] | None:
         out: list[RtpFrame] | None = None
-        last = self._last_seq
-        jumped = last is not None and sequence != (last + 1) & 0xFFFF
-        self._last_seq = sequence
+        nxt = self._next_seq
+        jumped = nxt is not None and sequence != nxt
+        self._next_seq = (sequence + 1) & 0xFFFF
         if self._ts is None:
             self._ts = timestamp
             self._gap = jumped

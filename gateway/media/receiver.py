@@ -20,9 +20,10 @@ stay continuous. A frame with a sequence gap is dropped and
 the session waits for the next keyframe (ZLMediaKit's rule, §6.4), so viewers never decode
 half frames. Nothing a peer sends raises out of `feed` (house rule 8).
 
-The asyncio shells only move bytes: `UdpReceiver` (a DatagramProtocol with a large SO_RCVBUF,
-§5 hot paths), `TcpPassiveReceiver` (listens before the INVITE, accepts one connection from the
-device — `a=connection:new` — then stops listening) and `open_tcp_active` (connects after the
+The asyncio shells only move bytes: `UdpReceiver` (a socket with a large SO_RCVBUF drained in
+batches of datagrams per wake-up into `feed_many`, §5 hot paths), `TcpPassiveReceiver` (listens
+before the INVITE, accepts one connection from the device — `a=connection:new` — then stops
+listening) and `open_tcp_active` (connects after the
 ACK, retrying because devices often listen late, §5.5). TCP input goes through the RFC 4571
 deframer with resync; a peer that floods or sends only garbage is disconnected and counted.
 """
@@ -37,7 +38,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from gateway.media.errors import MediaError, RtpError
@@ -47,6 +48,7 @@ from gateway.media.reorder import ReorderBuffer
 from gateway.media.rfc4571 import Rfc4571Deframer
 from gateway.media.rtp import RTCP_PACKET_TYPES, RTP_HEADER_SIZE, parse_rtp
 from gateway.media.session_stats import Trace
+from gateway.media.udp_batch import MSG_TRUNC, BatchReader, UdpPoller, loop_poller, shared_reader
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +146,59 @@ class RtpSession:
                         self._frame(f.payload, f.gap)
                 return
         self._feed_checked(data, addr)
+
+    def feed_many(self, buf: Any, step: int, sizes: Sequence[int], addr: Addr) -> None:
+        """Datagrams from one source, datagram i at `buf[i * step:][:sizes[i]]` (a batch read by
+        `UdpReceiver`). Exactly `feed` on each in turn, with the per-call work done once for the
+        run of fast-path packets: the attribute lookups, the clock, the per-packet counters and
+        the reorder buffer's in-order bookkeeping (`next_in_order` / `accept_run`). `buf` may be
+        reused after the call: what is kept is copied out."""
+        self.packets += len(sizes)
+        self.bytes += sum(sizes)
+        fast = addr == self._peer
+        expected = self.expected_ssrc
+        reorder = self._reorder if self.use_reorder else None
+        want = -2 if reorder is None else reorder.next_in_order()  # -2: any number (no reorder)
+        add = self._assembler.add
+        unpack = _FAST.unpack_from
+        run = payload = 0
+        off = -step
+        try:
+            for n in sizes:
+                off += step
+                if fast and n > _HDR and buf[off] == 0x80 and not 200 <= buf[off + 1] <= 204:
+                    b1, seq, ts, ssrc = unpack(buf, off + 1)
+                    if ssrc == expected and (seq == want or want == -2):
+                        if not run:
+                            self.last_packet_at = self._clock()
+                        run += 1
+                        payload += n - _HDR
+                        if want >= 0:
+                            want = (seq + 1) & 0xFFFF
+                        frames = add(seq, ts, b1 & 0x80, buf[off + _HDR:off + n])
+                        if frames:
+                            for f in frames:
+                                self._frame(f.payload, f.gap)
+                        continue
+                if run:
+                    self._commit_run(run, payload, reorder)
+                    run = payload = 0
+                self._feed_checked(buf[off:off + n], addr)
+                # the general path may have latched, re-latched, locked the SSRC or held a packet
+                fast = addr == self._peer
+                expected = self.expected_ssrc
+                add = self._assembler.add
+                if reorder is not None:
+                    want = reorder.next_in_order()
+        finally:  # also when a sink raised: the reorder buffer must know what the assembler took
+            if run:
+                self._commit_run(run, payload, reorder)
+
+    def _commit_run(self, run: int, payload: int, reorder: ReorderBuffer | None) -> None:
+        self.received += run
+        self.payload_bytes += payload
+        if reorder is not None:
+            reorder.accept_run(run)
 
     def _feed_checked(self, data: bytes, addr: Addr) -> None:
         c = self.counters
@@ -325,16 +380,34 @@ def _norm(host: str) -> str:
 # ------------------------------------------------------------------------------ UDP
 
 
-class UdpReceiver(asyncio.DatagramProtocol):
-    """One UDP port for one session (a dedicated port per stream, as WVP + ZLM do)."""
+class UdpReceiver:
+    """One UDP port for one session (a dedicated port per stream, as WVP + ZLM do).
 
-    def __init__(self, session: RtpSession) -> None:
+    Not a DatagramProtocol: the socket is drained in batches per wake-up (`udp_batch.BatchReader`:
+    one recvmmsg of up to 64 datagrams into a buffer shared by the thread's receivers), handed to
+    the session as one `feed_many` when the whole batch came from one source. A batch from several
+    sources or with a datagram larger than its slot (MSG_TRUNC: counted as `udp_truncated`,
+    skipped) goes datagram by datagram through `feed`. The socket is watched by the loop's
+    `UdpPoller` (one epoll set for every stream, read at most once per `window` seconds: fewer
+    wake-ups for at most that much added latency), or by `loop.add_reader` where there is no
+    epoll."""
+
+    __slots__ = ("_fd", "_loop", "_poller", "_reader", "session", "sock")
+
+    MAX_BATCHES = 8  # per wake-up: then let the other sockets' callbacks run
+    WINDOW = 0.002  # s; see UdpPoller
+
+    def __init__(self, session: RtpSession, sock: socket.socket, reader: BatchReader) -> None:
         self.session = session
-        self.transport: asyncio.DatagramTransport | None = None
+        self.sock: socket.socket | None = sock
+        self._reader = reader
+        self._fd = sock.fileno()
+        self._loop = asyncio.get_running_loop()
+        self._poller: UdpPoller | None = None
 
     @classmethod
-    async def open(cls, session: RtpSession, host: str, port: int, *, rcvbuf: int = 4 << 20) -> UdpReceiver:
-        loop = asyncio.get_running_loop()
+    async def open(cls, session: RtpSession, host: str, port: int, *, rcvbuf: int = 4 << 20,
+                   reader: BatchReader | None = None, window: float | None = None) -> UdpReceiver:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -345,22 +418,53 @@ class UdpReceiver(asyncio.DatagramProtocol):
         except OSError:
             sock.close()
             raise
-        _t, proto = await loop.create_datagram_endpoint(lambda: cls(session), sock=sock)
-        return proto
+        self = cls(session, sock, reader if reader is not None else shared_reader(family))
+        self._poller = loop_poller(cls.WINDOW if window is None else window)
+        if self._poller is not None:
+            self._poller.add(self._fd, self._readable)
+        else:
+            self._loop.add_reader(self._fd, self._readable)
+        return self
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def _readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        reader, session = self._reader, self.session
+        step, slots = reader.slot_size, reader.slots
+        for _ in range(self.MAX_BATCHES):
+            k = reader.recv(sock)
+            if k <= 0:
+                if k < 0:
+                    session.counters["socket_errors"] += 1
+                return
+            addr = None if reader.flagged else reader.common()
+            if addr is not None:
+                session.feed_many(reader.buf, step, reader.sizes, addr)
+            else:
+                self._one_by_one(k)
+            if k < slots:
+                return
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self.session.feed(data, (addr[0], addr[1]))
-
-    def error_received(self, exc: Exception) -> None:
-        self.session.counters["socket_errors"] += 1
+    def _one_by_one(self, k: int) -> None:
+        reader, session = self._reader, self.session
+        buf, step, sizes, flags = reader.buf, reader.slot_size, reader.sizes, reader.flags
+        for i in range(k):
+            if flags[i] & MSG_TRUNC:
+                session.counters["udp_truncated"] += 1
+                continue
+            off = i * step
+            session.feed(buf[off:off + sizes[i]], reader.source(i))
 
     async def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-            self.transport = None
+        if self.sock is not None:
+            if self._poller is not None:
+                self._poller.remove(self._fd)
+            else:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(self._fd)
+            self.sock.close()
+            self.sock = None
         self.session.flush()
 
 

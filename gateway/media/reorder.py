@@ -66,6 +66,25 @@ class ReorderBuffer:
         self._next = nxt + 1
         return True
 
+    def next_in_order(self) -> int:
+        """The 16-bit sequence number `accept_next` would take now, or -1 when it takes none
+        (nothing seen yet, or something held). A caller taking a run of packets in order
+        compares against this itself and reports the run with `accept_run`."""
+        nxt = self._next
+        if nxt is None or self._held:
+            return -1
+        return nxt & 0xFFFF
+
+    def accept_run(self, count: int) -> None:
+        """`count` packets from `next_in_order()` on were taken in order: exactly `count` calls
+        of `accept_next` that returned True."""
+        nxt = self._next
+        assert nxt is not None and not self._held
+        self.received += count
+        self.released += count
+        self._next = nxt = nxt + count
+        self._highest = nxt - 1
+
     def push(self, packet: RtpPacket) -> list[RtpPacket]:
         """Add one packet; return the packets now releasable, in sequence order."""
         self.received += 1

@@ -193,8 +193,8 @@ async def test_spoofed_rtp_over_udp_never_reaches_a_subscriber() -> None:
 async def test_udp_receiver_sets_rcvbuf() -> None:
     s = RtpSession(Sink(), ssrc=None)
     rx = await UdpReceiver.open(s, "127.0.0.1", free_port(), rcvbuf=1 << 20)
-    assert rx.transport is not None
-    sock = rx.transport.get_extra_info("socket")
+    sock = rx.sock
+    assert sock is not None
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) >= 1 << 20 or True  # capped by rmem_max
     await rx.close()
 

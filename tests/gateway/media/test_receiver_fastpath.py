@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -128,3 +129,122 @@ def test_accept_next_only_takes_the_exact_next_number_with_nothing_held() -> Non
     r.push(RtpPacket(sequence=3))  # a gap: 1 and 2 missing, 3 held
     assert not r.accept_next(1)  # something held: must go through push to release in order
     assert (r.received, r.released) == (3, 2)
+
+
+def _batches(arrivals: list[tuple[bytes, tuple[str, int]]], rng: random.Random,
+             step: int) -> list[tuple[bytearray, list[int], tuple[str, int]]]:
+    """Runs of one source cut into batches of 1–70 datagrams, laid out as UdpReceiver reads them."""
+    out: list[tuple[bytearray, list[int], tuple[str, int]]] = []
+    i = 0
+    while i < len(arrivals):
+        src = arrivals[i][1]
+        j = i
+        limit = i + rng.randrange(1, 71)
+        while j < len(arrivals) and j < limit and arrivals[j][1] == src:
+            j += 1
+        buf = bytearray(step * (j - i))
+        for k, (data, _src) in enumerate(arrivals[i:j]):
+            buf[k * step:k * step + len(data)] = data
+        out.append((buf, [len(d) for d, _s in arrivals[i:j]], src))
+        i = j
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), swap=st.floats(0, 0.3), dup=st.floats(0, 0.1), loss=st.floats(0, 0.05),
+       reorder=st.booleans())
+def test_feed_many_is_feed_on_each(seed: int, swap: float, dup: float, loss: float, reorder: bool) -> None:
+    """A batch from one source (UdpReceiver's) gives the frames, counters and trace steps of the
+    same datagrams fed one by one — spoofed, RTCP, garbage and wrong-SSRC packets mixed in."""
+    from gateway.media.session_stats import Trace
+
+    rng = random.Random(seed)
+    arrivals: list[tuple[bytes, tuple[str, int]]] = []
+    other = _other_ssrc()
+    for p in _stream():
+        if rng.random() < loss:
+            continue
+        arrivals.append((p, SRC))
+        if rng.random() < dup:
+            arrivals.append((p, SRC))
+        r = rng.random()
+        if r < 0.02:
+            arrivals.append((b"\x80\xc9\x00\x01" + SSRC.to_bytes(4, "big"), SRC))
+        elif r < 0.04:
+            arrivals.append((p, ("127.0.0.1", 4001)))
+        elif r < 0.05:
+            arrivals.append((p[:rng.randrange(0, 14)], SRC))
+        elif r < 0.06:
+            arrivals.append((other[rng.randrange(len(other))], SRC))
+    for i in range(len(arrivals) - 1):
+        if rng.random() < swap:
+            j = min(len(arrivals) - 1, i + rng.randrange(1, 6))
+            arrivals[i], arrivals[j] = arrivals[j], arrivals[i]
+
+    one, many = Sink(), Sink()
+    def clock() -> float:
+        return 100.0
+
+    a = RtpSession(one, ssrc=SSRC, allowed_hosts=[SRC[0]], trace=Trace(clock=clock), reorder=reorder, clock=clock)
+    b = RtpSession(many, ssrc=SSRC, allowed_hosts=[SRC[0]], trace=Trace(clock=clock), reorder=reorder, clock=clock)
+    for data, src in arrivals:
+        a.feed(data, src)
+    for buf, sizes, src in _batches(arrivals, rng, 1500):
+        b.feed_many(buf, 1500, sizes, src)
+    a.flush()
+    b.flush()
+    assert a.stats() == b.stats()
+    assert many.frames == one.frames
+    assert (a.packets, a.bytes, a.received, a.payload_bytes) == (b.packets, b.bytes, b.received, b.payload_bytes)
+    assert a.trace is not None and b.trace is not None
+    assert a.trace.steps == b.trace.steps
+    assert a.last_packet_at == b.last_packet_at
+
+
+def _other_ssrc() -> list[bytes]:
+    s = PsRtpSender(ssrc=SSRC + 1, start_ts=0)
+    return s.next_frame() + s.next_frame()
+
+
+def test_a_sink_that_raises_mid_batch_leaves_the_counters_consistent() -> None:
+    """The packets the assembler took before the exception are counted as taken (received, and
+    released by the reorder buffer): fed the rest, the stream goes on in order, nothing lost."""
+
+    class Once(Sink):
+        raised = False
+
+        def push(self, frame: MediaFrame) -> None:
+            if not self.raised:
+                self.raised = True
+                raise RuntimeError("viewer side broke")
+            super().push(frame)
+
+    def feed(part: list[bytes]) -> None:
+        step = 1500
+        buf = bytearray(step * len(part))
+        for i, p in enumerate(part):
+            buf[i * step:i * step + len(p)] = p
+        session.feed_many(buf, step, [len(p) for p in part], SRC)
+
+    stream = _stream()
+    sink = Once()
+    session = RtpSession(sink, ssrc=SSRC, allowed_hosts=[SRC[0]])
+    with pytest.raises(RuntimeError):
+        feed(stream)
+    taken = session.received
+    assert 0 < taken < len(stream) and session._reorder.released == taken and not len(session._reorder)
+    feed(stream[taken:])  # what the failed batch did not get to
+    ref_sink = Once()
+    ref = RtpSession(ref_sink, ssrc=SSRC, allowed_hosts=[SRC[0]])
+    for p in stream:
+        try:
+            ref.feed(p, SRC)
+        except RuntimeError:
+            pass
+    session.flush()
+    ref.flush()
+    got, want = session.stats(), ref.stats()
+    for k in ("packets", "bytes"):  # the failed batch's datagrams all arrived (counted once more)
+        del got[k], want[k]
+    assert got == want and sink.frames == ref_sink.frames
+    assert session.stats()["lost"] == 0 and session.received == len(stream)

@@ -141,3 +141,37 @@ def test_other_host_never_relatches_even_after_silence() -> None:
     for p in packets(5):
         s.feed(p, ("10.1.1.66", 4000))
     assert s.source == CAMERA and sink.sources == []
+
+
+def feed_batch(s: RtpSession, batch: list[bytes], source: tuple[str, int]) -> None:
+    """What UdpReceiver hands over for a batch read from one source."""
+    step = 2048
+    buf = bytearray(step * len(batch))
+    for i, p in enumerate(batch):
+        buf[i * step:i * step + len(p)] = p
+    s.feed_many(buf, step, [len(p) for p in batch], source)
+
+
+def test_relatching_inside_a_batch_is_what_feed_does() -> None:
+    """The camera's new port and an SSRC switch, each arriving as one batch whose first packet
+    re-latches (the general path) and whose rest then takes the batch's fast path."""
+    runs = []
+    for batched in (False, True):
+        sink, clock = Sink(), Clock()
+        s = RtpSession(sink, ssrc=SSRC, allowed_hosts=[CAMERA[0]], trace=Trace(clock=clock), clock=clock)
+        moved = (CAMERA[0], 4100)
+        steps = [(packets(10), CAMERA, 0.0), (packets(3), moved, 0.4), (packets(10, start_ts=777), moved, 0.2),
+                 (packets(5), CAMERA, 0.0), (packets(10, ssrc=SSRC + 5, start_ts=99), moved, 0.7)]
+        for batch, src, wait in steps:
+            clock.now += wait
+            if batched:
+                feed_batch(s, batch, src)
+            else:
+                for p in batch:
+                    s.feed(p, src)
+        s.flush()
+        runs.append((s.stats(), sink.frames, sink.sources, s.trace.steps if s.trace else None))
+    assert runs[0] == runs[1]
+    stats, frames, sources, _steps = runs[1]
+    assert sources == ["new_port", "ssrc_switch"] and stats["relatched"] == 2 and frames
+    assert stats["dropped_wrong_source"] > 0

@@ -65,6 +65,7 @@ NAMES = ("Via", "From", "To", "Call-ID", "CSeq", "Content-Length", "Max-Forwards
          "Contact", "Expires", "Authorization")
 _INDEX = {name: i for i, name in enumerate(NAMES)}
 _VALUES = itemgetter(2, 7, 10, 11, 12, 15, 16, 17, 18, 19, 20, 21)
+_RPORT_BRANCH = ("rport", "branch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,13 +169,14 @@ def stateless_tag(s: Scan) -> str:
     return hashlib.blake2s(seed.encode("ascii"), digest_size=5).hexdigest()
 
 
-def _stamped_via(s: Scan, received: tuple[str, int]) -> str:
+def _stamped_via(s: Scan, host: str, port: int) -> str:
     """`Via: ` + `message.with_received` of the scanned Via, from the pieces the scan already cut
     (the scan's Via is always the plain shape `with_received` splices; tests check they agree)."""
-    host, port = received
-    names = s.via_names
+    names, params = s.via_names, s.via_params
+    if names == _RPORT_BRANCH:  # what sipp and most cameras send: one format, no loop
+        return f"Via: SIP/2.0/{s.via_transport} {s.via_host}:{s.via_port};rport={port};{params[1]};received={host}"
     out = [f"rport={port}" if n == "rport" else f"received={host}" if n == "received" else p
-           for n, p in zip(names, s.via_params, strict=True)]
+           for n, p in zip(names, params, strict=True)]
     if "rport" not in names:
         out.append(f"rport={port}")
     if "received" not in names:
@@ -185,14 +187,21 @@ def _stamped_via(s: Scan, received: tuple[str, int]) -> str:
 def respond(s: Scan, status: int, received: tuple[str, int], *, to_tag: str, reason: str | None = None,
             extra: tuple[tuple[str, str], ...] = ()) -> bytes:
     """The wire bytes of the answer (see the module docstring); no body."""
-    out = [f"SIP/2.0 {status} {reason if reason is not None else reason_phrase(status)}"]
-    for name, value in s.lines:
+    via = _stamped_via(s, *received)
+    tail = "".join([f"{name}: {value}\r\n" for name, value in extra]) if extra else ""
+    phrase = reason if reason is not None else reason_phrase(status)
+    lines = s.lines
+    if lines[0][0] == "Via" and lines[2][0] == "To" and lines[1][0] == "From" and lines[3][0] == "Call-ID":
+        # the usual order (RFC 3261's own examples): one format
+        return (f"SIP/2.0 {status} {phrase}\r\n{via}\r\nFrom: {lines[1][1]}\r\nTo: {lines[2][1]};tag={to_tag}\r\n"
+                f"Call-ID: {lines[3][1]}\r\nCSeq: {lines[4][1]}\r\n{tail}Content-Length: 0\r\n\r\n"
+                ).encode("utf-8", "surrogateescape")
+    out = [f"SIP/2.0 {status} {phrase}"]
+    for name, value in lines:
         if name == "Via":
-            out.append(_stamped_via(s, received))
+            out.append(via)
         elif name == "To":
             out.append(f"To: {value};tag={to_tag}")
         else:
             out.append(f"{name}: {value}")
-    out.extend(f"{name}: {value}" for name, value in extra)
-    out.append("Content-Length: 0\r\n\r\n")
-    return "\r\n".join(out).encode("utf-8", "surrogateescape")
+    return ("\r\n".join(out) + "\r\n" + tail + "Content-Length: 0\r\n\r\n").encode("utf-8", "surrogateescape")

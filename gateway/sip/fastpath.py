@@ -57,7 +57,7 @@ _HEAD = re.compile(
     r"|Contact: {1,8}(" + _VALUE + r")"
     r"|Expires: {1,8}(" + _VALUE + r")"
     r"|Authorization: {1,8}(" + _VALUE + r")"
-    r")){1,32}\Z"
+    r")){1,32}+\Z"  # possessive: each pass is one whole line, nothing to give back
 )
 #: The headers the scan understands (spelt as RFC 3261 does), in the pattern's order; any other
 #: name means the full parser. `_VALUES` picks each one's whole value out of the match's groups.
@@ -68,11 +68,12 @@ _VALUES = itemgetter(2, 7, 10, 11, 12, 15, 16, 17, 18, 19, 20, 21)
 _RPORT_BRANCH = ("rport", "branch")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FastAnswer:
     """A fast handler took the request: send `data` (status `status`), or nothing when `status`
     is None (a source the flood guard ignores: the endpoint then holds an unanswered transaction
-    for it, as the full path does, so its retransmissions are absorbed, not judged again)."""
+    for it, as the full path does, so its retransmissions are absorbed, not judged again).
+    (Not frozen, as Scan: one is made per answered request.)"""
 
     status: int | None
     data: bytes = b""
@@ -144,16 +145,21 @@ def scan(data: bytes) -> Scan | None:
     if int(cl) != len(body) or g[14] != method or (mf is not None and int(mf) > 255):
         return None
     port = int(g[5])
-    ptail = g[6]
-    params = tuple(ptail[1:].split(";")) if ptail else ()
-    names = tuple([p.partition("=")[0] for p in params])
-    if port > 65535 or len(set(names)) != len(names):
+    if port > 65535:
         return None
-    branch = None
-    if "branch" in names:
-        branch = params[names.index("branch")][7:] or None
-        if branch is None:
-            return None  # a valueless branch: let the full parser judge it
+    ptail = g[6]
+    if ptail.startswith(";rport;branch=") and ptail.count(";") == 2:  # the usual Via params, cut at once
+        params, names, branch = ("rport", ptail[7:]), _RPORT_BRANCH, ptail[14:]
+    else:
+        params = tuple(ptail[1:].split(";")) if ptail else ()
+        names = tuple([p.partition("=")[0] for p in params])
+        if len(set(names)) != len(names):
+            return None
+        branch = None
+        if "branch" in names:
+            branch = params[names.index("branch")][7:] or None
+            if branch is None:
+                return None  # a valueless branch: let the full parser judge it
     # the copied lines in the request's order, as the full path keeps them
     lines = [("Via", via), ("From", from_), ("To", to), ("Call-ID", call_id), ("CSeq", cseq)]
     starts = m.start(3), m.start(8), m.start(11), m.start(12), m.start(13)

@@ -65,7 +65,7 @@ NAMES = ("Via", "From", "To", "Call-ID", "CSeq", "Content-Length", "Max-Forwards
          "Contact", "Expires", "Authorization")
 _INDEX = {name: i for i, name in enumerate(NAMES)}
 _VALUES = itemgetter(2, 7, 10, 11, 12, 15, 16, 17, 18, 19, 20, 21)
-_RPORT_BRANCH = ("rport", "branch")
+_RPORT_BRANCH: tuple[str, ...] = ("rport", "branch")
 
 
 @dataclass(slots=True)
@@ -148,6 +148,9 @@ def scan(data: bytes) -> Scan | None:
     if port > 65535:
         return None
     ptail = g[6]
+    params: tuple[str, ...]
+    names: tuple[str, ...]
+    branch: str | None
     if ptail.startswith(";rport;branch=") and ptail.count(";") == 2:  # the usual Via params, cut at once
         params, names, branch = ("rport", ptail[7:]), _RPORT_BRANCH, ptail[14:]
     else:

@@ -109,7 +109,7 @@ def answer_plain_keepalive(s: fastpath.Scan, peer: Peer, rec: DeviceRecord | Non
     workers': bound address, MANSCDP body naming the sender, admitted (the memoized decision), then
     the flood guard (it changes state, so last). None: nothing changed, take the full path."""
     device_id = s.from_user
-    if rec is None or (rec.host, rec.port, rec.transport) != (peer.host, peer.port, peer.transport):
+    if rec is None or rec.host != peer.host or rec.port != peer.port or rec.transport != peer.transport:
         return None
     if not is_plain_keepalive(s.get("Content-Type"), s.body, device_id):
         return None

@@ -128,6 +128,8 @@ class ObservedPresence(Presence):
 class ReplicaPresence(Presence):
     """A worker's copy of main's bindings: no deadlines, no heap (main expires, then says DROP)."""
 
+    watch_deadlines = False  # (keepalives here pushed a heap entry each that nothing ever popped)
+
     def _arm(self, rec: DeviceRecord) -> None:
         rec.deadline = math.inf
 

@@ -4,6 +4,11 @@ Online = registered and keepalives arriving (gb28181.md §3.1). After each REGIS
 the deadline is ``min(registration expiry, last activity + interval × count)`` (WVP's rule).
 A keepalive after a missed deadline brings a still-registered device back online (§4.3).
 Time is a parameter; the asyncio shell arms one timer at `next_deadline()`.
+
+A keepalive only moves a deadline later, so it leaves the device's heap entry where it is: the
+entry is moved on when it surfaces (`expire`, `next_deadline`) and the device turns out to have
+been active meanwhile — one heap push per deadline window instead of one per keepalive, and one
+live entry per device. `_armed` holds each device's live entry; any other entry is stale.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ClassVar
 
 
 class PresenceState(StrEnum):
@@ -83,11 +89,15 @@ class DeviceRecord:
 class Presence:
     """Registry of live devices and their deadlines (sans-IO)."""
 
+    #: False: records are kept but never expire here (a SIP worker's replica of main's bindings).
+    watch_deadlines: ClassVar[bool] = True
+
     def __init__(self, *, keepalive_interval: float = 60.0, keepalive_count: int = 3) -> None:
         self.keepalive_interval = keepalive_interval
         self.keepalive_count = keepalive_count
         self._devices: dict[str, DeviceRecord] = {}
         self._heap: list[tuple[float, str]] = []
+        self._armed: dict[str, float] = {}  # device -> its live heap entry's time (≤ its deadline)
         self._dropped: list[str] = []  # registrations that ran out while offline (no transition)
 
     def __len__(self) -> int:
@@ -107,6 +117,11 @@ class Presence:
 
     def _arm(self, rec: DeviceRecord) -> None:
         rec.deadline = rec.compute_deadline()
+        self._push(rec)
+
+    def _push(self, rec: DeviceRecord) -> None:
+        """A heap entry at `rec.deadline` becomes the device's live one."""
+        self._armed[rec.device_id] = rec.deadline
         heapq.heappush(self._heap, (rec.deadline, rec.device_id))
 
     def register(
@@ -184,7 +199,7 @@ class Presence:
         )
         self._devices[device_id] = rec
         rec.deadline = expires_at
-        heapq.heappush(self._heap, (rec.deadline, device_id))
+        self._push(rec)
         return rec
 
     def activity(self, device_id: str, now: float, *, keepalive: bool = False) -> Transition | None:
@@ -197,9 +212,12 @@ class Presence:
             rec.last_keepalive = now
         old = rec.deadline
         rec.deadline = rec.compute_deadline()
-        # The heap entry for the old deadline becomes stale and is skipped when it surfaces.
-        if rec.deadline != old:
-            heapq.heappush(self._heap, (rec.deadline, device_id))
+        armed = self._armed.get(device_id)
+        if armed is None:  # not watched (see expire): watched again once its deadline moves
+            if rec.deadline != old and self.watch_deadlines:
+                self._push(rec)
+        elif rec.deadline < armed:
+            self._push(rec)  # earlier, not later (the clock stepped back): watch the new time
         if not rec.online and now < rec.expires_at:
             rec.online = True
             return Transition(device_id, PresenceState.ONLINE, now, "keepalive_resumed")
@@ -207,6 +225,7 @@ class Presence:
 
     def unregister(self, device_id: str, now: float, cause: OfflineCause) -> Transition | None:
         rec = self._devices.pop(device_id, None)
+        self._armed.pop(device_id, None)
         if rec is None or not rec.online:
             return None
         return Transition(device_id, PresenceState.OFFLINE, now, cause.value)
@@ -220,11 +239,16 @@ class Presence:
             self._arm(rec)
 
     def next_deadline(self) -> float | None:
-        while self._heap:
-            deadline, device_id = self._heap[0]
+        heap = self._heap
+        while heap:
+            deadline, device_id = heap[0]
             rec = self._devices.get(device_id)
-            if rec is None or rec.deadline != deadline:
-                heapq.heappop(self._heap)
+            if rec is None or self._armed.get(device_id) != deadline:
+                heapq.heappop(heap)  # stale
+                continue
+            if rec.deadline > deadline:  # active since: move its entry on
+                self._armed[device_id] = rec.deadline
+                heapq.heapreplace(heap, (rec.deadline, device_id))
                 continue
             return deadline
         return None
@@ -235,10 +259,14 @@ class Presence:
         while self._heap and self._heap[0][0] <= now:
             deadline, device_id = heapq.heappop(self._heap)
             rec = self._devices.get(device_id)
-            if rec is None or rec.deadline != deadline:
+            if rec is None or self._armed.get(device_id) != deadline:
+                continue  # stale
+            if rec.deadline > deadline:  # active since: watch its current deadline (in turn, if also due)
+                self._push(rec)
                 continue
             if now >= rec.expires_at:
                 del self._devices[device_id]
+                del self._armed[device_id]
                 if rec.online:
                     out.append(Transition(device_id, PresenceState.OFFLINE, now, OfflineCause.EXPIRED.value))
                 else:
@@ -248,7 +276,9 @@ class Presence:
                 out.append(Transition(device_id, PresenceState.OFFLINE, now, OfflineCause.KEEPALIVE_LOST.value))
                 # keep watching for the registration to expire
                 rec.deadline = rec.expires_at
-                heapq.heappush(self._heap, (rec.deadline, device_id))
+                self._push(rec)
+            else:
+                del self._armed[device_id]  # offline already, still registered: unwatched until it moves
         return out
 
     def drain_dropped(self) -> list[str]:

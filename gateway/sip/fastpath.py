@@ -27,37 +27,53 @@ import hashlib
 import re
 from collections.abc import Hashable
 from dataclasses import dataclass
+from operator import itemgetter
 
 from .message import reason_phrase
 from .transaction import MAGIC
 
 MAX_SIZE = 4096  # bigger datagrams are not keepalives or first REGISTERs: full parser
 METHODS = frozenset({"REGISTER", "MESSAGE"})
-#: The headers the scan understands (spelt as RFC 3261 does); any other name means the full parser.
-_NAMES = frozenset({"Via", "From", "To", "Call-ID", "CSeq", "Max-Forwards", "Contact", "Expires", "User-Agent",
-                    "Content-Type", "Content-Length", "Authorization"})
-_COPIED = frozenset({"Via", "From", "To", "Call-ID", "CSeq"})  # what a response repeats (RFC 3261 §8.2.6)
-_REQUEST_LINE = re.compile(r"(REGISTER|MESSAGE) (sip:[A-Za-z0-9.@:_\-]{1,128}) SIP/2\.0\r\n")
-# the header block: the request line, then `Name:<1-8 spaces>value` lines of printable ASCII, the
-# value neither empty nor ending in a blank, at most 1024 characters
-_VALUE = r"[!-~](?:[ -~]{0,1022}[!-~])?"
-_HEAD = re.compile(r"[!-~][ -~]{0,200}(?:\r\n[A-Za-z\-]{2,14}: {1,8}" + _VALUE + r"){1,32}\Z")
-_FIELD = re.compile(r"\r\n([A-Za-z\-]{2,14}):( {1,8})(" + _VALUE + ")")
-_VIA = re.compile(
-    r"SIP/2\.0/(UDP|TCP) ([0-9]{1,3}(?:\.[0-9]{1,3}){3}|[a-z0-9](?:[a-z0-9.\-]{0,62}[a-z0-9])?)"
-    r":([1-9][0-9]{0,4})((?:;[a-z]{1,16}(?:=[A-Za-z0-9.\-_]{1,64})?){0,8})\Z"
+_HOST = r"[A-Za-z0-9.\-]{1,64}(?::[1-9][0-9]{0,4})?"
+_VALUE = r"[!-~](?:[ -~]{0,1022}[!-~])?"  # printable ASCII, neither empty nor ending in a blank
+# The whole header block in one C pass: the request line, then 1-32 lines, each one of the
+# headers the scan understands (spelt as RFC 3261 does) in the shape it accepts. Each line sets
+# one top-level group, so a repeated header leaves fewer groups set than there are lines (the
+# caller counts); the structured values (Via, From, To, Call-ID, CSeq) are cut in the same pass.
+# The copied headers take exactly one space after the colon (the template repeats them as
+# `Name: value`); the others 1-8 (sipp's [len] pads Content-Length).
+_HEAD = re.compile(
+    r"(REGISTER|MESSAGE) (sip:[A-Za-z0-9.@:_\-]{1,128}) SIP/2\.0(?:\r\n(?:"
+    r"Via: (SIP/2\.0/(UDP|TCP) ([0-9]{1,3}(?:\.[0-9]{1,3}){3}|[a-z0-9](?:[a-z0-9.\-]{0,62}[a-z0-9])?)"
+    r":([1-9][0-9]{0,4})((?:;[a-z]{1,16}(?:=[A-Za-z0-9.\-_]{1,64})?){0,8}))"
+    r"|From: (<sip:([0-9A-Za-z]{1,32})@" + _HOST + r">;tag=([A-Za-z0-9.\-_]{1,64}))"
+    r"|To: (<sip:[0-9A-Za-z]{1,32}@" + _HOST + r">)"
+    r"|Call-ID: ([A-Za-z0-9.\-_@:!%*+~]{1,128})"
+    r"|CSeq: (([0-9]{1,9}) (REGISTER|MESSAGE))"
+    r"|Content-Length: {1,8}([0-9]{1,5})"
+    r"|Max-Forwards: {1,8}([0-9]{1,3})"
+    r"|Content-Type: {1,8}(" + _VALUE + r")"
+    r"|User-Agent: {1,8}(" + _VALUE + r")"
+    r"|Contact: {1,8}(" + _VALUE + r")"
+    r"|Expires: {1,8}(" + _VALUE + r")"
+    r"|Authorization: {1,8}(" + _VALUE + r")"
+    r")){1,32}+\Z"  # possessive: each pass is one whole line, nothing to give back
 )
-_FROM = re.compile(r"<sip:([0-9A-Za-z]{1,32})@[A-Za-z0-9.\-]{1,64}(?::[1-9][0-9]{0,4})?>;tag=([A-Za-z0-9.\-_]{1,64})\Z")
-_TO = re.compile(r"<sip:[0-9A-Za-z]{1,32}@[A-Za-z0-9.\-]{1,64}(?::[1-9][0-9]{0,4})?>\Z")
-_CALL_ID = re.compile(r"[A-Za-z0-9.\-_@:!%*+~]{1,128}\Z")
-_CSEQ = re.compile(r"([0-9]{1,9}) (REGISTER|MESSAGE)\Z")
+#: The headers the scan understands (spelt as RFC 3261 does), in the pattern's order; any other
+#: name means the full parser. `_VALUES` picks each one's whole value out of the match's groups.
+NAMES = ("Via", "From", "To", "Call-ID", "CSeq", "Content-Length", "Max-Forwards", "Content-Type", "User-Agent",
+         "Contact", "Expires", "Authorization")
+_INDEX = {name: i for i, name in enumerate(NAMES)}
+_VALUES = itemgetter(2, 7, 10, 11, 12, 15, 16, 17, 18, 19, 20, 21)
+_RPORT_BRANCH: tuple[str, ...] = ("rport", "branch")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FastAnswer:
     """A fast handler took the request: send `data` (status `status`), or nothing when `status`
     is None (a source the flood guard ignores: the endpoint then holds an unanswered transaction
-    for it, as the full path does, so its retransmissions are absorbed, not judged again)."""
+    for it, as the full path does, so its retransmissions are absorbed, not judged again).
+    (Not frozen, as Scan: one is made per answered request.)"""
 
     status: int | None
     data: bytes = b""
@@ -65,13 +81,14 @@ class FastAnswer:
 
 @dataclass(slots=True)
 class Scan:
-    """What the scan found in a plain request; `lines` are the copied header lines in order.
-    (Not frozen: a frozen dataclass's __init__ costs a microsecond more per request.)"""
+    """What the scan found in a plain request; `lines` are the copied header lines in order,
+    `values` each of `NAMES`'s value (None: absent). (Not frozen: a frozen dataclass's __init__
+    costs a microsecond more per request.)"""
 
     method: str
     uri: str
     lines: list[tuple[str, str]]
-    headers: dict[str, str]
+    values: tuple[str | None, ...]
     from_user: str
     from_tag: str
     cseq: int
@@ -84,7 +101,13 @@ class Scan:
     body: bytes
 
     def get(self, name: str) -> str | None:
-        return self.headers.get(name)
+        i = _INDEX.get(name)
+        return None if i is None else self.values[i]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers present, by name (built on each call: handlers on the hot path use get())."""
+        return {name: v for name, v in zip(NAMES, self.values, strict=True) if v is not None}
 
     @property
     def server_key(self) -> Hashable:
@@ -92,7 +115,7 @@ class Scan:
         b = self.branch
         if b and b.startswith(MAGIC) and len(b) > len(MAGIC):
             return ("s", b, self.via_host, self.via_port, self.method)
-        return ("s2543", self.headers["Call-ID"], self.cseq, self.method, self.from_tag)
+        return ("s2543", self.values[3], self.cseq, self.method, self.from_tag)
 
 
 def scan(data: bytes) -> Scan | None:
@@ -106,61 +129,63 @@ def scan(data: bytes) -> Scan | None:
     if not head.isascii() or (data.startswith(b"REGISTER ") and b"\r\nAuthorization:" in head):
         return None  # a REGISTER with credentials is answered statefully (its 200): full path
     text = head.decode("ascii")
-    # one C pass checks the whole block, one more cuts it into (name, padding, value)
-    if _HEAD.match(text) is None:
-        return None
-    m = _REQUEST_LINE.match(text)
+    m = _HEAD.match(text)
     if m is None:
         return None
-    method, uri = m.groups()
-    found = _FIELD.findall(text)
-    headers = {name: value for name, _pad, value in found}
-    if len(headers) != len(found) or not headers.keys() <= _NAMES:
-        return None  # a repeated or unknown header
-    # a response repeats these lines as they came: only `Name: value` keeps the template exact
-    lines = [(name, value) for name, pad, value in found if name in _COPIED and pad == " "]
-    if len(lines) != 5:
+    g = m.groups()
+    values = _VALUES(g)
+    via, from_, to, call_id, cseq, cl, mf = values[:7]
+    if via is None or from_ is None or to is None or call_id is None or cseq is None or cl is None:
         return None
+    # every line set one header's group: fewer set than lines means one came twice
+    if len(values) - values.count(None) != text.count("\r\n"):
+        return None
+    method = g[0]
     body = data[end + 4 :]
-    cl = headers.get("Content-Length")
-    if cl is None or not cl.isdigit() or len(cl) > 5 or int(cl) != len(body):
+    if int(cl) != len(body) or g[14] != method or (mf is not None and int(mf) > 255):
         return None
-    mf = headers.get("Max-Forwards")
-    if mf is not None and not (mf.isdigit() and len(mf) <= 3 and int(mf) <= 255):
+    port = int(g[5])
+    if port > 65535:
         return None
-    cs = _CSEQ.match(headers["CSeq"])
-    fm = _FROM.match(headers["From"])
-    vm = _VIA.match(headers["Via"])
-    if cs is None or cs.group(2) != method or fm is None or vm is None or _TO.match(headers["To"]) is None:
-        return None
-    if _CALL_ID.match(headers["Call-ID"]) is None:
-        return None
-    transport, host, port, ptail = vm.groups()
-    params = tuple(ptail.split(";")[1:])
-    names = tuple([p.partition("=")[0] for p in params])
-    if len(set(names)) != len(names) or int(port) > 65535:
-        return None
-    branch = next((p[7:] for p in params if p.startswith("branch=")), None)
-    if branch is None and "branch" in names:
-        return None  # a valueless branch: let the full parser judge it
-    return Scan(method, uri, lines, headers, fm.group(1), fm.group(2), int(cs.group(1)), transport, host, int(port),
-                params, names, branch, body)
+    ptail = g[6]
+    params: tuple[str, ...]
+    names: tuple[str, ...]
+    branch: str | None
+    if ptail.startswith(";rport;branch=") and ptail.count(";") == 2:  # the usual Via params, cut at once
+        params, names, branch = ("rport", ptail[7:]), _RPORT_BRANCH, ptail[14:]
+    else:
+        params = tuple(ptail[1:].split(";")) if ptail else ()
+        names = tuple([p.partition("=")[0] for p in params])
+        if len(set(names)) != len(names):
+            return None
+        branch = None
+        if "branch" in names:
+            branch = params[names.index("branch")][7:] or None
+            if branch is None:
+                return None  # a valueless branch: let the full parser judge it
+    # the copied lines in the request's order, as the full path keeps them
+    lines = [("Via", via), ("From", from_), ("To", to), ("Call-ID", call_id), ("CSeq", cseq)]
+    starts = m.start(3), m.start(8), m.start(11), m.start(12), m.start(13)
+    if not starts[0] < starts[1] < starts[2] < starts[3] < starts[4]:
+        lines = [line for _, line in sorted(zip(starts, lines, strict=True))]
+    return Scan(method, g[1], lines, values, g[8], g[9], int(g[13]), g[3], g[4], port, params, names, branch, body)
 
 
 def stateless_tag(s: Scan) -> str:
     """`message.stateless_tag` of the same request."""
-    h = s.headers
-    seed = "\x00".join((h["Call-ID"], h["From"], h["CSeq"], h["Via"]))
+    v = s.values
+    seed = "\x00".join((v[3], v[1], v[4], v[0]))  # type: ignore[arg-type]  # all present in a Scan
     return hashlib.blake2s(seed.encode("ascii"), digest_size=5).hexdigest()
 
 
-def _stamped_via(s: Scan, received: tuple[str, int]) -> str:
+def _stamped_via(s: Scan, host: str, port: int) -> str:
     """`Via: ` + `message.with_received` of the scanned Via, from the pieces the scan already cut
     (the scan's Via is always the plain shape `with_received` splices; tests check they agree)."""
-    host, port = received
-    names = s.via_names
+    names, params = s.via_names, s.via_params
+    if names == _RPORT_BRANCH:  # what sipp and most cameras send: one format, no loop
+        return f"Via: SIP/2.0/{s.via_transport} {s.via_host}:{s.via_port};rport={port};{params[1]};received={host}"
     out = [f"rport={port}" if n == "rport" else f"received={host}" if n == "received" else p
-           for n, p in zip(names, s.via_params, strict=True)]
+           for n, p in zip(names, params, strict=True)]
     if "rport" not in names:
         out.append(f"rport={port}")
     if "received" not in names:
@@ -171,14 +196,21 @@ def _stamped_via(s: Scan, received: tuple[str, int]) -> str:
 def respond(s: Scan, status: int, received: tuple[str, int], *, to_tag: str, reason: str | None = None,
             extra: tuple[tuple[str, str], ...] = ()) -> bytes:
     """The wire bytes of the answer (see the module docstring); no body."""
-    out = [f"SIP/2.0 {status} {reason if reason is not None else reason_phrase(status)}"]
-    for name, value in s.lines:
+    via = _stamped_via(s, *received)
+    tail = "".join([f"{name}: {value}\r\n" for name, value in extra]) if extra else ""
+    phrase = reason if reason is not None else reason_phrase(status)
+    lines = s.lines
+    if lines[0][0] == "Via" and lines[2][0] == "To" and lines[1][0] == "From" and lines[3][0] == "Call-ID":
+        # the usual order (RFC 3261's own examples): one format
+        return (f"SIP/2.0 {status} {phrase}\r\n{via}\r\nFrom: {lines[1][1]}\r\nTo: {lines[2][1]};tag={to_tag}\r\n"
+                f"Call-ID: {lines[3][1]}\r\nCSeq: {lines[4][1]}\r\n{tail}Content-Length: 0\r\n\r\n"
+                ).encode("utf-8", "surrogateescape")
+    out = [f"SIP/2.0 {status} {phrase}"]
+    for name, value in lines:
         if name == "Via":
-            out.append(_stamped_via(s, received))
+            out.append(via)
         elif name == "To":
             out.append(f"To: {value};tag={to_tag}")
         else:
             out.append(f"{name}: {value}")
-    out.extend(f"{name}: {value}" for name, value in extra)
-    out.append("Content-Length: 0\r\n\r\n")
-    return "\r\n".join(out).encode("utf-8", "surrogateescape")
+    return ("\r\n".join(out) + "\r\n" + tail + "Content-Length: 0\r\n\r\n").encode("utf-8", "surrogateescape")

@@ -63,6 +63,7 @@ _MAX_WRITE_BUFFER = 4 * 1024 * 1024  # a peer that stops reading this much is dr
 _TLS_BACKLOG = 1024
 _MAX_TLS_HANDSHAKES = 1024  # concurrent handshakes in progress; more are refused (slowloris)
 _TLS_SHUTDOWN_TIMEOUT = 2.0  # close_notify wait on close; a silent peer must not pin a socket
+_PEER_CACHE = 65536  # UDP source addresses whose Peer is kept (more than the devices of a node)
 
 
 class SipApplication(Protocol):
@@ -595,9 +596,17 @@ def _raise_buffer(sock: socket.socket, opt: int, size: int) -> int:
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, endpoint: SipEndpoint) -> None:
         self.endpoint = endpoint
+        # A device sends from the same address all day: its Peer (a frozen dataclass, ~2 µs to
+        # build) is reused. Bounded; forgotten all at once when full (a spoofed-source flood only
+        # costs the rebuilds).
+        self._peers: dict[tuple[str | int, ...], Peer] = {}
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        peer = Peer("udp", str(addr[0]), int(addr[1]))
+        peer = self._peers.get(addr)
+        if peer is None:
+            if len(self._peers) >= _PEER_CACHE:
+                self._peers.clear()
+            peer = self._peers[addr] = Peer("udp", str(addr[0]), int(addr[1]))
         hook = self.endpoint.datagram_hook
         if hook is not None and hook(data, peer):
             return

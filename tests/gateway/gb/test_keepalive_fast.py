@@ -70,3 +70,53 @@ def test_plain_keepalive_needs_the_manscdp_type_and_the_sender_in_the_body() -> 
     assert not is_plain_keepalive("application/xml", body, DEV)
     assert not is_plain_keepalive("Application/MANSCDP+xml", body, "34020000001320000102")  # another's body
     assert not is_plain_keepalive("Application/MANSCDP+xml", body.replace(b"Keepalive", b"Catalog"), DEV)
+
+
+ws = st.sampled_from(["", "\r\n", "\n", " ", "\t", "\r\n\r\n  "])
+
+
+@st.composite
+def plain_bodies(draw: st.DrawFn) -> bytes:
+    """The usual layout, with the variations devices put in it."""
+    decl = draw(st.sampled_from(['', '<?xml version="1.0"?>', '<?xml version="1.0" encoding="GB2312"?>',
+                                 "<?xml version='1.0' encoding='UTF-8' standalone='yes'?>"]))
+    status = draw(st.one_of(st.none(), st.sampled_from(["OK", "ok", "ERROR", "Online"])))
+    parts = [draw(ws), decl, draw(ws), "<Notify>", draw(ws), "<CmdType>Keepalive</CmdType>", draw(ws),
+             f"<SN>{draw(st.integers(0, 10**18 - 1))}</SN>", draw(ws),
+             f"<DeviceID>{draw(st.from_regex(r'[0-9A-Za-z]{1,32}', fullmatch=True))}</DeviceID>", draw(ws)]
+    if status is not None:
+        parts += [f"<Status>{status}</Status>", draw(ws)]
+    parts += ["</Notify>", draw(ws)]
+    return "".join(parts).encode() + b"\x00" * draw(st.integers(0, 3))
+
+
+@given(plain_bodies())
+def test_the_usual_layout_is_read_in_one_pass_as_the_general_shape_reads_it(body: bytes) -> None:
+    from gateway.gb import keepalive_fast
+
+    assert keepalive_fast._PLAIN.match(body) is not None
+    fast = quick_keepalive(body)
+    assert fast is not None and fast == keepalive_fast._general(body)
+    assert is_plain_keepalive("Application/MANSCDP+xml", body, fast.device_id)
+    assert not is_plain_keepalive("Application/MANSCDP+xml", body, fast.device_id + "0")
+    if not body.endswith(b"\x00"):
+        assert fast == full(body)
+
+
+@given(plain_bodies(), st.lists(st.tuples(st.integers(0, 400), st.binary(min_size=0, max_size=3)), min_size=1,
+                                max_size=4))
+def test_what_the_one_pass_accepts_the_general_shape_accepts_alike(body: bytes, edits: list[tuple[int, bytes]]) -> None:
+    """Random edits of a usual body: whatever the one-pass reading still accepts, the general shape
+    reads the same way (so the one pass never lets through what the general shape would refuse)."""
+    from gateway.gb import keepalive_fast
+
+    for at, new in edits:
+        at %= len(body) + 1
+        body = body[:at] + new + body[at + 1:]
+    m = keepalive_fast._PLAIN.match(body) if len(body) <= 1024 else None
+    general = keepalive_fast._general(body)
+    if m is not None:
+        assert general is not None and quick_keepalive(body) == general
+    for sender in ("34020000001320000101", general.device_id if general else "x"):
+        assert is_plain_keepalive("Application/MANSCDP+xml", body, sender) == (
+            general is not None and general.device_id == sender)

@@ -126,3 +126,36 @@ def test_a_platforms_channels_go_offline_because_of_the_platform() -> None:
     assert channel_offline_cause(plat, OfflineCause.REVOKED.value) == "revoked"
     # 215/216 are org nodes, never registering platforms
     assert channel_offline_cause("34020000002160000001", "keepalive_lost") == "keepalive_lost"
+
+
+def test_keepalives_move_one_heap_entry_lazily() -> None:
+    """A keepalive pushes no heap entry: the device's one entry moves on when it surfaces, and the
+    deadlines seen from outside are exact."""
+    p = Presence(keepalive_interval=60, keepalive_count=3)
+    reg(p, 0)
+    for k in range(1, 1001):
+        assert p.activity(DEV, k * 0.5, keepalive=True) is None
+    assert len(p._heap) == 1
+    assert p.next_deadline() == 500 + 180 and len(p._heap) == 1
+    assert p.expire(679.9) == [] and len(p._heap) == 1
+    out = p.expire(680)
+    assert [(t.state, t.cause) for t in out] == [(PresenceState.OFFLINE, OfflineCause.KEEPALIVE_LOST.value)]
+    assert p.next_deadline() == 3600
+
+
+def test_a_keepalive_after_the_clock_stepped_back_is_watched_at_its_earlier_deadline() -> None:
+    p = Presence(keepalive_interval=60, keepalive_count=3)
+    reg(p, 100)
+    p.activity(DEV, 50, keepalive=True)
+    assert p.next_deadline() == 230
+    assert [t.cause for t in p.expire(230)] == [OfflineCause.KEEPALIVE_LOST.value]
+
+
+def test_a_workers_replica_never_grows_a_heap() -> None:
+    from gateway.app.sip_shared import ReplicaPresence
+
+    p = ReplicaPresence(keepalive_interval=60, keepalive_count=3)
+    p.put(DEV, transport="udp", host="127.0.0.1", port=5060, call_id="c1", online=True, now=0)
+    for k in range(100):
+        p.activity(DEV, float(k), keepalive=True)
+    assert p._heap == [] and p.expire(10**9) == [] and DEV in p

@@ -33,7 +33,7 @@ import struct
 from collections import Counter
 
 from gateway.media.frames import Codec, MediaFrame
-from gateway.media.nal import START_CODE, is_keyframe, sniff_video_codec, start_codes
+from gateway.media.nal import H264_IDR, H265_IRAP, START_CODE, is_keyframe, sniff_video_codec, start_codes
 
 __all__ = ["Codec", "MediaFrame", "PsDemuxer", "read_timestamp"]
 
@@ -212,16 +212,17 @@ class PsDemuxer:
             else:
                 return None  # private stream, padding, program end, …
             p = end
+        maps = [_psm_entries(data[start:end]) for start, end in psms]
         au: MediaFrame | None = None
         if video:
-            au = self._whole_au(data, vsid, video, psms)
+            au = self._whole_au(data, vsid, video, maps)
             if au is None:
                 return None
         # sure now: what the general parser would have done, in its order
         self.packs += packs
         self.system_headers += system_headers
-        for start, end in psms:
-            self._parse_psm(data[start:end])
+        for entries in maps:
+            self._apply_psm(entries)
         out: list[MediaFrame] = []
         for sid, start, end, pts in audio:
             self._audio(out, sid, data[start:end], pts)
@@ -231,7 +232,7 @@ class PsDemuxer:
         return out
 
     def _whole_au(self, data: bytes, sid: int, video: list[tuple[int, int, int | None, int | None]],
-                  psms: list[tuple[int, int]]) -> MediaFrame | None:
+                  maps: list[dict[int, int] | None]) -> MediaFrame | None:
         """The one access unit of a whole frame's video PES, or None if the general parser must
         decide (no start code, two AUs, too large, codec unknown or still to be sniffed)."""
         if len(video) == 1:
@@ -243,8 +244,7 @@ class PsDemuxer:
         if size > self.max_frame:
             return None
         stype = self._psm.get(sid)
-        for start, end in psms:  # the frame's own PSM, as _parse_psm would apply it
-            entries = _psm_entries(data[start:end])
+        for entries in maps:  # the frame's own PSM, as _parse_psm would apply it
             if entries is not None and sid in entries:
                 stype = entries[sid]
                 if stype not in VIDEO_STREAM_TYPES:
@@ -259,6 +259,7 @@ class PsDemuxer:
         h265 = codec is Codec.H265
         seen_vcl = False
         first = True
+        key: bool | None = None  # is_keyframe's answer, from the first VCL NAL
         for i in nals:
             if i + 5 >= size:
                 break
@@ -275,8 +276,9 @@ class PsDemuxer:
                 first = False
             elif opener and seen_vcl:
                 return None  # a second access unit starts in this frame
-            if vcl:
+            if vcl and not seen_vcl:
                 seen_vcl = True
+                key = t in H265_IRAP if h265 else t == H264_IDR
         if len(video) > 1:  # the PTS of the PES the AU's first NAL starts in (_take_mark)
             at = nals[0] if not first else 0
             off = 0
@@ -287,7 +289,9 @@ class PsDemuxer:
                 pts, dts = p_, d_
                 off += e - s
         starts = tuple(nals)
-        return MediaFrame("video", codec, es, pts, dts, is_keyframe(codec, es, starts), sid, starts)
+        if key is None:  # no VCL NAL before the last 5 bytes: ask the general rule
+            key = is_keyframe(codec, es, starts)
+        return MediaFrame("video", codec, es, pts, dts, key, sid, starts)
 
     # -- parsing ---------------------------------------------------------------------------
 
@@ -479,8 +483,10 @@ class PsDemuxer:
 
     def _parse_psm(self, body: bytes) -> None:
         """Program stream map (§2.5.4): CRC not checked, loops bounded by its length."""
+        self._apply_psm(_psm_entries(body))
+
+    def _apply_psm(self, entries: dict[int, int] | None) -> None:
         self.psms += 1
-        entries = _psm_entries(body)
         if entries is None:
             self.errors["bad_psm"] += 1
             return

@@ -1,11 +1,13 @@
 """CPU per video frame after RTP: PS demux → FLV tag → two direct HTTP-FLV viewers, old vs new code.
 
-    python -m load_tests.bench_media_frame [--seconds 30] [--rounds 5] [--base REV] [--audio]
+    python -m load_tests.bench_media_frame [--seconds 60] [--rounds 5] [--base REV] [--audio] [--pad slice]
 
 The input is what load_tests/rtp_blast sends for a 2 Mbit/s 25 fps GB-PS stream (the camera of the
 media benches): the H.264 access units of tests/data/media/h264.es looped, each padded with a filler
 NAL unit (type 12) to 2 Mbit/s, muxed by gateway.media.psmux (pack header, system header + PSM on
-keyframes, PES of ≤ 0xFF00 bytes); `--audio` adds a G.711A pack to every RTP frame. One RTP frame's
+keyframes, PES of ≤ 0xFF00 bytes); `--audio` adds a G.711A pack to every RTP frame; `--pad slice`
+pads with a second slice of random bytes (emulation-prevented, like CABAC data from a real camera)
+instead of rtp_blast's 0xFF filler, which is faster to scan for start codes. One RTP frame's
 payload is one `PsDemuxer.feed(payload, frame_end=True)`, as RtpSession._frame does, and every frame
 goes to `Stream.push` of a real StreamHub with two FLV viewers written directly into in-memory
 transports through the HTTP chunk framing (what gateway/outputs/flv_http does).
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import random
 import re
 import resource
 import subprocess
@@ -43,12 +46,17 @@ OWNED = ("nal", "avcc", "ps", "flv", "fanout", "hub")
 DEFAULT_BASE = "ca00369"  # the branch point of perf-media-demux
 
 
-def build_payloads(seconds: int, *, audio: bool = False) -> list[bytes]:
+def build_payloads(seconds: int, *, audio: bool = False, pad_with: str = "filler") -> list[bytes]:
     """One PS payload per RTP frame, as rtp_blast pads and muxes them (PTS 3600 apart)."""
     aus = split_access_units(Codec.H264, (DATA / "h264.es").read_bytes())
     natural = sum(len(a) for a in aus) * 8 * FPS / len(aus)
     pad_n = max(0, int((BITRATE - natural) / 8 / FPS))
-    pad = b"\x00\x00\x00\x01\x0c" + b"\xff" * (pad_n - 6) + b"\x80" if pad_n > 6 else b""
+    if pad_with == "slice":  # another slice of the picture (first_mb_in_slice != 0): random, no start code
+        rng = random.Random(1)
+        body = bytes(rng.randrange(256) for _ in range(pad_n)).replace(b"\x00\x00", b"\x00\x03")
+        pad = b"\x00\x00\x01\x01\x40" + body[:pad_n - 6] + b"\x80"
+    else:
+        pad = b"\x00\x00\x00\x01\x0c" + b"\xff" * (pad_n - 6) + b"\x80" if pad_n > 6 else b""
     mux = PsMuxer(Codec.H264, Codec.G711A if audio else None)
     g711 = (DATA / "g711a.raw").read_bytes()[:320]
     out = []
@@ -182,12 +190,14 @@ def tags_only(mods: dict[str, ModuleType], frames: list[MediaFrame]) -> tuple[fl
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seconds", type=int, default=30, help="seconds of stream per round")
+    ap.add_argument("--seconds", type=int, default=60, help="seconds of stream per round")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--base", default=DEFAULT_BASE, help="git revision of the old code ('' to skip it)")
     ap.add_argument("--audio", action="store_true", help="a G.711A pack in every RTP frame too")
+    ap.add_argument("--pad", choices=("filler", "slice"), default="filler",
+                    help="pad to 2 Mbit/s with rtp_blast's 0xFF filler NAL or with random slice data")
     args = ap.parse_args()
-    payloads = build_payloads(args.seconds, audio=args.audio)
+    payloads = build_payloads(args.seconds, audio=args.audio, pad_with=args.pad)
     variants = {"new": load_new()}
     if args.base:
         variants = {"old": load_old(args.base), **variants}
@@ -206,7 +216,8 @@ def main() -> None:
     if "old" in check:
         assert check["old"] == check["new"], "old and new code disagree"
     mbit = sum(len(p) for p in payloads) * 8 / args.seconds / 1e6
-    print(f"input: {n} RTP frames ({args.seconds} s of {mbit:.2f} Mbit/s GB-PS{' + G.711A' if args.audio else ''}), "
+    print(f"input: {n} RTP frames ({args.seconds} s of {mbit:.2f} Mbit/s GB-PS{' + G.711A' if args.audio else ''}, "
+          f"{args.pad} padding), "
           f"{check['new'][0]} frames out, 2 direct HTTP-FLV viewers; best of {args.rounds}")
     print(f"{'':8s} {'demux':>12s} {'FLV tag':>12s} {'pipeline':>12s} {'frames/s':>10s} {'CPU s/s':>9s}")
     for name, b in best.items():

@@ -157,14 +157,15 @@ class PsDemuxer:
 
         Takes only what the general parser would read without a skip, a wait or a cut: packets
         back to back from byte 0 (MPEG-2 pack headers, system headers, PSMs before any PES,
-        bounded MPEG-2 audio PES and one video stream's bounded PES), each ending at the next
-        start code or at the end, and video that makes one H.264/H.265 access unit of a codec
-        already known from a PSM or a strong sniff. Nothing is changed before it is sure.
+        bounded MPEG-2 audio PES, one video stream's bounded PES, and the packets the parser
+        skips by their length), each ending at the next start code or at the end, and video that
+        makes one H.264/H.265 access unit of a codec already known from a PSM or a strong
+        sniff. Nothing is changed before it is sure.
         """
         n = len(data)
         p = 0
         packs = system_headers = 0
-        psms: list[tuple[int, int]] = []
+        maps: list[dict[int, int] | None] = []  # the frame's PSMs, parsed
         video: list[tuple[int, int, int | None, int | None]] = []  # (payload start, end, pts, dts)
         audio: list[tuple[int, int, int, int | None]] = []  # (sid, payload start, end, pts)
         vsid = -1
@@ -190,7 +191,7 @@ class PsDemuxer:
             elif sid == 0xBC:
                 if video or audio:
                     return None  # a PSM after a PES: the parser applies it in order
-                psms.append((p + 6, end))
+                maps.append(_psm_entries(data[p + 6:end]))
             elif 0xC0 <= sid <= 0xEF:
                 if end == p + 6 or n - p < 9 or data[p + 6] & 0xC0 != 0x80:
                     return None  # unbounded PES, or an MPEG-1 header
@@ -209,10 +210,10 @@ class PsDemuxer:
                     video.append((hdr_end, end, pts, dts))
                 else:
                     audio.append((sid, hdr_end, end, pts))
-            else:
-                return None  # private stream, padding, program end, …
+            elif sid == 0xB9 or (sid == 0xBD and (sid in self._psm or any(sid in m for m in maps if m))):
+                return None  # program end code (4 bytes); private stream 1 the PSM made a stream
+            # else private stream 1 (Hikvision's), padding, private stream 2, …: skipped by length
             p = end
-        maps = [_psm_entries(data[start:end]) for start, end in psms]
         au: MediaFrame | None = None
         if video:
             au = self._whole_au(data, vsid, video, maps)

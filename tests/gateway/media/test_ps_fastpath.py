@@ -117,7 +117,30 @@ def test_vectors_cut_at_pack_headers(name: str) -> None:
     cuts = [i for i in range(len(data)) if data.startswith(b"\x00\x00\x01\xba", i)] + [len(data)]
     if cuts[0]:
         cuts.insert(0, 0)
-    run_both([(data[a:b], True) for a, b in itertools.pairwise(cuts) if b > a])
+    d = run_both([(data[a:b], True) for a, b in itertools.pairwise(cuts) if b > a])
+    if name.startswith(("ps_ours", "quirk_stuffing", "quirk_dahua")):
+        assert d.fast > 5  # GB-style packs, pack stuffing, ADTS declared as G.711
+
+
+@pytest.mark.parametrize("extra", [
+    b"\x00\x00\x01\xbd\x00\x08\x00\x00\x00\x01\x00\x00\x01\xba",  # Hikvision's private stream 1
+    b"\x00\x00\x01\xbe\x00\x04\xff\xff\xff\xff",  # padding
+])
+def test_packets_skipped_by_length_stay_on_the_fast_path(extra: bytes) -> None:
+    frames = [f[:14] + extra + f[14:] for f in muxed(Codec.H264, audio=True, pes=0xFF00, aud=False)]
+    assert run_both([(f, True) for f in frames]).fast == len(frames)
+
+
+def test_private_stream_1_declared_in_the_psm_goes_to_the_parser() -> None:
+    mux = PsMuxer(Codec.H264)
+    psm = mux.mux(H264[0])
+    at = psm.find(b"\x00\x00\x01\xbc")
+    es_map = bytes((0x1B, 0xBD, 0, 0))  # the PSM says 0xBD carries H.264
+    body = b"\xa0\xff\x00\x00" + len(es_map).to_bytes(2, "big") + es_map + b"\x00" * 4
+    declared = psm[:at] + b"\x00\x00\x01\xbc" + len(body).to_bytes(2, "big") + body
+    pes = b"\x00\x00\x01\xbd\x00\x0b\x80\x80\x05\x21\x00\x01\x38\x41\x00\x00\x01"
+    chunks = [(declared + pes, True), (declared, True), (pes, True), (mux.mux(H264[1]), True)]
+    assert run_both(chunks).fast == 1  # the PSM alone
 
 
 def _frames(draw: Any) -> list[bytes]:

@@ -210,8 +210,9 @@ class PsDemuxer:
                     video.append((hdr_end, end, pts, dts))
                 else:
                     audio.append((sid, hdr_end, end, pts))
-            elif sid == 0xB9 or (sid == 0xBD and (sid in self._psm or any(sid in m for m in maps if m))):
-                return None  # program end code (4 bytes); private stream 1 the PSM made a stream
+            elif sid < 0xBB or (sid == 0xBD and (sid in self._psm or any(sid in m for m in maps if m))):
+                return None  # not a PS packet, or the program end code (4 bytes), or private stream 1
+                # that a PSM made a stream
             # else private stream 1 (Hikvision's), padding, private stream 2, …: skipped by length
             p = end
         au: MediaFrame | None = None

@@ -168,11 +168,11 @@ def test_cut_garbled_and_garbage_frames(data: Any) -> None:
     frames = _frames(data.draw)
     chunks: list[tuple[bytes, bool]] = []
     for f in frames:
-        how = data.draw(st.sampled_from(["keep", "keep", "cut", "flip", "junk", "drop_head", "split"]))
+        how = data.draw(st.sampled_from(["keep", "keep", "cut", "flip", "flip_head", "junk", "drop_head", "split"]))
         if how == "cut":
             f = f[:data.draw(st.integers(0, len(f) - 1))]
-        elif how == "flip":
-            at = data.draw(st.integers(0, len(f) - 1))
+        elif how.startswith("flip"):  # anywhere, or in the pack/system/PSM/PES headers
+            at = data.draw(st.integers(0, len(f) - 1 if how == "flip" else min(len(f) - 1, 80)))
             f = f[:at] + bytes((f[at] ^ data.draw(st.integers(1, 255)),)) + f[at + 1:]
         elif how == "junk":
             at = data.draw(st.integers(0, len(f)))
@@ -202,3 +202,9 @@ def test_edges_the_fast_path_leaves_or_takes() -> None:
         assert run_both([(key, True), (chunk, True)]).fast == 1 + fast
     small = run_both([(key, True), (p1, True)], max_frame=len(H264[0].data) - 1)
     assert small.fast == 1 and small.errors == {"frame_too_large": 1}
+
+
+def test_a_start_code_that_is_no_ps_packet_goes_to_the_parser() -> None:
+    frames = muxed(Codec.H264, audio=False, pes=0xFF00, aud=False)
+    broken = frames[1][:17] + b"\xa0" + frames[1][18:]  # the PES start code's ID flipped to 0xA0
+    assert run_both([(frames[0], True), (broken, True), (frames[2], True)]).fast == 1

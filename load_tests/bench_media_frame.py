@@ -90,15 +90,18 @@ def load_new() -> dict[str, ModuleType]:
 
 
 class Wire:
-    """An asyncio transport that swallows what it is given (an empty socket buffer)."""
+    """An asyncio transport that swallows what it is given (an empty socket buffer); `keep`: keeps it."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = False) -> None:
         self.bytes = 0
         self.writes = 0
+        self.kept: list[bytes] | None = [] if keep else None
 
     def write(self, data: bytes) -> None:
         self.bytes += len(data)
         self.writes += 1
+        if self.kept is not None:
+            self.kept.append(data)
 
     def get_write_buffer_size(self) -> int:
         return 0
@@ -131,7 +134,7 @@ def http_chunk(data: bytes) -> bytes:
 
 
 async def _viewers(mods: dict[str, ModuleType], payloads: list[bytes],
-                   clock: list[float]) -> tuple[Any, Any, list[Wire]]:
+                   clock: list[float], keep: bool = False) -> tuple[Any, Any, list[Wire]]:
     """A hub stream with two direct FLV viewers, fed the first keyframe and one more frame."""
     opener = _Opener()
     hub = mods["hub"].StreamHub(opener, clock=lambda: clock[0])
@@ -144,10 +147,22 @@ async def _viewers(mods: dict[str, ModuleType], payloads: list[bytes],
     wires = []
     for task in subs:
         sub = await task
-        wire = Wire()
+        wire = Wire(keep)
         sub.go_direct(wire, http_chunk)
         wires.append(wire)
     return demux, opener.sink, wires
+
+
+async def viewer_bytes(mods: dict[str, ModuleType], payloads: list[bytes]) -> bytes:
+    """Everything the first viewer received (untimed: what old and new code must agree on)."""
+    clock = [0.0]
+    demux, stream, wires = await _viewers(mods, payloads, clock, keep=True)
+    for k, p in enumerate(payloads[2:]):
+        clock[0] = k / FPS
+        for f in demux.feed(p, frame_end=True):
+            stream.push(f)
+    assert wires[0].kept == wires[1].kept and wires[0].kept is not None
+    return b"".join(wires[0].kept)
 
 
 async def pipeline(mods: dict[str, ModuleType], payloads: list[bytes]) -> tuple[float, int, int]:
@@ -204,6 +219,9 @@ def main() -> None:
     n = len(payloads)
     best: dict[str, dict[str, float]] = {v: {} for v in variants}
     check: dict[str, tuple[Any, ...]] = {}
+    seen = {name: asyncio.run(viewer_bytes(mods, payloads)) for name, mods in variants.items()}
+    if "old" in seen:
+        assert seen["old"] == seen["new"], "old and new code wrote different bytes to the viewers"
     for _ in range(args.rounds):
         for name, mods in variants.items():
             b = best[name]

@@ -211,8 +211,8 @@ class PsDemuxer:
                 else:
                     audio.append((sid, hdr_end, end, pts))
             elif sid < 0xBB or (sid == 0xBD and (sid in self._psm or any(sid in m for m in maps if m))):
-                return None  # not a PS packet, or the program end code (4 bytes), or private stream 1
-                # that a PSM made a stream
+                # not a PS packet, the program end code (4 bytes), or private stream 1 made a stream by a PSM
+                return None
             # else private stream 1 (Hikvision's), padding, private stream 2, …: skipped by length
             p = end
         au: MediaFrame | None = None
@@ -285,10 +285,10 @@ class PsDemuxer:
             at = nals[0] if not first else 0
             off = 0
             pts = dts = None
-            for s, e, p_, d_ in video:
+            for s, e, pes_pts, pes_dts in video:
                 if off > at:
                     break
-                pts, dts = p_, d_
+                pts, dts = pes_pts, pes_dts
                 off += e - s
         starts = tuple(nals)
         if key is None:  # no VCL NAL before the last 5 bytes: ask the general rule

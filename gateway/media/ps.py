@@ -184,8 +184,8 @@ class PsDemuxer:
                 p += size
                 continue
             end = p + 6 + ((data[p + 4] << 8) | data[p + 5])
-            if end != n and (end + 3 > n or not startswith(START, end)):
-                return None  # overrun, cut, or followed by something else: let the parser judge
+            if end > n:
+                return None  # overrun or cut: let the parser judge (what follows is checked as the next packet)
             if sid == 0xBB:
                 system_headers += 1
             elif sid == 0xBC:
@@ -200,9 +200,11 @@ class PsDemuxer:
                 if hdr_end >= end:
                     return None  # bad header length or an empty payload
                 pts = dts = None
-                if flags & 0x80 and hl >= 5:
-                    pts = read_timestamp(data, p + 9)
-                    dts = read_timestamp(data, p + 14) if flags & 0x40 and hl >= 10 else pts
+                if flags & 0x80 and hl >= 5:  # read_timestamp, inlined
+                    pts = dts = (((data[p + 9] >> 1) & 0x07) << 30) | (data[p + 10] << 22) \
+                        | ((data[p + 11] >> 1) << 15) | (data[p + 12] << 7) | (data[p + 13] >> 1)
+                    if flags & 0x40 and hl >= 10:
+                        dts = read_timestamp(data, p + 14)
                 if sid >= 0xE0:
                     if vsid != sid and vsid >= 0:
                         return None

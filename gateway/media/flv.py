@@ -201,8 +201,9 @@ class FlvMuxer:
         if self.audio_codec is None or frame.codec != self.audio_codec:
             raise FlvError(f"audio codec {frame.codec} not configured")
         flags = self._audio_flags()
-        if self.audio_codec != Codec.AAC:
-            return flv_tag(TAG_AUDIO, ts_ms, bytes((flags,)) + frame.data)
+        if self.audio_codec != Codec.AAC:  # the tag in one join, as video_tag
+            size = 1 + len(frame.data)
+            return b"".join((_tag_head(TAG_AUDIO, ts_ms, size), bytes((flags,)), frame.data, _U32.pack(11 + size)))
         asc, raws = adts_frames(frame.data)
         out = []
         if asc is not None and bytes((flags, 0)) + asc != self._audio_config:

@@ -128,9 +128,12 @@ class Subscription:
             w.set_result(None)
 
     def write(self, data: bytes, key: bool) -> None:
-        """Direct mode: one frame, already framed, into the viewer's transport."""
+        """Direct mode: one frame, already framed, into the viewer's transport.
+
+        Runs per frame and viewer: the usual case (socket keeping up) is tested first and
+        `_delivered_one` is inlined."""
         wire = self._wire
-        if self.closed or wire is None:
+        if wire is None or self.closed:
             return
         if wire.is_closing():
             self.close("viewer_left")
@@ -147,7 +150,10 @@ class Subscription:
                 self.need_key = True
             return
         wire.write(data)
-        self._delivered_one()
+        if self.delivered:
+            self.delivered += 1
+        else:
+            self._delivered_one()
 
     def _note_drop(self) -> bool:
         """Count an overflow; True if this one makes the viewer "slow" (closed)."""

@@ -17,9 +17,9 @@ import struct
 from gateway.media.errors import FlvError, NalError
 from gateway.media.frames import Codec, MediaFrame
 from gateway.media.nal import (
-    annexb_to_length_prefixed,
     avcc_record,
     hvcc_record,
+    length_prefixed_parts,
     parameter_sets,
 )
 
@@ -32,6 +32,7 @@ EX_SEQUENCE_START, EX_CODED_FRAMES, EX_SEQUENCE_END = 0, 1, 2
 SOUND_G711A, SOUND_G711U, SOUND_AAC = 7, 8, 10
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 _U32 = struct.Struct(">I")
+_TAG_HEAD = struct.Struct(">IIxxx")  # type + DataSize, Timestamp + TimestampExtended, StreamID 0
 
 
 def flv_header(has_video: bool, has_audio: bool) -> bytes:
@@ -44,11 +45,15 @@ def flv_tag(tag_type: int, ts_ms: int, body: bytes) -> bytes:
     """One tag: type, DataSize (24), Timestamp (24) + TimestampExtended (8), StreamID 0, body,
     then PreviousTagSize (11 + DataSize)."""
     size = len(body)
+    return b"".join((_tag_head(tag_type, ts_ms, size), body, _U32.pack(11 + size)))
+
+
+def _tag_head(tag_type: int, ts_ms: int, size: int) -> bytes:
+    """The 11-byte tag header for a body of `size` bytes."""
     if size > 0xFFFFFF:
         raise FlvError("FLV tag body exceeds 16 MiB")
     ts = ts_ms & 0xFFFFFFFF
-    head = struct.pack(">II", (tag_type << 24) | size, ((ts & 0xFFFFFF) << 8) | (ts >> 24)) + b"\x00\x00\x00"
-    return head + body + _U32.pack(11 + size)
+    return _TAG_HEAD.pack((tag_type << 24) | size, ((ts & 0xFFFFFF) << 8) | (ts >> 24))
 
 
 def _si24(value: int) -> bytes:
@@ -151,15 +156,17 @@ class FlvMuxer:
         if codec is None or frame.codec != codec:
             raise FlvError(f"video codec {frame.codec} not configured")
         prefix = b""
+        data = frame.data
         if frame.keyframe:
-            ps = parameter_sets(codec, frame.data)
+            ps = parameter_sets(codec, data, frame.nals)
             if ps.complete and (codec == Codec.H264 or ps.vps is not None) \
                     and (ps.vps, ps.sps, ps.pps) != self._params:
                 assert ps.sps is not None and ps.pps is not None
                 prefix = self.sequence_header(ps.sps, ps.pps, ps.vps, ts_ms=ts_ms)
-        nalus = annexb_to_length_prefixed(frame.data, codec, drop_aud=True, drop_parameter_sets=True,
-                                          starts=frame.nals)
-        if not nalus:
+        # one join for the whole tag: the NAL units are views of the frame, copied only here
+        parts, size = length_prefixed_parts(data if type(data) is bytes else bytes(data), codec, drop_aud=True,
+                                            drop_parameter_sets=True, starts=frame.nals)
+        if not parts:
             return prefix
         cts = 0
         if frame.pts is not None and frame.dts is not None:
@@ -169,7 +176,8 @@ class FlvMuxer:
             head = bytes((0x80 | (ftype << 4) | EX_CODED_FRAMES,)) + HEVC_FOURCC + _si24(cts)
         else:
             head = bytes(((ftype << 4) | AVC_CODEC_ID, AVC_NALU)) + _si24(cts)
-        return prefix + flv_tag(TAG_VIDEO, ts_ms, head + nalus)
+        size += len(head)
+        return b"".join((prefix, _tag_head(TAG_VIDEO, ts_ms, size), head, *parts, _U32.pack(11 + size)))
 
     def end_of_sequence(self, ts_ms: int) -> bytes:
         """AVC end of sequence / HEVC SequenceEnd tag."""
@@ -193,8 +201,9 @@ class FlvMuxer:
         if self.audio_codec is None or frame.codec != self.audio_codec:
             raise FlvError(f"audio codec {frame.codec} not configured")
         flags = self._audio_flags()
-        if self.audio_codec != Codec.AAC:
-            return flv_tag(TAG_AUDIO, ts_ms, bytes((flags,)) + frame.data)
+        if self.audio_codec != Codec.AAC:  # the tag in one join, as video_tag
+            size = 1 + len(frame.data)
+            return b"".join((_tag_head(TAG_AUDIO, ts_ms, size), bytes((flags,)), frame.data, _U32.pack(11 + size)))
         asc, raws = adts_frames(frame.data)
         out = []
         if asc is not None and bytes((flags, 0)) + asc != self._audio_config:

@@ -225,15 +225,21 @@ class Stream:
         if self.flv_subs:
             tag = self._tag(entry)
             if tag:
+                # framed once per framing and shared by its viewers; the last framing is kept in
+                # locals because viewers of one output (HTTP-FLV or WS-FLV) usually come in a row
                 framed: dict[Framing, bytes] = {}
+                last: Framing | None = None
+                data = tag
                 for sub in tuple(self.flv_subs):  # a slow or gone viewer is removed as we go
                     framing = sub.framing
                     if framing is None:
                         sub.offer(tag, key)
                         continue
-                    data = framed.get(framing)
-                    if data is None:
-                        data = framed[framing] = framing(tag)
+                    if framing is not last:
+                        got = framed.get(framing)
+                        if got is None:
+                            got = framed[framing] = framing(tag)
+                        data, last = got, framing
                     sub.write(data, key)
         if self.frame_subs:
             out = entry.out()  # frame viewers (WebRTC, snapshots) get the same timeline
@@ -245,7 +251,7 @@ class Stream:
 
     def _keyframe(self, frame: MediaFrame, now: float) -> bool:
         st = self.stats
-        ps = parameter_sets(frame.codec, frame.data)
+        ps = parameter_sets(frame.codec, frame.data, frame.nals)
         if self.codec is None:
             if not ps.complete:
                 st.dropped_before_key += 1

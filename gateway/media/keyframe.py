@@ -22,7 +22,7 @@ class KeyframeError(MediaError):
 
 def complete_keyframe(frame: MediaFrame, known: ParameterSets | None) -> bytes:
     """The keyframe's Annex-B bytes with SPS/PPS (and VPS) in front when it lacks them."""
-    ps = parameter_sets(frame.codec, frame.data)
+    ps = parameter_sets(frame.codec, frame.data, frame.nals)
     if ps.complete and (frame.codec != Codec.H265 or ps.vps is not None):
         return frame.data
     if known is None or not known.complete:

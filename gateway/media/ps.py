@@ -18,6 +18,12 @@ Video PES payloads are joined into whole access units: an AU ends when a video P
 PTS starts, at `flush()`, or at the end of a `feed(..., frame_end=True)` — the receiver passes
 `frame_end` for each RTP frame so a frame leaves without waiting for the next one. An audio
 frame leaves as soon as its PES is complete, so it may precede the video AU it was muxed after.
+
+The common case — nothing buffered and one whole, well-formed RTP frame with `frame_end` — takes
+a fast path (`_whole_frame`): the packets are checked in place, the frame is copied once, and the
+NAL headers are read from one regex scan. It decides before it changes anything, and hands any
+frame it is not sure of (garbage, a cut packet, unbounded or private PES, two access units, a
+codec still to sniff) to the general parser, so both give the very same frames and counters.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import struct
 from collections import Counter
 
 from gateway.media.frames import Codec, MediaFrame
-from gateway.media.nal import is_keyframe, sniff_video_codec, start_codes
+from gateway.media.nal import H264_IDR, H265_IRAP, START_CODE, is_keyframe, sniff_video_codec, start_codes
 
 __all__ = ["Codec", "MediaFrame", "PsDemuxer", "read_timestamp"]
 
@@ -45,6 +51,25 @@ def read_timestamp(b: bytes | bytearray, off: int) -> int:
     """33-bit PTS/DTS from its 5-byte field (ISO/IEC 13818-1 §2.4.3.7)."""
     return (((b[off] >> 1) & 0x07) << 30) | (b[off + 1] << 22) | ((b[off + 2] >> 1) << 15) \
         | (b[off + 3] << 7) | (b[off + 4] >> 1)
+
+
+def _psm_entries(body: bytes) -> dict[int, int] | None:
+    """elementary_stream_id → stream_type of a PSM body (§2.5.4), None if it is too short.
+
+    The CRC is not checked and the loop is bounded by the body's length, not by
+    elementary_stream_map_length (inconsistent in the wild). A later entry for an ID wins."""
+    limit = len(body) - 4  # CRC_32 at the end
+    if limit < 4:
+        return None
+    pos = 4 + _U16.unpack_from(body, 2)[0]  # skip program_stream_info
+    if pos + 2 > limit:
+        return None
+    pos += 2
+    entries: dict[int, int] = {}
+    while pos + 4 <= limit:
+        entries[body[pos + 1]] = body[pos]
+        pos += 4 + _U16.unpack_from(body, pos + 2)[0]
+    return entries
 
 
 def _is_adts(payload: bytes | bytearray) -> bool:
@@ -93,6 +118,15 @@ class PsDemuxer:
 
     def feed(self, data: bytes | bytearray | memoryview, *, frame_end: bool = False) -> list[MediaFrame]:
         """Add PS bytes (any boundaries). `frame_end`: the caller knows a frame ended here."""
+        if frame_end and not self._buf and not self._es and not self._marks and self._unbounded is None:
+            frame = data if type(data) is bytes else bytes(data)
+            try:
+                fast = self._whole_frame(frame)
+            except Exception:  # pragma: no cover - the general parser below counts what is wrong
+                fast = None
+            if fast is not None:
+                self.bytes_in += len(frame)
+                return fast
         self._buf += data
         self.bytes_in += len(data)
         out: list[MediaFrame] = []
@@ -115,6 +149,153 @@ class PsDemuxer:
             self._buf.clear()
         self._emit_au(out)
         return out
+
+    # -- the whole-frame fast path --------------------------------------------------------------
+
+    def _whole_frame(self, data: bytes) -> list[MediaFrame] | None:
+        """One complete RTP frame with nothing buffered: its frames, or None for the general parser.
+
+        Takes only what the general parser would read without a skip, a wait or a cut: packets
+        back to back from byte 0 (MPEG-2 pack headers, system headers, PSMs before any PES,
+        bounded MPEG-2 audio PES, one video stream's bounded PES, and the packets the parser
+        skips by their length), each ending at the next start code or at the end, and video that
+        makes one H.264/H.265 access unit of a codec already known from a PSM or a strong
+        sniff. Nothing is changed before it is sure.
+        """
+        n = len(data)
+        p = 0
+        packs = system_headers = 0
+        maps: list[dict[int, int] | None] = []  # the frame's PSMs, parsed
+        video: list[tuple[int, int, int | None, int | None]] = []  # (payload start, end, pts, dts)
+        audio: list[tuple[int, int, int, int | None]] = []  # (sid, payload start, end, pts)
+        vsid = -1
+        startswith = data.startswith
+        while p < n:
+            if n - p < 6 or not startswith(START, p):
+                return None
+            sid = data[p + 3]
+            if sid == 0xBA:
+                if n - p < 14 or data.find(START, p + 4, p + 14) >= 0 or data[p + 4] >> 6 != 1:
+                    return None
+                size = 14 + (data[p + 13] & 0x07)
+                if n - p < size:
+                    return None
+                packs += 1
+                p += size
+                continue
+            end = p + 6 + ((data[p + 4] << 8) | data[p + 5])
+            if end > n:
+                return None  # overrun or cut: let the parser judge (what follows is checked as the next packet)
+            if sid == 0xBB:
+                system_headers += 1
+            elif sid == 0xBC:
+                if video or audio:
+                    return None  # a PSM after a PES: the parser applies it in order
+                maps.append(_psm_entries(data[p + 6:end]))
+            elif 0xC0 <= sid <= 0xEF:
+                if end == p + 6 or n - p < 9 or data[p + 6] & 0xC0 != 0x80:
+                    return None  # unbounded PES, or an MPEG-1 header
+                flags, hl = data[p + 7], data[p + 8]
+                hdr_end = p + 9 + hl
+                if hdr_end >= end:
+                    return None  # bad header length or an empty payload
+                pts = dts = None
+                if flags & 0x80 and hl >= 5:  # read_timestamp, inlined
+                    pts = dts = (((data[p + 9] >> 1) & 0x07) << 30) | (data[p + 10] << 22) \
+                        | ((data[p + 11] >> 1) << 15) | (data[p + 12] << 7) | (data[p + 13] >> 1)
+                    if flags & 0x40 and hl >= 10:
+                        dts = read_timestamp(data, p + 14)
+                if sid >= 0xE0:
+                    if vsid != sid and vsid >= 0:
+                        return None
+                    vsid = sid
+                    video.append((hdr_end, end, pts, dts))
+                else:
+                    audio.append((sid, hdr_end, end, pts))
+            elif sid < 0xBB or (sid == 0xBD and (sid in self._psm or any(sid in m for m in maps if m))):
+                # not a PS packet, the program end code (4 bytes), or private stream 1 made a stream by a PSM
+                return None
+            # else private stream 1 (Hikvision's), padding, private stream 2, …: skipped by length
+            p = end
+        au: MediaFrame | None = None
+        if video:
+            au = self._whole_au(data, vsid, video, maps)
+            if au is None:
+                return None
+        # sure now: what the general parser would have done, in its order
+        self.packs += packs
+        self.system_headers += system_headers
+        for entries in maps:
+            self._apply_psm(entries)
+        out: list[MediaFrame] = []
+        for sid, start, end, pts in audio:
+            self._audio(out, sid, data[start:end], pts)
+        if au is not None:
+            out.append(au)
+            self.video_frames += 1
+        return out
+
+    def _whole_au(self, data: bytes, sid: int, video: list[tuple[int, int, int | None, int | None]],
+                  maps: list[dict[int, int] | None]) -> MediaFrame | None:
+        """The one access unit of a whole frame's video PES, or None if the general parser must
+        decide (no start code, two AUs, too large, codec unknown or still to be sniffed)."""
+        if len(video) == 1:
+            start, end, pts, dts = video[0]
+            es = data[start:end]
+        else:
+            es = b"".join([data[s:e] for s, e, _, _ in video])
+        size = len(es)
+        if size > self.max_frame:
+            return None
+        stype = self._psm.get(sid)
+        for entries in maps:  # the frame's own PSM, as _parse_psm would apply it
+            if entries is not None and sid in entries:
+                stype = entries[sid]
+                if stype not in VIDEO_STREAM_TYPES:
+                    return None  # it drops the sniffed guess: the parser sniffs again
+        codec = VIDEO_STREAM_TYPES[stype] if stype in VIDEO_STREAM_TYPES else self._guess.get(sid)
+        if codec is not Codec.H264 and codec is not Codec.H265:
+            return None
+        nals = [m.start() for m in START_CODE.finditer(es)]
+        if not nals:
+            return None
+        # AU boundaries exactly as _scan_es finds them (only NALs with 5 bytes after them)
+        h265 = codec is Codec.H265
+        seen_vcl = False
+        first = True
+        key: bool | None = None  # is_keyframe's answer, from the first VCL NAL
+        for i in nals:
+            if i + 5 >= size:
+                break
+            b0 = es[i + 3]
+            if h265:
+                t = (b0 >> 1) & 0x3F
+                vcl = t < 32
+                opener = (vcl and es[i + 5] & 0x80) or t in _H265_OPENERS
+            else:
+                t = b0 & 0x1F
+                vcl = 1 <= t <= 5
+                opener = (vcl and es[i + 4] & 0x80) or t in _H264_OPENERS
+            if first:
+                first = False
+            elif opener and seen_vcl:
+                return None  # a second access unit starts in this frame
+            if vcl and not seen_vcl:
+                seen_vcl = True
+                key = t in H265_IRAP if h265 else t == H264_IDR
+        if len(video) > 1:  # the PTS of the PES the AU's first NAL starts in (_take_mark)
+            at = nals[0] if not first else 0
+            off = 0
+            pts = dts = None
+            for s, e, pes_pts, pes_dts in video:
+                if off > at:
+                    break
+                pts, dts = pes_pts, pes_dts
+                off += e - s
+        starts = tuple(nals)
+        if key is None:  # no VCL NAL before the last 5 bytes: ask the general rule
+            key = is_keyframe(codec, es, starts)
+        return MediaFrame("video", codec, es, pts, dts, key, sid, starts)
 
     # -- parsing ---------------------------------------------------------------------------
 
@@ -306,21 +487,16 @@ class PsDemuxer:
 
     def _parse_psm(self, body: bytes) -> None:
         """Program stream map (§2.5.4): CRC not checked, loops bounded by its length."""
+        self._apply_psm(_psm_entries(body))
+
+    def _apply_psm(self, entries: dict[int, int] | None) -> None:
         self.psms += 1
-        limit = len(body) - 4  # CRC_32 at the end
-        if limit < 4:
+        if entries is None:
             self.errors["bad_psm"] += 1
             return
-        pos = 4 + _U16.unpack_from(body, 2)[0]  # skip program_stream_info
-        if pos + 2 > limit:
-            self.errors["bad_psm"] += 1
-            return
-        pos += 2  # elementary_stream_map_length: inconsistent in the wild, trust our length
-        while pos + 4 <= limit:
-            stype, esid = body[pos], body[pos + 1]
+        for esid, stype in entries.items():
             self._psm[esid] = stype
             self._guess.pop(esid, None)
-            pos += 4 + _U16.unpack_from(body, pos + 2)[0]
 
     # -- frames --------------------------------------------------------------------------------
 

@@ -72,6 +72,20 @@ def _psm_entries(body: bytes) -> dict[int, int] | None:
     return entries
 
 
+def nal_role(es: bytes | bytearray, i: int, h265: bool) -> tuple[int, bool, bool]:
+    """(NAL type, is VCL, opens an access unit) of the NAL whose start code is at `i`: H.264
+    §7.4.1.2.3 / H.265 §7.4.2.4.4 — a parameter set, SEI or AUD, or a slice that is its picture's
+    first (first_mb_in_slice / first_slice_segment_in_pic_flag = 1, the top bit after the header)."""
+    b0 = es[i + 3]
+    if h265:
+        t = (b0 >> 1) & 0x3F
+        vcl = t < 32
+        return t, vcl, bool(vcl and es[i + 5] & 0x80) or t in _H265_OPENERS
+    t = b0 & 0x1F
+    vcl = 1 <= t <= 5
+    return t, vcl, bool(vcl and es[i + 4] & 0x80) or t in _H264_OPENERS
+
+
 def _is_adts(payload: bytes | bytearray) -> bool:
     return len(payload) > 1 and payload[0] == 0xFF and payload[1] & 0xF6 == 0xF0
 
@@ -267,15 +281,7 @@ class PsDemuxer:
         for i in nals:
             if i + 5 >= size:
                 break
-            b0 = es[i + 3]
-            if h265:
-                t = (b0 >> 1) & 0x3F
-                vcl = t < 32
-                opener = (vcl and es[i + 5] & 0x80) or t in _H265_OPENERS
-            else:
-                t = b0 & 0x1F
-                vcl = 1 <= t <= 5
-                opener = (vcl and es[i + 4] & 0x80) or t in _H264_OPENERS
+            t, vcl, opener = nal_role(es, i, h265)
             if first:
                 first = False
             elif opener and seen_vcl:
@@ -556,15 +562,7 @@ class PsDemuxer:
         i = find(START, self._scan)
         last = self._scan
         while i >= 0 and i + 5 < len(es):
-            b0 = es[i + 3]
-            if h265:
-                t = (b0 >> 1) & 0x3F
-                vcl = t < 32
-                opener = (vcl and es[i + 5] & 0x80) or t in _H265_OPENERS
-            else:
-                t = b0 & 0x1F
-                vcl = 1 <= t <= 5
-                opener = (vcl and es[i + 4] & 0x80) or t in _H264_OPENERS
+            _, vcl, opener = nal_role(es, i, h265)
             if not self._au_started:
                 self._au_started = True
                 self._au_pts, self._au_dts = self._take_mark(i)

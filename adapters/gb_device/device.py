@@ -492,8 +492,12 @@ class GbDeviceAdapter:
             ch_state = "online" if online and on else "offline"
             cause = off_cause if not online else ("registered" if on else "catalog_off")
             pending.append(self.health.set_state(f"channel:{channel_id}", ch_state, cause, t.ts, ch_evidence))
-        waits = [p for p in pending if p is not None]
-        return asyncio.gather(*waits) if waits else None
+        # the journal hands every event of a batch the same barrier future: await it once, and
+        # without a gather around a lone future (a login's common case)
+        waits = list(dict.fromkeys(p for p in pending if p is not None))
+        if not waits:
+            return None
+        return waits[0] if len(waits) == 1 else asyncio.gather(*waits)
 
     # ------------------------------------------------------------------ catalog subscriptions
     def _new_dialog(self) -> tuple[str, str, int]:

@@ -45,9 +45,12 @@ class _Udp:
 
     def __init__(self) -> None:
         self.sent: list[bytes] = []
+        self.oks = 0  # 200s sent (counted here, so waiting for them costs nothing)
 
     def sendto(self, data: bytes, addr: Any = None) -> None:
         self.sent.append(data)
+        if data.startswith(b"SIP/2.0 200 "):
+            self.oks += 1
 
     def is_closing(self) -> bool:
         return False
@@ -162,13 +165,14 @@ async def run(n: int, rounds: int, store: bool) -> None:
                 if j % 64 == 63:
                     await asyncio.sleep(0)  # let the login tasks run, as the loop would between datagrams
             # every 200 out (a login's waits for its durable online event), then the writer idle
-            while sum(1 for d in udp.sent if d.startswith(b"SIP/2.0 200 ")) < n:
+            while udp.oks < n:
                 await asyncio.sleep(0.002)
             if plane is not None:
                 await plane.repo.flush()
             cpu = ptime() - c_start - client
             assert len(udp.sent) == 2 * n, len(udp.sent)
             udp.sent.clear()
+            udp.oks = 0
             best = min(best, cpu)
             print(f"  round {r + 1}: {cpu / n * 1e6:.1f} µs CPU per registration", flush=True)
     finally:

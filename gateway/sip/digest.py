@@ -206,25 +206,27 @@ _PARAM = re.compile(r'\s*([A-Za-z0-9\-_.]+)\s*=\s*(?:"([^"\\]*(?:\\.[^"\\]*)*)"|
 _UNESCAPE = re.compile(r"\\(.)", re.S)
 
 
+# _PARAM with the whole match captured first: one findall cuts every param, and the pieces
+# joined back must be the whole rest of the value (contiguous: nothing skipped in between)
+_PARAMS = re.compile(r'(\s*([A-Za-z0-9\-_.]+)\s*=\s*(?:(")([^"\\]*(?:\\.[^"\\]*)*)"|([^\s,"]*))\s*(?:,|\Z))', re.S)
+
+
 def parse_auth_params(value: str) -> tuple[str, dict[str, str]]:
     """(scheme, params) of a challenge or credentials value; names lower-cased, quotes removed."""
     m = _SCHEME.match(value)
     if m is None:
         raise SipParseError("Bad Authorization")
-    scheme = m.group(1)
     pos = m.end()
+    found = _PARAMS.findall(value, pos)
+    if "".join([f[0] for f in found]) != value[pos:]:
+        raise SipParseError("Bad Authorization")
     params: dict[str, str] = {}
-    while pos < len(value):
-        p = _PARAM.match(value, pos)
-        if p is None or p.end() == pos:
-            raise SipParseError("Bad Authorization")
-        name, quoted, token, _ = p.groups()
-        if quoted is None:
+    for _, name, quote, quoted, token in found:
+        if not quote:
             params[name.lower()] = token
         else:
             params[name.lower()] = _UNESCAPE.sub(r"\1", quoted) if "\\" in quoted else quoted
-        pos = p.end()
-    return scheme, params
+    return m.group(1), params
 
 
 def parse_credentials(header_value: str) -> Credentials:

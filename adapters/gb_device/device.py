@@ -161,6 +161,7 @@ class GbDeviceAdapter:
         self.offline_listeners: list[OfflineListener] = []
         self._tasks = TaskSet("gb-device", logger=log, on_error=self._task_failed)  # queries, syncs, offline work
         self._timer_task: asyncio.Task[None] | None = None
+        self._stopped = False  # stop() ran: logins still waiting for the journal are not answered
         self.replays = digest.ReplayGuard(ttl=nonces.ttl)
         self.alarms = AlarmDeduper()
         self.registrar = Registrar(
@@ -198,6 +199,7 @@ class GbDeviceAdapter:
         self.catalog.start_workers(self.settings.sync_concurrency)
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._timer_task:
             self._timer_task.cancel()
             await asyncio.gather(self._timer_task, return_exceptions=True)
@@ -339,7 +341,17 @@ class GbDeviceAdapter:
         if not self._login(v.record, v.entry, v.transition, v.new_login, peer, v.contact, v.expires, now):
             self._respond(key, request, 200, peer, headers=ok_headers)  # plain refresh
             return
-        self.spawn(self._finish_login(key, request, peer, v.transition, ok_headers), name=f"login-{device_id}")
+        try:
+            pending = self._health_device(v.transition) if v.transition is not None else None
+        except Exception as exc:  # as when it failed inside the login task: logged, counted, no 200
+            log.error("gb-device: login of %s failed", device_id, exc_info=exc)
+            self.stats["task_errors"] += 1
+            return
+        if isinstance(pending, asyncio.Future):
+            # the common case, the journal's barrier: answer from its callback, no task per login
+            pending.add_done_callback(lambda done: self._login_durable(done, key, request, peer, ok_headers))
+            return
+        self.spawn(self._finish_login(key, request, peer, pending, ok_headers), name=f"login-{device_id}")
 
     def _login(self, rec: DeviceRecord, entry: Entry | None, transition: Transition | None, new_login: bool,
                peer: Peer, contact: str, expires: int, now: float) -> bool:
@@ -379,13 +391,34 @@ class GbDeviceAdapter:
                 await pending
 
     async def _finish_login(
-        self, key: Hashable, request: Request, peer: Peer, transition: Transition | None, headers: list[tuple[str, str]]
+        self, key: Hashable, request: Request, peer: Peer, pending: Any, headers: list[tuple[str, str]]
     ) -> None:
-        """Persist the online event durably, answer 200, then query DeviceInfo and Catalog."""
-        device_id = request.from_.uri.user or ""
-        await self._login_persisted(transition)
+        """Wait until the online event is durable (`pending`, from `_health_device`), answer 200,
+        then query DeviceInfo and Catalog."""
+        if pending is not None:
+            await pending
+        self._login_done(key, request, peer, headers)
+
+    def _login_durable(self, done: asyncio.Future[Any], key: Hashable, request: Request, peer: Peer,
+                       headers: list[tuple[str, str]]) -> None:
+        """`_finish_login` as a callback of the journal's barrier future, with the same outcomes:
+        cancelled — nothing (as a cancelled task); failed — logged and counted as a task error,
+        no 200; durable — the 200 and the catalog query. Nothing once the adapter stopped (its
+        login tasks would have been cancelled)."""
+        if done.cancelled() or self._stopped:
+            return
+        try:
+            exc = done.exception()
+            if exc is not None:
+                raise exc
+            self._login_done(key, request, peer, headers)
+        except Exception as exc:
+            log.error("gb-device: login of %s failed", request.from_.uri.user, exc_info=exc)
+            self.stats["task_errors"] += 1
+
+    def _login_done(self, key: Hashable, request: Request, peer: Peer, headers: list[tuple[str, str]]) -> None:
         self._respond(key, request, 200, peer, headers=headers)
-        self.catalog.queue(device_id)
+        self.catalog.queue(request.from_.uri.user or "")
 
     # ------------------------------------------------------------------ SIP workers (gateway/app/sip_workers.py)
     def remote_login(self, device_id: str, peer: Peer, *, call_id: str, contact: str, user_agent: str,
@@ -492,8 +525,12 @@ class GbDeviceAdapter:
             ch_state = "online" if online and on else "offline"
             cause = off_cause if not online else ("registered" if on else "catalog_off")
             pending.append(self.health.set_state(f"channel:{channel_id}", ch_state, cause, t.ts, ch_evidence))
-        waits = [p for p in pending if p is not None]
-        return asyncio.gather(*waits) if waits else None
+        # the journal hands every event of a batch the same barrier future: await it once, and
+        # without a gather around a lone future (a login's common case)
+        waits = list(dict.fromkeys(p for p in pending if p is not None))
+        if not waits:
+            return None
+        return waits[0] if len(waits) == 1 else asyncio.gather(*waits)
 
     # ------------------------------------------------------------------ catalog subscriptions
     def _new_dialog(self) -> tuple[str, str, int]:

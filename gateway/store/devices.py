@@ -181,15 +181,23 @@ async def _refresh_bindings(session: AsyncSession, refresh: dict[str, dict[str, 
     return bool(found == len(ids))
 
 
-async def _write_devices(session: AsyncSession, devices: dict[str, dict[str, Any]], now: datetime) -> None:
+async def _write_devices(session: AsyncSession, devices: dict[str, dict[str, Any]], now: datetime,
+                         written: set[str] | None = None) -> None:
     """Upsert device rows with executemany, grouped by the set of columns changed.
 
     Core statements, not ORM objects: a registration storm writes thousands of rows per batch
     and building model instances for each cost more than the database work. Each group goes
     to the driver whole (`gateway.store.direct.executemany`).
+
+    `written`: devices whose row this writer has committed before (rows are never deleted):
+    they skip the existence SELECT. It is only a hint — where the driver counts an executemany's
+    rows, an UPDATE that found fewer rows than hinted makes the batch look the hinted ones up and
+    insert those that are missing; where it cannot count, hints are not used.
     """
-    ids = list(devices)
-    existing: set[str] = set()
+    conn = await session.connection()
+    hinted = set(devices).intersection(written) if written and conn.dialect.supports_sane_multi_rowcount else set()
+    ids = [d for d in devices if d not in hinted]
+    existing: set[str] = set(hinted)
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
         existing.update((await session.execute(select(_DEVICES.c.id).where(_DEVICES.c.id.in_(chunk)))).scalars())
@@ -205,11 +213,23 @@ async def _write_devices(session: AsyncSession, devices: dict[str, dict[str, Any
             row["id"] = device_id
             row.setdefault("first_admitted_at", now)
             inserts.setdefault(tuple(sorted(row)), []).append(row)
-    conn = await session.connection()
     for keys, rows in inserts.items():
         await executemany(conn, _DEVICES, ("insert", keys), rows)
+    updated = 0
     for keys, rows in updates.items():
-        await executemany(conn, _DEVICES, ("update", keys), rows)
+        updated += await executemany(conn, _DEVICES, ("update", keys), rows)
+    if hinted and updated != sum(map(len, updates.values())):
+        # a hinted row was not there (removed behind this writer's back): the UPDATEs are
+        # idempotent, so look the hinted IDs up and insert the missing ones now
+        found: set[str] = set()
+        hints = list(hinted)
+        for i in range(0, len(hints), 500):
+            q = select(_DEVICES.c.id).where(_DEVICES.c.id.in_(hints[i : i + 500]))
+            found.update((await session.execute(q)).scalars())
+        missing = {d: devices[d] for d in hinted - found}
+        if missing:
+            written.difference_update(missing)  # type: ignore[union-attr]
+            await _write_devices(session, missing, now)
 
 
 def ts_to_dt(ts: float | None) -> datetime | None:
@@ -236,6 +256,8 @@ class DeviceRepository:
         # device → binding_key of the binding this writer last committed for it: lets a plain
         # refresh skip the existence SELECT and the unchanged columns (a hint, see _write_bindings)
         self._written_bindings: dict[str, tuple[Any, ...]] = {}
+        # devices whose row this writer committed: their updates skip the existence SELECT (a hint)
+        self._written_devices: set[str] = set()
         self._jobs: list[tuple[Job, asyncio.Future[None] | None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -335,7 +357,7 @@ class DeviceRepository:
         try:
             async with self._sessions() as session, session.begin():
                 if devices:
-                    await _write_devices(session, devices, now)
+                    await _write_devices(session, devices, now, self._written_devices)
                 if events:
                     shape = ("insert", tuple(sorted(events[0])))
                     await executemany(await session.connection(), _EVENTS, shape, events)
@@ -361,6 +383,7 @@ class DeviceRepository:
             raise
         self.batches += 1
         self.bindings_refreshed += refreshed
+        self._written_devices.update(devices)
         for device_id, binding in bindings.items():
             if binding is None:
                 self._written_bindings.pop(device_id, None)

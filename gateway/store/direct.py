@@ -140,15 +140,17 @@ class Direct:
 compiled_shapes: dict[tuple[str, Shape, str, str], Direct | None] = {}
 
 
-async def executemany(conn: Any, table: Any, shape: Shape, rows: list[dict[str, Any]]) -> None:
+async def executemany(conn: Any, table: Any, shape: Shape, rows: list[dict[str, Any]]) -> int:
     """Run `statement(table, shape)` for `rows` straight on the driver where `Direct` applies,
-    else with SQLAlchemy's executemany."""
+    else with SQLAlchemy's executemany. Returns the driver's rowcount (meaningful only where
+    `conn.dialect.supports_sane_multi_rowcount`)."""
     dialect = conn.dialect
     key = (table.name, shape, dialect.name, dialect.driver)
     if key not in compiled_shapes:
         compiled_shapes[key] = Direct.compile(table, shape, dialect)
     direct = compiled_shapes[key]
     if direct is None:
-        await conn.execute(statement(table, shape), rows)
+        result = await conn.execute(statement(table, shape), rows)
     else:
-        await conn.exec_driver_sql(direct.sql, direct.params(rows))
+        result = await conn.exec_driver_sql(direct.sql, direct.params(rows))
+    return int(result.rowcount)

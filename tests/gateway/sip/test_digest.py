@@ -205,3 +205,53 @@ def test_replay_guard_memory_at_20000_devices() -> None:
 
     total, per_device = measure(20_000)
     assert total < 6_000_000 and per_device < 300
+
+
+def _params_one_by_one(value: str) -> tuple[str, dict[str, str]]:
+    """parse_auth_params as it was: one anchored match per param (the reference for the
+    one-pass version, which must accept and refuse exactly the same values)."""
+    m = digest._SCHEME.match(value)
+    if m is None:
+        raise SipParseError("Bad Authorization")
+    pos, params = m.end(), {}
+    while pos < len(value):
+        p = digest._PARAM.match(value, pos)
+        if p is None or p.end() == pos:
+            raise SipParseError("Bad Authorization")
+        name, quoted, token, _ = p.groups()
+        params[name.lower()] = token if quoted is None else digest._UNESCAPE.sub(r"\1", quoted)
+        pos = p.end()
+    return m.group(1), params
+
+
+_AUTH_PIECES = st.sampled_from(['Digest', ' ', 'username', 'realm', 'nc', '=', '"', '\\', ',', ', ', '\t', 'a',
+                                '"x y"', '"a\\"b"', '00000001', 'MD5', 'qop=auth', '\r\n', ';', '=""', '""', '9'])
+
+
+@given(st.lists(_AUTH_PIECES, max_size=24).map("".join))
+def test_params_parse_exactly_as_one_match_at_a_time(value: str) -> None:
+    try:
+        expected: object = _params_one_by_one(value)
+    except SipParseError:
+        expected = SipParseError
+    try:
+        got: object = digest.parse_auth_params(value)
+    except SipParseError:
+        got = SipParseError
+    assert got == expected
+
+
+def test_params_parse_the_common_shapes() -> None:
+    for value in ('Digest username="34020000001320000001", realm="3402000000", nonce="n", uri="sip:a@b", '
+                  'response="r", algorithm=MD5, qop=auth, nc=00000001, cnonce="c"',
+                  'Digest realm="3402000000",nonce="n",algorithm=MD5,qop="auth"', 'Digest a="x\\"y", b=, c=""',
+                  'Basic', 'Digest a=b,', 'Digest a=b, ', 'Digest a=b c=d', 'Digest =b', 'Digest a="unterminated'):
+        try:
+            expected: object = _params_one_by_one(value)
+        except SipParseError:
+            expected = SipParseError
+        try:
+            got: object = digest.parse_auth_params(value)
+        except SipParseError:
+            got = SipParseError
+        assert got == expected, value

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 import gateway.store.direct as store_direct
 from gateway.store.db import make_engine, make_sessionmaker
@@ -95,3 +95,38 @@ async def test_raw_sqlite_text_matches(tmp_path: Path, monkeypatch: pytest.Monke
         await engine.dispose()
     assert seen[0] == seen[1]
     assert any(row[2] == "2026-05-28 20:26:40.250000" for row in seen[0])
+
+
+async def test_known_rows_skip_the_lookup_and_a_stale_hint_reinserts(tmp_path: Path) -> None:
+    """Rows this writer committed are updated without the existence SELECT; a row removed behind
+    its back is noticed by the UPDATE's row count and inserted again with the batch's values."""
+    url = f"sqlite:///{tmp_path}/d.db"
+    await asyncio.to_thread(upgrade, url)
+    engine = make_engine(url)
+    selects: list[str] = []
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM device " in statement + " ":
+            selects.append(statement)
+
+    r = DeviceRepository(make_sessionmaker(engine), interval=3600)
+    for d in DEVS:
+        r.update_device(d, online=True, name=f"cam {d[-1]}")
+    await r.flush()
+    assert len(selects) == 1  # new rows: looked up once
+    selects.clear()
+    for d in DEVS:
+        r.update_device(d, online=False)
+    await r.flush()
+    assert selects == []  # all known to the writer: no lookup
+    async with engine.begin() as conn:  # behind the writer's back
+        await conn.execute(Device.__table__.delete().where(Device.id == DEVS[0]))  # type: ignore[attr-defined]
+    for d in DEVS:
+        r.update_device(d, online=True, channel_count=2)
+    await r.flush()
+    assert len(selects) >= 1  # the UPDATE missed a row: the hinted IDs were looked up
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text("select id, online, channel_count, name from device order by id"))).all()
+    await engine.dispose()
+    assert [tuple(row) for row in rows] == [(DEVS[0], 1, 2, ""), *((d, 1, 2, f"cam {d[-1]}") for d in DEVS[1:])]

@@ -29,6 +29,7 @@ from gateway.media.hub import (
     stream_key,
 )
 from gateway.media.pool import PortPool
+from gateway.media_workers.remote import FeedOpener
 from gateway.sip.errors import SipTimeout
 from gateway.sip.events import Peer
 from gateway.sip.message import Request, Response, make_response
@@ -334,8 +335,9 @@ async def test_retransmitted_2xx_is_reacked_and_late_2xx_gets_bye() -> None:
     await hub.stop()
 
 
-async def test_install_media_wires_hub_and_metrics(tmp_path: Any) -> None:
-    settings = load_settings(env={"GBGATE_DATA_DIR": str(tmp_path)})
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_install_media_wires_hub_and_metrics(tmp_path: Any, workers: str) -> None:
+    settings = load_settings(env={"GBGATE_DATA_DIR": str(tmp_path), "GBGATE_MEDIA__WORKERS": workers})
     adapter = SimpleNamespace(requests=None, presence=Presence(), policy=Policy(),
                               catalog=NoCatalog(), offline_listeners=[])
     added: list[Any] = []
@@ -344,7 +346,12 @@ async def test_install_media_wires_hub_and_metrics(tmp_path: Any) -> None:
                           metrics=metrics)  # type: ignore[arg-type]
     # the hub opens every channel no other source kind claims through the INVITE manager
     assert isinstance(plane, MediaPlane) and plane.hub.opener is plane.routes and plane.routes is not None
-    assert plane.routes.opener_for("34020000001320000001") is plane.invites
+    if workers == "1":
+        assert plane.workers is None
+        assert plane.routes.opener_for("34020000001320000001") is plane.invites
+    else:  # GB channels are fed from the worker that owns them; the INVITE manager still signals
+        assert plane.workers is not None and plane.workers.count == 2
+        assert isinstance(plane.routes.opener_for("34020000001320000001"), FeedOpener)
     assert adapter.offline_listeners == [plane.invites.on_device_gone]  # devices going offline end their streams
     assert plane.pool.capacity == (settings.media.port_max - settings.media.port_min + 1) // 2
     counters = plane.counters()

@@ -82,6 +82,8 @@ class Gateway:
             # one the interpreter has installed
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p),
         })
+        # signalling benches stream nothing: idle media workers would only add to the CPU counted
+        self.env.setdefault("GBGATE_MEDIA__WORKERS", "1")
         self.proc: subprocess.Popen[bytes] | None = None
         self.ps: psutil.Process | None = None
 

@@ -358,6 +358,7 @@ class RtpSession:
             "tcp_resyncs": c["tcp_resyncs"],
             "tcp_bytes_skipped": c["tcp_bytes_skipped"],
             "tcp_disconnects": c["tcp_disconnects"],
+            "udp_truncated": c["udp_truncated"],
             "ssrc": self.expected_ssrc,
             "source": None if self.source is None else f"{self.source[0]}:{self.source[1]}",
         }
@@ -370,7 +371,7 @@ class RtpSession:
 
 RTP_COUNTER_KEYS = ("received", "bytes", "lost", "reordered", "duplicated", "late", "dropped_wrong_source",
                     "dropped_wrong_ssrc", "bad_rtp", "rtcp", "frames_dropped_gap", "ps_errors",
-                    "tcp_resyncs", "tcp_disconnects")
+                    "tcp_resyncs", "tcp_disconnects", "udp_truncated")
 
 
 def _norm(host: str) -> str:

@@ -29,7 +29,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from operator import itemgetter
 
-from .message import reason_phrase
+from .message import reason_phrase, stamped_params
 from .transaction import MAGIC
 
 MAX_SIZE = 4096  # bigger datagrams are not keepalives or first REGISTERs: full parser
@@ -184,13 +184,7 @@ def _stamped_via(s: Scan, host: str, port: int) -> str:
     names, params = s.via_names, s.via_params
     if names == _RPORT_BRANCH:  # what sipp and most cameras send: one format, no loop
         return f"Via: SIP/2.0/{s.via_transport} {s.via_host}:{s.via_port};rport={port};{params[1]};received={host}"
-    out = [f"rport={port}" if n == "rport" else f"received={host}" if n == "received" else p
-           for n, p in zip(names, params, strict=True)]
-    if "rport" not in names:
-        out.append(f"rport={port}")
-    if "received" not in names:
-        out.append(f"received={host}")
-    return f"Via: SIP/2.0/{s.via_transport} {s.via_host}:{s.via_port};" + ";".join(out)
+    return f"Via: SIP/2.0/{s.via_transport} {s.via_host}:{s.via_port};" + stamped_params(names, params, (host, port))
 
 
 def respond(s: Scan, status: int, received: tuple[str, int], *, to_tag: str, reason: str | None = None,

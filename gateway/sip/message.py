@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -511,15 +511,21 @@ def with_received(via_value: str, received: tuple[str, int]) -> str:
         params = m.group(4).split(";")[1:]
         names = [p.partition("=")[0] for p in params]
         if len(set(names)) == len(names):  # a repeated param collapses in parse_params: slow path
-            host, port = received
-            out = [f"rport={port}" if n == "rport" else f"received={host}" if n == "received" else p
-                   for n, p in zip(names, params, strict=True)]
-            if "rport" not in names:
-                out.append(f"rport={port}")
-            if "received" not in names:
-                out.append(f"received={host}")
-            return f"SIP/2.0/{m.group(1)} {m.group(2)}:{m.group(3)};" + ";".join(out)
+            return f"SIP/2.0/{m.group(1)} {m.group(2)}:{m.group(3)};" + stamped_params(names, params, received)
     return _with_received_parsed(via_value, received)
+
+
+def stamped_params(names: Sequence[str], params: Sequence[str], received: tuple[str, int]) -> str:
+    """A plain Via's `;`-separated params with rport= and received= set in place, or added at
+    the end in that order (what parse_via + str(Via) would write for distinct params)."""
+    host, port = received
+    out = [f"rport={port}" if n == "rport" else f"received={host}" if n == "received" else p
+           for n, p in zip(names, params, strict=True)]
+    if "rport" not in names:
+        out.append(f"rport={port}")
+    if "received" not in names:
+        out.append(f"received={host}")
+    return ";".join(out)
 
 
 def _with_received_parsed(via_value: str, received: tuple[str, int]) -> str:

@@ -171,6 +171,16 @@ async def capture(url: str, seconds: float, path: Path | None = None) -> bytes:
     return bytes(data)
 
 
+async def hold(url: str, release: asyncio.Event) -> None:
+    """A viewer that reads until `release`: it keeps the stream (and its stats) alive across steps
+    that have no other viewer, however slow a loaded machine makes them."""
+    async with aiohttp.ClientSession() as http, http.get(url) as resp:
+        assert resp.status == 200, await resp.text()
+        async for _ in resp.content.iter_any():
+            if release.is_set():
+                break
+
+
 def video_tags(data: bytes) -> list[tuple[int, bytes]]:
     """(timestamp, body) of the FLV video tags."""
     assert data[:3] == b"FLV"
@@ -218,6 +228,8 @@ async def test_sipp_camera_to_http_flv_read_by_ffprobe(tmp_path: Path, mode: str
         assert video_tags(first)[1][1][0] == 0x17  # after the sequence header: a keyframe
 
         # a late viewer starts at a keyframe from the GOP cache, quickly
+        release = asyncio.Event()
+        holder = asyncio.create_task(hold(live_url, release))
         late = await capture(live_url, 1.0, tmp_path / "late.flv")
         tags = video_tags(late)
         assert tags[0][1][:2] == b"\x17\x00" and tags[1][1][:2] == b"\x17\x01"
@@ -233,6 +245,8 @@ async def test_sipp_camera_to_http_flv_read_by_ffprobe(tmp_path: Path, mode: str
         # killing the sender: media stops, the gateway re-INVITEs, the stream comes back
         keep = asyncio.create_task(capture(live_url, 8.0))
         await asyncio.sleep(0.5)
+        release.set()
+        await holder
         stop.set()
         await sender
         leg2 = await established_leg(r, not_call=leg.call_id, timeout=8)

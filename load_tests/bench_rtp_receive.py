@@ -9,7 +9,8 @@ streams' frames spread over the frame interval) to one UDP port each. This proce
 with every path in `--paths`, rounds alternating old/new so both see the same machine: `old` is
 the asyncio DatagramProtocol the gateway used before (one callback and one `RtpSession.feed` per
 datagram); `new` is `gateway.media.receiver.UdpReceiver` (`new@W`: with a poller window of W s,
-0 for none). Each round prints packets/s, this process's CPU µs per packet (user+sys, from the
+0 for none); `each` is UdpReceiver with `feed_many` taking every batch datagram by datagram (as
+before `RtpSession._whole_batch`). Each round prints packets/s, this process's CPU µs per packet (user+sys, from the
 first send to the last packet, idle included) and RSS; the summary line is the best round of each
 path. `--stage frames` stops at the RTP frame (no PS demux: the part this path changes, without
 the demuxer's per-frame cost diluting it). `--queued` queues one frame on every socket from this
@@ -93,6 +94,29 @@ class FramesOnlySession(RtpSession):
         self.sink.bytes += len(payload)  # type: ignore[attr-defined]
 
 
+class EachSession(RtpSession):
+    """Path `each`: UdpReceiver, but `feed_many` always takes its datagram-by-datagram loop (the
+    receive path before `_whole_batch`)."""
+
+    __slots__ = ()
+
+    def _whole_batch(self, *_args: Any) -> bool:
+        return False
+
+
+class EachFramesOnlySession(FramesOnlySession):
+    __slots__ = ()
+
+    def _whole_batch(self, *_args: Any) -> bool:
+        return False
+
+
+def _kind(path: str, stage: str) -> type[RtpSession]:
+    if path.startswith("each"):
+        return EachFramesOnlySession if stage == "frames" else EachSession
+    return FramesOnlySession if stage == "frames" else RtpSession
+
+
 def build_frames(frames: int, bitrate: int) -> list[list[bytes]]:
     s = PsRtpSender(ssrc=SSRC, start_ts=0, bitrate=bitrate)
     s.seq = 65_000  # cross the 16-bit wrap on the way
@@ -130,7 +154,7 @@ async def one_round(path: str, conn: Connection, streams: int, expect_packets: i
                     expect_frames: int, stage: str) -> dict[str, Any]:
     opener = _opener(path)
     sinks = [CountingSink() for _ in range(streams)]
-    kind = FramesOnlySession if stage == "frames" else RtpSession
+    kind = _kind(path, stage)
     sessions = [kind(s, ssrc=SSRC, allowed_hosts=["127.0.0.1"]) for s in sinks]
     receivers = []
     ports = []
@@ -176,7 +200,7 @@ async def queued_round(path: str, frames: list[list[bytes]], streams: int, stage
     here, outside the timing), then times the loop draining them all; process CPU of the drain."""
     opener = _opener(path)
     sinks = [CountingSink() for _ in range(streams)]
-    kind = FramesOnlySession if stage == "frames" else RtpSession
+    kind = _kind(path, stage)
     sessions = [kind(s, ssrc=SSRC, allowed_hosts=["127.0.0.1"]) for s in sinks]
     receivers = [await opener(s, "127.0.0.1", 0) for s in sessions]
     dests = [("127.0.0.1", (rx.transport.get_extra_info("socket") if path == "old" else rx.sock).getsockname()[1])
@@ -206,7 +230,8 @@ async def queued_round(path: str, frames: list[list[bytes]], streams: int, stage
 
 
 def _opener(path: str) -> Any:
-    """old: LegacyUdpReceiver; new: UdpReceiver; new@W: UdpReceiver with a poller window of W s."""
+    """old: LegacyUdpReceiver; new: UdpReceiver; new@W: UdpReceiver with a poller window of W s; each
+    (each@W): UdpReceiver with feed_many's datagram-by-datagram loop only."""
     if path == "old":
         return LegacyUdpReceiver.open
     from gateway.media.receiver import UdpReceiver
@@ -270,7 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bitrate", type=int, default=2_000_000)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--paths", default="old,new",
-                    help="old, new, new@W (UdpReceiver's poller window W seconds, 0: none)")
+                    help="old, new, new@W (UdpReceiver's poller window W seconds, 0: none), each / each@W "
+                         "(UdpReceiver, feed_many datagram by datagram: before _whole_batch)")
     ap.add_argument("--stage", choices=("demux", "frames"), default="demux",
                     help="frames: stop at the RTP frame (no PS demux), the receive path alone")
     ap.add_argument("--queued", action="store_true",

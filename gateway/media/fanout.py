@@ -9,11 +9,6 @@ A `Subscription` is fed by its owner (the hub's `Stream`) through `offer` (queue
   by every viewer using it (`Framing`: HTTP chunk, WebSocket message), straight into the viewer's
   transport — no queue, future or task wake-up per viewer and frame (§5). The bound is then the
   transport's write buffer (`viewer_backlog` bytes), with the same skip-to-keyframe rule.
-  When the transport is a plain TCP one (uvloop's or asyncio's selector transport, never TLS)
-  and its buffer is empty, the frame goes to its socket with one `os.write` — what the
-  transport's own `write` would do first, without its bookkeeping; whatever the socket does
-  not take (full, or an error) goes through `transport.write`, which buffers it in order or
-  meets the error and closes as before.
 
 A viewer that overflows 4 times within 30 s (by the owner's clock) is disconnected as "slow".
 The owner is reached only through `SubscriptionOwner`, so this module does not know the hub.
@@ -22,7 +17,6 @@ The owner is reached only through `SubscriptionOwner`, so this module does not k
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -32,22 +26,6 @@ SLOW_DROPS = 4  # overflows …
 SLOW_WINDOW_S = 30.0  # … within this many seconds make a viewer "slow"
 
 Framing = Callable[[bytes], bytes]
-# transports whose `write` with an empty buffer is a plain write(2) on get_extra_info("socket")
-# (an SSL transport's "socket" is the TCP socket under the TLS layer: never written directly)
-_PLAIN_TCP = frozenset({("uvloop.loop", "TCPTransport"), ("asyncio.selector_events", "_SelectorSocketTransport")})
-_os_write = os.write
-
-
-def raw_fd(wire: object) -> int:
-    """The socket fd behind a plain TCP transport, or -1 (any other writer: use its `write`)."""
-    cls = type(wire)
-    if (cls.__module__, cls.__qualname__) not in _PLAIN_TCP:
-        return -1
-    try:
-        sock = wire.get_extra_info("socket")  # type: ignore[attr-defined]
-        return int(sock.fileno()) if sock is not None else -1
-    except (AttributeError, OSError, ValueError):
-        return -1
 
 
 class WireWriter(Protocol):
@@ -90,7 +68,7 @@ class SubscriptionOwner(Protocol):
 class Subscription:
     """One viewer's bounded queue. `async for item in sub`; `sub.close()` when done."""
 
-    __slots__ = ("_burst", "_drop_times", "_fd", "_owner", "_queue", "_waiter", "_wire", "channel_id", "closed",
+    __slots__ = ("_burst", "_drop_times", "_owner", "_queue", "_waiter", "_wire", "channel_id", "closed",
                  "delivered", "drop_events", "dropped", "framing", "joined_at", "kind", "max_backlog", "maxsize",
                  "need_key", "reason")
 
@@ -111,7 +89,6 @@ class Subscription:
         self.delivered = 0
         self.joined_at = owner.now()
         self._wire: WireWriter | None = None
-        self._fd = -1  # direct mode on a plain TCP transport: its socket (see raw_fd)
         self.framing: Framing | None = None  # set once direct: the owner frames each tag with it
         self.max_backlog = 0
 
@@ -172,17 +149,7 @@ class Subscription:
             if not self._note_drop():
                 self.need_key = True
             return
-        if self._fd >= 0 and not backlog:
-            try:
-                n = _os_write(self._fd, data)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except OSError:
-                n = 0  # the transport's own write meets the error and closes as it always did
-            if n < len(data):
-                wire.write(data[n:] if n else data)
-        else:
-            wire.write(data)
+        wire.write(data)
         if self.delivered:
             self.delivered += 1
         else:
@@ -230,7 +197,6 @@ class Subscription:
         limit = self._owner.viewer_backlog if max_backlog is None else max_backlog
         self.max_backlog = limit + wire.get_write_buffer_size()
         self._wire = wire
-        self._fd = raw_fd(wire)
         self.framing = framing
 
     async def wait_closed(self) -> None:
@@ -277,6 +243,5 @@ class Subscription:
             return
         self.closed = True
         self.reason = reason
-        self._fd = -1
         self._wake()
         self._owner.unsubscribe(self)

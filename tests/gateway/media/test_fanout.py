@@ -2,20 +2,19 @@
 
 Unit tests drive a Subscription through a fake owner and clock; the rest go through the hub.
 Direct FLV subscribers are checked with an in-memory transport that reports a write-buffer size we
-control, and against a real TCP transport for the os.write path (the end-to-end sockets are covered
-by tests/interop/test_media_sipp.py, HTTP-FLV and WS-FLV read by ffprobe).
+control, and once against a real TCP transport whose send buffer fills (the end-to-end sockets are
+covered by tests/interop/test_media_sipp.py, HTTP-FLV and WS-FLV read by ffprobe).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.media.fanout import FLV, FRAMES, SLOW_WINDOW_S, Framing, Subscription, raw_fd
+from gateway.media.fanout import FLV, FRAMES, SLOW_WINDOW_S, Framing, Subscription
 from gateway.media.frames import MediaFrame
 from gateway.media.hub import StreamHub
 from gateway.outputs.flv_http import http_chunk, ws_binary
@@ -236,8 +235,7 @@ async def test_direct_viewer_that_went_away_is_closed_at_the_next_frame() -> Non
     await hub.stop()
 
 
-async def _tcp_pair(ssl_server: Any = None, ssl_client: Any = None) -> tuple[asyncio.Transport, socket.socket,
-                                                                             asyncio.AbstractServer]:
+async def _tcp_pair() -> tuple[asyncio.Transport, socket.socket, asyncio.AbstractServer]:
     """A server-side transport on this loop (as a viewer's response has it) and the raw client socket."""
     loop = asyncio.get_running_loop()
     got: asyncio.Future[asyncio.Transport] = loop.create_future()
@@ -246,20 +244,14 @@ async def _tcp_pair(ssl_server: Any = None, ssl_client: Any = None) -> tuple[asy
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             got.set_result(transport)  # type: ignore[arg-type]
 
-    server = await loop.create_server(P, "127.0.0.1", 0, ssl=ssl_server)
-    port = server.sockets[0].getsockname()[1]
-    if ssl_client is None:
-        client = socket.create_connection(("127.0.0.1", port))
-    else:
-        client = await loop.run_in_executor(None, lambda: ssl_client.wrap_socket(
-            socket.create_connection(("127.0.0.1", port)), server_hostname="127.0.0.1"))
+    server = await loop.create_server(P, "127.0.0.1", 0)
+    client = socket.create_connection(("127.0.0.1", server.sockets[0].getsockname()[1]))
     return await asyncio.wait_for(got, 5), client, server
 
 
-async def test_a_plain_tcp_viewer_gets_the_bytes_of_the_transport_path_also_when_the_socket_fills() -> None:
-    """A direct viewer on a real TCP transport (its socket written with os.write while the
-    transport's buffer is empty) receives byte for byte what a viewer on a plain `write` gets,
-    through a send buffer that fills (partial writes, then the transport's buffer) and drains."""
+async def test_a_tcp_viewer_gets_the_bytes_of_an_in_memory_one_also_when_the_socket_fills() -> None:
+    """A direct viewer on a real TCP transport receives byte for byte what a viewer on an
+    in-memory wire gets, through a send buffer that fills (the transport buffers) and drains."""
     opener = Opener()
     hub = StreamHub(opener, viewer_backlog=64 << 20)
     feeder = asyncio.create_task(feed(opener, "c1", range(2)))
@@ -270,7 +262,6 @@ async def test_a_plain_tcp_viewer_gets_the_bytes_of_the_transport_path_also_when
     ref = Wire()
     real_sub.go_direct(transport, http_chunk)
     ref_sub.go_direct(ref, http_chunk)
-    assert real_sub._fd == transport.get_extra_info("socket").fileno() and ref_sub._fd == -1
     filled = False
     for k in range(2, 60):
         f = frame_at(k)
@@ -292,28 +283,7 @@ async def test_a_plain_tcp_viewer_gets_the_bytes_of_the_transport_path_also_when
     assert await asyncio.get_running_loop().run_in_executor(None, read_all) == want
     assert real_sub.delivered == ref_sub.delivered and not real_sub.dropped
     real_sub.close("viewer_left")
-    assert real_sub._fd == -1
     transport.close()
     client.close()
     server.close()
     await hub.stop()
-
-
-async def test_only_plain_tcp_transports_are_written_directly(tmp_path: Path) -> None:
-    """TLS: the transport's "socket" is the TCP socket under the TLS layer — never os.write'd."""
-    from certs.ca import LocalCA
-    from certs.tls import client_context, server_context
-
-    ca = LocalCA.create(tmp_path / "ca")
-    srv = ca.issue_server(ip_addresses=["127.0.0.1"])
-    transport, client, server = await _tcp_pair(server_context(srv.cert_path, srv.key_path, None, False),
-                                                client_context(ca.cert_path))
-    assert transport.get_extra_info("sslcontext") is not None and raw_fd(transport) == -1
-    plain, raw_client, plain_server = await _tcp_pair()
-    assert raw_fd(plain) == plain.get_extra_info("socket").fileno() and raw_fd(Wire()) == -1
-    for t in (transport, plain):
-        t.close()
-    for c in (client, raw_client):
-        c.close()
-    server.close()
-    plain_server.close()

@@ -322,9 +322,10 @@ def test_clean_batches_take_the_whole_batch_path_and_equal_feed(seed: int, loss:
         i = j
     a.flush()
     b.flush()
-    assert whole > 0
+    if not loss:  # (after a loss the reorder buffer holds what follows: the general path's job)
+        assert whole > 0 and len(one.frames) > 20
     assert a.stats() == b.stats()
-    assert many.frames == one.frames and len(one.frames) > 20
+    assert many.frames == one.frames
     assert (a.packets, a.bytes, a.received, a.payload_bytes) == (b.packets, b.bytes, b.received, b.payload_bytes)
     assert a.trace is not None and b.trace is not None and a.trace.steps == b.trace.steps
     assert a.last_packet_at == b.last_packet_at

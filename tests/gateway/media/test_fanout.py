@@ -95,6 +95,35 @@ async def test_queue_overflow_on_a_delta_frame_waits_for_the_next_keyframe() -> 
     assert await sub.get_batch() == [] and owner.gone == [sub]
 
 
+async def test_wait_closed_runs_the_check_every_period_until_it_closes() -> None:
+    """The viewer's idle check runs from one timer every `every` s; a check that raises is
+    reported to the loop and the checks go on; a check that closes ends the wait; none is left armed."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    sub = Subscription(Owner(), FLV, 4)
+    calls = 0
+
+    def check() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("transport gone odd")
+        if calls == 4:
+            sub.close("viewer_left")
+
+    await asyncio.wait_for(sub.wait_closed(check=check, every=0.01), 2)
+    assert calls == 4 and sub.reason == "viewer_left"
+    assert len(errors) == 1 and isinstance(errors[0]["exception"], RuntimeError)
+    other = Subscription(Owner(), FLV, 4)
+    waiter = asyncio.create_task(other.wait_closed(check=lambda: None, every=0.01))
+    await asyncio.sleep(0.03)
+    other.close("closed")  # closed by the hub: the wait ends and its timer is cancelled
+    await asyncio.wait_for(waiter, 1)
+    assert not [h for h in getattr(loop, "_scheduled", []) if not h.cancelled()]
+    loop.set_exception_handler(None)
+
+
 def test_only_flv_goes_direct() -> None:
     sub = Subscription(Owner(), FRAMES, 2)
     with pytest.raises(ValueError, match="only FLV"):

@@ -6,16 +6,18 @@ A sender process (its CPU, and the loopback delivery it does in its own context,
 paces `--streams` 2 Mbit/s 25 fps GB-PS streams (PsRtpSender: H.264 padded to the bitrate, muxed
 to PS, ≤1400-byte RTP payloads, every frame's packets back to back as a camera sends them, the
 streams' frames spread over the frame interval) to one UDP port each. This process receives them
-with every path in `--paths`, rounds alternating old/new so both see the same machine: `old` is
-the asyncio DatagramProtocol the gateway used before (one callback and one `RtpSession.feed` per
-datagram); `new` is `gateway.media.receiver.UdpReceiver` (`new@W`: with a poller window of W s,
-0 for none); `each` is UdpReceiver with `feed_many` taking every batch datagram by datagram (as
-before `RtpSession._whole_batch`). Each round prints packets/s, this process's CPU µs per packet (user+sys, from the
-first send to the last packet, idle included) and RSS; the summary line is the best round of each
-path. `--stage frames` stops at the RTP frame (no PS demux: the part this path changes, without
-the demuxer's per-frame cost diluting it). `--queued` queues one frame on every socket from this
-process, then times only the drain, frame after frame: no pacing and no idle wake-ups, the cost
-per datagram alone (paced rounds on a busy machine are dominated by the wake-ups).
+with every path in `--paths`, rounds alternating so all see the same machine: `old` is the asyncio
+DatagramProtocol the gateway used before (one callback and one `RtpSession.feed` per datagram);
+`new` is `gateway.media.receiver.UdpReceiver` (`new@W`: with a poller window of W s, 0 for none);
+`each` is UdpReceiver with `feed_many` taking every batch datagram by datagram (as before
+`RtpSession._whole_batch`); `rejoin` is UdpReceiver with the poller rejoining the loop's epoll
+after every pass (as before it stayed on its timer while busy). Each round prints packets/s, this
+process's CPU µs per packet (user+sys, from the first send to the last packet, idle included) and
+RSS; the summary line is the best round of each path. `--stage frames` stops at the RTP frame (no
+PS demux: the part this path changes, without the demuxer's per-frame cost diluting it).
+`--queued` queues one frame on every socket from this process, then times only the drain, frame
+after frame: no pacing and no idle wake-ups, the cost per datagram alone (paced rounds on a busy
+machine are dominated by the wake-ups).
 """
 
 from __future__ import annotations
@@ -109,6 +111,32 @@ class EachFramesOnlySession(FramesOnlySession):
 
     def _whole_batch(self, *_args: Any) -> bool:
         return False
+
+
+def _rejoin_tick(self: Any) -> None:
+    """UdpPoller._tick before the timer rule: rejoin the loop's epoll after every pass."""
+    self._timer = None
+    if self._ep.closed:
+        return
+    self._dispatch()
+    if self._handlers and not self._ep.closed:
+        self._loop.add_reader(self._ep.fileno(), self._ready)
+        self._registered = True
+
+
+@contextlib.contextmanager
+def _poller_rule(path: str) -> Any:
+    """Path `rejoin` (`rejoin@W`): UdpReceiver with the poller's previous rule for this round."""
+    from gateway.media.udp_batch import UdpPoller
+    if not path.startswith("rejoin"):
+        yield
+        return
+    tick = UdpPoller._tick
+    UdpPoller._tick = _rejoin_tick  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        UdpPoller._tick = tick  # type: ignore[method-assign]
 
 
 def _kind(path: str, stage: str) -> type[RtpSession]:
@@ -235,7 +263,7 @@ def _opener(path: str) -> Any:
     if path == "old":
         return LegacyUdpReceiver.open
     from gateway.media.receiver import UdpReceiver
-    _new, _at, window = path.partition("@")
+    _new, _at, window = path.partition("@")  # new, each and rejoin differ in the session or poller
 
     async def open_new(session: RtpSession, host: str, port: int) -> Any:
         return await UdpReceiver.open(session, host, port, window=float(window) if window else None)
@@ -265,11 +293,12 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         for r in range(args.rounds):
             for p in paths if r % 2 == 0 else paths[::-1]:
-                if args.queued:
-                    res = await queued_round(p, frames, args.streams, args.stage)
-                else:
-                    res = await one_round(p, parent, args.streams, expect_packets, args.frames * args.streams,
-                                          args.stage)
+                with _poller_rule(p):
+                    if args.queued:
+                        res = await queued_round(p, frames, args.streams, args.stage)
+                    else:
+                        res = await one_round(p, parent, args.streams, expect_packets, args.frames * args.streams,
+                                              args.stage)
                 results[p].append(res)
                 print(f"  {p:4s} packets {res['packets']}/{res['sent']} frames {res['frames']}/{res['expect_frames']}"
                       f" lost {res['lost']}  {res['pps']:8.0f} packets/s  {res['cpu_s_per_s']:.3f} CPU s/s"
@@ -296,7 +325,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--paths", default="old,new",
                     help="old, new, new@W (UdpReceiver's poller window W seconds, 0: none), each / each@W "
-                         "(UdpReceiver, feed_many datagram by datagram: before _whole_batch)")
+                         "(UdpReceiver, feed_many datagram by datagram: before _whole_batch), rejoin / rejoin@W "
+                         "(UdpReceiver, the poller rejoining the loop's epoll after every pass: before its timer rule)")
     ap.add_argument("--stage", choices=("demux", "frames"), default="demux",
                     help="frames: stop at the RTP frame (no PS demux), the receive path alone")
     ap.add_argument("--queued", action="store_true",

@@ -9,15 +9,14 @@ streams' frames spread over the frame interval) to one UDP port each. This proce
 with every path in `--paths`, rounds alternating so all see the same machine: `old` is the asyncio
 DatagramProtocol the gateway used before (one callback and one `RtpSession.feed` per datagram);
 `new` is `gateway.media.receiver.UdpReceiver` (`new@W`: with a poller window of W s, 0 for none);
-`each` is UdpReceiver with `feed_many` taking every batch datagram by datagram (as before
-`RtpSession._whole_batch`); `rejoin` is UdpReceiver with the poller rejoining the loop's epoll
-after every pass (as before it stayed on its timer while busy). Each round prints packets/s, this
-process's CPU µs per packet (user+sys, from the first send to the last packet, idle included) and
-RSS; the summary line is the best round of each path. `--stage frames` stops at the RTP frame (no
-PS demux: the part this path changes, without the demuxer's per-frame cost diluting it).
-`--queued` queues one frame on every socket from this process, then times only the drain, frame
-after frame: no pacing and no idle wake-ups, the cost per datagram alone (paced rounds on a busy
-machine are dominated by the wake-ups).
+`rejoin` is UdpReceiver with the poller rejoining the loop's epoll after every pass (as before it
+stayed on its timer while busy). Each round prints packets/s, this process's CPU µs per packet
+(user+sys, from the first send to the last packet, idle included) and RSS; the summary line is the
+best round of each path. `--stage frames` stops at the RTP frame (no PS demux: the part this path
+changes, without the demuxer's per-frame cost diluting it). `--queued` queues one frame on every
+socket from this process, then times only the drain, frame after frame: no pacing and no idle
+wake-ups, the cost per datagram alone (paced rounds on a busy machine are dominated by the
+wake-ups).
 """
 
 from __future__ import annotations
@@ -96,23 +95,6 @@ class FramesOnlySession(RtpSession):
         self.sink.bytes += len(payload)  # type: ignore[attr-defined]
 
 
-class EachSession(RtpSession):
-    """Path `each`: UdpReceiver, but `feed_many` always takes its datagram-by-datagram loop (the
-    receive path before `_whole_batch`)."""
-
-    __slots__ = ()
-
-    def _whole_batch(self, *_args: Any) -> bool:
-        return False
-
-
-class EachFramesOnlySession(FramesOnlySession):
-    __slots__ = ()
-
-    def _whole_batch(self, *_args: Any) -> bool:
-        return False
-
-
 def _rejoin_tick(self: Any) -> None:
     """UdpPoller._tick before the timer rule: rejoin the loop's epoll after every pass."""
     self._timer = None
@@ -137,12 +119,6 @@ def _poller_rule(path: str) -> Any:
         yield
     finally:
         UdpPoller._tick = tick  # type: ignore[method-assign]
-
-
-def _kind(path: str, stage: str) -> type[RtpSession]:
-    if path.startswith("each"):
-        return EachFramesOnlySession if stage == "frames" else EachSession
-    return FramesOnlySession if stage == "frames" else RtpSession
 
 
 def build_frames(frames: int, bitrate: int) -> list[list[bytes]]:
@@ -182,7 +158,7 @@ async def one_round(path: str, conn: Connection, streams: int, expect_packets: i
                     expect_frames: int, stage: str) -> dict[str, Any]:
     opener = _opener(path)
     sinks = [CountingSink() for _ in range(streams)]
-    kind = _kind(path, stage)
+    kind = FramesOnlySession if stage == "frames" else RtpSession
     sessions = [kind(s, ssrc=SSRC, allowed_hosts=["127.0.0.1"]) for s in sinks]
     receivers = []
     ports = []
@@ -228,7 +204,7 @@ async def queued_round(path: str, frames: list[list[bytes]], streams: int, stage
     here, outside the timing), then times the loop draining them all; process CPU of the drain."""
     opener = _opener(path)
     sinks = [CountingSink() for _ in range(streams)]
-    kind = _kind(path, stage)
+    kind = FramesOnlySession if stage == "frames" else RtpSession
     sessions = [kind(s, ssrc=SSRC, allowed_hosts=["127.0.0.1"]) for s in sinks]
     receivers = [await opener(s, "127.0.0.1", 0) for s in sessions]
     dests = [("127.0.0.1", (rx.transport.get_extra_info("socket") if path == "old" else rx.sock).getsockname()[1])
@@ -258,12 +234,11 @@ async def queued_round(path: str, frames: list[list[bytes]], streams: int, stage
 
 
 def _opener(path: str) -> Any:
-    """old: LegacyUdpReceiver; new: UdpReceiver; new@W: UdpReceiver with a poller window of W s; each
-    (each@W): UdpReceiver with feed_many's datagram-by-datagram loop only."""
+    """old: LegacyUdpReceiver; new (rejoin): UdpReceiver; @W: with a poller window of W s."""
     if path == "old":
         return LegacyUdpReceiver.open
     from gateway.media.receiver import UdpReceiver
-    _new, _at, window = path.partition("@")  # new, each and rejoin differ in the session or poller
+    _new, _at, window = path.partition("@")  # new and rejoin differ in the poller's rule (_poller_rule)
 
     async def open_new(session: RtpSession, host: str, port: int) -> Any:
         return await UdpReceiver.open(session, host, port, window=float(window) if window else None)
@@ -324,8 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bitrate", type=int, default=2_000_000)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--paths", default="old,new",
-                    help="old, new, new@W (UdpReceiver's poller window W seconds, 0: none), each / each@W "
-                         "(UdpReceiver, feed_many datagram by datagram: before _whole_batch), rejoin / rejoin@W "
+                    help="old, new, new@W (UdpReceiver's poller window W seconds, 0: none), rejoin / rejoin@W "
                          "(UdpReceiver, the poller rejoining the loop's epoll after every pass: before its timer rule)")
     ap.add_argument("--stage", choices=("demux", "frames"), default="demux",
                     help="frames: stop at the RTP frame (no PS demux), the receive path alone")

@@ -113,40 +113,6 @@ class FrameAssembler:
                     return None
         return self._add(sequence, timestamp, marker, payload)
 
-    def add_run(self, sequence: int, timestamp: int, marker: int | bool, payloads: list[bytes],
-                size: int) -> list[RtpFrame] | None:
-        """`add` of each of `payloads` in turn, for packets numbered `sequence`, `sequence` + 1, …
-        (mod 2^16) sharing `timestamp`, none with the marker bit but perhaps the last (`marker`);
-        `size` is their total length. A run continuing the open frame (or opening one) is taken
-        in one step — the receiver's batches are mostly a whole frame; anything else goes
-        packet by packet."""
-        ts = self._ts
-        if sequence == self._next_seq and (timestamp == ts or ts is None) \
-                and self._size + size <= self.max_frame_bytes:
-            n = len(payloads)
-            self._next_seq = (sequence + n) & 0xFFFF
-            if ts is None:
-                self._ts = timestamp
-                self._gap = False
-            self._size += size
-            self._parts += payloads
-            self._packets += n
-            if marker:
-                out: list[RtpFrame] = []
-                self._emit(out, marker=True)
-                return out
-            return None
-        got: list[RtpFrame] | None = None
-        last = len(payloads) - 1
-        for i, payload in enumerate(payloads):
-            frames = self.add((sequence + i) & 0xFFFF, timestamp, marker if i == last else 0, payload)
-            if frames:
-                if got is None:
-                    got = frames
-                else:
-                    got += frames
-        return got
-
     def _add(self, sequence: int, timestamp: int, marker: int | bool,
              payload: bytes | memoryview) -> list[RtpFrame] | None:
         out: list[RtpFrame] | None = None

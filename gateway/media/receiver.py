@@ -57,17 +57,6 @@ PS_PAYLOAD_TYPES = (96, 97, 98, 99)
 _FAST = struct.Struct("!BHII")  # marker|PT, sequence, timestamp, SSRC after a 0x80 first octet
 _HDR = RTP_HEADER_SIZE
 TCP_MAX_FRAME = 16 * 1024  # ZLMediaKit resyncs above 10 KB (§6.1); we allow a little more
-_RTCP_TYPES = frozenset(RTCP_PACKET_TYPES)
-_HEADER_RUNS: dict[tuple[int, int], struct.Struct] = {}
-
-
-def _headers(step: int, k: int) -> struct.Struct:
-    """The first 12 octets of k datagrams `step` apart (octet 0, marker|PT, sequence, timestamp,
-    SSRC each), in one Struct: a batch's headers in one unpack."""
-    s = _HEADER_RUNS.get((step, k))
-    if s is None:
-        s = _HEADER_RUNS[(step, k)] = struct.Struct("!" + f"BBHII{step - _HDR}x" * (k - 1) + "BBHII")
-    return s
 
 
 class FrameSink(Protocol):
@@ -170,8 +159,6 @@ class RtpSession:
         expected = self.expected_ssrc
         reorder = self._reorder if self.use_reorder else None
         want = -2 if reorder is None else reorder.next_in_order()  # -2: any number (no reorder)
-        if fast and want != -1 and len(sizes) > 1 and self._whole_batch(buf, step, sizes, expected, want, reorder):
-            return
         add = self._assembler.add
         unpack = _FAST.unpack_from
         run = payload = 0
@@ -206,52 +193,6 @@ class RtpSession:
         finally:  # also when a sink raised: the reorder buffer must know what the assembler took
             if run:
                 self._commit_run(run, payload, reorder)
-
-    def _whole_batch(self, buf: Any, step: int, sizes: Sequence[int], expected: int | None, want: int,
-                     reorder: ReorderBuffer | None) -> bool:
-        """`feed_many`'s loop for a batch whose every datagram takes the fast path, with the
-        per-datagram work done at once: all the headers in one unpack, the checks as tuple counts,
-        and each run of one timestamp (a frame, or its part in this batch) handed to the assembler
-        in one `add_run`. False, with nothing changed, when a datagram would not take the fast
-        path (the loop then goes datagram by datagram)."""
-        k = len(sizes)
-        vals = _headers(step, k).unpack_from(buf)
-        b1s = vals[1::5]
-        seqs = vals[2::5]
-        if min(sizes) <= _HDR or vals[0::5].count(0x80) != k or vals[4::5].count(expected) != k \
-                or not _RTCP_TYPES.isdisjoint(b1s):
-            return False
-        first = seqs[0]
-        if want >= 0 and first != want:
-            return False
-        if first + k <= 0x10000:
-            if seqs != tuple(range(first, first + k)):
-                return False
-        elif seqs != tuple(x & 0xFFFF for x in range(first, first + k)):
-            return False
-        # sure now: every datagram is the next in order from the locked source, as the loop would find
-        self.last_packet_at = self._clock()
-        parts = [buf[off + _HDR:off + n] for off, n in zip(range(0, k * step, step), sizes, strict=True)]
-        tss = vals[3::5]
-        add_run = self._assembler.add_run
-        done = 0
-        try:
-            while done < k:
-                ts = tss[done]
-                end = done + 1
-                mark = b1s[done] & 0x80
-                while not mark and end < k and tss[end] == ts:
-                    mark = b1s[end] & 0x80
-                    end += 1
-                frames = add_run(seqs[done], ts, mark, parts if end - done == k else parts[done:end],
-                                 sum(sizes[done:end]) - _HDR * (end - done))
-                done = end
-                if frames:
-                    for f in frames:
-                        self._frame(f.payload, f.gap)
-        finally:  # also when a sink raised: count what the assembler took
-            self._commit_run(done, sum(sizes[:done]) - _HDR * done, reorder)
-        return True
 
     def _commit_run(self, run: int, payload: int, reorder: ReorderBuffer | None) -> None:
         self.received += run

@@ -118,32 +118,3 @@ def test_add_matches_the_plain_rules(steps: list[tuple[int, int, bool, int]], se
     want = _reference(packets, 100)
     assert got == want
     assert fa.frames == len(want) and fa.gap_frames == sum(1 for w in want if w[2])
-
-
-def _state(fa: FrameAssembler) -> tuple[object, ...]:
-    return (fa._ts, fa._parts, fa._size, fa._packets, fa._gap, fa._next_seq, fa.frames, fa.gap_frames, fa.oversize)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2), st.booleans(),
-                          st.lists(st.integers(1, 40), min_size=1, max_size=6)), max_size=30),
-       st.integers(0, 0xFFFF))
-def test_add_run_is_add_on_each(runs: list[tuple[int, int, bool, list[int]]], seq0: int) -> None:
-    """A run (consecutive numbers, one timestamp, the marker on the last at most) gives the frames
-    and leaves the state of `add` on each of its packets — continuing the open frame, opening
-    one, after a loss or a repeat, across the 16-bit wrap, overflowing the frame limit."""
-    a, b = FrameAssembler(max_frame_bytes=100), FrameAssembler(max_frame_bytes=100)
-    seq, ts = seq0, 0
-    for i, (dseq, dts, marker, sizes) in enumerate(runs):
-        seq = (seq + dseq) & 0xFFFF
-        ts += dts * 3600
-        payloads = [bytes([(i + j) & 0xFF]) * n for j, n in enumerate(sizes)]
-        got = []
-        for j, p in enumerate(payloads):
-            got += a.add((seq + j) & 0xFFFF, ts, marker and j == len(payloads) - 1, p) or []
-        frames = b.add_run(seq, ts, marker, payloads, sum(sizes)) or []
-        assert [(f.timestamp, f.payload, f.gap, f.packets, f.marker) for f in frames] == \
-            [(f.timestamp, f.payload, f.gap, f.packets, f.marker) for f in got]
-        assert _state(a) == _state(b)
-        seq = (seq + len(payloads) - 1) & 0xFFFF
-    assert [bytes(f.payload) for f in a.flush()] == [bytes(f.payload) for f in b.flush()]

@@ -1,6 +1,6 @@
 """CPU per video frame after RTP: PS demux → FLV tag → two direct HTTP-FLV viewers, old vs new code.
 
-    python -m load_tests.bench_media_frame [--seconds 60] [--rounds 5] [--base REV] [--audio] [--pad slice]
+    python -m load_tests.bench_media_frame [--seconds 60] [--rounds 5] [--base REV] [--audio] [--pad slice] [--sockets]
 
 The input is what load_tests/rtp_blast sends for a 2 Mbit/s 25 fps GB-PS stream (the camera of the
 media benches): the H.264 access units of tests/data/media/h264.es looped, each padded with a filler
@@ -10,7 +10,8 @@ pads with a second slice of random bytes (emulation-prevented, like CABAC data f
 instead of rtp_blast's 0xFF filler, which is faster to scan for start codes. One RTP frame's
 payload is one `PsDemuxer.feed(payload, frame_end=True)`, as RtpSession._frame does, and every frame
 goes to `Stream.push` of a real StreamHub with two FLV viewers written directly into in-memory
-transports through the HTTP chunk framing (what gateway/outputs/flv_http does).
+transports through the HTTP chunk framing (what gateway/outputs/flv_http does); `--sockets`: into
+real TCP transports (uvloop), read by a forked process, so that the writes' cost is measured too.
 
 "old" is gateway/media/{nal,ps,flv,fanout,hub}.py as of `--base` (loaded from git into a private
 package; the modules this work did not touch are shared), "new" is the work tree. Both run in this
@@ -22,10 +23,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
+import os
 import random
 import re
 import resource
+import select
+import socket
 import subprocess
 import sys
 import tempfile
@@ -133,8 +138,38 @@ def http_chunk(data: bytes) -> bytes:
     return b"".join((b"%x\r\n" % len(data), data, b"\r\n"))
 
 
+async def _tcp_viewers(n: int) -> tuple[list[asyncio.Transport], int]:
+    """`--sockets`: n server-side TCP transports on this loop, their clients in a forked process
+    that reads until EOF (its CPU, and the kernel's receive work done in it, is not counted)."""
+    loop = asyncio.get_running_loop()
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(n)
+    addr = lsock.getsockname()
+    pid = os.fork()
+    if pid == 0:  # the viewers: drain every connection until the bench closes it
+        try:
+            conns = [socket.create_connection(addr) for _ in range(n)]
+            buf = bytearray(1 << 18)
+            open_ = {c.fileno(): c for c in conns}
+            while open_:
+                ready, _w, _x = select.select(list(open_.values()), [], [])
+                for c in ready:
+                    if not c.recv_into(buf):
+                        del open_[c.fileno()]
+        finally:
+            os._exit(0)
+    transports = []
+    for _ in range(n):
+        conn, _peer = await loop.sock_accept(lsock)
+        t, _p = await loop.connect_accepted_socket(asyncio.Protocol, conn)
+        transports.append(t)
+    lsock.close()
+    return transports, pid
+
+
 async def _viewers(mods: dict[str, ModuleType], payloads: list[bytes],
-                   clock: list[float], keep: bool = False) -> tuple[Any, Any, list[Wire]]:
+                   clock: list[float], keep: bool = False, sockets: bool = False) -> tuple[Any, Any, list[Any]]:
     """A hub stream with two direct FLV viewers, fed the first keyframe and one more frame."""
     opener = _Opener()
     hub = mods["hub"].StreamHub(opener, clock=lambda: clock[0])
@@ -144,10 +179,13 @@ async def _viewers(mods: dict[str, ModuleType], payloads: list[bytes],
     for p in payloads[:2]:
         for f in demux.feed(p, frame_end=True):
             opener.sink.push(f)
-    wires = []
+    wires: list[Any] = []
+    tcp: list[asyncio.Transport] = []
+    if sockets:
+        tcp, _pid = await _tcp_viewers(len(subs))
     for task in subs:
         sub = await task
-        wire = Wire(keep)
+        wire = tcp.pop() if sockets else Wire(keep)
         sub.go_direct(wire, http_chunk)
         wires.append(wire)
     return demux, opener.sink, wires
@@ -165,10 +203,13 @@ async def viewer_bytes(mods: dict[str, ModuleType], payloads: list[bytes]) -> by
     return b"".join(wires[0].kept)
 
 
-async def pipeline(mods: dict[str, ModuleType], payloads: list[bytes]) -> tuple[float, int, int]:
-    """(CPU s, frames pushed, bytes written per viewer) for payloads[2:] through the whole path."""
+async def pipeline(mods: dict[str, ModuleType], payloads: list[bytes], sockets: bool = False) -> tuple[float, int, int]:
+    """(CPU s, frames pushed, bytes written per viewer) for payloads[2:] through the whole path
+    (`sockets`: into real TCP sockets, whose bytes are not counted here: 0)."""
     clock = [0.0]
-    demux, stream, wires = await _viewers(mods, payloads, clock)
+    demux, stream, wires = await _viewers(mods, payloads, clock, sockets=sockets)
+    if sockets:
+        return await _pipeline_tcp(demux, stream, wires, payloads, clock)
     before = wires[0].bytes
     frames = 0
     push = stream.push
@@ -183,6 +224,34 @@ async def pipeline(mods: dict[str, ModuleType], payloads: list[bytes]) -> tuple[
     assert not demux.errors, demux.errors
     assert wires[0].bytes == wires[1].bytes
     return cpu, frames, wires[0].bytes - before
+
+
+async def _pipeline_tcp(demux: Any, stream: Any, wires: list[asyncio.Transport], payloads: list[bytes],
+                        clock: list[float]) -> tuple[float, int, int]:
+    """The timed loop of `pipeline` into TCP transports, paced: after each frame the loop sleeps
+    half a millisecond (no CPU: the reader drains the sockets meanwhile, as a viewer keeps up
+    between two frames of a stream), so the writes meet sockets with room as in the gateway."""
+    frames = 0
+    push = stream.push
+    feed = demux.feed
+    t0 = time.process_time()
+    for k, p in enumerate(payloads[2:]):
+        clock[0] = k / FPS
+        for f in feed(p, frame_end=True):
+            push(f)
+            frames += 1
+        await asyncio.sleep(0.0005)
+    while any(w.get_write_buffer_size() for w in wires):
+        await asyncio.sleep(0.001)
+    cpu = time.process_time() - t0
+    assert not demux.errors, demux.errors
+    assert not any(w.is_closing() for w in wires)
+    for w in wires:
+        w.close()
+    await asyncio.sleep(0)
+    with contextlib.suppress(ChildProcessError):
+        os.wait()
+    return cpu, frames, 0
 
 
 def demux_only(mods: dict[str, ModuleType], payloads: list[bytes]) -> tuple[float, list[MediaFrame]]:
@@ -211,7 +280,15 @@ def main() -> None:
     ap.add_argument("--audio", action="store_true", help="a G.711A pack in every RTP frame too")
     ap.add_argument("--pad", choices=("filler", "slice"), default="filler",
                     help="pad to 2 Mbit/s with rtp_blast's 0xFF filler NAL or with random slice data")
+    ap.add_argument("--sockets", action="store_true",
+                    help="the pipeline's two viewers on real TCP sockets (read by a forked process), on uvloop "
+                         "when installed: the writes' own cost (kernel included) is in the figure")
     args = ap.parse_args()
+    run: Any = asyncio.run
+    if args.sockets:
+        with contextlib.suppress(ImportError):
+            import uvloop
+            run = uvloop.run
     payloads = build_payloads(args.seconds, audio=args.audio, pad_with=args.pad)
     variants = {"new": load_new()}
     if args.base:
@@ -227,7 +304,7 @@ def main() -> None:
             b = best[name]
             cpu_d, frames = demux_only(mods, payloads)
             cpu_t, tag_bytes = tags_only(mods, frames)
-            cpu_p, pushed, wrote = asyncio.run(pipeline(mods, payloads))
+            cpu_p, pushed, wrote = run(pipeline(mods, payloads, args.sockets))
             for key, val in (("demux", cpu_d), ("tag", cpu_t), ("pipeline", cpu_p / (n - 2) * n)):
                 b[key] = min(b.get(key, float("inf")), val)
             check[name] = (len(frames), [(f.pts, f.keyframe, f.data) for f in frames], tag_bytes, pushed, wrote)
@@ -246,7 +323,8 @@ def main() -> None:
         o, w = best["old"], best["new"]
         print("new/old: " + ", ".join(f"{k} {w[k] / o[k]:.2f}×" for k in ("demux", "tag", "pipeline")))
     print("(pipeline = demux + tag + hub push + framing + 2 transport writes, per RTP frame; "
-          "CPU s/s = CPU seconds per second of one stream, sockets and RTP excluded)")
+          "CPU s/s = CPU seconds per second of one stream, " + ("TCP sends included, " if args.sockets else
+                                                                "sockets and ") + "RTP excluded)")
     print(f"max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

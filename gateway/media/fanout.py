@@ -199,12 +199,38 @@ class Subscription:
         self._wire = wire
         self.framing = framing
 
-    async def wait_closed(self) -> None:
-        """Until the subscription is closed (direct mode: the hub or the viewer ended it)."""
-        while not self.closed:
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-            self._waiter = None
+    async def wait_closed(self, *, check: Callable[[], None] | None = None, every: float = 1.0) -> None:
+        """Until the subscription is closed (direct mode: the hub or the viewer ended it).
+
+        `check` is called every `every` s meanwhile (has the viewer gone? a heartbeat due?) from
+        one re-armed timer: no task, timeout or cancellation per check, for every viewer every
+        second. It may close the subscription; what it raises goes to the loop's exception
+        handler and the checks go on."""
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle | None = None
+
+        def tick() -> None:
+            nonlocal timer
+            timer = None
+            if self.closed or check is None:
+                return
+            try:
+                check()
+            except Exception as exc:
+                loop.call_exception_handler({"message": "viewer check failed", "exception": exc})
+            if not self.closed:
+                timer = loop.call_later(every, tick)
+
+        if check is not None:
+            timer = loop.call_later(every, tick)
+        try:
+            while not self.closed:
+                self._waiter = loop.create_future()
+                await self._waiter
+                self._waiter = None
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def __aiter__(self) -> Subscription:
         return self

@@ -18,7 +18,9 @@ reader: at 25 fps each stream's socket turns readable once a frame, so 150 strea
 3,750 times a second, and a wake-up costs more than the datagrams it reads. After a wake-up the
 poller leaves the loop's epoll for `window` seconds (the first burst is read at once, the ones
 arriving meanwhile at most `window` later) and then reads every socket that became readable in
-one pass: at most one wake-up per window, whatever the number of streams.
+one pass: at most one wake-up per window, whatever the number of streams. While each pass finds
+something (many streams) the next pass is simply `window` later: the epoll set rejoins the
+loop's only after a pass that found nothing, instead of joining and leaving it every window.
 """
 
 from __future__ import annotations
@@ -296,14 +298,20 @@ class UdpPoller:
         self._timer = None
         if self._ep.closed:
             return
-        self._dispatch()
+        busy = self._dispatch()
         if self._handlers and not self._ep.closed:
-            self._loop.add_reader(self._ep.fileno(), self._ready)
-            self._registered = True
+            if busy:  # still busy: the next window's datagrams are read at its end, without
+                # rejoining the loop's epoll only to leave it at the next burst
+                self._timer = self._loop.call_later(self.window, self._tick)
+            else:
+                self._loop.add_reader(self._ep.fileno(), self._ready)
+                self._registered = True
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> int:
+        """Drain every ready socket; how many were ready."""
         handlers = self._handlers
-        for fd, _events in self._ep.poll(0):
+        ready = self._ep.poll(0)
+        for fd, _events in ready:
             handler = handlers.get(fd)
             if handler is None:
                 continue
@@ -311,6 +319,7 @@ class UdpPoller:
                 handler()
             except Exception as exc:  # one stream's failure must not stop the others'
                 self._loop.call_exception_handler({"message": "UDP receive handler failed", "exception": exc})
+        return len(ready)
 
 
 _pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, UdpPoller]] = weakref.WeakKeyDictionary()

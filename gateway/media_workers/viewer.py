@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import socket
@@ -151,9 +150,9 @@ async def serve_viewer(hub: StreamHub, facts: dict[str, Any], sock: socket.socke
             transport.write(HTTP_FLV_HEAD)
             sub.go_direct(transport, http_chunk)
         pinged_at: float | None = None
-        while not sub.closed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(sub.wait_closed(), min(IDLE_CHECK_S, heartbeat / 4))
+
+        def check() -> None:
+            nonlocal pinged_at
             if transport.is_closing():
                 sub.close("viewer_left")
             elif websocket:
@@ -165,6 +164,7 @@ async def serve_viewer(hub: StreamHub, facts: dict[str, Any], sock: socket.socke
                     pinged_at = now
                 elif pinged_at is not None and now - pinged_at >= heartbeat / 2:
                     sub.close("no_pong")
+        await sub.wait_closed(check=check, every=min(IDLE_CHECK_S, heartbeat / 4))
         reason = sub.reason or "closed"
         if reason in ("slow", "no_pong"):
             transport.abort()  # megabytes behind, or nobody there: do not wait for it to drain

@@ -50,12 +50,12 @@ def _gone(request: web.Request) -> bool:
 
 
 async def _until_closed(sub: Subscription, gone: Callable[[], bool]) -> None:
-    """Wait for the hub or the viewer to end the subscription."""
-    while not sub.closed:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(sub.wait_closed(), IDLE_CHECK_S)
+    """Wait for the hub or the viewer to end the subscription (a viewer gone is noticed within
+    IDLE_CHECK_S even when no frame comes)."""
+    def check() -> None:
         if gone():
             sub.close("viewer_left")
+    await sub.wait_closed(check=check, every=IDLE_CHECK_S)
 
 
 async def serve_http_flv(request: web.Request, sub: Subscription) -> web.StreamResponse:

@@ -2,13 +2,14 @@
 
 Unit tests drive a Subscription through a fake owner and clock; the rest go through the hub.
 Direct FLV subscribers are checked with an in-memory transport that reports a write-buffer size we
-control (the real sockets are covered by tests/interop/test_media_sipp.py, HTTP-FLV and WS-FLV read
-by ffprobe).
+control, and once against a real TCP transport whose send buffer fills (the end-to-end sockets are
+covered by tests/interop/test_media_sipp.py, HTTP-FLV and WS-FLV read by ffprobe).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import pytest
@@ -92,6 +93,35 @@ async def test_queue_overflow_on_a_delta_frame_waits_for_the_next_keyframe() -> 
     assert await sub.get_batch() == [b"k4"] and sub.dropped == 4
     sub.close("done")
     assert await sub.get_batch() == [] and owner.gone == [sub]
+
+
+async def test_wait_closed_runs_the_check_every_period_until_it_closes() -> None:
+    """The viewer's idle check runs from one timer every `every` s; a check that raises is
+    reported to the loop and the checks go on; a check that closes ends the wait; none is left armed."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    sub = Subscription(Owner(), FLV, 4)
+    calls = 0
+
+    def check() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("transport gone odd")
+        if calls == 4:
+            sub.close("viewer_left")
+
+    await asyncio.wait_for(sub.wait_closed(check=check, every=0.01), 2)
+    assert calls == 4 and sub.reason == "viewer_left"
+    assert len(errors) == 1 and isinstance(errors[0]["exception"], RuntimeError)
+    other = Subscription(Owner(), FLV, 4)
+    waiter = asyncio.create_task(other.wait_closed(check=lambda: None, every=0.01))
+    await asyncio.sleep(0.03)
+    other.close("closed")  # closed by the hub: the wait ends and its timer is cancelled
+    await asyncio.wait_for(waiter, 1)
+    assert not [h for h in getattr(loop, "_scheduled", []) if not h.cancelled()]
+    loop.set_exception_handler(None)
 
 
 def test_only_flv_goes_direct() -> None:
@@ -231,4 +261,58 @@ async def test_direct_viewer_that_went_away_is_closed_at_the_next_frame() -> Non
     assert sub.reason == "viewer_left" and len(w.chunks) == 1
     await asyncio.sleep(0.15)
     assert hub.get("c1") is None and opener.handles[0].closed == 1  # lingered, then hung up
+    await hub.stop()
+
+
+async def _tcp_pair() -> tuple[asyncio.Transport, socket.socket, asyncio.AbstractServer]:
+    """A server-side transport on this loop (as a viewer's response has it) and the raw client socket."""
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[asyncio.Transport] = loop.create_future()
+
+    class P(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            got.set_result(transport)  # type: ignore[arg-type]
+
+    server = await loop.create_server(P, "127.0.0.1", 0)
+    client = socket.create_connection(("127.0.0.1", server.sockets[0].getsockname()[1]))
+    return await asyncio.wait_for(got, 5), client, server
+
+
+async def test_a_tcp_viewer_gets_the_bytes_of_an_in_memory_one_also_when_the_socket_fills() -> None:
+    """A direct viewer on a real TCP transport receives byte for byte what a viewer on an
+    in-memory wire gets, through a send buffer that fills (the transport buffers) and drains."""
+    opener = Opener()
+    hub = StreamHub(opener, viewer_backlog=64 << 20)
+    feeder = asyncio.create_task(feed(opener, "c1", range(2)))
+    real_sub, ref_sub = await hub.subscribe("c1", FLV), await hub.subscribe("c1", FLV)
+    await feeder
+    transport, client, server = await _tcp_pair()
+    transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    ref = Wire()
+    real_sub.go_direct(transport, http_chunk)
+    ref_sub.go_direct(ref, http_chunk)
+    filled = False
+    for k in range(2, 60):
+        f = frame_at(k)
+        opener.sinks["c1"].push(MediaFrame(f.kind, f.codec, f.data + b"\x00\x00\x01\x0c" + b"\xff" * 30000, f.pts,
+                                           f.dts, f.keyframe, f.stream_id, None))
+        filled = filled or transport.get_write_buffer_size() > 0
+    assert filled  # the kernel stopped taking it: the rest went through the transport, in order
+    want = b"".join(ref.chunks)
+
+    def read_all() -> bytes:  # the viewer, in a thread: the loop goes on draining the transport
+        got = bytearray()
+        client.settimeout(10)
+        while len(got) < len(want):
+            data = client.recv(1 << 16)
+            if not data:
+                break
+            got += data
+        return bytes(got)
+    assert await asyncio.get_running_loop().run_in_executor(None, read_all) == want
+    assert real_sub.delivered == ref_sub.delivered and not real_sub.dropped
+    real_sub.close("viewer_left")
+    transport.close()
+    client.close()
+    server.close()
     await hub.stop()

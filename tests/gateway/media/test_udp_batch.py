@@ -303,6 +303,40 @@ async def test_the_poller_reads_at_once_then_at_most_once_per_window() -> None:
     assert not udp_batch._pollers.get(asyncio.get_running_loop())  # the last one closed its epoll set
 
 
+async def test_a_busy_poller_stays_on_its_timer_and_rejoins_the_loop_when_idle() -> None:
+    """A pass that found datagrams arms the next pass `window` later (no loop reader in between);
+    a pass that found none hands the epoll set back to the loop, so the next burst is read at once."""
+    session = new_session(Sink())
+    rx = await UdpReceiver.open(session, "127.0.0.1", 0, window=0.05)
+    assert rx.sock is not None and rx._poller is not None
+    poller = rx._poller
+    dest = rx.sock.getsockname()
+    pk = packets(2)
+
+    async def until(cond: object) -> None:
+        for _ in range(2000):
+            if cond():  # type: ignore[operator]
+                return
+            await asyncio.sleep(0.001)
+        raise AssertionError("timed out")
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        tx.sendto(pk[0], dest)
+        await until(lambda: session.packets == 1)  # read at once, the window opens
+        assert not poller._registered and poller._timer is not None
+        tx.sendto(pk[1], dest)
+        await until(lambda: session.packets == 2)  # read by the pass at the window's end …
+        assert not poller._registered and poller._timer is not None  # … which found it: timer again
+        await until(lambda: poller._registered)  # the next pass found nothing: back in the loop
+        assert poller._timer is None
+        tx.sendto(pk[2], dest)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert session.packets == 3  # at once
+    await rx.close()
+    assert poller._timer is None and not poller._registered
+
+
 async def test_one_streams_failure_does_not_stop_the_others() -> None:
     class Broken(Sink):
         def push(self, frame: MediaFrame) -> None:

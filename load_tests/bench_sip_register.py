@@ -25,6 +25,7 @@ import asyncio
 import gc
 import os
 import resource
+import shutil
 import statistics
 import tempfile
 import time
@@ -202,6 +203,7 @@ async def run(n: int, rounds: int, store: bool) -> None:
         await adapter.stop()
         for cm in reversed(stack):
             await cm.__aexit__(None, None, None)
+        shutil.rmtree(tmp, ignore_errors=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     best, median = min(results), statistics.median(results)
     print(f"bench_sip_register ({'store' if store else 'no store'}): best {best / n * 1e6:.1f} µs CPU per "

@@ -583,7 +583,7 @@ class GbDeviceAdapter:
 
     def fast_register(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
         """A REGISTER without credentials from a valid ID with a plain Expires: the challenge."""
-        if "Authorization" in s.headers or peer.transport == "tls" or not is_valid_id(s.from_user):
+        if s.get("Authorization") is not None or peer.transport == "tls" or not is_valid_id(s.from_user):
             return None
         expires = s.get("Expires")
         if expires is None or not expires.isdigit():

@@ -68,7 +68,7 @@ def statement(table: Any, shape: Shape, dialect_name: str | None = None) -> Any:
     `dialect_name` must be one of them."""
     kind, columns = shape
     if kind in ("insert", "insert_new"):
-        values = {k: bindparam(k) for k in columns}
+        values: dict[str, Any] = {k: bindparam(k) for k in columns}
         if kind == "insert":
             return insert(table).values(values)
         (key,) = [c.name for c in table.c if c.unique]

@@ -517,11 +517,15 @@ class GbDeviceAdapter:
         online = t.state is PresenceState.ONLINE
         state = "online" if online else "offline"
         evidence = {"device_id": t.device_id}
-        pending = [self.health.set_state(f"device:{t.device_id}", state, t.cause, t.ts, evidence)]
+        first = self.health.set_state(f"device:{t.device_id}", state, t.cause, t.ts, evidence)
+        channels = self.catalog.channels_of(t.device_id)
+        if not channels:  # a login's common case (its catalog comes later): the device's own event
+            return first
+        pending = [first]
         # a platform's channels all point at its one device-level event (cause platform_offline)
         off_cause = channel_offline_cause(t.device_id, t.cause)
         ch_evidence = evidence if off_cause == t.cause else {**evidence, "device_cause": t.cause}
-        for channel_id, on in self.catalog.channels_of(t.device_id).items():
+        for channel_id, on in channels.items():
             ch_state = "online" if online and on else "offline"
             cause = off_cause if not online else ("registered" if on else "catalog_off")
             pending.append(self.health.set_state(f"channel:{channel_id}", ch_state, cause, t.ts, ch_evidence))
@@ -579,7 +583,7 @@ class GbDeviceAdapter:
 
     def fast_register(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
         """A REGISTER without credentials from a valid ID with a plain Expires: the challenge."""
-        if "Authorization" in s.headers or peer.transport == "tls" or not is_valid_id(s.from_user):
+        if s.get("Authorization") is not None or peer.transport == "tls" or not is_valid_id(s.from_user):
             return None
         expires = s.get("Expires")
         if expires is None or not expires.isdigit():

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.store.contract import ChannelContract
 from gateway.store.direct import executemany, same, time_converter
+from gateway.store.direct import existing as existing_keys
 from gateway.store.models import CatalogNode, Channel, Device, DeviceBinding, DeviceEvent
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,8 @@ async def _write_bindings(
         refreshed = 0
     if not rows:
         return refreshed
-    ids = list(rows)
-    existing: set[str] = set()
-    for i in range(0, len(ids), 500):
-        q = select(_BINDINGS.c.device_id).where(_BINDINGS.c.device_id.in_(ids[i:i + 500]))
-        existing.update((await session.execute(q)).scalars())
     conn = await session.connection()
+    existing = await existing_keys(conn, _BINDINGS.c.device_id, list(rows))
     inserts = {d: v for d, v in rows.items() if d not in existing}
     updates = {d: v for d, v in rows.items() if d in existing}
     whole = all(v.keys() >= _BINDING_COLUMNS for v in rows.values())  # else SQLAlchemy fills defaults
@@ -196,11 +193,8 @@ async def _write_devices(session: AsyncSession, devices: dict[str, dict[str, Any
     """
     conn = await session.connection()
     hinted = set(devices).intersection(written) if written and conn.dialect.supports_sane_multi_rowcount else set()
-    ids = [d for d in devices if d not in hinted]
-    existing: set[str] = set(hinted)
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        existing.update((await session.execute(select(_DEVICES.c.id).where(_DEVICES.c.id.in_(chunk)))).scalars())
+    existing = await existing_keys(conn, _DEVICES.c.id, [d for d in devices if d not in hinted])
+    existing.update(hinted)
     updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     inserts: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for device_id, values in devices.items():
@@ -221,11 +215,7 @@ async def _write_devices(session: AsyncSession, devices: dict[str, dict[str, Any
     if hinted and updated != sum(map(len, updates.values())):
         # a hinted row was not there (removed behind this writer's back): the UPDATEs are
         # idempotent, so look the hinted IDs up and insert the missing ones now
-        found: set[str] = set()
-        hints = list(hinted)
-        for i in range(0, len(hints), 500):
-            q = select(_DEVICES.c.id).where(_DEVICES.c.id.in_(hints[i : i + 500]))
-            found.update((await session.execute(q)).scalars())
+        found = await existing_keys(conn, _DEVICES.c.id, list(hinted))
         missing = {d: devices[d] for d in hinted - found}
         if missing:
             written.difference_update(missing)  # type: ignore[union-attr]

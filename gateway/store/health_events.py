@@ -3,27 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from sqlalchemy import func, insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from gateway.health.timeline import Event, State
 from gateway.store.contract import HealthEvent
+from gateway.store.direct import Shape, executemany
 
 _TABLE = HealthEvent.__table__  # type: ignore[attr-defined]
 
 
-def _insert_ignoring_duplicates(dialect: str) -> Any:
-    """INSERT ... ON CONFLICT (event_id) DO NOTHING where the dialect has it (SQLite, PostgreSQL):
-    no SELECT of the batch's IDs first. None elsewhere."""
-    if dialect == "sqlite":
-        return sqlite_insert(_TABLE).on_conflict_do_nothing(index_elements=["event_id"])
-    if dialect == "postgresql":
-        return pg_insert(_TABLE).on_conflict_do_nothing(index_elements=["event_id"])
-    return None
+# INSERT ... ON CONFLICT (event_id) DO NOTHING (gateway.store.direct's "insert_new")
+_SHAPE: Shape = ("insert_new", ("event_id", "subject", "ts", "state", "cause", "evidence"))
+
+
+def _insert_ignoring_duplicates(dialect: str) -> Shape | None:
+    """The INSERT ... ON CONFLICT (event_id) DO NOTHING shape where the dialect has it (SQLite,
+    PostgreSQL): no SELECT of the batch's IDs first. None elsewhere."""
+    return _SHAPE if dialect in ("sqlite", "postgresql") else None
 
 
 def to_event(row: HealthEvent) -> Event:
@@ -52,9 +50,11 @@ class SqlHealthEvents:
         if not rows:
             return
         async with self._sessions() as session, session.begin():
-            ignoring = _insert_ignoring_duplicates((await session.connection()).dialect.name)
+            conn = await session.connection()
+            ignoring = _insert_ignoring_duplicates(conn.dialect.name)
             if ignoring is not None:  # one statement: the database skips the IDs it has
-                await session.execute(ignoring, list(rows.values()))
+                # straight on the driver (gateway.store.direct): the copy follows every login
+                await executemany(conn, _TABLE, ignoring, list(rows.values()))
                 return
             ids = list(rows)
             existing: set[str] = set()

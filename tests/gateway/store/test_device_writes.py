@@ -130,3 +130,33 @@ async def test_known_rows_skip_the_lookup_and_a_stale_hint_reinserts(tmp_path: P
         rows = (await conn.execute(text("select id, online, channel_count, name from device order by id"))).all()
     await engine.dispose()
     assert [tuple(row) for row in rows] == [(DEVS[0], 1, 2, ""), *((d, 1, 2, f"cam {d[-1]}") for d in DEVS[1:])]
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql"])
+async def test_existence_lookup_on_the_driver_finds_what_sqlalchemy_finds(
+    db: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`direct.existing` (the writer's "which of these rows are there" SELECT, straight on the
+    driver, IN lists padded to a few sizes and cut into chunks) answers as SQLAlchemy's expanding
+    IN does: every size around the padding and chunk boundaries, repeats and misses included."""
+    url = f"sqlite:///{tmp_path}/d.db" if db == "sqlite" else request.getfixturevalue("postgres_url")
+    await asyncio.to_thread(upgrade, url)
+    monkeypatch.setattr(store_direct, "CHUNK", 16)  # chunking shows with few rows
+    engine = make_engine(url)
+    ids = [f"3402000000132199{i:04d}" for i in range(40)]
+    column = Device.__table__.c.id  # type: ignore[attr-defined]
+    async with engine.begin() as conn:
+        await conn.execute(Device.__table__.delete().where(column.in_(ids)))  # type: ignore[attr-defined]
+        await conn.execute(Device.__table__.insert(), [  # type: ignore[attr-defined]
+            {"id": d, "created_at": datetime.now(UTC), "updated_at": datetime.now(UTC)} for d in ids[::3]])
+        for n in (0, 1, 7, 8, 9, 16, 17, 33, 40):
+            keys = ids[:n] + ids[:2]  # with repeats
+            on_driver = await store_direct.existing(conn, column, keys)
+            with monkeypatch.context() as m:
+                m.setattr(store_direct, "_lookups", {})
+                m.setattr(store_direct, "_lookup_sql", lambda *a: None)
+                reference = await store_direct.existing(conn, column, keys)
+            assert on_driver == reference == set(keys) & set(ids[::3])
+        assert any(sql is not None for sql in store_direct._lookups.values())  # the path under test
+        await conn.execute(Device.__table__.delete().where(column.in_(ids)))  # type: ignore[attr-defined]
+    await engine.dispose()

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 import gateway.store.health_events as health_events
 from gateway.health.timeline import Event, State
@@ -60,3 +60,30 @@ async def test_a_replayed_copy_skips_the_ids_it_has(
                                   for e in (ev(1), ev(2), ev(3), ev(4), ev(5))]
     latest = await ledger.latest()
     assert {s: e.event_id for s, e in latest.items()} == {"device:D0": "e3", "device:D1": "e4", "device:D2": "e5"}
+
+
+async def test_the_driver_copy_stores_what_sqlalchemy_stores(
+    ledger: SqlHealthEvents, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy runs straight on the driver (gateway.store.direct): the stored rows, raw text of
+    the JSON evidence included, are those of SQLAlchemy's own INSERT ... ON CONFLICT DO NOTHING."""
+    import gateway.store.direct as store_direct
+
+    events = [ev(1), Event("e2", "channel:C1", T0 + 0.125, State.unknown, "", {"a": [1, None, "中"], "b": 1.5})]
+    seen = []
+    for direct in (True, False):
+        with monkeypatch.context() as m:
+            m.setattr(store_direct, "compiled_shapes", {})
+            if not direct:
+                m.setattr(store_direct.Direct, "compile", staticmethod(lambda *a: None))
+            async with ledger._sessions() as s, s.begin():
+                await s.execute(HealthEvent.__table__.delete())  # type: ignore[attr-defined]
+            await ledger.insert(events)
+            await ledger.insert([ev(1, cause="again")])  # skipped, not overwritten
+            assert all((v is not None) == direct for v in store_direct.compiled_shapes.values())
+        async with ledger._sessions() as s:
+            raw = text("select event_id, subject, ts, state, cause, cast(evidence as text) from health_event "
+                       "order by event_id")
+            seen.append((await s.execute(raw)).all())
+    assert seen[0] == seen[1]
+    assert [r[0] for r in seen[0]] == ["e1", "e2"] and seen[0][0][4] == "registered"

@@ -109,6 +109,8 @@ class SipEndpoint:
         self.fast_path: Callable[[Scan, Peer], FastAnswer | None] | None = None
         #: Offer REGISTERs with credentials to `fast_path` too (a SIP worker's refreshes).
         self.fast_credentials = False
+        #: Sends UDP datagrams in place of the transport's sendto (a SIP worker's SendBatch).
+        self.udp_sendto: Callable[[bytes, tuple[str, int]], None] | None = None
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
@@ -177,6 +179,11 @@ class SipEndpoint:
     def serving(self) -> bool:
         """The UDP socket is open (between start() and stop()), for the node's /healthz."""
         return self._udp is not None and not self._udp.is_closing()
+
+    @property
+    def udp_transport(self) -> asyncio.DatagramTransport | None:
+        """The UDP transport (None before start): a `udp_sendto` falls back to it."""
+        return self._udp
 
     @property
     def tls_port(self) -> int | None:
@@ -427,7 +434,7 @@ class SipEndpoint:
             if self._udp is None or self._udp.is_closing():
                 return
             try:
-                self._udp.sendto(data, (peer.host, peer.port))
+                (self.udp_sendto or self._udp.sendto)(data, (peer.host, peer.port))
             except OSError:
                 self.stats["send_error"] += 1
             return

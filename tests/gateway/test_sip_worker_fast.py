@@ -175,7 +175,8 @@ def build(spec: dict[str, Any], nonce_for: Callable[[Peer], str] | None) -> byte
             f"Via: SIP/2.0/UDP {peer.host}:{peer.port};rport;branch=z9hG4bK{spec['branch']}",
             f"From: <sip:{device}@{REALM}>;tag=t{spec['tag']}",
             f"To: <sip:{device if method == 'REGISTER' else '34020000002000000001'}@{REALM}>",
-            f"Call-ID: c{spec['call']}@x", f"CSeq: {spec['cseq']} {method}", "Max-Forwards: 70"]
+            f"Call-ID: reg-{device}" if spec.get("bound_call") else f"Call-ID: c{spec['call']}@x",
+            f"CSeq: {spec['cseq']} {method}", "Max-Forwards: 70"]
     body = b""
     if method == "MESSAGE":
         kind = spec["body"]
@@ -259,6 +260,10 @@ def events(draw: st.DrawFn) -> tuple[str, Any]:
         spec.update(device=A if method == "MESSAGE" else draw(st.sampled_from([A, FRESH])), peer=BOUND,
                     body="keepalive", ctype="Content-Type: Application/MANSCDP+xml", expires="Expires: 3600",
                     auth=None, mutation="none")
+        if method == "REGISTER" and draw(st.booleans()):  # a storm's refresh: digest, the binding's Call-ID
+            spec.update(device=A, auth=draw(st.sampled_from(["good", "good", "badpass"])), bound_call=True)
+    elif method == "REGISTER" and draw(st.integers(0, 3)) == 0:
+        spec["bound_call"] = True  # a refresh's Call-ID on any other variant
     return "datagram", spec
 
 

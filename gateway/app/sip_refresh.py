@@ -18,6 +18,7 @@ the full path (a few µs; its 403 waits for main's ACK anyway).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -84,3 +85,23 @@ def plain_refresh(reg: Registrar, s: Scan, peer: Peer, now: float) -> Refresh | 
     st = reg.settings
     return Refresh(creds, issued, max(st.register_expires_min, min(requested, st.register_expires_max)),
                    s.get("Contact") or "", s.get("User-Agent") or "")
+
+
+class TagPool:
+    """To tags for the refreshes' 200s: 40 random bits each, as `message.new_tag` draws them
+    (`secrets.token_hex(5)`, one getrandom() per tag), from one os.urandom() per 512 tags (as
+    NonceIssuer draws its random parts): the same randomness, one syscall in 512."""
+
+    __slots__ = ("_pool", "_pos")
+    _SIZE = 5 * 512
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._pos = 0
+
+    def next(self) -> str:
+        pos = self._pos
+        if pos + 5 > len(self._pool):
+            self._pool, pos = os.urandom(self._SIZE), 0
+        self._pos = pos + 5
+        return self._pool[pos:pos + 5].hex()

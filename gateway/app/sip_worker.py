@@ -38,7 +38,7 @@ from adapters.gb_device.device import answer_plain_keepalive, gb_date
 from adapters.gb_device.registrar import Accept, Challenge, Check, Refuse, Registrar, RegistrarSettings
 from gateway.app.sip_ipc import Kind, Message
 from gateway.app.sip_link import Link
-from gateway.app.sip_refresh import plain_refresh
+from gateway.app.sip_refresh import TagPool, plain_refresh
 from gateway.app.sip_sendbatch import SendBatch
 from gateway.app.sip_shared import ReplicaPresence, SharedFlood, SharedLockout
 from gateway.app.store import node_secret
@@ -115,6 +115,7 @@ class SipWorker:
         self._seq = itertools.count(1)
         self._failure_seq = 0
         self._sent_endpoint: Counter[str] = Counter()
+        self._tags = TagPool()  # the refreshes' To tags (fast_refresh)
         self.synced = asyncio.Event()
 
     # ------------------------------------------------------------------ from main
@@ -272,7 +273,7 @@ class SipWorker:
                               conn_id=peer.conn_id, call_id=call_id, contact=r.contact, expires=r.expires, now=now,
                               user_agent=r.user_agent)
         stats["auth:ok"] += 1
-        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=new_tag(), extra=(
+        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=self._tags.next(), extra=(
             ("Contact", r.contact or f"<sip:{device_id}@{peer.host}:{peer.port}>"), ("Expires", str(r.expires)),
             ("Date", gb_date(now))))
         stats["responses:200"] += 1

@@ -8,7 +8,9 @@ Call-ID the same in both phases, so phase 2 is refreshes, RFC 3261 §10.2.4) spl
 over the SIP workers as it would spread real devices' addresses. Phase 1 registers every device
 (new logins, paced at `--login-rate`); phase 2 runs the same devices again with no pacing limit
 beyond `--storm-rate` (refreshes: same Call-ID). Printed per `sip.workers` value: the time to absorb
-the storm (first REGISTER sent → last 200 received), the rate, CPU seconds per process (main and
+the storm (first REGISTER sent → last 200 received, sipp's own clock), the time until main's database
+holds every refreshed binding (the storm recorded, not only answered: a refresh's 200 leaves the
+worker before main has seen it, and no timer is on that path), the rate, CPU seconds per process (main and
 each worker), the kernel's UdpRcvbufErrors over the storm, calls failed/retransmitted, and the
 device offline events the ledger got during the storm (false offlines: target 0).
 
@@ -133,6 +135,33 @@ class Node:
 
         return sum(1 for (ts,) in rows if datetime.fromisoformat(str(ts)).timestamp() >= since - 1)
 
+    def binding_expiries(self) -> list[float]:
+        """device_binding.expires_at of every binding main has written, as epoch seconds."""
+        from datetime import UTC, datetime
+
+        with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as con:
+            rows = con.execute("SELECT expires_at FROM device_binding").fetchall()
+        out = []
+        for (ts,) in rows:
+            dt = datetime.fromisoformat(str(ts))
+            out.append((dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp())
+        return out
+
+    def wait_recorded(self, since: float, before: float, count: int, timeout: float = 10.0) -> float | None:
+        """Seconds from `since` until main's database holds `count` bindings written in the storm
+        (expiring after `before` + 1, the latest expiry before it: the 2 s pause separates them);
+        None: not within `timeout` after the call. The storm recorded, not only answered."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if sum(1 for t in self.binding_expiries() if t > before + 1) >= count:
+                    return time.time() - since
+            except sqlite3.Error:
+                pass
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
+
     def stop(self) -> None:
         self.gw.stop()
 
@@ -193,11 +222,13 @@ def run_one(db: Path, workers: int, args: argparse.Namespace, workdir: Path) -> 
                           limit=args.storm_limit)
         print(f"  phase 1, {args.devices} logins: {login}", flush=True)
         time.sleep(2.0)  # let the login wave's ledger writes settle
+        before = max(node.binding_expiries(), default=0.0)
         cpu0, drops0, since, busy0 = node.cpu(), udp_rcvbuf_errors(), time.time(), machine_busy()
         storm = sipp_wave(target, slices, ports, rate=args.storm_rate, outdir=workdir, tag=f"w{workers}_storm",
                           limit=args.storm_limit)
         cpu1, drops1, busy1 = node.cpu(), udp_rcvbuf_errors(), machine_busy()
         by_socket = udp_drops({node.gw.sip_port})  # sipp's sockets are closed by now
+        recorded = node.wait_recorded(since, before, storm["ok"])
         time.sleep(2.0)  # the device writer flushes in batches
         absorb = storm["elapsed_s"]
         ours = sum(cpu1.values()) - sum(cpu0.values()) + storm["sipp_cpu_s"]
@@ -205,6 +236,7 @@ def run_one(db: Path, workers: int, args: argparse.Namespace, workdir: Path) -> 
         res = {
             "workers": workers, "devices": args.devices, "storm_ok": storm["ok"], "storm_failed": storm["failed"],
             "storm_retrans": storm["retrans"], "absorb_s": round(absorb, 2),
+            "recorded_s": None if recorded is None else round(recorded, 2),
             "rate_per_s": round(storm["ok"] / absorb, 1) if absorb else None,
             "cpu_s": {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 2) for k in cpu1} | {"sipp": storm["sipp_cpu_s"]},
             "udp_rcvbuf_errors": drops1 - drops0, "gateway_socket_drops": by_socket,
@@ -212,7 +244,8 @@ def run_one(db: Path, workers: int, args: argparse.Namespace, workdir: Path) -> 
             "login": login,
         }
         print(f"  phase 2, storm: absorbed {res['storm_ok']} re-registrations in {res['absorb_s']} s "
-              f"({res['rate_per_s']}/s), failed {res['storm_failed']}, retrans {res['storm_retrans']}, "
+              f"({res['rate_per_s']}/s; in main's database after {res['recorded_s']} s), "
+              f"failed {res['storm_failed']}, retrans {res['storm_retrans']}, "
               f"CPU s {res['cpu_s']}, UdpRcvbufErrors {res['udp_rcvbuf_errors']} "
               f"(gateway sockets since start: {by_socket}), "
               f"false offlines {res['false_offlines']}, other processes' CPU {other} s", flush=True)

@@ -307,6 +307,11 @@ class Registrar:
         digest.verify(a.creds, "REGISTER", "0" * 32)
         return Refuse(check, reason, pending=pending)
 
+    def verify(self, creds: digest.Credentials, decision: Decision) -> bool:
+        """The CREDENTIALS check without its effects: `creds` prove the credential `decision`
+        admits (a SIP worker's refresh fast path asks before it changes anything)."""
+        return self._verify(creds, decision)
+
     def _verify(self, creds: digest.Credentials, decision: Decision) -> bool:
         cred = decision.credential
         if cred is None and self.default_credential is not None and decision.entry is not None:

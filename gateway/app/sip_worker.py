@@ -38,6 +38,8 @@ from adapters.gb_device.device import answer_plain_keepalive, gb_date
 from adapters.gb_device.registrar import Accept, Challenge, Check, Refuse, Registrar, RegistrarSettings
 from gateway.app.sip_ipc import Kind, Message
 from gateway.app.sip_link import Link
+from gateway.app.sip_refresh import TagPool, plain_refresh
+from gateway.app.sip_sendbatch import SendBatch
 from gateway.app.sip_shared import ReplicaPresence, SharedFlood, SharedLockout
 from gateway.app.store import node_secret
 from gateway.config import Settings
@@ -113,6 +115,7 @@ class SipWorker:
         self._seq = itertools.count(1)
         self._failure_seq = 0
         self._sent_endpoint: Counter[str] = Counter()
+        self._tags = TagPool()  # the refreshes' To tags (fast_refresh)
         self.synced = asyncio.Event()
 
     # ------------------------------------------------------------------ from main
@@ -227,8 +230,12 @@ class SipWorker:
     def fast_register(self, s: Scan, peer: Peer) -> FastAnswer | None:
         """`SipEndpoint.fast_path`: a REGISTER without credentials from a valid ID with a plain
         Expires gets the registrar's challenge (FLOOD → ID → EXPIRES → DIGEST; no lockout or
-        alarm applies before credentials)."""
-        if s.method != "REGISTER" or "Authorization" in s.headers or not is_valid_id(s.from_user):
+        alarm applies before credentials); one with credentials, `fast_refresh`."""
+        if s.method != "REGISTER":
+            return None
+        if s.get("Authorization") is not None:
+            return self.fast_refresh(s, peer)
+        if not is_valid_id(s.from_user):
             return None
         expires = s.get("Expires")
         if expires is None or not expires.isdigit():
@@ -242,6 +249,37 @@ class SipWorker:
         self.stats["responses:401"] += 1
         return FastAnswer(401, fastpath.respond(s, 401, (peer.host, peer.port), to_tag=fastpath.stateless_tag(s),
                                                 extra=(("WWW-Authenticate", challenge.www_authenticate),)))
+
+    def fast_refresh(self, s: Scan, peer: Peer) -> FastAnswer | None:
+        """`on_request` → `Registrar.admit` → `_accepted` for the plain refresh
+        (gateway/app/sip_refresh.py): 200 at once, kept in a transaction for Timer J as
+        `_respond` keeps it, LOGIN seq 0 to main; the flood guard may ignore it."""
+        now = self.clock()
+        r = plain_refresh(self.registrar, s, peer, now)
+        if r is None:
+            return None
+        stats = self.stats
+        stats["workers:register"] += 1
+        reg = self.registrar
+        if not reg.flood.allow(peer.host, now):
+            stats["refused:flood"] += 1
+            return FastAnswer(None)
+        device_id, creds = s.from_user, r.creds
+        reg.replays.accept(creds.nonce, creds.nc, r.issued, now)  # VALID: plain_refresh checked
+        reg.lockout.record_success(device_id, peer.host, now)
+        call_id = s.values[3]
+        assert call_id is not None
+        reg.presence.register(device_id, transport=peer.transport, host=peer.host, port=peer.port,
+                              conn_id=peer.conn_id, call_id=call_id, contact=r.contact, expires=r.expires, now=now,
+                              user_agent=r.user_agent)
+        stats["auth:ok"] += 1
+        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=self._tags.next(), extra=(
+            ("Contact", r.contact or f"<sip:{device_id}@{peer.host}:{peer.port}>"), ("Expires", str(r.expires)),
+            ("Date", gb_date(now))))
+        stats["responses:200"] += 1
+        self.link.send(Kind.LOGIN, 0, device_id, peer.host, peer.port, call_id, r.contact, r.user_agent, r.expires,
+                       now)
+        return FastAnswer(200, data, keep=True)
 
     def fast_keepalive(self, s: Scan, peer: Peer) -> FastAnswer | None:
         """`_keepalive` from the scan: bound address, MANSCDP keepalive naming the sender, admitted
@@ -341,6 +379,11 @@ class SipWorker:
         pass  # UDP only
 
     # ------------------------------------------------------------------ counters
+    def count_send_error(self) -> None:
+        """A datagram the socket refused (SendBatch), counted as `SipEndpoint._send` counts it."""
+        assert self.endpoint is not None
+        self.endpoint.stats["send_error"] += 1
+
     def flush_stats(self) -> None:
         assert self.endpoint is not None
         delta = Counter(self.endpoint.stats)
@@ -384,7 +427,12 @@ async def _serve(fd: int) -> int:
                                        tcp=False, reuseport=True)
     worker.endpoint = endpoint
     endpoint.datagram_hook = worker.datagram_hook
-    endpoint.fast_path = worker.fast_register  # plain first REGISTERs (MESSAGEs never get past the hook)
+    endpoint.fast_path = worker.fast_register  # plain REGISTERs (MESSAGEs never get past the hook)
+    endpoint.fast_credentials = True  # refreshes too (fast_refresh)
+    if endpoint.udp_socket is not None and endpoint.udp_transport is not None:
+        # a pass's answers leave in one sendmmsg (fewer syscalls, and fewer wake-ups of the peer mid-pass)
+        endpoint.udp_sendto = SendBatch(endpoint.udp_socket, endpoint.udp_transport,
+                                        worker.count_send_error).sendto
     # as the node does (gateway/app/node.py): what is built lives as long as the process; collect
     # the young generation every 50,000 allocations, not 700 (a storm allocates a lot, cyclically little)
     gc.collect()

@@ -146,6 +146,19 @@ class ReplayGuard:
         pairs accepted by the previous process are unknown, so their nonces must not be reused."""
         self._floor = max(self._floor, ts)
 
+    def check(self, nonce: str, nc: str | None, issued: float, now: float) -> NonceState:
+        """What `accept` would answer now, without remembering the pair (a fast path checks
+        before it changes anything; expiring old entries changes no outcome)."""
+        self._expire(now)
+        try:
+            count = int(nc, 16) if nc else 0
+        except ValueError:
+            return NonceState.INVALID
+        seen = self._seen.get(nonce)
+        if seen is None:
+            return NonceState.STALE if issued <= self._floor else NonceState.VALID
+        return NonceState.INVALID if count <= seen[2] else NonceState.VALID
+
     def accept(self, nonce: str, nc: str | None, issued: float, now: float) -> NonceState:
         """VALID (and remembered) the first time a pair is seen; INVALID for a replay; STALE when
         the nonce's memory was evicted (ask the device for a fresh nonce)."""

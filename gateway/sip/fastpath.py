@@ -77,6 +77,10 @@ class FastAnswer:
 
     status: int | None
     data: bytes = b""
+    #: a final answer the endpoint keeps in a server transaction for Timer J (RFC 3261 §17.2.2),
+    #: as the full path keeps a 200 to a REGISTER with credentials: a retransmission gets these
+    #: bytes again and is not judged twice (False: answered statelessly)
+    keep: bool = False
 
 
 @dataclass(slots=True)
@@ -118,15 +122,17 @@ class Scan:
         return ("s2543", self.values[3], self.cseq, self.method, self.from_tag)
 
 
-def scan(data: bytes) -> Scan | None:
-    """The request in `data` if it has the plain shape (module docstring), else None."""
+def scan(data: bytes, *, credentials: bool = False) -> Scan | None:
+    """The request in `data` if it has the plain shape (module docstring), else None.
+    `credentials`: scan a REGISTER with credentials too (a SIP worker answers plain refreshes
+    from the scan, keeping the 200 in a transaction: `FastAnswer.keep`)."""
     if len(data) > MAX_SIZE:
         return None
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
     head = data[:end]
-    if not head.isascii() or (data.startswith(b"REGISTER ") and b"\r\nAuthorization:" in head):
+    if not head.isascii() or (not credentials and data.startswith(b"REGISTER ") and b"\r\nAuthorization:" in head):
         return None  # a REGISTER with credentials is answered statefully (its 200): full path
     text = head.decode("ascii")
     m = _HEAD.match(text)

@@ -223,6 +223,18 @@ class TransactionLayer:
         self.stats["server_transactions"] += 1
         return [RequestReceived(msg, peer, key)]
 
+    def answered(self, key: Hashable, peer: Peer, data: bytes, now: float) -> None:
+        """A non-INVITE request answered (final, `data`) before it reached `receive`: the server
+        transaction `receive` + `respond` would leave, Completed until Timer J (§17.2.2), so a
+        retransmission gets `data` again. `key` must be new (the caller checked `key in self`)."""
+        tx = _Tx(key, peer, True, False, TxState.COMPLETED)
+        tx.last = data
+        tx.end_at = now + (0.0 if peer.reliable else 64 * self.t1)
+        self.stats["server_transactions"] += 1
+        if tx.end_at > now:
+            self._add(tx)
+            self._arm(tx)
+
     def _receive_ack(self, ack: Request, peer: Peer, now: float) -> list[Event]:
         tx = self._txs.get(server_key(ack))
         if tx is not None and tx.invite and tx.server and tx.state is TxState.COMPLETED:

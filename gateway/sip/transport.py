@@ -107,6 +107,10 @@ class SipEndpoint:
         self._tasks = TaskSet("sip-connect", logger=log)  # outbound TCP/TLS connects carrying a message
         #: Offered every plain request first (router.on_fast; gateway/sip/fastpath.py); None: off.
         self.fast_path: Callable[[Scan, Peer], FastAnswer | None] | None = None
+        #: Offer REGISTERs with credentials to `fast_path` too (a SIP worker's refreshes).
+        self.fast_credentials = False
+        #: Sends UDP datagrams in place of the transport's sendto (a SIP worker's SendBatch).
+        self.udp_sendto: Callable[[bytes, tuple[str, int]], None] | None = None
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
@@ -175,6 +179,11 @@ class SipEndpoint:
     def serving(self) -> bool:
         """The UDP socket is open (between start() and stop()), for the node's /healthz."""
         return self._udp is not None and not self._udp.is_closing()
+
+    @property
+    def udp_transport(self) -> asyncio.DatagramTransport | None:
+        """The UDP transport (None before start): a `udp_sendto` falls back to it."""
+        return self._udp
 
     @property
     def tls_port(self) -> int | None:
@@ -335,7 +344,7 @@ class SipEndpoint:
         """A plain request answered without the parser or a transaction (stateless, as the full
         path answers keepalives and challenges); False: take the full path, nothing was changed.
         A retransmission of a request the full path holds a transaction for goes to it."""
-        s = scan(data) if len(data) <= self.max_message else None  # else the parser's 513/400
+        s = scan(data, credentials=self.fast_credentials) if len(data) <= self.max_message else None  # else 513/400
         if s is None or s.server_key in self.transactions:
             return False
         try:
@@ -353,9 +362,13 @@ class SipEndpoint:
             self.transactions.receive(parse_message(data, max_size=self.max_message), peer, self._loop.time())
             self._rearm()
             return True
-        self.transactions.stats["server_transactions"] += 1
         self.stats[f"responses_sent:{answer.status}"] += 1
-        self.transactions.stats["stateless_responses"] += 1
+        if answer.keep:
+            self.transactions.answered(s.server_key, peer, answer.data, self._loop.time())
+            self._rearm()
+        else:
+            self.transactions.stats["server_transactions"] += 1
+            self.transactions.stats["stateless_responses"] += 1
         self._send(answer.data, peer)
         return True
 
@@ -421,7 +434,7 @@ class SipEndpoint:
             if self._udp is None or self._udp.is_closing():
                 return
             try:
-                self._udp.sendto(data, (peer.host, peer.port))
+                (self.udp_sendto or self._udp.sendto)(data, (peer.host, peer.port))
             except OSError:
                 self.stats["send_error"] += 1
             return

@@ -89,6 +89,7 @@ class FastWorker(SipWorker):
     """Records whether a fast path took the request, and checks a decline changed nothing."""
 
     taken = False
+    kept = False
 
     def fast_keepalive(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
         return self._watch(super().fast_keepalive, s, peer)
@@ -97,11 +98,13 @@ class FastWorker(SipWorker):
         return self._watch(super().fast_register, s, peer)
 
     def _watch(self, handler: Any, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
+        self.kept = False
         before = snapshot(self)
         answer: fastpath.FastAnswer | None = handler(s, peer)
         if answer is None:
             assert snapshot(self) == before, "a declined fast path changed state"
         self.taken = answer is not None
+        self.kept = answer is not None and answer.keep  # a refresh's 200: its To tag is random, as the parsed path's
         return answer
 
 
@@ -124,6 +127,7 @@ def make_rig(cls: type[SipWorker], data_dir: str, flood: int, max_message: int) 
     endpoint.datagram_hook = worker.datagram_hook
     if cls is not ParsedWorker:
         endpoint.fast_path = worker.fast_register  # as _serve wires it
+        endpoint.fast_credentials = True
     for dev, at in ((A, BOUND), (REVOKED, BOUND), (ELSEWHERE, PEERS[2])):  # main's bindings (BIND)
         worker.on_link((Kind.BIND, dev, at.transport, at.host, at.port, f"reg-{dev}", True))
     return Rig(worker, endpoint, link, clock)
@@ -174,7 +178,8 @@ def build(spec: dict[str, Any], nonce_for: Callable[[Peer], str] | None) -> byte
             f"Via: SIP/2.0/UDP {peer.host}:{peer.port};rport;branch=z9hG4bK{spec['branch']}",
             f"From: <sip:{device}@{REALM}>;tag=t{spec['tag']}",
             f"To: <sip:{device if method == 'REGISTER' else '34020000002000000001'}@{REALM}>",
-            f"Call-ID: c{spec['call']}@x", f"CSeq: {spec['cseq']} {method}", "Max-Forwards: 70"]
+            f"Call-ID: reg-{device}" if spec.get("bound_call") else f"Call-ID: c{spec['call']}@x",
+            f"CSeq: {spec['cseq']} {method}", "Max-Forwards: 70"]
     body = b""
     if method == "MESSAGE":
         kind = spec["body"]
@@ -258,6 +263,10 @@ def events(draw: st.DrawFn) -> tuple[str, Any]:
         spec.update(device=A if method == "MESSAGE" else draw(st.sampled_from([A, FRESH])), peer=BOUND,
                     body="keepalive", ctype="Content-Type: Application/MANSCDP+xml", expires="Expires: 3600",
                     auth=None, mutation="none")
+        if method == "REGISTER" and draw(st.booleans()):  # a storm's refresh: digest, the binding's Call-ID
+            spec.update(device=A, auth=draw(st.sampled_from(["good", "good", "badpass"])), bound_call=True)
+    elif method == "REGISTER" and draw(st.integers(0, 3)) == 0:
+        spec["bound_call"] = True  # a refresh's Call-ID on any other variant
     return "datagram", spec
 
 
@@ -295,8 +304,9 @@ def test_worker_fast_paths_answer_and_report_exactly_what_the_parsed_path_does(
             fw.taken = False
             receive(parsed, data, what["peer"])
             receive(fast, data, what["peer"])
-            got = [unrandom(d, stateful=not fw.taken) for d in fast.endpoint.out[sent[1]:]]
-            expected = [unrandom(d, stateful=not fw.taken) for d in parsed.endpoint.out[sent[0]:]]
+            stateful = not fw.taken or fw.kept
+            got = [unrandom(d, stateful=stateful) for d in fast.endpoint.out[sent[1]:]]
+            expected = [unrandom(d, stateful=stateful) for d in parsed.endpoint.out[sent[0]:]]
             assert got == expected, data
             assert fast.link.sent[reported[1]:] == parsed.link.sent[reported[0]:], data
             a, b = snapshot(parsed.worker), snapshot(fw)
@@ -332,3 +342,241 @@ def test_the_common_cases_take_the_worker_fast_paths(data_dir: str) -> None:
         assert rig.endpoint.stats["requests:MESSAGE"] == rig.endpoint.stats["requests:REGISTER"] == 1
 
     asyncio.run(run())
+
+
+# ---------------------------------------------------------------------------- refreshes
+# A re-registration storm is mostly REGISTERs with digest from bound, online devices (the same
+# Call-ID: RFC 3261 §10.2.4 refreshes). The scenarios below — the plain refresh and the attacks
+# on it — run on both rigs; after every step both must have answered, reported, counted and
+# bound exactly alike (To tags aside: a stateful answer's is random on both).
+NEAR_MISSES = (A[:-1] + "2", A[:-1], A + "1", A[:-1] + "x", "0" + A[1:])
+
+
+def refresh(device: str, peer: Peer, nonce: str, *, branch: str, password: str = PW, nc: int = 1,
+            call_id: str | None = None, username: str | None = None, expires: str = "3600") -> bytes:
+    """A REGISTER with digest as sipp's reg_auth.xml sends it (Call-ID: main's binding's, by default)."""
+    auth = digest.authorization(digest.challenge(REALM, nonce, qop=True), method="REGISTER",
+                                uri=f"sip:34020000002000000001@{REALM}", username=username or device,
+                                password=password, nc=nc, cnonce="cn")
+    return ("\r\n".join([
+        f"REGISTER sip:34020000002000000001@{REALM} SIP/2.0",
+        f"Via: SIP/2.0/UDP {peer.host}:{peer.port};rport;branch=z9hG4bK-{branch}",
+        "Max-Forwards: 70",
+        f"From: <sip:{device}@{REALM}>;tag=t{branch}",
+        f"To: <sip:{device}@{REALM}>",
+        f"Call-ID: {call_id or f'reg-{device}'}",
+        "CSeq: 2 REGISTER",
+        f"Contact: <sip:{device}@{peer.host}:{peer.port}>",
+        f"Authorization: {auth}",
+        f"Expires: {expires}",
+        "User-Agent: sipp-gb28181-ipc",
+        "Content-Length: 0", "", ""])).encode()
+
+
+class Pair:
+    """The parsed rig and the fast rig, fed the same steps and compared after each."""
+
+    def __init__(self, data_dir: str, flood: int = 10**9) -> None:
+        self.parsed = make_rig(ParsedWorker, data_dir, flood, 65536)
+        self.fast = make_rig(FastWorker, data_dir, flood, 65536)
+        self.taken: list[bool] = []
+        self.tick(1.0)  # nonces issued at a worker's start are refused (ReplayGuard.forget_before)
+
+    def nonce(self, peer: Peer = BOUND) -> str:
+        return nonce_for(self.parsed, peer)
+
+    def tick(self, dt: float) -> None:
+        for rig in (self.parsed, self.fast):
+            rig.clock[0] += dt
+
+    def main(self, msg: tuple[Any, ...]) -> None:
+        for rig in (self.parsed, self.fast):
+            rig.worker.on_link(msg)
+
+    def send(self, data: bytes, peer: Peer = BOUND) -> list[bytes]:
+        """The datagram on both; returns the fast rig's answers (raw)."""
+        sent = (len(self.parsed.endpoint.out), len(self.fast.endpoint.out))
+        reported = (len(self.parsed.link.sent), len(self.fast.link.sent))
+        fw = self.fast.worker
+        assert isinstance(fw, FastWorker)
+        fw.taken = False
+        receive(self.parsed, data, peer)
+        receive(self.fast, data, peer)
+        self.taken.append(fw.taken)
+        got = self.fast.endpoint.out[sent[1]:]
+        assert [unrandom(d, stateful=True) for d in got] == [
+            unrandom(d, stateful=True) for d in self.parsed.endpoint.out[sent[0]:]], data
+        assert self.fast.link.sent[reported[1]:] == self.parsed.link.sent[reported[0]:], data
+        assert snapshot(self.parsed.worker) == snapshot(fw), data
+        return got
+
+    def done(self) -> None:
+        for rig in (self.parsed, self.fast):
+            rig.worker.flush_stats()
+        assert self.fast.link.sent == self.parsed.link.sent
+        assert self.fast.endpoint.transactions.stats == self.parsed.endpoint.transactions.stats
+
+
+def _status(answers: list[bytes]) -> list[str]:
+    return [a.split(b"\r\n", 1)[0].decode() for a in answers]
+
+
+def test_refresh_and_its_retransmission_and_replay(data_dir: str) -> None:
+    """The plain refresh (200, LOGIN seq 0), a retransmission (the same 200 from the transaction),
+    the next nc on the same nonce (200), then the first Authorization played back on a new
+    branch (401 and the replay alarm) and a stale nonce (401 stale)."""
+    async def run() -> None:
+        p = Pair(data_dir)
+        nonce = p.nonce()
+        first = refresh(A, BOUND, nonce, branch="r1")
+        ok = p.send(first)
+        assert _status(ok) == ["SIP/2.0 200 OK"]
+        assert p.fast.link.sent[-1][:3] == (Kind.LOGIN, 0, A)
+        assert p.send(first) == ok  # the retransmission: the very same bytes, judged once
+        assert _status(p.send(refresh(A, BOUND, nonce, branch="r2", nc=2))) == ["SIP/2.0 200 OK"]
+        replay = first.replace(b"z9hG4bK-r1", b"z9hG4bK-r3")
+        assert _status(p.send(replay)) == ["SIP/2.0 401 Unauthorized"]
+        assert p.fast.link.sent[-1][:3] == (Kind.ALARM, A, "alarm_digest_replay")
+        p.tick(301.0)  # past sip.nonce_ttl
+        stale = p.send(refresh(A, BOUND, nonce, branch="r4", nc=3))
+        assert _status(stale) == ["SIP/2.0 401 Unauthorized"] and b"stale=TRUE" in stale[0]
+        assert _status(p.send(refresh(A, BOUND, p.nonce(), branch="r5"))) == ["SIP/2.0 200 OK"]
+        p.done()
+
+    asyncio.run(run())
+
+
+def test_refresh_from_elsewhere_is_handled_as_before(data_dir: str) -> None:
+    """The bound ID from another port of the same host (its own nonce: the binding moves; the
+    bound address's nonce: not ours there), and from another host (a suspected clone)."""
+    async def run() -> None:
+        p = Pair(data_dir)
+        other_port, other_host = PEERS[1], PEERS[2]
+        assert _status(p.send(refresh(A, other_port, p.nonce(BOUND), branch="f1"), other_port)) == [
+            "SIP/2.0 401 Unauthorized"]
+        assert _status(p.send(refresh(A, other_host, p.nonce(other_host), branch="f2"), other_host)) == [
+            "SIP/2.0 403 Forbidden"]
+        assert p.fast.link.sent[-1][:3] == (Kind.ALARM, A, "alarm_clone_suspected")
+        assert _status(p.send(refresh(A, other_port, p.nonce(other_port), branch="f3"), other_port)) == [
+            "SIP/2.0 200 OK"]
+        assert p.fast.worker.presence.get(A).port == other_port.port  # type: ignore[union-attr]
+        # and back: main has not re-bound it yet, the worker's copy moved
+        assert _status(p.send(refresh(A, BOUND, p.nonce(), branch="f4"))) == ["SIP/2.0 200 OK"]
+        p.done()
+
+    asyncio.run(run())
+
+
+def test_wrong_password_and_lockout_mid_storm(data_dir: str) -> None:
+    """Wrong passwords: 403 once main has counted them (FAILURE, ACK); after max_failures the ID is
+    locked, and its right password is refused too."""
+    async def run() -> None:
+        p = Pair(data_dir)
+        assert _status(p.send(refresh(A, BOUND, p.nonce(), branch="w0"))) == ["SIP/2.0 200 OK"]
+        for k in range(5):
+            assert _status(p.send(refresh(A, BOUND, p.nonce(), branch=f"w{k + 1}", password="wrong"))) == [
+                "SIP/2.0 403 Forbidden"]
+        assert any(m[0] == Kind.ALARM and m[2] == "alarm_lockout" for m in p.fast.link.sent)
+        assert _status(p.send(refresh(A, BOUND, p.nonce(), branch="w9"))) == ["SIP/2.0 403 Forbidden"]
+        assert p.fast.worker.stats["refused:LOCKED_ID"] == 1
+        p.done()
+
+    asyncio.run(run())
+
+
+def test_a_failure_then_success_reports_the_success(data_dir: str) -> None:
+    """One wrong password, then the right one: SUCCESS goes to main before the LOGIN."""
+    async def run() -> None:
+        p = Pair(data_dir)
+        p.send(refresh(A, BOUND, p.nonce(), branch="s1", password="wrong"))
+        assert _status(p.send(refresh(A, BOUND, p.nonce(), branch="s2"))) == ["SIP/2.0 200 OK"]
+        assert [m[0] for m in p.fast.link.sent[-2:]] == [Kind.SUCCESS, Kind.LOGIN]
+        p.done()
+
+    asyncio.run(run())
+
+
+def test_revoked_dropped_and_rebound_mid_storm(data_dir: str) -> None:
+    """Main revokes the ID between two refreshes (403), re-approves and re-binds it (200); main
+    drops the binding (a new login, held for main's ACK); a new Call-ID (a new login); Expires 0
+    (an unregistration)."""
+    async def run() -> None:
+        p = Pair(data_dir)
+        assert _status(p.send(refresh(A, BOUND, p.nonce(), branch="v1"))) == ["SIP/2.0 200 OK"]
+        p.main((Kind.POLICY, pickle.dumps({A: entry(A, EntryStatus.REVOKED)}), pickle.dumps(None)))
+        assert _status(p.send(refresh(A, BOUND, p.nonce(), branch="v2"))) == ["SIP/2.0 403 Forbidden"]
+        p.main((Kind.POLICY, pickle.dumps({A: entry(A)}), pickle.dumps(None)))
+        p.main((Kind.BIND, A, "udp", BOUND.host, BOUND.port, f"reg-{A}", True))
+        assert _status(p.send(refresh(A, BOUND, p.nonce(), branch="v3"))) == ["SIP/2.0 200 OK"]
+        p.main((Kind.BIND, A, "udp", BOUND.host, BOUND.port, f"reg-{A}", False))  # main: offline
+        assert _status(p.send(refresh(A, BOUND, p.nonce(), branch="v4"))) == ["SIP/2.0 200 OK"]
+        assert p.fast.link.sent[-1][0] == Kind.LOGIN and p.fast.link.sent[-1][1] > 0  # back online: held
+        p.main((Kind.DROP, A))
+        assert _status(p.send(refresh(A, BOUND, p.nonce(), branch="v5"))) == ["SIP/2.0 200 OK"]
+        assert p.fast.link.sent[-1][0] == Kind.LOGIN and p.fast.link.sent[-1][1] > 0  # held: a new login
+        assert _status(p.send(refresh(A, BOUND, p.nonce(), branch="v6", call_id="other"))) == ["SIP/2.0 200 OK"]
+        assert _status(p.send(refresh(A, BOUND, p.nonce(), branch="v7", call_id="other", expires="0"))) == [
+            "SIP/2.0 200 OK"]
+        assert p.fast.link.sent[-1][:2] == (Kind.UNREGISTER, A)
+        p.done()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("device", NEAR_MISSES)
+def test_near_miss_ids(data_dir: str, device: str) -> None:
+    """IDs one digit off, short, long, with a letter, as the From user, the digest username, or
+    both; and the bound ID with a near-miss username."""
+    async def run() -> None:
+        p = Pair(data_dir)
+        p.send(refresh(device, BOUND, p.nonce(), branch="n1", call_id=f"reg-{A}"))
+        p.send(refresh(device, BOUND, p.nonce(), branch="n2", call_id=f"reg-{A}", username=A))
+        p.send(refresh(A, BOUND, p.nonce(), branch="n3", username=device))
+        assert _status(p.send(refresh(A, BOUND, p.nonce(), branch="n4"))) == ["SIP/2.0 200 OK"]
+        p.done()
+
+    asyncio.run(run())
+
+
+def test_refresh_flood(data_dir: str) -> None:
+    """A source over the flood limit: ignored (no answer, the transaction held) and banned."""
+    async def run() -> None:
+        p = Pair(data_dir, flood=2)
+        nonce = p.nonce()
+        for k in range(4):
+            p.send(refresh(A, BOUND, nonce, branch=f"x{k}", nc=k + 1))
+        assert any(m[0] == Kind.BAN for m in p.fast.link.sent)
+        p.done()
+
+    asyncio.run(run())
+
+
+def test_the_plain_refresh_takes_the_worker_fast_path(data_dir: str) -> None:
+    """The storm's refresh is answered from the scan (its 200 kept in a transaction for Timer J);
+    every attack above it declines."""
+    async def run() -> None:
+        p = Pair(data_dir)
+        first = refresh(A, BOUND, p.nonce(), branch="t1")
+        p.send(first)
+        assert p.taken == [True]
+        assert len(p.fast.endpoint.transactions) == 1  # Timer J holds the 200
+        p.send(first)  # the retransmission meets the transaction, not the fast path
+        p.send(first.replace(b"z9hG4bK-t1", b"z9hG4bK-t2"))  # replayed
+        p.send(refresh(A, BOUND, p.nonce(), branch="t3", password="wrong"))
+        p.send(refresh(A, PEERS[1], p.nonce(BOUND), branch="t4"), PEERS[1])
+        p.send(refresh(NEAR_MISSES[0], BOUND, p.nonce(), branch="t5", call_id=f"reg-{A}"))
+        assert p.taken == [True, False, False, False, False, False]
+        p.done()
+
+    asyncio.run(run())
+
+
+def test_refresh_to_tags_are_random_and_shaped_as_new_tag() -> None:
+    """The 200's To tag: 10 hex digits (new_tag's shape), no repeats over several pool refills."""
+    from gateway.app.sip_refresh import TagPool
+    from gateway.sip.message import new_tag
+
+    pool = TagPool()
+    tags = [pool.next() for _ in range(5000)]
+    assert all(len(t) == len(new_tag()) and int(t, 16) >= 0 for t in tags)
+    assert len(set(tags)) == len(tags)

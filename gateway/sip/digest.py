@@ -162,25 +162,19 @@ class ReplayGuard:
     def accept(self, nonce: str, nc: str | None, issued: float, now: float) -> NonceState:
         """VALID (and remembered) the first time a pair is seen; INVALID for a replay; STALE when
         the nonce's memory was evicted (ask the device for a fresh nonce)."""
-        self._expire(now)
-        try:
-            count = int(nc, 16) if nc else 0
-        except ValueError:
-            return NonceState.INVALID
+        state = self.check(nonce, nc, issued, now)
+        if state is not NonceState.VALID:
+            return state
+        count = int(nc, 16) if nc else 0
         seen = self._seen.get(nonce)
-        if seen is None:
-            if issued <= self._floor:
-                return NonceState.STALE
-            self._seen[nonce] = (now, issued, count)
-            while len(self._seen) > self.max_entries:
-                oldest = next(iter(self._seen))
-                self._floor = max(self._floor, self._seen.pop(oldest)[1])
-            return NonceState.VALID
-        first, issued0, highest = seen
-        if count <= highest:
-            return NonceState.INVALID
-        self._seen[nonce] = (first, issued0, count)
-        return NonceState.VALID
+        if seen is not None:
+            self._seen[nonce] = (seen[0], seen[1], count)
+            return state
+        self._seen[nonce] = (now, issued, count)
+        while len(self._seen) > self.max_entries:
+            oldest = next(iter(self._seen))
+            self._floor = max(self._floor, self._seen.pop(oldest)[1])
+        return state
 
     def _expire(self, now: float) -> None:
         """Entries are in first-use order: pop from the front while expired (the margin covers a

@@ -211,19 +211,28 @@ async def pipeline(mods: dict[str, ModuleType], payloads: list[bytes], sockets: 
     if sockets:
         return await _pipeline_tcp(demux, stream, wires, payloads, clock)
     before = wires[0].bytes
+    t0 = time.process_time()
+    frames = await _feed(demux, stream, payloads, clock, pace=0.0)
+    cpu = time.process_time() - t0
+    assert not demux.errors, demux.errors
+    assert wires[0].bytes == wires[1].bytes
+    return cpu, frames, wires[0].bytes - before
+
+
+async def _feed(demux: Any, stream: Any, payloads: list[bytes], clock: list[float], *, pace: float) -> int:
+    """payloads[2:] through demuxer and stream, the clock at each frame's time; frames pushed.
+    `pace` > 0: sleep that long after each payload (the viewers' sockets drain meanwhile)."""
     frames = 0
     push = stream.push
     feed = demux.feed
-    t0 = time.process_time()
     for k, p in enumerate(payloads[2:]):
         clock[0] = k / FPS
         for f in feed(p, frame_end=True):
             push(f)
             frames += 1
-    cpu = time.process_time() - t0
-    assert not demux.errors, demux.errors
-    assert wires[0].bytes == wires[1].bytes
-    return cpu, frames, wires[0].bytes - before
+        if pace:
+            await asyncio.sleep(pace)
+    return frames
 
 
 async def _pipeline_tcp(demux: Any, stream: Any, wires: list[asyncio.Transport], payloads: list[bytes],
@@ -231,16 +240,8 @@ async def _pipeline_tcp(demux: Any, stream: Any, wires: list[asyncio.Transport],
     """The timed loop of `pipeline` into TCP transports, paced: after each frame the loop sleeps
     half a millisecond (no CPU: the reader drains the sockets meanwhile, as a viewer keeps up
     between two frames of a stream), so the writes meet sockets with room as in the gateway."""
-    frames = 0
-    push = stream.push
-    feed = demux.feed
     t0 = time.process_time()
-    for k, p in enumerate(payloads[2:]):
-        clock[0] = k / FPS
-        for f in feed(p, frame_end=True):
-            push(f)
-            frames += 1
-        await asyncio.sleep(0.0005)
+    frames = await _feed(demux, stream, payloads, clock, pace=0.0005)
     while any(w.get_write_buffer_size() for w in wires):
         await asyncio.sleep(0.001)
     cpu = time.process_time() - t0

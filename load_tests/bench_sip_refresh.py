@@ -29,6 +29,7 @@ from gateway.app.sip_ipc import Kind
 from gateway.sip import digest
 from gateway.sip.events import Peer
 from gateway.sip.transport import SipEndpoint, _UdpProtocol
+from load_tests.sipp.messages import reg_auth_register
 from whitelist.decide import Policy
 from whitelist.model import Credential, Entry, EntryStatus
 
@@ -43,21 +44,9 @@ def device_id(k: int) -> str:
 
 
 def register(dev: str, i: int, cseq: int, auth: str | None) -> bytes:
-    """reg_auth.xml's REGISTERs as sipp fills them in (Call-ID: the device's, as -cid_str makes it)."""
-    lines = [
-        f"REGISTER {URI} SIP/2.0",
-        f"Via: SIP/2.0/UDP {HOST}:{PORT};rport;branch=z9hG4bK-4242-{i}-{cseq}",
-        "Max-Forwards: 70",
-        f"From: <sip:{dev}@{REALM}>;tag=4242SIPpTag00{i}",
-        f"To: <sip:{dev}@{REALM}>",
-        f"Call-ID: {dev}-0@storm",
-        f"CSeq: {cseq} REGISTER",
-        f"Contact: <sip:{dev}@{HOST}:{PORT}>",
-    ]
-    if auth is not None:
-        lines.append(f"Authorization: {auth}")
-    lines += ["Expires: 3600", "User-Agent: sipp-gb28181-ipc", "Content-Length: 0", "", ""]
-    return "\r\n".join(lines).encode()
+    """reg_auth.xml's REGISTERs (Call-ID: the device's, as -cid_str makes it)."""
+    return reg_auth_register(dev, cseq, auth, branch=f"z9hG4bK-4242-{i}-{cseq}", tag=f"4242SIPpTag00{i}",
+                             call_id=f"{dev}-0@storm", realm=REALM, host=HOST, port=PORT)
 
 
 class _Link:

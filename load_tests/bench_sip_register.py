@@ -39,6 +39,7 @@ from gateway.sip import digest
 from gateway.sip.events import Peer
 from gateway.sip.router import SipRouter
 from gateway.sip.transport import SipEndpoint
+from load_tests.sipp.messages import reg_auth_register
 from whitelist.decide import Policy
 from whitelist.lockout import FloodGuard, Lockout
 from whitelist.model import Credential, Entry, EntryStatus
@@ -88,20 +89,9 @@ def device_id(i: int) -> str:
 
 def register(dev: str, i: int, cseq: int, auth: str | None) -> bytes:
     """reg_auth.xml's two REGISTERs, as sipp fills them in."""
-    lines = [
-        "REGISTER sip:34020000002000000001@3402000000 SIP/2.0",
-        f"Via: SIP/2.0/UDP 127.0.0.1:5061;rport;branch=z9hG4bK-{os.getpid()}-{i}-{cseq}",
-        "Max-Forwards: 70",
-        f"From: <sip:{dev}@3402000000>;tag={os.getpid()}SIPpTag00{i}",
-        f"To: <sip:{dev}@3402000000>",
-        f"Call-ID: {i}-{os.getpid()}@127.0.0.1",
-        f"CSeq: {cseq} REGISTER",
-        f"Contact: <sip:{dev}@127.0.0.1:5061>",
-    ]
-    if auth is not None:
-        lines.append(f"Authorization: {auth}")
-    lines += ["Expires: 3600", "User-Agent: sipp-gb28181-ipc", "Content-Length: 0", "", ""]
-    return "\r\n".join(lines).encode()
+    pid = os.getpid()
+    return reg_auth_register(dev, cseq, auth, branch=f"z9hG4bK-{pid}-{i}-{cseq}", tag=f"{pid}SIPpTag00{i}",
+                             call_id=f"{i}-{pid}@127.0.0.1", realm=REALM)
 
 
 def _challenge_of(data: bytes) -> str:

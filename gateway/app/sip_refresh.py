@@ -28,8 +28,8 @@ from gateway.sip import digest
 from gateway.sip.errors import SipParseError
 from gateway.sip.events import Peer
 from gateway.sip.fastpath import Scan
+from whitelist.decide import Decision, Policy, RequestKind
 from whitelist.decide import Request as WlRequest
-from whitelist.decide import RequestKind
 
 
 @dataclass(slots=True)
@@ -41,6 +41,13 @@ class Refresh:
     expires: int  # as granted (clamped to register_expires_min/max)
     contact: str
     user_agent: str
+
+
+def whitelist_decision(policy: Policy, device_id: str, peer: Peer, kind: RequestKind, now: float) -> Decision:
+    """The whitelist's verdict on `device_id` sending `kind` from `peer` at `now` (epoch seconds),
+    as a worker's fast paths ask it."""
+    return policy.decide(WlRequest(device_id=device_id, source_ip=peer.host, transport=peer.transport, kind=kind),
+                         datetime.fromtimestamp(now, UTC))
 
 
 def plain_refresh(reg: Registrar, s: Scan, peer: Peer, now: float) -> Refresh | None:
@@ -70,9 +77,7 @@ def plain_refresh(reg: Registrar, s: Scan, peer: Peer, now: float) -> Refresh | 
     if reg.nonces.check(creds.nonce, now, nonce_source(peer)) is not digest.NonceState.VALID:
         return None
     # WHITELIST
-    decision = reg.policy.decide(
-        WlRequest(device_id=device_id, source_ip=peer.host, transport=peer.transport, kind=RequestKind.REGISTER),
-        datetime.fromtimestamp(now, UTC))
+    decision = whitelist_decision(reg.policy, device_id, peer, RequestKind.REGISTER, now)
     if not decision.allowed:
         return None
     # CREDENTIALS

@@ -30,7 +30,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from adapters.gb_device.device import answer_plain_keepalive, gb_date
 from adapters.gb_device.registrar import Accept, Challenge, Check, Refuse, Registrar, RegistrarSettings
 from gateway.app.sip_ipc import Kind, Message
 from gateway.app.sip_link import Link
-from gateway.app.sip_refresh import TagPool, plain_refresh
+from gateway.app.sip_refresh import TagPool, plain_refresh, whitelist_decision
 from gateway.app.sip_sendbatch import SendBatch
 from gateway.app.sip_shared import ReplicaPresence, SharedFlood, SharedLockout
 from gateway.app.store import node_secret
@@ -55,7 +54,6 @@ from gateway.sip.transport import SipEndpoint
 from gateway.store.db import make_engine, make_sessionmaker
 from whitelist.admission import apply_rules
 from whitelist.decide import Policy, RequestKind
-from whitelist.decide import Request as WlRequest
 from whitelist.model import Credential, Entry, EntryStatus
 from whitelist.store import WhitelistStore
 
@@ -205,9 +203,7 @@ class SipWorker:
         if not self.flood.allow(peer.host, now):
             self.stats["refused:flood"] += 1
             return True
-        decision = self.policy.decide(
-            WlRequest(device_id=device_id, source_ip=peer.host, transport=peer.transport, kind=RequestKind.MESSAGE),
-            datetime.fromtimestamp(now, UTC))
+        decision = whitelist_decision(self.policy, device_id, peer, RequestKind.MESSAGE, now)
         if not decision.allowed:
             return False
         assert self.endpoint is not None

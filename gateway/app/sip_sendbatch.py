@@ -18,32 +18,18 @@ import ctypes.util
 import errno
 import socket
 import struct
-import sys
 from collections.abc import Callable
 from typing import Any
 
+from gateway.media.udp_batch import IOVEC, MMSGHDR, mmsg_call
+
 Addr = tuple[str, int]
 MAX_BATCH = 256
-_IOV = struct.Struct("@PN")  # struct iovec
-_MMSG = struct.Struct("@PI4xPNPNi4xI4x")  # struct mmsghdr (msghdr + msg_len), x86-64/aarch64 layout
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS)
 _SOCKADDR_CACHE = 4096
 
 
-def _sendmmsg() -> Any:
-    """libc's sendmmsg with its argument types, or None (not Linux, no libc)."""
-    if not sys.platform.startswith("linux") or _MMSG.size != 64:
-        return None
-    try:
-        fn = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).sendmmsg
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_SENDMMSG = _sendmmsg()
+_SENDMMSG = mmsg_call("sendmmsg", ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int)
 
 
 def _buffered(t: asyncio.DatagramTransport) -> int:
@@ -67,8 +53,8 @@ class SendBatch:
         self._queue: list[tuple[bytes, Addr]] = []
         self._armed = False
         self._names: dict[Addr, tuple[Any, int]] = {}  # addr → (its sockaddr_in buffer, the buffer's address)
-        self._hdr = ctypes.create_string_buffer(_MMSG.size * MAX_BATCH)
-        self._iov = ctypes.create_string_buffer(_IOV.size * MAX_BATCH)
+        self._hdr = ctypes.create_string_buffer(MMSGHDR.size * MAX_BATCH)
+        self._iov = ctypes.create_string_buffer(IOVEC.size * MAX_BATCH)
         self._hdr_at = ctypes.addressof(self._hdr)
         self._iov_at = ctypes.addressof(self._iov)
         self._call: Callable[[int, int, int, int], int] | None = _SENDMMSG
@@ -138,8 +124,8 @@ class SendBatch:
                 break
             buf = ctypes.c_char_p(data)  # points at the bytes object's own buffer: no copy
             keep.append(buf)
-            _IOV.pack_into(iov, k * _IOV.size, ctypes.cast(buf, ctypes.c_void_p).value or 0, len(data))
-            _MMSG.pack_into(hdr, k * _MMSG.size, name, 16, iov_at + k * _IOV.size, 1, 0, 0, 0, 0)
+            IOVEC.pack_into(iov, k * IOVEC.size, ctypes.cast(buf, ctypes.c_void_p).value or 0, len(data))
+            MMSGHDR.pack_into(hdr, k * MMSGHDR.size, name, 16, iov_at + k * IOVEC.size, 1, 0, 0, 0, 0)
             k += 1
         if k == 0:  # an address sendmmsg is not given here: the transport's way
             self._send_one(*queue[start])

@@ -44,28 +44,28 @@ Addr = tuple[str, int]
 MSG_TRUNC = getattr(socket, "MSG_TRUNC", 0x20)
 DEFAULT_SLOTS = 64
 DEFAULT_SLOT_SIZE = 65536  # any UDP datagram: nothing a DatagramProtocol read is truncated here
-_MMSG = struct.Struct("@PI4xPNPNi4xI4x")  # struct mmsghdr (msghdr + msg_len), x86-64/aarch64 layout
+MMSGHDR = struct.Struct("@PI4xPNPNi4xI4x")  # struct mmsghdr (msghdr + msg_len), x86-64/aarch64 layout
 _MMSG_OUT = struct.Struct("=48xi4xI4x")  # msg_flags, msg_len of one mmsghdr
-_IOV = struct.Struct("@PN")  # struct iovec
+IOVEC = struct.Struct("@PN")  # struct iovec
 _AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 _NAMELEN: dict[int, int] = {socket.AF_INET: 16, socket.AF_INET6: 28}
 
 
-def _recvmmsg() -> Any:
-    """libc's recvmmsg with its argument types, or None (not Linux, no libc, too old)."""
-    if not sys.platform.startswith("linux") or _MMSG.size != 64:
+def mmsg_call(name: str, *argtypes: Any) -> Any:
+    """libc's `name` (recvmmsg, sendmmsg) with its argument types, or None (not Linux, no libc,
+    too old, or an mmsghdr layout other than the one packed here)."""
+    if not sys.platform.startswith("linux") or MMSGHDR.size != 64:
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        fn = libc.recvmmsg
+        fn = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
+    fn.argtypes = list(argtypes)
     fn.restype = ctypes.c_int
     return fn
 
 
-_RECVMMSG = _recvmmsg()
+_RECVMMSG = mmsg_call("recvmmsg", ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p)
 
 
 def decode_sockaddr(raw: bytes) -> Addr:
@@ -134,14 +134,14 @@ class BatchReader:
 
     def _setup_mmsg(self) -> None:
         n, nl = self.slots, self._namelen
-        iov_at = n * _MMSG.size
-        self._names_at = names_at = iov_at + n * _IOV.size
+        iov_at = n * MMSGHDR.size
+        self._names_at = names_at = iov_at + n * IOVEC.size
         self._ctl = ctl = mmap.mmap(-1, names_at + n * nl)
         base = ctypes.addressof(ctypes.c_char.from_buffer(self.buf))
         cbase = ctypes.addressof(ctypes.c_char.from_buffer(ctl))
         for i in range(n):
-            _IOV.pack_into(ctl, iov_at + i * _IOV.size, base + i * self.slot_size, self.slot_size)
-            _MMSG.pack_into(ctl, i * _MMSG.size, cbase + names_at + i * nl, nl, cbase + iov_at + i * _IOV.size,
+            IOVEC.pack_into(ctl, iov_at + i * IOVEC.size, base + i * self.slot_size, self.slot_size)
+            MMSGHDR.pack_into(ctl, i * MMSGHDR.size, cbase + names_at + i * nl, nl, cbase + iov_at + i * IOVEC.size,
                             1, 0, 0, 0, 0)
         self._template = memoryview(ctl[:iov_at])
         self._hdr_addr = cbase
@@ -162,7 +162,7 @@ class BatchReader:
                 return 0
             err = ctypes.get_errno()
             return 0 if err in _AGAIN else -err
-        self._dirty = k * _MMSG.size
+        self._dirty = k * MMSGHDR.size
         vals = self._out[k].unpack_from(ctl)
         self.sizes = vals[1::2]
         self.flags = flags = vals[0::2]

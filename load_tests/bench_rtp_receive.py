@@ -8,9 +8,8 @@ to PS, ≤1400-byte RTP payloads, every frame's packets back to back as a camera
 streams' frames spread over the frame interval) to one UDP port each. This process receives them
 with every path in `--paths`, rounds alternating so all see the same machine: `old` is the asyncio
 DatagramProtocol the gateway used before (one callback and one `RtpSession.feed` per datagram);
-`new` is `gateway.media.receiver.UdpReceiver` (`new@W`: with a poller window of W s, 0 for none);
-`rejoin` is UdpReceiver with the poller rejoining the loop's epoll after every pass (as before it
-stayed on its timer while busy). Each round prints packets/s, this process's CPU µs per packet
+`new` is `gateway.media.receiver.UdpReceiver` (`new@W`: with a poller window of W s, 0 for none).
+Each round prints packets/s, this process's CPU µs per packet
 (user+sys, from the first send to the last packet, idle included) and RSS; the summary line is the
 best round of each path. `--stage frames` stops at the RTP frame (no PS demux: the part this path
 changes, without the demuxer's per-frame cost diluting it). `--queued` queues one frame on every
@@ -93,32 +92,6 @@ class FramesOnlySession(RtpSession):
     def _frame(self, payload: bytes, gap: bool) -> None:
         self.sink.frames += 1  # type: ignore[attr-defined]
         self.sink.bytes += len(payload)  # type: ignore[attr-defined]
-
-
-def _rejoin_tick(self: Any) -> None:
-    """UdpPoller._tick before the timer rule: rejoin the loop's epoll after every pass."""
-    self._timer = None
-    if self._ep.closed:
-        return
-    self._dispatch()
-    if self._handlers and not self._ep.closed:
-        self._loop.add_reader(self._ep.fileno(), self._ready)
-        self._registered = True
-
-
-@contextlib.contextmanager
-def _poller_rule(path: str) -> Any:
-    """Path `rejoin` (`rejoin@W`): UdpReceiver with the poller's previous rule for this round."""
-    from gateway.media.udp_batch import UdpPoller
-    if not path.startswith("rejoin"):
-        yield
-        return
-    tick = UdpPoller._tick
-    UdpPoller._tick = _rejoin_tick  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        UdpPoller._tick = tick  # type: ignore[method-assign]
 
 
 def build_frames(frames: int, bitrate: int) -> list[list[bytes]]:
@@ -234,11 +207,11 @@ async def queued_round(path: str, frames: list[list[bytes]], streams: int, stage
 
 
 def _opener(path: str) -> Any:
-    """old: LegacyUdpReceiver; new (rejoin): UdpReceiver; @W: with a poller window of W s."""
+    """old: LegacyUdpReceiver; new: UdpReceiver; @W: with a poller window of W s."""
     if path == "old":
         return LegacyUdpReceiver.open
     from gateway.media.receiver import UdpReceiver
-    _new, _at, window = path.partition("@")  # new and rejoin differ in the poller's rule (_poller_rule)
+    _new, _at, window = path.partition("@")
 
     async def open_new(session: RtpSession, host: str, port: int) -> Any:
         return await UdpReceiver.open(session, host, port, window=float(window) if window else None)
@@ -268,12 +241,11 @@ async def main_async(args: argparse.Namespace) -> None:
     try:
         for r in range(args.rounds):
             for p in paths if r % 2 == 0 else paths[::-1]:
-                with _poller_rule(p):
-                    if args.queued:
-                        res = await queued_round(p, frames, args.streams, args.stage)
-                    else:
-                        res = await one_round(p, parent, args.streams, expect_packets, args.frames * args.streams,
-                                              args.stage)
+                if args.queued:
+                    res = await queued_round(p, frames, args.streams, args.stage)
+                else:
+                    res = await one_round(p, parent, args.streams, expect_packets, args.frames * args.streams,
+                                          args.stage)
                 results[p].append(res)
                 print(f"  {p:4s} packets {res['packets']}/{res['sent']} frames {res['frames']}/{res['expect_frames']}"
                       f" lost {res['lost']}  {res['pps']:8.0f} packets/s  {res['cpu_s_per_s']:.3f} CPU s/s"
@@ -299,8 +271,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bitrate", type=int, default=2_000_000)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--paths", default="old,new",
-                    help="old, new, new@W (UdpReceiver's poller window W seconds, 0: none), rejoin / rejoin@W "
-                         "(UdpReceiver, the poller rejoining the loop's epoll after every pass: before its timer rule)")
+                    help="old, new, new@W (UdpReceiver's poller window W seconds, 0: none)")
     ap.add_argument("--stage", choices=("demux", "frames"), default="demux",
                     help="frames: stop at the RTP frame (no PS demux), the receive path alone")
     ap.add_argument("--queued", action="store_true",

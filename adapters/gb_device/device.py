@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from adapters.base import HealthSink, Inventory
 from adapters.gb_device.catalog_sync import CatalogSync
 from adapters.gb_device.queries import Queries, QueryFailed, Requester
+from adapters.gb_device.refresh import TagPool, apply_refresh, plain_refresh
 from adapters.gb_device.registrar import Accept, Challenge, Check, Refuse, Registrar, RegistrarSettings
 from adapters.gb_device.subscriptions import CatalogSubscriptions, SubscribeAction
 from adapters.outbound import LocalIdentity, RequestFactory
@@ -181,6 +182,7 @@ class GbDeviceAdapter:
             on_synced=self._catalog_synced,
         )
         self._event_ids = itertools.count(int(clock()) % 100000 + 1)
+        self._tags = TagPool()  # the To tags of fast refreshes' 200s
         self.subscriptions = CatalogSubscriptions(self._new_dialog, expires=settings.catalog_subscribe_expires)
 
     # ------------------------------------------------------------------ lifecycle
@@ -582,8 +584,13 @@ class GbDeviceAdapter:
     # guard (which counts) and act.
 
     def fast_register(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
-        """A REGISTER without credentials from a valid ID with a plain Expires: the challenge."""
-        if s.get("Authorization") is not None or peer.transport == "tls" or not is_valid_id(s.from_user):
+        """A REGISTER without credentials from a valid ID with a plain Expires: the challenge;
+        one with credentials (the endpoint offers those when `fast_credentials`): `fast_refresh`."""
+        if peer.transport == "tls":
+            return None
+        if s.get("Authorization") is not None:
+            return self.fast_refresh(s, peer)
+        if not is_valid_id(s.from_user):
             return None
         expires = s.get("Expires")
         if expires is None or not expires.isdigit():
@@ -597,6 +604,46 @@ class GbDeviceAdapter:
         return fastpath.FastAnswer(401, fastpath.respond(
             s, 401, (peer.host, peer.port), to_tag=fastpath.stateless_tag(s),
             extra=(("WWW-Authenticate", challenge.www_authenticate),)))
+
+    def might_refresh(self, head: bytes) -> bool:
+        """`SipEndpoint.fast_credentials` for main: a REGISTER with credentials is worth scanning
+        only when its From user is online with its Call-ID (a plain refresh may follow). A new
+        login, the usual REGISTER with credentials, goes straight to the parser instead of being
+        scanned only to be declined. Only a filter: `plain_refresh` decides."""
+        i = head.find(b"\r\nFrom: <sip:")
+        j = head.find(b"@", i + 13, i + 46) if i >= 0 else -1
+        rec = self.presence.get(head[i + 13:j].decode("ascii")) if j > 0 else None
+        if rec is None or not rec.online:
+            return False
+        k = head.find(b"\r\nCall-ID: ")
+        if k < 0:
+            return False
+        end = head.find(b"\r\n", k + 11)
+        return head[k + 11:end if end >= 0 else len(head)].decode("ascii") == rec.call_id
+
+    def fast_refresh(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
+        """`on_register` → `Registrar.admit` → `_accepted` for the plain refresh
+        (adapters/gb_device/refresh.py), from the scan: the same checks and effects, the binding
+        row renewed, and the 200 kept in a transaction for Timer J as `_respond` keeps it."""
+        now = self.clock()
+        r = plain_refresh(self.registrar, s, peer, now)
+        if r is None:
+            return None
+        if not self.flood.allow(peer.host, now):
+            self.stats["refused:flood"] += 1
+            return fastpath.FastAnswer(None)
+        device_id, call_id = s.from_user, s.values[3]
+        assert call_id is not None
+        apply_refresh(self.registrar, device_id, call_id, r, peer, now)
+        self.stats["auth:ok"] += 1
+        rec = self.presence.get(device_id)
+        assert rec is not None  # apply_refresh renewed it
+        self._login(rec, r.entry, None, False, peer, r.contact, r.expires, now)  # a refresh: the binding row only
+        self.stats["responses:200"] += 1
+        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=self._tags.next(), extra=(
+            ("Contact", r.contact or f"<sip:{device_id}@{peer.host}:{peer.port}>"), ("Expires", str(r.expires)),
+            ("Date", gb_date(now))))
+        return fastpath.FastAnswer(200, data, keep=True)
 
     def fast_keepalive(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
         """A plain Keepalive from a registered device at its bound address, admitted: 200."""

@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from adapters.gb_device.device import answer_plain_keepalive, gb_date
+from adapters.gb_device.refresh import TagPool, apply_refresh, plain_refresh, whitelist_decision
 from adapters.gb_device.registrar import Accept, Challenge, Check, Refuse, Registrar, RegistrarSettings
 from gateway.app.sip_ipc import Kind, Message
 from gateway.app.sip_link import Link
-from gateway.app.sip_refresh import TagPool, plain_refresh, whitelist_decision
 from gateway.app.sip_sendbatch import SendBatch
 from gateway.app.sip_shared import ReplicaPresence, SharedFlood, SharedLockout
 from gateway.app.store import node_secret
@@ -248,7 +248,7 @@ class SipWorker:
 
     def fast_refresh(self, s: Scan, peer: Peer) -> FastAnswer | None:
         """`on_request` → `Registrar.admit` → `_accepted` for the plain refresh
-        (gateway/app/sip_refresh.py): 200 at once, kept in a transaction for Timer J as
+        (adapters/gb_device/refresh.py): 200 at once, kept in a transaction for Timer J as
         `_respond` keeps it, LOGIN seq 0 to main; the flood guard may ignore it."""
         now = self.clock()
         r = plain_refresh(self.registrar, s, peer, now)
@@ -260,14 +260,9 @@ class SipWorker:
         if not reg.flood.allow(peer.host, now):
             stats["refused:flood"] += 1
             return FastAnswer(None)
-        device_id, creds = s.from_user, r.creds
-        reg.replays.accept(creds.nonce, creds.nc, r.issued, now)  # VALID: plain_refresh checked
-        reg.lockout.record_success(device_id, peer.host, now)
-        call_id = s.values[3]
+        device_id, call_id = s.from_user, s.values[3]
         assert call_id is not None
-        reg.presence.register(device_id, transport=peer.transport, host=peer.host, port=peer.port,
-                              conn_id=peer.conn_id, call_id=call_id, contact=r.contact, expires=r.expires, now=now,
-                              user_agent=r.user_agent)
+        apply_refresh(reg, device_id, call_id, r, peer, now)
         stats["auth:ok"] += 1
         data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=self._tags.next(), extra=(
             ("Contact", r.contact or f"<sip:{device_id}@{peer.host}:{peer.port}>"), ("Expires", str(r.expires)),

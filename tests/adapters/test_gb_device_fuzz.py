@@ -112,6 +112,10 @@ class Audit:
     async def audit_event(self, action: str, device_id: str, details: Any, reason: str) -> None:
         self.records.append((action, device_id))
 
+    async def record_pending(self, evidence: Any, now: float) -> None:
+        """An unknown ID proved nothing yet: queued for review (recorded, as the audit is)."""
+        self.records.append(("pending", str(evidence["device_id"])))
+
 
 def make_adapter() -> tuple[GbDeviceAdapter, SipRouter, Inventory, Health]:
     realm = "3402000000"

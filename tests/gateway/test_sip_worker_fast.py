@@ -573,7 +573,7 @@ def test_the_plain_refresh_takes_the_worker_fast_path(data_dir: str) -> None:
 
 def test_refresh_to_tags_are_random_and_shaped_as_new_tag() -> None:
     """The 200's To tag: 10 hex digits (new_tag's shape), no repeats over several pool refills."""
-    from gateway.app.sip_refresh import TagPool
+    from adapters.gb_device.refresh import TagPool
     from gateway.sip.message import new_tag
 
     pool = TagPool()

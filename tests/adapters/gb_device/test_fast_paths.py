@@ -1,4 +1,5 @@
-"""The device adapter's fast paths (keepalive 200, REGISTER challenge) against its full path.
+"""The device adapter's fast paths (keepalive 200, REGISTER challenge, plain refresh 200) against
+its full path.
 
 Two adapters get the same generated sequence of requests: one always through the full path
 (parse → transaction → router → on_register/on_message → make_response → transaction), the other
@@ -7,7 +8,9 @@ request both must have sent the same bytes (the challenge's random nonce aside) 
 state: presence, counters, inventory and health calls, audit records. A declined request must
 have changed nothing. Devices: registered and approved, registered but revoked, approved but not
 registered, unknown; sources: the bound address, another port, another host; bodies: plain
-keepalives, foreign DeviceIDs, other MANSCDP, none; a flood guard that trips.
+keepalives, foreign DeviceIDs, other MANSCDP, none; REGISTERs without credentials, with garbage
+ones, and with good or wrong digests on nonces issued for any of the sources (with the binding's
+Call-ID or another, so refreshes, new logins, replays and moves all occur); a flood guard that trips.
 """
 
 from __future__ import annotations
@@ -98,8 +101,18 @@ def make_rig(flood_rate: float) -> Rig:
     return Rig(adapter, router, endpoint, inventory, health, clock)
 
 
+def guards(adapter: GbDeviceAdapter) -> dict[str, Any]:
+    """What the registrar's guards remember: failures and locks per ID and per source, the
+    (nonce, nc) pairs accepted (a refresh's effects reach all three)."""
+    lock = adapter.lockout
+    return {name: ({k: (f.times, f.ids) for k, f in c._fails.items()}, dict(c._locks))
+            for name, c in (("ids", lock._ids), ("sources", lock._sources))} | {
+        "replays": dict(adapter.replays._seen)}
+
+
 def state(rig: Rig) -> dict[str, Any]:
     return {
+        "guards": guards(rig.adapter),
         "presence": sorted((r.device_id, dataclasses.asdict(r)) for r in rig.adapter.presence.records()),
         "stats": dict(rig.adapter.stats), "router": dict(rig.router.stats),
         "inventory": list(rig.inventory.touched), "health": list(rig.health.calls),
@@ -108,6 +121,7 @@ def state(rig: Rig) -> dict[str, Any]:
 
 
 _NONCE = re.compile(rb'nonce="[0-9a-f]+"')
+_ISSUER = digest.NonceIssuer(b"k" * 32)  # the rigs' node secret: its nonces are valid in both
 _TO_TAG = re.compile(rb"(\r\nTo: [^\r]*;tag=)[0-9a-f]+")
 
 
@@ -131,24 +145,47 @@ def full_path(rig: Rig, data: bytes, peer: Peer) -> bytes | None:
     return rig.endpoint.sent[-1] if len(rig.endpoint.sent) > sent else None
 
 
-def endpoint_path(rig: Rig, data: bytes, peer: Peer) -> tuple[bool, bytes | None]:
-    """SipEndpoint._on_bytes: the fast path first (unless a transaction holds the request), else
-    the full path. Returns (taken by the fast path, bytes sent)."""
-    s = fastpath.scan(data)
+def endpoint_path(rig: Rig, data: bytes, peer: Peer) -> tuple[bool, bool, bytes | None]:
+    """SipEndpoint._on_bytes with `fast_credentials` as gateway/app/sip.py sets it: the fast path
+    first (unless a transaction holds the request), else the full path. Returns (taken by the
+    fast path, its answer kept for Timer J, bytes sent)."""
+    s = fastpath.scan(data, credentials=rig.adapter.might_refresh)
     if s is not None and s.server_key not in rig.endpoint.tl:
         before = state(rig)
         answer = rig.router.on_fast(s, peer)
         if answer is not None:
             if answer.status is None:  # ignored: the endpoint holds the unanswered transaction
                 rig.endpoint.tl.receive(parse_message(data), peer, rig.clock[0])
-                return True, None
-            return True, answer.data
+                return True, False, None
+            if answer.keep:
+                rig.endpoint.tl.answered(s.server_key, peer, answer.data, rig.clock[0])
+            return True, answer.keep, answer.data
         assert state(rig) == before, "a declined fast path changed state"
-    return False, full_path(rig, data, peer)
+    return False, False, full_path(rig, data, peer)
+
+
+def plain_refresh(device: str, peer: Peer, *, branch: str, nc: int) -> bytes:
+    """sipp's reg_auth.xml second REGISTER for the binding the rig made: a plain refresh when
+    `device` is bound at `peer` and admitted there."""
+    nonce = _ISSUER.issue(1000.0, f"{peer.transport}:{peer.host}:{peer.port}")
+    auth = digest.authorization(digest.challenge(REALM, nonce, qop=True), method="REGISTER",
+                                uri=f"sip:34020000002000000001@{REALM}", username=device, password="p", nc=nc,
+                                cnonce="cn")
+    return ("\r\n".join([
+        f"REGISTER sip:34020000002000000001@{REALM} SIP/2.0",
+        f"Via: SIP/2.0/UDP {peer.host}:{peer.port};rport;branch={branch}", "Max-Forwards: 70",
+        f"From: <sip:{device}@{REALM}>;tag=t{branch}", f"To: <sip:{device}@{REALM}>", f"Call-ID: reg-{device}",
+        "CSeq: 2 REGISTER", f"Contact: <sip:{device}@{peer.host}:{peer.port}>", f"Authorization: {auth}",
+        "Expires: 3600", "User-Agent: sipp-gb28181-ipc", "Content-Length: 0", "", ""])).encode()
 
 
 @st.composite
 def requests(draw: st.DrawFn) -> tuple[bytes, Peer, float]:
+    if draw(st.integers(0, 5)) == 0:  # the storm's request: mostly the plain refresh, near misses beside it
+        device = draw(st.sampled_from([A, A, A, REVOKED, LIMITED]))
+        peer = draw(st.sampled_from([BOUND, BOUND, BOUND, *PEERS]))
+        return (plain_refresh(device, peer, branch=f"z9hG4bKr{draw(st.integers(0, 3))}", nc=draw(st.integers(1, 2))),
+                peer, draw(st.sampled_from([0.0, 0.01, 0.5, 3.0])))
     device = draw(st.sampled_from([A, A, A, A, REVOKED, FRESH, LIMITED, UNKNOWN, "notanid"]))
     peer = draw(st.sampled_from([BOUND, BOUND, BOUND, *PEERS]))
     branch = f"z9hG4bK{draw(st.integers(0, 3))}"  # repeats: retransmissions meet live transactions
@@ -174,9 +211,20 @@ def requests(draw: st.DrawFn) -> tuple[bytes, Peer, float]:
         expires = draw(st.sampled_from(["Expires: 3600", "Expires: 0", "Expires: x", None]))
         if expires:
             head.append(expires)
-        if draw(st.booleans()):
+        auth = draw(st.sampled_from([None, "garbage", "good", "good", "good", "wrong"]))
+        if auth == "garbage":
             head.append(f'Authorization: Digest username="{device}", realm="{REALM}", nonce="00", '
                         f'uri="sip:34020000002000000001@{REALM}", response="00"')
+        elif auth is not None:
+            # a nonce both rigs accept (same node secret), issued for this source or another
+            source = draw(st.sampled_from([peer, peer, *PEERS]))
+            nonce = _ISSUER.issue(1000.0, f"{source.transport}:{source.host}:{source.port}")
+            head.append("Authorization: " + digest.authorization(
+                digest.challenge(REALM, nonce, qop=True), method="REGISTER", uri=f"sip:34020000002000000001@{REALM}",
+                username=device, password="p" if auth == "good" else "wrong", nc=draw(st.integers(1, 2)),
+                cnonce="cn"))
+            if draw(st.booleans()):  # the binding's Call-ID: a refresh when from the bound address
+                head[4] = f"Call-ID: reg-{device}"
     head.append(f"Content-Length: {len(body)}")
     dt = draw(st.sampled_from([0.0, 0.0, 0.01, 0.5, 3.0]))
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body, peer, dt
@@ -192,11 +240,13 @@ def test_fast_path_answers_and_changes_exactly_what_the_full_path_does(
             full.clock[0] += dt
             fast.clock[0] += dt
             expected = full_path(full, data, peer)
-            taken, got = endpoint_path(fast, data, peer)
+            taken, kept, got = endpoint_path(fast, data, peer)
             for rig in (full, fast):  # the endpoint's timer: stateless answers end their transaction
                 rig.endpoint.tl.handle_timer(rig.clock[0])
-            # both sides went through the full path when the fast one declined: random tags differ
-            assert unnonced(got, stateful=not taken) == unnonced(expected, stateful=not taken)
+            # both sides went through the full path when the fast one declined, or the fast one kept
+            # a refresh's 200: random tags differ
+            stateful = kept or not taken
+            assert unnonced(got, stateful=stateful) == unnonced(expected, stateful=stateful)
             await asyncio.sleep(0)
             assert state(fast) == state(full)
         for rig in (full, fast):
@@ -213,13 +263,67 @@ def test_the_common_cases_take_the_fast_path() -> None:
           f"\r\nFrom: <sip:{A}@{REALM}>;tag=1\r\nTo: <sip:34020000002000000001@{REALM}>\r\nCall-ID: k@x\r\n"
           f"CSeq: 2 MESSAGE\r\nContent-Type: Application/MANSCDP+xml\r\n").encode()
     body = builders.build_keepalive(A, 5)
-    taken, sent = endpoint_path(rig, ka + f"Content-Length: {len(body)}\r\n\r\n".encode() + body, BOUND)
+    taken, _kept, sent = endpoint_path(rig, ka + f"Content-Length: {len(body)}\r\n\r\n".encode() + body, BOUND)
     assert taken and sent is not None and sent.startswith(b"SIP/2.0 200 OK\r\n")
     assert rig.adapter.presence.get(A).last_keepalive == 1000.0  # type: ignore[union-attr]
     reg = (f"REGISTER sip:34020000002000000001@{REALM} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKr\r\n"
            f"From: <sip:{FRESH}@{REALM}>;tag=1\r\nTo: <sip:{FRESH}@{REALM}>\r\nCall-ID: r@x\r\nCSeq: 1 REGISTER\r\n"
            f"Expires: 3600\r\nContent-Length: 0\r\n\r\n").encode()
-    taken, sent = endpoint_path(rig, reg, BOUND)
+    taken, _kept, sent = endpoint_path(rig, reg, BOUND)
     assert taken and sent is not None and sent.startswith(b"SIP/2.0 401 Unauthorized\r\n")
     nonce = re.search(rb'nonce="([0-9a-f]+)"', sent).group(1).decode()  # type: ignore[union-attr]
     assert rig.adapter.nonces.check(nonce, 1000.0, "udp:192.0.2.1:5060") is digest.NonceState.VALID
+
+
+async def test_refreshes_replays_and_wrong_passwords_end_as_on_the_full_path() -> None:
+    """A storm's story for the bound device, through both rigs: wrong passwords (the full path's
+    403s), the plain refresh that clears them (fast, kept), its retransmission (the same bytes from
+    the transaction), the next nc (fast), the first Authorization played back on a new branch (the
+    full path's 401 and replay alarm), and wrong passwords up to the lockout, after which even the
+    good refresh is refused (403) as the full path refuses it."""
+    full, fast = make_rig(1e9), make_rig(1e9)
+    wrong = [plain_refresh(A, BOUND, branch=f"z9hG4bKw{k}", nc=1).replace(b"Call-ID: reg-", b"Call-ID: x-")
+             for k in range(8)]
+    for k, data in enumerate(wrong):  # good digests for another Call-ID would be logins: break the password
+        wrong[k] = re.sub(rb'response="[0-9a-f]+"', b'response="' + b"0" * 32 + b'"', data)
+    first = plain_refresh(A, BOUND, branch="z9hG4bKr1", nc=1)
+    nonce = re.search(rb'nonce="([0-9a-f]+)"', first).group(1).decode()  # type: ignore[union-attr]
+    auth = digest.authorization(digest.challenge(REALM, nonce, qop=True), method="REGISTER",
+                                uri=f"sip:34020000002000000001@{REALM}", username=A, password="p", nc=2, cnonce="cn")
+    second = re.sub(rb"Authorization: [^\r]*", b"Authorization: " + auth.encode(), first).replace(b"r1", b"r2")
+    replayed = first.replace(b"z9hG4bKr1", b"z9hG4bKr3")
+    story = [(wrong[0], "403", False), (wrong[1], "403", False), (first, "200", True), (first, "200", False),
+             (second, "200", True), (replayed, "401", False)]
+    story += [(w, "403", False) for w in wrong[2:]]
+    story += [(plain_refresh(A, BOUND, branch="z9hG4bKr4", nc=1), "403", False)]
+    for data, status, taken_fast in story:
+        for rig in (full, fast):
+            rig.clock[0] += 0.1
+        expected = full_path(full, data, BOUND)
+        taken, kept, got = endpoint_path(fast, data, BOUND)
+        assert got is not None and got.split(b" ")[1] == status.encode(), (status, got)
+        assert taken == taken_fast and kept == taken_fast
+        stateful = kept or not taken
+        assert unnonced(got, stateful=stateful) == unnonced(expected, stateful=stateful)
+        await asyncio.sleep(0)  # the alarms' audit tasks
+        assert state(fast) == state(full)
+    for rig in (full, fast):
+        await rig.adapter._tasks.close()
+    assert fast.adapter.stats["auth:replay"] == 1 and fast.adapter.lockout.is_locked(A, BOUND.host, full.clock[0])
+
+
+def test_only_a_bound_devices_own_call_id_is_scanned_for_a_refresh() -> None:
+    """main's filter before the scan: the From user online with this Call-ID (a refresh may
+    follow); a new login — unknown, offline, or another Call-ID — goes straight to the parser."""
+    rig = make_rig(1e9)
+    refresh = plain_refresh(A, BOUND, branch="z9hG4bKf", nc=1)
+    head = refresh[:refresh.index(b"\r\n\r\n")]
+    assert rig.adapter.might_refresh(head)
+    assert not rig.adapter.might_refresh(head.replace(b"Call-ID: reg-", b"Call-ID: new-"))
+    assert not rig.adapter.might_refresh(head.replace(A.encode(), FRESH.encode()))
+    assert not rig.adapter.might_refresh(head.replace(b"\r\nFrom: <sip:", b"\r\nFrom: \"x\" <sip:"))
+    assert fastpath.scan(refresh, credentials=rig.adapter.might_refresh) is not None
+    assert fastpath.scan(refresh.replace(b"Call-ID: reg-", b"Call-ID: new-"),
+                         credentials=rig.adapter.might_refresh) is None
+    assert rig.adapter.presence.expire(1000.0 + 3 * 3600)  # keepalives lost, registrations run out
+    assert not rig.adapter.might_refresh(head)

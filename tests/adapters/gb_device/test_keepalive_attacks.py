@@ -67,7 +67,7 @@ def test_one_process_refuses_as_the_full_path_always_did(name: str, device: str,
         rig = make_rig(1e9)
         before = rig.adapter.presence.get(device)
         seen = before.last_seen if before is not None else None
-        taken, sent = endpoint_path(rig, keepalive(device, peer, body), peer)
+        taken, _kept, sent = endpoint_path(rig, keepalive(device, peer, body), peer)
         assert not taken, "the fast path answered an attack"
         assert sent is not None and sent.startswith(b"SIP/2.0 " + status), sent
         assert any(k.startswith(counter) for k, v in rig.adapter.stats.items() if v), dict(rig.adapter.stats)
@@ -101,7 +101,7 @@ def test_the_plain_keepalive_is_still_answered_fast() -> None:
     """The control: the same request from the bound device takes the fast path (200)."""
     async def run() -> None:
         rig = make_rig(1e9)
-        taken, sent = endpoint_path(rig, keepalive(A, BOUND, builders.build_keepalive(A, 1)), BOUND)
+        taken, _kept, sent = endpoint_path(rig, keepalive(A, BOUND, builders.build_keepalive(A, 1)), BOUND)
         assert taken and sent is not None and sent.startswith(b"SIP/2.0 200 OK\r\n")
         await rig.adapter._tasks.close()
 

@@ -1,19 +1,21 @@
-"""A SIP worker's registration refresh, decided from the header scan (sans-IO).
+"""A registration refresh, decided from the header scan (sans-IO): main's device adapter and
+each SIP worker answer it without the parser.
 
 A re-registration storm is, per device, a REGISTER with digest from the address the device is
 bound to, online, with the Call-ID of its binding (RFC 3261 §10.2.4): the registrar admits it as
-a plain refresh (no transition, not a new login), the worker answers 200 at once and tells main
-(LOGIN seq 0). `plain_refresh` runs the registrar's checks for that request from the scan —
+a plain refresh (no transition, not a new login), answered 200 at once. `plain_refresh` runs the
+registrar's checks for that request from the scan —
 ID → EXPIRES → DIGEST → LOCKOUT → NONCE → WHITELIST → CREDENTIALS → REPLAY → CLONE → PRESENCE,
 each only far enough to know the outcome is that plain refresh, none changing anything — and
 says None otherwise, so every other outcome (a challenge, a refusal, a new login, an
 unregistration, a binding that moves) comes from `Registrar.admit` on the parsed request,
 exactly as before. The caller then does what `admit` does on that path, in the same order: the
 flood guard (the registrar's first check, the first that counts), the replay guard's record,
-the lockout success, the presence update.
+the lockout success, the presence update (`apply_refresh`), then what its own shell does after an
+Accept (main: the binding row; a worker: LOGIN seq 0 to main).
 
 The one difference in work: a wrong password is verified here, declined, and verified again by
-the full path (a few µs; its 403 waits for main's ACK anyway).
+the full path (a few µs; its 403 is no hurry).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from gateway.sip.events import Peer
 from gateway.sip.fastpath import Scan
 from whitelist.decide import Decision, Policy, RequestKind
 from whitelist.decide import Request as WlRequest
+from whitelist.model import Entry
 
 
 @dataclass(slots=True)
@@ -41,6 +44,7 @@ class Refresh:
     expires: int  # as granted (clamped to register_expires_min/max)
     contact: str
     user_agent: str
+    entry: Entry | None  # the whitelist entry the decision admitted (as Accept.entry)
 
 
 def whitelist_decision(policy: Policy, device_id: str, peer: Peer, kind: RequestKind, now: float) -> Decision:
@@ -89,7 +93,17 @@ def plain_refresh(reg: Registrar, s: Scan, peer: Peer, now: float) -> Refresh | 
         return None
     st = reg.settings
     return Refresh(creds, issued, max(st.register_expires_min, min(requested, st.register_expires_max)),
-                   s.get("Contact") or "", s.get("User-Agent") or "")
+                   s.get("Contact") or "", s.get("User-Agent") or "", decision.entry)
+
+
+def apply_refresh(reg: Registrar, device_id: str, call_id: str, r: Refresh, peer: Peer, now: float) -> None:
+    """`Registrar.admit`'s effects for the plain refresh `plain_refresh` found (after the flood
+    guard let it through): the (nonce, nc) pair remembered, the lockout's success, the binding
+    renewed (no transition: the device is online with this Call-ID)."""
+    reg.replays.accept(r.creds.nonce, r.creds.nc, r.issued, now)  # VALID: plain_refresh checked
+    reg.lockout.record_success(device_id, peer.host, now)
+    reg.presence.register(device_id, transport=peer.transport, host=peer.host, port=peer.port, conn_id=peer.conn_id,
+                          call_id=call_id, contact=r.contact, expires=r.expires, now=now, user_agent=r.user_agent)
 
 
 class TagPool:

@@ -244,9 +244,11 @@ async def test_sipp_camera_to_http_flv_read_by_ffprobe(tmp_path: Path, mode: str
                                                    until=has_tags(40, audio=5)))
         leg = await established_leg(r)
         sender = start_sender(mode, leg, media_port, stop)
+        # ffprobe reads the live HTTP-FLV URL directly (a second viewer, alongside the capture), and
+        # the capture with frame counting
+        direct_probe = asyncio.create_task(ffprobe(live_url, "-read_intervals", "%+1"))
         first = await first_viewer
-        # ffprobe reads the live HTTP-FLV URL directly, and the capture with frame counting
-        direct = await ffprobe(live_url, "-read_intervals", "%+1")
+        direct = await direct_probe
         counted = await ffprobe(str(tmp_path / "first.flv"), "-count_frames")
         for probe in (direct, counted):
             video = next(s for s in probe["streams"] if s["codec_type"] == "video")

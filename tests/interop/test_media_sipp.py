@@ -184,26 +184,27 @@ async def hold(url: str, release: asyncio.Event) -> None:
                 break
 
 
-def tag_counts(data: bytes) -> tuple[int, int]:
-    """(coded video frames, audio tags) among the complete FLV tags, as video_tags counts them,
-    without copying bodies: cheap enough to run on every chunk a capture reads."""
-    pos, frames, audio = 13, 0, 0
+def tag_counts(data: bytes) -> tuple[int, int, int]:
+    """(coded video frames, audio tags, timestamp of the last video tag) among the complete FLV tags,
+    as video_tags reads them, without copying bodies: cheap enough to run on every chunk a capture reads."""
+    pos, frames, audio, last = 13, 0, 0, -1
     while pos + 11 <= len(data):
         size = int.from_bytes(data[pos + 1:pos + 4], "big")
         if pos + 15 + size > len(data):
             break
-        if data[pos] == 9 and size > 1 and data[pos + 12] == 1:
-            frames += 1
+        if data[pos] == 9:
+            last = int.from_bytes(data[pos + 4:pos + 7], "big")
+            frames += size > 1 and data[pos + 12] == 1
         elif data[pos] == 8:
             audio += 1
         pos += 15 + size
-    return frames, audio
+    return frames, audio, last
 
 
 def has_tags(frames: int, audio: int = 0) -> Callable[[bytes], bool]:
     """A capture's `until`: at least this many coded video frames and audio tags."""
     def check(data: bytes) -> bool:
-        v, a = tag_counts(data)
+        v, a, _ = tag_counts(data)
         return v >= frames and a >= audio
     return check
 

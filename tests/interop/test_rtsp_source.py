@@ -19,7 +19,7 @@ import pytest
 from gateway.api.auth import Role
 from gateway.app import Gateway
 from tests.interop.conftest import free_port, gateway_settings, require_tool
-from tests.interop.test_media_sipp import capture, ffprobe, video_tags
+from tests.interop.test_media_sipp import capture, ffprobe, has_tags, tag_counts, video_tags
 
 pytestmark = [pytest.mark.interop, pytest.mark.requires("ffmpeg", "ffprobe")]
 
@@ -105,7 +105,8 @@ async def test_rtsp_source_to_http_flv_read_by_ffprobe_and_reconnects(tmp_path: 
 
         async with rtsp_server(client_port, source_port, rtp):
             live = f"{base}/live/{CH}.flv?token={token}"
-            first = asyncio.create_task(capture(live, 4.0, tmp_path / "first.flv"))
+            # each capture ends once it holds what is asserted on it (with margin), its old window the deadline
+            first = asyncio.create_task(capture(live, 4.0, tmp_path / "first.flv", until=has_tags(40)))
             probe = await ffprobe(live, "-read_intervals", "%+1")
             v = probe["streams"][0]
             assert (v["codec_name"], v["width"], v["height"]) == ("h264", 640, 360)
@@ -115,7 +116,20 @@ async def test_rtsp_source_to_http_flv_read_by_ffprobe_and_reconnects(tmp_path: 
             assert int(counted["streams"][0]["nb_read_frames"]) > 25
 
             # the viewer stays; the server goes away and comes back: the source reconnects
-            viewer = asyncio.create_task(capture(live, 16.0, tmp_path / "across.flv"))
+            back = asyncio.Event()  # the server is up again
+            frames_at_back: list[int] = []
+
+            def resumed(data: bytes) -> bool:
+                """What is asserted below, with margin, and a second of video since the server came back."""
+                frames, _, last = tag_counts(data)
+                if not back.is_set():
+                    return False
+                frames_at_back[:] = frames_at_back or [frames]
+                snap = gw.services.streams.snapshot(CH)  # type: ignore[union-attr]
+                return (frames > 110 and last > 8000 and frames - frames_at_back[0] >= 25 and snap is not None
+                        and snap["rtp"]["connects"] >= 2
+                        and str(gw.services.health.state_of(f"channel:{CH}")) == "online")  # type: ignore[union-attr]
+            viewer = asyncio.create_task(capture(live, 16.0, tmp_path / "across.flv", until=resumed))
             await asyncio.sleep(2.0)
         # the server is gone: offline in the ledger once the read times out (pull_timeout 2 s), back-off retries
         assert gw.services is not None and gw.services.health is not None
@@ -125,6 +139,7 @@ async def test_rtsp_source_to_http_flv_read_by_ffprobe_and_reconnects(tmp_path: 
             await asyncio.sleep(0.1)
         assert str(gw.services.health.state_of(f"channel:{CH}")) == "offline"
         async with rtsp_server(client_port, source_port, rtp):
+            back.set()
             data = await viewer
             tags = video_tags(data)
             assert tags and tags[-1][0] > 8000, "video resumed after the reconnect"

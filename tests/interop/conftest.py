@@ -149,11 +149,15 @@ async def run_sipp(
 
 
 async def _end_wait(done: asyncio.Event, call_id: str, host: str, port: int) -> None:
-    """An INFO in sipp's first call (its Call-ID is `<call number>-<pid>@<local ip>`), sent once the
-    test is done: camera_register_wait.xml's wait for it ends and its keepalive goes out."""
+    await done.wait()
+    end_sipp_wait(call_id, host, port)
+
+
+def end_sipp_wait(call_id: str, host: str, port: int) -> None:
+    """An INFO in a sipp call (the first one's Call-ID is `1-<sipp pid>@<local ip>`): a scenario waiting
+    in that call with `<recv request="INFO" timeout=... ontimeout=...>` goes on at once."""
     import socket
 
-    await done.wait()
     info = (f"INFO sip:camera@{host}:{port} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-end-wait\r\n"
             f"From: <sip:test@127.0.0.1>;tag=end-wait\r\nTo: <sip:camera@{host}>\r\n"

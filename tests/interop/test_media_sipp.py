@@ -24,7 +24,7 @@ from gateway.api import build_web_app, live
 from gateway.app import Gateway, install_media
 from gateway.gb.ssrc import ssrc_to_int
 from load_tests.bench_media import PsRtpSender
-from tests.interop.conftest import free_port, gateway_settings, require_tool, whitelist
+from tests.interop.conftest import end_sipp_wait, free_port, gateway_settings, require_tool, whitelist
 
 pytestmark = [pytest.mark.interop, pytest.mark.requires("sipp", "ffprobe")]
 
@@ -42,6 +42,7 @@ class Rig:
     token: str
     sipp: asyncio.subprocess.Process | None = None
     sipp_dir: Path | None = None
+    sipp_port: int = 0
 
 
 def free_tcp_port() -> int:
@@ -102,15 +103,22 @@ async def start_camera(r: Rig, tmp_path: Path, mode: str, media_port: int, *,
     r.sipp_dir.mkdir(exist_ok=True)
     uas = SIPP / f"camera_media_uas_{mode.replace('-', '_')}.xml"
     assert r.gw.endpoint is not None
+    r.sipp_port = free_port()
     r.sipp = await asyncio.create_subprocess_exec(
         sipp, f"127.0.0.1:{r.gw.endpoint.udp_port}", "-sf", str(SIPP / scenario), "-oocsf", str(uas),
-        "-inf", str(inf), "-m", "1", "-t", "u1", "-i", "127.0.0.1", "-p", str(free_port()), "-nostdin",
+        "-inf", str(inf), "-m", "1", "-t", "u1", "-i", "127.0.0.1", "-p", str(r.sipp_port), "-nostdin",
         "-trace_msg", "-trace_err", "-key", "cam_media_port", str(media_port), "-timeout", "90s",
         cwd=r.sipp_dir, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     presence = r.gw.adapter.presence  # type: ignore[union-attr]
     async with asyncio.timeout(10):
         while not ((rec := presence.get(CAM)) is not None and rec.online):
             await asyncio.sleep(0.05)
+
+
+def end_camera_wait(r: Rig) -> None:
+    """The camera scenario's current wait for an INFO ends (camera_media_unregister.xml: it unregisters)."""
+    assert r.sipp is not None
+    end_sipp_wait(f"1-{r.sipp.pid}@127.0.0.1", "127.0.0.1", r.sipp_port)
 
 
 def sipp_messages(r: Rig) -> str:

@@ -198,7 +198,8 @@ async def test_file_source_plays_an_mp4_in_a_loop(tmp_path: Path) -> None:
         status, body = await api(http, "POST", f"{base}/api/v1/sources", token,
                                  {"channel_id": CH, "url": f"file://{mp4}"})
         assert status == 201, body
-        data = await capture(f"{base}/live/{CH}.flv?token={token}", 3.0, tmp_path / "file.flv")
+        data = await capture(f"{base}/live/{CH}.flv?token={token}", 3.0, tmp_path / "file.flv",
+                             until=lambda d: tag_counts(d)[2] > 2200)  # what is asserted next
         tags = video_tags(data)
         assert tags[-1][0] > 2200, "the 2 s clip looped, on one timeline"
         probe = await ffprobe(str(tmp_path / "file.flv"), "-count_frames")
@@ -306,7 +307,8 @@ async def test_file_source_audio_is_relayed_without_transcoding(tmp_path: Path, 
         status, body = await api(http, "POST", f"{base}/api/v1/sources", token,
                                  {"channel_id": CH, "url": f"file://{clip}"})
         assert status == 201, body
-        await capture(f"{base}/live/{CH}.flv?token={token}", 3.0, tmp_path / "av.flv")
+        await capture(f"{base}/live/{CH}.flv?token={token}", 3.0, tmp_path / "av.flv",
+                      until=has_tags(10, audio=35))  # over 20 audio frames asserted
         probe = await ffprobe(str(tmp_path / "av.flv"), "-count_frames")
         kinds = {s["codec_type"]: s for s in probe["streams"]}
         assert kinds["video"]["codec_name"] == "h264"

@@ -49,13 +49,32 @@ async def rtsp_server(client_port: int, source_port: int, rtp_port: int) -> Asyn
             "-c:v", "libx264", "-g", "25", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
             "-f", "rtsp", f"rtsp://127.0.0.1:{source_port}/live",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-        await asyncio.sleep(1.0)
+        async with asyncio.timeout(10):  # until the server describes the published stream
+            while not await rtsp_describes(client_port):
+                await asyncio.sleep(0.05)
         yield
     finally:
         for proc in (feeder, server):
             if proc is not None and proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def rtsp_describes(port: int) -> bool:
+    """The RTSP server answers DESCRIBE rtsp://127.0.0.1:port/live with 200 (404 until ffmpeg's ANNOUNCE)."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    try:
+        writer.write(f"DESCRIBE rtsp://127.0.0.1:{port}/live RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"
+                     .encode())
+        await writer.drain()
+        return (await asyncio.wait_for(reader.readline(), 2)).startswith(b"RTSP/1.0 200")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
 
 
 @contextlib.asynccontextmanager

@@ -149,6 +149,7 @@ async def run_sipp(
 
 
 async def _end_wait(done: asyncio.Event, call_id: str, host: str, port: int) -> None:
+    """run_sipp's side task: the INFO goes only once the test has done its work."""
     await done.wait()
     end_sipp_wait(call_id, host, port)
 

@@ -113,7 +113,7 @@ async def run_sipp(
 ) -> SippResult:
     """Run a sipp scenario from tests/data/sipp against the gateway; rows become the injection file.
 
-    `done` (camera_register_wait.xml, UDP): once the test sets it, its camera stops waiting for the
+    `done` (camera_register_wait.xml): once the test sets it, its camera stops waiting for the
     gateway's queries and sends its final keepalive at once instead of after the full 6 s."""
     sipp = require_tool("sipp")
     inf = tmp_path / f"{scenario}.csv"
@@ -135,8 +135,9 @@ async def run_sipp(
     )
     ender = None
     if done is not None:
-        assert transport.startswith("u") and len(rows) == 1, "the end-of-wait INFO is for one UDP camera"
-        ender = asyncio.create_task(_end_wait(done, f"1-{proc.pid}@{local_ip}", local_ip, sipp_port))
+        assert len(rows) == 1, "the end-of-wait INFO is for one camera"
+        ender = asyncio.create_task(_end_wait(done, f"1-{proc.pid}@{local_ip}", local_ip, sipp_port,
+                                              tcp=not transport.startswith("u")))
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout + 10)
     finally:
@@ -148,10 +149,19 @@ async def run_sipp(
     return SippResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"), messages)
 
 
-async def _end_wait(done: asyncio.Event, call_id: str, host: str, port: int) -> None:
+async def _end_wait(done: asyncio.Event, call_id: str, host: str, port: int, *, tcp: bool = False) -> None:
     """run_sipp's side task: the INFO goes only once the test has done its work."""
     await done.wait()
-    end_sipp_wait(call_id, host, port)
+    if not tcp:
+        end_sipp_wait(call_id, host, port)
+        return
+    _reader, writer = await asyncio.open_connection(host, port)  # sipp -t t1 listens on its port too
+    try:
+        writer.write(_info(call_id, host, port, "TCP"))
+        await writer.drain()
+        await asyncio.Future()  # open until sipp is done (run_sipp cancels this task)
+    finally:
+        writer.close()
 
 
 def end_sipp_wait(call_id: str, host: str, port: int) -> None:
@@ -159,9 +169,12 @@ def end_sipp_wait(call_id: str, host: str, port: int) -> None:
     in that call with `<recv request="INFO" timeout=... ontimeout=...>` goes on at once."""
     import socket
 
-    info = (f"INFO sip:camera@{host}:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-end-wait\r\n"
-            f"From: <sip:test@127.0.0.1>;tag=end-wait\r\nTo: <sip:camera@{host}>\r\n"
-            f"Call-ID: {call_id}\r\nCSeq: 1 INFO\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.sendto(info.encode(), (host, port))
+        s.sendto(_info(call_id, host, port, "UDP"), (host, port))
+
+
+def _info(call_id: str, host: str, port: int, transport: str) -> bytes:
+    return (f"INFO sip:camera@{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/{transport} 127.0.0.1:9;branch=z9hG4bK-end-wait\r\n"
+            f"From: <sip:test@127.0.0.1>;tag=end-wait\r\nTo: <sip:camera@{host}>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 INFO\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()

@@ -109,18 +109,23 @@ async def run_sipp(
     calls: int | None = None,
     extra: list[str] | None = None,
     local_ip: str = "127.0.0.1",
+    done: asyncio.Event | None = None,
 ) -> SippResult:
-    """Run a sipp scenario from tests/data/sipp against the gateway; rows become the injection file."""
+    """Run a sipp scenario from tests/data/sipp against the gateway; rows become the injection file.
+
+    `done` (camera_register_wait.xml): once the test sets it, its camera stops waiting for the
+    gateway's queries and sends its final keepalive at once instead of after the full 6 s."""
     sipp = require_tool("sipp")
     inf = tmp_path / f"{scenario}.csv"
     inf.write_text("SEQUENTIAL\n" + "".join(";".join(r) + "\n" for r in rows))
     trace = tmp_path / "sipp"
     trace.mkdir(exist_ok=True)
     port = gw.endpoint.udp_port if transport.startswith("u") else gw.endpoint.tcp_port  # type: ignore[union-attr]
+    sipp_port = free_port()
     args = [
         sipp, f"127.0.0.1:{port}", "-sf", str(SIPP_DIR / scenario), "-inf", str(inf),
         "-m", str(calls if calls is not None else len(rows)), "-t", transport,
-        "-i", local_ip, "-p", str(free_port()),
+        "-i", local_ip, "-p", str(sipp_port),
         "-nostdin", "-trace_msg", "-trace_err", "-timeout", f"{int(timeout)}s", "-recv_timeout", "8000",
         "-max_recv_loops", "1000", "-r", "20",
         *(extra or []),
@@ -128,8 +133,48 @@ async def run_sipp(
     proc = await asyncio.create_subprocess_exec(
         *args, cwd=trace, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout + 10)
+    ender = None
+    if done is not None:
+        assert len(rows) == 1, "the end-of-wait INFO is for one camera"
+        ender = asyncio.create_task(_end_wait(done, f"1-{proc.pid}@{local_ip}", local_ip, sipp_port,
+                                              tcp=not transport.startswith("u")))
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout + 10)
+    finally:
+        if ender is not None:
+            ender.cancel()
     messages = "".join(p.read_text(errors="replace") for p in trace.glob("*_messages.log"))
     for p in trace.glob("*"):
         p.unlink()
     return SippResult(proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace"), messages)
+
+
+async def _end_wait(done: asyncio.Event, call_id: str, host: str, port: int, *, tcp: bool = False) -> None:
+    """run_sipp's side task: the INFO goes only once the test has done its work."""
+    await done.wait()
+    if not tcp:
+        end_sipp_wait(call_id, host, port)
+        return
+    _reader, writer = await asyncio.open_connection(host, port)  # sipp -t t1 listens on its port too
+    try:
+        writer.write(_info(call_id, host, port, "TCP"))
+        await writer.drain()
+        await asyncio.Future()  # open until sipp is done (run_sipp cancels this task)
+    finally:
+        writer.close()
+
+
+def end_sipp_wait(call_id: str, host: str, port: int) -> None:
+    """An INFO in a sipp call (the first one's Call-ID is `1-<sipp pid>@<local ip>`): a scenario waiting
+    in that call with `<recv request="INFO" timeout=... ontimeout=...>` goes on at once."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(_info(call_id, host, port, "UDP"), (host, port))
+
+
+def _info(call_id: str, host: str, port: int, transport: str) -> bytes:
+    return (f"INFO sip:camera@{host}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/{transport} 127.0.0.1:9;branch=z9hG4bK-end-wait\r\n"
+            f"From: <sip:test@127.0.0.1>;tag=end-wait\r\nTo: <sip:camera@{host}>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 INFO\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode()

@@ -73,10 +73,18 @@ async def test_viewer_timeline_survives_wrap_reboot_ssrc_switch_and_reinvite(tmp
             async with aiohttp.ClientSession() as http, \
                     http.get(f"{r.url}/live/{CAM}.flv?token={r.token}") as resp:
                 assert resp.status == 200
-                async for chunk in resp.content.iter_any():
-                    reader.feed(chunk, loop.time())
-                    if done.is_set():
+                finished = asyncio.ensure_future(done.wait())
+                while not done.is_set():
+                    # the next chunk, or the end of the scenario: no chunk may ever come after it
+                    chunk = asyncio.ensure_future(resp.content.readany())
+                    await asyncio.wait({chunk, finished}, return_when=asyncio.FIRST_COMPLETED)
+                    if not chunk.done():
+                        chunk.cancel()
                         break
+                    if not chunk.result():
+                        break
+                    reader.feed(chunk.result(), loop.time())
+                reader.feed(resp.content.read_nowait(), loop.time())  # what had arrived by then
         viewer = asyncio.create_task(watch())
         leg = await established_leg(r)
         ssrc = ssrc_to_int(leg.answer.ssrc)

@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from gateway.api import build_web_app, live
 from gateway.app import Gateway, install_media
 from gateway.gb.ssrc import ssrc_to_int
 from load_tests.bench_media import PsRtpSender
-from tests.interop.conftest import free_port, gateway_settings, require_tool, whitelist
+from tests.interop.conftest import end_sipp_wait, free_port, gateway_settings, require_tool, whitelist
 
 pytestmark = [pytest.mark.interop, pytest.mark.requires("sipp", "ffprobe")]
 
@@ -42,6 +42,7 @@ class Rig:
     token: str
     sipp: asyncio.subprocess.Process | None = None
     sipp_dir: Path | None = None
+    sipp_port: int = 0
 
 
 def free_tcp_port() -> int:
@@ -102,15 +103,22 @@ async def start_camera(r: Rig, tmp_path: Path, mode: str, media_port: int, *,
     r.sipp_dir.mkdir(exist_ok=True)
     uas = SIPP / f"camera_media_uas_{mode.replace('-', '_')}.xml"
     assert r.gw.endpoint is not None
+    r.sipp_port = free_port()
     r.sipp = await asyncio.create_subprocess_exec(
         sipp, f"127.0.0.1:{r.gw.endpoint.udp_port}", "-sf", str(SIPP / scenario), "-oocsf", str(uas),
-        "-inf", str(inf), "-m", "1", "-t", "u1", "-i", "127.0.0.1", "-p", str(free_port()), "-nostdin",
+        "-inf", str(inf), "-m", "1", "-t", "u1", "-i", "127.0.0.1", "-p", str(r.sipp_port), "-nostdin",
         "-trace_msg", "-trace_err", "-key", "cam_media_port", str(media_port), "-timeout", "90s",
         cwd=r.sipp_dir, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     presence = r.gw.adapter.presence  # type: ignore[union-attr]
     async with asyncio.timeout(10):
         while not ((rec := presence.get(CAM)) is not None and rec.online):
             await asyncio.sleep(0.05)
+
+
+def end_camera_wait(r: Rig) -> None:
+    """The camera scenario's current wait for an INFO ends (camera_media_unregister.xml: it unregisters)."""
+    assert r.sipp is not None
+    end_sipp_wait(f"1-{r.sipp.pid}@127.0.0.1", "127.0.0.1", r.sipp_port)
 
 
 def sipp_messages(r: Rig) -> str:
@@ -153,7 +161,10 @@ def start_sender(mode: str, leg: Any, media_port: int, stop: asyncio.Event) -> a
     return asyncio.create_task(coro)
 
 
-async def capture(url: str, seconds: float, path: Path | None = None) -> bytes:
+async def capture(url: str, seconds: float, path: Path | None = None, *,
+                  until: Callable[[bytes], bool] | None = None) -> bytes:
+    """An HTTP-FLV viewer's bytes over `seconds`, or fewer: it stops as soon as `until(bytes so far)`
+    holds (what the caller asserts is in hand), so a fixed window is only the deadline."""
     data = bytearray()
     async with aiohttp.ClientSession() as http, http.get(url) as resp:
         assert resp.status == 200, await resp.text()
@@ -164,7 +175,7 @@ async def capture(url: str, seconds: float, path: Path | None = None) -> bytes:
             async with asyncio.timeout(seconds + 1):
                 async for chunk in resp.content.iter_any():
                     data += chunk
-                    if loop.time() > end:
+                    if loop.time() > end or (until is not None and until(data)):
                         break
     if path is not None:
         path.write_bytes(data)
@@ -179,6 +190,31 @@ async def hold(url: str, release: asyncio.Event) -> None:
         async for _ in resp.content.iter_any():
             if release.is_set():
                 break
+
+
+def tag_counts(data: bytes) -> tuple[int, int, int]:
+    """(coded video frames, audio tags, timestamp of the last video tag) among the complete FLV tags,
+    as video_tags reads them, without copying bodies: cheap enough to run on every chunk a capture reads."""
+    pos, frames, audio, last = 13, 0, 0, -1
+    while pos + 11 <= len(data):
+        size = int.from_bytes(data[pos + 1:pos + 4], "big")
+        if pos + 15 + size > len(data):
+            break
+        if data[pos] == 9:
+            last = int.from_bytes(data[pos + 4:pos + 7], "big")
+            frames += size > 1 and data[pos + 12] == 1
+        elif data[pos] == 8:
+            audio += 1
+        pos += 15 + size
+    return frames, audio, last
+
+
+def has_tags(frames: int, audio: int = 0) -> Callable[[bytes], bool]:
+    """A capture's `until`: at least this many coded video frames and audio tags."""
+    def check(data: bytes) -> bool:
+        v, a, _ = tag_counts(data)
+        return v >= frames and a >= audio
+    return check
 
 
 def video_tags(data: bytes) -> list[tuple[int, bytes]]:
@@ -212,12 +248,16 @@ async def test_sipp_camera_to_http_flv_read_by_ffprobe(tmp_path: Path, mode: str
         await start_camera(r, tmp_path, mode, media_port)
         live_url = f"{r.url}/live/{CAM}.flv?token={r.token}"
         stop = asyncio.Event()
-        first_viewer = asyncio.create_task(capture(live_url, 3.0, tmp_path / "first.flv"))
+        # each capture ends once it holds what is asserted on it (with margin), its old window the deadline
+        first_viewer = asyncio.create_task(capture(live_url, 3.0, tmp_path / "first.flv",
+                                                   until=has_tags(40, audio=5)))
         leg = await established_leg(r)
         sender = start_sender(mode, leg, media_port, stop)
+        # ffprobe reads the live HTTP-FLV URL directly (a second viewer, alongside the capture), and
+        # the capture with frame counting
+        direct_probe = asyncio.create_task(ffprobe(live_url, "-read_intervals", "%+1"))
         first = await first_viewer
-        # ffprobe reads the live HTTP-FLV URL directly, and the capture with frame counting
-        direct = await ffprobe(live_url, "-read_intervals", "%+1")
+        direct = await direct_probe
         counted = await ffprobe(str(tmp_path / "first.flv"), "-count_frames")
         for probe in (direct, counted):
             video = next(s for s in probe["streams"] if s["codec_type"] == "video")
@@ -230,7 +270,7 @@ async def test_sipp_camera_to_http_flv_read_by_ffprobe(tmp_path: Path, mode: str
         # a late viewer starts at a keyframe from the GOP cache, quickly
         release = asyncio.Event()
         holder = asyncio.create_task(hold(live_url, release))
-        late = await capture(live_url, 1.0, tmp_path / "late.flv")
+        late = await capture(live_url, 1.0, tmp_path / "late.flv", until=has_tags(3))
         tags = video_tags(late)
         assert tags[0][1][:2] == b"\x17\x00" and tags[1][1][:2] == b"\x17\x01"
         late_probe = await ffprobe(str(tmp_path / "late.flv"), "-count_frames")
@@ -243,7 +283,17 @@ async def test_sipp_camera_to_http_flv_read_by_ffprobe(tmp_path: Path, mode: str
         assert stats["trace"][0]["diagnosis"] == "streaming"
 
         # killing the sender: media stops, the gateway re-INVITEs, the stream comes back
-        keep = asyncio.create_task(capture(live_url, 8.0))
+        back = asyncio.Event()  # the new leg's sender runs
+        frames_at_back: list[int] = []
+
+        def came_back(data: bytes) -> bool:
+            """Over 100 frames in all (asserted below), a second of them from the new leg."""
+            frames = tag_counts(data)[0]
+            if not back.is_set():
+                return False
+            frames_at_back[:] = frames_at_back or [frames]
+            return frames > 100 and frames - frames_at_back[0] >= 25
+        keep = asyncio.create_task(capture(live_url, 8.0, until=came_back))
         await asyncio.sleep(0.5)
         release.set()
         await holder
@@ -252,6 +302,7 @@ async def test_sipp_camera_to_http_flv_read_by_ffprobe(tmp_path: Path, mode: str
         leg2 = await established_leg(r, not_call=leg.call_id, timeout=8)
         stop2 = asyncio.Event()
         sender2 = start_sender(mode, leg2, media_port, stop2)
+        back.set()
         kept = await keep
         stop2.set()
         await sender2
@@ -269,7 +320,12 @@ async def test_sipp_camera_to_http_flv_read_by_ffprobe(tmp_path: Path, mode: str
 
 
 async def test_play_errors_unknown_offline_not_admitted_and_timeout_trace(tmp_path: Path) -> None:
-    async with rig(tmp_path, "udp") as r, aiohttp.ClientSession() as http:
+    # Configured waits, not sleeps: no RTP ever comes, so the 504 takes the whole invite_timeout (the
+    # ready wait; sipp answers the INVITE in milliseconds); the camera never answers DeviceInfo or
+    # Catalog, so its post-login sync ends only on the query/catalog timeouts, and until it ends the
+    # last request (the device dropped) waits up to 5 s for that sync before its 404.
+    async with rig(tmp_path, "udp", GBGATE_MEDIA__INVITE_TIMEOUT="2", GBGATE_SIP__QUERY_TIMEOUT="1",
+                   GBGATE_SIP__CATALOG_FIRST_TIMEOUT="1") as r, aiohttp.ClientSession() as http:
         q = f"?token={r.token}"
         async with http.get(f"{r.url}/live/{CAM}.flv") as resp:
             assert resp.status == 401

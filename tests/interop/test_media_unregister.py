@@ -15,7 +15,16 @@ import pytest
 
 from gateway.gb.ssrc import ssrc_to_int
 from load_tests.bench_media import PsRtpSender
-from tests.interop.test_media_sipp import established_leg, rig, sipp_messages, start_camera, stop_camera, video_tags
+from tests.interop.test_media_sipp import (
+    end_camera_wait,
+    established_leg,
+    rig,
+    sipp_messages,
+    start_camera,
+    stop_camera,
+    tag_counts,
+    video_tags,
+)
 
 CAM = "34020000001320000201"
 
@@ -39,6 +48,7 @@ async def test_unregister_while_streaming_byes_ends_viewer_and_never_reinvites(t
     loop = asyncio.get_running_loop()
     async with rig(tmp_path, "udp", GBGATE_MEDIA__LOSS_TIMEOUT="0.5", GBGATE_MEDIA__WORKERS=workers) as r:
         await start_camera(r, tmp_path, "udp", 15060, scenario="camera_media_unregister.xml")
+        registered_at = loop.time()
         got = bytearray()
         ended: list[float] = []
 
@@ -56,7 +66,14 @@ async def test_unregister_while_streaming_byes_ends_viewer_and_never_reinvites(t
             "127.0.0.1", leg.lease.port, stop=stop))
         presence = r.gw.adapter.presence  # type: ignore[union-attr]
         invites = r.plane.invites
-        async with asyncio.timeout(10):  # the scenario unregisters 4 s after registering
+        # once it clearly streams (over 10 video tags asserted below) the camera unregisters, told so
+        # by an INFO; else its scenario does 4 s after registering (the INFO only goes well before that)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(registered_at + 3.0):
+                while tag_counts(got)[0] < 20:
+                    await asyncio.sleep(0.02)
+            end_camera_wait(r)
+        async with asyncio.timeout(10):
             while (rec := presence.get(CAM)) is not None and rec.online:
                 await asyncio.sleep(0.01)
         unregistered_at = loop.time()

@@ -22,10 +22,12 @@ from tests.interop.test_media_sipp import (
     established_leg,
     ffprobe,
     free_tcp_port,
+    has_tags,
     rig,
     start_camera,
     start_sender,
     stop_camera,
+    tag_counts,
     video_tags,
 )
 
@@ -61,7 +63,9 @@ async def test_http_flv_through_a_worker_read_by_ffprobe(tmp_path: Path, workers
         await start_camera(r, tmp_path, mode, media_port)
         live_url = f"{r.url}/live/{CAM}.flv?token={r.token}"
         stop = asyncio.Event()
-        first_viewer = asyncio.create_task(capture(live_url, 3.0, tmp_path / "first.flv"))
+        # captures end once they hold what is asserted on them (with margin), their old window the deadline
+        first_viewer = asyncio.create_task(capture(live_url, 3.0, tmp_path / "first.flv",
+                                                   until=has_tags(40, audio=5)))
         leg = await established_leg(r)
         if mw is not None:  # the port comes from the owning worker's slice
             owner = mw.workers[owner_index(CAM, 2)]
@@ -69,8 +73,9 @@ async def test_http_flv_through_a_worker_read_by_ffprobe(tmp_path: Path, workers
         sender = start_sender(mode, leg, media_port, stop)
         # a viewer kept on meanwhile: the stream must not linger out between the probes below
         keeper = asyncio.create_task(capture(live_url, 60.0))
+        direct_probe = asyncio.create_task(ffprobe(live_url, "-read_intervals", "%+1"))  # alongside the capture
         first = await first_viewer
-        direct = await ffprobe(live_url, "-read_intervals", "%+1")
+        direct = await direct_probe
         counted = await ffprobe(str(tmp_path / "first.flv"), "-count_frames")
         for probe in (direct, counted):
             video = next(s for s in probe["streams"] if s["codec_type"] == "video")
@@ -80,7 +85,7 @@ async def test_http_flv_through_a_worker_read_by_ffprobe(tmp_path: Path, workers
         assert any(s["codec_type"] == "audio" and s["codec_name"] == "pcm_alaw" for s in counted["streams"])
         assert video_tags(first)[1][1][0] == 0x17
         # a late viewer starts at a keyframe from the worker's GOP cache
-        late = await capture(live_url, 1.0)
+        late = await capture(live_url, 1.0, until=has_tags(3))
         tags = video_tags(late)
         assert tags[0][1][:2] == b"\x17\x00" and tags[1][1][:2] == b"\x17\x01"
         async with aiohttp.ClientSession() as http, \
@@ -176,7 +181,7 @@ async def test_a_crashed_worker_ends_its_streams_and_is_restarted(tmp_path: Path
         # the restarted worker serves the channel again (a new INVITE)
         stop.set()
         await sender
-        viewer2 = asyncio.create_task(capture(live_url, 2.0))
+        viewer2 = asyncio.create_task(capture(live_url, 2.0, until=has_tags(15)))
         leg2 = await established_leg(r, not_call=leg.call_id)
         stop2 = asyncio.Event()
         sender2 = start_sender("udp", leg2, 0, stop2)
@@ -223,7 +228,7 @@ async def test_a_pull_source_stays_in_the_main_process_with_workers(tmp_path: Pa
         status, body = await api(http, "POST", f"{base}/api/v1/sources", token,
                                  {"channel_id": CH, "url": f"file://{mp4}"})
         assert status == 201, body
-        data = await capture(f"{base}/live/{CH}.flv?token={token}", 2.0, tmp_path / "file.flv")
+        data = await capture(f"{base}/live/{CH}.flv?token={token}", 2.0, tmp_path / "file.flv", until=has_tags(30))
         assert len(video_tags(data)) > 25
         probe = await ffprobe(str(tmp_path / "file.flv"), "-count_frames")
         assert probe["streams"][0]["codec_name"] == "h264"
@@ -263,7 +268,17 @@ async def test_media_loss_in_a_worker_is_reinvited_by_main(tmp_path: Path, mode:
         await start_camera(r, tmp_path, mode, 15060)
         live_url = f"{r.url}/live/{CAM}.flv?token={r.token}"
         stop = asyncio.Event()
-        kept = asyncio.create_task(capture(live_url, 8.0))
+        back = asyncio.Event()  # the new leg streams and main listed it with this viewer
+        frames_at_back: list[int] = []
+
+        def came_back(data: bytes) -> bool:
+            """Over 100 frames in all (asserted below), a second of them since the listing."""
+            frames = tag_counts(data)[0]
+            if not back.is_set():
+                return False
+            frames_at_back[:] = frames_at_back or [frames]
+            return frames > 100 and frames - frames_at_back[0] >= 25
+        kept = asyncio.create_task(capture(live_url, 8.0, until=came_back))
         leg = await established_leg(r)
         sender = start_sender(mode, leg, 15060, stop)
         await asyncio.sleep(1.5)
@@ -279,6 +294,7 @@ async def test_media_loss_in_a_worker_is_reinvited_by_main(tmp_path: Path, mode:
             listing = await resp.json()
         assert listing["count"] == 1 and listing["viewers"] == 1  # the worker's stream, listed by main
         assert listing["streams"][0]["reinvites"] >= 1 and listing["streams"][0]["rtp"]["worker"] == owner.index
+        back.set()
         data = await kept
         stop2.set()
         await sender2

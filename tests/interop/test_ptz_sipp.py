@@ -23,8 +23,9 @@ ANSWERS = Path(__file__).parents[1] / "data" / "sipp" / "camera_answers.xml"
 
 async def test_ptz_reaches_the_camera_and_is_audited(gateway: Gateway, tmp_path: Path) -> None:
     await whitelist(gateway, CAM, PASSWORD)
+    done = asyncio.Event()  # set: the camera's final keepalive without its full wait
     sipp_run = asyncio.create_task(run_sipp(gateway, "camera_register_wait.xml", [[CAM, auth(CAM, PASSWORD)]],
-                                            tmp_path, extra=["-oocsf", str(ANSWERS)]))
+                                            tmp_path, extra=["-oocsf", str(ANSWERS)], done=done))
     svc = gateway.services
     assert svc is not None and svc.admission is not None
 
@@ -54,6 +55,7 @@ async def test_ptz_reaches_the_camera_and_is_audited(gateway: Gateway, tmp_path:
     records = await svc.admission.store.audit_records()
     sent = [(r.actor, r.target, r.after["action"]) for r in records if r.action == "ptz"]  # type: ignore[index]
     assert sent == [("platform:wall", CHANNEL, "left"), ("platform:wall", CHANNEL, "stop")]
+    done.set()
     result = await sipp_run
     assert result.returncode == 0, result.stdout[-2000:] + result.messages[-3000:]
     # what the camera received: Control/DeviceControl for the channel with exactly these PTZCmds

@@ -19,7 +19,7 @@ import pytest
 from gateway.api.auth import Role
 from gateway.app import Gateway
 from tests.interop.conftest import free_port, gateway_settings, require_tool
-from tests.interop.test_media_sipp import capture, ffprobe, video_tags
+from tests.interop.test_media_sipp import capture, ffprobe, has_tags, tag_counts, video_tags
 
 pytestmark = [pytest.mark.interop, pytest.mark.requires("ffmpeg", "ffprobe")]
 
@@ -49,13 +49,32 @@ async def rtsp_server(client_port: int, source_port: int, rtp_port: int) -> Asyn
             "-c:v", "libx264", "-g", "25", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
             "-f", "rtsp", f"rtsp://127.0.0.1:{source_port}/live",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-        await asyncio.sleep(1.0)
+        async with asyncio.timeout(10):  # until the server describes the published stream
+            while not await rtsp_describes(client_port):
+                await asyncio.sleep(0.05)
         yield
     finally:
         for proc in (feeder, server):
             if proc is not None and proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def rtsp_describes(port: int) -> bool:
+    """The RTSP server answers DESCRIBE rtsp://127.0.0.1:port/live with 200 (404 until ffmpeg's ANNOUNCE)."""
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    try:
+        writer.write(f"DESCRIBE rtsp://127.0.0.1:{port}/live RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n"
+                     .encode())
+        await writer.drain()
+        return (await asyncio.wait_for(reader.readline(), 2)).startswith(b"RTSP/1.0 200")
+    except (OSError, TimeoutError):
+        return False
+    finally:
+        writer.close()
 
 
 @contextlib.asynccontextmanager
@@ -105,7 +124,8 @@ async def test_rtsp_source_to_http_flv_read_by_ffprobe_and_reconnects(tmp_path: 
 
         async with rtsp_server(client_port, source_port, rtp):
             live = f"{base}/live/{CH}.flv?token={token}"
-            first = asyncio.create_task(capture(live, 4.0, tmp_path / "first.flv"))
+            # each capture ends once it holds what is asserted on it (with margin), its old window the deadline
+            first = asyncio.create_task(capture(live, 4.0, tmp_path / "first.flv", until=has_tags(40)))
             probe = await ffprobe(live, "-read_intervals", "%+1")
             v = probe["streams"][0]
             assert (v["codec_name"], v["width"], v["height"]) == ("h264", 640, 360)
@@ -115,7 +135,20 @@ async def test_rtsp_source_to_http_flv_read_by_ffprobe_and_reconnects(tmp_path: 
             assert int(counted["streams"][0]["nb_read_frames"]) > 25
 
             # the viewer stays; the server goes away and comes back: the source reconnects
-            viewer = asyncio.create_task(capture(live, 16.0, tmp_path / "across.flv"))
+            back = asyncio.Event()  # the server is up again
+            frames_at_back: list[int] = []
+
+            def resumed(data: bytes) -> bool:
+                """What is asserted below, with margin, and a second of video since the server came back."""
+                frames, _, last = tag_counts(data)
+                if not back.is_set():
+                    return False
+                frames_at_back[:] = frames_at_back or [frames]
+                snap = gw.services.streams.snapshot(CH)  # type: ignore[union-attr]
+                return (frames > 110 and last > 8000 and frames - frames_at_back[0] >= 25 and snap is not None
+                        and snap["rtp"]["connects"] >= 2
+                        and str(gw.services.health.state_of(f"channel:{CH}")) == "online")  # type: ignore[union-attr]
+            viewer = asyncio.create_task(capture(live, 16.0, tmp_path / "across.flv", until=resumed))
             await asyncio.sleep(2.0)
         # the server is gone: offline in the ledger once the read times out (pull_timeout 2 s), back-off retries
         assert gw.services is not None and gw.services.health is not None
@@ -125,6 +158,7 @@ async def test_rtsp_source_to_http_flv_read_by_ffprobe_and_reconnects(tmp_path: 
             await asyncio.sleep(0.1)
         assert str(gw.services.health.state_of(f"channel:{CH}")) == "offline"
         async with rtsp_server(client_port, source_port, rtp):
+            back.set()
             data = await viewer
             tags = video_tags(data)
             assert tags and tags[-1][0] > 8000, "video resumed after the reconnect"
@@ -183,7 +217,8 @@ async def test_file_source_plays_an_mp4_in_a_loop(tmp_path: Path) -> None:
         status, body = await api(http, "POST", f"{base}/api/v1/sources", token,
                                  {"channel_id": CH, "url": f"file://{mp4}"})
         assert status == 201, body
-        data = await capture(f"{base}/live/{CH}.flv?token={token}", 3.0, tmp_path / "file.flv")
+        data = await capture(f"{base}/live/{CH}.flv?token={token}", 3.0, tmp_path / "file.flv",
+                             until=lambda d: tag_counts(d)[2] > 2200)  # what is asserted next
         tags = video_tags(data)
         assert tags[-1][0] > 2200, "the 2 s clip looped, on one timeline"
         probe = await ffprobe(str(tmp_path / "file.flv"), "-count_frames")
@@ -291,7 +326,8 @@ async def test_file_source_audio_is_relayed_without_transcoding(tmp_path: Path, 
         status, body = await api(http, "POST", f"{base}/api/v1/sources", token,
                                  {"channel_id": CH, "url": f"file://{clip}"})
         assert status == 201, body
-        await capture(f"{base}/live/{CH}.flv?token={token}", 3.0, tmp_path / "av.flv")
+        await capture(f"{base}/live/{CH}.flv?token={token}", 3.0, tmp_path / "av.flv",
+                      until=has_tags(10, audio=35))  # over 20 audio frames asserted
         probe = await ffprobe(str(tmp_path / "av.flv"), "-count_frames")
         kinds = {s["codec_type"]: s for s in probe["streams"]}
         assert kinds["video"]["codec_name"] == "h264"

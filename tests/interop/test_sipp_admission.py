@@ -103,17 +103,20 @@ async def test_revoke_via_cli_drops_the_device(gw: Gateway, tmp_path: Path) -> N
     assert r.returncode == 0, r.messages[-3000:]
 
 
-async def _camera_with_answers(gw: Gateway, tmp_path: Path) -> asyncio.Task:  # type: ignore[type-arg]
+async def _camera_with_answers(gw: Gateway, tmp_path: Path, done: asyncio.Event) -> asyncio.Task:  # type: ignore[type-arg]
+    """The sipp camera answering queries; setting `done` sends its final keepalive without the full wait."""
     answers = Path(__file__).parents[1] / "data" / "sipp" / "camera_answers.xml"
     return asyncio.create_task(
-        run_sipp(gw, "camera_register_wait.xml", [[CAM, auth(CAM, PW)]], tmp_path, extra=["-oocsf", str(answers)])
+        run_sipp(gw, "camera_register_wait.xml", [[CAM, auth(CAM, PW)]], tmp_path, extra=["-oocsf", str(answers)],
+                 done=done)
     )
 
 
 async def test_device_info_contradicting_the_whitelist_suspends_the_camera(gw: Gateway, tmp_path: Path) -> None:
     """A camera that says it is a SippVision SV-1 where a Hikvision was approved: cloned or swapped."""
     await whitelist(gw, CAM, PW, expected_manufacturer="Hikvision")
-    sipp = await _camera_with_answers(gw, tmp_path)
+    done = asyncio.Event()
+    sipp = await _camera_with_answers(gw, tmp_path, done)
     store = gw.services.admission.store  # type: ignore[union-attr]
 
     async def suspended() -> bool:
@@ -126,12 +129,14 @@ async def test_device_info_contradicting_the_whitelist_suspends_the_camera(gw: G
     assert any(r.target == CAM and "DeviceInfo" in r.reason for r in records)
     await gw.services.repo.flush()  # type: ignore[union-attr]
     assert any(a.kind == "alarm_model_mismatch" for a in await gw.services.repo.alarms())  # type: ignore[union-attr]
+    done.set()
     await sipp
 
 
 async def test_channels_beyond_the_allowed_count_are_not_exposed(gw: Gateway, tmp_path: Path) -> None:
     await whitelist(gw, CAM, PW, max_channels=1)
-    sipp = await _camera_with_answers(gw, tmp_path)
+    done = asyncio.Event()
+    sipp = await _camera_with_answers(gw, tmp_path, done)
     repo = gw.services.repo  # type: ignore[union-attr]
 
     async def catalog_in() -> bool:
@@ -140,4 +145,5 @@ async def test_channels_beyond_the_allowed_count_are_not_exposed(gw: Gateway, tm
     await wait_for(catalog_in, 12)
     exposed = [c.channel_id for c in await repo.list_channels(CAM)]
     assert exposed == ["34020000001310000101"]  # the camera reported two; the entry allows one
+    done.set()
     await sipp

@@ -19,8 +19,9 @@ PW = "Cam-pass-841"
 async def test_message_on_another_tcp_connection_does_not_move_the_binding(gateway: Gateway, tmp_path: Path) -> None:
     await whitelist(gateway, CAM, PW)
     answers = Path(__file__).parents[1] / "data" / "sipp" / "camera_answers.xml"
+    done = asyncio.Event()  # set: the camera's final keepalive without its full wait
     camera = asyncio.create_task(run_sipp(gateway, "camera_register_wait.xml", [[CAM, auth(CAM, PW)]], tmp_path,
-                                          transport="t1", extra=["-oocsf", str(answers)]))
+                                          transport="t1", extra=["-oocsf", str(answers)], done=done))
     adapter = gateway.adapter
     assert adapter is not None and gateway.endpoint is not None
 
@@ -49,5 +50,13 @@ async def test_message_on_another_tcp_connection_does_not_move_the_binding(gatew
     rec = adapter.presence.get(CAM)
     assert rec is not None and (rec.host, rec.port, rec.conn_id) == before
     assert adapter.stats["refused:binding_mismatch"] == 1
+
+    async def catalog_in() -> bool:
+        return adapter.stats["catalog:complete"] >= 1
+
+    # the camera answered the catalog on its connection, so it has taken its REGISTER's 200 there and
+    # waits for the INFO (on another connection to it) that ends its stay
+    await wait_for(catalog_in, 10)
+    done.set()
     result = await camera
     assert result.returncode == 0, result.messages[-3000:]

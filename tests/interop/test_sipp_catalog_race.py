@@ -19,8 +19,10 @@ CHANNEL = "34020000001310000101"  # the first channel in camera_answers.xml
 async def test_play_during_catalog_sync_waits_instead_of_404(gateway: Gateway, tmp_path: Path) -> None:
     await whitelist(gateway, CAM, PW)
     answers = Path(__file__).parents[1] / "data" / "sipp" / "camera_answers.xml"
+    done = asyncio.Event()  # set: the camera's final keepalive without its full wait
     sipp = asyncio.create_task(
-        run_sipp(gateway, "camera_register_wait.xml", [[CAM, auth(CAM, PW)]], tmp_path, extra=["-oocsf", str(answers)])
+        run_sipp(gateway, "camera_register_wait.xml", [[CAM, auth(CAM, PW)]], tmp_path, extra=["-oocsf", str(answers)],
+                 done=done)
     )
     adapter, plane = gateway.adapter, gateway.media
     assert adapter is not None and plane is not None and gateway.services is not None
@@ -40,5 +42,6 @@ async def test_play_during_catalog_sync_waits_instead_of_404(gateway: Gateway, t
         assert exc.status == 404
     else:
         raise AssertionError("an unknown channel resolved")
+    done.set()
     result = await sipp
     assert result.returncode == 0, result.messages[-3000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 
 import pytest
@@ -87,10 +88,11 @@ async def test_sipp_answers_catalog_and_channels_appear_in_api(gateway: Gateway,
     from gateway.api.auth import Role
 
     await whitelist(gateway, CAM, PASSWORD)
+    done = asyncio.Event()
     sipp_run = asyncio.create_task(
         run_sipp(
             gateway, "camera_register_wait.xml", [[CAM, auth(CAM, PASSWORD)]], tmp_path,
-            extra=["-oocsf", str(Path(__file__).parents[1] / "data" / "sipp" / "camera_answers.xml")],
+            extra=["-oocsf", str(Path(__file__).parents[1] / "data" / "sipp" / "camera_answers.xml")], done=done,
         )
     )
     svc = gateway.services
@@ -114,8 +116,15 @@ async def test_sipp_answers_catalog_and_channels_appear_in_api(gateway: Gateway,
     statuses = {c["channel_id"]: c["status"] for c in body["channels"]}
     assert statuses == {"34020000001310000101": "ON", "34020000001310000102": "OFF"}
     assert device["manufacturer"] == "SippVision" and device["model"] == "SV-1" and device["channels"] == 2
+    done.set()  # the camera's final keepalive now, not after its whole wait
     result = await sipp_run
     assert result.returncode == 0, result.stdout[-2000:] + result.messages[-3000:]
+
+
+async def catalog_applied(gw: Gateway) -> bool:
+    """This gateway's first catalog from the camera arrived and was compared with the stored one."""
+    assert gw.adapter is not None
+    return gw.adapter.stats["catalog:complete"] == 1 and not gw.adapter.catalog.in_flight()
 
 
 async def test_unchanged_catalog_after_restart_is_not_rewritten(tmp_path: Path) -> None:
@@ -129,8 +138,12 @@ async def test_unchanged_catalog_after_restart_is_not_rewritten(tmp_path: Path) 
         try:
             if run == 0:
                 await whitelist(gw, CAM, PASSWORD)
-            result = await run_sipp(gw, "camera_register_wait.xml", [[CAM, auth(CAM, PASSWORD)]], tmp_path,
-                                    extra=["-oocsf", str(answers)])
+            done = asyncio.Event()
+            sipp_run = asyncio.create_task(run_sipp(gw, "camera_register_wait.xml", [[CAM, auth(CAM, PASSWORD)]],
+                                                    tmp_path, extra=["-oocsf", str(answers)], done=done))
+            await wait_for(functools.partial(catalog_applied, gw), 12)
+            done.set()
+            result = await sipp_run
             assert result.returncode == 0, result.messages[-2000:]
             await gw.services.repo.flush()  # type: ignore[union-attr]
             events = [e.kind for e in await gw.services.repo.events(CAM)]  # type: ignore[union-attr]

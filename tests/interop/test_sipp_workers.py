@@ -76,14 +76,16 @@ async def test_register_and_keepalive(gw: Gateway, tmp_path: Path) -> None:
 async def test_catalog_through_workers(gw: Gateway, tmp_path: Path) -> None:
     """Main's queries go out from the shared port; the device's answers come back through a worker."""
     await whitelist(gw, CAM, PASSWORD)
+    done = asyncio.Event()  # set: the camera's final keepalive without its full wait
     sipp_run = asyncio.create_task(run_sipp(gw, "camera_register_wait.xml", [[CAM, auth(CAM, PASSWORD)]], tmp_path,
-                                            extra=["-oocsf", str(ANSWERS)]))
+                                            extra=["-oocsf", str(ANSWERS)], done=done))
     svc = gw.services
     assert svc is not None
     deadline = asyncio.get_running_loop().time() + 12
     while len(await svc.repo.list_channels(CAM)) != 2:
         assert asyncio.get_running_loop().time() < deadline, "catalog not synced"
         await asyncio.sleep(0.1)
+    done.set()
     result = await sipp_run
     assert result.returncode == 0, result.stdout[-2000:] + result.messages[-3000:]
 

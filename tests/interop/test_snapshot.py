@@ -24,7 +24,10 @@ async def test_snapshot_from_sipp_camera(tmp_path: Path) -> None:
 
     require_tool("sipp")
     ffprobe = require_tool("ffprobe")
-    async with camera_rig(tmp_path) as (r, base, state, _), aiohttp.ClientSession() as http:
+    # the sipp camera never answers DeviceInfo or Catalog: its post-login sync ends on these timeouts,
+    # and until it does the unknown channel's 404 below waits for it (up to 5 s)
+    async with camera_rig(tmp_path, GBGATE_SIP__QUERY_TIMEOUT="1", GBGATE_SIP__CATALOG_FIRST_TIMEOUT="1") as \
+            (r, base, state, _), aiohttp.ClientSession() as http:
         url = f"{base}/live/{CAM}/snapshot.jpg?token={r.token}"
         async with http.get(url) as resp:  # opens the stream: INVITE, RTP, first keyframe
             assert resp.status == 200, await resp.text()

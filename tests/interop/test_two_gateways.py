@@ -79,7 +79,10 @@ async def ffprobe_flv(path: Path) -> list[dict[str, object]]:
     return streams
 
 
-async def capture(url: str, seconds: float) -> bytes:
+async def capture(url: str, seconds: float, *, frames: int | None = None) -> bytes:
+    """The viewer's bytes for `seconds` from its first bytes, or until it holds `frames` video frames."""
+    from tests.interop.test_media_sipp import tag_counts
+
     data = bytearray()
     async with aiohttp.ClientSession() as http, http.get(url, timeout=aiohttp.ClientTimeout(total=30)) as resp:
         assert resp.status == 200, await resp.text()
@@ -91,7 +94,7 @@ async def capture(url: str, seconds: float) -> bytes:
                 async for chunk in resp.content.iter_any():
                     data += chunk
                     end = end or loop.time() + seconds  # count from the first bytes (the play's setup is slow)
-                    if loop.time() > end:
+                    if loop.time() > end or (frames is not None and tag_counts(data)[0] >= frames):
                         break
     return bytes(data)
 
@@ -134,7 +137,8 @@ async def test_the_upper_gateway_plays_a_camera_of_the_lower_gateway_over_http_f
 
             # an HTTP-FLV viewer on the upper: INVITE upper → lower → camera, PS back through both
             token = await upper.services.tokens.create(Role.PLATFORM, "two-gateways")
-            data = await capture(f"{upper.http_url}/live/{channel}.flv?token={token}", 3.0)
+            # ffprobe counts every frame the viewer got here: 30 leave a margin over the 10 asserted
+            data = await capture(f"{upper.http_url}/live/{channel}.flv?token={token}", 3.0, frames=30)
             flv = tmp_path / "upper.flv"
             flv.write_bytes(data)
             streams = await ffprobe_flv(flv)

@@ -1,24 +1,24 @@
-"""HTTP API: JSON under /api/v1 with bearer tokens and roles."""
+"""HTTP API: JSON under /api/v1 with bearer tokens and roles.
+
+`build_web_app` and `ROUTE_TABLES` live in `gateway.api.app` and are imported from here on first
+use (PEP 562): a module that needs only `gateway.api.auth` (the store plane's TokenStore, so every
+CLI command) does not import aiohttp's server, the console and every route with it.
+"""
 
 from __future__ import annotations
 
-from aiohttp import web
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from gateway import console
-from gateway.api import devices, openapi, ptz, reports, sources, system, whitelist
-from gateway.api.errors import error_middleware
-from gateway.api.security import auth_middleware
-from gateway.api.services import SERVICES, Services
+if TYPE_CHECKING:
+    from gateway.api.app import ROUTE_TABLES, build_web_app
 
-ROUTE_TABLES: list[web.RouteTableDef] = [
-    system.routes, devices.routes, ptz.routes, whitelist.routes, reports.routes, openapi.routes, console.routes,
-    sources.routes,
-]
+__all__ = ["ROUTE_TABLES", "build_web_app"]
 
 
-def build_web_app(services: Services, extra_routes: list[web.RouteTableDef] | None = None) -> web.Application:
-    app = web.Application(middlewares=[error_middleware, auth_middleware], client_max_size=16 * 1024 * 1024)
-    app[SERVICES] = services
-    for table in ROUTE_TABLES + list(extra_routes or []):
-        app.add_routes(table)
-    return app
+def __getattr__(name: str) -> Any:
+    if name not in __all__:
+        raise AttributeError(f"module 'gateway.api' has no attribute {name!r}")
+    value = getattr(importlib.import_module("gateway.api.app"), name)
+    globals()[name] = value
+    return value

@@ -14,10 +14,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.rtsp import PullSettings, PullSources
-from gateway.app.media import MediaPlane
 from gateway.app.store import StorePlane, node_secret
 from gateway.config import Settings
 from gateway.gb.errors import InvalidId
@@ -26,6 +25,9 @@ from gateway.store.sealed import Sealer
 from gateway.store.sources import PullMode, SourceError, SourceRecord, SourceRepository
 from whitelist.errors import ValidationError
 from whitelist.pull import parse_source_url
+
+if TYPE_CHECKING:
+    from gateway.app.media import MediaPlane
 
 
 def pull_settings(settings: Settings) -> PullSettings:

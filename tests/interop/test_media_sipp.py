@@ -209,6 +209,20 @@ def tag_counts(data: bytes) -> tuple[int, int, int]:
     return frames, audio, last
 
 
+def came_back(back: asyncio.Event) -> Callable[[bytes], bool]:
+    """A capture's `until` across a source change: over 100 frames in all (what the tests assert),
+    and at least a second of them (25) captured after `back` was set (the new leg streams)."""
+    frames_at_back: list[int] = []
+
+    def check(data: bytes) -> bool:
+        if not back.is_set():
+            return False
+        frames = tag_counts(data)[0]
+        frames_at_back[:] = frames_at_back or [frames]
+        return frames > 100 and frames - frames_at_back[0] >= 25
+    return check
+
+
 def has_tags(frames: int, audio: int = 0) -> Callable[[bytes], bool]:
     """A capture's `until`: at least this many coded video frames and audio tags."""
     def check(data: bytes) -> bool:
@@ -284,16 +298,7 @@ async def test_sipp_camera_to_http_flv_read_by_ffprobe(tmp_path: Path, mode: str
 
         # killing the sender: media stops, the gateway re-INVITEs, the stream comes back
         back = asyncio.Event()  # the new leg's sender runs
-        frames_at_back: list[int] = []
-
-        def came_back(data: bytes) -> bool:
-            """Over 100 frames in all (asserted below), a second of them from the new leg."""
-            frames = tag_counts(data)[0]
-            if not back.is_set():
-                return False
-            frames_at_back[:] = frames_at_back or [frames]
-            return frames > 100 and frames - frames_at_back[0] >= 25
-        keep = asyncio.create_task(capture(live_url, 8.0, until=came_back))
+        keep = asyncio.create_task(capture(live_url, 8.0, until=came_back(back)))
         await asyncio.sleep(0.5)
         release.set()
         await holder

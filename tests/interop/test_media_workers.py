@@ -18,6 +18,7 @@ import pytest
 from gateway.media_workers.pool import owner_index
 from tests.interop.test_media_sipp import (
     CAM,
+    came_back,
     capture,
     established_leg,
     ffprobe,
@@ -27,7 +28,6 @@ from tests.interop.test_media_sipp import (
     start_camera,
     start_sender,
     stop_camera,
-    tag_counts,
     video_tags,
 )
 
@@ -269,16 +269,7 @@ async def test_media_loss_in_a_worker_is_reinvited_by_main(tmp_path: Path, mode:
         live_url = f"{r.url}/live/{CAM}.flv?token={r.token}"
         stop = asyncio.Event()
         back = asyncio.Event()  # the new leg streams and main listed it with this viewer
-        frames_at_back: list[int] = []
-
-        def came_back(data: bytes) -> bool:
-            """Over 100 frames in all (asserted below), a second of them since the listing."""
-            frames = tag_counts(data)[0]
-            if not back.is_set():
-                return False
-            frames_at_back[:] = frames_at_back or [frames]
-            return frames > 100 and frames - frames_at_back[0] >= 25
-        kept = asyncio.create_task(capture(live_url, 8.0, until=came_back))
+        kept = asyncio.create_task(capture(live_url, 8.0, until=came_back(back)))
         leg = await established_leg(r)
         sender = start_sender(mode, leg, 15060, stop)
         await asyncio.sleep(1.5)

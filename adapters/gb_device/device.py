@@ -19,7 +19,7 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Hashable
+from collections.abc import Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Protocol
@@ -102,6 +102,14 @@ class DeviceEndpoint(Requester, Protocol):
 
 OfflineListener = Callable[[str, str | None], None]
 
+
+
+def register_ok_headers(device_id: str, peer: Peer, contact: str, expires: int,
+                        now: float) -> tuple[tuple[str, str], ...]:
+    """The extra headers of a registrar's 200 to a REGISTER: the binding (RFC 3261 §10.3 step 8)
+    and the GB time-sync Date (gb28181.md §3.5), for the parsed and the fast paths alike."""
+    return (("Contact", contact or f"<sip:{device_id}@{peer.host}:{peer.port}>"), ("Expires", str(expires)),
+            ("Date", gb_date(now)))
 
 
 def answer_plain_keepalive(s: fastpath.Scan, peer: Peer, rec: DeviceRecord | None, policy: Policy,
@@ -288,7 +296,7 @@ class GbDeviceAdapter:
         peer: Peer,
         *,
         reason: str | None = None,
-        headers: list[tuple[str, str]] | None = None,
+        headers: Sequence[tuple[str, str]] | None = None,
         stateless: bool = False,
     ) -> None:
         """`stateless`: no Timer J for this answer (RFC 3261 §8.2.7); only for requests that are
@@ -338,8 +346,7 @@ class GbDeviceAdapter:
             self._respond(key, request, 200, peer, headers=[("Expires", "0")])
             return
         assert v.record is not None
-        ok_headers = [("Contact", v.contact or f"<sip:{device_id}@{peer.host}:{peer.port}>"),
-                      ("Expires", str(v.expires)), ("Date", gb_date(now))]
+        ok_headers = register_ok_headers(device_id, peer, v.contact, v.expires, now)
         if not self._login(v.record, v.entry, v.transition, v.new_login, peer, v.contact, v.expires, now):
             self._respond(key, request, 200, peer, headers=ok_headers)  # plain refresh
             return
@@ -393,7 +400,7 @@ class GbDeviceAdapter:
                 await pending
 
     async def _finish_login(
-        self, key: Hashable, request: Request, peer: Peer, pending: Any, headers: list[tuple[str, str]]
+        self, key: Hashable, request: Request, peer: Peer, pending: Any, headers: Sequence[tuple[str, str]]
     ) -> None:
         """Wait until the online event is durable (`pending`, from `_health_device`), answer 200,
         then query DeviceInfo and Catalog."""
@@ -402,7 +409,7 @@ class GbDeviceAdapter:
         self._login_done(key, request, peer, headers)
 
     def _login_durable(self, done: asyncio.Future[Any], key: Hashable, request: Request, peer: Peer,
-                       headers: list[tuple[str, str]]) -> None:
+                       headers: Sequence[tuple[str, str]]) -> None:
         """`_finish_login` as a callback of the journal's barrier future, with the same outcomes:
         cancelled — nothing (as a cancelled task); failed — logged and counted as a task error,
         no 200; durable — the 200 and the catalog query. Nothing once the adapter stopped (its
@@ -418,7 +425,7 @@ class GbDeviceAdapter:
             log.error("gb-device: login of %s failed", request.from_.uri.user, exc_info=exc)
             self.stats["task_errors"] += 1
 
-    def _login_done(self, key: Hashable, request: Request, peer: Peer, headers: list[tuple[str, str]]) -> None:
+    def _login_done(self, key: Hashable, request: Request, peer: Peer, headers: Sequence[tuple[str, str]]) -> None:
         self._respond(key, request, 200, peer, headers=headers)
         self.catalog.queue(request.from_.uri.user or "")
 
@@ -634,15 +641,12 @@ class GbDeviceAdapter:
             return fastpath.FastAnswer(None)
         device_id, call_id = s.from_user, s.values[3]
         assert call_id is not None
-        apply_refresh(self.registrar, device_id, call_id, r, peer, now)
+        rec = apply_refresh(self.registrar, device_id, call_id, r, peer, now)
         self.stats["auth:ok"] += 1
-        rec = self.presence.get(device_id)
-        assert rec is not None  # apply_refresh renewed it
         self._login(rec, r.entry, None, False, peer, r.contact, r.expires, now)  # a refresh: the binding row only
         self.stats["responses:200"] += 1
-        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=self._tags.next(), extra=(
-            ("Contact", r.contact or f"<sip:{device_id}@{peer.host}:{peer.port}>"), ("Expires", str(r.expires)),
-            ("Date", gb_date(now))))
+        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=self._tags.next(),
+                                extra=register_ok_headers(device_id, peer, r.contact, r.expires, now))
         return fastpath.FastAnswer(200, data, keep=True)
 
     def fast_keepalive(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:

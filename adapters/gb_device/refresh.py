@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 from adapters.gb_device.registrar import Registrar, nonce_source
 from gateway.gb.ids import is_valid_id
+from gateway.gb.presence import DeviceRecord
 from gateway.sip import digest
 from gateway.sip.errors import SipParseError
 from gateway.sip.events import Peer
@@ -96,14 +97,16 @@ def plain_refresh(reg: Registrar, s: Scan, peer: Peer, now: float) -> Refresh | 
                    s.get("Contact") or "", s.get("User-Agent") or "", decision.entry)
 
 
-def apply_refresh(reg: Registrar, device_id: str, call_id: str, r: Refresh, peer: Peer, now: float) -> None:
+def apply_refresh(reg: Registrar, device_id: str, call_id: str, r: Refresh, peer: Peer, now: float) -> DeviceRecord:
     """`Registrar.admit`'s effects for the plain refresh `plain_refresh` found (after the flood
     guard let it through): the (nonce, nc) pair remembered, the lockout's success, the binding
-    renewed (no transition: the device is online with this Call-ID)."""
+    renewed (no transition: the device is online with this Call-ID). Returns the binding."""
     reg.replays.accept(r.creds.nonce, r.creds.nc, r.issued, now)  # VALID: plain_refresh checked
     reg.lockout.record_success(device_id, peer.host, now)
-    reg.presence.register(device_id, transport=peer.transport, host=peer.host, port=peer.port, conn_id=peer.conn_id,
-                          call_id=call_id, contact=r.contact, expires=r.expires, now=now, user_agent=r.user_agent)
+    rec, _transition, _new_login = reg.presence.register(
+        device_id, transport=peer.transport, host=peer.host, port=peer.port, conn_id=peer.conn_id, call_id=call_id,
+        contact=r.contact, expires=r.expires, now=now, user_agent=r.user_agent)
+    return rec
 
 
 class TagPool:

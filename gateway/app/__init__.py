@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 #: one plane (`gbgate source list` → gateway.app.sources) does not import the node, the API and
 #: the media workers with it: that was 0.9 s of every such command's start-up.
 _LAZY = {"MEDIA_FAMILIES": "media", "MediaPlane": "media", "install_media": "media", "Gateway": "node",
-         "ENDPOINT_FAMILIES": "sip", "SIP_FAMILIES": "sip", "node_secret": "store", "_secret": "store"}
+         "ENDPOINT_FAMILIES": "sip", "SIP_FAMILIES": "sip", "node_secret": "store"}
 
 __all__ = ["ENDPOINT_FAMILIES", "MEDIA_FAMILIES", "SIP_FAMILIES", "Gateway", "MediaPlane", "install_media",
            "node_secret"]
@@ -30,7 +30,6 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'gateway.app' has no attribute {name!r}")
-    # `_secret`: the name tests/gateway/store/test_file_modes.py imports
-    value = getattr(importlib.import_module(f"gateway.app.{module}"), "node_secret" if name == "_secret" else name)
+    value = getattr(importlib.import_module(f"gateway.app.{module}"), name)
     globals()[name] = value
     return value

@@ -28,12 +28,12 @@ import socket
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.gb_device.device import answer_plain_keepalive, gb_date
+from adapters.gb_device.device import answer_plain_keepalive, register_ok_headers
 from adapters.gb_device.refresh import TagPool, apply_refresh, plain_refresh, whitelist_decision
 from adapters.gb_device.registrar import Accept, Challenge, Check, Refuse, Registrar, RegistrarSettings
 from gateway.app.sip_ipc import Kind, Message
@@ -76,7 +76,7 @@ class _Held:
     peer: Peer
     status: int
     phrase: str | None
-    headers: list[tuple[str, str]]
+    headers: Sequence[tuple[str, str]]
     device_id: str = ""
 
 
@@ -264,9 +264,8 @@ class SipWorker:
         assert call_id is not None
         apply_refresh(reg, device_id, call_id, r, peer, now)
         stats["auth:ok"] += 1
-        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=self._tags.next(), extra=(
-            ("Contact", r.contact or f"<sip:{device_id}@{peer.host}:{peer.port}>"), ("Expires", str(r.expires)),
-            ("Date", gb_date(now))))
+        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=self._tags.next(),
+                                extra=register_ok_headers(device_id, peer, r.contact, r.expires, now))
         stats["responses:200"] += 1
         self.link.send(Kind.LOGIN, 0, device_id, peer.host, peer.port, call_id, r.contact, r.user_agent, r.expires,
                        now)
@@ -325,8 +324,7 @@ class SipWorker:
             self.link.send(Kind.UNREGISTER, v.device_id, now)
             self._respond(key, request, 200, peer, headers=[("Expires", "0")])
             return
-        headers = [("Contact", v.contact or f"<sip:{v.device_id}@{peer.host}:{peer.port}>"),
-                   ("Expires", str(v.expires)), ("Date", gb_date(now))]
+        headers = register_ok_headers(v.device_id, peer, v.contact, v.expires, now)
         if v.transition is None and not v.new_login:
             # A plain refresh (online here, same Call-ID, same host: the clone check passed): answered
             # at once as in one process — nothing durable waits on it; main records it (seq 0: no ACK).
@@ -352,7 +350,7 @@ class SipWorker:
         self._respond(held.key, held.request, 403, held.peer, reason="Forbidden")
 
     def _respond(self, key: Hashable, request: Request, status: int, peer: Peer, *, reason: str | None = None,
-                 headers: list[tuple[str, str]] | None = None, stateless: bool = False) -> None:
+                 headers: Sequence[tuple[str, str]] | None = None, stateless: bool = False) -> None:
         assert self.endpoint is not None
         tag = stateless_tag(request) if stateless else new_tag()
         response = make_response(request, status, reason, to_tag=tag, headers=headers or [],

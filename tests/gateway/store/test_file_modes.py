@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import _secret
+from gateway.app import node_secret as _secret
 from gateway.store.db import make_engine
 from gateway.store.migrate import upgrade
 

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from adapters.base import HealthSink, Inventory
 from adapters.gb_device.catalog_sync import CatalogSync
 from adapters.gb_device.queries import Queries, QueryFailed, Requester
-from adapters.gb_device.refresh import TagPool, apply_refresh, plain_refresh
+from adapters.gb_device.refresh import apply_refresh, plain_refresh
 from adapters.gb_device.registrar import Accept, Challenge, Check, Refuse, Registrar, RegistrarSettings
 from adapters.gb_device.subscriptions import CatalogSubscriptions, SubscribeAction
 from adapters.outbound import LocalIdentity, RequestFactory
@@ -190,7 +190,6 @@ class GbDeviceAdapter:
             on_synced=self._catalog_synced,
         )
         self._event_ids = itertools.count(int(clock()) % 100000 + 1)
-        self._tags = TagPool()  # the To tags of fast refreshes' 200s
         self.subscriptions = CatalogSubscriptions(self._new_dialog, expires=settings.catalog_subscribe_expires)
 
     # ------------------------------------------------------------------ lifecycle
@@ -645,7 +644,7 @@ class GbDeviceAdapter:
         self.stats["auth:ok"] += 1
         self._login(rec, r.entry, None, False, peer, r.contact, r.expires, now)  # a refresh: the binding row only
         self.stats["responses:200"] += 1
-        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=self._tags.next(),
+        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=new_tag(),
                                 extra=register_ok_headers(device_id, peer, r.contact, r.expires, now))
         return fastpath.FastAnswer(200, data, keep=True)
 

@@ -20,7 +20,6 @@ the full path (a few µs; its 403 is no hurry).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -107,23 +106,3 @@ def apply_refresh(reg: Registrar, device_id: str, call_id: str, r: Refresh, peer
         device_id, transport=peer.transport, host=peer.host, port=peer.port, conn_id=peer.conn_id, call_id=call_id,
         contact=r.contact, expires=r.expires, now=now, user_agent=r.user_agent)
     return rec
-
-
-class TagPool:
-    """To tags for the refreshes' 200s: 40 random bits each, as `message.new_tag` draws them
-    (`secrets.token_hex(5)`, one getrandom() per tag), from one os.urandom() per 512 tags (as
-    NonceIssuer draws its random parts): the same randomness, one syscall in 512."""
-
-    __slots__ = ("_pool", "_pos")
-    _SIZE = 5 * 512
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._pos = 0
-
-    def next(self) -> str:
-        pos = self._pos
-        if pos + 5 > len(self._pool):
-            self._pool, pos = os.urandom(self._SIZE), 0
-        self._pos = pos + 5
-        return self._pool[pos:pos + 5].hex()

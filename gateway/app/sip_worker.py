@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.gb_device.device import answer_plain_keepalive, register_ok_headers
-from adapters.gb_device.refresh import TagPool, apply_refresh, plain_refresh, whitelist_decision
+from adapters.gb_device.refresh import apply_refresh, plain_refresh, whitelist_decision
 from adapters.gb_device.registrar import Accept, Challenge, Check, Refuse, Registrar, RegistrarSettings
 from gateway.app.sip_ipc import Kind, Message
 from gateway.app.sip_link import Link
@@ -113,7 +113,6 @@ class SipWorker:
         self._seq = itertools.count(1)
         self._failure_seq = 0
         self._sent_endpoint: Counter[str] = Counter()
-        self._tags = TagPool()  # the refreshes' To tags (fast_refresh)
         self.synced = asyncio.Event()
 
     # ------------------------------------------------------------------ from main
@@ -264,7 +263,7 @@ class SipWorker:
         assert call_id is not None
         apply_refresh(reg, device_id, call_id, r, peer, now)
         stats["auth:ok"] += 1
-        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=self._tags.next(),
+        data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=new_tag(),
                                 extra=register_ok_headers(device_id, peer, r.contact, r.expires, now))
         stats["responses:200"] += 1
         self.link.send(Kind.LOGIN, 0, device_id, peer.host, peer.port, call_id, r.contact, r.user_agent, r.expires,

@@ -24,6 +24,7 @@ import logging
 import os
 import time
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Set
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,20 +66,24 @@ class EventIds:
     sees to that as uuid4 did — but need not be random each: uuid4 (a getrandom call and a UUID
     object) per event was a visible share of a registration storm."""
 
-    __slots__ = ("_pid", "_prefix", "_seq")
+    __slots__ = ("__weakref__", "_prefix", "_seq")
 
     def __init__(self) -> None:
         self._reset()
+        _LIVE_IDS.add(self)
 
     def _reset(self) -> None:
-        self._pid = os.getpid()
         self._prefix = uuid.uuid4().hex
         self._seq = itertools.count(1)
 
     def __call__(self) -> str:
-        if os.getpid() != self._pid:  # a forked child must not continue its parent's sequence
-            self._reset()
         return f"{self._prefix}-{next(self._seq):x}"
+
+
+# A forked child must not continue its parent's sequences: it draws new prefixes at the fork
+# (not by comparing os.getpid() per event: a syscall on every event of a registration storm).
+_LIVE_IDS: weakref.WeakSet[EventIds] = weakref.WeakSet()
+os.register_at_fork(after_in_child=lambda: [ids._reset() for ids in list(_LIVE_IDS)])
 
 
 class HealthEventStore(Protocol):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +26,7 @@ from .address import (
     parse_via,
     split_quoted,
 )
+from .entropy import token_hex
 from .errors import MessageTooLarge, SipParseError
 
 __all__ = [
@@ -579,11 +579,11 @@ def make_response(
 
 def new_branch() -> str:
     """RFC 3261 §8.1.1.7: the magic cookie then something unique."""
-    return "z9hG4bK" + secrets.token_hex(8)
+    return "z9hG4bK" + token_hex(8)
 
 
 def new_tag() -> str:
-    return secrets.token_hex(5)
+    return token_hex(5)
 
 
 def stateless_tag(request: Request) -> str:
@@ -595,4 +595,4 @@ def stateless_tag(request: Request) -> str:
 
 
 def new_call_id(host: str) -> str:
-    return f"{secrets.token_hex(12)}@{host}"
+    return f"{token_hex(12)}@{host}"

@@ -569,14 +569,3 @@ def test_the_plain_refresh_takes_the_worker_fast_path(data_dir: str) -> None:
         p.done()
 
     asyncio.run(run())
-
-
-def test_refresh_to_tags_are_random_and_shaped_as_new_tag() -> None:
-    """The 200's To tag: 10 hex digits (new_tag's shape), no repeats over several pool refills."""
-    from adapters.gb_device.refresh import TagPool
-    from gateway.sip.message import new_tag
-
-    pool = TagPool()
-    tags = [pool.next() for _ in range(5000)]
-    assert all(len(t) == len(new_tag()) and int(t, 16) >= 0 for t in tags)
-    assert len(set(tags)) == len(tags)

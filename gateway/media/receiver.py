@@ -324,7 +324,14 @@ class RtpSession:
                 c["video_frames"] += 1
             else:
                 c["audio_frames"] += 1
-            self.sink.push(frame)
+            try:
+                self.sink.push(frame)
+            except Exception:
+                # a frame the sink chokes on is counted and skipped like bad PS: the rest of the
+                # batch, and the stream, go on (raising here dropped every datagram after it)
+                c["sink_errors"] += 1
+                if c["sink_errors"] == 1:
+                    log.exception("stream sink failed on a %s frame (counted from here on)", frame.kind)
         if packs == 0 and demux.packs and self.trace is not None:
             self.trace.once("first_ps_pack", stream_types={f"0x{k:02X}": f"0x{v:02X}"
                                                            for k, v in demux.stream_types.items()})
@@ -359,6 +366,7 @@ class RtpSession:
             "tcp_bytes_skipped": c["tcp_bytes_skipped"],
             "tcp_disconnects": c["tcp_disconnects"],
             "udp_truncated": c["udp_truncated"],
+            "sink_errors": c["sink_errors"],
             "ssrc": self.expected_ssrc,
             "source": None if self.source is None else f"{self.source[0]}:{self.source[1]}",
         }
@@ -371,7 +379,7 @@ class RtpSession:
 
 RTP_COUNTER_KEYS = ("received", "bytes", "lost", "reordered", "duplicated", "late", "dropped_wrong_source",
                     "dropped_wrong_ssrc", "bad_rtp", "rtcp", "frames_dropped_gap", "ps_errors",
-                    "tcp_resyncs", "tcp_disconnects", "udp_truncated")
+                    "tcp_resyncs", "tcp_disconnects", "udp_truncated", "sink_errors")
 
 
 def _norm(host: str) -> str:

@@ -336,15 +336,21 @@ async def test_after_each_window_the_poller_rejoins_the_loop_so_the_next_frame_i
 
 
 async def test_one_streams_failure_does_not_stop_the_others() -> None:
-    class Broken(Sink):
-        def push(self, frame: MediaFrame) -> None:
-            raise RuntimeError("viewer side broke")
+    """A bug beneath the sink's guard (the session itself raising): the poller reports it and
+    goes on with the other streams."""
+
+    class Broken(RtpSession):
+        def feed(self, data: bytes, addr: tuple[str, int]) -> None:
+            raise RuntimeError("session broke")
+
+        def feed_many(self, *args: object) -> None:
+            raise RuntimeError("session broke")
 
     errors: list[dict[str, object]] = []
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
     good = Sink()
-    sessions = [new_session(Broken()), new_session(good)]
+    sessions = [Broken(Sink(), ssrc=SSRC, allowed_hosts=["127.0.0.1"]), new_session(good)]
     rxs = [await UdpReceiver.open(s, "127.0.0.1", 0) for s in sessions]
     ports = [rx.sock.getsockname()[1] for rx in rxs if rx.sock is not None]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
@@ -389,3 +395,36 @@ async def test_a_socket_error_is_counted_not_raised() -> None:
     rx._readable()
     assert session.counters["socket_errors"] == 1
     await rx.close()
+
+
+class ChokingSink(Sink):
+    """A sink that raises on its `bad`-th frame (1-based), as a bug in the hub would."""
+
+    def __init__(self, bad: int) -> None:
+        super().__init__()
+        self.bad, self.seen = bad, 0
+
+    def push(self, frame: MediaFrame) -> None:
+        self.seen += 1
+        if self.seen == self.bad:
+            raise RuntimeError("sink bug")
+        super().push(frame)
+
+
+async def test_a_sink_that_raises_loses_one_frame_not_the_rest_of_the_batch(
+    reader: BatchReader, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = ChokingSink(bad=5)
+    session = RtpSession(sink, ssrc=SSRC, allowed_hosts=["127.0.0.1"], trace=Trace())
+    rx = await UdpReceiver.open(session, "127.0.0.1", 0, reader=reader)
+    rig = Rig(rx, session, sink)
+    for p in packets(20):  # one wake-up's worth, read as a few batches
+        rig.send(rig.camera, p)
+    await rig.drain()
+    st = session.stats()
+    assert st["received"] == len(rig.sent) and st["sink_errors"] == 1
+    assert session.totals()["sink_errors"] == 1  # /metrics
+    assert sink.seen == 40 and len(sink.frames) == 39  # video and audio of every frame, one refused
+    assert sum("stream sink failed" in r.getMessage() for r in caplog.records) == 1
+    await rx.close()
+    rig.close()

@@ -83,7 +83,14 @@ class EventIds:
 # A forked child must not continue its parent's sequences: it draws new prefixes at the fork
 # (not by comparing os.getpid() per event: a syscall on every event of a registration storm).
 _LIVE_IDS: weakref.WeakSet[EventIds] = weakref.WeakSet()
-os.register_at_fork(after_in_child=lambda: [ids._reset() for ids in list(_LIVE_IDS)])
+
+
+def _reset_after_fork() -> None:
+    for ids in list(_LIVE_IDS):
+        ids._reset()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class HealthEventStore(Protocol):

@@ -38,7 +38,7 @@ from gateway.gb.errors import GbError, SdpError
 from gateway.gb.ssrc import ssrc_to_int
 from gateway.media.errors import MediaError, PsError
 from gateway.media.frames import Codec, MediaFrame
-from gateway.media.pool import Lease, PortPool
+from gateway.media.pool import Lease, PoolSet, PortPool
 from gateway.media.psmux import PsMuxer
 from gateway.media.rfc4571 import frame as rfc4571_frame
 from gateway.media.rtp import packetize
@@ -177,7 +177,7 @@ class RelaySession:
 class StreamRelay:
     """The INVITEs of one upper platform, served from the hub (`InviteHandler` of the uplink)."""
 
-    def __init__(self, *, endpoint: Endpoint, router: SipRouter, hub: Hub, pool: PortPool, media_host: str,
+    def __init__(self, *, endpoint: Endpoint, router: SipRouter, hub: Hub, pool: PortPool | PoolSet, media_host: str,
                  sdp_host: str, contact: str, invite_timeout: float = 10.0, ack_timeout: float = 32.0,
                  upper_id: str = "", health: HealthSink | None = None,
                  clock: Callable[[], float] = time.time) -> None:

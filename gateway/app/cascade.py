@@ -284,7 +284,7 @@ async def cascade_plane(settings: Settings, sip: SipPlane, media: MediaPlane, in
         for c in s.cascade:
             port = sip.endpoint.tcp_port if c.transport == "tcp" else sip.endpoint.udp_port
             config = uplink_config(s, c, sip.endpoint.advertise, port)
-            relay = StreamRelay(endpoint=sip.endpoint, router=sip.router, hub=media.hub, pool=media.pool,
+            relay = StreamRelay(endpoint=sip.endpoint, router=sip.router, hub=media.hub, pool=media.own_ports,
                                 media_host=s.media.host, sdp_host=sdp_host, contact=config.contact,
                                 invite_timeout=s.media.invite_timeout, upper_id=c.id, health=health, clock=clock)
             uplink = CascadeUplink(

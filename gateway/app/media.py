@@ -25,7 +25,7 @@ from gateway.health.metrics import CounterSource, Metrics
 from gateway.health.recorder import HealthRecorder
 from gateway.health.rules import NoVideoRule
 from gateway.media.hub import StreamHub
-from gateway.media.pool import PortPool
+from gateway.media.pool import PoolSet, PortPool
 from gateway.media.routing import RoutedOpener
 from gateway.media_workers.pool import MediaWorkers
 from gateway.media_workers.remote import FeedOpener, RemoteIngest
@@ -51,6 +51,14 @@ class MediaPlane:
     hub: StreamHub
     routes: RoutedOpener | None = None  # other source kinds (pull sources) add their route here
     workers: MediaWorkers | None = None  # media.workers > 1: GB ingest and FLV viewers live there
+
+    @property
+    def own_ports(self) -> PortPool | PoolSet:
+        """Where main's own media sockets (the cascade relay's) lease ports: `pool`, or with
+        workers their slices' pools, so that a port is never both a worker's and main's."""
+        if self.workers is None:
+            return self.pool
+        return self.workers.slices
 
     async def start(self) -> None:
         await self.hub.start()

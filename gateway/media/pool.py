@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Self
 
@@ -151,3 +151,43 @@ class PortPool:
                 "quarantined": len(self._quarantined), "allocated": self.allocated,
                 "released": self.released, "exhausted": self.exhausted}
 
+
+
+class PoolSet:
+    """Leases from several pools in turn (`allocate` and `quarantine` as `PortPool`'s).
+
+    Main's own media sockets (the cascade relay's) when media workers split the port range: each
+    port is then leased from the slice's pool the workers' streams lease from too, so main and
+    a worker never both hold it (main's full-range pool would hand out ports a worker is bound
+    to, found busy only at bind time)."""
+
+    def __init__(self, pools: Sequence[PortPool]) -> None:
+        if not pools:
+            raise MediaError("a PoolSet needs at least one pool")
+        self.pools = tuple(pools)
+        self._next = 0
+
+    @property
+    def in_use(self) -> int:
+        return sum(p.in_use for p in self.pools)
+
+    def allocate(self, *, live: bool = True, ssrc: str | None = None) -> Lease:
+        """From the next pool round-robin that has a port; PoolExhausted when none has."""
+        n = len(self.pools)
+        start, self._next = self._next, (self._next + 1) % n
+        last: PoolExhausted | None = None
+        for i in range(n):
+            try:
+                return self.pools[(start + i) % n].allocate(live=live, ssrc=ssrc)
+            except PoolExhausted as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    def quarantine(self, lease: Lease) -> None:
+        """To the pool the lease came from."""
+        for p in self.pools:
+            if lease._pool is p:
+                p.quarantine(lease)
+                return
+        lease.release()

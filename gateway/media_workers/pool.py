@@ -29,7 +29,7 @@ from typing import Any
 
 from gateway.config import MediaSettings
 from gateway.media.errors import StreamError
-from gateway.media.pool import PortPool
+from gateway.media.pool import PoolSet, PortPool
 from gateway.media_workers.link import Link, LinkLost
 from gateway.media_workers.remote import RemoteRtp, RemoteSink, frame_of
 from gateway.media_workers.wire import send_fd
@@ -128,6 +128,8 @@ class MediaWorkers:
         self.log_level = log_level
         self.workers = [WorkerProc(i, PortPool(lo, hi, domain))
                         for i, (lo, hi) in enumerate(port_slices(media.port_min, media.port_max, count))]
+        # the slices as one pool, for main's own media sockets (the cascade relay's)
+        self.slices = PoolSet([w.pool for w in self.workers])
         self.invites: Any = None  # the InviteManager (set by the composition root)
         # channels the main process's own hub serves (pull sources): their viewers are not handed over
         self.claimed_by_main: Callable[[str], bool] = lambda key: False

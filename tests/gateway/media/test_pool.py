@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.gb.ssrc import ssrc_to_int
 from gateway.media.errors import MediaError
-from gateway.media.pool import PoolExhausted, PortPool
+from gateway.media.pool import PoolExhausted, PoolSet, PortPool
 
 DOMAIN = "3402000000"
 
@@ -166,3 +166,24 @@ def test_default_start_points_differ_between_starts() -> None:
     (a fixed start fails this: every pool's first lease would be port 30000, serial 0000/0001)."""
     firsts = {(p.port, p.ssrc) for p in (PortPool(30000, 30999, DOMAIN).allocate() for _ in range(20))}
     assert len(firsts) > 1
+
+
+def test_a_pool_set_leases_from_its_pools_in_turn_and_never_twice() -> None:
+    a, b = PortPool(30000, 30005, DOMAIN), PortPool(30006, 30011, DOMAIN)  # 3 even ports each
+    both = PoolSet([a, b])
+    direct = a.allocate()  # a worker's stream holds one of a's ports
+    leases = [both.allocate() for _ in range(5)]
+    ports = [lease.port for lease in leases] + [direct.port]
+    assert len(set(ports)) == 6 and both.in_use == 6 == a.in_use + b.in_use
+    assert {lease.port < 30006 for lease in leases[:2]} == {True, False}  # round-robin over the pools
+    with pytest.raises(PoolExhausted):
+        both.allocate()
+    busy = next(lease for lease in leases if lease.port >= 30006)
+    both.quarantine(busy)  # back to b, kept out: not handed out again at once
+    assert busy.released and b.stats()["quarantined"] == 1 and a.stats()["quarantined"] == 0
+    with pytest.raises(PoolExhausted):
+        both.allocate()
+    direct.release()
+    assert both.allocate().port == direct.port
+    with pytest.raises(MediaError):
+        PoolSet([])

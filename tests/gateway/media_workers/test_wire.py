@@ -9,6 +9,7 @@ import pytest
 
 from gateway.config import ConfigError, even_ports, load_settings, media_worker_count, worker_count
 from gateway.media.errors import ChannelNotFound, StreamError, StreamTimeout
+from gateway.media.pool import PoolExhausted, PortPool
 from gateway.media_workers.pool import owner_index, port_slices
 from gateway.media_workers.wire import Unpacker, WireError, pack, recv_fd, send_fd
 from gateway.media_workers.worker import error_reply, raise_reply
@@ -128,3 +129,23 @@ async def test_a_full_fd_channel_is_waited_on_not_blocked_on() -> None:
         await asyncio.wait_for(task, 2)
         assert got == sent + 1 and mw.counters["handed_off"] == 1
         w.fd_sock = None
+
+
+def test_with_workers_main_leases_its_own_ports_from_their_slices() -> None:
+    """The cascade relay binds in main: with media workers its ports come from the slices' pools,
+    so no port is both main's and a worker's (main's full-range pool would hand out a port a
+    worker is bound to)."""
+    from gateway.app.media import MediaPlane
+    from gateway.media_workers.pool import MediaWorkers
+
+    media = load_settings(env={"GBGATE_MEDIA__PORT_MIN": "30000", "GBGATE_MEDIA__PORT_MAX": "30007"}).media
+    workers = MediaWorkers(media, 2, domain="3402000000")
+    full = PortPool(media.port_min, media.port_max, "3402000000")
+    plane = MediaPlane(full, invites=None, hub=None, workers=workers)  # type: ignore[arg-type]
+    streams = [w.pool.allocate() for w in workers.workers]  # one stream on each worker
+    relay = [plane.own_ports.allocate() for _ in range(2)]
+    held = [lease.port for lease in streams + relay]
+    assert sorted(held) == [30000, 30002, 30004, 30006] and full.in_use == 0
+    with pytest.raises(PoolExhausted):
+        plane.own_ports.allocate()
+    assert MediaPlane(full, invites=None, hub=None).own_ports is full  # type: ignore[arg-type]

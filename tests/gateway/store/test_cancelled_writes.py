@@ -74,3 +74,36 @@ async def test_a_cancelled_transaction_releases_the_write_lock(tmp_path: Path) -
     finally:
         release.set()
         await engine.dispose()
+
+
+async def test_stopping_the_device_writer_mid_batch_loses_nothing(tmp_path: Path) -> None:
+    """`DeviceRepository.stop` while the background writer is inside a batch (here: waiting for
+    another process's write lock) lets that batch finish instead of cancelling it: a cancelled
+    batch was neither written nor queued again, so the final flush had nothing left to write."""
+    from gateway.store.devices import DeviceRepository
+    from gateway.store.migrate import upgrade
+    from gateway.store.models import Device
+
+    url = f"sqlite:///{tmp_path / 'gbgate.db'}"
+    await asyncio.to_thread(upgrade, url)
+    engine = make_engine(url)
+    repo = DeviceRepository(make_sessionmaker(engine), interval=0)
+    holder = sqlite3.connect(tmp_path / "gbgate.db", isolation_level=None, check_same_thread=False)
+    try:
+        holder.execute("BEGIN IMMEDIATE")  # another process writing: the batch waits on busy_timeout
+        repo.start()
+        repo.update_device("34020000001320000101", online=False)
+        async with asyncio.timeout(5):  # the writer took the batch and waits for the lock
+            while not (repo._flush_lock.locked() and not repo._pending_devices):
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        stopping = asyncio.create_task(repo.stop())
+        await asyncio.sleep(0.1)
+        holder.rollback()  # the other process is done
+        await asyncio.wait_for(stopping, 10)
+        async with make_sessionmaker(engine)() as session:
+            device = await session.get(Device, "34020000001320000101")
+        assert device is not None and device.online is False
+    finally:
+        holder.close()
+        await engine.dispose()

@@ -5,7 +5,7 @@ If a statement of that transaction is still open (a SELECT whose rows were not a
 alive by the cancelled task's traceback), sqlite3's close leaves a zombie connection that keeps
 the transaction — and its write lock — until the statement is freed. Every later writer then waits
 out busy_timeout and fails with "database is locked". At shutdown that was 5 s per write (the
-adapter cancels its alarm audit writes; the health recorder's and device writer's final writes
+adapter cancelled its alarm audit writes then; the health recorder's and device writer's final writes
 followed): the 10 s teardown of tests/interop/test_sipp_workers.py's one-process variants.
 """
 

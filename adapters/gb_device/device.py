@@ -169,6 +169,8 @@ class GbDeviceAdapter:
         self.stats: Counter[str] = Counter()
         self.offline_listeners: list[OfflineListener] = []
         self._tasks = TaskSet("gb-device", logger=log, on_error=self._task_failed)  # queries, syncs, offline work
+        # audit and pending records: finished at stop, not cancelled (a store write cut short loses the record)
+        self._writes = TaskSet("gb-device-writes", logger=log, on_error=self._task_failed)
         self._timer_task: asyncio.Task[None] | None = None
         self._stopped = False  # stop() ran: logins still waiting for the journal are not answered
         self.replays = digest.ReplayGuard(ttl=nonces.ttl)
@@ -213,6 +215,7 @@ class GbDeviceAdapter:
             self._timer_task.cancel()
             await asyncio.gather(self._timer_task, return_exceptions=True)
         await self._tasks.close()
+        await self._writes.join()
         for rec in list(self.presence.records()):
             if rec.online:
                 self.inventory.update_device(rec.device_id, online=False, last_keepalive=_dt(rec.last_keepalive))
@@ -260,6 +263,10 @@ class GbDeviceAdapter:
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
         return self._tasks.spawn(coro, name=name)
+
+    def spawn_write(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        """A store write (audit, pending record): `stop` waits for it instead of cancelling it."""
+        return self._writes.spawn(coro, name=name)
 
     def _task_failed(self, task: asyncio.Task[Any], exc: BaseException) -> None:
         self.stats["task_errors"] += 1
@@ -459,7 +466,7 @@ class GbDeviceAdapter:
             "transport": peer.transport,
             "user_agent": request.headers.get("User-Agent") or "",
         }
-        self.spawn(self.whitelist_actions.record_pending(evidence, now), name=f"pending-{device_id}")
+        self.spawn_write(self.whitelist_actions.record_pending(evidence, now), name=f"pending-{device_id}")
 
     def _alarm(self, device_id: str, kind: str, peer: Peer, reason: str) -> None:
         """A security alarm: a device event (visible in the API) and an audit record — once per
@@ -472,7 +479,7 @@ class GbDeviceAdapter:
             return
         self.inventory.add_event(device_id, kind, now, source=hit.alarm.source, transport=peer.transport,
                                  reason=reason, count=1, first=now, last=now)
-        self.spawn(self._audit(kind, device_id, peer, reason))
+        self.spawn_write(self._audit(kind, device_id, peer, reason), name=f"audit-{device_id}")
 
     def _flush_alarms(self, now: float) -> None:
         """Write the counts of alarms that repeated (one UPDATE of their event each), then close

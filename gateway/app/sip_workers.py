@@ -234,7 +234,7 @@ class SipWorkers:
             _, device_id, alarm, transport, host, port, detail = msg
             ad.alarm(device_id, alarm, Peer(transport, host, port), detail)
         elif kind == Kind.PENDING:
-            ad.spawn(ad.whitelist_actions.record_pending(msg[1], msg[2]), name=f"pending-{msg[1]['device_id']}")
+            ad.spawn_write(ad.whitelist_actions.record_pending(msg[1], msg[2]), name=f"pending-{msg[1]['device_id']}")
         elif kind == Kind.STATS:
             ad.stats.update(msg[1])
             self.endpoint.stats.update(msg[2])

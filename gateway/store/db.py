@@ -7,6 +7,7 @@ The database is reached only through the async session, so no query blocks the e
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,22 @@ def create_private_sqlite(url: str) -> None:
         os.close(fd)
 
 
+class _SqliteConnection(sqlite3.Connection):
+    """Closing ends the open transaction first. A task cancelled mid-statement makes SQLAlchemy
+    invalidate and close its connection; if a statement of the transaction is still open (a SELECT
+    not read to the end, kept alive by the cancelled task's traceback), a bare close leaves a
+    zombie connection holding the write lock, and every other writer waits out busy_timeout and
+    fails with "database is locked" until the garbage collector frees that statement."""
+
+    def close(self) -> None:
+        if self.in_transaction:
+            try:
+                self.rollback()
+            except sqlite3.Error:
+                pass  # closing anyway; SQLite rolls back when the connection is finally freed
+        super().close()
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # We issue BEGIN ourselves (below): a deferred transaction that reads and then writes cannot
     # wait for another writer in SQLite (it fails at once with "database is locked").
@@ -82,7 +99,8 @@ def make_engine(url: str) -> AsyncEngine:
     if make_url(url).get_backend_name() == "sqlite":
         # One connection: SQLite has one writer anyway, and a single connection means no
         # "database is locked" between our own coroutines (other processes wait on busy_timeout).
-        engine = create_async_engine(async_url(url), pool_size=1, max_overflow=0, pool_timeout=60)
+        engine = create_async_engine(async_url(url), pool_size=1, max_overflow=0, pool_timeout=60,
+                                     connect_args={"factory": _SqliteConnection})
     else:
         engine = create_async_engine(async_url(url), pool_pre_ping=True)
     if path is not None or make_url(url).get_backend_name() == "sqlite":

@@ -267,11 +267,14 @@ class DeviceRepository:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            # Cancel the writer between batches, never inside one: a cancelled batch is neither
+            # written nor queued again, so the final flush below would not have it.
+            async with self._flush_lock:
+                self._task.cancel()
+                try:
+                    await self._task
+                except asyncio.CancelledError:
+                    pass
             self._task = None
         await self.flush()
 

@@ -126,6 +126,8 @@ class CascadeUplink:
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks = TaskSet(f"cascade-{config.upper_id}", logger=log)
+        # audit records: finished at stop, not cancelled (a store write cut short loses the record)
+        self._writes = TaskSet(f"cascade-{config.upper_id}-audit", logger=log)
         self._router: SipRouter | None = None
         self._view: dict[str, CatalogItem] = {}  # exposed ID → item, as the upper was last told
         self._shared = answers.Shared([], {})  # the last share: origins and stream keys
@@ -158,7 +160,8 @@ class CascadeUplink:
         self._run(self.session.start(self._loop.time()))
 
     async def stop(self) -> None:
-        """Unregister (best effort, 2 s), cancel the timer and every task, leave the router."""
+        """Unregister (best effort, 2 s), cancel the timer and every task but the audit writes
+        (those finish), leave the router."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -177,6 +180,7 @@ class CascadeUplink:
             else:
                 self._state_changed(action)
         await self._tasks.join()  # the ledger write of "offline, stopped"
+        await self._writes.join()
 
     def status(self) -> dict[str, Any]:
         s = self.session
@@ -358,8 +362,8 @@ class CascadeUplink:
         self.stats[f"alarms:{action}"] += 1
         log.warning("cascade %s: refused %s from %s: %s", self.config.upper_id, action, peer.host, reason)
         if self.audit is not None:
-            self._tasks.spawn(self.audit.audit_event(action, self.config.upper_id, {"source": peer.host}, reason),
-                              name="audit")
+            self._writes.spawn(self.audit.audit_event(action, self.config.upper_id, {"source": peer.host}, reason),
+                               name="audit")
 
     # ------------------------------------------------------------------ answers out
     async def shared_items(self) -> list[CatalogItem]:

@@ -214,6 +214,29 @@ async def test_control_is_refused_counted_and_audited() -> None:
     await uplink.stop()
 
 
+async def test_stop_lets_an_audit_write_in_flight_finish() -> None:
+    """A refusal audited just before shutdown is written, not cancelled with the other tasks."""
+
+    class SlowAudit(Audit):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = asyncio.Event()
+
+        async def audit_event(self, action: str, device_id: str, details: Mapping[str, Any], reason: str) -> None:
+            await self.release.wait()
+            await super().audit_event(action, device_id, details, reason)
+
+    uplink, _, _, _, router = make()
+    uplink.audit = audit = SlowAudit()
+    router.on_request(from_upper("Query", "Catalog"), Peer("udp", "192.0.2.66", 5060), "k")
+    stopping = asyncio.create_task(uplink.stop())
+    await asyncio.sleep(0.05)
+    assert not stopping.done()  # still writing the audit record
+    audit.release.set()
+    await asyncio.wait_for(stopping, 5)
+    assert [e[0] for e in audit.events] == ["cascade_spoofed_upper"]
+
+
 async def test_a_request_naming_the_upper_from_another_address_is_refused() -> None:
     uplink, endpoint, _, audit, router = make()
     router.on_request(from_upper("Query", "Catalog"), Peer("udp", "192.0.2.66", 5060), "k")

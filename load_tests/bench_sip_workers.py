@@ -76,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", type=int, default=20000)
     ap.add_argument("--workers", default="1,2")
     ap.add_argument("--instances", type=int, default=4)
-    ap.add_argument("--rate", type=float, default=40000.0, help="sipp's rate cap, total (high: the gateway paces)")
-    ap.add_argument("--limit", type=int, default=200, help="calls in flight per sipp")
+    ap.add_argument("--rate", type=float, default=100000.0,
+                    help="sipp's rate cap, total (high: the gateway paces; at 40,000 two workers' keepalives "
+                         "reached the cap, not their capacity)")
+    ap.add_argument("--limit", type=int, default=400, help="calls in flight per sipp")
     ap.add_argument("--ka-rounds", type=int, default=6,
                     help="keepalive rounds over the devices (6: a step of seconds, not half of one, so the "
                          "scaling is not a sample of scheduler noise)")

@@ -23,7 +23,6 @@ import itertools
 import logging
 import os
 import pickle
-import signal
 import socket
 import sys
 import time
@@ -44,6 +43,7 @@ from gateway.app.store import node_secret
 from gateway.config import Settings
 from gateway.gb.ids import is_valid_id
 from gateway.gb.keepalive_fast import quick_keepalive
+from gateway.processes import leave_stop_signals_to_main
 from gateway.sip import digest, fastpath
 from gateway.sip.errors import SipParseError
 from gateway.sip.events import Peer
@@ -438,8 +438,7 @@ async def _serve(fd: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    # Ctrl-C reaches the whole process group: main stops us by closing the link, in its own order
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leave_stop_signals_to_main()  # a group's Ctrl-C / SIGTERM: main stops us by closing the link
     logging.basicConfig(level=logging.WARNING, format=f"sip-worker[{os.getpid()}] %(levelname)s %(name)s: %(message)s")
     factory: Callable[[], asyncio.AbstractEventLoop] | None = None
     if len(args) > 1 and args[1] == "uvloop":  # the loop main runs on

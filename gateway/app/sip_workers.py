@@ -39,6 +39,7 @@ from gateway.app.sip_link import Link
 from gateway.app.sip_shared import ObservedPresence, SharedFlood, SharedLockout
 from gateway.config import Settings
 from gateway.gb.presence import DeviceRecord, OfflineCause
+from gateway.processes import reap_all
 from gateway.sip.events import Peer
 from gateway.sip.transport import SipEndpoint
 from gateway.tasks import TaskSet
@@ -94,19 +95,8 @@ class SipWorkers:
         for w in self.workers:
             if w.link is not None:
                 w.link.close()  # the worker exits when its link closes
-        # all at once: a hung worker costs the stop 5 s, not 5 s for each one in turn
-        await asyncio.gather(*(self._reap(w.proc) for w in self.workers if w.proc is not None))
+        await reap_all([w.proc for w in self.workers])
         await self._tasks.close()
-
-    @staticmethod
-    async def _reap(proc: asyncio.subprocess.Process) -> None:
-        if proc.returncode is not None:
-            return
-        try:
-            await asyncio.wait_for(proc.wait(), 5.0)
-        except TimeoutError:
-            proc.kill()  # our own child, by its handle
-            await proc.wait()
 
     async def barrier(self, timeout: float = 5.0) -> None:
         """Return once every worker has applied everything sent to it before (links are FIFO):

@@ -34,6 +34,7 @@ from gateway.media_workers.link import Link, LinkLost
 from gateway.media_workers.remote import RemoteRtp, RemoteSink, frame_of
 from gateway.media_workers.wire import send_fd
 from gateway.media_workers.worker import error_reply
+from gateway.processes import reap_all
 from gateway.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -155,13 +156,7 @@ class MediaWorkers:
         self.running = False
         for w in self.workers:
             w.link.send({"op": "stop"})
-        for w in self.workers:
-            if w.proc is not None and w.proc.returncode is None:
-                try:
-                    await asyncio.wait_for(w.proc.wait(), 5)
-                except TimeoutError:
-                    w.proc.kill()
-                    await w.proc.wait()
+        await reap_all([w.proc for w in self.workers])
         await self.tasks.close()
         for w in self.workers:
             if w.fd_sock is not None:

@@ -24,7 +24,6 @@ import ipaddress
 import json
 import logging
 import os
-import signal
 import socket
 import sys
 from collections import Counter
@@ -38,6 +37,7 @@ from gateway.media.receiver import RtpSession, TcpPassiveReceiver, UdpReceiver, 
 from gateway.media_workers.link import Link, LinkLost
 from gateway.media_workers.viewer import serve_viewer
 from gateway.media_workers.wire import WireError, recv_fd
+from gateway.processes import leave_stop_signals_to_main
 from gateway.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     config = json.loads(args[0])
     logging.basicConfig(level=config.get("log_level", "WARNING"),
                         format=f"%(asctime)s media-worker-{config['index']} %(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process stops us (Ctrl-C reaches the whole group)
+    leave_stop_signals_to_main()  # a group's Ctrl-C / SIGTERM: main stops us, in its order
     ctl = socket.socket(fileno=int(config["ctl_fd"]))
     fds = socket.socket(fileno=int(config["viewer_fd"]))
     factory = None

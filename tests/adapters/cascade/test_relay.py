@@ -336,16 +336,37 @@ async def test_shutdown_hangs_up_the_upper_and_the_ledger_has_the_play_per_upper
         await upper.close()
 
 
+def free_block(kind: int, n: int, start: int = 41400, stop: int = 42400) -> int:
+    """The first even port from `start` whose `n` even ports are all free to bind now: the test
+    squats them itself, so on a machine where something else holds one it moves on instead of
+    failing (41400… lies in the ephemeral range)."""
+    for base in range(start, stop, 2 * n):
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + 2 * n, 2):
+                s = socket.socket(socket.AF_INET, kind)
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError(f"no {n} free even ports in {start}..{stop}")
+
+
 @pytest.mark.parametrize("mode", ["udp", "tcp-active"])
 async def test_a_leased_port_bound_by_someone_else_is_quarantined_and_the_next_one_served(mode: str) -> None:
     """The relay's port range may overlap the ephemeral ports (bench_cascade_relay hit it: one play
     in 20 refused 503): a busy port is skipped like on the device side, and only when every try is
     busy does the upper get 503, with no lease left behind."""
-    pool = PortPool(41400, 41407, "3402000000")  # 4 even ports
-    assert pool.capacity == 4
     kind = socket.SOCK_DGRAM if mode == "udp" else socket.SOCK_STREAM
+    base = free_block(kind, 4)
+    pool = PortPool(base, base + 7, "3402000000")  # 4 even ports
+    assert pool.capacity == 4
     squatters = []
-    for port in (41400, 41402, 41404):
+    for port in (base, base + 2, base + 4):
         s = socket.socket(socket.AF_INET, kind)
         s.bind(("127.0.0.1", port))
         if kind == socket.SOCK_STREAM:
@@ -362,7 +383,7 @@ async def test_a_leased_port_bound_by_someone_else_is_quarantined_and_the_next_o
             while len(endpoint.responses) < 2:
                 await asyncio.sleep(0.01)
         assert endpoint.responses[1].status == 200
-        assert sdp.parse_answer(endpoint.responses[1].body).port == 41406  # the one port nobody holds
+        assert sdp.parse_answer(endpoint.responses[1].body).port == base + 6  # the one port nobody holds
         assert pool.in_use == 1 and relay.stats["ports_busy"] <= 3
         (session,) = relay.sessions.values()
         relay._end(session, "test")  # the upper's play ends before its ACK: the port goes back
@@ -370,7 +391,7 @@ async def test_a_leased_port_bound_by_someone_else_is_quarantined_and_the_next_o
             while relay.sessions:
                 await asyncio.sleep(0.01)
         s = socket.socket(socket.AF_INET, kind)  # now every port is held by someone else
-        s.bind(("127.0.0.1", 41406))
+        s.bind(("127.0.0.1", base + 6))
         if kind == socket.SOCK_STREAM:
             s.listen(1)
         squatters.append(s)

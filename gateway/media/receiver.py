@@ -190,7 +190,7 @@ class RtpSession:
                 add = self._assembler.add
                 if reorder is not None:
                     want = reorder.next_in_order()
-        finally:  # also when a sink raised: the reorder buffer must know what the assembler took
+        finally:  # also when the general path raised: the reorder buffer must know what the assembler took
             if run:
                 self._commit_run(run, payload, reorder)
 

@@ -65,7 +65,7 @@ def response_value(
 
 
 class NonceIssuer:
-    """Stateless nonces: hex(time) + random + HMAC(source); STALE once older than `ttl` seconds.
+    """Stateless nonces: hex(time) + random + MAC(time, random, source); STALE once older than `ttl` seconds.
 
     `source` (e.g. "udp:192.0.2.7:5060") is MAC'd in, not stored: a nonce checked with
     another source is INVALID, so a captured Authorization is worthless from any other port.

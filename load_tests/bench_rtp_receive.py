@@ -11,8 +11,7 @@ DatagramProtocol the gateway used before (one callback and one `RtpSession.feed`
 `new` is `gateway.media.receiver.UdpReceiver` (`new@W`: with a poller window of W s, 0 for none).
 Each round prints packets/s, this process's CPU µs per packet
 (user+sys, from the first send to the last packet, idle included) and RSS; the summary line is the
-best round of each path. `--stage frames` stops at the RTP frame (no PS demux: the part this path
-changes, without the demuxer's per-frame cost diluting it). `--queued` queues one frame on every
+best round of each path. `--queued` queues one frame on every
 socket from this process, then times only the drain, frame after frame: no pacing and no idle
 wake-ups, the cost per datagram alone (paced rounds on a busy machine are dominated by the
 wake-ups).
@@ -84,16 +83,6 @@ class LegacyUdpReceiver(asyncio.DatagramProtocol):
         self.session.flush()
 
 
-class FramesOnlySession(RtpSession):
-    """`--stage frames`: RTP frames counted, not demuxed (the receive → frame step alone)."""
-
-    __slots__ = ()
-
-    def _frame(self, payload: bytes, gap: bool) -> None:
-        self.sink.frames += 1  # type: ignore[attr-defined]
-        self.sink.bytes += len(payload)  # type: ignore[attr-defined]
-
-
 def build_frames(frames: int, bitrate: int) -> list[list[bytes]]:
     s = PsRtpSender(ssrc=SSRC, start_ts=0, bitrate=bitrate)
     s.seq = 65_000  # cross the 16-bit wrap on the way
@@ -128,11 +117,10 @@ def sender(conn: Connection, frames: list[list[bytes]], fps: int) -> None:
 
 
 async def one_round(path: str, conn: Connection, streams: int, expect_packets: int,
-                    expect_frames: int, stage: str) -> dict[str, Any]:
+                    expect_frames: int) -> dict[str, Any]:
     opener = _opener(path)
     sinks = [CountingSink() for _ in range(streams)]
-    kind = FramesOnlySession if stage == "frames" else RtpSession
-    sessions = [kind(s, ssrc=SSRC, allowed_hosts=["127.0.0.1"]) for s in sinks]
+    sessions = [RtpSession(s, ssrc=SSRC, allowed_hosts=["127.0.0.1"]) for s in sinks]
     receivers = []
     ports = []
     for s in sessions:
@@ -172,13 +160,12 @@ async def one_round(path: str, conn: Connection, streams: int, expect_packets: i
             "pps": got / wall if wall > 0 else 0.0, "cpu_s_per_s": cpu / wall if wall > 0 else 0.0, "rss_mb": rss}
 
 
-async def queued_round(path: str, frames: list[list[bytes]], streams: int, stage: str) -> dict[str, Any]:
+async def queued_round(path: str, frames: list[list[bytes]], streams: int) -> dict[str, Any]:
     """`--queued`: no wake-up per burst: each cycle queues one frame on every socket (sent from
     here, outside the timing), then times the loop draining them all; process CPU of the drain."""
     opener = _opener(path)
     sinks = [CountingSink() for _ in range(streams)]
-    kind = FramesOnlySession if stage == "frames" else RtpSession
-    sessions = [kind(s, ssrc=SSRC, allowed_hosts=["127.0.0.1"]) for s in sinks]
+    sessions = [RtpSession(s, ssrc=SSRC, allowed_hosts=["127.0.0.1"]) for s in sinks]
     receivers = [await opener(s, "127.0.0.1", 0) for s in sessions]
     dests = [("127.0.0.1", (rx.transport.get_extra_info("socket") if path == "old" else rx.sock).getsockname()[1])
              for rx in receivers]
@@ -236,16 +223,15 @@ async def main_async(args: argparse.Namespace) -> None:
     paths = args.paths.split(",")
     print(f"{args.streams} streams × {args.frames} frames ({per_stream / args.frames:.1f} packets/frame, "
           f"{per_stream * args.fps / args.frames:.0f} packets/s per stream), {expect_packets} datagrams per round, "
-          f"loop {type(asyncio.get_running_loop()).__module__.split('.')[0]}, stage {args.stage}")
+          f"loop {type(asyncio.get_running_loop()).__module__.split('.')[0]}")
     results: dict[str, list[dict[str, Any]]] = {p: [] for p in paths}
     try:
         for r in range(args.rounds):
             for p in paths if r % 2 == 0 else paths[::-1]:
                 if args.queued:
-                    res = await queued_round(p, frames, args.streams, args.stage)
+                    res = await queued_round(p, frames, args.streams)
                 else:
-                    res = await one_round(p, parent, args.streams, expect_packets, args.frames * args.streams,
-                                          args.stage)
+                    res = await one_round(p, parent, args.streams, expect_packets, args.frames * args.streams)
                 results[p].append(res)
                 print(f"  {p:4s} packets {res['packets']}/{res['sent']} frames {res['frames']}/{res['expect_frames']}"
                       f" lost {res['lost']}  {res['pps']:8.0f} packets/s  {res['cpu_s_per_s']:.3f} CPU s/s"
@@ -272,8 +258,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--paths", default="old,new",
                     help="old, new, new@W (UdpReceiver's poller window W seconds, 0: none)")
-    ap.add_argument("--stage", choices=("demux", "frames"), default="demux",
-                    help="frames: stop at the RTP frame (no PS demux), the receive path alone")
     ap.add_argument("--queued", action="store_true",
                     help="queue a frame on every socket, then time the drain (no pacing, no idle wake-ups)")
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")

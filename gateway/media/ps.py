@@ -91,10 +91,14 @@ def _is_adts(payload: bytes | bytearray) -> bool:
 
 
 class PsDemuxer:
-    """Streaming PS → MediaFrame. Counters: `errors` (by reason), `bytes_skipped`, `bytes_in`."""
+    """Streaming PS → MediaFrame. Counters: `errors` (by reason), `bytes_skipped`, `bytes_in`,
+    `fast_feeds` (non-empty feeds the whole-frame fast path took). `whole_frames=False` turns the
+    fast path off, so that tests can compare it with the general parser (the class is compiled:
+    tests cannot subclass it)."""
 
-    def __init__(self, *, max_frame: int = 8 << 20) -> None:
+    def __init__(self, *, max_frame: int = 8 << 20, whole_frames: bool = True) -> None:
         self.max_frame = max_frame
+        self.whole_frames = whole_frames
         self._buf = bytearray()
         self._psm: dict[int, int] = {}
         self._guess: dict[int, Codec] = {}
@@ -120,6 +124,7 @@ class PsDemuxer:
         self.packs = 0
         self.system_headers = 0
         self.psms = 0
+        self.fast_feeds = 0
 
     @property
     def buffered(self) -> int:
@@ -132,7 +137,8 @@ class PsDemuxer:
 
     def feed(self, data: bytes | bytearray | memoryview, *, frame_end: bool = False) -> list[MediaFrame]:
         """Add PS bytes (any boundaries). `frame_end`: the caller knows a frame ended here."""
-        if frame_end and not self._buf and not self._es and not self._marks and self._unbounded is None:
+        if (frame_end and self.whole_frames and not self._buf and not self._es and not self._marks
+                and self._unbounded is None):
             frame = data if type(data) is bytes else bytes(data)
             try:
                 fast = self._whole_frame(frame)
@@ -140,6 +146,8 @@ class PsDemuxer:
                 fast = None
             if fast is not None:
                 self.bytes_in += len(frame)
+                if frame:
+                    self.fast_feeds += 1
                 return fast
         self._buf += data
         self.bytes_in += len(data)

@@ -20,22 +20,27 @@ MAX_TRACE_STEPS = 48
 
 
 class Trace:
-    """Steps of one INVITE attempt; `add` appends, `once` appends only the first occurrence."""
+    """Steps of one INVITE attempt; `add` appends, `once` appends only the first occurrence.
+    `on_step` also hears every step (main's view of a stream in a media worker forwards them to
+    the worker's stream, which viewers ask), even past the local cap."""
 
-    __slots__ = ("_clock", "_seen", "attempt", "started", "steps")
+    __slots__ = ("_clock", "_on_step", "_seen", "attempt", "started", "steps")
 
-    def __init__(self, *, attempt: int = 1, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, attempt: int = 1, clock: Callable[[], float] = time.monotonic,
+                 on_step: Callable[[str, dict[str, Any]], None] | None = None) -> None:
         self._clock = clock
+        self._on_step = on_step
         self.started = clock()
         self.attempt = attempt
         self.steps: list[dict[str, Any]] = []
         self._seen: set[str] = set()
 
     def add(self, step: str, **detail: Any) -> None:
-        if len(self.steps) >= MAX_TRACE_STEPS:
-            return
-        self._seen.add(step)
-        self.steps.append({"step": step, "ms": round((self._clock() - self.started) * 1000, 1), **detail})
+        if len(self.steps) < MAX_TRACE_STEPS:
+            self._seen.add(step)
+            self.steps.append({"step": step, "ms": round((self._clock() - self.started) * 1000, 1), **detail})
+        if self._on_step is not None:
+            self._on_step(step, detail)
 
     def once(self, step: str, **detail: Any) -> None:
         if step not in self._seen:

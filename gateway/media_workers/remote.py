@@ -38,20 +38,6 @@ if TYPE_CHECKING:
 _rtp_ids = itertools.count(1)
 
 
-class RemoteTrace(Trace):
-    """A trace attempt whose steps are also recorded by the worker's stream (what viewers see)."""
-
-    __slots__ = ("_sink",)
-
-    def __init__(self, sink: RemoteSink, attempt: int) -> None:
-        super().__init__(attempt=attempt)
-        self._sink = sink
-
-    def add(self, step: str, **detail: Any) -> None:
-        super().add(step, **detail)
-        self._sink.worker.link.send({"op": "trace", "key": self._sink.key, "step": step, "detail": detail})
-
-
 class RemoteSink:
     """The InviteManager's view of a stream living in a worker's hub."""
 
@@ -67,10 +53,14 @@ class RemoteSink:
 
     def new_trace(self) -> Trace:
         self.worker.link.send({"op": "new_trace", "key": self.key})
-        t = RemoteTrace(self, attempt=len(self.traces) + 1)
+        t = Trace(attempt=len(self.traces) + 1, on_step=self._forward_step)
         self.traces.append(t)
         del self.traces[:-4]
         return t
+
+    def _forward_step(self, step: str, detail: dict[str, Any]) -> None:
+        """A trace step recorded here is also recorded by the worker's stream (what viewers see)."""
+        self.worker.link.send({"op": "trace", "key": self.key, "step": step, "detail": detail})
 
     @property
     def trace(self) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ every counter it keeps must equal those of the reference pipeline built from the
 
 from __future__ import annotations
 
+import mmap
 import random
 
 from hypothesis import given, settings
@@ -131,9 +132,9 @@ def test_accept_next_only_takes_the_exact_next_number_with_nothing_held() -> Non
 
 
 def _batches(arrivals: list[tuple[bytes, tuple[str, int]]], rng: random.Random,
-             step: int) -> list[tuple[bytearray, list[int], tuple[str, int]]]:
+             step: int) -> list[tuple[mmap.mmap, list[int], tuple[str, int]]]:
     """Runs of one source cut into batches of 1–70 datagrams, laid out as UdpReceiver reads them."""
-    out: list[tuple[bytearray, list[int], tuple[str, int]]] = []
+    out: list[tuple[mmap.mmap, list[int], tuple[str, int]]] = []
     i = 0
     while i < len(arrivals):
         src = arrivals[i][1]
@@ -141,7 +142,7 @@ def _batches(arrivals: list[tuple[bytes, tuple[str, int]]], rng: random.Random,
         limit = i + rng.randrange(1, 71)
         while j < len(arrivals) and j < limit and arrivals[j][1] == src:
             j += 1
-        buf = bytearray(step * (j - i))
+        buf = mmap.mmap(-1, step * (j - i))  # as UdpReceiver hands over: the reader's mapping
         for k, (data, _src) in enumerate(arrivals[i:j]):
             buf[k * step:k * step + len(data)] = data
         out.append((buf, [len(d) for d, _s in arrivals[i:j]], src))
@@ -220,7 +221,7 @@ def test_a_sink_that_raises_mid_batch_loses_that_frame_only() -> None:
 
     stream = _stream()
     step = 1500
-    buf = bytearray(step * len(stream))
+    buf = mmap.mmap(-1, step * len(stream))  # as UdpReceiver hands over: the reader's mapping
     for i, p in enumerate(stream):
         buf[i * step:i * step + len(p)] = p
     sink = Once()
@@ -292,7 +293,7 @@ def test_clean_batches_equal_feed(seed: int, loss: float, dup: float, reorder: b
             now[0] += 1.0  # the old source fell silent: the new port may take over
         for data, s in arrivals[i:j]:
             a.feed(data, s)
-        buf = bytearray(step * (j - i))
+        buf = mmap.mmap(-1, step * (j - i))  # as UdpReceiver hands over: the reader's mapping
         for k, (data, _s) in enumerate(arrivals[i:j]):
             buf[k * step:k * step + len(data)] = data
         b.feed_many(buf, step, [len(d) for d, _s in arrivals[i:j]], src)

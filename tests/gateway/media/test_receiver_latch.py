@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import mmap
 
 from gateway.media.frames import MediaFrame
 from gateway.media.receiver import RtpSession
@@ -146,7 +147,7 @@ def test_other_host_never_relatches_even_after_silence() -> None:
 def feed_batch(s: RtpSession, batch: list[bytes], source: tuple[str, int]) -> None:
     """What UdpReceiver hands over for a batch read from one source."""
     step = 2048
-    buf = bytearray(step * len(batch))
+    buf = mmap.mmap(-1, step * len(batch))  # as UdpReceiver hands over: the reader's mapping
     for i, p in enumerate(batch):
         buf[i * step:i * step + len(p)] = p
     s.feed_many(buf, step, [len(p) for p in batch], source)

@@ -339,18 +339,14 @@ async def test_one_streams_failure_does_not_stop_the_others() -> None:
     """A bug beneath the sink's guard (the session itself raising): the poller reports it and
     goes on with the other streams."""
 
-    class Broken(RtpSession):
-        def feed(self, data: bytes, addr: tuple[str, int]) -> None:
-            raise RuntimeError("session broke")
-
-        def feed_many(self, *args: object) -> None:
-            raise RuntimeError("session broke")
+    def broken_clock() -> float:
+        raise RuntimeError("session broke")
 
     errors: list[dict[str, object]] = []
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
     good = Sink()
-    sessions = [Broken(Sink(), ssrc=SSRC, allowed_hosts=["127.0.0.1"]), new_session(good)]
+    sessions = [RtpSession(Sink(), ssrc=SSRC, allowed_hosts=["127.0.0.1"], clock=broken_clock), new_session(good)]
     rxs = [await UdpReceiver.open(s, "127.0.0.1", 0) for s in sessions]
     ports = [rx.sock.getsockname()[1] for rx in rxs if rx.sock is not None]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
@@ -382,17 +378,22 @@ async def test_without_a_window_every_wakeup_is_read_at_once() -> None:
     await rx.close()
 
 
-class FailingReader(BatchReader):
-    __slots__ = ()
-
-    def recv(self, sock: socket.socket) -> int:
-        return -104  # ECONNRESET, as a queued ICMP error reports it
-
-
-async def test_a_socket_error_is_counted_not_raised() -> None:
+async def test_a_socket_error_is_counted_not_raised(reader: BatchReader) -> None:
+    """A queued ICMP error (here: port unreachable, after sending from the receiving socket to a
+    closed port) makes the next receive fail with ECONNREFUSED: counted, not raised."""
     session = new_session(Sink())
-    rx = await UdpReceiver.open(session, "127.0.0.1", 0, reader=FailingReader(socket.AF_INET, slot_size=SLOT))
-    rx._readable()
+    rx = await UdpReceiver.open(session, "127.0.0.1", 0, reader=reader)
+    assert rx.sock is not None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = closed.getsockname()
+    rx.sock.connect(dead)
+    rx.sock.send(b"x")
+    for _ in range(200):
+        rx._readable()
+        if session.counters["socket_errors"]:
+            break
+        await asyncio.sleep(0.001)
     assert session.counters["socket_errors"] == 1
     await rx.close()
 

@@ -16,6 +16,18 @@ from typing import Any
 import pytest
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Refuse to test stale compiled code: after an edit to a module mypyc compiled, its old `.so`
+    still shadows the source (gateway/native.py)."""
+    from gateway import native
+
+    stale = native.stale()
+    if stale:
+        pytest.exit(f"compiled before their source changed: {', '.join(stale)}. Rebuild with "
+                    "`python setup.py build_ext --inplace` (or `pip install -e .`), or reinstall with "
+                    "GBGATE_PURE=1 to run the sources", returncode=4)
+
+
 def _free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway import __version__
+from gateway import __version__, native
 from gateway.api.services import SERVICES
 
 routes = web.RouteTableDef()
@@ -15,7 +15,8 @@ async def healthz(request: web.Request) -> web.Response:
     svc = request.app[SERVICES]
     components = dict(svc.components)
     ready = all(state == "ok" for state in components.values())
-    body = {"status": "ok" if ready else "degraded", "version": __version__, "components": components}
+    body = {"status": "ok" if ready else "degraded", "version": __version__, "components": components,
+            "native": native.summary().as_json()}
     return web.json_response(body, status=200 if ready else 503)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from adapters.gb_device import GbDeviceAdapter
+from gateway import native
 from gateway.api.reports import ReportsRuntime
 from gateway.api.services import Services
 from gateway.app.cascade import CascadePlane, ChangeFeed, ChangeTap, NotifyingInventory, cascade_plane
@@ -121,6 +122,11 @@ class Gateway:
         gc.freeze()
         gc.set_threshold(50_000, 50, 100)
         log.info("gbgate up: SIP %s:%s, HTTP %s", s.sip.host, sip.endpoint.udp_port, self.http_url)
+        code = native.summary()
+        if code.complete:
+            log.info("%s", code.describe())
+        else:
+            log.warning("%s", code.describe())
 
     async def stop(self) -> None:
         """Leave the planes in reverse order; an error in one is logged and the rest still close."""

@@ -39,7 +39,7 @@ import struct
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from gateway.media.errors import MediaError, RtpError
 from gateway.media.frames import FrameAssembler, MediaFrame
@@ -403,8 +403,8 @@ class UdpReceiver:
 
     __slots__ = ("_fd", "_loop", "_poller", "_reader", "session", "sock")
 
-    MAX_BATCHES = 8  # per wake-up: then let the other sockets' callbacks run
-    WINDOW = 0.002  # s; see UdpPoller
+    MAX_BATCHES: Final = 8  # per wake-up: then let the other sockets' callbacks run
+    WINDOW: Final = 0.002  # s; see UdpPoller
 
     def __init__(self, session: RtpSession, sock: socket.socket, reader: BatchReader) -> None:
         self.session = session

@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway import native
 from gateway.app import Gateway
 from gateway.app.cascade import AdmittedChannels, ChangeFeed, ChangeTap, Debounce
 from gateway.app.status import ComponentStatus
@@ -40,6 +41,8 @@ async def test_healthz_reports_every_plane_ok(gw: Gateway) -> None:
     assert status == 200 and body["status"] == "ok"
     assert body["components"] == dict.fromkeys(COMPONENTS, "ok")
     assert gw.http_port != 0  # the bound port, not the configured 0
+    # which hot-path modules this process runs compiled (gateway/native.py), for operators
+    assert body["native"] == native.summary().as_json() and body["native"]["of"] == len(native.MODULES)
 
 
 async def test_a_stopped_component_shows_not_ok(gw: Gateway) -> None:

@@ -1,0 +1,34 @@
+"""Compile the hot-path modules listed in gateway/native.py with mypyc.
+
+`GBGATE_PURE=1 pip install -e .` installs without compiling and removes compiled modules an
+earlier editable install left beside their sources, so the `.py` files run as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import runpy
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).resolve().parent
+native = runpy.run_path(str(HERE / "gateway" / "native.py"))
+MODULES: tuple[str, ...] = native["MODULES"]
+digests_file = HERE / "gateway" / native["DIGESTS"]
+
+if os.environ.get("GBGATE_PURE") == "1":
+    for module in MODULES:
+        for so in native["source_path"](module, HERE).parent.glob(module.rpartition(".")[2] + ".*.so"):
+            so.unlink()
+    digests_file.unlink(missing_ok=True)
+    ext_modules = []
+else:
+    from mypyc.build import mypycify
+
+    ext_modules = mypycify([str(native["source_path"](m, HERE).relative_to(HERE)) for m in MODULES],
+                           opt_level="3")
+    digests_file.write_text(json.dumps(native["build_digests"](HERE), indent=1, sort_keys=True) + "\n")
+
+setup(ext_modules=ext_modules)

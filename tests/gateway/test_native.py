@@ -20,10 +20,10 @@ def test_every_listed_module_has_its_source() -> None:
 
 def test_what_ships_is_what_is_tested() -> None:
     """CI installs as users do (`pip install -e .` compiles): every listed module must be loaded
-    from its extension. Only an install made with GBGATE_PURE=1 runs the sources."""
-    if os.environ.get("GBGATE_PURE") == "1":
-        pytest.skip("installed with GBGATE_PURE=1: the sources run")
+    from its extension. Elsewhere an install made with GBGATE_PURE=1 (nothing compiled) skips."""
     code = native.summary()
+    if code.compiled == 0 and not os.environ.get("CI"):
+        pytest.skip("installed with GBGATE_PURE=1: the sources run")
     assert code.stale == ()
     assert code.compiled == len(native.MODULES), code.describe()
     for m in native.MODULES:

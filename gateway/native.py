@@ -39,6 +39,7 @@ MODULES: tuple[str, ...] = (
     "gateway.media.reorder",
     "gateway.media.rtp",
     "gateway.media.session_stats",
+    "gateway.media.timeline_rebase",
     "gateway.media.udp_batch",
     "gateway.sip.address",
     "gateway.sip.digest",

@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from adapters.base import HealthSink
@@ -14,6 +15,7 @@ from adapters.gb_device import DeviceSettings, GbDeviceAdapter
 from adapters.outbound import LocalIdentity
 from certs.errors import CertError
 from certs.tls import server_context
+from gateway.app.sip_sendbatch import SendBatch
 from gateway.app.sip_shared import ObservedPresence, SharedFlood, SharedLockout
 from gateway.app.sip_workers import SipWorkers
 from gateway.app.status import alive
@@ -95,6 +97,11 @@ def _shared_credential(realm: str, password: str) -> Callable[[str], Credential]
     return lambda device_id: Credential.from_password(device_id, realm, password)
 
 
+def _count_send_error(endpoint: SipEndpoint) -> None:
+    """A datagram the socket refused (SendBatch), counted as `SipEndpoint._send` counts it."""
+    endpoint.stats["send_error"] += 1
+
+
 @asynccontextmanager
 async def sip_plane(settings: Settings, store: StorePlane, health: HealthRecorder, metrics: Metrics,
                     clock: Callable[[], float], *, ledger: HealthSink | None = None,
@@ -129,6 +136,10 @@ async def sip_plane(settings: Settings, store: StorePlane, health: HealthRecorde
             except OSError as exc:  # then the kernel's own hash, main included: still correct
                 log.warning("cannot steer SIP datagrams to the workers only: %s", exc)
         router.bind(endpoint)
+        if not shared and endpoint.udp_socket is not None and endpoint.udp_transport is not None:
+            # a loop pass's answers leave in one sendmmsg, as a SIP worker's do (sip_sendbatch.py)
+            endpoint.udp_sendto = SendBatch(endpoint.udp_socket, endpoint.udp_transport,
+                                            partial(_count_send_error, endpoint)).sendto
         identity.port = endpoint.udp_port
         password = s.sip.default_password
         default_credential = _shared_credential(s.sip.domain, password) if password else None

@@ -14,6 +14,7 @@ import pytest
 from gateway import native
 from gateway.app import Gateway
 from gateway.app.cascade import AdmittedChannels, ChangeFeed, ChangeTap, Debounce
+from gateway.app.sip_sendbatch import SendBatch
 from gateway.app.status import ComponentStatus
 from gateway.gb.items import CatalogItem
 from gateway.health.rules import NoVideoRule
@@ -43,6 +44,27 @@ async def test_healthz_reports_every_plane_ok(gw: Gateway) -> None:
     assert gw.http_port != 0  # the bound port, not the configured 0
     # which hot-path modules this process runs compiled (gateway/native.py), for operators
     assert body["native"] == native.summary().as_json() and body["native"]["of"] == len(native.MODULES)
+
+
+async def test_one_process_answers_udp_through_sendmmsg(gw: Gateway) -> None:
+    """In one process, as in a SIP worker, a loop pass's UDP answers leave in one sendmmsg
+    (gateway/app/sip_sendbatch.py): an OPTIONS is answered, through the batch."""
+    assert gw.endpoint is not None and gw.endpoint.udp_port
+    batch = gw.endpoint.udp_sendto.__self__  # type: ignore[union-attr]
+    assert isinstance(batch, SendBatch) and batch.batched
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ua:
+        ua.bind(("127.0.0.1", 0))
+        ua.setblocking(False)
+        port = ua.getsockname()[1]
+        ua.sendto((f"OPTIONS sip:34020000002000000001@127.0.0.1 SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bK-opt1\r\n"
+                   f"From: <sip:34020000001110000001@127.0.0.1>;tag=a1\r\n"
+                   f"To: <sip:34020000002000000001@127.0.0.1>\r\nCall-ID: opt-1\r\nCSeq: 1 OPTIONS\r\n"
+                   f"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n").encode(), ("127.0.0.1", gw.endpoint.udp_port))
+        answer = await asyncio.wait_for(loop.sock_recv(ua, 4096), 5)
+    assert answer.startswith(b"SIP/2.0 200 ") and b"Call-ID: opt-1" in answer
+    assert batch.sent_batches >= 1
 
 
 async def test_a_stopped_component_shows_not_ok(gw: Gateway) -> None:

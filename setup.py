@@ -12,6 +12,7 @@ import runpy
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
 native = runpy.run_path(str(HERE / "gateway" / "native.py"))
@@ -36,6 +37,16 @@ else:
 
     ext_modules = mypycify([str(native["source_path"](m, HERE).relative_to(HERE)) for m in MODULES],
                            opt_level="3", group_name=GROUP)
-    digests_file.write_text(json.dumps(native["build_digests"](HERE), indent=1, sort_keys=True) + "\n")
 
-setup(ext_modules=ext_modules)
+
+class BuildExt(build_ext):  # type: ignore[misc]  # setuptools is untyped here
+    """Record the sources' digests once their extensions are built (not before: a failed build
+    must not vouch for the extensions an earlier one left)."""
+
+    def run(self) -> None:
+        super().run()
+        if ext_modules:
+            digests_file.write_text(json.dumps(native["build_digests"](HERE), indent=1, sort_keys=True) + "\n")
+
+
+setup(ext_modules=ext_modules, cmdclass={"build_ext": BuildExt})

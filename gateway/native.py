@@ -8,7 +8,7 @@ compiling them cuts CPU per stream by about a third. Nothing here may import bey
 
 An editable install leaves each module's `.so` beside its `.py`, and the interpreter prefers the
 `.so`: after an edit the old compiled code would still run. `build_digests` records each
-source's digest at build time, and `stale()` reports sources that changed since; the CLI warns at
+source's digest at build time, and `stale()` reports sources that changed since; the node warns at
 start-up and the test session refuses to run on stale code.
 """
 

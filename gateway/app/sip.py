@@ -7,7 +7,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 from adapters.base import HealthSink
@@ -97,11 +96,6 @@ def _shared_credential(realm: str, password: str) -> Callable[[str], Credential]
     return lambda device_id: Credential.from_password(device_id, realm, password)
 
 
-def _count_send_error(endpoint: SipEndpoint) -> None:
-    """A datagram the socket refused (SendBatch), counted as `SipEndpoint._send` counts it."""
-    endpoint.stats["send_error"] += 1
-
-
 @asynccontextmanager
 async def sip_plane(settings: Settings, store: StorePlane, health: HealthRecorder, metrics: Metrics,
                     clock: Callable[[], float], *, ledger: HealthSink | None = None,
@@ -139,7 +133,7 @@ async def sip_plane(settings: Settings, store: StorePlane, health: HealthRecorde
         if not shared and endpoint.udp_socket is not None and endpoint.udp_transport is not None:
             # a loop pass's answers leave in one sendmmsg, as a SIP worker's do (sip_sendbatch.py)
             endpoint.udp_sendto = SendBatch(endpoint.udp_socket, endpoint.udp_transport,
-                                            partial(_count_send_error, endpoint)).sendto
+                                            endpoint.count_send_error).sendto
         identity.port = endpoint.udp_port
         password = s.sip.default_password
         default_credential = _shared_credential(s.sip.domain, password) if password else None

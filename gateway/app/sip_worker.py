@@ -367,11 +367,6 @@ class SipWorker:
         pass  # UDP only
 
     # ------------------------------------------------------------------ counters
-    def count_send_error(self) -> None:
-        """A datagram the socket refused (SendBatch), counted as `SipEndpoint._send` counts it."""
-        assert self.endpoint is not None
-        self.endpoint.stats["send_error"] += 1
-
     def flush_stats(self) -> None:
         assert self.endpoint is not None
         delta = Counter(self.endpoint.stats)
@@ -420,7 +415,7 @@ async def _serve(fd: int) -> int:
     if endpoint.udp_socket is not None and endpoint.udp_transport is not None:
         # a pass's answers leave in one sendmmsg (fewer syscalls, and fewer wake-ups of the peer mid-pass)
         endpoint.udp_sendto = SendBatch(endpoint.udp_socket, endpoint.udp_transport,
-                                        worker.count_send_error).sendto
+                                        endpoint.count_send_error).sendto
     # as the node does (gateway/app/node.py): what is built lives as long as the process; collect
     # the young generation every 50,000 allocations, not 700 (a storm allocates a lot, cyclically little)
     gc.collect()

@@ -430,6 +430,10 @@ class SipEndpoint:
         if pending is not None and not pending[0].done():
             pending[0].set_exception(SipTimeout("no final response (Timer B/F)"))
 
+    def count_send_error(self) -> None:
+        """A datagram the socket refused; also called by `udp_sendto` hooks (SendBatch)."""
+        self.stats["send_error"] += 1
+
     def _send(self, data: bytes, peer: Peer) -> None:
         if peer.transport == "udp":
             if self._udp is None or self._udp.is_closing():
@@ -437,7 +441,7 @@ class SipEndpoint:
             try:
                 (self.udp_sendto or self._udp.sendto)(data, (peer.host, peer.port))
             except OSError:
-                self.stats["send_error"] += 1
+                self.count_send_error()
             return
         conn = self._conn_for(peer)
         if conn is not None:

@@ -94,10 +94,14 @@ def run_async(coro: Coroutine[Any, Any, int], settings: Any) -> int:
         return runner.run(coro)
 
 
-async def until_signal(duration: float = 0) -> None:
-    """Return on SIGINT/SIGTERM, or after `duration` seconds when it is positive."""
+async def until_signal(duration: float = 0, *, on_ready: Callable[[], object] | None = None) -> None:
+    """Return on SIGINT/SIGTERM, or after `duration` seconds when it is positive. `on_ready` runs
+    once the handlers are in place: a "ready" line printed before them could be answered by a stop
+    signal that still meets Python's defaults (KeyboardInterrupt, exit 130; or death by SIGTERM)."""
     stop = asyncio.Event()
     on_stop_signals(stop.set)
+    if on_ready is not None:
+        on_ready()
     if duration > 0:
         asyncio.get_running_loop().call_later(duration, stop.set)
     await stop.wait()

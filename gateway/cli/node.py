@@ -33,9 +33,9 @@ async def serve(inv: Invocation) -> int:
     settings = inv.settings
     gw = Gateway(settings)
     await gw.start()
-    print(f"gbgate serving: SIP {settings.sip.host}:{gw.sip_port} (UDP/TCP), HTTP {gw.http_url}", flush=True)
     try:
-        await until_signal()
+        await until_signal(on_ready=lambda: print(
+            f"gbgate serving: SIP {settings.sip.host}:{gw.sip_port} (UDP/TCP), HTTP {gw.http_url}", flush=True))
     finally:
         await gw.stop()
     return 0

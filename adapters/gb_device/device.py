@@ -22,12 +22,13 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from functools import partial
 from typing import Any, Protocol
 
 from adapters.base import HealthSink, Inventory
 from adapters.gb_device.catalog_sync import CatalogSync
 from adapters.gb_device.queries import Queries, QueryFailed, Requester
-from adapters.gb_device.refresh import apply_refresh, plain_refresh
+from adapters.gb_device.refresh import apply_register, plain_register
 from adapters.gb_device.registrar import Accept, Challenge, Check, Refuse, Registrar, RegistrarSettings
 from adapters.gb_device.subscriptions import CatalogSubscriptions, SubscribeAction
 from adapters.outbound import LocalIdentity, RequestFactory
@@ -362,11 +363,16 @@ class GbDeviceAdapter:
             log.error("gb-device: login of %s failed", device_id, exc_info=exc)
             self.stats["task_errors"] += 1
             return
+        self._answer_login(device_id, pending, partial(self._respond, key, request, 200, peer, headers=ok_headers))
+
+    def _answer_login(self, device_id: str, pending: Any, answer: Callable[[], None]) -> None:
+        """`answer` the login's REGISTER once `pending` (from `_health_device`: its online event)
+        is durable, then query DeviceInfo and Catalog."""
         if isinstance(pending, asyncio.Future):
             # the common case, the journal's barrier: answer from its callback, no task per login
-            pending.add_done_callback(lambda done: self._login_durable(done, key, request, peer, ok_headers))
+            pending.add_done_callback(lambda done: self._login_durable(done, device_id, answer))
             return
-        self.spawn(self._finish_login(key, request, peer, pending, ok_headers), name=f"login-{device_id}")
+        self.spawn(self._finish_login(device_id, pending, answer), name=f"login-{device_id}")
 
     def _login(self, rec: DeviceRecord, entry: Entry | None, transition: Transition | None, new_login: bool,
                peer: Peer, contact: str, expires: int, now: float) -> bool:
@@ -405,17 +411,14 @@ class GbDeviceAdapter:
             if pending is not None:
                 await pending
 
-    async def _finish_login(
-        self, key: Hashable, request: Request, peer: Peer, pending: Any, headers: Sequence[tuple[str, str]]
-    ) -> None:
+    async def _finish_login(self, device_id: str, pending: Any, answer: Callable[[], None]) -> None:
         """Wait until the online event is durable (`pending`, from `_health_device`), answer 200,
         then query DeviceInfo and Catalog."""
         if pending is not None:
             await pending
-        self._login_done(key, request, peer, headers)
+        self._login_done(device_id, answer)
 
-    def _login_durable(self, done: asyncio.Future[Any], key: Hashable, request: Request, peer: Peer,
-                       headers: Sequence[tuple[str, str]]) -> None:
+    def _login_durable(self, done: asyncio.Future[Any], device_id: str, answer: Callable[[], None]) -> None:
         """`_finish_login` as a callback of the journal's barrier future, with the same outcomes:
         cancelled — nothing (as a cancelled task); failed — logged and counted as a task error,
         no 200; durable — the 200 and the catalog query. Nothing once the adapter stopped (its
@@ -426,14 +429,14 @@ class GbDeviceAdapter:
             exc = done.exception()
             if exc is not None:
                 raise exc
-            self._login_done(key, request, peer, headers)
+            self._login_done(device_id, answer)
         except Exception as exc:
-            log.error("gb-device: login of %s failed", request.from_.uri.user, exc_info=exc)
+            log.error("gb-device: login of %s failed", device_id, exc_info=exc)
             self.stats["task_errors"] += 1
 
-    def _login_done(self, key: Hashable, request: Request, peer: Peer, headers: Sequence[tuple[str, str]]) -> None:
-        self._respond(key, request, 200, peer, headers=headers)
-        self.catalog.queue(request.from_.uri.user or "")
+    def _login_done(self, device_id: str, answer: Callable[[], None]) -> None:
+        answer()
+        self.catalog.queue(device_id)
 
     # ------------------------------------------------------------------ SIP workers (gateway/app/sip_workers.py)
     def remote_login(self, device_id: str, peer: Peer, *, call_id: str, contact: str, user_agent: str,
@@ -598,11 +601,11 @@ class GbDeviceAdapter:
 
     def fast_register(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
         """A REGISTER without credentials from a valid ID with a plain Expires: the challenge;
-        one with credentials (the endpoint offers those when `fast_credentials`): `fast_refresh`."""
+        one with credentials (the endpoint offers those: `fast_credentials`): `fast_admit`."""
         if peer.transport == "tls":
             return None
         if s.get("Authorization") is not None:
-            return self.fast_refresh(s, peer)
+            return self.fast_admit(s, peer)
         if not is_valid_id(s.from_user):
             return None
         expires = s.get("Expires")
@@ -618,28 +621,14 @@ class GbDeviceAdapter:
             s, 401, (peer.host, peer.port), to_tag=fastpath.stateless_tag(s),
             extra=(("WWW-Authenticate", challenge.www_authenticate),)))
 
-    def might_refresh(self, head: bytes) -> bool:
-        """`SipEndpoint.fast_credentials` for main: a REGISTER with credentials is worth scanning
-        only when its From user is online with its Call-ID (a plain refresh may follow). A new
-        login, the usual REGISTER with credentials, goes straight to the parser instead of being
-        scanned only to be declined. Only a filter: `plain_refresh` decides."""
-        i = head.find(b"\r\nFrom: <sip:")
-        j = head.find(b"@", i + 13, i + 46) if i >= 0 else -1
-        rec = self.presence.get(head[i + 13:j].decode("ascii")) if j > 0 else None
-        if rec is None or not rec.online:
-            return False
-        k = head.find(b"\r\nCall-ID: ")
-        if k < 0:
-            return False
-        end = head.find(b"\r\n", k + 11)
-        return head[k + 11:end if end >= 0 else len(head)].decode("ascii") == rec.call_id
-
-    def fast_refresh(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
-        """`on_register` → `Registrar.admit` → `_accepted` for the plain refresh
-        (adapters/gb_device/refresh.py), from the scan: the same checks and effects, the binding
-        row renewed, and the 200 kept in a transaction for Timer J as `_respond` keeps it."""
+    def fast_admit(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
+        """`on_register` → `Registrar.admit` → `_accepted` for a REGISTER the registrar accepts
+        with a lifetime (adapters/gb_device/refresh.py), from the scan: the same checks, effects,
+        rows and counters. A plain refresh's 200 goes at once, kept in a transaction for Timer J
+        as `_respond` keeps it; a login's waits, as on the full path, until its online event is
+        durable (the endpoint holds the transaction meanwhile: `FastAnswer(None)`)."""
         now = self.clock()
-        r = plain_refresh(self.registrar, s, peer, now)
+        r = plain_register(self.registrar, s, peer, now)
         if r is None:
             return None
         if not self.flood.allow(peer.host, now):
@@ -647,13 +636,26 @@ class GbDeviceAdapter:
             return fastpath.FastAnswer(None)
         device_id, call_id = s.from_user, s.values[3]
         assert call_id is not None
-        rec = apply_refresh(self.registrar, device_id, call_id, r, peer, now)
+        rec, transition, new_login = apply_register(self.registrar, device_id, call_id, r, peer, now)
         self.stats["auth:ok"] += 1
-        self._login(rec, r.entry, None, False, peer, r.contact, r.expires, now)  # a refresh: the binding row only
-        self.stats["responses:200"] += 1
         data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=new_tag(),
                                 extra=register_ok_headers(device_id, peer, r.contact, r.expires, now))
-        return fastpath.FastAnswer(200, data, keep=True)
+        if not self._login(rec, r.entry, transition, new_login, peer, r.contact, r.expires, now):
+            self.stats["responses:200"] += 1  # a plain refresh: the binding row only
+            return fastpath.FastAnswer(200, data, keep=True)
+        try:
+            pending = self._health_device(transition) if transition is not None else None
+        except Exception as exc:  # as on the full path: logged, counted, no 200
+            log.error("gb-device: login of %s failed", device_id, exc_info=exc)
+            self.stats["task_errors"] += 1
+            return fastpath.FastAnswer(None)
+        self._answer_login(device_id, pending, partial(self._respond_raw, s.server_key, 200, data))
+        return fastpath.FastAnswer(None)
+
+    def _respond_raw(self, key: Hashable, status: int, data: bytes) -> None:
+        """`_respond` for a transaction the fast path holds, with the answer's bytes built."""
+        self.stats[f"responses:{status}"] += 1
+        self.endpoint.respond_raw(key, data, status)
 
     def fast_keepalive(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
         """A plain Keepalive from a registered device at its bound address, admitted: 200."""

@@ -1,18 +1,19 @@
-"""A registration refresh, decided from the header scan (sans-IO): main's device adapter and
-each SIP worker answer it without the parser.
+"""A REGISTER with credentials, decided from the header scan (sans-IO): main's device adapter
+answers refreshes and logins, and each SIP worker refreshes, without the parser.
 
-A re-registration storm is, per device, a REGISTER with digest from the address the device is
-bound to, online, with the Call-ID of its binding (RFC 3261 §10.2.4): the registrar admits it as
-a plain refresh (no transition, not a new login), answered 200 at once. `plain_refresh` runs the
-registrar's checks for that request from the scan —
+`plain_register` runs the registrar's checks for the request from the scan —
 ID → EXPIRES → DIGEST → LOCKOUT → NONCE → WHITELIST → CREDENTIALS → REPLAY → CLONE → PRESENCE,
-each only far enough to know the outcome is that plain refresh, none changing anything — and
-says None otherwise, so every other outcome (a challenge, a refusal, a new login, an
-unregistration, a binding that moves) comes from `Registrar.admit` on the parsed request,
-exactly as before. The caller then does what `admit` does on that path, in the same order: the
-flood guard (the registrar's first check, the first that counts), the replay guard's record,
-the lockout success, the presence update (`apply_refresh`), then what its own shell does after an
-Accept (main: the binding row; a worker: LOGIN seq 0 to main).
+each only far enough to know that `Registrar.admit` would accept it with a lifetime, none
+changing anything — and says None otherwise, so every other outcome (a challenge, a refusal,
+an alarm, an unregistration) comes from `Registrar.admit` on the parsed request, exactly as
+before. `plain_refresh` narrows it to the storm's request: per device, a REGISTER with digest from
+the address the device is bound to, online, with the Call-ID of its binding (RFC 3261 §10.2.4),
+which the registrar admits as a plain refresh (no transition, not a new login), answered 200 at
+once. The caller then does what `admit` does on that path, in the same order: the flood guard
+(the registrar's first check, the first that counts), then `apply_register` — the replay guard's
+record, the lockout success, the presence update — then what its own shell does after an Accept
+(main: the binding row, and for a login the durable online event before its 200; a worker:
+LOGIN seq 0 to main).
 
 The one difference in work: a wrong password is verified here, declined, and verified again by
 the full path (a few µs; its 403 is no hurry).
@@ -25,7 +26,7 @@ from datetime import UTC, datetime
 
 from adapters.gb_device.registrar import Registrar, nonce_source
 from gateway.gb.ids import is_valid_id
-from gateway.gb.presence import DeviceRecord
+from gateway.gb.presence import DeviceRecord, Transition
 from gateway.sip import digest
 from gateway.sip.errors import SipParseError
 from gateway.sip.events import Peer
@@ -54,9 +55,11 @@ def whitelist_decision(policy: Policy, device_id: str, peer: Peer, kind: Request
                          datetime.fromtimestamp(now, UTC))
 
 
-def plain_refresh(reg: Registrar, s: Scan, peer: Peer, now: float) -> Refresh | None:
-    """The refresh in `s` if `reg.admit` would accept it as a plain refresh from `peer` (bound
-    there, online, same Call-ID), else None. Changes nothing (the guards' own expiry aside)."""
+def plain_register(reg: Registrar, s: Scan, peer: Peer, now: float) -> Refresh | None:
+    """The REGISTER in `s` if `reg.admit` would accept it from `peer` with a lifetime (a plain
+    refresh, a new login, or a binding that moves while offline), else None — an unregistration,
+    a challenge, any refusal or alarm is the full path's. Changes nothing (the guards' own expiry
+    aside)."""
     auth, expires_text = s.get("Authorization"), s.get("Expires")
     device_id = s.from_user
     # ID and EXPIRES (Expires: 0 unregisters: the full path)
@@ -65,17 +68,17 @@ def plain_refresh(reg: Registrar, s: Scan, peer: Peer, now: float) -> Refresh | 
     requested = int(expires_text)
     if requested == 0:
         return None
-    # PRESENCE and CLONE, read first: bound to this very address, online, this Call-ID
+    # CLONE, read first: online from another host or transport is the full path's refusal and alarm
     rec = reg.presence.get(device_id)
-    if (rec is None or not rec.online or rec.call_id != s.values[3] or rec.host != peer.host
-            or rec.port != peer.port or rec.transport != peer.transport or rec.conn_id != peer.conn_id):
+    bound_here = rec is not None and rec.host == peer.host and rec.transport == peer.transport
+    if rec is not None and rec.online and not bound_here:
         return None
     try:  # DIGEST
         creds = digest.parse_credentials(auth)
     except SipParseError:
         return None  # the full path answers 400
-    # LOCKOUT (the binding matches: a source lock does not apply)
-    if reg.lockout.is_locked(device_id, peer.host, now, binding_matches=True) is not None:
+    # LOCKOUT (a source lock does not apply to an ID bound at this address)
+    if reg.lockout.is_locked(device_id, peer.host, now, binding_matches=bound_here) is not None:
         return None
     # NONCE
     if reg.nonces.check(creds.nonce, now, nonce_source(peer)) is not digest.NonceState.VALID:
@@ -96,13 +99,29 @@ def plain_refresh(reg: Registrar, s: Scan, peer: Peer, now: float) -> Refresh | 
                    s.get("Contact") or "", s.get("User-Agent") or "", decision.entry)
 
 
-def apply_refresh(reg: Registrar, device_id: str, call_id: str, r: Refresh, peer: Peer, now: float) -> DeviceRecord:
-    """`Registrar.admit`'s effects for the plain refresh `plain_refresh` found (after the flood
-    guard let it through): the (nonce, nc) pair remembered, the lockout's success, the binding
-    renewed (no transition: the device is online with this Call-ID). Returns the binding."""
-    reg.replays.accept(r.creds.nonce, r.creds.nc, r.issued, now)  # VALID: plain_refresh checked
+def plain_refresh(reg: Registrar, s: Scan, peer: Peer, now: float) -> Refresh | None:
+    """The refresh in `s` if `reg.admit` would accept it as a plain refresh from `peer` (bound
+    there, online, same Call-ID), else None. Changes nothing (the guards' own expiry aside)."""
+    rec = reg.presence.get(s.from_user)  # PRESENCE first: the cheapest way to say no
+    if (rec is None or not rec.online or rec.call_id != s.values[3] or rec.host != peer.host
+            or rec.port != peer.port or rec.transport != peer.transport or rec.conn_id != peer.conn_id):
+        return None
+    return plain_register(reg, s, peer, now)
+
+
+def apply_register(reg: Registrar, device_id: str, call_id: str, r: Refresh, peer: Peer,
+                   now: float) -> tuple[DeviceRecord, Transition | None, bool]:
+    """`Registrar.admit`'s effects for the REGISTER `plain_register` found (after the flood guard
+    let it through): the (nonce, nc) pair remembered, the lockout's success, the binding recorded.
+    Returns what `Presence.register` returns (binding, transition if it came online, new login)."""
+    reg.replays.accept(r.creds.nonce, r.creds.nc, r.issued, now)  # VALID: plain_register checked
     reg.lockout.record_success(device_id, peer.host, now)
-    rec, _transition, _new_login = reg.presence.register(
+    return reg.presence.register(
         device_id, transport=peer.transport, host=peer.host, port=peer.port, conn_id=peer.conn_id, call_id=call_id,
         contact=r.contact, expires=r.expires, now=now, user_agent=r.user_agent)
-    return rec
+
+
+def apply_refresh(reg: Registrar, device_id: str, call_id: str, r: Refresh, peer: Peer, now: float) -> DeviceRecord:
+    """`apply_register` for the plain refresh `plain_refresh` found (no transition: the device is
+    online with this Call-ID). Returns the binding."""
+    return apply_register(reg, device_id, call_id, r, peer, now)[0]

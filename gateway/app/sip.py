@@ -159,7 +159,7 @@ async def sip_plane(settings: Settings, store: StorePlane, health: HealthRecorde
         )
         adapter.install(router)
         endpoint.fast_path = router.on_fast  # plain keepalives and challenges (gateway/sip/fastpath.py)
-        endpoint.fast_credentials = adapter.might_refresh  # and plain refreshes (GbDeviceAdapter.fast_refresh)
+        endpoint.fast_credentials = True  # and REGISTERs with credentials (GbDeviceAdapter.fast_admit)
         admission.on_drop.append(adapter.drop_device)
         await adapter.start()
         try:

@@ -10,10 +10,10 @@ body. Anything else — compact forms, folding, duplicates, several Vias, displa
 headers, a To tag, trailing bytes — returns None and the caller takes the full parser. So the scan
 never has to be as liberal as `parse_message`; it only has to agree with it where it says yes.
 
-Only requests answered statelessly are worth scanning: a keepalive and a REGISTER without
-credentials (its challenge). A REGISTER with credentials is declined at once — its answer (200,
-or 403 after the digest work) is kept in a transaction against retransmissions, which is the full
-path's job — so a login costs one scan, not two.
+Only requests answered statelessly are worth scanning by default: a keepalive and a REGISTER
+without credentials (its challenge). A REGISTER with credentials is declined at once unless the
+caller asks for it (`credentials`): its answer (200, or 403 after the digest work) is kept in a
+transaction against retransmissions (`FastAnswer.keep`, or held until a login is durable).
 
 `respond(scan, …)` builds the answer `make_response` + `TransactionLayer.respond` + `serialize`
 would build for it, byte for byte (tests/gateway/sip/test_fastpath.py checks that with
@@ -70,10 +70,12 @@ _RPORT_BRANCH: tuple[str, ...] = ("rport", "branch")
 
 @dataclass(slots=True)
 class FastAnswer:
-    """A fast handler took the request: send `data` (status `status`), or nothing when `status`
-    is None (a source the flood guard ignores: the endpoint then holds an unanswered transaction
-    for it, as the full path does, so its retransmissions are absorbed, not judged again).
-    (Not frozen, as Scan: one is made per answered request.)"""
+    """A fast handler took the request: send `data` (status `status`), or nothing yet when
+    `status` is None — a source the flood guard ignores, or an answer that waits for something
+    (a new login's durable online event; the handler sends it with `SipEndpoint.respond_raw`): the
+    endpoint then holds an unanswered transaction for it, as the full path does, so its
+    retransmissions are absorbed, not judged again. (Not frozen, as Scan: one is made per
+    answered request.)"""
 
     status: int | None
     data: bytes = b""

@@ -235,6 +235,33 @@ class TransactionLayer:
             self._add(tx)
             self._arm(tx)
 
+    def hold(self, key: Hashable, peer: Peer, now: float) -> None:
+        """A non-INVITE request taken before it reached `receive` and not answered yet: the
+        server transaction `receive` would leave (Trying, with its guard), so a retransmission
+        is absorbed; `answer` ends it. `key` must be new (the caller checked `key in self`)."""
+        tx = _Tx(key, peer, True, False, TxState.TRYING)
+        tx.end_at = now + 64 * self.t1
+        self._add(tx)
+        self._unarmed.append(tx)
+        self.stats["server_transactions"] += 1
+
+    def answer(self, key: Hashable, data: bytes, now: float) -> list[Event]:
+        """The final answer `data` (wire bytes) to a non-INVITE server transaction not answered
+        yet (one `hold` or `receive` made): Completed until Timer J, as `respond` leaves it."""
+        tx = self._txs.get(key)
+        if tx is None or not tx.server or tx.invite:
+            raise TransactionError("no such non-INVITE server transaction (already finished?)")
+        if tx.state not in (TxState.TRYING, TxState.PROCEEDING):
+            raise TransactionError("transaction already has a final response")
+        tx.last = data
+        tx.state = TxState.COMPLETED
+        tx.end_at = now + 64 * self.t1 if not tx.peer.reliable else now
+        if tx.end_at <= now:
+            self._terminate(tx)
+        else:
+            self._arm(tx)
+        return [Send(data, tx.peer)]
+
     def _receive_ack(self, ack: Request, peer: Peer, now: float) -> list[Event]:
         tx = self._txs.get(server_key(ack))
         if tx is not None and tx.invite and tx.server and tx.state is TxState.COMPLETED:

@@ -236,6 +236,19 @@ class SipEndpoint:
         self._handle(events)
         self._rearm()
 
+    def respond_raw(self, key: Hashable, data: bytes, status: int) -> None:
+        """Answer server transaction `key`, held by the fast path (`FastAnswer(None)`), with the
+        final response `data` (wire bytes, status `status`), kept for Timer J as `respond` keeps it."""
+        try:
+            events = self.transactions.answer(key, data, self._loop.time())
+        except TransactionError as e:
+            self.stats["respond_failed"] += 1
+            log.debug("respond_raw(%r) failed: %s", key, e)
+            return
+        self.stats[f"responses_sent:{status}"] += 1
+        self._handle(events)
+        self._rearm()
+
     async def request(self, request: Request, peer: Peer, *, timeout: float | None = None) -> Response:
         """Send `request` in a client transaction and return its final response.
 
@@ -358,9 +371,10 @@ class SipEndpoint:
             return False
         self.stats[f"requests:{s.method}"] += 1
         if answer.status is None:
-            # ignored (flood guard): hold the unanswered transaction the full path would hold, so
-            # retransmissions are absorbed by it and not judged again
-            self.transactions.receive(parse_message(data, max_size=self.max_message), peer, self._loop.time())
+            # ignored (flood guard), or answered later (`respond_raw`): hold the unanswered
+            # transaction the full path would hold, so retransmissions are absorbed by it and not
+            # judged again
+            self.transactions.hold(s.server_key, peer, self._loop.time())
             self._rearm()
             return True
         self.stats[f"responses_sent:{answer.status}"] += 1

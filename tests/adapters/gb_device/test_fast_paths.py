@@ -58,6 +58,11 @@ class TxEndpoint:
             assert isinstance(ev, Send)
             self.sent.append(ev.data)
 
+    def respond_raw(self, key: Any, data: bytes, status: int) -> None:
+        for ev in self.tl.answer(key, data, self.clock[0]):
+            assert isinstance(ev, Send)
+            self.sent.append(ev.data)
+
     async def request(self, req: Any, peer: Any, timeout: float = 1.0) -> Any:
         raise SipTimeout("no device behind")
 
@@ -149,16 +154,17 @@ def endpoint_path(rig: Rig, data: bytes, peer: Peer) -> tuple[bool, bool, bytes 
     """SipEndpoint._on_bytes with `fast_credentials` as gateway/app/sip.py sets it: the fast path
     first (unless a transaction holds the request), else the full path. Returns (taken by the
     fast path, its answer kept for Timer J, bytes sent)."""
-    s = fastpath.scan(data, credentials=rig.adapter.might_refresh)
+    s = fastpath.scan(data, credentials=True)
     if s is not None and s.server_key not in rig.endpoint.tl:
         before = state(rig)
         answer = rig.router.on_fast(s, peer)
         if answer is not None:
-            if answer.status is None:  # ignored: the endpoint holds the unanswered transaction
-                rig.endpoint.tl.receive(parse_message(data), peer, rig.clock[0])
+            if answer.status is None:  # ignored, or a login's 200 to come: the endpoint holds the transaction
+                rig.endpoint.tl.hold(s.server_key, peer, rig.clock[0])
                 return True, False, None
             if answer.keep:
                 rig.endpoint.tl.answered(s.server_key, peer, answer.data, rig.clock[0])
+            rig.endpoint.sent.append(answer.data)
             return True, answer.keep, answer.data
         assert state(rig) == before, "a declined fast path changed state"
     return False, False, full_path(rig, data, peer)
@@ -247,8 +253,10 @@ def test_fast_path_answers_and_changes_exactly_what_the_full_path_does(
             # a refresh's 200: random tags differ
             stateful = kept or not taken
             assert unnonced(got, stateful=stateful) == unnonced(expected, stateful=stateful)
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # a login's 200 (its task) and the alarms' audit tasks
             assert state(fast) == state(full)
+            assert [unnonced(d, stateful=True) for d in fast.endpoint.sent] == [
+                unnonced(d, stateful=True) for d in full.endpoint.sent]
         for rig in (full, fast):
             await rig.adapter._tasks.close()
 
@@ -312,18 +320,63 @@ async def test_refreshes_replays_and_wrong_passwords_end_as_on_the_full_path() -
     assert fast.adapter.stats["auth:replay"] == 1 and fast.adapter.lockout.is_locked(A, BOUND.host, full.clock[0])
 
 
-def test_only_a_bound_devices_own_call_id_is_scanned_for_a_refresh() -> None:
-    """main's filter before the scan: the From user online with this Call-ID (a refresh may
-    follow); a new login — unknown, offline, or another Call-ID — goes straight to the parser."""
+class DurableHealth(Health):
+    """The health recorder's shape in the node: each new state is journaled, and set_state hands
+    back the journal's barrier, a future resolved once it is fsynced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.barrier: asyncio.Future[None] | None = None
+
+    def set_state(self, subject: str, state: str, cause: str, ts: float, evidence: Any = None) -> Any:
+        super().set_state(subject, state, cause, ts, evidence)
+        if self.barrier is None:
+            self.barrier = asyncio.get_running_loop().create_future()
+        return self.barrier
+
+
+def login(device: str, peer: Peer, *, call_id: str, branch: str) -> bytes:
+    """A device's first authenticated REGISTER from `peer`, sipp's shape: a new login."""
+    return plain_refresh(device, peer, branch=branch, nc=1).replace(f"Call-ID: reg-{device}".encode(),
+                                                                      f"Call-ID: {call_id}".encode())
+
+
+async def test_a_login_from_the_scan_is_answered_once_its_online_event_is_durable() -> None:
+    """A new login is taken by the fast path (no parser): the device is online at once, but its
+    200 waits for the journal's barrier, as on the full path; a retransmission meanwhile is
+    absorbed by the held transaction, and one after the 200 gets the same 200 again. A failed
+    barrier sends no 200 (counted as a task error); an online device's new Call-ID (no
+    transition to record) is answered after one loop pass."""
     rig = make_rig(1e9)
-    refresh = plain_refresh(A, BOUND, branch="z9hG4bKf", nc=1)
-    head = refresh[:refresh.index(b"\r\n\r\n")]
-    assert rig.adapter.might_refresh(head)
-    assert not rig.adapter.might_refresh(head.replace(b"Call-ID: reg-", b"Call-ID: new-"))
-    assert not rig.adapter.might_refresh(head.replace(A.encode(), FRESH.encode()))
-    assert not rig.adapter.might_refresh(head.replace(b"\r\nFrom: <sip:", b"\r\nFrom: \"x\" <sip:"))
-    assert fastpath.scan(refresh, credentials=rig.adapter.might_refresh) is not None
-    assert fastpath.scan(refresh.replace(b"Call-ID: reg-", b"Call-ID: new-"),
-                         credentials=rig.adapter.might_refresh) is None
-    assert rig.adapter.presence.expire(1000.0 + 3 * 3600)  # keepalives lost, registrations run out
-    assert not rig.adapter.might_refresh(head)
+    health = rig.adapter.health = DurableHealth()
+    first = login(FRESH, BOUND, call_id="boot-1", branch="z9hG4bKl1")
+    taken, kept, sent = endpoint_path(rig, first, BOUND)
+    assert (taken, kept, sent) == (True, False, None)
+    assert rig.adapter.presence.get(FRESH).online  # type: ignore[union-attr]
+    assert health.calls == [(f"device:{FRESH}", "online")] and rig.endpoint.sent == []
+    assert endpoint_path(rig, first, BOUND) == (False, False, None)  # retransmission: absorbed, not judged
+    await asyncio.sleep(0)
+    assert rig.endpoint.sent == []  # not durable yet
+    assert health.barrier is not None
+    health.barrier.set_result(None)
+    await asyncio.sleep(0)
+    assert len(rig.endpoint.sent) == 1 and rig.endpoint.sent[0].startswith(b"SIP/2.0 200 OK\r\n")
+    assert b"\r\nCall-ID: boot-1\r\n" in rig.endpoint.sent[0] and b"\r\nExpires: 3600\r\n" in rig.endpoint.sent[0]
+    assert rig.adapter.stats["responses:200"] == 1 and rig.adapter.stats["auth:ok"] == 1
+    assert endpoint_path(rig, first, BOUND) == (False, False, rig.endpoint.sent[0])  # Timer J: the same 200
+    assert len(rig.endpoint.sent) == 2
+
+    again = login(A, BOUND, call_id="boot-2", branch="z9hG4bKl2")  # online, another Call-ID: no transition
+    assert endpoint_path(rig, again, BOUND) == (True, False, None)
+    await asyncio.sleep(0)
+    assert len(rig.endpoint.sent) == 3 and b"\r\nCall-ID: boot-2\r\n" in rig.endpoint.sent[2]
+
+    failing = make_rig(1e9)
+    health = failing.adapter.health = DurableHealth()
+    assert endpoint_path(failing, login(FRESH, BOUND, call_id="boot-3", branch="z9hG4bKl3"), BOUND)[0]
+    assert health.barrier is not None
+    health.barrier.set_exception(OSError("fsync failed"))
+    await asyncio.sleep(0)
+    assert failing.endpoint.sent == [] and failing.adapter.stats["task_errors"] == 1
+    for r in (rig, failing):
+        await r.adapter._tasks.close()

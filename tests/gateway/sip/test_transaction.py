@@ -284,3 +284,34 @@ def test_stateless_final_response_keeps_no_transaction() -> None:
     stateful = layer.respond(again[0].key, make_response(req, 200, to_tag="t1"), 1.0)
     assert [type(e) for e in stateful] == [Send] and len(layer) == 1  # the default keeps Timer J
     assert layer.receive(req, UDP, 2.0) == [Send(stateful[0].data, UDP)]  # ...and absorbs
+
+
+def test_a_held_request_absorbs_retransmissions_until_its_answer_then_keeps_timer_j() -> None:
+    """`hold` + `answer`: the fast path's login, taken from a scan (no parsed request) and
+    answered once durable, leaves the transaction `receive` + `respond` leave — a retransmission
+    before the answer is absorbed without an event, one after it gets the answer's bytes, Timer J
+    ends it 64·T1 after the answer; an unanswered hold is abandoned after 64·T1 like any request."""
+    layer = TransactionLayer()
+    req = wire(request("REGISTER", branch="z9hG4bKheld1"))
+    key = ("s", "z9hG4bKheld1", "192.0.2.1", 5060, "REGISTER")
+    assert key == layer.receive(req, UDP, 0.0)[0].key  # the key a scan computes is the parser's
+    layer = TransactionLayer()
+    layer.hold(key, UDP, 0.0)
+    assert key in layer and layer.next_timer() == 32.0
+    assert layer.receive(req, UDP, 1.0) == []  # absorbed: nothing to resend yet
+    out = layer.answer(key, b"SIP/2.0 200 OK\r\n\r\n", 2.0)
+    assert out == [Send(b"SIP/2.0 200 OK\r\n\r\n", UDP)]
+    assert layer.receive(req, UDP, 3.0) == out  # Timer J: the same answer
+    with pytest.raises(TransactionError):
+        layer.answer(key, b"again", 3.0)
+    assert run_until(layer, 2.0 + 32.0 - 0.001) == [] and key in layer
+    run_until(layer, 2.0 + 32.0)
+    assert key not in layer
+    with pytest.raises(TransactionError):
+        layer.answer(key, b"late", 40.0)  # gone: the caller counts a failed respond
+
+    layer.hold(key, UDP, 100.0)
+    run_until(layer, 132.0)
+    assert key not in layer and layer.stats["server_abandoned"] == 1
+    layer.hold(key, TCP, 200.0)  # reliable: no Timer J
+    assert layer.answer(key, b"ok", 201.0) == [Send(b"ok", TCP)] and key not in layer

@@ -28,8 +28,8 @@ from typing import Any, Protocol
 from adapters.base import HealthSink, Inventory
 from adapters.gb_device.catalog_sync import CatalogSync
 from adapters.gb_device.queries import Queries, QueryFailed, Requester
-from adapters.gb_device.refresh import apply_register, plain_register
 from adapters.gb_device.registrar import Accept, Challenge, Check, Refuse, Registrar, RegistrarSettings
+from adapters.gb_device.scanned import apply_register, plain_register
 from adapters.gb_device.subscriptions import CatalogSubscriptions, SubscribeAction
 from adapters.outbound import LocalIdentity, RequestFactory
 from gateway.gb import builders, manscdp
@@ -98,11 +98,12 @@ class DeviceEndpoint(Requester, Protocol):
 
     def respond(self, key: Hashable, response: Response, *, stateless: bool = False) -> None: ...
 
+    def respond_raw(self, key: Hashable, data: bytes, status: int) -> None: ...
+
     def peer_fingerprint(self, peer: Peer) -> str | None: ...
 
 
 OfflineListener = Callable[[str, str | None], None]
-
 
 
 def register_ok_headers(device_id: str, peer: Peer, contact: str, expires: int,
@@ -623,7 +624,7 @@ class GbDeviceAdapter:
 
     def fast_admit(self, s: fastpath.Scan, peer: Peer) -> fastpath.FastAnswer | None:
         """`on_register` → `Registrar.admit` → `_accepted` for a REGISTER the registrar accepts
-        with a lifetime (adapters/gb_device/refresh.py), from the scan: the same checks, effects,
+        with a lifetime (adapters/gb_device/scanned.py), from the scan: the same checks, effects,
         rows and counters. A plain refresh's 200 goes at once, kept in a transaction for Timer J
         as `_respond` keeps it; a login's waits, as on the full path, until its online event is
         durable (the endpoint holds the transaction meanwhile: `FastAnswer(None)`)."""

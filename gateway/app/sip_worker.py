@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from adapters.gb_device.device import answer_plain_keepalive, register_ok_headers
-from adapters.gb_device.refresh import apply_refresh, plain_refresh, whitelist_decision
 from adapters.gb_device.registrar import Accept, Challenge, Check, Refuse, Registrar, RegistrarSettings
+from adapters.gb_device.scanned import apply_register, plain_register, whitelist_decision
 from gateway.app.sip_ipc import Kind, Message
 from gateway.app.sip_link import Link
 from gateway.app.sip_sendbatch import SendBatch
@@ -69,15 +69,18 @@ def worker_secret(secret: bytes, index: int) -> bytes:
 
 @dataclass(slots=True)
 class _Held:
-    """An answer waiting for main's ACK."""
+    """An answer waiting for main's ACK: to the parsed `request`, or (None) to the scanned
+    request `scan` whose answer `data` the fast path built."""
 
     key: Hashable
-    request: Request
+    request: Request | None
     peer: Peer
     status: int
     phrase: str | None
     headers: Sequence[tuple[str, str]]
     device_id: str = ""
+    scan: Scan | None = None
+    data: bytes = b""
 
 
 class SipWorker:
@@ -225,11 +228,11 @@ class SipWorker:
     def fast_register(self, s: Scan, peer: Peer) -> FastAnswer | None:
         """`SipEndpoint.fast_path`: a REGISTER without credentials from a valid ID with a plain
         Expires gets the registrar's challenge (FLOOD → ID → EXPIRES → DIGEST; no lockout or
-        alarm applies before credentials); one with credentials, `fast_refresh`."""
+        alarm applies before credentials); one with credentials, `fast_admit`."""
         if s.method != "REGISTER":
             return None
         if s.get("Authorization") is not None:
-            return self.fast_refresh(s, peer)
+            return self.fast_admit(s, peer)
         if not is_valid_id(s.from_user):
             return None
         expires = s.get("Expires")
@@ -245,12 +248,14 @@ class SipWorker:
         return FastAnswer(401, fastpath.respond(s, 401, (peer.host, peer.port), to_tag=fastpath.stateless_tag(s),
                                                 extra=(("WWW-Authenticate", challenge.www_authenticate),)))
 
-    def fast_refresh(self, s: Scan, peer: Peer) -> FastAnswer | None:
-        """`on_request` → `Registrar.admit` → `_accepted` for the plain refresh
-        (adapters/gb_device/refresh.py): 200 at once, kept in a transaction for Timer J as
-        `_respond` keeps it, LOGIN seq 0 to main; the flood guard may ignore it."""
+    def fast_admit(self, s: Scan, peer: Peer) -> FastAnswer | None:
+        """`on_request` → `Registrar.admit` → `_accepted` for a REGISTER the registrar accepts with
+        a lifetime (adapters/gb_device/scanned.py), from the scan: a plain refresh's 200 at once,
+        kept in a transaction for Timer J as `_respond` keeps it, and LOGIN seq 0 to main; a
+        login's 200 held (`FastAnswer(None)`: the endpoint holds the transaction) until main ACKs
+        its LOGIN; the flood guard may ignore it."""
         now = self.clock()
-        r = plain_refresh(self.registrar, s, peer, now)
+        r = plain_register(self.registrar, s, peer, now)
         if r is None:
             return None
         stats = self.stats
@@ -261,14 +266,21 @@ class SipWorker:
             return FastAnswer(None)
         device_id, call_id = s.from_user, s.values[3]
         assert call_id is not None
-        apply_refresh(reg, device_id, call_id, r, peer, now)
+        _rec, transition, new_login = apply_register(reg, device_id, call_id, r, peer, now)
         stats["auth:ok"] += 1
         data = fastpath.respond(s, 200, (peer.host, peer.port), to_tag=new_tag(),
                                 extra=register_ok_headers(device_id, peer, r.contact, r.expires, now))
-        stats["responses:200"] += 1
-        self.link.send(Kind.LOGIN, 0, device_id, peer.host, peer.port, call_id, r.contact, r.user_agent, r.expires,
+        if transition is None and not new_login:
+            seq = 0  # a plain refresh: answered at once (see `_accepted`)
+            stats["responses:200"] += 1
+            answer = FastAnswer(200, data, keep=True)
+        else:
+            seq = next(self._seq)
+            self._pending[seq] = _Held(s.server_key, None, peer, 200, None, (), device_id, s, data)
+            answer = FastAnswer(None)
+        self.link.send(Kind.LOGIN, seq, device_id, peer.host, peer.port, call_id, r.contact, r.user_agent, r.expires,
                        now)
-        return FastAnswer(200, data, keep=True)
+        return answer
 
     def fast_keepalive(self, s: Scan, peer: Peer) -> FastAnswer | None:
         """`_keepalive` from the scan: bound address, MANSCDP keepalive naming the sender, admitted
@@ -341,12 +353,27 @@ class SipWorker:
         held = self._pending.pop(seq, None)
         if held is None:
             return
+        if held.request is None:  # the fast path's login
+            self._answer_scanned(held, ok)
+            return
         if ok:
             self._respond(held.key, held.request, held.status, held.peer, reason=held.phrase, headers=held.headers)
             return
         self.stats["refused:LOCKED_ID"] += 1
         self.presence.drop(held.device_id)  # main re-sends its own binding, if any
         self._respond(held.key, held.request, 403, held.peer, reason="Forbidden")
+
+    def _answer_scanned(self, held: _Held, ok: bool) -> None:
+        """`_answer` for a login `fast_admit` held: its 200 as built, or the uniform 403."""
+        assert self.endpoint is not None and held.scan is not None
+        status, data = 200, held.data
+        if not ok:
+            self.stats["refused:LOCKED_ID"] += 1
+            self.presence.drop(held.device_id)
+            status, data = 403, fastpath.respond(held.scan, 403, (held.peer.host, held.peer.port), to_tag=new_tag(),
+                                                 reason="Forbidden")
+        self.stats[f"responses:{status}"] += 1
+        self.endpoint.respond_raw(held.key, data, status)
 
     def _respond(self, key: Hashable, request: Request, status: int, peer: Peer, *, reason: str | None = None,
                  headers: Sequence[tuple[str, str]] | None = None, stateless: bool = False) -> None:
@@ -411,7 +438,7 @@ async def _serve(fd: int) -> int:
     worker.endpoint = endpoint
     endpoint.datagram_hook = worker.datagram_hook
     endpoint.fast_path = worker.fast_register  # plain REGISTERs (MESSAGEs never get past the hook)
-    endpoint.fast_credentials = True  # refreshes too (fast_refresh)
+    endpoint.fast_credentials = True  # REGISTERs with credentials too (fast_admit)
     if endpoint.udp_socket is not None and endpoint.udp_transport is not None:
         # a pass's answers leave in one sendmmsg (fewer syscalls, and fewer wake-ups of the peer mid-pass)
         endpoint.udp_sendto = SendBatch(endpoint.udp_socket, endpoint.udp_transport,

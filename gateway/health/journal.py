@@ -40,21 +40,38 @@ __all__ = ["Journal", "decode_line", "encode_event", "recover", "replay_file"]
 
 # json.dumps with options builds a JSONEncoder per call; one, made once, writes the same bytes
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# the string escaping _ENCODER applies (ensure_ascii=False), as one C call per string
+_STRING = json.encoder.encode_basestring
+_INF = float("inf")
+
+
+def _flat_body(event: Event) -> str | None:
+    """`_ENCODER`'s JSON for the usual event — string fields, a finite float time, evidence of
+    string keys and values — built from one escape per string instead of the encoder's walk over
+    a dict made for it (a registration storm journals one per login); None: another shape."""
+    ts, ev = event.ts, event.evidence
+    if type(ts) is not float or not -_INF < ts < _INF or type(ev) is not dict:
+        return None
+    i, subject, cause = event.event_id, event.subject, event.cause
+    if type(i) is not str or type(subject) is not str or type(cause) is not str:
+        return None
+    parts = []
+    for k, v in ev.items():
+        if type(k) is not str or type(v) is not str:
+            return None
+        parts.append(f"{_STRING(k)}:{_STRING(v)}")
+    return (f'{{"i":{_STRING(i)},"s":{_STRING(subject)},"t":{float.__repr__(ts)},"st":{_STRING(str(event.state))},'
+            f'"c":{_STRING(cause)},"e":{{{",".join(parts)}}}}}')
 
 
 def encode_event(event: Event) -> bytes:
     """One journal line for `event` (raises JournalError if the evidence is not JSON)."""
     try:
-        body = _ENCODER.encode(
-            {
-                "i": event.event_id,
-                "s": event.subject,
-                "t": event.ts,
-                "st": str(event.state),
-                "c": event.cause,
-                "e": event.evidence,
-            }
-        ).encode()
+        text = _flat_body(event)
+        if text is None:
+            text = _ENCODER.encode({"i": event.event_id, "s": event.subject, "t": event.ts, "st": str(event.state),
+                                    "c": event.cause, "e": event.evidence})
+        body = text.encode()
     except (TypeError, ValueError) as exc:
         raise JournalError(f"event {event.event_id!r} cannot be journaled: {exc}") from None
     return b"%08x %s\n" % (zlib.crc32(body), body)
@@ -213,6 +230,9 @@ class Journal:
         One shared future per batch: a registration storm appends thousands of events between two
         fsyncs, and a task per event (append_durable) cost more than the event itself.
         """
+        barrier = self._barrier
+        if self._unsynced and barrier is not None and not barrier.done():
+            return barrier  # the batch's: no loop lookup (a getpid() syscall each on Python 3.11)
         loop = asyncio.get_running_loop()
         if not self._unsynced:
             done: asyncio.Future[None] = loop.create_future()

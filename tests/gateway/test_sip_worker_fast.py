@@ -104,7 +104,8 @@ class FastWorker(SipWorker):
         if answer is None:
             assert snapshot(self) == before, "a declined fast path changed state"
         self.taken = answer is not None
-        self.kept = answer is not None and answer.keep  # a refresh's 200: its To tag is random, as the parsed path's
+        # a refresh's 200 (kept) or a login's (held until main ACKs): its To tag is random, as the parsed path's
+        self.kept = answer is not None and (answer.keep or answer.status is None)
         return answer
 
 
@@ -567,5 +568,43 @@ def test_the_plain_refresh_takes_the_worker_fast_path(data_dir: str) -> None:
         p.send(refresh(NEAR_MISSES[0], BOUND, p.nonce(), branch="t5", call_id=f"reg-{A}"))
         assert p.taken == [True, False, False, False, False, False]
         p.done()
+
+    asyncio.run(run())
+
+
+def test_a_login_takes_the_worker_fast_path_and_waits_for_main(data_dir: str) -> None:
+    """A REGISTER with credentials that is a login (a fresh device; a bound one with a new
+    Call-ID) is decided from the scan, as the parsed path decides it: LOGIN to main with a
+    sequence number and no answer until main ACKs — a retransmission meanwhile is absorbed by the
+    held transaction — then the 200; a login main refuses (the ID was locked meanwhile) gets the
+    uniform 403 and the worker forgets the binding."""
+    async def run() -> None:
+        p = Pair(data_dir)
+        assert _status(p.send(refresh(FRESH, BOUND, p.nonce(), branch="l1", call_id="boot-1"))) == ["SIP/2.0 200 OK"]
+        assert _status(p.send(refresh(A, BOUND, p.nonce(), branch="l2", call_id="boot-2"))) == ["SIP/2.0 200 OK"]
+        assert p.taken == [True, True]
+        p.done()
+
+        rig = make_rig(FastWorker, data_dir, 10**9, 65536)
+        rig.clock[0] += 1.0
+        udp = _UdpProtocol(rig.endpoint)
+        fresh = refresh(FRESH, BOUND, nonce_for(rig, BOUND), branch="l3", call_id="boot-3")
+        udp.datagram_received(fresh, (BOUND.host, BOUND.port))
+        kind, seq, device = rig.link.sent[-1][:3]
+        assert (kind, device) == (Kind.LOGIN, FRESH) and seq > 0 and rig.endpoint.out == []
+        udp.datagram_received(fresh, (BOUND.host, BOUND.port))  # retransmitted before main answers
+        assert rig.endpoint.out == [] and len(rig.link.sent) == 1
+        rig.worker.on_link((Kind.ACK, seq, True))
+        assert _status(rig.endpoint.out) == ["SIP/2.0 200 OK"] and b"Call-ID: boot-3\r\n" in rig.endpoint.out[0]
+        udp.datagram_received(fresh, (BOUND.host, BOUND.port))  # after it: the same 200 again (Timer J)
+        assert rig.endpoint.out[1] == rig.endpoint.out[0]
+
+        udp.datagram_received(refresh(A, BOUND, nonce_for(rig, BOUND), branch="l4", call_id="boot-4"),
+                              (BOUND.host, BOUND.port))
+        kind, seq, device = rig.link.sent[-1][:3]
+        assert (kind, device) == (Kind.LOGIN, A) and seq > 0
+        rig.worker.on_link((Kind.ACK, seq, False))  # main: locked meanwhile
+        assert _status(rig.endpoint.out[2:]) == ["SIP/2.0 403 Forbidden"]
+        assert rig.worker.presence.get(A) is None and rig.worker.stats["refused:LOCKED_ID"] == 1
 
     asyncio.run(run())

@@ -6,9 +6,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.health.errors import JournalCorrupt, JournalError
-from gateway.health.journal import Journal, decode_line, encode_event, recover, replay_file
+from gateway.health.journal import _ENCODER, Journal, decode_line, encode_event, recover, replay_file
 from gateway.health.timeline import Event, State, build_intervals, gateway_down_periods
 
 
@@ -24,6 +26,31 @@ def test_line_round_trip_and_damage() -> None:
     assert decode_line(line[:5] + b"X" + line[6:-1]) is None  # crc mismatch
     with pytest.raises(JournalError):
         encode_event(Event("x", "gateway", 1.0, State.online, "", {"bad": object()}))
+
+
+_TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)  # any text UTF-8 can carry
+_VALUE = st.one_of(_TEXT, st.integers(), st.floats(), st.none(), st.lists(_TEXT, max_size=2))
+
+
+@given(st.one_of(_TEXT, st.integers()), _TEXT, st.one_of(st.floats(), st.integers()), st.sampled_from(list(State)),
+       _TEXT, st.dictionaries(st.one_of(_TEXT, st.integers()), _VALUE, max_size=3))
+def test_a_line_is_the_json_encoder_s_bytes_whatever_the_event(
+        event_id: str, subject: str, ts: float, state: State, cause: str, evidence: dict[object, object]) -> None:
+    """The journal writes the usual event (strings, a float time, string evidence) without the
+    encoder's walk: its lines must be what the encoder writes, byte for byte, for every event —
+    quotes, backslashes, control characters and CJK in any field, odd evidence, NaN — or the
+    same JournalError."""
+    event = Event(event_id, subject, ts, state, cause, evidence)  # type: ignore[arg-type]
+    try:
+        body = _ENCODER.encode({"i": event_id, "s": subject, "t": ts, "st": str(state), "c": cause,
+                                "e": evidence}).encode()
+    except (TypeError, ValueError):
+        with pytest.raises(JournalError):
+            encode_event(event)
+        return
+    line = encode_event(event)
+    assert line[9:-1] == body
+    assert decode_line(line[:-1]) is not None
 
 
 async def test_append_flush_replay_and_idempotence(tmp_path: Path) -> None:

@@ -1,19 +1,17 @@
-"""A REGISTER with credentials, decided from the header scan (sans-IO): main's device adapter
-answers refreshes and logins, and each SIP worker refreshes, without the parser.
+"""A REGISTER with credentials, decided from the header scan (sans-IO): main's device adapter and
+each SIP worker answer refreshes and logins without the parser.
 
 `plain_register` runs the registrar's checks for the request from the scan —
 ID → EXPIRES → DIGEST → LOCKOUT → NONCE → WHITELIST → CREDENTIALS → REPLAY → CLONE → PRESENCE,
 each only far enough to know that `Registrar.admit` would accept it with a lifetime, none
 changing anything — and says None otherwise, so every other outcome (a challenge, a refusal,
 an alarm, an unregistration) comes from `Registrar.admit` on the parsed request, exactly as
-before. `plain_refresh` narrows it to the storm's request: per device, a REGISTER with digest from
-the address the device is bound to, online, with the Call-ID of its binding (RFC 3261 §10.2.4),
-which the registrar admits as a plain refresh (no transition, not a new login), answered 200 at
-once. The caller then does what `admit` does on that path, in the same order: the flood guard
+before. The caller then does what `admit` does on that path, in the same order: the flood guard
 (the registrar's first check, the first that counts), then `apply_register` — the replay guard's
-record, the lockout success, the presence update — then what its own shell does after an Accept
-(main: the binding row, and for a login the durable online event before its 200; a worker:
-LOGIN seq 0 to main).
+record, the lockout success, the presence update — then what its own shell does after an Accept:
+a plain refresh (RFC 3261 §10.2.4: bound there, online, the binding's Call-ID; the storm's
+request) is answered 200 at once; a login's 200 waits (main: for its durable online event; a
+worker: for main's ACK of its LOGIN).
 
 The one difference in work: a wrong password is verified here, declined, and verified again by
 the full path (a few µs; its 403 is no hurry).
@@ -37,8 +35,8 @@ from whitelist.model import Entry
 
 
 @dataclass(slots=True)
-class Refresh:
-    """A REGISTER `Registrar.admit` would accept as a plain refresh: what its effects need."""
+class Admitted:
+    """A REGISTER `Registrar.admit` would accept with a lifetime: what its effects need."""
 
     creds: digest.Credentials
     issued: float  # the nonce's issue time (the replay guard keys on it)
@@ -55,7 +53,7 @@ def whitelist_decision(policy: Policy, device_id: str, peer: Peer, kind: Request
                          datetime.fromtimestamp(now, UTC))
 
 
-def plain_register(reg: Registrar, s: Scan, peer: Peer, now: float) -> Refresh | None:
+def plain_register(reg: Registrar, s: Scan, peer: Peer, now: float) -> Admitted | None:
     """The REGISTER in `s` if `reg.admit` would accept it from `peer` with a lifetime (a plain
     refresh, a new login, or a binding that moves while offline), else None — an unregistration,
     a challenge, any refusal or alarm is the full path's. Changes nothing (the guards' own expiry
@@ -95,21 +93,11 @@ def plain_register(reg: Registrar, s: Scan, peer: Peer, now: float) -> Refresh |
     if reg.replays.check(creds.nonce, creds.nc, issued, now) is not digest.NonceState.VALID:
         return None
     st = reg.settings
-    return Refresh(creds, issued, max(st.register_expires_min, min(requested, st.register_expires_max)),
+    return Admitted(creds, issued, max(st.register_expires_min, min(requested, st.register_expires_max)),
                    s.get("Contact") or "", s.get("User-Agent") or "", decision.entry)
 
 
-def plain_refresh(reg: Registrar, s: Scan, peer: Peer, now: float) -> Refresh | None:
-    """The refresh in `s` if `reg.admit` would accept it as a plain refresh from `peer` (bound
-    there, online, same Call-ID), else None. Changes nothing (the guards' own expiry aside)."""
-    rec = reg.presence.get(s.from_user)  # PRESENCE first: the cheapest way to say no
-    if (rec is None or not rec.online or rec.call_id != s.values[3] or rec.host != peer.host
-            or rec.port != peer.port or rec.transport != peer.transport or rec.conn_id != peer.conn_id):
-        return None
-    return plain_register(reg, s, peer, now)
-
-
-def apply_register(reg: Registrar, device_id: str, call_id: str, r: Refresh, peer: Peer,
+def apply_register(reg: Registrar, device_id: str, call_id: str, r: Admitted, peer: Peer,
                    now: float) -> tuple[DeviceRecord, Transition | None, bool]:
     """`Registrar.admit`'s effects for the REGISTER `plain_register` found (after the flood guard
     let it through): the (nonce, nc) pair remembered, the lockout's success, the binding recorded.
@@ -120,8 +108,3 @@ def apply_register(reg: Registrar, device_id: str, call_id: str, r: Refresh, pee
         device_id, transport=peer.transport, host=peer.host, port=peer.port, conn_id=peer.conn_id, call_id=call_id,
         contact=r.contact, expires=r.expires, now=now, user_agent=r.user_agent)
 
-
-def apply_refresh(reg: Registrar, device_id: str, call_id: str, r: Refresh, peer: Peer, now: float) -> DeviceRecord:
-    """`apply_register` for the plain refresh `plain_refresh` found (no transition: the device is
-    online with this Call-ID). Returns the binding."""
-    return apply_register(reg, device_id, call_id, r, peer, now)[0]

@@ -116,6 +116,7 @@ class _CEntry:
     any_source: bool
     v4: _Nets
     v6: _Nets
+    approved: Decision  # the entry's admitting decision, made once (a frozen dataclass per login costs)
 
 
 @dataclass(slots=True)
@@ -129,7 +130,8 @@ class _CRule:
 
 def _compile_entry(entry: Entry) -> _CEntry:
     v4, v6 = _split(entry.allowed_sources)
-    return _CEntry(entry, not entry.allowed_sources, v4, v6)
+    return _CEntry(entry, not entry.allowed_sources, v4, v6,
+                   Decision(True, Reason.APPROVED, entry=entry, credential=entry.credential))
 
 
 def _compile_rule(rule: Rule) -> _CRule:
@@ -309,7 +311,7 @@ class Policy:
             info = check_device_info(entry, request.manufacturer, request.model, request.firmware)
             if not info.allowed:
                 return info
-        return Decision(True, Reason.APPROVED, entry=entry, credential=entry.credential)
+        return ce.approved
 
     def _decide_rules(self, device_id: str, addr: _Addr) -> Decision:
         candidates: list[_CRule] | None = None

@@ -368,7 +368,11 @@ class GbDeviceAdapter:
 
     def _answer_login(self, device_id: str, pending: Any, answer: Callable[[], None]) -> None:
         """`answer` the login's REGISTER once `pending` (from `_health_device`: its online event)
-        is durable, then query DeviceInfo and Catalog."""
+        is durable, then query DeviceInfo and Catalog. None (a new Call-ID from a device already
+        online: no transition to record): at once."""
+        if pending is None:
+            self._login_done(device_id, answer)
+            return
         if isinstance(pending, asyncio.Future):
             # the common case, the journal's barrier: answer from its callback, no task per login
             pending.add_done_callback(lambda done: self._login_durable(done, device_id, answer))
@@ -415,8 +419,7 @@ class GbDeviceAdapter:
     async def _finish_login(self, device_id: str, pending: Any, answer: Callable[[], None]) -> None:
         """Wait until the online event is durable (`pending`, from `_health_device`), answer 200,
         then query DeviceInfo and Catalog."""
-        if pending is not None:
-            await pending
+        await pending
         self._login_done(device_id, answer)
 
     def _login_durable(self, done: asyncio.Future[Any], device_id: str, answer: Callable[[], None]) -> None:
@@ -650,6 +653,10 @@ class GbDeviceAdapter:
             log.error("gb-device: login of %s failed", device_id, exc_info=exc)
             self.stats["task_errors"] += 1
             return fastpath.FastAnswer(None)
+        if pending is None:  # already online (a new Call-ID): nothing to wait for, answered as `_answer_login` does
+            self.stats["responses:200"] += 1
+            self.catalog.queue(device_id)  # its queries start after this 200 leaves (a task's turn)
+            return fastpath.FastAnswer(200, data, keep=True)
         self._answer_login(device_id, pending, partial(self._respond_raw, s.server_key, 200, data))
         return fastpath.FastAnswer(None)
 

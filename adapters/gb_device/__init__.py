@@ -1,7 +1,7 @@
 """GB/T 28181 devices (IPC, NVR, lower platforms).
 
     registrar.py     REGISTER admission, sans-IO: (request, peer, now) → Challenge | Refuse | Accept
-    refresh.py       the plain refresh decided from the header scan, sans-IO (main and SIP workers)
+    scanned.py       a plain REGISTER with credentials decided from the header scan, sans-IO (main and SIP workers)
     catalog_sync.py  post-login sync workers, catalog diff and apply, channel ownership
     queries.py       MANSCDP queries out, Response MESSAGEs matched back by SN
     device.py        the shell: REGISTER verdicts carried out, MESSAGE/NOTIFY, presence → health

@@ -226,24 +226,22 @@ class SipEndpoint:
     def respond(self, key: Hashable, response: Response, *, stateless: bool = False) -> None:
         """Answer server transaction `key` (To tag and received/rport are added if missing);
         `stateless`: see TransactionLayer.respond."""
-        try:
-            events = self.transactions.respond(key, response, self._loop.time(), stateless=stateless)
-        except TransactionError as e:
-            self.stats["respond_failed"] += 1
-            log.debug("respond(%r) failed: %s", key, e)
-            return
-        self.stats[f"responses_sent:{response.status}"] += 1
-        self._handle(events)
-        self._rearm()
+        self._final(key, response.status,
+                    lambda now: self.transactions.respond(key, response, now, stateless=stateless))
 
     def respond_raw(self, key: Hashable, data: bytes, status: int) -> None:
         """Answer server transaction `key`, held by the fast path (`FastAnswer(None)`), with the
         final response `data` (wire bytes, status `status`), kept for Timer J as `respond` keeps it."""
+        self._final(key, status, lambda now: self.transactions.answer(key, data, now))
+
+    def _final(self, key: Hashable, status: int, answer: Callable[[float], list[Event]]) -> None:
+        """Run `answer` (the transaction layer's respond/answer) now; a transaction that is gone
+        or already answered is counted, not raised."""
         try:
-            events = self.transactions.answer(key, data, self._loop.time())
+            events = answer(self._loop.time())
         except TransactionError as e:
             self.stats["respond_failed"] += 1
-            log.debug("respond_raw(%r) failed: %s", key, e)
+            log.debug("answer to %r failed: %s", key, e)
             return
         self.stats[f"responses_sent:{status}"] += 1
         self._handle(events)

@@ -55,9 +55,9 @@ def whitelist_decision(policy: Policy, device_id: str, peer: Peer, kind: Request
 
 def plain_register(reg: Registrar, s: Scan, peer: Peer, now: float) -> Admitted | None:
     """The REGISTER in `s` if `reg.admit` would accept it from `peer` with a lifetime (a plain
-    refresh, a new login, or a binding that moves while offline), else None — an unregistration,
-    a challenge, any refusal or alarm is the full path's. Changes nothing (the guards' own expiry
-    aside)."""
+    refresh, a new login, or a binding that moves: to another port of its host, or anywhere while
+    offline), else None — an unregistration, a challenge, any refusal or alarm is the full path's.
+    Changes nothing (the guards' own expiry aside)."""
     auth, expires_text = s.get("Authorization"), s.get("Expires")
     device_id = s.from_user
     # ID and EXPIRES (Expires: 0 unregisters: the full path)

@@ -2,7 +2,7 @@
 rates, one run on one machine, gbgate and Kamailio side by side.
 
     python -m load_tests.bench_sip_anchor [--reg-rates 1000,2000] [--ka-rates 2000,4000]
-                                          [--seconds 4] [--tcp] [--with-queries] [--keep]
+                                          [--seconds 4] [--repeat 1] [--tcp] [--with-queries] [--keep]
                                           [--gateway-src DIR]
 
 The anchor is ../shared/anchors/kamailio (README there): its kamailio.cfg is started as is (it
@@ -22,7 +22,12 @@ after sipp stops — gbgate persists logins in batches — until it is quiet aga
 sipp run's wall time), requests per CPU-second and the
 kernel's UDP receive-buffer drops (/proc/net/snmp RcvbufErrors, machine-wide, over the step).
 The ratio is gbgate's requests per CPU-second over Kamailio's in the same step. The machine is
-shared: compare ratios within one run. Every process started here is stopped here, by its PID.
+shared: compare ratios within one run. A server's CPU over a short step is a few hundred ms read in
+10 ms ticks per process (Kamailio runs about ten), so one step's figure can be off by several
+per cent and the machine's state drifts between steps: `--repeat N` runs each step N times with
+the servers alternating, and reports each server's median run and the median of the N paired
+ratios (each repetition's registrations use their own fresh IDs). Every process started here is
+stopped here, by its PID.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,18 +77,22 @@ class Step:
     workload: str  # "register" (fresh IDs: new logins) | "reregister" (refreshes) | "keepalive"
     transport: str  # sipp -t: u1 | t1
     rate: int
-    inf: Path
+    infs: tuple[Path, ...]  # the injection file of each repetition (a registration's: fresh IDs each)
+
+    @property
+    def inf(self) -> Path:
+        return self.infs[0]
 
 
-def run_step(server: Server, step: Step, seconds: float, outdir: Path, local_port: int) -> dict[str, Any]:
+def run_step(server: Server, step: Step, seconds: float, outdir: Path, local_port: int, rep: int = 0) -> dict[str, Any]:
     """One sipp run of the anchor's scenario at `step.rate` for `seconds`; the server's CPU is
     charged over the run (sipp arguments as the anchor's bench.py sets them). `local_port`: the
     devices' address — keepalives come from where they registered (gbgate answers 404 otherwise)."""
     scenario = ANCHOR / ("keepalive.xml" if step.workload == "keepalive" else "reg_auth.xml")
     calls = int(step.rate * seconds)
-    tag = f"{server.name}_{step.workload}_{step.transport}_{step.rate}"
+    tag = f"{server.name}_{step.workload}_{step.transport}_{step.rate}_{rep}"
     stf = outdir / f"{tag}_stat.csv"
-    cmd = ["sipp", server.target, "-sf", str(scenario), "-inf", str(step.inf), "-t", step.transport,
+    cmd = ["sipp", server.target, "-sf", str(scenario), "-inf", str(step.infs[rep]), "-t", step.transport,
            "-i", "127.0.0.1", "-p", str(local_port), "-r", str(step.rate), "-rp", "1000", "-m", str(calls),
            "-l", str(max(2000, step.rate * 2)), "-recv_timeout", "5000", "-timeout", f"{int(seconds * 3 + 30)}s",
            "-max_recv_loops", "10000", "-max_sched_loops", "10000", "-buff_size", "4194304", "-nostdin",
@@ -117,8 +127,8 @@ def run_step(server: Server, step: Step, seconds: float, outdir: Path, local_por
 
 
 def plan(args: argparse.Namespace, inj: Path) -> list[Step]:
-    """Registration steps on disjoint blocks of fresh IDs, a re-registration of the first block,
-    then keepalives from the first block."""
+    """Registration steps on disjoint blocks of fresh IDs (one block per repetition), a
+    re-registration of the first block, then keepalives from the first block."""
     steps: list[Step] = []
     start = 1
     reg = [("u1", int(r)) for r in args.reg_rates.split(",") if r.strip()]
@@ -130,19 +140,23 @@ def plan(args: argparse.Namespace, inj: Path) -> list[Step]:
     first: Path | None = None
     for transport, rate in reg:
         n = int(rate * args.seconds)
-        if start + n - 1 > KAMAILIO_IDS:
-            raise SystemExit(f"registration steps need {start + n - 1} fresh IDs; the anchor knows {KAMAILIO_IDS}")
-        path = inj / f"reg_{transport}_{rate}.csv"
-        path.write_text(gen_devices.injection(gen_devices.device_ids(n, start=start)))
-        first = first or path
-        start += n
-        steps.append(Step("register", transport, rate, path))
+        blocks = []
+        for rep in range(args.repeat):
+            if start + n - 1 > KAMAILIO_IDS:
+                raise SystemExit(f"registration steps need {start + n - 1} fresh IDs or more; "
+                                 f"the anchor knows {KAMAILIO_IDS}")
+            path = inj / f"reg_{transport}_{rate}_{rep}.csv"
+            path.write_text(gen_devices.injection(gen_devices.device_ids(n, start=start)))
+            blocks.append(path)
+            start += n
+        first = first or blocks[0]
+        steps.append(Step("register", transport, rate, tuple(blocks)))
     assert first is not None
     # the first block again, from the same address: refreshes of live registrations (a re-registration
     # storm), where gbgate has no login to record
-    steps.append(Step("reregister", "u1", reg[0][1], first))
+    steps.append(Step("reregister", "u1", reg[0][1], (first,) * args.repeat))
     for transport, rate in ka:
-        steps.append(Step("keepalive", transport, rate, first))
+        steps.append(Step("keepalive", transport, rate, (first,) * args.repeat))
     return steps
 
 
@@ -181,6 +195,35 @@ def port_busy(port: int) -> bool:
     return False
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def summarize(step: Step, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One table row from a step's repetitions: each server's median run (by requests per
+    CPU-second; every run is kept under `runs`), and the ratios as the median of each
+    repetition's own ratio — gbgate and Kamailio ran back to back, on the same machine state."""
+    def median_run(results: list[dict[str, Any]]) -> dict[str, Any]:
+        ordered = sorted(results, key=lambda r: r["per_cpu_s"] or 0.0)
+        return ordered[(len(ordered) - 1) // 2]
+
+    def median_ratio(a: str, b: str) -> float | None:
+        ratios = [x for x in (_ratio(ra["per_cpu_s"], rb["per_cpu_s"]) for ra, rb in zip(runs[a], runs[b],
+                                                                                        strict=True)) if x]
+        return statistics.median(ratios) if ratios else None
+
+    row: dict[str, Any] = {"workload": step.workload, "transport": step.transport, "offered_rate": step.rate,
+                           **{name: median_run(results) for name, results in runs.items()},
+                           "ratio": median_ratio("gbgate", "kamailio"),
+                           "ratios": [_ratio(g["per_cpu_s"], k["per_cpu_s"])
+                                      for g, k in zip(runs["gbgate"], runs["kamailio"], strict=True)],
+                           "runs": runs}
+    if "floor" in runs:
+        row["floor_ratio"] = median_ratio("floor", "kamailio")  # the best a CPython server reaches
+        row["of_floor"] = median_ratio("gbgate", "floor")
+    return row
+
+
 def table(rows: list[dict[str, Any]]) -> None:
     print(f"\n{'workload':<20} {'rate/s':>7} | {'gbgate ok/s':>11} {'fail':>5} {'retr':>5} {'drops':>6} "
           f"{'CPU-s/s':>7} {'req/CPU-s':>9} | {'kam ok/s':>8} {'fail':>5} {'retr':>5} {'drops':>6} {'CPU-s/s':>7} "
@@ -192,7 +235,8 @@ def table(rows: list[dict[str, Any]]) -> None:
               f"{g['udp_rcvbuf_errors']:>6} {g['server_cpu_per_s']:>7} {g['per_cpu_s']!s:>9} | "
               f"{k['achieved_rate']:>8} {k['failed']:>5} {k['retrans']:>5} {k['udp_rcvbuf_errors']:>6} "
               f"{k['server_cpu_per_s']:>7} {k['per_cpu_s']!s:>9} | {r['ratio']!s:>5} | "
-              f"{g['other_cpu_per_s']}/{k['other_cpu_per_s']}")
+              f"{g['other_cpu_per_s']}/{k['other_cpu_per_s']}"
+              + (f" | ratios {r['ratios']}" if len(r["ratios"]) > 1 else ""))
     floors = [r for r in rows if "floor" in r]
     if floors:
         print(f"\n{'workload':<20} {'rate/s':>7} | {'floor ok/s':>10} {'fail':>5} {'CPU-s/s':>7} {'req/CPU-s':>9} | "
@@ -213,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--with-queries", action="store_true", help="gbgate queries DeviceInfo/Catalog after login")
     ap.add_argument("--gateway-src", type=Path, help="run the gateway of this source tree (default: this checkout)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, sipp stats)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each step N times, the servers alternating; the table shows each server's median "
+                         "run and the median of the repetitions' ratios (registration steps need N blocks of "
+                         "fresh IDs: at most 20,000 in all)")
     ap.add_argument("--floor", action="store_true",
                     help="also run the same steps against load_tests/sip_floor (a bare uvloop responder: "
                          "what CPython pays per request before any work)")
@@ -230,8 +278,10 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gbgate-sip-anchor-"))
     inj = tmp / "inj"
     inj.mkdir()
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
     steps = plan(args, inj)
-    n_ids = sum(int(s.rate * args.seconds) for s in steps if s.workload == "register")
+    n_ids = sum(int(s.rate * args.seconds) * len(s.infs) for s in steps if s.workload == "register")
     print(f"== SIP anchor bench: {os.cpu_count()} CPUs, {args.seconds:g} s per step and server, work dir {tmp}",
           flush=True)
     gw: Gateway | None = None
@@ -251,26 +301,20 @@ def main(argv: list[str] | None = None) -> int:
             servers.append(floor_server)
             print(f"  floor PID {floor.pid} on {floor_server.target}", flush=True)
         for step in steps:
-            pair = {}
-            for server in servers:
-                port = ports.setdefault((server.name, step.inf), free_port())
-                res = run_step(server, step, args.seconds, tmp, port)
-                pair[server.name] = res
-                print(f"  {server.name:<8} {step.workload:<10} {step.transport} {step.rate:>6}/s: ok={res['ok']} "
-                      f"failed={res['failed']} retrans={res['retrans']} {res['achieved_rate']}/s "
-                      f"CPU {res['server_cpu_per_s']} s/s -> {res['per_cpu_s']} req/CPU-s, "
-                      f"drops {res['udp_rcvbuf_errors']}, other load {res['other_cpu_per_s']} CPU "
-                      f"(tail {res['tail_s']} s, "
-                      f"{res['server_cpu_during_run_s']} CPU-s during the run)", flush=True)
-                time.sleep(0.5)
-            g, k = pair["gbgate"]["per_cpu_s"], pair["kamailio"]["per_cpu_s"]
-            row = {"workload": step.workload, "transport": step.transport, "offered_rate": step.rate,
-                   **pair, "ratio": round(g / k, 2) if g and k else None}
-            if "floor" in pair:
-                f = pair["floor"]["per_cpu_s"]
-                row["floor_ratio"] = round(f / k, 2) if f and k else None  # the best a CPython server reaches
-                row["of_floor"] = round(g / f, 2) if g and f else None
-            rows.append(row)
+            runs: dict[str, list[dict[str, Any]]] = {server.name: [] for server in servers}
+            for rep in range(args.repeat):  # the servers alternate, so each repetition's pair shares the machine
+                for server in servers:
+                    port = ports.setdefault((server.name, step.infs[rep]), free_port())
+                    res = run_step(server, step, args.seconds, tmp, port, rep)
+                    runs[server.name].append(res)
+                    print(f"  {server.name:<8} {step.workload:<10} {step.transport} {step.rate:>6}/s: ok={res['ok']} "
+                          f"failed={res['failed']} retrans={res['retrans']} {res['achieved_rate']}/s "
+                          f"CPU {res['server_cpu_per_s']} s/s -> {res['per_cpu_s']} req/CPU-s, "
+                          f"drops {res['udp_rcvbuf_errors']}, other load {res['other_cpu_per_s']} CPU "
+                          f"(tail {res['tail_s']} s, "
+                          f"{res['server_cpu_during_run_s']} CPU-s during the run)", flush=True)
+                    time.sleep(0.5)
+            rows.append(summarize(step, runs))
     finally:
         kam.stop()
         if floor is not None:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from operator import itemgetter
 
@@ -124,12 +124,10 @@ class Scan:
         return ("s2543", self.values[3], self.cseq, self.method, self.from_tag)
 
 
-def scan(data: bytes, *, credentials: bool | Callable[[bytes], bool] = False) -> Scan | None:
+def scan(data: bytes, *, credentials: bool = False) -> Scan | None:
     """The request in `data` if it has the plain shape (module docstring), else None.
-    `credentials`: scan a REGISTER with credentials too — True: every one (a SIP worker answers
-    plain refreshes from the scan, keeping the 200 in a transaction: `FastAnswer.keep`); a
-    predicate: those whose head it accepts (main asks first whether the sender could be
-    refreshing at all, so a new login is not scanned only to be declined)."""
+    `credentials`: scan a REGISTER with credentials too (main and the SIP workers answer logins
+    and refreshes from the scan: adapters/gb_device/scanned.py)."""
     if len(data) > MAX_SIZE:
         return None
     end = data.find(b"\r\n\r\n")
@@ -138,9 +136,8 @@ def scan(data: bytes, *, credentials: bool | Callable[[bytes], bool] = False) ->
     head = data[:end]
     if not head.isascii():
         return None
-    if credentials is not True and data.startswith(b"REGISTER ") and b"\r\nAuthorization:" in head and (
-            credentials is False or not credentials(head)):
-        return None  # a REGISTER with credentials is answered statefully (its 200): full path
+    if not credentials and data.startswith(b"REGISTER ") and b"\r\nAuthorization:" in head:
+        return None  # a REGISTER with credentials is not offered: full path
     text = head.decode("ascii")
     m = _HEAD.match(text)
     if m is None:

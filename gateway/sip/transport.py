@@ -107,9 +107,9 @@ class SipEndpoint:
         self._tasks = TaskSet("sip-connect", logger=log)  # outbound TCP/TLS connects carrying a message
         #: Offered every plain request first (router.on_fast; gateway/sip/fastpath.py); None: off.
         self.fast_path: Callable[[Scan, Peer], FastAnswer | None] | None = None
-        #: Offer REGISTERs with credentials to `fast_path` too: all (True, a SIP worker's
-        #: refreshes) or those whose head the predicate accepts (main's; `fastpath.scan`).
-        self.fast_credentials: bool | Callable[[bytes], bool] = False
+        #: Offer REGISTERs with credentials to `fast_path` too (logins and refreshes answered from
+        #: the scan: adapters/gb_device/scanned.py).
+        self.fast_credentials = False
         #: Sends UDP datagrams in place of the transport's sendto (a SIP worker's SendBatch).
         self.udp_sendto: Callable[[bytes, tuple[str, int]], None] | None = None
 

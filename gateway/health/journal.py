@@ -233,16 +233,14 @@ class Journal:
         barrier = self._barrier
         if self._unsynced and barrier is not None and not barrier.done():
             return barrier  # the batch's: no loop lookup (a getpid() syscall each on Python 3.11)
-        loop = asyncio.get_running_loop()
+        barrier = asyncio.get_running_loop().create_future()
         if not self._unsynced:
-            done: asyncio.Future[None] = loop.create_future()
-            done.set_result(None)
-            return done
-        if self._barrier is None or self._barrier.done():
-            self._barrier = loop.create_future()
-            self._waiters.append(self._barrier)
-            self._wake.set()
-        return self._barrier
+            barrier.set_result(None)  # nothing pending: already durable
+            return barrier
+        self._barrier = barrier  # the first event of a new batch
+        self._waiters.append(barrier)
+        self._wake.set()
+        return barrier
 
     async def append_durable(self, event: Event) -> None:
         """Append and return only after an fsync covering the event (persist before acknowledging)."""

@@ -350,7 +350,8 @@ class InviteManager:
                       lease=lease, rtp=rtp, trace=trace, mode=mode, started=self.clock())
             try:
                 if mode is MediaTransport.UDP:
-                    leg.receiver = await ingest.listen_udp(rtp, self.media.host, lease.port, rcvbuf=self.media.rcvbuf)
+                    leg.receiver = await ingest.listen_udp(rtp, self.media.host, lease.port, rcvbuf=self.media.rcvbuf,
+                                                           window=self.media.rx_window)
                 else:
                     # TCP active too: a camera that answers a=setup:active as well (a common firmware
                     # bug) dials the offer's port at once; be listening there (issue 16.2)
@@ -430,7 +431,7 @@ class InviteManager:
                 await leg.receiver.close()
             leg.rtp.use_reorder = True
             leg.receiver = await self.ingest.listen_udp(leg.rtp, self.media.host, leg.lease.port,
-                                                        rcvbuf=self.media.rcvbuf)
+                                                        rcvbuf=self.media.rcvbuf, window=self.media.rx_window)
         elif answer.transport is MediaTransport.TCP_PASSIVE and leg.mode is MediaTransport.TCP_ACTIVE:
             # Both sides active (issue 16.2): we listen on the offered port since before the INVITE,
             # so accept the device's connection instead of failing; the trace names the cause.

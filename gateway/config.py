@@ -72,6 +72,9 @@ class MediaSettings:
     linger: float = 10.0
     invite_timeout: float = 10.0
     rcvbuf: int = 4 * 1024 * 1024
+    # an RTP socket woken once is read again at most this many seconds later (all of a loop's
+    # streams in one pass: fewer wake-ups for at most this much added latency; 0 = at every wake-up)
+    rx_window: float = 0.002
     viewer_queue: int = 256
     viewer_backlog: int = 4 * 1024 * 1024  # bytes an HTTP/WS-FLV viewer may lag before skipping to a keyframe
     # media worker processes (issue 15): "auto" (one per core; 1 on a one-core machine) or N = RTP
@@ -298,6 +301,8 @@ def _validate(s: Settings) -> None:
     if worker_count(s.media.workers, cpus=1) > even_ports(s.media):
         raise ConfigError("media.workers", f"{s.media.workers} workers need at least as many even ports in "
                                            f"media.port_min..port_max ({even_ports(s.media)})")
+    if not 0 <= s.media.rx_window <= 0.05:
+        raise ConfigError("media.rx_window", "expected a number of seconds from 0 to 0.05")
     if s.media.transport not in ("udp", "tcp-passive", "tcp-active"):
         raise ConfigError("media.transport", f"expected udp, tcp-passive or tcp-active, got {s.media.transport!r}")
     if s.sip.digest_algorithm not in ("MD5", "SHA-256"):

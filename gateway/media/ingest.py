@@ -53,7 +53,7 @@ class Ingest(Protocol):
                 trace: Trace, reorder: bool, clock: Callable[[], float]) -> RtpLeg: ...
 
     # `rtp` is what `session` returned (each ingest knows its own kind)
-    async def listen_udp(self, rtp: Any, host: str, port: int, *, rcvbuf: int) -> Receiver: ...
+    async def listen_udp(self, rtp: Any, host: str, port: int, *, rcvbuf: int, window: float) -> Receiver: ...
 
     async def listen_tcp(self, rtp: Any, host: str, port: int) -> Receiver: ...
 
@@ -77,8 +77,8 @@ class LocalIngest:
         return RtpSession(sink, ssrc=ssrc, allowed_hosts=allowed_hosts, allowed_nets=allowed_nets, trace=trace,
                           reorder=reorder, armed=False, clock=clock)
 
-    async def listen_udp(self, rtp: Any, host: str, port: int, *, rcvbuf: int) -> Receiver:
-        return await UdpReceiver.open(rtp, host, port, rcvbuf=rcvbuf)
+    async def listen_udp(self, rtp: Any, host: str, port: int, *, rcvbuf: int, window: float) -> Receiver:
+        return await UdpReceiver.open(rtp, host, port, rcvbuf=rcvbuf, window=window)
 
     async def listen_tcp(self, rtp: Any, host: str, port: int) -> Receiver:
         return await TcpPassiveReceiver.open(rtp, host, port)

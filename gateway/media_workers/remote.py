@@ -177,8 +177,10 @@ class RemoteIngest:
             "local_port": msg.get("port"), "transport": msg.get("mode")}})
         return RemoteReceiver(rtp)
 
-    async def listen_udp(self, rtp: RemoteRtp, host: str, port: int, *, rcvbuf: int) -> RemoteReceiver:
-        return await self._bind(rtp, {"op": "listen", "mode": "udp", "port": port, "rcvbuf": rcvbuf})
+    async def listen_udp(self, rtp: RemoteRtp, host: str, port: int, *, rcvbuf: int,
+                         window: float) -> RemoteReceiver:
+        return await self._bind(rtp, {"op": "listen", "mode": "udp", "port": port, "rcvbuf": rcvbuf,
+                                      "window": window})
 
     async def listen_tcp(self, rtp: RemoteRtp, host: str, port: int) -> RemoteReceiver:
         return await self._bind(rtp, {"op": "listen", "mode": "tcp", "port": port})

@@ -309,7 +309,8 @@ class MediaWorker:
             return
         try:
             if msg["mode"] == "udp":
-                rec: Any = await UdpReceiver.open(rtp, self.host, msg["port"], rcvbuf=msg["rcvbuf"])
+                rec: Any = await UdpReceiver.open(rtp, self.host, msg["port"], rcvbuf=msg["rcvbuf"],
+                                                  window=msg["window"])
             else:
                 rec = await TcpPassiveReceiver.open(rtp, self.host, msg["port"])
         except OSError as exc:

@@ -156,7 +156,7 @@ def make(device: FakeDevice, *, mode: str | None = None, timeout: float = 0.6, o
         presence.register(DEV, transport="udp", host="127.0.0.1", port=5062, conn_id=None, call_id="c",
                           contact="", expires=3600, now=0.0, user_agent="")
     media = SimpleNamespace(host="127.0.0.1", transport="udp", timeout=timeout, linger=0.1, invite_timeout=2.0,
-                            rcvbuf=1 << 20, viewer_queue=256)
+                            rcvbuf=1 << 20, rx_window=0.002, viewer_queue=256)
     mgr = InviteManager(endpoint=device, requests=RequestFactory(identity), presence=presence,
                         policy=Policy(allowed), channels=NoCatalog(), dialogs=SipRouter(),  # type: ignore[arg-type]
                         pool=PortPool(31000, 31099, "3402000000"), media=media, repo=Repo(mode))

@@ -55,6 +55,8 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
         ({"GBGATE_SIP__WORKERS": "257"}, "sip.workers"),
         ({"GBGATE_MEDIA__WORKERS": "two"}, "media.workers"),
         ({"GBGATE_MEDIA__WORKERS": "-1"}, "media.workers"),
+        ({"GBGATE_MEDIA__RX_WINDOW": "-0.001"}, "media.rx_window"),
+        ({"GBGATE_MEDIA__RX_WINDOW": "0.5"}, "media.rx_window"),
     ],
 )
 def test_invalid_values_name_the_key(env: dict[str, str], key: str) -> None:

@@ -429,3 +429,30 @@ async def test_a_sink_that_raises_loses_one_frame_not_the_rest_of_the_batch(
     assert sum("stream sink failed" in r.getMessage() for r in caplog.records) == 1
     await rx.close()
     rig.close()
+
+
+@pytest.mark.parametrize("window", [0.0, 0.2])
+async def test_the_configured_window_reaches_the_ingests_receiver(window: float) -> None:
+    """`media.rx_window` (passed by the INVITE path to `listen_udp`) decides whether a second
+    datagram right after a first waits for the window or is read at once."""
+    from gateway.media.ingest import LocalIngest
+    from gateway.media.pool import PortPool
+
+    session = new_session(Sink())
+    rx = await LocalIngest(PortPool(31000, 31099, "3402000000")).listen_udp(
+        session, "127.0.0.1", 0, rcvbuf=1 << 20, window=window)
+    try:
+        assert isinstance(rx, UdpReceiver) and rx.sock is not None
+        port = rx.sock.getsockname()[1]
+        pk = packets(2)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+            tx.sendto(pk[0], ("127.0.0.1", port))
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert session.packets == 1
+            tx.sendto(pk[1], ("127.0.0.1", port))
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert session.packets == (2 if window == 0 else 1)
+    finally:
+        await rx.close()

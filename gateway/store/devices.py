@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from gateway.store.contract import ChannelContract
 from gateway.store.direct import executemany, same, time_converter
@@ -398,31 +399,31 @@ class DeviceRepository:
     async def channel_counts(self) -> dict[str, int]:
         async with self._sessions() as session:
             rows = await session.execute(
-                select(Channel.device_id, func.count())
-                .where(Channel.removed_at.is_(None), Channel.exposed.is_(True))
+                select(col(Channel.device_id), func.count())
+                .where(col(Channel.removed_at).is_(None), col(Channel.exposed).is_(True))
                 .group_by(Channel.device_id)
             )
             return {d: int(n) for d, n in rows.all()}
 
     async def list_channels(self, device_id: str | None = None, *, include_hidden: bool = False) -> list[Channel]:
         async with self._sessions() as session:
-            q = select(Channel).where(Channel.removed_at.is_(None))
+            q = select(Channel).where(col(Channel.removed_at).is_(None))
             if device_id is not None:
-                q = q.where(Channel.device_id == device_id)
+                q = q.where(col(Channel.device_id) == device_id)
             if not include_hidden:
-                q = q.where(Channel.exposed.is_(True))
+                q = q.where(col(Channel.exposed).is_(True))
             return list((await session.execute(q.order_by(Channel.device_id, Channel.channel_id))).scalars())
 
     async def list_nodes(self, device_id: str) -> list[CatalogNode]:
         """The org nodes of a device's catalog (regions, groups, virtual organisations)."""
         async with self._sessions() as session:
-            q = select(CatalogNode).where(CatalogNode.device_id == device_id).order_by(CatalogNode.node_id)
+            q = select(CatalogNode).where(col(CatalogNode.device_id) == device_id).order_by(CatalogNode.node_id)
             return list((await session.execute(q)).scalars())
 
     async def channel_vendors(self) -> dict[str, str]:
         """Channel ID → vendor ID from the channel contracts (a cascade shares by vendor)."""
         async with self._sessions() as session:
-            rows = await session.execute(select(ChannelContract.channel_id, ChannelContract.vendor_id))
+            rows = await session.execute(select(col(ChannelContract.channel_id), col(ChannelContract.vendor_id)))
             return {str(cid): str(vid) for cid, vid in rows.all()}
 
     async def find_channel(self, channel_id: str) -> Channel | None:
@@ -430,8 +431,12 @@ class DeviceRepository:
         async with self._sessions() as session:
             q = (
                 select(Channel)
-                .where(Channel.channel_id == channel_id, Channel.removed_at.is_(None), Channel.exposed.is_(True))
-                .order_by(Channel.updated_at.desc())
+                .where(
+                    col(Channel.channel_id) == channel_id,
+                    col(Channel.removed_at).is_(None),
+                    col(Channel.exposed).is_(True),
+                )
+                .order_by(col(Channel.updated_at).desc())
             )
             return (await session.execute(q)).scalars().first()
 
@@ -439,8 +444,8 @@ class DeviceRepository:
         async with self._sessions() as session:
             q = (
                 select(DeviceEvent)
-                .where(DeviceEvent.device_id == device_id)
-                .order_by(DeviceEvent.ts.desc(), DeviceEvent.id.desc())
+                .where(col(DeviceEvent.device_id) == device_id)
+                .order_by(col(DeviceEvent.ts).desc(), col(DeviceEvent.id).desc())
                 .limit(limit)
             )
             return list((await session.execute(q)).scalars())
@@ -450,8 +455,8 @@ class DeviceRepository:
         async with self._sessions() as session:
             q = (
                 select(DeviceEvent)
-                .where(DeviceEvent.kind.like("alarm_%"))
-                .order_by(DeviceEvent.ts.desc(), DeviceEvent.id.desc())
+                .where(col(DeviceEvent.kind).like("alarm_%"))
+                .order_by(col(DeviceEvent.ts).desc(), col(DeviceEvent.id).desc())
                 .limit(limit)
             )
             return list((await session.execute(q)).scalars())
@@ -459,9 +464,9 @@ class DeviceRepository:
     async def mark_all_offline(self) -> list[str]:
         """At start: whatever the database thought was online is not (we were down)."""
         async with self._sessions() as session, session.begin():
-            ids = list((await session.execute(select(Device.id).where(Device.online.is_(True)))).scalars())
+            ids = list((await session.execute(select(col(Device.id)).where(col(Device.online).is_(True)))).scalars())
             if ids:
-                await session.execute(update(Device).where(Device.id.in_(ids)).values(online=False))
+                await session.execute(update(Device).where(col(Device.id).in_(ids)).values(online=False))
             return ids
 
 

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlmodel import col
 
 from gateway.health.timeline import Event, State
 from gateway.store.contract import HealthEvent
@@ -60,7 +61,7 @@ class SqlHealthEvents:
             existing: set[str] = set()
             for i in range(0, len(ids), 500):
                 chunk = ids[i : i + 500]
-                q = select(HealthEvent.event_id).where(HealthEvent.event_id.in_(chunk))
+                q = select(col(HealthEvent.event_id)).where(col(HealthEvent.event_id).in_(chunk))
                 existing.update((await session.execute(q)).scalars())
             new = [r for event_id, r in rows.items() if event_id not in existing]
             if new:  # Core executemany: thousands of events per copy must not build ORM objects
@@ -70,11 +71,11 @@ class SqlHealthEvents:
         """The last event of every subject (for restoring state and closing crash gaps)."""
         async with self._sessions() as session:
             last = (
-                select(HealthEvent.subject, func.max(HealthEvent.id).label("mid"))
+                select(col(HealthEvent.subject), func.max(HealthEvent.id).label("mid"))
                 .group_by(HealthEvent.subject)
                 .subquery()
             )
-            rows = (await session.execute(select(HealthEvent).join(last, HealthEvent.id == last.c.mid))).scalars()
+            rows = (await session.execute(select(HealthEvent).join(last, col(HealthEvent.id) == last.c.mid))).scalars()
             return {r.subject: to_event(r) for r in rows}
 
     async def last_ts(self) -> float | None:
@@ -83,8 +84,8 @@ class SqlHealthEvents:
 
     async def events(self, since: float, until: float, subjects: Iterable[str] | None = None) -> list[Event]:
         async with self._sessions() as session:
-            q = select(HealthEvent).where(HealthEvent.ts < until, HealthEvent.ts >= since)
+            q = select(HealthEvent).where(col(HealthEvent.ts) < until, col(HealthEvent.ts) >= since)
             if subjects is not None:
-                q = q.where(HealthEvent.subject.in_(list(subjects)))
-            rows = (await session.execute(q.order_by(HealthEvent.ts, HealthEvent.id))).scalars()
+                q = q.where(col(HealthEvent.subject).in_(list(subjects)))
+            rows = (await session.execute(q.order_by(col(HealthEvent.ts), col(HealthEvent.id)))).scalars()
             return [to_event(r) for r in rows]

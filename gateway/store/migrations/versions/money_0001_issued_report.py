@@ -7,7 +7,7 @@ Create Date: 2026-12-02 23:30:00
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = "money_0001"

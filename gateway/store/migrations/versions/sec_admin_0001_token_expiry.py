@@ -6,7 +6,7 @@ Revises: money_0001
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = 'sec_admin_0001'

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 
 from gateway.health.timeline import UTC8
-from gateway.reports.model import ChannelInfo, ContractData
+from gateway.reports.model import BatchInfo, ChannelInfo, ContractData
 
 
 @dataclass(slots=True, frozen=True)
@@ -44,6 +44,7 @@ def contract_alarms(
     out: list[ContractAlarm] = []
     live = Counter(ch.batch for ch in contract.channels if ch.batch and _in_service(ch, now))
     names = set(policy_names)
+    b: BatchInfo | None  # a batch here, a channel's batch if it has one below
     for bid in sorted(contract.batches):
         b = contract.batches[bid]
         if live[bid] > b.channel_count:

@@ -79,6 +79,7 @@ async def seed_history(services: Any, ids: list[tuple[str, str]], *, now: float 
     and its health recorder's store are used) or an `async_sessionmaker` directly.
     """
     from sqlalchemy import select
+    from sqlmodel import col
 
     from gateway.store.health_events import SqlHealthEvents
 
@@ -127,7 +128,7 @@ async def seed_history(services: Any, ids: list[tuple[str, str]], *, now: float 
                 )
             )
         existing = (
-            (await s.execute(select(T.DeductionPolicyRecord).where(T.DeductionPolicyRecord.name == "default")))
+            (await s.execute(select(T.DeductionPolicyRecord).where(col(T.DeductionPolicyRecord.name) == "default")))
             .scalars()
             .first()
         )

@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from gateway.health.timeline import Event
 from gateway.reports.deductions import DeductionPolicy
@@ -145,8 +146,8 @@ async def latest(sessions: Any, kind: str, period: str, station: str, group_by: 
     async with sessions() as s:
         q = (
             select(R)
-            .where(R.kind == kind, R.period == period, R.station == station, R.group_by == group_by)
-            .order_by(R.revision.desc())  # type: ignore[attr-defined]
+            .where(col(R.kind) == kind, col(R.period) == period, col(R.station) == station, col(R.group_by) == group_by)
+            .order_by(col(R.revision).desc())
             .limit(1)
         )
         return (await s.execute(q)).scalars().first()

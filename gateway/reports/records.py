@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from gateway.reports.contract_import import KEY_FIELD, SCHEMAS, apply_import, parse_rows
 from gateway.reports.errors import ImportValidationError, RowError
@@ -93,20 +94,20 @@ async def list_maintenance(
     W = T.MaintenanceWindow
     q = select(W)
     if subject:
-        q = q.where(W.subject == subject)
+        q = q.where(col(W.subject) == subject)
     if start is not None:
-        q = q.where(W.end_ts > start)
+        q = q.where(col(W.end_ts) > start)
     if end is not None:
-        q = q.where(W.start_ts < end)
+        q = q.where(col(W.start_ts) < end)
     async with sessions() as s:
-        rows = (await s.execute(q.order_by(W.start_ts, W.id))).scalars().all()
+        rows = (await s.execute(q.order_by(col(W.start_ts), col(W.id)))).scalars().all()
     return [row_dict(r) for r in rows]
 
 
 async def list_policies(sessions: Any, name: str = "default") -> list[dict[str, Any]]:
     P = T.DeductionPolicyRecord
     async with sessions() as s:
-        rows = (await s.execute(select(P).where(P.name == name).order_by(P.version))).scalars().all()
+        rows = (await s.execute(select(P).where(col(P.name) == name).order_by(col(P.version)))).scalars().all()
     return [row_dict(r) for r in rows]
 
 
@@ -129,15 +130,15 @@ async def list_tickets(
     F = T.FaultTicket
     q = select(F)
     if status:
-        q = q.where(F.status == status)
+        q = q.where(col(F.status) == status)
     if station:
-        q = q.where(F.station_id == station)
+        q = q.where(col(F.station_id) == station)
     if vendor:
-        q = q.where(F.vendor_id == vendor)
+        q = q.where(col(F.vendor_id) == vendor)
     if channel:
-        q = q.where(F.channel_id == channel)
+        q = q.where(col(F.channel_id) == channel)
     async with sessions() as s:
-        rows = (await s.execute(q.order_by(F.since_ts.desc(), F.id).limit(limit))).scalars().all()  # type: ignore[attr-defined]
+        rows = (await s.execute(q.order_by(col(F.since_ts).desc(), F.id).limit(limit))).scalars().all()
     return [row_dict(r) for r in rows]
 
 
@@ -148,7 +149,11 @@ async def ticket_detail(sessions: Any, ticket: str, *, vendor: str | None = None
         if row is None or (vendor is not None and row.vendor_id != vendor):
             return None
         H = T.TicketHistory
-        hist = (await s.execute(select(H).where(H.ticket_id == ticket).order_by(H.ts, H.id))).scalars().all()
+        hist = (
+            (await s.execute(select(H).where(col(H.ticket_id) == ticket).order_by(col(H.ts), col(H.id))))
+            .scalars()
+            .all()
+        )
     out = row_dict(row)
     out["history"] = [row_dict(h) for h in hist]
     return out

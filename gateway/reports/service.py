@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
+from sqlmodel import col
 
 from gateway.health.timeline import Event, State
 from gateway.reports import frozen
@@ -103,7 +104,9 @@ async def load_contract(sessions: Any) -> ContractData:
         mcs = (await s.execute(select(T.MaintenanceContract))).scalars().all()
         inventory = (
             await s.execute(
-                select(models.Channel, models.Device).join(models.Device, models.Device.id == models.Channel.device_id)
+                select(models.Channel, models.Device).join(
+                    models.Device, col(models.Device.id) == models.Channel.device_id
+                )
             )
         ).all()
         sites = (await s.execute(select(models.Site))).scalars().all()
@@ -200,18 +203,20 @@ async def load_events(sessions: Any, start: float, end: float) -> list[Event]:
         lasts = []
         for states in (sig, media):
             before = (
-                select(H.subject, func.max(H.ts).label("ts"))
-                .where(H.ts < start, H.state.in_(states))  # type: ignore[attr-defined]
+                select(col(H.subject), func.max(H.ts).label("ts"))
+                .where(col(H.ts) < start, col(H.state).in_(states))
                 .group_by(H.subject)
                 .subquery()
             )
             lasts.append(
-                select(H.id)
-                .join(before, and_(H.subject == before.c.subject, H.ts == before.c.ts))
-                .where(H.state.in_(states))  # type: ignore[attr-defined]
+                select(col(H.id))
+                .join(before, and_(col(H.subject) == before.c.subject, col(H.ts) == before.c.ts))
+                .where(col(H.state).in_(states))
             )
-        q = select(H).where(or_(and_(H.ts >= start, H.ts < end), H.id.in_(lasts[0]), H.id.in_(lasts[1])))
-        rows = (await s.execute(q.order_by(H.ts, H.id))).scalars().all()
+        q = select(H).where(
+            or_(and_(col(H.ts) >= start, col(H.ts) < end), col(H.id).in_(lasts[0]), col(H.id).in_(lasts[1]))
+        )
+        rows = (await s.execute(q.order_by(col(H.ts), col(H.id)))).scalars().all()
     return [_event(r) for r in rows]
 
 
@@ -224,13 +229,13 @@ async def contract_checks(sessions: Any, settings: Any, *, now: float) -> list[d
     tz = report_timezone(getattr(getattr(settings, "report", None), "timezone", "Asia/Shanghai"))
     contract = await load_contract(sessions)
     async with sessions() as s:
-        names = (await s.execute(select(T.DeductionPolicyRecord.name).distinct())).scalars().all()
+        names = (await s.execute(select(col(T.DeductionPolicyRecord.name)).distinct())).scalars().all()
     return [asdict(a) for a in contract_alarms(contract, policy_names=names, now=now, tz=tz)]
 
 
 async def load_policies(sessions: Any, name: str = "default") -> list[DeductionPolicy]:
     async with sessions() as s:
-        rows = await s.execute(select(T.DeductionPolicyRecord).where(T.DeductionPolicyRecord.name == name))
+        rows = await s.execute(select(T.DeductionPolicyRecord).where(col(T.DeductionPolicyRecord.name) == name))
         records = rows.scalars().all()
     return [
         DeductionPolicy.from_body(r.body, name=r.name, version=r.version, effective_from=r.effective_from)
@@ -268,8 +273,8 @@ def _ticket(r: T.FaultTicket) -> Ticket:
 async def load_tickets(sessions: Any, start: float, end: float) -> list[Ticket]:
     async with sessions() as s:
         q = select(T.FaultTicket).where(
-            T.FaultTicket.since_ts < end,
-            or_(T.FaultTicket.status != TicketStatus.confirmed, T.FaultTicket.updated_ts >= start),
+            col(T.FaultTicket.since_ts) < end,
+            or_(col(T.FaultTicket.status) != TicketStatus.confirmed, col(T.FaultTicket.updated_ts) >= start),
         )
         return [_ticket(r) for r in (await s.execute(q)).scalars().all()]
 
@@ -277,7 +282,7 @@ async def load_tickets(sessions: Any, start: float, end: float) -> list[Ticket]:
 async def load_maintenance(sessions: Any, start: float, end: float) -> list[MaintenanceDecl]:
     W = T.MaintenanceWindow
     async with sessions() as s:
-        rows = (await s.execute(select(W).where(W.start_ts < end, W.end_ts > start))).scalars().all()
+        rows = (await s.execute(select(W).where(col(W.start_ts) < end, col(W.end_ts) > start))).scalars().all()
     return [MaintenanceDecl(w.subject, w.start_ts, w.end_ts, w.reason) for w in rows]
 
 
@@ -479,7 +484,7 @@ async def save_policy(sessions: Any, body: dict[str, Any], *, effective_from: da
     async with sessions() as s, s.begin():
         latest = (
             await s.execute(
-                select(func.max(T.DeductionPolicyRecord.version)).where(T.DeductionPolicyRecord.name == name)
+                select(func.max(T.DeductionPolicyRecord.version)).where(col(T.DeductionPolicyRecord.name) == name)
             )
         ).scalar() or 0
         version = int(latest) + 1
@@ -498,7 +503,9 @@ async def declare_maintenance(
         raise ReportError("end: must be after start")
     W = T.MaintenanceWindow
     async with sessions() as s, s.begin():
-        clash = (await s.execute(select(W).where(W.subject == subject, W.start_ts < end, W.end_ts > start))).scalars()
+        clash = (
+            await s.execute(select(W).where(col(W.subject) == subject, col(W.start_ts) < end, col(W.end_ts) > start))
+        ).scalars()
         first = clash.first()
         if first is not None:
             raise ReportError(f"start: overlaps maintenance window {first.id} of {subject}")
@@ -575,7 +582,9 @@ async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_dura
     wide: Period = replace(p, start=start, first=p.first - timedelta(days=31))
     async with sessions() as s:  # cheap check first: load_contract reads every channel and device
         any_vendor = (
-            await s.execute(select(T.ChannelContract.channel_id).where(T.ChannelContract.vendor_id != "").limit(1))
+            await s.execute(
+                select(col(T.ChannelContract.channel_id)).where(col(T.ChannelContract.vendor_id) != "").limit(1)
+            )
         ).first()
     if any_vendor is None:
         return []  # no contracted channel, nobody to send a ticket to
@@ -592,7 +601,7 @@ async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_dura
             (
                 await s.execute(
                     select(T.FaultTicket).where(
-                        or_(T.FaultTicket.status != TicketStatus.confirmed, T.FaultTicket.since_ts >= start)
+                        or_(col(T.FaultTicket.status) != TicketStatus.confirmed, col(T.FaultTicket.since_ts) >= start)
                     )
                 )
             )
@@ -606,7 +615,9 @@ async def open_due_tickets(sessions: Any, settings: Any, *, now: float, min_dura
             _apply_to_row(s, by_id[t.id], "recover", actor="system", now=now, repaired_ts=back)
         prefix = f"T{day:%Y%m%d}-"
         count = (
-            await s.execute(select(func.count()).select_from(T.FaultTicket).where(T.FaultTicket.id.startswith(prefix)))
+            await s.execute(
+                select(func.count()).select_from(T.FaultTicket).where(col(T.FaultTicket.id).startswith(prefix))
+            )
         ).scalar() or 0
         for f in faults_to_open(ledger, contract, known, min_duration_s=min_duration_s):
             # one ticket per lower-platform outage, naming the channels it took down (issue 14 #2)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.gb.sdp import MediaTransport, build_play_answer, parse_offer
 from gateway.media.frames import Codec, MediaFrame
@@ -73,10 +73,10 @@ def encode_pattern(codec: str = "h264", frames: int = LOOP_FRAMES) -> list[tuple
     """(keyframe, Annex-B access unit) for one loop of the pattern; blocking (run in a thread)."""
     import av
 
-    name = "libx265" if codec == "h265" else "libx264"
+    name: Literal["libx264", "libx265"] = "libx265" if codec == "h265" else "libx264"
     enc = av.CodecContext.create(name, "w")
     enc.width, enc.height, enc.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-    enc.framerate = FPS
+    enc.framerate = Fraction(FPS)
     enc.time_base = Fraction(1, FPS)
     enc.gop_size = GOP
     enc.max_b_frames = 0
@@ -309,7 +309,7 @@ class MediaSessions:
                 try:
                     tr, _p = await loop.create_connection(lambda: _Sink(lambda t: None), s.dest[0], s.dest[1],
                                                           local_addr=(self.swarm.local_host, s.local_port))
-                    s.tcp = tr  # type: ignore[assignment]
+                    s.tcp = tr
                     break
                 except OSError:
                     await asyncio.sleep(0.25)

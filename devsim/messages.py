@@ -14,13 +14,14 @@ import hashlib
 import itertools
 import os
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.gb.items import CatalogItem
 from gateway.gb.manscdp import build_catalog_response
 
+_gw_authorization: Callable[..., str] | None
 try:  # the SIP engineers' digest client; a private copy below until it lands
     from gateway.sip.digest import authorization as _gw_authorization
 except ImportError:  # pragma: no cover - depends on what has landed

@@ -29,29 +29,18 @@ from gateway.sip import digest, fastpath
 from gateway.sip.events import Peer
 from gateway.sip.router import SipRouter
 from gateway.sip.transport import SipEndpoint, _UdpProtocol
+from load_tests.sipp.messages import keepalive_message
 from whitelist.decide import Policy
 from whitelist.lockout import FloodGuard, Lockout
 from whitelist.model import Credential, Entry, EntryStatus
 
 REALM = "3402000000"
 HOST, PORT = "127.0.0.1", 5061
-BODY = ('<?xml version="1.0" encoding="GB2312"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n'
-        "<SN>%d</SN>\r\n<DeviceID>%s</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n")
 
 
 def keepalive(dev: str, i: int) -> bytes:
     """keepalive.xml as sipp sends it (call i)."""
-    body = BODY % (i, dev)
-    return (f"MESSAGE sip:34020000002000000001@{REALM} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP {HOST}:{PORT};rport;branch=z9hG4bK-4242-{i}-0\r\n"
-            f"Max-Forwards: 70\r\n"
-            f"From: <sip:{dev}@{REALM}>;tag=4242SIPpTag00{i}\r\n"
-            f"To: <sip:34020000002000000001@{REALM}>\r\n"
-            f"Call-ID: {i}-4242@{HOST}\r\n"
-            f"CSeq: 20 MESSAGE\r\n"
-            f"Content-Type: Application/MANSCDP+xml\r\n"
-            f"User-Agent: sipp-gb28181-ipc\r\n"
-            f"Content-Length:   {len(body)}\r\n\r\n{body}").encode()
+    return keepalive_message(dev, i, realm=REALM, host=HOST, port=PORT)
 
 
 class _Sink:

@@ -1,6 +1,7 @@
 """SIP throughput from 1 to N workers (`sip.workers`), sipp on the same machine.
 
     python -m load_tests.bench_sip_workers [--devices 20000] [--workers 1,2] [--instances 4]
+                                           [--ka-generator sipp|blast]
 
 For each `sip.workers` value, on a copy of the same seeded database (bench_reregister_storm.seed):
  (1) N new logins (digest REGISTER → 401 → REGISTER → 200), sipp as fast as the gateway answers
@@ -11,6 +12,8 @@ Printed per step: achieved rate (200 OK/s), CPU seconds per second of each gbgat
 the sipp processes (their rusage), requests per gbgate CPU-second, UdpRcvbufErrors; then the
 scaling of each step from the first workers value.
 The machine is shared with sipp: with 2 cores, gbgate cannot get more than what sipp leaves.
+`--ka-generator blast` sends the keepalives with load_tests/sip_blast.py instead (about a quarter
+of sipp's CPU per keepalive), so that step shows what the gateway does with what the box has.
 """
 
 from __future__ import annotations
@@ -26,14 +29,19 @@ from typing import Any
 
 from load_tests.bench_reregister_storm import Node, balanced_ports, seed, sipp_wave, slices_for
 from load_tests.bench_signalling import machine_busy, udp_rcvbuf_errors
-from load_tests.sipp import runner
+from load_tests.sip_blast import KeepaliveWave
+from load_tests.sipp import gen_devices, runner
 
 
 def step(node: Node, name: str, target: str, slices: list[Path], ports: list[int], args: argparse.Namespace,
-         workdir: Path, **kw: Any) -> dict[str, Any]:
+         workdir: Path, *, blast: KeepaliveWave | None = None, **kw: Any) -> dict[str, Any]:
+    """One wave through sipp, or through `blast` (made up front) when given."""
     cpu0, drops0, t0, busy0 = node.cpu(), udp_rcvbuf_errors(), time.monotonic(), machine_busy()
-    res = sipp_wave(target, slices, ports, rate=args.rate, outdir=workdir, tag=f"w{node.workers}_{name}",
-                    limit=args.limit, **kw)
+    if blast is not None:
+        res = blast.run()
+    else:
+        res = sipp_wave(target, slices, ports, rate=args.rate, outdir=workdir, tag=f"w{node.workers}_{name}",
+                        limit=args.limit, **kw)
     cpu1, drops1, busy1 = node.cpu(), udp_rcvbuf_errors(), machine_busy()
     wall = res["elapsed_s"] or (time.monotonic() - t0)
     cpu = {k: round(cpu1.get(k, 0.0) - cpu0.get(k, 0.0), 2) for k in cpu1}
@@ -62,8 +70,14 @@ def run(db: Path, workers: int, args: argparse.Namespace, workdir: Path) -> list
         out = [step(node, "login", target, slices, ports, args, workdir)]
         time.sleep(1.0)
         out.append(step(node, "refresh", target, slices, ports, args, workdir))
+        blast = None
+        if args.ka_generator == "blast":
+            ids = gen_devices.device_ids(args.devices)
+            per_port = [ids[i::args.instances] for i in range(args.instances)]  # as slices_for cuts them
+            blast = KeepaliveWave(("127.0.0.1", node.gw.sip_port), per_port, ports, rounds=args.ka_rounds,
+                                  limit=args.limit)
         out.append(step(node, "keepalive", target, slices, ports, args, workdir, scenario="keepalive.xml",
-                        rounds=args.ka_rounds))
+                        rounds=args.ka_rounds, blast=blast))
         for o in out:
             o["workers"] = workers
         return out
@@ -83,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ka-rounds", type=int, default=6,
                     help="keepalive rounds over the devices (6: a step of seconds, not half of one, so the "
                          "scaling is not a sample of scheduler noise)")
+    ap.add_argument("--ka-generator", choices=("sipp", "blast"), default="sipp",
+                    help="what sends the keepalives: sipp, or load_tests/sip_blast.py (a few µs of CPU per "
+                         "keepalive, so the gateway gets what the machine has)")
     ap.add_argument("--seed-dir", type=Path, default=Path(tempfile.gettempdir()) / "gbgate-bench-seed")
     args = ap.parse_args(argv)
     why = runner.sipp_available()
